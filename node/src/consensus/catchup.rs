@@ -1,0 +1,147 @@
+//! Catching up history from peers that are ahead.
+//!
+//! A node learns that it is behind from signed proposals naming a higher lcl.
+//! It asks one such peer at a time for a bounded batch, gives it a round to
+//! answer, then moves on to the next peer; every fetched ledger is checked by
+//! [`crate::sync::verify_record`] before it joins the chain.
+
+use super::message::{PeerMessage, MAX_FRAME_BYTES};
+use super::node::{Action, CloseVia, Event, Node};
+use crate::crypto::PubKey;
+use crate::ledger::LedgerRecord;
+use crate::sync::verify_record;
+
+#[derive(Debug, Default)]
+pub struct Catchup {
+    inflight: Option<Inflight>,
+    /// Rotates the peer asked, so one silent or lying peer cannot stall us.
+    attempt: usize,
+}
+
+#[derive(Debug)]
+struct Inflight {
+    peer: PubKey,
+    deadline: u64,
+}
+
+impl Catchup {
+    pub fn deadline(&self) -> Option<u64> {
+        self.inflight.as_ref().map(|f| f.deadline)
+    }
+}
+
+impl Node {
+    /// Starts or retries a history request if a recent proposal showed a
+    /// peer ahead of us.
+    pub(super) fn catchup_tick(&mut self, now: u64) {
+        if let Some(f) = &self.sync.inflight {
+            if now < f.deadline {
+                return;
+            }
+            self.sync.inflight = None;
+            self.sync.attempt += 1;
+        }
+        let me = self.key.public();
+        let my_seq = self.lcl().seq;
+        let round = self.slot.map_or(0, |s| s.round);
+        let skew = self.cfg.max_round_skew;
+        let ahead: Vec<PubKey> = self
+            .peer_lcl
+            .iter()
+            .filter(|(k, (id, r))| **k != me && id.seq > my_seq && r + skew >= round)
+            .map(|(k, _)| *k)
+            .collect();
+        if ahead.is_empty() {
+            return;
+        }
+        let peer = ahead[self.sync.attempt % ahead.len()];
+        let bytes = PeerMessage::HistoryRequest {
+            from_seq: my_seq + 1,
+            count: self.cfg.history_batch,
+        }
+        .encode();
+        self.out.push(Action::Send { to: peer, bytes });
+        self.sync.inflight = Some(Inflight {
+            peer,
+            deadline: now + self.cfg.roundtime_ms,
+        });
+    }
+
+    pub(super) fn serve_history(&mut self, from: PubKey, from_seq: u64, count: u64) {
+        if !self.cfg.in_unl(&from) {
+            self.stats.dropped_not_unl += 1;
+            return;
+        }
+        let count = count.min(self.cfg.history_batch) as usize;
+        let start = from_seq.min(self.chain.len() as u64) as usize;
+        let mut budget = MAX_FRAME_BYTES / 2;
+        let mut records: Vec<LedgerRecord> = Vec::new();
+        for r in self.chain[start..].iter().take(count) {
+            let size = r.bodies.values().map(|b| b.len() + 64).sum::<usize>() + 512 * (r.proof.len() + 1);
+            if size > budget && !records.is_empty() {
+                break;
+            }
+            budget = budget.saturating_sub(size);
+            records.push(r.clone());
+        }
+        if records.is_empty() {
+            return;
+        }
+        self.stats.history_served += 1;
+        let bytes = PeerMessage::HistoryResponse(records).encode();
+        self.out.push(Action::Send { to: from, bytes });
+    }
+
+    pub(super) fn on_history(&mut self, now: u64, from: PubKey, records: Vec<LedgerRecord>) {
+        match &self.sync.inflight {
+            Some(f) if f.peer == from => self.sync.inflight = None,
+            _ => {
+                self.stats.dropped_duplicate += 1; // unsolicited or late
+                return;
+            }
+        }
+        let mut adopted = Vec::new();
+        for rec in records {
+            if rec.ledger.seq <= self.lcl().seq {
+                continue;
+            }
+            match verify_record(&self.cfg, &self.lcl(), &rec) {
+                Ok(()) => {
+                    self.stats.signature_checks += rec.proof.len() as u64;
+                    self.append(rec.clone());
+                    adopted.push(rec);
+                }
+                Err(e) => {
+                    self.stats.history_rejected += 1;
+                    self.sync.attempt += 1;
+                    tracing::warn!(peer = ?from, error = %e, "rejecting history");
+                    self.out.push(Action::Notify(Event::HistoryRejected {
+                        peer: from,
+                        reason: e.to_string(),
+                    }));
+                    break;
+                }
+            }
+        }
+        if adopted.is_empty() {
+            self.sync.attempt += 1;
+        } else {
+            self.stats.history_adopted += adopted.len() as u64;
+            for r in &adopted {
+                self.out.push(Action::Persist(Box::new(r.clone())));
+            }
+            self.out.push(Action::Sync);
+            for r in &adopted {
+                self.out.push(Action::Notify(Event::LedgerClosed {
+                    ledger: r.ledger.clone(),
+                    hash: r.hash,
+                    via: CloseVia::History,
+                }));
+            }
+            for r in adopted {
+                self.out.push(Action::Execute(Box::new(r)));
+            }
+        }
+        self.catchup_tick(now);
+    }
+}

@@ -1,0 +1,153 @@
+//! Consensus settings shared by every node of a network.
+
+use crate::crypto::PubKey;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsensusConfig {
+    /// Length of one round in milliseconds.
+    pub roundtime_ms: u64,
+    /// Per-contract offset of round boundaries, in milliseconds.
+    pub round_offset_ms: u64,
+    /// Percent of the round given to each of stages 1-3; stage 0 gets the rest.
+    pub stage_slice_pct: u64,
+    /// Percent of the UNL that must have proposed an input in the previous
+    /// stage for it to be kept in stages 1, 2 and 3.
+    pub stage_thresholds_pct: [u64; 3],
+    /// Percent of the UNL that must agree on one stage-3 candidate to close.
+    pub close_threshold_pct: u64,
+    /// Proposals older than this many rounds (or this far ahead) are dropped.
+    pub max_round_skew: u64,
+    /// Most input hashes in one proposal.
+    pub max_inputs_per_ledger: usize,
+    /// Largest accepted input body, bytes.
+    pub max_input_bytes: usize,
+    /// Most input bodies a node keeps waiting for consensus.
+    pub max_pool_inputs: usize,
+    /// Most ledgers served in one history response.
+    pub history_batch: u64,
+    /// Sorted, distinct UNL.
+    pub unl: Vec<PubKey>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("roundtime_ms must be at least 40, got {0}")]
+    Roundtime(u64),
+    #[error("stage_slice_pct must be between 1 and 33, got {0}")]
+    StageSlice(u64),
+    #[error("thresholds must be between 1 and 100 percent, got {0}")]
+    Threshold(u64),
+    #[error("the close threshold must be above 50% or two halves could close different ledgers, got {0}")]
+    CloseThreshold(u64),
+    #[error("the UNL is empty")]
+    EmptyUnl,
+}
+
+impl ConsensusConfig {
+    pub fn new(unl: Vec<PubKey>) -> ConsensusConfig {
+        let mut unl = unl;
+        unl.sort();
+        unl.dedup();
+        ConsensusConfig {
+            roundtime_ms: 1000,
+            round_offset_ms: 0,
+            stage_slice_pct: 25,
+            stage_thresholds_pct: [50, 65, 80],
+            close_threshold_pct: 80,
+            max_round_skew: 3,
+            max_inputs_per_ledger: 4096,
+            max_input_bytes: 1 << 20,
+            max_pool_inputs: 16384,
+            history_batch: 64,
+            unl,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.roundtime_ms < 40 {
+            return Err(ConfigError::Roundtime(self.roundtime_ms));
+        }
+        if !(1..=33).contains(&self.stage_slice_pct) {
+            return Err(ConfigError::StageSlice(self.stage_slice_pct));
+        }
+        for &t in self.stage_thresholds_pct.iter() {
+            if !(1..=100).contains(&t) {
+                return Err(ConfigError::Threshold(t));
+            }
+        }
+        if !(51..=100).contains(&self.close_threshold_pct) {
+            return Err(ConfigError::CloseThreshold(self.close_threshold_pct));
+        }
+        if self.unl.is_empty() {
+            return Err(ConfigError::EmptyUnl);
+        }
+        Ok(())
+    }
+
+    pub fn in_unl(&self, k: &PubKey) -> bool {
+        self.unl.binary_search(k).is_ok()
+    }
+
+    /// Votes needed for `pct` percent of the UNL, rounded up.
+    pub fn needed(&self, pct: u64) -> usize {
+        threshold(self.unl.len(), pct)
+    }
+}
+
+/// `ceil(pct * n / 100)` in integers: no floating point decides consensus.
+pub fn threshold(n: usize, pct: u64) -> usize {
+    ((pct * n as u64).div_ceil(100)) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threshold_rounds_up() {
+        let cases = [
+            (5, 50, 3),
+            (5, 65, 4),
+            (5, 80, 4),
+            (4, 50, 2),
+            (4, 65, 3),
+            (4, 80, 4),
+            (3, 80, 3),
+            (10, 80, 8),
+            (10, 65, 7),
+            (7, 80, 6),
+            (1, 80, 1),
+            (20, 50, 10),
+            (100, 80, 80),
+        ];
+        for (n, pct, want) in cases {
+            assert_eq!(threshold(n, pct), want, "n={n} pct={pct}");
+        }
+    }
+
+    #[test]
+    fn close_quorums_intersect_in_more_than_a_fifth() {
+        // Two 80% quorums of any UNL size share at least 60% of it, so a fork
+        // needs that many equivocators.
+        for n in 1..200usize {
+            let q = threshold(n, 80);
+            assert!(2 * q > n, "n={n}");
+            assert!(2 * q - n >= threshold(n, 60), "n={n}");
+        }
+    }
+
+    #[test]
+    fn validate_names_the_problem() {
+        let mut c = ConsensusConfig::new(vec![PubKey([1; 32])]);
+        assert_eq!(c.validate(), Ok(()));
+        c.close_threshold_pct = 50;
+        assert_eq!(c.validate(), Err(ConfigError::CloseThreshold(50)));
+        c.close_threshold_pct = 80;
+        c.stage_slice_pct = 40;
+        assert_eq!(c.validate(), Err(ConfigError::StageSlice(40)));
+        c.stage_slice_pct = 25;
+        c.unl.clear();
+        assert_eq!(c.validate(), Err(ConfigError::EmptyUnl));
+    }
+}

@@ -1,0 +1,20 @@
+//! UNL consensus: four stages a round, 50/65/80% thresholds, close at 80%.
+//!
+//! Everything here is sans-IO. [`Node`] takes events (a tick, a peer message,
+//! a user input, a finished contract run) with the node-local time and returns
+//! [`Action`]s for its driver to carry out.
+
+mod catchup;
+mod config;
+mod message;
+mod node;
+mod proposal;
+mod timing;
+mod votes;
+
+pub use config::{threshold, ConfigError, ConsensusConfig};
+pub use message::{input_hash, PeerMessage, WireError, MAX_FRAME_BYTES};
+pub use node::{Action, CloseVia, Event, ExecResult, Input, Node, Stats, VoteStatus};
+pub use proposal::{Proposal, SignedProposal};
+pub use timing::{Slot, Timing};
+pub use votes::{agreed_time, best_candidate, inputs_with_votes, lcl_votes};

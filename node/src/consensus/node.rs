@@ -1,0 +1,514 @@
+//! The consensus state machine of one node.
+
+use super::message::{input_hash, PeerMessage, MAX_FRAME_BYTES};
+use super::timing::{Slot, Timing};
+use super::votes::{agreed_time, best_candidate, inputs_with_votes, lcl_votes};
+use super::{ConsensusConfig, Proposal, SignedProposal};
+use crate::crypto::{Hash, Keypair, PubKey};
+use crate::ledger::{Ledger, LedgerId, LedgerRecord};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// An event fed to the node by its driver.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// Time has passed; the driver sends this when `next_deadline` is reached.
+    Tick,
+    /// A frame from an authenticated peer connection.
+    Peer { from: PubKey, bytes: Vec<u8> },
+    /// An input body submitted by a user connected to this node.
+    Submit(Vec<u8>),
+    /// The contract finished running ledger `seq`.
+    Executed { seq: u64, result: ExecResult },
+}
+
+/// State and output hashes of one contract run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ExecResult {
+    pub state: Hash,
+    pub output: Hash,
+}
+
+/// Something the driver must do, in order.
+#[derive(Clone, Debug)]
+pub enum Action {
+    Send { to: PubKey, bytes: Vec<u8> },
+    /// Send to every other UNL member.
+    Broadcast { bytes: Vec<u8> },
+    /// Write a ledger; it becomes durable at the next `Sync`.
+    Persist(Box<LedgerRecord>),
+    /// Durability point: everything persisted before must be on disk.
+    Sync,
+    /// Run the contract for this ledger, then feed back `Input::Executed`.
+    Execute(Box<LedgerRecord>),
+    /// A typed event for logs, traces and the simulator's checkers.
+    Notify(Event),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum CloseVia {
+    Consensus,
+    History,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum VoteStatus {
+    /// Enough of the UNL proposes on our lcl.
+    Synced,
+    /// A threshold of the UNL is on another lcl: catching up, not proposing.
+    Desync,
+    /// Too few proposals on our lcl to ever close.
+    Unreliable,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum Event {
+    /// The node (re)started from its durable chain.
+    Started { lcl: LedgerId },
+    /// A ledger is durably part of this node's chain.
+    LedgerClosed {
+        ledger: Ledger,
+        hash: Hash,
+        via: CloseVia,
+    },
+    Status(VoteStatus),
+    /// A threshold of the UNL closed a different ledger at our lcl's seq.
+    ForkSeen { seq: u64, ours: Hash, theirs: Hash },
+    /// Our run of ledger `seq` disagrees with what the next ledger certified.
+    StateMismatch { seq: u64 },
+    /// A peer sent history that failed verification.
+    HistoryRejected { peer: PubKey, reason: String },
+}
+
+/// Counters of what the node dropped and why.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    pub proposals_accepted: u64,
+    pub dropped_not_unl: u64,
+    pub dropped_bad_signature: u64,
+    pub dropped_stale: u64,
+    pub dropped_malformed: u64,
+    pub dropped_duplicate: u64,
+    pub equivocations: u64,
+    pub foreign_lcl: u64,
+    pub inputs_rejected: u64,
+    pub history_served: u64,
+    pub history_adopted: u64,
+    pub history_rejected: u64,
+    pub signature_checks: u64,
+}
+
+pub struct Node {
+    pub(super) cfg: ConsensusConfig,
+    timing: Timing,
+    pub(super) key: Keypair,
+    pub(super) chain: Vec<LedgerRecord>,
+    /// Result of running the lcl; `None` while that run is pending.
+    exec: Option<ExecResult>,
+    /// Recent run results, to compare with what later ledgers certify.
+    exec_history: BTreeMap<u64, ExecResult>,
+    /// Input bodies waiting for consensus, with the round they arrived in.
+    pool: BTreeMap<Hash, (Vec<u8>, u64)>,
+    /// Inputs already in a ledger, with its seq, so they never land twice.
+    included: BTreeMap<Hash, u64>,
+    pub(super) slot: Option<Slot>,
+    proposed: Option<Slot>,
+    proposals: BTreeMap<(u64, u8), BTreeMap<PubKey, SignedProposal>>,
+    /// Latest lcl each peer proposed on, and in which round.
+    pub(super) peer_lcl: BTreeMap<PubKey, (LedgerId, u64)>,
+    pub(super) sync: super::catchup::Catchup,
+    status: VoteStatus,
+    forks_reported: BTreeMap<u64, Hash>,
+    pub(super) stats: Stats,
+    pub(super) out: Vec<Action>,
+}
+
+/// Rounds an input may wait in the pool before it is dropped.
+const INPUT_TTL_ROUNDS: u64 = 20;
+/// Seqs an included input hash is remembered for, to refuse replays.
+const INCLUDED_WINDOW: u64 = 1024;
+
+impl Node {
+    /// Starts from a durable chain (genesis first; empty means a new node) and
+    /// the result of running its last ledger, if the driver has it. Without
+    /// one, the node asks for that run first.
+    pub fn new(
+        cfg: ConsensusConfig,
+        key: Keypair,
+        chain: Vec<LedgerRecord>,
+        exec: Option<ExecResult>,
+    ) -> Node {
+        let chain = if chain.is_empty() {
+            vec![LedgerRecord::genesis()]
+        } else {
+            chain
+        };
+        let mut included = BTreeMap::new();
+        let lcl_seq = chain.last().map_or(0, |r| r.ledger.seq);
+        for r in chain.iter().rev().take_while(|r| r.ledger.seq + INCLUDED_WINDOW > lcl_seq) {
+            for i in &r.ledger.inputs {
+                included.insert(*i, r.ledger.seq);
+            }
+        }
+        let mut node = Node {
+            timing: Timing::new(&cfg),
+            cfg,
+            key,
+            chain,
+            exec,
+            exec_history: BTreeMap::new(),
+            pool: BTreeMap::new(),
+            included,
+            slot: None,
+            proposed: None,
+            proposals: BTreeMap::new(),
+            peer_lcl: BTreeMap::new(),
+            sync: Default::default(),
+            status: VoteStatus::Synced,
+            forks_reported: BTreeMap::new(),
+            stats: Stats::default(),
+            out: Vec::new(),
+        };
+        let lcl = node.lcl();
+        node.out.push(Action::Notify(Event::Started { lcl }));
+        if let Some(r) = exec {
+            node.exec_history.insert(lcl.seq, r);
+        } else {
+            let last = node.chain.last().expect("chain has genesis").clone();
+            node.out.push(Action::Execute(Box::new(last)));
+        }
+        node
+    }
+
+    pub fn public_key(&self) -> PubKey {
+        self.key.public()
+    }
+    pub fn lcl(&self) -> LedgerId {
+        self.chain.last().expect("chain has genesis").id()
+    }
+    pub fn chain(&self) -> &[LedgerRecord] {
+        &self.chain
+    }
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+    pub fn status(&self) -> VoteStatus {
+        self.status
+    }
+    pub fn pool_len(&self) -> usize {
+        self.pool.len()
+    }
+
+    /// The node-local time at which the node next wants a `Tick`.
+    pub fn next_deadline(&self, now: u64) -> u64 {
+        let mut d = self.timing.next_boundary(now);
+        if let Some(t) = self.sync.deadline() {
+            d = d.min(t.max(now + 1));
+        }
+        d
+    }
+
+    /// Feeds one event at node-local time `now` and returns what to do.
+    pub fn handle(&mut self, now: u64, input: Input) -> Vec<Action> {
+        match input {
+            Input::Tick => {}
+            Input::Peer { from, bytes } => self.on_peer(now, from, &bytes),
+            Input::Submit(body) => self.add_input(body, true),
+            Input::Executed { seq, result } => self.on_executed(seq, result),
+        }
+        self.advance(now);
+        std::mem::take(&mut self.out)
+    }
+
+    fn advance(&mut self, now: u64) {
+        let slot = self.timing.slot(now);
+        if self.slot != Some(slot) {
+            self.slot = Some(slot);
+            self.enter(slot);
+        }
+        self.catchup_tick(now);
+    }
+
+    fn enter(&mut self, slot: Slot) {
+        let oldest = slot.round.saturating_sub(self.cfg.max_round_skew);
+        self.proposals = self.proposals.split_off(&(oldest, 0));
+        if slot.stage == 0 {
+            if slot.round > 0 {
+                self.try_close(slot.round - 1);
+            }
+            self.expire_pool(slot.round);
+        } else {
+            self.update_status(slot);
+        }
+        self.propose(slot);
+    }
+
+    fn on_peer(&mut self, now: u64, from: PubKey, bytes: &[u8]) {
+        if bytes.len() > MAX_FRAME_BYTES {
+            self.stats.dropped_malformed += 1;
+            return;
+        }
+        let msg = match PeerMessage::decode(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(peer = ?from, error = %e, "dropping frame");
+                self.stats.dropped_malformed += 1;
+                return;
+            }
+        };
+        match msg {
+            PeerMessage::Proposal(sp) => self.on_proposal(now, sp),
+            PeerMessage::Inputs(bodies) => {
+                if !self.cfg.in_unl(&from) {
+                    self.stats.dropped_not_unl += 1;
+                    return;
+                }
+                for b in bodies {
+                    self.add_input(b, false);
+                }
+            }
+            PeerMessage::HistoryRequest { from_seq, count } => self.serve_history(from, from_seq, count),
+            PeerMessage::HistoryResponse(records) => self.on_history(now, from, records),
+        }
+    }
+
+    fn on_proposal(&mut self, now: u64, sp: SignedProposal) {
+        let p = &sp.proposal;
+        if !self.cfg.in_unl(&p.author) {
+            self.stats.dropped_not_unl += 1;
+            return;
+        }
+        let current = self.slot.map_or(self.timing.slot(now).round, |s| s.round);
+        let skew = self.cfg.max_round_skew;
+        if p.round + skew < current || p.round > current + skew {
+            self.stats.dropped_stale += 1;
+            return;
+        }
+        if p.stage > 3
+            || p.inputs.len() > self.cfg.max_inputs_per_ledger
+            || !p.inputs.windows(2).all(|w| w[0] < w[1])
+        {
+            self.stats.dropped_malformed += 1;
+            return;
+        }
+        if let Some(existing) = self.proposals.get(&(p.round, p.stage)).and_then(|m| m.get(&p.author)) {
+            // Identical copies are free to drop; a different one must carry a
+            // valid signature before we call it equivocation.
+            if *existing == sp {
+                self.stats.dropped_duplicate += 1;
+                return;
+            }
+            self.stats.signature_checks += 1;
+            if sp.verify().is_ok() {
+                self.stats.equivocations += 1;
+            } else {
+                self.stats.dropped_bad_signature += 1;
+            }
+            return;
+        }
+        self.stats.signature_checks += 1;
+        if sp.verify().is_err() {
+            self.stats.dropped_bad_signature += 1;
+            return;
+        }
+        self.stats.proposals_accepted += 1;
+        let (author, round, lcl) = (p.author, p.round, p.lcl);
+        if lcl != self.lcl() {
+            self.stats.foreign_lcl += 1;
+        }
+        let newer = self.peer_lcl.get(&author).is_none_or(|&(_, r)| r <= round);
+        if newer {
+            self.peer_lcl.insert(author, (lcl, round));
+        }
+        self.proposals.entry((round, sp.proposal.stage)).or_default().insert(author, sp);
+        if lcl.seq > self.lcl().seq {
+            self.catchup_tick(now);
+        }
+    }
+
+    fn add_input(&mut self, body: Vec<u8>, from_user: bool) {
+        if body.len() > self.cfg.max_input_bytes || self.pool.len() >= self.cfg.max_pool_inputs {
+            self.stats.inputs_rejected += 1;
+            return;
+        }
+        let h = input_hash(&body);
+        if self.included.contains_key(&h) || self.pool.contains_key(&h) {
+            return;
+        }
+        if from_user {
+            let bytes = PeerMessage::Inputs(vec![body.clone()]).encode();
+            self.out.push(Action::Broadcast { bytes });
+        }
+        let round = self.slot.map_or(0, |s| s.round);
+        self.pool.insert(h, (body, round));
+    }
+
+    fn expire_pool(&mut self, round: u64) {
+        self.pool.retain(|_, (_, arrived)| arrived.saturating_add(INPUT_TTL_ROUNDS) > round);
+    }
+
+    /// Proposals of one slot, by UNL member.
+    fn slot_proposals(&self, round: u64, stage: u8) -> Vec<&SignedProposal> {
+        self.proposals
+            .get(&(round, stage))
+            .map(|m| m.values().collect())
+            .unwrap_or_default()
+    }
+
+    fn update_status(&mut self, slot: Slot) {
+        let lcl = self.lcl();
+        let prev = self.slot_proposals(slot.round, slot.stage - 1);
+        let props: Vec<&Proposal> = prev.iter().map(|sp| &sp.proposal).collect();
+        let votes = lcl_votes(&props);
+        let mine = votes.get(&lcl).copied().unwrap_or(0);
+        let other = votes
+            .iter()
+            .filter(|(id, _)| **id != lcl)
+            .max_by_key(|(_, &n)| n)
+            .map(|(id, &n)| (*id, n));
+        let majority = self.cfg.needed(self.cfg.stage_thresholds_pct[0]);
+        let status = match other {
+            // A node ahead of the others keeps proposing: that is how they
+            // learn there is history to fetch.
+            Some((id, n)) if n >= majority && n > mine && id.seq >= lcl.seq => {
+                if id.seq == lcl.seq && self.forks_reported.insert(id.seq, id.hash) != Some(id.hash) {
+                    self.out.push(Action::Notify(Event::ForkSeen {
+                        seq: id.seq,
+                        ours: lcl.hash,
+                        theirs: id.hash,
+                    }));
+                }
+                VoteStatus::Desync
+            }
+            _ if mine < self.cfg.needed(self.cfg.close_threshold_pct) => VoteStatus::Unreliable,
+            _ => VoteStatus::Synced,
+        };
+        if status != self.status {
+            self.status = status;
+            self.out.push(Action::Notify(Event::Status(status)));
+        }
+    }
+
+    fn propose(&mut self, slot: Slot) {
+        if !self.cfg.in_unl(&self.key.public()) || self.proposed == Some(slot) {
+            return;
+        }
+        if slot.stage > 0 && self.status == VoteStatus::Desync {
+            return;
+        }
+        let Some(exec) = self.exec else {
+            return; // proposed once the run finishes (see on_executed)
+        };
+        let lcl = self.lcl();
+        let round_start = self.timing.round_start(slot.round);
+        let (inputs, time) = if slot.stage == 0 {
+            let inputs = self
+                .pool
+                .keys()
+                .filter(|h| !self.included.contains_key(h))
+                .take(self.cfg.max_inputs_per_ledger)
+                .copied()
+                .collect();
+            (inputs, round_start)
+        } else {
+            let prev = self.slot_proposals(slot.round, slot.stage - 1);
+            let on_lcl: Vec<&Proposal> = prev.iter().map(|sp| &sp.proposal).filter(|p| p.lcl == lcl).collect();
+            let needed = self.cfg.needed(self.cfg.stage_thresholds_pct[slot.stage as usize - 1]);
+            let inputs = inputs_with_votes(&on_lcl, needed);
+            let time = agreed_time(&on_lcl, round_start).unwrap_or(round_start);
+            (inputs, time)
+        };
+        let proposal = Proposal {
+            author: self.key.public(),
+            round: slot.round,
+            stage: slot.stage,
+            time,
+            lcl,
+            inputs,
+            state: exec.state,
+            output: exec.output,
+        };
+        let signed = proposal.sign(&self.key);
+        let bytes = PeerMessage::Proposal(signed.clone()).encode();
+        self.proposals
+            .entry((slot.round, slot.stage))
+            .or_default()
+            .insert(self.key.public(), signed);
+        self.proposed = Some(slot);
+        self.out.push(Action::Broadcast { bytes });
+    }
+
+    /// At stage 0: close round `round`'s ledger if the close threshold of the
+    /// UNL proposed one identical stage-3 candidate on our lcl.
+    fn try_close(&mut self, round: u64) {
+        let lcl = self.lcl();
+        let stage3: Vec<&SignedProposal> = self
+            .slot_proposals(round, 3)
+            .into_iter()
+            .filter(|sp| sp.proposal.lcl == lcl)
+            .collect();
+        let Some((hash, group)) = best_candidate(&stage3) else {
+            return;
+        };
+        if group.len() < self.cfg.needed(self.cfg.close_threshold_pct) {
+            return;
+        }
+        let ledger = group[0].proposal.candidate();
+        let proof: Vec<SignedProposal> = group.into_iter().cloned().collect();
+        let bodies = ledger
+            .inputs
+            .iter()
+            .filter_map(|h| self.pool.get(h).map(|(b, _)| (*h, b.clone())))
+            .collect();
+        let record = LedgerRecord {
+            ledger,
+            hash,
+            proof,
+            bodies,
+        };
+        self.append(record.clone());
+        self.out.push(Action::Persist(Box::new(record.clone())));
+        self.out.push(Action::Sync);
+        self.out.push(Action::Notify(Event::LedgerClosed {
+            ledger: record.ledger.clone(),
+            hash,
+            via: CloseVia::Consensus,
+        }));
+        self.out.push(Action::Execute(Box::new(record)));
+    }
+
+    /// Adds a verified ledger to the chain in memory and forgets its inputs.
+    pub(super) fn append(&mut self, record: LedgerRecord) {
+        let seq = record.ledger.seq;
+        for h in &record.ledger.inputs {
+            self.pool.remove(h);
+            self.included.insert(*h, seq);
+        }
+        self.included.retain(|_, s| *s + INCLUDED_WINDOW > seq);
+        // The new ledger certifies the run of its predecessor.
+        if let Some(r) = self.exec_history.get(&(seq - 1)) {
+            if r.state != record.ledger.state || r.output != record.ledger.output {
+                self.out.push(Action::Notify(Event::StateMismatch { seq: seq - 1 }));
+            }
+        }
+        self.chain.push(record);
+        self.exec = None;
+    }
+
+    fn on_executed(&mut self, seq: u64, result: ExecResult) {
+        self.exec_history.insert(seq, result);
+        let keep_from = seq.saturating_sub(8);
+        self.exec_history = self.exec_history.split_off(&keep_from);
+        if let Some(next) = self.chain.get(seq as usize + 1) {
+            if next.ledger.state != result.state || next.ledger.output != result.output {
+                self.out.push(Action::Notify(Event::StateMismatch { seq }));
+            }
+        }
+        if seq == self.lcl().seq {
+            self.exec = Some(result);
+            if let Some(slot) = self.slot {
+                self.propose(slot);
+            }
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Signed consensus proposals.
+
+use crate::crypto::{self, CryptoError, Hash, Keypair, PubKey, Sig};
+use crate::ledger::{Ledger, LedgerId};
+use serde::{Deserialize, Serialize};
+
+const PROPOSAL_DOMAIN: &str = "hotpocket/proposal/v1";
+
+/// What one UNL node says in one stage of one round.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub author: PubKey,
+    pub round: u64,
+    pub stage: u8,
+    /// Proposed ledger close time, unix ms.
+    pub time: u64,
+    /// The author's last closed ledger.
+    pub lcl: LedgerId,
+    /// Proposed input hashes, sorted and distinct.
+    pub inputs: Vec<Hash>,
+    /// State and output hashes of the author's run of `lcl`.
+    pub state: Hash,
+    pub output: Hash,
+}
+
+impl Proposal {
+    /// The ledger this proposal would close. Its hash identifies the
+    /// candidate: two stage-3 proposals agree exactly when these are equal.
+    pub fn candidate(&self) -> Ledger {
+        Ledger {
+            seq: self.lcl.seq + 1,
+            prev: self.lcl.hash,
+            time: self.time,
+            inputs: self.inputs.clone(),
+            state: self.state,
+            output: self.output,
+        }
+    }
+
+    fn signing_bytes(&self) -> Vec<u8> {
+        // postcard is deterministic for a given value: field order, varints,
+        // no maps. That makes it the canonical encoding we sign.
+        postcard::to_allocvec(self).expect("encoding into a Vec cannot fail")
+    }
+
+    pub fn sign(self, key: &Keypair) -> SignedProposal {
+        debug_assert_eq!(self.author, key.public());
+        let sig = key.sign(PROPOSAL_DOMAIN, &self.signing_bytes());
+        SignedProposal {
+            proposal: self,
+            sig,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedProposal {
+    pub proposal: Proposal,
+    pub sig: Sig,
+}
+
+impl SignedProposal {
+    pub fn verify(&self) -> Result<(), CryptoError> {
+        crypto::verify(
+            &self.proposal.author,
+            PROPOSAL_DOMAIN,
+            &self.proposal.signing_bytes(),
+            &self.sig,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(key: &Keypair) -> Proposal {
+        Proposal {
+            author: key.public(),
+            round: 7,
+            stage: 3,
+            time: 7000,
+            lcl: LedgerId { seq: 4, hash: Hash([4; 32]) },
+            inputs: vec![Hash([1; 32])],
+            state: Hash([2; 32]),
+            output: Hash([3; 32]),
+        }
+    }
+
+    #[test]
+    fn tampering_breaks_the_signature() {
+        let k = Keypair::from_seed([9; 32]);
+        let sp = sample(&k).sign(&k);
+        assert!(sp.verify().is_ok());
+        let mut t = sp.clone();
+        t.proposal.inputs.clear();
+        assert!(t.verify().is_err());
+        let mut t = sp.clone();
+        t.proposal.stage = 2;
+        assert!(t.verify().is_err());
+        // Claiming another author with one's own signature fails.
+        let other = Keypair::from_seed([8; 32]);
+        let mut t = sp;
+        t.proposal.author = other.public();
+        assert!(t.verify().is_err());
+    }
+
+    #[test]
+    fn candidate_links_to_lcl() {
+        let k = Keypair::from_seed([9; 32]);
+        let c = sample(&k).candidate();
+        assert_eq!(c.seq, 5);
+        assert_eq!(c.prev, Hash([4; 32]));
+    }
+}

@@ -1,0 +1,242 @@
+//! Keys, signatures and hashes.
+//!
+//! Public keys travel as 64 hex characters, as in the prototype's `hp.cfg` and
+//! its user handshake. Signatures are ed25519 over a domain-separated canonical
+//! encoding, so a signature made for one message kind can never be replayed as
+//! another.
+
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CryptoError {
+    #[error("expected {expected} hex characters, got {got}")]
+    HexLength { expected: usize, got: usize },
+    #[error("not valid hex: {0}")]
+    Hex(String),
+    #[error("not a valid ed25519 public key")]
+    BadPublicKey,
+    #[error("signature does not verify")]
+    BadSignature,
+}
+
+/// A sha256 digest.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+pub struct Hash(pub [u8; 32]);
+
+impl Hash {
+    pub const ZERO: Hash = Hash([0; 32]);
+
+    /// Hashes `parts` after a domain tag. Every part is length-prefixed, so no
+    /// two different part lists can produce the same byte stream.
+    pub fn of(domain: &str, parts: &[&[u8]]) -> Hash {
+        let mut h = Hasher::new(domain);
+        for p in parts {
+            h.bytes(p);
+        }
+        h.finish()
+    }
+
+    pub fn short(&self) -> String {
+        hex::encode(&self.0[..4])
+    }
+}
+
+impl fmt::Debug for Hash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.short())
+    }
+}
+
+impl fmt::Display for Hash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+/// Incremental, length-prefixed sha256 used for every canonical hash.
+pub struct Hasher(Sha256);
+
+impl Hasher {
+    pub fn new(domain: &str) -> Self {
+        let mut h = Hasher(Sha256::new());
+        h.bytes(domain.as_bytes());
+        h
+    }
+    pub fn bytes(&mut self, b: &[u8]) -> &mut Self {
+        self.0.update((b.len() as u64).to_le_bytes());
+        self.0.update(b);
+        self
+    }
+    pub fn u64(&mut self, v: u64) -> &mut Self {
+        self.0.update(v.to_le_bytes());
+        self
+    }
+    pub fn hash(&mut self, h: &Hash) -> &mut Self {
+        self.0.update(h.0);
+        self
+    }
+    pub fn finish(&mut self) -> Hash {
+        Hash(self.0.clone().finalize().into())
+    }
+}
+
+/// An ed25519 public key, shown as 64 hex characters.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PubKey(pub [u8; 32]);
+
+impl PubKey {
+    pub fn from_hex(s: &str) -> Result<PubKey, CryptoError> {
+        let bytes = decode_hex::<32>(s)?;
+        VerifyingKey::from_bytes(&bytes).map_err(|_| CryptoError::BadPublicKey)?;
+        Ok(PubKey(bytes))
+    }
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+    pub fn short(&self) -> String {
+        hex::encode(&self.0[..3])
+    }
+}
+
+impl fmt::Debug for PubKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.short())
+    }
+}
+
+impl fmt::Display for PubKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// An ed25519 signature (128 hex characters in text form).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Sig(#[serde(with = "sig_bytes")] pub [u8; 64]);
+
+impl Sig {
+    pub fn from_hex(s: &str) -> Result<Sig, CryptoError> {
+        Ok(Sig(decode_hex::<64>(s)?))
+    }
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Debug for Sig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sig:{}", hex::encode(&self.0[..4]))
+    }
+}
+
+// serde implements arrays only up to 32 elements.
+mod sig_bytes {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
+        let v: &[u8] = Deserialize::deserialize(d)?;
+        v.try_into().map_err(|_| D::Error::invalid_length(v.len(), &"64 bytes"))
+    }
+}
+
+fn decode_hex<const N: usize>(s: &str) -> Result<[u8; N], CryptoError> {
+    if s.len() != N * 2 {
+        return Err(CryptoError::HexLength {
+            expected: N * 2,
+            got: s.len(),
+        });
+    }
+    let mut out = [0u8; N];
+    hex::decode_to_slice(s, &mut out).map_err(|e| CryptoError::Hex(e.to_string()))?;
+    Ok(out)
+}
+
+/// A node's or user's signing key.
+#[derive(Clone)]
+pub struct Keypair {
+    signing: SigningKey,
+    public: PubKey,
+}
+
+impl Keypair {
+    /// Builds a key from 32 secret bytes; callers get those from the entropy
+    /// trait, so the simulator derives keys from its seed.
+    pub fn from_seed(seed: [u8; 32]) -> Keypair {
+        let signing = SigningKey::from_bytes(&seed);
+        let public = PubKey(signing.verifying_key().to_bytes());
+        Keypair { signing, public }
+    }
+    pub fn public(&self) -> PubKey {
+        self.public
+    }
+    pub fn secret_hex(&self) -> String {
+        hex::encode(self.signing.to_bytes())
+    }
+    /// Signs `msg` under `domain`.
+    pub fn sign(&self, domain: &str, msg: &[u8]) -> Sig {
+        Sig(self.signing.sign(&signing_bytes(domain, msg)).to_bytes())
+    }
+}
+
+impl fmt::Debug for Keypair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Keypair({:?})", self.public)
+    }
+}
+
+fn signing_bytes(domain: &str, msg: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(domain.len() + msg.len() + 1);
+    v.extend_from_slice(domain.as_bytes());
+    v.push(0);
+    v.extend_from_slice(msg);
+    v
+}
+
+/// Verifies a signature strictly: malformed keys, non-canonical signatures and
+/// small-order points are all rejected.
+pub fn verify(key: &PubKey, domain: &str, msg: &[u8], sig: &Sig) -> Result<(), CryptoError> {
+    let vk = VerifyingKey::from_bytes(&key.0).map_err(|_| CryptoError::BadPublicKey)?;
+    let sig = ed25519_dalek::Signature::from_bytes(&sig.0);
+    vk.verify_strict(&signing_bytes(domain, msg), &sig)
+        .map_err(|_| CryptoError::BadSignature)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_verify_and_domain_separation() {
+        let k = Keypair::from_seed([7; 32]);
+        let sig = k.sign("a", b"msg");
+        assert_eq!(verify(&k.public(), "a", b"msg", &sig), Ok(()));
+        assert_eq!(verify(&k.public(), "b", b"msg", &sig), Err(CryptoError::BadSignature));
+        assert_eq!(verify(&k.public(), "a", b"msh", &sig), Err(CryptoError::BadSignature));
+        let mut bad = sig;
+        bad.0[5] ^= 1;
+        assert_eq!(verify(&k.public(), "a", b"msg", &bad), Err(CryptoError::BadSignature));
+    }
+
+    #[test]
+    fn hex_round_trip_and_rejects_malformed() {
+        let k = Keypair::from_seed([1; 32]);
+        let hexkey = k.public().to_hex();
+        assert_eq!(hexkey.len(), 64);
+        assert_eq!(PubKey::from_hex(&hexkey), Ok(k.public()));
+        assert!(matches!(PubKey::from_hex("abc"), Err(CryptoError::HexLength { .. })));
+        assert!(matches!(PubKey::from_hex(&"zz".repeat(32)), Err(CryptoError::Hex(_))));
+        let sig = k.sign("d", b"x");
+        assert_eq!(Sig::from_hex(&sig.to_hex()), Ok(sig));
+    }
+
+    #[test]
+    fn hash_parts_are_unambiguous() {
+        assert_ne!(Hash::of("d", &[b"ab", b"c"]), Hash::of("d", &[b"a", b"bc"]));
+        assert_ne!(Hash::of("d1", &[b"x"]), Hash::of("d2", &[b"x"]));
+    }
+}

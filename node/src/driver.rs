@@ -1,0 +1,84 @@
+//! The one event loop that runs a [`Node`] against an environment.
+//!
+//! Both the simulator and the real runtime call [`run`]; they differ only in
+//! the trait implementations they pass. The loop waits for a peer frame, a
+//! user input or the node's next deadline, feeds it in, and carries out the
+//! returned actions in order. A contract run is awaited and its result fed
+//! straight back, so the node sees runs finish in ledger order.
+
+use crate::consensus::{Action, Input, Node};
+use crate::env::{Clock, ContractHost, Observer, PeerNetwork, Store, StoreError, UserInputs};
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::task::Poll;
+
+/// Everything a node needs from the outside world.
+pub struct Env<C, N, U, S, X, O> {
+    pub clock: C,
+    pub net: N,
+    pub users: U,
+    pub store: S,
+    pub contract: X,
+    pub observer: O,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// The node cannot promise durability any more, so it stops.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Runs until the peer network shuts down (`Ok`) or the store fails.
+pub async fn run<C, N, U, S, X, O>(node: &mut Node, env: &mut Env<C, N, U, S, X, O>) -> Result<(), DriverError>
+where
+    C: Clock,
+    N: PeerNetwork,
+    U: UserInputs,
+    S: Store,
+    X: ContractHost,
+    O: Observer,
+{
+    let mut pending: VecDeque<Action> = node.handle(env.clock.now_ms(), Input::Tick).into();
+    loop {
+        while let Some(action) = pending.pop_front() {
+            match action {
+                Action::Send { to, bytes } => env.net.send(&to, bytes),
+                Action::Broadcast { bytes } => env.net.broadcast(bytes),
+                Action::Persist(record) => env.store.append(&record)?,
+                Action::Sync => env.store.sync()?,
+                Action::Execute(record) => {
+                    let result = env.contract.execute(&record).await;
+                    let seq = record.ledger.seq;
+                    pending.extend(node.handle(env.clock.now_ms(), Input::Executed { seq, result }));
+                }
+                Action::Notify(event) => env.observer.notify(&event),
+            }
+        }
+        let deadline = node.next_deadline(env.clock.now_ms());
+        let input = {
+            let mut peer = pin!(env.net.recv());
+            let mut user = pin!(env.users.recv());
+            let mut timer = pin!(env.clock.sleep_until(deadline));
+            // Polled in a fixed order so a simulation replays identically.
+            poll_fn(|cx| {
+                if let Poll::Ready(m) = peer.as_mut().poll(cx) {
+                    return Poll::Ready(m.map(|(from, bytes)| Input::Peer { from, bytes }));
+                }
+                if let Poll::Ready(Some(body)) = user.as_mut().poll(cx) {
+                    return Poll::Ready(Some(Input::Submit(body)));
+                }
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Some(Input::Tick));
+                }
+                Poll::Pending
+            })
+            .await
+        };
+        let Some(input) = input else {
+            return Ok(());
+        };
+        pending.extend(node.handle(env.clock.now_ms(), input));
+    }
+}

@@ -1,0 +1,72 @@
+//! The seam between the protocol and the world.
+//!
+//! Protocol code never touches a clock, socket, disk, process or random
+//! source; drivers do, through these traits. The simulator implements them
+//! with virtual time, a lossy link model and an in-memory store; the real
+//! runtime with the system clock, TCP, SQLite and child processes.
+
+use crate::consensus::{Event, ExecResult};
+use crate::crypto::PubKey;
+use crate::ledger::LedgerRecord;
+use std::future::Future;
+
+/// Node-local time. It may be offset from, and drift against, other nodes'.
+pub trait Clock {
+    /// Milliseconds since the unix epoch, as this node sees it.
+    fn now_ms(&self) -> u64;
+    /// Completes once `now_ms() >= local_ms`.
+    fn sleep_until(&self, local_ms: u64) -> impl Future<Output = ()>;
+}
+
+/// Authenticated links to the other UNL members.
+pub trait PeerNetwork {
+    fn send(&mut self, to: &PubKey, bytes: Vec<u8>);
+    fn broadcast(&mut self, bytes: Vec<u8>);
+    /// The next frame from a peer, or `None` once the network is shut down.
+    /// Must be cancel-safe: the driver drops it when a timer fires first.
+    fn recv(&mut self) -> impl Future<Output = Option<(PubKey, Vec<u8>)>>;
+}
+
+/// Inputs from users connected to this node. Cancel-safe like `recv`.
+pub trait UserInputs {
+    fn recv(&mut self) -> impl Future<Output = Option<Vec<u8>>>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store I/O failed: {0}")]
+    Io(String),
+    #[error("store holds a broken chain: {0}")]
+    Corrupt(String),
+}
+
+/// Durable ledger storage. Appends are not durable until `sync` returns: a
+/// crash before then may lose them (never half of one).
+pub trait Store {
+    /// The durable chain, genesis first; empty for a new node.
+    fn load(&mut self) -> Result<Vec<LedgerRecord>, StoreError>;
+    fn append(&mut self, record: &LedgerRecord) -> Result<(), StoreError>;
+    /// Durability point.
+    fn sync(&mut self) -> Result<(), StoreError>;
+}
+
+/// Runs the contract for a closed ledger.
+pub trait ContractHost {
+    fn execute(&mut self, record: &LedgerRecord) -> impl Future<Output = ExecResult>;
+}
+
+/// Randomness for keys, challenges and beacon secrets.
+pub trait Entropy {
+    fn fill(&mut self, buf: &mut [u8]);
+    fn seed32(&mut self) -> [u8; 32] {
+        let mut s = [0u8; 32];
+        self.fill(&mut s);
+        s
+    }
+}
+
+/// Receives the node's typed events: logs in the real node, checkers and the
+/// trace hash in the simulator.
+pub trait Observer {
+    fn notify(&mut self, event: &Event);
+}

@@ -1,0 +1,10 @@
+//! Hot Pocket node: the consensus protocol (sans-IO), the environment traits
+//! it is driven through, and the driver loop shared by the real runtime and
+//! the simulator.
+
+pub mod consensus;
+pub mod crypto;
+pub mod driver;
+pub mod env;
+pub mod ledger;
+pub mod sync;
