@@ -79,6 +79,10 @@ where
         let Some(input) = input else {
             return Ok(());
         };
+        let tick = matches!(input, Input::Tick);
         pending.extend(node.handle(env.clock.now_ms(), input));
+        if tick {
+            env.observer.stats(node.stats());
+        }
     }
 }

@@ -5,7 +5,7 @@ use super::timing::{Slot, Timing};
 use super::votes::{agreed_time, best_candidate, inputs_with_votes, lcl_votes};
 use super::{ConsensusConfig, Proposal, SignedProposal};
 use crate::crypto::{Hash, Keypair, PubKey};
-use crate::ledger::{Ledger, LedgerId, LedgerRecord};
+use crate::ledger::{check_link, ChainError, Ledger, LedgerId, LedgerRecord};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -129,20 +129,21 @@ const INPUT_TTL_ROUNDS: u64 = 20;
 const INCLUDED_WINDOW: u64 = 1024;
 
 impl Node {
-    /// Starts from a durable chain (genesis first; empty means a new node) and
-    /// the result of running its last ledger, if the driver has it. Without
-    /// one, the node asks for that run first.
+    /// Starts from the ledgers a store kept (those after genesis, in order;
+    /// none for a new node) and the result of running the last of them, if
+    /// the driver has it. Without one, the node asks for that run first.
+    /// The stored chain is checked link by link: a disk can lie too.
     pub fn new(
         cfg: ConsensusConfig,
         key: Keypair,
-        chain: Vec<LedgerRecord>,
+        stored: Vec<LedgerRecord>,
         exec: Option<ExecResult>,
-    ) -> Node {
-        let chain = if chain.is_empty() {
-            vec![LedgerRecord::genesis()]
-        } else {
-            chain
-        };
+    ) -> Result<Node, ChainError> {
+        let mut chain = vec![LedgerRecord::genesis()];
+        for r in stored {
+            check_link(&chain[chain.len() - 1].id(), &r.ledger, &r.hash)?;
+            chain.push(r);
+        }
         let mut included = BTreeMap::new();
         let lcl_seq = chain.last().map_or(0, |r| r.ledger.seq);
         for r in chain.iter().rev().take_while(|r| r.ledger.seq + INCLUDED_WINDOW > lcl_seq) {
@@ -177,7 +178,7 @@ impl Node {
             let last = node.chain.last().expect("chain has genesis").clone();
             node.out.push(Action::Execute(Box::new(last)));
         }
-        node
+        Ok(node)
     }
 
     pub fn public_key(&self) -> PubKey {

@@ -5,7 +5,7 @@
 //! with virtual time, a lossy link model and an in-memory store; the real
 //! runtime with the system clock, TCP, SQLite and child processes.
 
-use crate::consensus::{Event, ExecResult};
+use crate::consensus::{Event, ExecResult, Stats};
 use crate::crypto::PubKey;
 use crate::ledger::LedgerRecord;
 use std::future::Future;
@@ -69,4 +69,6 @@ pub trait Entropy {
 /// trace hash in the simulator.
 pub trait Observer {
     fn notify(&mut self, event: &Event);
+    /// The node's counters, offered after every timer tick.
+    fn stats(&mut self, _stats: &Stats) {}
 }

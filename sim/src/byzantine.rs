@@ -1,0 +1,128 @@
+//! Byzantine peers. A byzantine node runs the honest protocol and then
+//! rewrites what it sends, so its messages are well-timed and plausible:
+//! the hardest kind of wrong.
+
+use crate::scenario::Role;
+use hotpocket_node::consensus::PeerMessage;
+use hotpocket_node::crypto::{Hash, Keypair, PubKey};
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+use std::collections::VecDeque;
+
+pub struct Byzantine {
+    role: Role,
+    key: Keypair,
+    unl: Vec<PubKey>,
+    roundtime_ms: u64,
+    rng: ChaCha8Rng,
+    /// Frames sent and received, for the replayer.
+    seen: VecDeque<Vec<u8>>,
+}
+
+const SEEN_CAP: usize = 512;
+
+impl Byzantine {
+    pub fn new(role: Role, key: Keypair, unl: Vec<PubKey>, roundtime_ms: u64, seed: u64) -> Option<Byzantine> {
+        (role != Role::Honest).then(|| Byzantine {
+            role,
+            key,
+            unl,
+            roundtime_ms,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            seen: VecDeque::new(),
+        })
+    }
+
+    fn coin(&mut self, percent: u64) -> bool {
+        self.rng.next_u64() % 100 < percent
+    }
+
+    pub fn observe(&mut self, frame: &[u8]) {
+        if self.role == Role::Replayer {
+            self.remember(frame.to_vec());
+        }
+    }
+
+    fn remember(&mut self, frame: Vec<u8>) {
+        if self.seen.len() == SEEN_CAP {
+            self.seen.pop_front();
+        }
+        self.seen.push_back(frame);
+    }
+
+    /// What actually leaves for peer `to` when the protocol sends `bytes`.
+    pub fn outgoing(&mut self, to: usize, bytes: Vec<u8>) -> Vec<(usize, Vec<u8>)> {
+        match self.role {
+            Role::Honest => vec![(to, bytes)],
+            Role::Silent => vec![],
+            Role::Equivocator => vec![(to, self.equivocate(bytes))],
+            Role::Forger => vec![(to, self.forge(bytes))],
+            Role::Replayer => {
+                self.remember(bytes.clone());
+                let mut out = vec![(to, bytes)];
+                if !self.seen.is_empty() && self.coin(40) {
+                    let i = (self.rng.next_u64() % self.seen.len() as u64) as usize;
+                    out.push((to, self.seen[i].clone()));
+                }
+                out
+            }
+        }
+    }
+
+    /// Half the time, a different but validly signed proposal.
+    fn equivocate(&mut self, bytes: Vec<u8>) -> Vec<u8> {
+        let Ok(PeerMessage::Proposal(sp)) = PeerMessage::decode(&bytes) else {
+            return bytes;
+        };
+        if self.coin(50) {
+            return bytes;
+        }
+        let mut p = sp.proposal;
+        match self.rng.next_u64() % 4 {
+            0 => {
+                let mut fake = [0u8; 32];
+                self.rng.fill_bytes(&mut fake);
+                p.inputs.push(Hash(fake));
+                p.inputs.sort();
+                p.inputs.dedup();
+            }
+            1 => p.inputs.clear(),
+            2 => p.time += self.roundtime_ms,
+            _ => {
+                let mut fake = [0u8; 32];
+                self.rng.fill_bytes(&mut fake);
+                p.state = Hash(fake);
+            }
+        }
+        PeerMessage::Proposal(p.sign(&self.key)).encode()
+    }
+
+    /// Proposals with broken signatures, misattributed authors, or garbage.
+    fn forge(&mut self, bytes: Vec<u8>) -> Vec<u8> {
+        let Ok(PeerMessage::Proposal(mut sp)) = PeerMessage::decode(&bytes) else {
+            return bytes;
+        };
+        match self.rng.next_u64() % 3 {
+            0 => {
+                let bit = (self.rng.next_u64() % 512) as usize;
+                sp.sig.0[bit / 8] ^= 1 << (bit % 8);
+                PeerMessage::Proposal(sp).encode()
+            }
+            1 => {
+                // Claims to be another UNL member, signed with its own key.
+                let victim = self.unl[(self.rng.next_u64() % self.unl.len() as u64) as usize];
+                sp.proposal.author = victim;
+                sp.sig = sp.proposal.clone().sign(&self.key).sig;
+                PeerMessage::Proposal(sp).encode()
+            }
+            _ => {
+                let mut junk = vec![0u8; (self.rng.next_u64() % 300) as usize];
+                self.rng.fill_bytes(&mut junk);
+                if let Some(b) = junk.first_mut() {
+                    *b = 1; // right version byte, so the decoder is exercised
+                }
+                junk
+            }
+        }
+    }
+}

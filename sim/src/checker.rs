@@ -1,0 +1,203 @@
+//! Safety checkers, fed every event an honest node emits, and the liveness
+//! expectations evaluated at the end of a run. They live only here: the
+//! protocol just emits typed events.
+
+use crate::scenario::Expectation;
+use hotpocket_node::consensus::Event;
+use hotpocket_node::crypto::Hash;
+use hotpocket_node::ledger::LedgerId;
+use std::collections::BTreeMap;
+
+#[derive(Default)]
+pub struct Checker {
+    /// First honest close seen at each seq, and by whom.
+    agreed: BTreeMap<u64, (Hash, usize)>,
+    /// Each node's current lcl as its events describe it.
+    pub lcl: BTreeMap<usize, LedgerId>,
+    /// (time, seq) each time a node's lcl moved.
+    pub progress: BTreeMap<usize, Vec<(u64, u64)>>,
+    pub violations: Vec<String>,
+}
+
+impl Checker {
+    /// Tracks every node's chain; only honest nodes' events can violate.
+    pub fn on_event(&mut self, t: u64, node: usize, ev: &Event, honest: bool) {
+        if !honest {
+            match ev {
+                Event::Started { lcl } => {
+                    self.lcl.insert(node, *lcl);
+                }
+                Event::LedgerClosed { ledger, hash, .. } => {
+                    self.lcl.insert(node, LedgerId { seq: ledger.seq, hash: *hash });
+                }
+                _ => {}
+            }
+            return;
+        }
+        match ev {
+            Event::Started { lcl } => {
+                self.lcl.insert(node, *lcl);
+                self.progress.entry(node).or_default().push((t, lcl.seq));
+            }
+            Event::LedgerClosed { ledger, hash, via } => {
+                let actual = ledger.hash();
+                if actual != *hash {
+                    self.violate(t, format!("node {node} closed seq {} as {hash:?} but it hashes to {actual:?}", ledger.seq));
+                }
+                match self.lcl.get(&node) {
+                    Some(prev) if ledger.seq != prev.seq + 1 || ledger.prev != prev.hash => self.violate(
+                        t,
+                        format!(
+                            "node {node} chain broken: closed seq {} (prev {:?}) on top of seq {} ({:?}) via {via:?}",
+                            ledger.seq, ledger.prev, prev.seq, prev.hash
+                        ),
+                    ),
+                    None => self.violate(t, format!("node {node} closed a ledger before starting")),
+                    _ => {}
+                }
+                match self.agreed.get(&ledger.seq) {
+                    Some((h, first)) if h != hash => self.violate(
+                        t,
+                        format!("fork at seq {}: node {first} closed {h:?}, node {node} closed {hash:?}", ledger.seq),
+                    ),
+                    Some(_) => {}
+                    None => {
+                        self.agreed.insert(ledger.seq, (*hash, node));
+                    }
+                }
+                self.lcl.insert(node, LedgerId { seq: ledger.seq, hash: *hash });
+                self.progress.entry(node).or_default().push((t, ledger.seq));
+            }
+            Event::ForkSeen { seq, ours, theirs } => self.violate(
+                t,
+                format!("node {node} sees the UNL on {theirs:?} at seq {seq}, it closed {ours:?}"),
+            ),
+            Event::StateMismatch { seq } => {
+                self.violate(t, format!("node {node}: its run of ledger {seq} differs from the certified state"))
+            }
+            Event::Status(_) | Event::HistoryRejected { .. } => {}
+        }
+    }
+
+    fn violate(&mut self, t: u64, what: String) {
+        // Bound the report: the first violations are the useful ones.
+        if self.violations.len() < 50 {
+            self.violations.push(format!("t={t}ms: {what}"));
+        }
+    }
+
+    /// Highest seq `node` had reached by time `t`.
+    fn seq_at(&self, node: usize, t: u64) -> u64 {
+        self.progress
+            .get(&node)
+            .map(|p| p.iter().filter(|(at, _)| *at <= t).map(|(_, s)| *s).max().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    pub fn check_expectations(&mut self, expectations: &[Expectation], honest: &[usize]) {
+        for e in expectations {
+            match e {
+                Expectation::ReachSeq { seq, by_ms, nodes } => {
+                    let nodes = if nodes.is_empty() { honest } else { nodes };
+                    for &n in nodes {
+                        let got = self.seq_at(n, *by_ms);
+                        if got < *seq {
+                            self.violations
+                                .push(format!("liveness: node {n} reached seq {got} by {by_ms}ms, expected {seq}"));
+                        }
+                    }
+                }
+                Expectation::NoProgress { from_ms, to_ms } => {
+                    for &n in honest {
+                        let closes = self.progress.get(&n).map_or(0, |p| {
+                            p.windows(2)
+                                .filter(|w| w[1].0 > *from_ms && w[1].0 <= *to_ms && w[1].1 > w[0].1)
+                                .count()
+                        });
+                        if closes > 0 {
+                            self.violations.push(format!(
+                                "expected no progress in {from_ms}..{to_ms}ms, node {n} closed {closes} ledgers"
+                            ));
+                        }
+                    }
+                }
+                Expectation::MaxLag { ledgers } => {
+                    let seqs: Vec<u64> = honest.iter().map(|n| self.lcl.get(n).map_or(0, |l| l.seq)).collect();
+                    let (lo, hi) = (seqs.iter().min(), seqs.iter().max());
+                    if let (Some(lo), Some(hi)) = (lo, hi) {
+                        if hi - lo > *ledgers {
+                            self.violations
+                                .push(format!("at the end honest nodes span seqs {lo}..{hi}, more than {ledgers} apart"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hotpocket_node::consensus::CloseVia;
+    use hotpocket_node::ledger::{Ledger, LedgerRecord};
+
+    fn closed(prev: &LedgerId, time: u64) -> (Ledger, Event) {
+        let ledger = Ledger {
+            seq: prev.seq + 1,
+            prev: prev.hash,
+            time,
+            inputs: vec![],
+            state: Hash::ZERO,
+            output: Hash::ZERO,
+        };
+        let ev = Event::LedgerClosed {
+            hash: ledger.hash(),
+            ledger: ledger.clone(),
+            via: CloseVia::Consensus,
+        };
+        (ledger, ev)
+    }
+
+    #[test]
+    fn detects_a_fork_and_a_broken_chain() {
+        let g = LedgerRecord::genesis().id();
+        let mut c = Checker::default();
+        c.on_event(0, 0, &Event::Started { lcl: g }, true);
+        c.on_event(0, 1, &Event::Started { lcl: g }, true);
+        let (_, a) = closed(&g, 1000);
+        let (_, b) = closed(&g, 2000);
+        c.on_event(1, 0, &a, true);
+        assert!(c.violations.is_empty());
+        c.on_event(2, 1, &b, true);
+        assert_eq!(c.violations.len(), 1, "{:?}", c.violations);
+        assert!(c.violations[0].contains("fork at seq 1"));
+        // Node 0 skips a seq.
+        let skip = LedgerId { seq: 5, hash: Hash::ZERO };
+        let (_, s) = closed(&skip, 3000);
+        c.on_event(3, 0, &s, true);
+        assert!(c.violations[1].contains("chain broken"), "{:?}", c.violations);
+    }
+
+    #[test]
+    fn liveness_expectations() {
+        let g = LedgerRecord::genesis().id();
+        let mut c = Checker::default();
+        c.on_event(0, 0, &Event::Started { lcl: g }, true);
+        let (l1, e1) = closed(&g, 1000);
+        c.on_event(1000, 0, &e1, true);
+        let id1 = LedgerId { seq: 1, hash: l1.hash() };
+        let (_, e2) = closed(&id1, 2000);
+        c.on_event(5000, 0, &e2, true);
+        c.check_expectations(
+            &[
+                Expectation::ReachSeq { seq: 2, by_ms: 4000, nodes: vec![] },
+                Expectation::NoProgress { from_ms: 1500, to_ms: 4500 },
+                Expectation::ReachSeq { seq: 2, by_ms: 6000, nodes: vec![] },
+            ],
+            &[0],
+        );
+        assert_eq!(c.violations.len(), 1, "{:?}", c.violations);
+        assert!(c.violations[0].contains("reached seq 1 by 4000ms"));
+    }
+}

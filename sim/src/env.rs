@@ -1,0 +1,172 @@
+//! Simulated implementations of the node's environment traits.
+
+use crate::byzantine::Byzantine;
+use crate::world::{PeerFrame, World};
+use hotpocket_node::consensus::{Event, ExecResult, Stats};
+use hotpocket_node::crypto::{Hash, Hasher, PubKey};
+use hotpocket_node::env::{Clock, ContractHost, Observer, PeerNetwork, Store, StoreError, UserInputs};
+use hotpocket_node::ledger::LedgerRecord;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// Virtual time as node `i` sees it, with its offset and drift.
+pub struct SimClock {
+    pub world: Arc<World>,
+    pub node: usize,
+}
+
+impl Clock for SimClock {
+    fn now_ms(&self) -> u64 {
+        let g = self.world.lock();
+        World::local_time(&g, self.node, self.world.now())
+    }
+
+    fn sleep_until(&self, local_ms: u64) -> impl Future<Output = ()> {
+        let world = self.world.clone();
+        let node = self.node;
+        async move {
+            // Re-checked after waking: a clock fault may have moved the
+            // node's time while it slept.
+            loop {
+                let at = {
+                    let g = world.lock();
+                    if World::local_time(&g, node, world.now()) >= local_ms {
+                        return;
+                    }
+                    World::sim_time_for(&g, node, local_ms)
+                };
+                madsim::time::sleep_until(world.instant_at(at.max(world.now() + 1))).await;
+            }
+        }
+    }
+}
+
+/// The node's links; byzantine roles rewrite what goes out.
+pub struct SimNet {
+    pub world: Arc<World>,
+    pub node: usize,
+    pub rx: UnboundedReceiver<PeerFrame>,
+    pub byzantine: Option<Byzantine>,
+}
+
+impl SimNet {
+    fn index_of(&self, key: &PubKey) -> Option<usize> {
+        self.world.lock().index.get(key).copied()
+    }
+}
+
+impl PeerNetwork for SimNet {
+    fn send(&mut self, to: &PubKey, bytes: Vec<u8>) {
+        let Some(to) = self.index_of(to) else { return };
+        match &mut self.byzantine {
+            None => self.world.send(self.node, to, bytes),
+            Some(b) => {
+                for (dest, frame) in b.outgoing(to, bytes) {
+                    self.world.send(self.node, dest, frame);
+                }
+            }
+        }
+    }
+
+    fn broadcast(&mut self, bytes: Vec<u8>) {
+        let peers: Vec<PubKey> = {
+            let g = self.world.lock();
+            let me = g.nodes[self.node].key.public();
+            g.unl.iter().filter(|k| **k != me).copied().collect()
+        };
+        for p in peers {
+            self.send(&p, bytes.clone());
+        }
+    }
+
+    fn recv(&mut self) -> impl Future<Output = Option<(PubKey, Vec<u8>)>> {
+        async {
+            let frame = self.rx.recv().await?;
+            if let Some(b) = &mut self.byzantine {
+                b.observe(&frame.1);
+            }
+            Some(frame)
+        }
+    }
+}
+
+pub struct SimUsers {
+    pub rx: UnboundedReceiver<Vec<u8>>,
+}
+
+impl UserInputs for SimUsers {
+    fn recv(&mut self) -> impl Future<Output = Option<Vec<u8>>> {
+        self.rx.recv()
+    }
+}
+
+/// The node's disk: appends wait in `unsynced` until `sync`; a crash drops
+/// them.
+pub struct SimStore {
+    pub world: Arc<World>,
+    pub node: usize,
+}
+
+impl Store for SimStore {
+    fn load(&mut self) -> Result<Vec<LedgerRecord>, StoreError> {
+        Ok(self.world.lock().nodes[self.node].disk.synced.clone())
+    }
+    fn append(&mut self, record: &LedgerRecord) -> Result<(), StoreError> {
+        self.world.lock().nodes[self.node].disk.unsynced.push(record.clone());
+        Ok(())
+    }
+    fn sync(&mut self) -> Result<(), StoreError> {
+        let mut g = self.world.lock();
+        let disk = &mut g.nodes[self.node].disk;
+        let pending = std::mem::take(&mut disk.unsynced);
+        disk.synced.extend(pending);
+        Ok(())
+    }
+}
+
+/// A deterministic stand-in for a contract until the contract host exists:
+/// its state is a hash chain over the inputs of every ledger it ran.
+#[derive(Default)]
+pub struct SimContract {
+    state: Hash,
+}
+
+impl SimContract {
+    pub fn run(&mut self, record: &LedgerRecord) -> ExecResult {
+        let l = &record.ledger;
+        let mut h = Hasher::new("hotpocket-sim/contract/state");
+        h.hash(&self.state).u64(l.seq);
+        let mut o = Hasher::new("hotpocket-sim/contract/output");
+        o.u64(l.seq);
+        for i in &l.inputs {
+            h.hash(i);
+            o.hash(i);
+        }
+        self.state = h.finish();
+        ExecResult {
+            state: self.state,
+            output: o.finish(),
+        }
+    }
+}
+
+impl ContractHost for SimContract {
+    fn execute(&mut self, record: &LedgerRecord) -> impl Future<Output = ExecResult> {
+        std::future::ready(self.run(record))
+    }
+}
+
+pub struct SimObserver {
+    pub world: Arc<World>,
+    pub node: usize,
+}
+
+impl Observer for SimObserver {
+    fn notify(&mut self, event: &Event) {
+        self.world.notify(self.node, event);
+    }
+    fn stats(&mut self, stats: &Stats) {
+        self.world.lock().nodes[self.node].stats = stats.clone();
+    }
+}

@@ -1,0 +1,219 @@
+//! Runs one scenario with one seed on a fresh madsim runtime.
+
+use crate::byzantine::Byzantine;
+use crate::env::{SimClock, SimContract, SimNet, SimObserver, SimStore, SimUsers};
+use crate::scenario::{Fault, Role, Scenario};
+use crate::world::{NetStats, World};
+use hotpocket_node::consensus::{ConsensusConfig, Node, Stats, VoteStatus};
+use hotpocket_node::crypto::Keypair;
+use hotpocket_node::driver::{self, Env};
+use hotpocket_node::ledger::LedgerRecord;
+use madsim::runtime::{Handle, NodeHandle, Runtime};
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+use serde::Serialize;
+use std::sync::Arc;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeReport {
+    pub id: usize,
+    pub role: Role,
+    pub seq: u64,
+    pub lcl: String,
+    pub status: Option<VoteStatus>,
+    pub stats: Stats,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub seed: u64,
+    pub trace_hash: String,
+    pub trace_events: u64,
+    pub passed: bool,
+    pub violations: Vec<String>,
+    pub nodes: Vec<NodeReport>,
+    pub simulated_ms: u64,
+    pub net: NetStats,
+    pub inputs_submitted: u64,
+    pub inputs_dropped: u64,
+}
+
+/// Node keys come from the seed, so a seed names one whole world.
+pub fn derive_keys(seed: u64, n: usize) -> Vec<Keypair> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6b65_7973);
+    (0..n)
+        .map(|_| {
+            let mut s = [0u8; 32];
+            rng.fill_bytes(&mut s);
+            Keypair::from_seed(s)
+        })
+        .collect()
+}
+
+pub fn run(scenario: &Scenario, seed: u64) -> Report {
+    let rt = Runtime::with_seed_and_config(seed, madsim::Config::default());
+    let s = scenario.clone();
+    rt.block_on(simulate(s, seed))
+}
+
+fn consensus_config(s: &Scenario, world: &World) -> ConsensusConfig {
+    let c = &s.consensus;
+    ConsensusConfig {
+        roundtime_ms: c.roundtime_ms,
+        stage_slice_pct: c.stage_slice_pct,
+        stage_thresholds_pct: c.stage_thresholds_pct,
+        close_threshold_pct: c.close_threshold_pct,
+        ..ConsensusConfig::new(world.lock().unl.clone())
+    }
+}
+
+async fn simulate(s: Scenario, seed: u64) -> Report {
+    let handle = Handle::current();
+    let wire = handle.create_node().name("wire").build();
+    let world = World::new(&s, seed, derive_keys(seed, s.nodes), wire);
+    let cfg = consensus_config(&s, &world);
+
+    let nodes: Vec<NodeHandle> = (0..s.nodes)
+        .map(|i| {
+            let (w, cfg) = (world.clone(), cfg.clone());
+            handle
+                .create_node()
+                .name(format!("n{i}"))
+                .init(move || node_main(w.clone(), i, cfg.clone(), seed))
+                .build()
+        })
+        .collect();
+
+    for (wi, w) in s.workload.iter().enumerate() {
+        let targets: Vec<usize> = if w.nodes.is_empty() { (0..s.nodes).collect() } else { w.nodes.clone() };
+        let (world, w) = (world.clone(), w.clone());
+        madsim::task::spawn(async move {
+            let mut k = 0u64;
+            let mut t = w.start_ms;
+            while t < w.stop_ms {
+                madsim::time::sleep_until(world.instant_at(t)).await;
+                let target = targets[(k % targets.len() as u64) as usize];
+                let mut body = format!("input w{wi} #{k} ").into_bytes();
+                body.resize(w.size.max(body.len()), b'.');
+                world.submit(target, body);
+                k += 1;
+                t += w.every_ms;
+            }
+        });
+    }
+
+    let mut timeline = s.timeline.clone();
+    timeline.sort_by_key(|e| e.at_ms);
+    for ev in timeline {
+        if ev.at_ms >= s.duration_ms {
+            break;
+        }
+        madsim::time::sleep_until(world.instant_at(ev.at_ms)).await;
+        apply(&handle, &world, &nodes, ev.fault);
+    }
+    madsim::time::sleep_until(world.instant_at(s.duration_ms)).await;
+    report(&s, seed, &world)
+}
+
+fn apply(handle: &Handle, world: &Arc<World>, nodes: &[NodeHandle], fault: Fault) {
+    match fault {
+        Fault::Partition { groups } => world.partition(&groups),
+        Fault::Block { from, to } => world.block(&from, &to),
+        Fault::Heal => world.heal(),
+        Fault::Crash { node } => {
+            world.crash(node);
+            handle.kill(nodes[node].id());
+        }
+        Fault::Restart { node } => {
+            world.crash(node);
+            handle.restart(nodes[node].id());
+        }
+        Fault::Pause { node } => handle.pause(nodes[node].id()),
+        Fault::Resume { node } => handle.resume(nodes[node].id()),
+        Fault::Clock { node, offset_ms, drift_ppm } => {
+            let mut g = world.lock();
+            g.nodes[node].clock_offset_ms = offset_ms;
+            g.nodes[node].clock_drift_ppm = drift_ppm;
+        }
+        Fault::Network(n) => world.set_network(n),
+    }
+}
+
+/// One node's life from boot (or reboot) until it is killed.
+async fn node_main(world: Arc<World>, i: usize, cfg: ConsensusConfig, seed: u64) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (utx, urx) = tokio::sync::mpsc::unbounded_channel();
+    let (key, role, unl) = {
+        let mut g = world.lock();
+        let n = &mut g.nodes[i];
+        n.inbox = Some(tx);
+        n.users = Some(utx);
+        n.alive = true;
+        (n.key.clone(), n.role, g.unl.clone())
+    };
+    let mut store = SimStore { world: world.clone(), node: i };
+    let stored = hotpocket_node::env::Store::load(&mut store).expect("the simulated store cannot fail");
+    // The stand-in contract's state is a function of the chain, so a restart
+    // rebuilds it by replaying what the disk kept.
+    let mut contract = SimContract::default();
+    let mut exec = contract.run(&LedgerRecord::genesis());
+    for r in &stored {
+        exec = contract.run(r);
+    }
+    let roundtime = cfg.roundtime_ms;
+    let mut node = match Node::new(cfg, key.clone(), stored, Some(exec)) {
+        Ok(n) => n,
+        Err(e) => {
+            world.lock().checker.violations.push(format!("node {i} could not load its store: {e}"));
+            return;
+        }
+    };
+    let byzantine = Byzantine::new(role, key, unl, roundtime, seed ^ (i as u64).wrapping_mul(0x9e37_79b9));
+    let mut env = Env {
+        clock: SimClock { world: world.clone(), node: i },
+        net: SimNet { world: world.clone(), node: i, rx, byzantine },
+        users: SimUsers { rx: urx },
+        store,
+        contract,
+        observer: SimObserver { world: world.clone(), node: i },
+    };
+    if let Err(e) = driver::run(&mut node, &mut env).await {
+        world.lock().checker.violations.push(format!("node {i} stopped: {e}"));
+    }
+}
+
+fn report(s: &Scenario, seed: u64, world: &Arc<World>) -> Report {
+    let trace_hash = world.trace_hash().to_string();
+    let simulated_ms = world.now();
+    let mut g = world.lock();
+    let honest = s.honest();
+    g.checker.check_expectations(&s.expectations, &honest);
+    let nodes = (0..s.nodes)
+        .map(|i| {
+            let lcl = g.checker.lcl.get(&i).copied();
+            let n = &g.nodes[i];
+            NodeReport {
+                id: i,
+                role: n.role,
+                seq: lcl.map_or(0, |l| l.seq),
+                lcl: lcl.map_or_else(String::new, |l| l.hash.to_string()),
+                status: n.status,
+                stats: n.stats.clone(),
+            }
+        })
+        .collect();
+    Report {
+        scenario: s.name.clone(),
+        seed,
+        trace_hash,
+        trace_events: g.trace_events,
+        passed: g.checker.violations.is_empty(),
+        violations: g.checker.violations.clone(),
+        nodes,
+        simulated_ms,
+        net: g.net,
+        inputs_submitted: g.inputs_submitted,
+        inputs_dropped: g.inputs_dropped,
+    }
+}

@@ -1,0 +1,360 @@
+//! Scenario files: who runs, on what network, with which faults, expecting what.
+//! The format is documented in `scenarios/README.md`.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::path::Path;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Simulated run length.
+    pub duration_ms: u64,
+    /// Number of nodes; they are numbered from 0.
+    pub nodes: usize,
+    /// UNL members by node number; all nodes when absent.
+    #[serde(default)]
+    pub unl: Option<Vec<usize>>,
+    #[serde(default)]
+    pub consensus: ConsensusSettings,
+    #[serde(default)]
+    pub network: NetworkSettings,
+    #[serde(default, rename = "link")]
+    pub links: Vec<LinkOverride>,
+    #[serde(default, rename = "node")]
+    pub node_settings: Vec<NodeSettings>,
+    #[serde(default)]
+    pub workload: Vec<Workload>,
+    #[serde(default)]
+    pub timeline: Vec<TimelineEvent>,
+    #[serde(default, rename = "expect")]
+    pub expectations: Vec<Expectation>,
+    #[serde(default)]
+    pub fuzz: Option<FuzzRanges>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsensusSettings {
+    pub roundtime_ms: u64,
+    pub stage_slice_pct: u64,
+    pub stage_thresholds_pct: [u64; 3],
+    pub close_threshold_pct: u64,
+}
+
+impl Default for ConsensusSettings {
+    fn default() -> Self {
+        ConsensusSettings {
+            roundtime_ms: 1000,
+            stage_slice_pct: 25,
+            stage_thresholds_pct: [50, 65, 80],
+            close_threshold_pct: 80,
+        }
+    }
+}
+
+/// A one-way link delay distribution, in milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "dist", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Latency {
+    Fixed { ms: u64 },
+    Uniform { min: u64, max: u64 },
+    /// Uniform in `min..=max`, except `tail_pct` percent of messages that
+    /// take up to `tail_max`: a congested or long-haul link.
+    Tail { min: u64, max: u64, tail_pct: f64, tail_max: u64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkSettings {
+    pub latency_ms: Latency,
+    pub loss_pct: f64,
+    pub duplicate_pct: f64,
+    /// Percent of messages held back an extra `reorder_extra_ms` at most, so
+    /// they overtake each other.
+    pub reorder_pct: f64,
+    pub reorder_extra_ms: u64,
+}
+
+impl Default for NetworkSettings {
+    fn default() -> Self {
+        NetworkSettings {
+            latency_ms: Latency::Uniform { min: 5, max: 30 },
+            loss_pct: 0.0,
+            duplicate_pct: 0.0,
+            reorder_pct: 0.0,
+            reorder_extra_ms: 100,
+        }
+    }
+}
+
+/// Overrides the network settings for messages from `from` to `to`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkOverride {
+    pub from: usize,
+    pub to: usize,
+    #[serde(default)]
+    pub latency_ms: Option<Latency>,
+    #[serde(default)]
+    pub loss_pct: Option<f64>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    #[default]
+    Honest,
+    /// Sends different validly signed proposals to different peers.
+    Equivocator,
+    /// Sends proposals with broken or misattributed signatures, and garbage.
+    Forger,
+    /// Re-sends old and others' proposals.
+    Replayer,
+    /// Sends nothing.
+    Silent,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSettings {
+    pub id: usize,
+    #[serde(default)]
+    pub role: Role,
+    #[serde(default)]
+    pub clock_offset_ms: i64,
+    #[serde(default)]
+    pub clock_drift_ppm: i64,
+}
+
+/// Inputs submitted to nodes: one every `every_ms` from `start_ms` until
+/// `stop_ms`, to the listed nodes in turn (all nodes when empty).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    #[serde(default)]
+    pub nodes: Vec<usize>,
+    pub every_ms: u64,
+    #[serde(default)]
+    pub start_ms: u64,
+    pub stop_ms: u64,
+    #[serde(default = "default_input_size")]
+    pub size: usize,
+}
+
+fn default_input_size() -> usize {
+    64
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimelineEvent {
+    pub at_ms: u64,
+    #[serde(flatten)]
+    pub fault: Fault,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Fault {
+    /// Symmetric partition: nodes in different groups cannot talk. Nodes in
+    /// no group keep all their links.
+    Partition { groups: Vec<Vec<usize>> },
+    /// One-way partition: messages from `from` to `to` are lost.
+    Block { from: Vec<usize>, to: Vec<usize> },
+    /// Removes every partition and block.
+    Heal,
+    /// Kills a node; what its store had not synced is lost.
+    Crash { node: usize },
+    Restart { node: usize },
+    Pause { node: usize },
+    Resume { node: usize },
+    Clock {
+        node: usize,
+        offset_ms: i64,
+        #[serde(default)]
+        drift_ppm: i64,
+    },
+    /// Replaces the default network settings.
+    Network(NetworkSettings),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Expectation {
+    /// Every listed node (every honest node when empty) reaches `seq` by `by_ms`.
+    ReachSeq {
+        seq: u64,
+        by_ms: u64,
+        #[serde(default)]
+        nodes: Vec<usize>,
+    },
+    /// No honest node closes a ledger during the window.
+    NoProgress { from_ms: u64, to_ms: u64 },
+    /// At the end, honest nodes are at most `ledgers` apart.
+    MaxLag { ledgers: u64 },
+}
+
+/// Ranges the fuzzer draws from, one draw per seed.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FuzzRanges {
+    pub loss_pct: Option<[f64; 2]>,
+    pub duplicate_pct: Option<[f64; 2]>,
+    pub reorder_pct: Option<[f64; 2]>,
+    pub latency_min_ms: Option<[u64; 2]>,
+    pub latency_max_ms: Option<[u64; 2]>,
+    pub clock_offset_ms: Option<[i64; 2]>,
+    pub clock_drift_ppm: Option<[i64; 2]>,
+    /// Each timeline event moves by up to this much, either way.
+    pub timeline_jitter_ms: Option<u64>,
+    /// Adds this many crash-and-restart pairs of random honest nodes, at
+    /// random times in the first 70% of the run.
+    pub random_crashes: Option<[u64; 2]>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("cannot read {path}: {err}")]
+    Read { path: String, err: std::io::Error },
+    #[error("{path}: {err}")]
+    Parse { path: String, err: Box<toml::de::Error> },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Scenario {
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|err| ScenarioError::Read {
+            path: path.display().to_string(),
+            err,
+        })?;
+        let s: Scenario = toml::from_str(&text).map_err(|err| ScenarioError::Parse {
+            path: path.display().to_string(),
+            err: Box::new(err),
+        })?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    pub fn role(&self, id: usize) -> Role {
+        self.node_settings.iter().find(|n| n.id == id).map_or(Role::Honest, |n| n.role)
+    }
+
+    pub fn unl(&self) -> Vec<usize> {
+        self.unl.clone().unwrap_or_else(|| (0..self.nodes).collect())
+    }
+
+    pub fn honest(&self) -> Vec<usize> {
+        (0..self.nodes).filter(|&i| self.role(i) == Role::Honest).collect()
+    }
+
+    pub fn validate(&self) -> Result<(), ScenarioError> {
+        let bad = |m: String| Err(ScenarioError::Invalid(m));
+        if self.nodes == 0 || self.nodes > 100 {
+            return bad(format!("nodes must be 1..=100, got {}", self.nodes));
+        }
+        if self.duration_ms == 0 {
+            return bad("duration_ms must be positive".into());
+        }
+        let node_ok = |i: usize, what: &str| -> Result<(), ScenarioError> {
+            if i >= self.nodes {
+                return Err(ScenarioError::Invalid(format!(
+                    "{what} names node {i}, but there are only {} nodes (0..{})",
+                    self.nodes,
+                    self.nodes - 1
+                )));
+            }
+            Ok(())
+        };
+        let unl = self.unl();
+        if unl.is_empty() {
+            return bad("unl is empty".into());
+        }
+        for &i in &unl {
+            node_ok(i, "unl")?;
+        }
+        if unl.iter().collect::<BTreeSet<_>>().len() != unl.len() {
+            return bad("unl lists a node twice".into());
+        }
+        let mut seen = BTreeSet::new();
+        for n in &self.node_settings {
+            node_ok(n.id, "[[node]]")?;
+            if !seen.insert(n.id) {
+                return bad(format!("[[node]] id {} appears twice", n.id));
+            }
+        }
+        for l in &self.links {
+            node_ok(l.from, "[[link]]")?;
+            node_ok(l.to, "[[link]]")?;
+        }
+        check_network(&self.network)?;
+        for w in &self.workload {
+            if w.every_ms == 0 {
+                return bad("workload every_ms must be positive".into());
+            }
+            for &i in &w.nodes {
+                node_ok(i, "workload")?;
+            }
+        }
+        for ev in &self.timeline {
+            match &ev.fault {
+                Fault::Partition { groups } => {
+                    for &i in groups.iter().flatten() {
+                        node_ok(i, "partition")?;
+                    }
+                }
+                Fault::Block { from, to } => {
+                    for &i in from.iter().chain(to) {
+                        node_ok(i, "block")?;
+                    }
+                }
+                Fault::Crash { node }
+                | Fault::Restart { node }
+                | Fault::Pause { node }
+                | Fault::Resume { node }
+                | Fault::Clock { node, .. } => node_ok(*node, "timeline")?,
+                Fault::Network(n) => check_network(n)?,
+                Fault::Heal => {}
+            }
+        }
+        for e in &self.expectations {
+            if let Expectation::ReachSeq { nodes, .. } = e {
+                for &i in nodes {
+                    node_ok(i, "expect")?;
+                }
+            }
+        }
+        let c = &self.consensus;
+        let cfg = hotpocket_node::consensus::ConsensusConfig {
+            roundtime_ms: c.roundtime_ms,
+            stage_slice_pct: c.stage_slice_pct,
+            stage_thresholds_pct: c.stage_thresholds_pct,
+            close_threshold_pct: c.close_threshold_pct,
+            ..hotpocket_node::consensus::ConsensusConfig::new(vec![hotpocket_node::crypto::PubKey([0; 32])])
+        };
+        cfg.validate().map_err(|e| ScenarioError::Invalid(format!("[consensus]: {e}")))?;
+        Ok(())
+    }
+}
+
+fn check_network(n: &NetworkSettings) -> Result<(), ScenarioError> {
+    for (name, v) in [
+        ("loss_pct", n.loss_pct),
+        ("duplicate_pct", n.duplicate_pct),
+        ("reorder_pct", n.reorder_pct),
+    ] {
+        if !(0.0..=100.0).contains(&v) {
+            return Err(ScenarioError::Invalid(format!("{name} must be 0..=100, got {v}")));
+        }
+    }
+    match n.latency_ms {
+        Latency::Uniform { min, max } | Latency::Tail { min, max, .. } if min > max => Err(ScenarioError::Invalid(
+            format!("latency min {min} is above max {max}"),
+        )),
+        _ => Ok(()),
+    }
+}

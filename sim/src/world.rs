@@ -1,0 +1,328 @@
+//! Everything the simulated nodes share: links, clocks, stores, checkers and
+//! the trace. Node tasks die on a crash; the world, like disks and wires,
+//! does not.
+
+use crate::checker::Checker;
+use crate::scenario::{Latency, NetworkSettings, Role, Scenario};
+use hotpocket_node::consensus::{Event, Stats, VoteStatus};
+use hotpocket_node::crypto::{Hash, Hasher, Keypair, PubKey};
+use hotpocket_node::ledger::LedgerRecord;
+use madsim::runtime::NodeHandle;
+use madsim::time::{Duration, Instant};
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// Unix time the simulation starts at, so node clocks look like real ones.
+pub const EPOCH_MS: u64 = 1_700_000_000_000;
+
+pub type PeerFrame = (PubKey, Vec<u8>);
+
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct NetStats {
+    pub sent: u64,
+    pub delivered: u64,
+    pub lost: u64,
+    pub blocked: u64,
+    pub duplicated: u64,
+    pub to_dead_node: u64,
+    pub bytes: u64,
+}
+
+#[derive(Default)]
+pub struct DiskState {
+    pub synced: Vec<LedgerRecord>,
+    pub unsynced: Vec<LedgerRecord>,
+}
+
+pub struct NodeSlot {
+    pub key: Keypair,
+    pub role: Role,
+    pub clock_offset_ms: i64,
+    pub clock_drift_ppm: i64,
+    pub inbox: Option<UnboundedSender<PeerFrame>>,
+    pub users: Option<UnboundedSender<Vec<u8>>>,
+    pub disk: DiskState,
+    pub alive: bool,
+    pub stats: Stats,
+    pub status: Option<VoteStatus>,
+}
+
+pub struct Inner {
+    pub nodes: Vec<NodeSlot>,
+    pub index: BTreeMap<PubKey, usize>,
+    pub unl: Vec<PubKey>,
+    network: NetworkSettings,
+    links: BTreeMap<(usize, usize), (Option<Latency>, Option<f64>)>,
+    /// Directed pairs that cannot talk.
+    blocked: BTreeSet<(usize, usize)>,
+    rng: ChaCha8Rng,
+    pub checker: Checker,
+    trace: Hasher,
+    pub trace_events: u64,
+    pub net: NetStats,
+    pub inputs_submitted: u64,
+    pub inputs_dropped: u64,
+}
+
+pub struct World {
+    inner: Mutex<Inner>,
+    start: Instant,
+    /// The madsim node that carries messages in flight, so they outlive a
+    /// crashed sender like packets on a wire.
+    wire: NodeHandle,
+}
+
+/// Parts per million, for integer probability draws.
+fn ppm(pct: f64) -> u64 {
+    (pct * 10_000.0).round().clamp(0.0, 1_000_000.0) as u64
+}
+
+impl World {
+    pub fn new(scenario: &Scenario, seed: u64, keys: Vec<Keypair>, wire: NodeHandle) -> Arc<World> {
+        let nodes: Vec<NodeSlot> = keys
+            .into_iter()
+            .enumerate()
+            .map(|(i, key)| {
+                let s = scenario.node_settings.iter().find(|n| n.id == i);
+                NodeSlot {
+                    key,
+                    role: scenario.role(i),
+                    clock_offset_ms: s.map_or(0, |s| s.clock_offset_ms),
+                    clock_drift_ppm: s.map_or(0, |s| s.clock_drift_ppm),
+                    inbox: None,
+                    users: None,
+                    disk: DiskState::default(),
+                    alive: true,
+                    stats: Stats::default(),
+                    status: None,
+                }
+            })
+            .collect();
+        let index = nodes.iter().enumerate().map(|(i, n)| (n.key.public(), i)).collect();
+        let mut unl: Vec<PubKey> = scenario.unl().iter().map(|&i| nodes[i].key.public()).collect();
+        unl.sort();
+        let links = scenario.links.iter().map(|l| ((l.from, l.to), (l.latency_ms, l.loss_pct))).collect();
+        let mut trace = Hasher::new("hotpocket-sim/trace/v1");
+        trace.u64(seed);
+        Arc::new(World {
+            inner: Mutex::new(Inner {
+                nodes,
+                index,
+                unl,
+                network: scenario.network.clone(),
+                links,
+                blocked: BTreeSet::new(),
+                rng: ChaCha8Rng::seed_from_u64(seed ^ 0x6e65_7477_6f72_6b21),
+                checker: Checker::default(),
+                trace,
+                trace_events: 0,
+                net: NetStats::default(),
+                inputs_submitted: 0,
+                inputs_dropped: 0,
+            }),
+            start: Instant::now(),
+            wire,
+        })
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Single-threaded simulation: a poisoned lock means a panic already
+        // failed the run, so just keep going to report it.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Simulated milliseconds since the start.
+    pub fn now(&self) -> u64 {
+        Instant::now().duration_since(self.start).as_millis() as u64
+    }
+
+    pub fn instant_at(&self, sim_ms: u64) -> Instant {
+        self.start + Duration::from_millis(sim_ms)
+    }
+
+    /// Node `i`'s local unix-ms clock at simulated time `t`.
+    pub fn local_time(inner: &Inner, i: usize, t: u64) -> u64 {
+        let n = &inner.nodes[i];
+        let t = t as i128;
+        let local = EPOCH_MS as i128 + t + n.clock_offset_ms as i128 + t * n.clock_drift_ppm as i128 / 1_000_000;
+        local.max(0) as u64
+    }
+
+    /// The earliest simulated time at which node `i`'s clock shows `local`.
+    pub fn sim_time_for(inner: &Inner, i: usize, local: u64) -> u64 {
+        let n = &inner.nodes[i];
+        let target = local as i128 - EPOCH_MS as i128 - n.clock_offset_ms as i128;
+        let t = (target * 1_000_000).div_euclid(1_000_000 + n.clock_drift_ppm as i128);
+        let mut t = t.max(0) as u64;
+        while World::local_time(inner, i, t) < local {
+            t += 1;
+        }
+        t
+    }
+
+    pub fn record(&self, inner: &mut Inner, node: usize, what: &[u8]) {
+        let t = self.now();
+        inner.trace.u64(t).u64(node as u64).bytes(what);
+        inner.trace_events += 1;
+    }
+
+    pub fn trace_hash(&self) -> Hash {
+        self.lock().trace.finish()
+    }
+
+    /// A node's event: traced always, checked only for honest nodes.
+    pub fn notify(&self, node: usize, ev: &Event) {
+        let mut g = self.lock();
+        let encoded = serde_json::to_vec(ev).expect("events serialize");
+        self.record(&mut g, node, &encoded);
+        match ev {
+            // A node starts out synced; it reports only changes.
+            Event::Started { .. } => g.nodes[node].status = Some(VoteStatus::Synced),
+            Event::Status(s) => g.nodes[node].status = Some(*s),
+            _ => {}
+        }
+        let honest = g.nodes[node].role == Role::Honest;
+        let t = self.now();
+        g.checker.on_event(t, node, ev, honest);
+    }
+
+    /// Sends one frame through the link model.
+    pub fn send(self: &Arc<World>, from: usize, to: usize, bytes: Vec<u8>) {
+        let mut g = self.lock();
+        g.net.sent += 1;
+        g.net.bytes += bytes.len() as u64;
+        let mut tag = [0u8; 17];
+        tag[0] = b's';
+        tag[1..9].copy_from_slice(&(to as u64).to_le_bytes());
+        tag[9..].copy_from_slice(&(bytes.len() as u64).to_le_bytes());
+        self.record(&mut g, from, &tag);
+        if g.blocked.contains(&(from, to)) {
+            g.net.blocked += 1;
+            return;
+        }
+        let (latency, loss) = match g.links.get(&(from, to)) {
+            Some((l, p)) => (l.unwrap_or(g.network.latency_ms), p.unwrap_or(g.network.loss_pct)),
+            None => (g.network.latency_ms, g.network.loss_pct),
+        };
+        if g.rng.next_u64() % 1_000_000 < ppm(loss) {
+            g.net.lost += 1;
+            return;
+        }
+        let copies = if g.rng.next_u64() % 1_000_000 < ppm(g.network.duplicate_pct) {
+            g.net.duplicated += 1;
+            2
+        } else {
+            1
+        };
+        let sender = g.nodes[from].key.public();
+        for _ in 0..copies {
+            let mut delay = sample(&mut g.rng, latency);
+            if g.rng.next_u64() % 1_000_000 < ppm(g.network.reorder_pct) {
+                delay += g.rng.next_u64() % (g.network.reorder_extra_ms + 1);
+            }
+            let world = self.clone();
+            let bytes = bytes.clone();
+            self.wire.spawn(async move {
+                madsim::time::sleep(Duration::from_millis(delay)).await;
+                world.deliver(from, to, sender, bytes);
+            });
+        }
+    }
+
+    fn deliver(&self, from: usize, to: usize, sender: PubKey, bytes: Vec<u8>) {
+        let mut g = self.lock();
+        // A partition raised while the frame was in flight drops it too.
+        if g.blocked.contains(&(from, to)) {
+            g.net.blocked += 1;
+            return;
+        }
+        let delivered = match &g.nodes[to].inbox {
+            Some(tx) if g.nodes[to].alive => tx.send((sender, bytes)).is_ok(),
+            _ => false,
+        };
+        if delivered {
+            g.net.delivered += 1;
+            let tag = [b'r', from as u8, to as u8];
+            self.record(&mut g, to, &tag);
+        } else {
+            g.net.to_dead_node += 1;
+        }
+    }
+
+    pub fn set_network(&self, n: NetworkSettings) {
+        self.lock().network = n;
+    }
+
+    pub fn partition(&self, groups: &[Vec<usize>]) {
+        let mut g = self.lock();
+        for (a, ga) in groups.iter().enumerate() {
+            for (b, gb) in groups.iter().enumerate() {
+                if a != b {
+                    for &x in ga {
+                        for &y in gb {
+                            g.blocked.insert((x, y));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn block(&self, from: &[usize], to: &[usize]) {
+        let mut g = self.lock();
+        for &x in from {
+            for &y in to {
+                if x != y {
+                    g.blocked.insert((x, y));
+                }
+            }
+        }
+    }
+
+    pub fn heal(&self) {
+        self.lock().blocked.clear();
+    }
+
+    /// Hands a user input to node `i`, if it is up to take it.
+    pub fn submit(&self, i: usize, body: Vec<u8>) {
+        let mut g = self.lock();
+        let ok = match &g.nodes[i].users {
+            Some(tx) if g.nodes[i].alive => tx.send(body).is_ok(),
+            _ => false,
+        };
+        if ok {
+            g.inputs_submitted += 1;
+        } else {
+            g.inputs_dropped += 1;
+        }
+    }
+
+    /// Marks node `i` dead and loses what its disk had not synced.
+    pub fn crash(&self, i: usize) {
+        let mut g = self.lock();
+        let n = &mut g.nodes[i];
+        n.alive = false;
+        n.inbox = None;
+        n.users = None;
+        n.disk.unsynced.clear();
+        self.record(&mut g, i, b"crash");
+    }
+}
+
+fn sample(rng: &mut ChaCha8Rng, l: Latency) -> u64 {
+    let between = |rng: &mut ChaCha8Rng, lo: u64, hi: u64| lo + rng.next_u64() % (hi - lo + 1);
+    match l {
+        Latency::Fixed { ms } => ms,
+        Latency::Uniform { min, max } => between(rng, min, max),
+        Latency::Tail { min, max, tail_pct, tail_max } => {
+            if rng.next_u64() % 1_000_000 < ppm(tail_pct) {
+                between(rng, max, tail_max.max(max))
+            } else {
+                between(rng, min, max)
+            }
+        }
+    }
+}
