@@ -31,7 +31,10 @@ pub enum DriverError {
 }
 
 /// Runs until the peer network shuts down (`Ok`) or the store fails.
-pub async fn run<C, N, U, S, X, O>(node: &mut Node, env: &mut Env<C, N, U, S, X, O>) -> Result<(), DriverError>
+pub async fn run<C, N, U, S, X, O>(
+    node: &mut Node,
+    env: &mut Env<C, N, U, S, X, O>,
+) -> Result<(), DriverError>
 where
     C: Clock,
     N: PeerNetwork,
@@ -48,10 +51,15 @@ where
                 Action::Broadcast { bytes } => env.net.broadcast(bytes),
                 Action::Persist(record) => env.store.append(&record)?,
                 Action::Sync => env.store.sync()?,
+                Action::Rollback { to } => {
+                    env.store.truncate(to.seq)?;
+                    env.contract.rollback(to.seq);
+                }
                 Action::Execute(record) => {
                     let result = env.contract.execute(&record).await;
                     let seq = record.ledger.seq;
-                    pending.extend(node.handle(env.clock.now_ms(), Input::Executed { seq, result }));
+                    pending
+                        .extend(node.handle(env.clock.now_ms(), Input::Executed { seq, result }));
                 }
                 Action::Notify(event) => env.observer.notify(&event),
             }

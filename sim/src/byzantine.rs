@@ -22,7 +22,13 @@ pub struct Byzantine {
 const SEEN_CAP: usize = 512;
 
 impl Byzantine {
-    pub fn new(role: Role, key: Keypair, unl: Vec<PubKey>, roundtime_ms: u64, seed: u64) -> Option<Byzantine> {
+    pub fn new(
+        role: Role,
+        key: Keypair,
+        unl: Vec<PubKey>,
+        roundtime_ms: u64,
+        seed: u64,
+    ) -> Option<Byzantine> {
         (role != Role::Honest).then(|| Byzantine {
             role,
             key,
@@ -94,7 +100,7 @@ impl Byzantine {
                 p.state = Hash(fake);
             }
         }
-        PeerMessage::Proposal(p.sign(&self.key)).encode()
+        PeerMessage::Proposal(Box::new(p.sign(&self.key))).encode()
     }
 
     /// Proposals with broken signatures, misattributed authors, or garbage.

@@ -8,10 +8,19 @@ use hotpocket_node::crypto::Hash;
 use hotpocket_node::ledger::LedgerId;
 use std::collections::BTreeMap;
 
+/// Agreement is judged on *final* ledgers: a ledger is final at a node once
+/// the node closes the next ledger on top of it, since that close carries a
+/// threshold of stage-3 votes cast on it. A closed but unfinal ledger may
+/// still be rolled back by a node that finds itself on a minority fork;
+/// those are counted, and rolling back a final ledger is a violation.
 #[derive(Default)]
 pub struct Checker {
-    /// First honest close seen at each seq, and by whom.
+    /// First honest finalisation seen at each seq, and by whom.
     agreed: BTreeMap<u64, (Hash, usize)>,
+    /// Highest final seq at each node.
+    final_seq: BTreeMap<usize, u64>,
+    /// Closes that a node later rolled back.
+    pub rolled_back: u64,
     /// Each node's current lcl as its events describe it.
     pub lcl: BTreeMap<usize, LedgerId>,
     /// (time, seq) each time a node's lcl moved.
@@ -28,7 +37,16 @@ impl Checker {
                     self.lcl.insert(node, *lcl);
                 }
                 Event::LedgerClosed { ledger, hash, .. } => {
-                    self.lcl.insert(node, LedgerId { seq: ledger.seq, hash: *hash });
+                    self.lcl.insert(
+                        node,
+                        LedgerId {
+                            seq: ledger.seq,
+                            hash: *hash,
+                        },
+                    );
+                }
+                Event::RolledBack { to, .. } => {
+                    self.lcl.insert(node, *to);
                 }
                 _ => {}
             }
@@ -42,7 +60,13 @@ impl Checker {
             Event::LedgerClosed { ledger, hash, via } => {
                 let actual = ledger.hash();
                 if actual != *hash {
-                    self.violate(t, format!("node {node} closed seq {} as {hash:?} but it hashes to {actual:?}", ledger.seq));
+                    self.violate(
+                        t,
+                        format!(
+                            "node {node} closed seq {} as {hash:?} but it hashes to {actual:?}",
+                            ledger.seq
+                        ),
+                    );
                 }
                 match self.lcl.get(&node) {
                     Some(prev) if ledger.seq != prev.seq + 1 || ledger.prev != prev.hash => self.violate(
@@ -55,26 +79,55 @@ impl Checker {
                     None => self.violate(t, format!("node {node} closed a ledger before starting")),
                     _ => {}
                 }
-                match self.agreed.get(&ledger.seq) {
-                    Some((h, first)) if h != hash => self.violate(
+                // This close finalises its parent.
+                let fin = ledger.seq - 1;
+                match self.agreed.get(&fin) {
+                    Some((h, first)) if *h != ledger.prev => self.violate(
                         t,
-                        format!("fork at seq {}: node {first} closed {h:?}, node {node} closed {hash:?}", ledger.seq),
+                        format!(
+                            "fork at seq {fin}: node {first} finalised {h:?}, node {node} finalised {:?}",
+                            ledger.prev
+                        ),
                     ),
                     Some(_) => {}
                     None => {
-                        self.agreed.insert(ledger.seq, (*hash, node));
+                        self.agreed.insert(fin, (ledger.prev, node));
                     }
                 }
-                self.lcl.insert(node, LedgerId { seq: ledger.seq, hash: *hash });
+                self.final_seq.insert(node, fin);
+                self.lcl.insert(
+                    node,
+                    LedgerId {
+                        seq: ledger.seq,
+                        hash: *hash,
+                    },
+                );
                 self.progress.entry(node).or_default().push((t, ledger.seq));
             }
-            Event::ForkSeen { seq, ours, theirs } => self.violate(
-                t,
-                format!("node {node} sees the UNL on {theirs:?} at seq {seq}, it closed {ours:?}"),
-            ),
-            Event::StateMismatch { seq } => {
-                self.violate(t, format!("node {node}: its run of ledger {seq} differs from the certified state"))
+            Event::RolledBack { from, to } => {
+                self.rolled_back += 1;
+                if from.seq <= self.final_seq.get(&node).copied().unwrap_or(0)
+                    || to.seq + 1 != from.seq
+                {
+                    self.violate(
+                        t,
+                        format!("node {node} rolled back {from:?} to {to:?}, past a final ledger"),
+                    );
+                }
+                if self.lcl.get(&node) != Some(from) {
+                    self.violate(
+                        t,
+                        format!("node {node} rolled back {from:?}, which was not its lcl"),
+                    );
+                }
+                self.lcl.insert(node, *to);
+                self.progress.entry(node).or_default().push((t, to.seq));
             }
+            Event::ForkSeen { .. } => {}
+            Event::StateMismatch { seq } => self.violate(
+                t,
+                format!("node {node}: its run of ledger {seq} differs from the certified state"),
+            ),
             Event::Status(_) | Event::HistoryRejected { .. } => {}
         }
     }
@@ -90,7 +143,13 @@ impl Checker {
     fn seq_at(&self, node: usize, t: u64) -> u64 {
         self.progress
             .get(&node)
-            .map(|p| p.iter().filter(|(at, _)| *at <= t).map(|(_, s)| *s).max().unwrap_or(0))
+            .map(|p| {
+                p.iter()
+                    .filter(|(at, _)| *at <= t)
+                    .map(|(_, s)| *s)
+                    .max()
+                    .unwrap_or(0)
+            })
             .unwrap_or(0)
     }
 
@@ -102,8 +161,9 @@ impl Checker {
                     for &n in nodes {
                         let got = self.seq_at(n, *by_ms);
                         if got < *seq {
-                            self.violations
-                                .push(format!("liveness: node {n} reached seq {got} by {by_ms}ms, expected {seq}"));
+                            self.violations.push(format!(
+                                "liveness: node {n} reached seq {got} by {by_ms}ms, expected {seq}"
+                            ));
                         }
                     }
                 }
@@ -111,7 +171,9 @@ impl Checker {
                     for &n in honest {
                         let closes = self.progress.get(&n).map_or(0, |p| {
                             p.windows(2)
-                                .filter(|w| w[1].0 > *from_ms && w[1].0 <= *to_ms && w[1].1 > w[0].1)
+                                .filter(|w| {
+                                    w[1].0 > *from_ms && w[1].0 <= *to_ms && w[1].1 > w[0].1
+                                })
                                 .count()
                         });
                         if closes > 0 {
@@ -122,7 +184,10 @@ impl Checker {
                     }
                 }
                 Expectation::MaxLag { ledgers } => {
-                    let seqs: Vec<u64> = honest.iter().map(|n| self.lcl.get(n).map_or(0, |l| l.seq)).collect();
+                    let seqs: Vec<u64> = honest
+                        .iter()
+                        .map(|n| self.lcl.get(n).map_or(0, |l| l.seq))
+                        .collect();
                     let (lo, hi) = (seqs.iter().min(), seqs.iter().max());
                     if let (Some(lo), Some(hi)) = (lo, hi) {
                         if hi - lo > *ledgers {
@@ -159,24 +224,88 @@ mod tests {
         (ledger, ev)
     }
 
+    fn id(l: &Ledger) -> LedgerId {
+        LedgerId {
+            seq: l.seq,
+            hash: l.hash(),
+        }
+    }
+
     #[test]
-    fn detects_a_fork_and_a_broken_chain() {
+    fn detects_a_fork_of_final_ledgers_and_a_broken_chain() {
         let g = LedgerRecord::genesis().id();
         let mut c = Checker::default();
         c.on_event(0, 0, &Event::Started { lcl: g }, true);
         c.on_event(0, 1, &Event::Started { lcl: g }, true);
-        let (_, a) = closed(&g, 1000);
-        let (_, b) = closed(&g, 2000);
+        let (la, a) = closed(&g, 1000);
+        let (lb, b) = closed(&g, 2000);
         c.on_event(1, 0, &a, true);
-        assert!(c.violations.is_empty());
         c.on_event(2, 1, &b, true);
+        // Two different closes at seq 1 are not yet a fork: neither is final.
+        assert!(c.violations.is_empty());
+        let (_, a2) = closed(&id(&la), 3000);
+        let (_, b2) = closed(&id(&lb), 3000);
+        c.on_event(3, 0, &a2, true);
+        assert!(c.violations.is_empty());
+        c.on_event(4, 1, &b2, true);
         assert_eq!(c.violations.len(), 1, "{:?}", c.violations);
         assert!(c.violations[0].contains("fork at seq 1"));
         // Node 0 skips a seq.
-        let skip = LedgerId { seq: 5, hash: Hash::ZERO };
+        let skip = LedgerId {
+            seq: 5,
+            hash: Hash::ZERO,
+        };
         let (_, s) = closed(&skip, 3000);
-        c.on_event(3, 0, &s, true);
-        assert!(c.violations[1].contains("chain broken"), "{:?}", c.violations);
+        c.on_event(5, 0, &s, true);
+        assert!(
+            c.violations[1].contains("chain broken"),
+            "{:?}",
+            c.violations
+        );
+    }
+
+    #[test]
+    fn rollback_of_an_unfinal_ledger_is_counted_of_a_final_one_is_a_violation() {
+        let g = LedgerRecord::genesis().id();
+        let mut c = Checker::default();
+        c.on_event(0, 0, &Event::Started { lcl: g }, true);
+        let (l1, e1) = closed(&g, 1000);
+        c.on_event(1, 0, &e1, true);
+        c.on_event(
+            2,
+            0,
+            &Event::RolledBack {
+                from: id(&l1),
+                to: g,
+            },
+            true,
+        );
+        assert!(c.violations.is_empty(), "{:?}", c.violations);
+        assert_eq!(c.rolled_back, 1);
+        c.on_event(3, 0, &e1, true);
+        let (l2, e2) = closed(&id(&l1), 2000);
+        c.on_event(4, 0, &e2, true);
+        // Ledger 1 is final now: rolling back 2 is fine, 1 is not.
+        c.on_event(
+            5,
+            0,
+            &Event::RolledBack {
+                from: id(&l2),
+                to: id(&l1),
+            },
+            true,
+        );
+        assert!(c.violations.is_empty(), "{:?}", c.violations);
+        c.on_event(
+            6,
+            0,
+            &Event::RolledBack {
+                from: id(&l1),
+                to: g,
+            },
+            true,
+        );
+        assert_eq!(c.violations.len(), 1, "{:?}", c.violations);
     }
 
     #[test]
@@ -186,14 +315,28 @@ mod tests {
         c.on_event(0, 0, &Event::Started { lcl: g }, true);
         let (l1, e1) = closed(&g, 1000);
         c.on_event(1000, 0, &e1, true);
-        let id1 = LedgerId { seq: 1, hash: l1.hash() };
+        let id1 = LedgerId {
+            seq: 1,
+            hash: l1.hash(),
+        };
         let (_, e2) = closed(&id1, 2000);
         c.on_event(5000, 0, &e2, true);
         c.check_expectations(
             &[
-                Expectation::ReachSeq { seq: 2, by_ms: 4000, nodes: vec![] },
-                Expectation::NoProgress { from_ms: 1500, to_ms: 4500 },
-                Expectation::ReachSeq { seq: 2, by_ms: 6000, nodes: vec![] },
+                Expectation::ReachSeq {
+                    seq: 2,
+                    by_ms: 4000,
+                    nodes: vec![],
+                },
+                Expectation::NoProgress {
+                    from_ms: 1500,
+                    to_ms: 4500,
+                },
+                Expectation::ReachSeq {
+                    seq: 2,
+                    by_ms: 6000,
+                    nodes: vec![],
+                },
             ],
             &[0],
         );

@@ -4,7 +4,9 @@ use crate::byzantine::Byzantine;
 use crate::world::{PeerFrame, World};
 use hotpocket_node::consensus::{Event, ExecResult, Stats};
 use hotpocket_node::crypto::{Hash, Hasher, PubKey};
-use hotpocket_node::env::{Clock, ContractHost, Observer, PeerNetwork, Store, StoreError, UserInputs};
+use hotpocket_node::env::{
+    Clock, ContractHost, Observer, PeerNetwork, Store, StoreError, UserInputs,
+};
 use hotpocket_node::ledger::LedgerRecord;
 use std::future::Future;
 use std::sync::Arc;
@@ -80,14 +82,12 @@ impl PeerNetwork for SimNet {
         }
     }
 
-    fn recv(&mut self) -> impl Future<Output = Option<(PubKey, Vec<u8>)>> {
-        async {
-            let frame = self.rx.recv().await?;
-            if let Some(b) = &mut self.byzantine {
-                b.observe(&frame.1);
-            }
-            Some(frame)
+    async fn recv(&mut self) -> Option<(PubKey, Vec<u8>)> {
+        let frame = self.rx.recv().await?;
+        if let Some(b) = &mut self.byzantine {
+            b.observe(&frame.1);
         }
+        Some(frame)
     }
 }
 
@@ -113,7 +113,19 @@ impl Store for SimStore {
         Ok(self.world.lock().nodes[self.node].disk.synced.clone())
     }
     fn append(&mut self, record: &LedgerRecord) -> Result<(), StoreError> {
-        self.world.lock().nodes[self.node].disk.unsynced.push(record.clone());
+        self.world.lock().nodes[self.node]
+            .disk
+            .unsynced
+            .push(record.clone());
+        Ok(())
+    }
+    fn truncate(&mut self, keep_through: u64) -> Result<(), StoreError> {
+        // Modelled as durable at once: a crash right after cannot bring the
+        // dropped ledger back, which is the cautious direction.
+        let mut g = self.world.lock();
+        let disk = &mut g.nodes[self.node].disk;
+        disk.synced.retain(|r| r.ledger.seq <= keep_through);
+        disk.unsynced.retain(|r| r.ledger.seq <= keep_through);
         Ok(())
     }
     fn sync(&mut self) -> Result<(), StoreError> {
@@ -130,6 +142,8 @@ impl Store for SimStore {
 #[derive(Default)]
 pub struct SimContract {
     state: Hash,
+    /// State after each seq run, so a rollback can restore it.
+    history: std::collections::BTreeMap<u64, Hash>,
 }
 
 impl SimContract {
@@ -144,6 +158,7 @@ impl SimContract {
             o.hash(i);
         }
         self.state = h.finish();
+        self.history.insert(l.seq, self.state);
         ExecResult {
             state: self.state,
             output: o.finish(),
@@ -154,6 +169,10 @@ impl SimContract {
 impl ContractHost for SimContract {
     fn execute(&mut self, record: &LedgerRecord) -> impl Future<Output = ExecResult> {
         std::future::ready(self.run(record))
+    }
+    fn rollback(&mut self, seq: u64) {
+        self.history.retain(|s, _| *s <= seq);
+        self.state = self.history.get(&seq).copied().unwrap_or_default();
     }
 }
 

@@ -40,7 +40,10 @@ pub fn fuzzed(base: &Scenario, seed: u64) -> Scenario {
     }
     if f.latency_min_ms.is_some() || f.latency_max_ms.is_some() {
         let min = f.latency_min_ms.map_or(5, |r| pick_u(&mut rng, r));
-        let max = f.latency_max_ms.map_or(min + 25, |r| pick_u(&mut rng, r)).max(min);
+        let max = f
+            .latency_max_ms
+            .map_or(min + 25, |r| pick_u(&mut rng, r))
+            .max(min);
         n.latency_ms = Latency::Uniform { min, max };
     }
     if f.clock_offset_ms.is_some() || f.clock_drift_ppm.is_some() {
@@ -78,8 +81,14 @@ pub fn fuzzed(base: &Scenario, seed: u64) -> Scenario {
             let node = honest[(rng.next_u64() % honest.len() as u64) as usize];
             let at = rng.next_u64() % (s.duration_ms * 7 / 10).max(1);
             let down = pick_u(&mut rng, [200, 5000]);
-            s.timeline.push(TimelineEvent { at_ms: at, fault: Fault::Crash { node } });
-            s.timeline.push(TimelineEvent { at_ms: at + down, fault: Fault::Restart { node } });
+            s.timeline.push(TimelineEvent {
+                at_ms: at,
+                fault: Fault::Crash { node },
+            });
+            s.timeline.push(TimelineEvent {
+                at_ms: at + down,
+                fault: Fault::Restart { node },
+            });
         }
         s.timeline.sort_by_key(|e| e.at_ms);
     }

@@ -37,6 +37,10 @@ enum Command {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// Print every protocol event (closes, status changes, rejected
+        /// history) with its simulated time and node, as it happens.
+        #[arg(long)]
+        events: bool,
     },
     /// Run scenarios over a range of seeds, varying fault parameters within
     /// each scenario's [fuzz] ranges; exits 1 if any seed fails.
@@ -75,10 +79,16 @@ fn main() {
 
 fn real_main() -> Result<()> {
     match Cli::parse().command {
-        Command::Run { file, seed, fuzzed: f, json } => {
+        Command::Run {
+            file,
+            seed,
+            fuzzed: f,
+            json,
+            events,
+        } => {
             let base = Scenario::load(&file)?;
             let s = if f { fuzzed(&base, seed) } else { base };
-            let report = run(&s, seed);
+            let report = hotpocket_sim::runner::run_with(&s, seed, events);
             let repro = repro_command(&file, seed, f);
             if json {
                 println!("{}", serde_json::to_string_pretty(&json_report(&report))?);
@@ -91,7 +101,12 @@ fn real_main() -> Result<()> {
             }
             Ok(())
         }
-        Command::Fuzz { files, seeds, out, json } => {
+        Command::Fuzz {
+            files,
+            seeds,
+            out,
+            json,
+        } => {
             let range = parse_seeds(&seeds).map_err(anyhow::Error::msg)?;
             let mut failures = Vec::new();
             let mut runs = 0u64;
@@ -112,8 +127,15 @@ fn real_main() -> Result<()> {
                             "reproduce_file": format!("hotpocket-sim run {} --seed {seed}", written.display()),
                         });
                         if !json {
-                            eprintln!("FAIL {} seed {seed}: {}", base.name, report.violations.join("; "));
-                            eprintln!("  reproduce: {}", f["reproduce"].as_str().unwrap_or_default());
+                            eprintln!(
+                                "FAIL {} seed {seed}: {}",
+                                base.name,
+                                report.violations.join("; ")
+                            );
+                            eprintln!(
+                                "  reproduce: {}",
+                                f["reproduce"].as_str().unwrap_or_default()
+                            );
                         }
                         failures.push(f);
                     }
@@ -146,7 +168,8 @@ fn write_failure(dir: &Path, s: &Scenario, seed: u64) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(format!("{}-seed-{seed}.toml", s.name));
     let text = toml::to_string_pretty(s).context("serialising the failing scenario")?;
-    std::fs::write(&path, format!("# {}\n{text}", s.description)).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(&path, format!("# {}\n{text}", s.description))
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
 }
 
@@ -163,11 +186,15 @@ fn json_report(r: &Report) -> serde_json::Value {
         "trace_events": r.trace_events,
         "inputs_submitted": r.inputs_submitted,
         "inputs_dropped": r.inputs_dropped,
+        "rolled_back": r.rolled_back,
     })
 }
 
 fn print_report(r: &Report) {
-    println!("scenario {} seed {} ({} simulated ms)", r.scenario, r.seed, r.simulated_ms);
+    println!(
+        "scenario {} seed {} ({} simulated ms)",
+        r.scenario, r.seed, r.simulated_ms
+    );
     for n in &r.nodes {
         let s = &n.stats;
         println!(
@@ -186,8 +213,8 @@ fn print_report(r: &Report) {
     }
     let n = &r.net;
     println!(
-        "  network: {} sent, {} delivered, {} lost, {} blocked, {} duplicated; inputs: {} submitted, {} refused",
-        n.sent, n.delivered, n.lost, n.blocked, n.duplicated, r.inputs_submitted, r.inputs_dropped
+        "  network: {} sent, {} delivered, {} lost, {} blocked, {} duplicated; inputs: {} submitted, {} refused; {} unfinal closes rolled back",
+        n.sent, n.delivered, n.lost, n.blocked, n.duplicated, r.inputs_submitted, r.inputs_dropped, r.rolled_back
     );
     if r.violations.is_empty() {
         println!("  no violations");
@@ -202,7 +229,8 @@ fn print_report(r: &Report) {
 fn bench(seconds: u64, file: Option<&Path>) -> Result<()> {
     let mut s: Scenario = match file {
         Some(f) => Scenario::load(f)?,
-        None => toml::from_str(include_str!("../../scenarios/lossy.toml")).context("built-in lossy scenario")?,
+        None => toml::from_str(include_str!("../../scenarios/lossy.toml"))
+            .context("built-in lossy scenario")?,
     };
     if seconds == 0 {
         bail!("--seconds must be positive");
@@ -219,9 +247,20 @@ fn bench(seconds: u64, file: Option<&Path>) -> Result<()> {
     let rounds = s.duration_ms / s.consensus.roundtime_ms;
     let sig_checks: u64 = r.nodes.iter().map(|n| n.stats.signature_checks).sum();
     let ledgers = r.nodes.iter().map(|n| n.seq).min().unwrap_or(0);
-    println!("scenario {} ({} nodes, roundtime {} ms)", s.name, s.nodes, s.consensus.roundtime_ms);
-    println!("simulated {} s in {:.2} s wall: {:.0}x real time", seconds, wall.as_secs_f64(), s.duration_ms as f64 / 1000.0 / wall.as_secs_f64());
-    println!("ledgers closed: {ledgers} of {rounds} rounds; passed: {}", r.passed);
+    println!(
+        "scenario {} ({} nodes, roundtime {} ms)",
+        s.name, s.nodes, s.consensus.roundtime_ms
+    );
+    println!(
+        "simulated {} s in {:.2} s wall: {:.0}x real time",
+        seconds,
+        wall.as_secs_f64(),
+        s.duration_ms as f64 / 1000.0 / wall.as_secs_f64()
+    );
+    println!(
+        "ledgers closed: {ledgers} of {rounds} rounds; passed: {}",
+        r.passed
+    );
     println!(
         "messages: {} sent, {} delivered; signature checks: {} ({:.1} per round, {:.1} per node-round)",
         r.net.sent,
@@ -232,12 +271,20 @@ fn bench(seconds: u64, file: Option<&Path>) -> Result<()> {
     );
     // The floor: what those checks alone cost on this machine.
     let k = hotpocket_node::crypto::Keypair::from_seed([3; 32]);
-    let sig = k.sign("bench", b"a proposal-sized message of a couple of hundred bytes .......");
+    let sig = k.sign(
+        "bench",
+        b"a proposal-sized message of a couple of hundred bytes .......",
+    );
     let n = 2000;
     let t = Instant::now();
     for _ in 0..n {
-        hotpocket_node::crypto::verify(&k.public(), "bench", b"a proposal-sized message of a couple of hundred bytes .......", &sig)
-            .context("bench signature")?;
+        hotpocket_node::crypto::verify(
+            &k.public(),
+            "bench",
+            b"a proposal-sized message of a couple of hundred bytes .......",
+            &sig,
+        )
+        .context("bench signature")?;
     }
     let per = t.elapsed().as_secs_f64() / n as f64;
     println!(

@@ -37,6 +37,8 @@ pub struct Report {
     pub net: NetStats,
     pub inputs_submitted: u64,
     pub inputs_dropped: u64,
+    /// Closes that a node later rolled back (never final ones).
+    pub rolled_back: u64,
 }
 
 /// Node keys come from the seed, so a seed names one whole world.
@@ -52,9 +54,14 @@ pub fn derive_keys(seed: u64, n: usize) -> Vec<Keypair> {
 }
 
 pub fn run(scenario: &Scenario, seed: u64) -> Report {
+    run_with(scenario, seed, false)
+}
+
+/// Like [`run`], printing every protocol event to stdout if `print_events`.
+pub fn run_with(scenario: &Scenario, seed: u64, print_events: bool) -> Report {
     let rt = Runtime::with_seed_and_config(seed, madsim::Config::default());
     let s = scenario.clone();
-    rt.block_on(simulate(s, seed))
+    rt.block_on(simulate(s, seed, print_events))
 }
 
 fn consensus_config(s: &Scenario, world: &World) -> ConsensusConfig {
@@ -68,10 +75,11 @@ fn consensus_config(s: &Scenario, world: &World) -> ConsensusConfig {
     }
 }
 
-async fn simulate(s: Scenario, seed: u64) -> Report {
+async fn simulate(s: Scenario, seed: u64, print_events: bool) -> Report {
     let handle = Handle::current();
     let wire = handle.create_node().name("wire").build();
     let world = World::new(&s, seed, derive_keys(seed, s.nodes), wire);
+    world.lock().print_events = print_events;
     let cfg = consensus_config(&s, &world);
 
     let nodes: Vec<NodeHandle> = (0..s.nodes)
@@ -86,7 +94,11 @@ async fn simulate(s: Scenario, seed: u64) -> Report {
         .collect();
 
     for (wi, w) in s.workload.iter().enumerate() {
-        let targets: Vec<usize> = if w.nodes.is_empty() { (0..s.nodes).collect() } else { w.nodes.clone() };
+        let targets: Vec<usize> = if w.nodes.is_empty() {
+            (0..s.nodes).collect()
+        } else {
+            w.nodes.clone()
+        };
         let (world, w) = (world.clone(), w.clone());
         madsim::task::spawn(async move {
             let mut k = 0u64;
@@ -113,7 +125,14 @@ async fn simulate(s: Scenario, seed: u64) -> Report {
         apply(&handle, &world, &nodes, ev.fault);
     }
     madsim::time::sleep_until(world.instant_at(s.duration_ms)).await;
-    report(&s, seed, &world)
+    let report = report(&s, seed, &world);
+    // madsim does not free tasks still pending when a runtime is dropped, so
+    // end every node (and with it each task's hold on the world) first.
+    for n in &nodes {
+        handle.kill(n.id());
+    }
+    madsim::time::sleep(madsim::time::Duration::from_secs(1)).await;
+    report
 }
 
 fn apply(handle: &Handle, world: &Arc<World>, nodes: &[NodeHandle], fault: Fault) {
@@ -131,7 +150,11 @@ fn apply(handle: &Handle, world: &Arc<World>, nodes: &[NodeHandle], fault: Fault
         }
         Fault::Pause { node } => handle.pause(nodes[node].id()),
         Fault::Resume { node } => handle.resume(nodes[node].id()),
-        Fault::Clock { node, offset_ms, drift_ppm } => {
+        Fault::Clock {
+            node,
+            offset_ms,
+            drift_ppm,
+        } => {
             let mut g = world.lock();
             g.nodes[node].clock_offset_ms = offset_ms;
             g.nodes[node].clock_drift_ppm = drift_ppm;
@@ -152,8 +175,12 @@ async fn node_main(world: Arc<World>, i: usize, cfg: ConsensusConfig, seed: u64)
         n.alive = true;
         (n.key.clone(), n.role, g.unl.clone())
     };
-    let mut store = SimStore { world: world.clone(), node: i };
-    let stored = hotpocket_node::env::Store::load(&mut store).expect("the simulated store cannot fail");
+    let mut store = SimStore {
+        world: world.clone(),
+        node: i,
+    };
+    let stored =
+        hotpocket_node::env::Store::load(&mut store).expect("the simulated store cannot fail");
     // The stand-in contract's state is a function of the chain, so a restart
     // rebuilds it by replaying what the disk kept.
     let mut contract = SimContract::default();
@@ -165,25 +192,51 @@ async fn node_main(world: Arc<World>, i: usize, cfg: ConsensusConfig, seed: u64)
     let mut node = match Node::new(cfg, key.clone(), stored, Some(exec)) {
         Ok(n) => n,
         Err(e) => {
-            world.lock().checker.violations.push(format!("node {i} could not load its store: {e}"));
+            world
+                .lock()
+                .checker
+                .violations
+                .push(format!("node {i} could not load its store: {e}"));
             return;
         }
     };
-    let byzantine = Byzantine::new(role, key, unl, roundtime, seed ^ (i as u64).wrapping_mul(0x9e37_79b9));
+    let byzantine = Byzantine::new(
+        role,
+        key,
+        unl,
+        roundtime,
+        seed ^ (i as u64).wrapping_mul(0x9e37_79b9),
+    );
     let mut env = Env {
-        clock: SimClock { world: world.clone(), node: i },
-        net: SimNet { world: world.clone(), node: i, rx, byzantine },
+        clock: SimClock {
+            world: world.clone(),
+            node: i,
+        },
+        net: SimNet {
+            world: world.clone(),
+            node: i,
+            rx,
+            byzantine,
+        },
         users: SimUsers { rx: urx },
         store,
         contract,
-        observer: SimObserver { world: world.clone(), node: i },
+        observer: SimObserver {
+            world: world.clone(),
+            node: i,
+        },
     };
     if let Err(e) = driver::run(&mut node, &mut env).await {
-        world.lock().checker.violations.push(format!("node {i} stopped: {e}"));
+        world
+            .lock()
+            .checker
+            .violations
+            .push(format!("node {i} stopped: {e}"));
     }
 }
 
 fn report(s: &Scenario, seed: u64, world: &Arc<World>) -> Report {
+    world.shut_down();
     let trace_hash = world.trace_hash().to_string();
     let simulated_ms = world.now();
     let mut g = world.lock();
@@ -215,5 +268,6 @@ fn report(s: &Scenario, seed: u64, world: &Arc<World>) -> Report {
         net: g.net,
         inputs_submitted: g.inputs_submitted,
         inputs_dropped: g.inputs_dropped,
+        rolled_back: g.checker.rolled_back,
     }
 }

@@ -60,11 +60,21 @@ impl Default for ConsensusSettings {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "dist", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Latency {
-    Fixed { ms: u64 },
-    Uniform { min: u64, max: u64 },
+    Fixed {
+        ms: u64,
+    },
+    Uniform {
+        min: u64,
+        max: u64,
+    },
     /// Uniform in `min..=max`, except `tail_pct` percent of messages that
     /// take up to `tail_max`: a congested or long-haul link.
-    Tail { min: u64, max: u64, tail_pct: f64, tail_max: u64 },
+    Tail {
+        min: u64,
+        max: u64,
+        tail_pct: f64,
+        tail_max: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -149,8 +159,9 @@ fn default_input_size() -> usize {
     64
 }
 
+/// (`deny_unknown_fields` does not work through `flatten`; `Fault` itself
+/// rejects unknown fields.)
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TimelineEvent {
     pub at_ms: u64,
     #[serde(flatten)]
@@ -162,16 +173,29 @@ pub struct TimelineEvent {
 pub enum Fault {
     /// Symmetric partition: nodes in different groups cannot talk. Nodes in
     /// no group keep all their links.
-    Partition { groups: Vec<Vec<usize>> },
+    Partition {
+        groups: Vec<Vec<usize>>,
+    },
     /// One-way partition: messages from `from` to `to` are lost.
-    Block { from: Vec<usize>, to: Vec<usize> },
+    Block {
+        from: Vec<usize>,
+        to: Vec<usize>,
+    },
     /// Removes every partition and block.
     Heal,
     /// Kills a node; what its store had not synced is lost.
-    Crash { node: usize },
-    Restart { node: usize },
-    Pause { node: usize },
-    Resume { node: usize },
+    Crash {
+        node: usize,
+    },
+    Restart {
+        node: usize,
+    },
+    Pause {
+        node: usize,
+    },
+    Resume {
+        node: usize,
+    },
     Clock {
         node: usize,
         offset_ms: i64,
@@ -221,7 +245,10 @@ pub enum ScenarioError {
     #[error("cannot read {path}: {err}")]
     Read { path: String, err: std::io::Error },
     #[error("{path}: {err}")]
-    Parse { path: String, err: Box<toml::de::Error> },
+    Parse {
+        path: String,
+        err: Box<toml::de::Error>,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -241,15 +268,22 @@ impl Scenario {
     }
 
     pub fn role(&self, id: usize) -> Role {
-        self.node_settings.iter().find(|n| n.id == id).map_or(Role::Honest, |n| n.role)
+        self.node_settings
+            .iter()
+            .find(|n| n.id == id)
+            .map_or(Role::Honest, |n| n.role)
     }
 
     pub fn unl(&self) -> Vec<usize> {
-        self.unl.clone().unwrap_or_else(|| (0..self.nodes).collect())
+        self.unl
+            .clone()
+            .unwrap_or_else(|| (0..self.nodes).collect())
     }
 
     pub fn honest(&self) -> Vec<usize> {
-        (0..self.nodes).filter(|&i| self.role(i) == Role::Honest).collect()
+        (0..self.nodes)
+            .filter(|&i| self.role(i) == Role::Honest)
+            .collect()
     }
 
     pub fn validate(&self) -> Result<(), ScenarioError> {
@@ -334,9 +368,12 @@ impl Scenario {
             stage_slice_pct: c.stage_slice_pct,
             stage_thresholds_pct: c.stage_thresholds_pct,
             close_threshold_pct: c.close_threshold_pct,
-            ..hotpocket_node::consensus::ConsensusConfig::new(vec![hotpocket_node::crypto::PubKey([0; 32])])
+            ..hotpocket_node::consensus::ConsensusConfig::new(vec![hotpocket_node::crypto::PubKey(
+                [0; 32],
+            )])
         };
-        cfg.validate().map_err(|e| ScenarioError::Invalid(format!("[consensus]: {e}")))?;
+        cfg.validate()
+            .map_err(|e| ScenarioError::Invalid(format!("[consensus]: {e}")))?;
         Ok(())
     }
 }
@@ -348,13 +385,15 @@ fn check_network(n: &NetworkSettings) -> Result<(), ScenarioError> {
         ("reorder_pct", n.reorder_pct),
     ] {
         if !(0.0..=100.0).contains(&v) {
-            return Err(ScenarioError::Invalid(format!("{name} must be 0..=100, got {v}")));
+            return Err(ScenarioError::Invalid(format!(
+                "{name} must be 0..=100, got {v}"
+            )));
         }
     }
     match n.latency_ms {
-        Latency::Uniform { min, max } | Latency::Tail { min, max, .. } if min > max => Err(ScenarioError::Invalid(
-            format!("latency min {min} is above max {max}"),
-        )),
+        Latency::Uniform { min, max } | Latency::Tail { min, max, .. } if min > max => Err(
+            ScenarioError::Invalid(format!("latency min {min} is above max {max}")),
+        ),
         _ => Ok(()),
     }
 }

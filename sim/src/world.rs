@@ -65,14 +65,18 @@ pub struct Inner {
     pub net: NetStats,
     pub inputs_submitted: u64,
     pub inputs_dropped: u64,
+    /// Print every protocol event as it happens (`run --events`).
+    pub print_events: bool,
 }
 
 pub struct World {
     inner: Mutex<Inner>,
     start: Instant,
     /// The madsim node that carries messages in flight, so they outlive a
-    /// crashed sender like packets on a wire.
-    wire: NodeHandle,
+    /// crashed sender like packets on a wire. Taken out at the end of a run:
+    /// it holds the runtime, whose node closures hold this world, and that
+    /// cycle would leak every finished run.
+    wire: Mutex<Option<NodeHandle>>,
 }
 
 /// Parts per million, for integer probability draws.
@@ -101,10 +105,22 @@ impl World {
                 }
             })
             .collect();
-        let index = nodes.iter().enumerate().map(|(i, n)| (n.key.public(), i)).collect();
-        let mut unl: Vec<PubKey> = scenario.unl().iter().map(|&i| nodes[i].key.public()).collect();
+        let index = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.key.public(), i))
+            .collect();
+        let mut unl: Vec<PubKey> = scenario
+            .unl()
+            .iter()
+            .map(|&i| nodes[i].key.public())
+            .collect();
         unl.sort();
-        let links = scenario.links.iter().map(|l| ((l.from, l.to), (l.latency_ms, l.loss_pct))).collect();
+        let links = scenario
+            .links
+            .iter()
+            .map(|l| ((l.from, l.to), (l.latency_ms, l.loss_pct)))
+            .collect();
         let mut trace = Hasher::new("hotpocket-sim/trace/v1");
         trace.u64(seed);
         Arc::new(World {
@@ -122,9 +138,10 @@ impl World {
                 net: NetStats::default(),
                 inputs_submitted: 0,
                 inputs_dropped: 0,
+                print_events: false,
             }),
             start: Instant::now(),
-            wire,
+            wire: Mutex::new(Some(wire)),
         })
     }
 
@@ -147,7 +164,10 @@ impl World {
     pub fn local_time(inner: &Inner, i: usize, t: u64) -> u64 {
         let n = &inner.nodes[i];
         let t = t as i128;
-        let local = EPOCH_MS as i128 + t + n.clock_offset_ms as i128 + t * n.clock_drift_ppm as i128 / 1_000_000;
+        let local = EPOCH_MS as i128
+            + t
+            + n.clock_offset_ms as i128
+            + t * n.clock_drift_ppm as i128 / 1_000_000;
         local.max(0) as u64
     }
 
@@ -186,6 +206,12 @@ impl World {
         }
         let honest = g.nodes[node].role == Role::Honest;
         let t = self.now();
+        if g.print_events {
+            println!(
+                "{t:>8}ms node {node:>2} {}",
+                String::from_utf8_lossy(&encoded)
+            );
+        }
         g.checker.on_event(t, node, ev, honest);
     }
 
@@ -204,7 +230,10 @@ impl World {
             return;
         }
         let (latency, loss) = match g.links.get(&(from, to)) {
-            Some((l, p)) => (l.unwrap_or(g.network.latency_ms), p.unwrap_or(g.network.loss_pct)),
+            Some((l, p)) => (
+                l.unwrap_or(g.network.latency_ms),
+                p.unwrap_or(g.network.loss_pct),
+            ),
             None => (g.network.latency_ms, g.network.loss_pct),
         };
         if g.rng.next_u64() % 1_000_000 < ppm(loss) {
@@ -225,7 +254,9 @@ impl World {
             }
             let world = self.clone();
             let bytes = bytes.clone();
-            self.wire.spawn(async move {
+            let wire = self.wire.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let Some(wire) = wire else { return };
+            wire.spawn(async move {
                 madsim::time::sleep(Duration::from_millis(delay)).await;
                 world.deliver(from, to, sender, bytes);
             });
@@ -250,6 +281,11 @@ impl World {
         } else {
             g.net.to_dead_node += 1;
         }
+    }
+
+    /// Ends the run: nothing is sent after this.
+    pub fn shut_down(&self) {
+        self.wire.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     pub fn set_network(&self, n: NetworkSettings) {
@@ -317,7 +353,12 @@ fn sample(rng: &mut ChaCha8Rng, l: Latency) -> u64 {
     match l {
         Latency::Fixed { ms } => ms,
         Latency::Uniform { min, max } => between(rng, min, max),
-        Latency::Tail { min, max, tail_pct, tail_max } => {
+        Latency::Tail {
+            min,
+            max,
+            tail_pct,
+            tail_max,
+        } => {
             if rng.next_u64() % 1_000_000 < ppm(tail_pct) {
                 between(rng, max, tail_max.max(max))
             } else {

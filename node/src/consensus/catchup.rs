@@ -8,8 +8,8 @@
 use super::message::{PeerMessage, MAX_FRAME_BYTES};
 use super::node::{Action, CloseVia, Event, Node};
 use crate::crypto::PubKey;
-use crate::ledger::LedgerRecord;
-use crate::sync::verify_record;
+use crate::ledger::{ChainError, LedgerId, LedgerRecord};
+use crate::sync::{verify_record, SyncError};
 
 #[derive(Debug, Default)]
 pub struct Catchup {
@@ -77,7 +77,8 @@ impl Node {
         let mut budget = MAX_FRAME_BYTES / 2;
         let mut records: Vec<LedgerRecord> = Vec::new();
         for r in self.chain[start..].iter().take(count) {
-            let size = r.bodies.values().map(|b| b.len() + 64).sum::<usize>() + 512 * (r.proof.len() + 1);
+            let size =
+                r.bodies.values().map(|b| b.len() + 64).sum::<usize>() + 512 * (r.proof.len() + 1);
             if size > budget && !records.is_empty() {
                 break;
             }
@@ -105,7 +106,24 @@ impl Node {
             if rec.ledger.seq <= self.lcl().seq {
                 continue;
             }
-            match verify_record(&self.cfg, &self.lcl(), &rec) {
+            let mut result = verify_record(&self.cfg, &self.lcl(), &rec);
+            if let Err(SyncError::Chain(ChainError::Prev { .. })) = result {
+                // A proven ledger on top of another parent at our seq means
+                // the UNL finalised that parent, not our lcl.
+                let parent = LedgerId {
+                    seq: rec.ledger.seq - 1,
+                    hash: rec.ledger.prev,
+                };
+                if parent.seq == self.lcl().seq
+                    && verify_record(&self.cfg, &parent, &rec).is_ok()
+                    && self.rollback()
+                {
+                    self.stats.signature_checks += rec.proof.len() as u64;
+                    break; // ask again from the seq we now lack
+                }
+                result = verify_record(&self.cfg, &self.lcl(), &rec);
+            }
+            match result {
                 Ok(()) => {
                     self.stats.signature_checks += rec.proof.len() as u64;
                     self.append(rec.clone());
@@ -124,7 +142,12 @@ impl Node {
             }
         }
         if adopted.is_empty() {
-            self.sync.attempt += 1;
+            if !matches!(
+                self.out.last(),
+                Some(Action::Notify(Event::RolledBack { .. }))
+            ) {
+                self.sync.attempt += 1;
+            }
         } else {
             self.stats.history_adopted += adopted.len() as u64;
             for r in &adopted {

@@ -11,11 +11,14 @@ const WIRE_VERSION: u8 = 1;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PeerMessage {
-    Proposal(SignedProposal),
+    Proposal(Box<SignedProposal>),
     /// Input bodies circulated so every node can run every agreed input.
     Inputs(Vec<Vec<u8>>),
     /// "Send me ledgers `from_seq ..` (at most `count`)."
-    HistoryRequest { from_seq: u64, count: u64 },
+    HistoryRequest {
+        from_seq: u64,
+        count: u64,
+    },
     HistoryResponse(Vec<LedgerRecord>),
 }
 
@@ -46,10 +49,13 @@ impl PeerMessage {
         if version != WIRE_VERSION {
             return Err(WireError::Version(version));
         }
-        let (msg, rest) = postcard::take_from_bytes(body)
-            .map_err(|e| WireError::Malformed(e.to_string()))?;
+        let (msg, rest) =
+            postcard::take_from_bytes(body).map_err(|e| WireError::Malformed(e.to_string()))?;
         if !rest.is_empty() {
-            return Err(WireError::Malformed(format!("{} trailing bytes", rest.len())));
+            return Err(WireError::Malformed(format!(
+                "{} trailing bytes",
+                rest.len()
+            )));
         }
         Ok(msg)
     }
@@ -67,7 +73,10 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let m = PeerMessage::HistoryRequest { from_seq: 3, count: 64 };
+        let m = PeerMessage::HistoryRequest {
+            from_seq: 3,
+            count: 64,
+        };
         assert_eq!(PeerMessage::decode(&m.encode()), Ok(m));
         let m = PeerMessage::Inputs(vec![b"abc".to_vec(), vec![]]);
         assert_eq!(PeerMessage::decode(&m.encode()), Ok(m));
@@ -79,9 +88,15 @@ mod tests {
         assert_eq!(PeerMessage::decode(&[9, 0]), Err(WireError::Version(9)));
         let mut ok = PeerMessage::Inputs(vec![]).encode();
         ok.push(0);
-        assert!(matches!(PeerMessage::decode(&ok), Err(WireError::Malformed(_))));
+        assert!(matches!(
+            PeerMessage::decode(&ok),
+            Err(WireError::Malformed(_))
+        ));
         let big = vec![1u8; MAX_FRAME_BYTES + 1];
-        assert_eq!(PeerMessage::decode(&big), Err(WireError::TooLarge(big.len())));
+        assert_eq!(
+            PeerMessage::decode(&big),
+            Err(WireError::TooLarge(big.len()))
+        );
     }
 
     proptest! {

@@ -32,13 +32,23 @@ pub struct ExecResult {
 /// Something the driver must do, in order.
 #[derive(Clone, Debug)]
 pub enum Action {
-    Send { to: PubKey, bytes: Vec<u8> },
+    Send {
+        to: PubKey,
+        bytes: Vec<u8>,
+    },
     /// Send to every other UNL member.
-    Broadcast { bytes: Vec<u8> },
+    Broadcast {
+        bytes: Vec<u8>,
+    },
     /// Write a ledger; it becomes durable at the next `Sync`.
     Persist(Box<LedgerRecord>),
     /// Durability point: everything persisted before must be on disk.
     Sync,
+    /// Drop every stored ledger after `to`, and return the contract state to
+    /// what running `to` left. Only ever the unfinal lcl (see `rollback`).
+    Rollback {
+        to: LedgerId,
+    },
     /// Run the contract for this ledger, then feed back `Input::Executed`.
     Execute(Box<LedgerRecord>),
     /// A typed event for logs, traces and the simulator's checkers.
@@ -64,7 +74,9 @@ pub enum VoteStatus {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub enum Event {
     /// The node (re)started from its durable chain.
-    Started { lcl: LedgerId },
+    Started {
+        lcl: LedgerId,
+    },
     /// A ledger is durably part of this node's chain.
     LedgerClosed {
         ledger: Ledger,
@@ -73,11 +85,26 @@ pub enum Event {
     },
     Status(VoteStatus),
     /// A threshold of the UNL closed a different ledger at our lcl's seq.
-    ForkSeen { seq: u64, ours: Hash, theirs: Hash },
+    ForkSeen {
+        seq: u64,
+        ours: Hash,
+        theirs: Hash,
+    },
+    /// The node dropped its unfinal lcl `from`, which the UNL did not build
+    /// on, and is back on `to`.
+    RolledBack {
+        from: LedgerId,
+        to: LedgerId,
+    },
     /// Our run of ledger `seq` disagrees with what the next ledger certified.
-    StateMismatch { seq: u64 },
+    StateMismatch {
+        seq: u64,
+    },
     /// A peer sent history that failed verification.
-    HistoryRejected { peer: PubKey, reason: String },
+    HistoryRejected {
+        peer: PubKey,
+        reason: String,
+    },
 }
 
 /// Counters of what the node dropped and why.
@@ -96,6 +123,7 @@ pub struct Stats {
     pub history_adopted: u64,
     pub history_rejected: u64,
     pub signature_checks: u64,
+    pub rollbacks: u64,
 }
 
 pub struct Node {
@@ -119,6 +147,12 @@ pub struct Node {
     pub(super) sync: super::catchup::Catchup,
     status: VoteStatus,
     forks_reported: BTreeMap<u64, Hash>,
+    /// The lcl this node signed a stage-3 proposal on. Such an lcl is never
+    /// rolled back: that one-shot vote is what makes finality safe.
+    voted_on: Option<LedgerId>,
+    /// Seq of the lcl restored at start. The vote record does not survive a
+    /// restart, so the restored lcl is treated as voted on.
+    restored_seq: u64,
     pub(super) stats: Stats,
     pub(super) out: Vec<Action>,
 }
@@ -146,7 +180,11 @@ impl Node {
         }
         let mut included = BTreeMap::new();
         let lcl_seq = chain.last().map_or(0, |r| r.ledger.seq);
-        for r in chain.iter().rev().take_while(|r| r.ledger.seq + INCLUDED_WINDOW > lcl_seq) {
+        for r in chain
+            .iter()
+            .rev()
+            .take_while(|r| r.ledger.seq + INCLUDED_WINDOW > lcl_seq)
+        {
             for i in &r.ledger.inputs {
                 included.insert(*i, r.ledger.seq);
             }
@@ -167,10 +205,13 @@ impl Node {
             sync: Default::default(),
             status: VoteStatus::Synced,
             forks_reported: BTreeMap::new(),
+            voted_on: None,
+            restored_seq: 0,
             stats: Stats::default(),
             out: Vec::new(),
         };
         let lcl = node.lcl();
+        node.restored_seq = lcl.seq;
         node.out.push(Action::Notify(Event::Started { lcl }));
         if let Some(r) = exec {
             node.exec_history.insert(lcl.seq, r);
@@ -258,7 +299,7 @@ impl Node {
             }
         };
         match msg {
-            PeerMessage::Proposal(sp) => self.on_proposal(now, sp),
+            PeerMessage::Proposal(sp) => self.on_proposal(now, *sp),
             PeerMessage::Inputs(bodies) => {
                 if !self.cfg.in_unl(&from) {
                     self.stats.dropped_not_unl += 1;
@@ -268,7 +309,9 @@ impl Node {
                     self.add_input(b, false);
                 }
             }
-            PeerMessage::HistoryRequest { from_seq, count } => self.serve_history(from, from_seq, count),
+            PeerMessage::HistoryRequest { from_seq, count } => {
+                self.serve_history(from, from_seq, count)
+            }
             PeerMessage::HistoryResponse(records) => self.on_history(now, from, records),
         }
     }
@@ -292,7 +335,11 @@ impl Node {
             self.stats.dropped_malformed += 1;
             return;
         }
-        if let Some(existing) = self.proposals.get(&(p.round, p.stage)).and_then(|m| m.get(&p.author)) {
+        if let Some(existing) = self
+            .proposals
+            .get(&(p.round, p.stage))
+            .and_then(|m| m.get(&p.author))
+        {
             // Identical copies are free to drop; a different one must carry a
             // valid signature before we call it equivocation.
             if *existing == sp {
@@ -321,7 +368,10 @@ impl Node {
         if newer {
             self.peer_lcl.insert(author, (lcl, round));
         }
-        self.proposals.entry((round, sp.proposal.stage)).or_default().insert(author, sp);
+        self.proposals
+            .entry((round, sp.proposal.stage))
+            .or_default()
+            .insert(author, sp);
         if lcl.seq > self.lcl().seq {
             self.catchup_tick(now);
         }
@@ -345,7 +395,8 @@ impl Node {
     }
 
     fn expire_pool(&mut self, round: u64) {
-        self.pool.retain(|_, (_, arrived)| arrived.saturating_add(INPUT_TTL_ROUNDS) > round);
+        self.pool
+            .retain(|_, (_, arrived)| arrived.saturating_add(INPUT_TTL_ROUNDS) > round);
     }
 
     /// Proposals of one slot, by UNL member.
@@ -372,12 +423,17 @@ impl Node {
             // A node ahead of the others keeps proposing: that is how they
             // learn there is history to fetch.
             Some((id, n)) if n >= majority && n > mine && id.seq >= lcl.seq => {
-                if id.seq == lcl.seq && self.forks_reported.insert(id.seq, id.hash) != Some(id.hash) {
-                    self.out.push(Action::Notify(Event::ForkSeen {
-                        seq: id.seq,
-                        ours: lcl.hash,
-                        theirs: id.hash,
-                    }));
+                if id.seq == lcl.seq {
+                    if self.forks_reported.insert(id.seq, id.hash) != Some(id.hash) {
+                        self.out.push(Action::Notify(Event::ForkSeen {
+                            seq: id.seq,
+                            ours: lcl.hash,
+                            theirs: id.hash,
+                        }));
+                    }
+                    // The UNL built on another ledger at our seq: ours can
+                    // never become final. Step back and fetch theirs.
+                    self.rollback();
                 }
                 VoteStatus::Desync
             }
@@ -401,6 +457,12 @@ impl Node {
             return; // proposed once the run finishes (see on_executed)
         };
         let lcl = self.lcl();
+        if slot.stage == 3 && self.majority_elsewhere(slot) {
+            // Ahead of a majority: keep announcing our lcl in stages 0-2 so
+            // they fetch it, but do not vote on top of it until they are
+            // here. A vote would forbid rolling it back if they never come.
+            return;
+        }
         let round_start = self.timing.round_start(slot.round);
         let (inputs, time) = if slot.stage == 0 {
             let inputs = self
@@ -413,8 +475,14 @@ impl Node {
             (inputs, round_start)
         } else {
             let prev = self.slot_proposals(slot.round, slot.stage - 1);
-            let on_lcl: Vec<&Proposal> = prev.iter().map(|sp| &sp.proposal).filter(|p| p.lcl == lcl).collect();
-            let needed = self.cfg.needed(self.cfg.stage_thresholds_pct[slot.stage as usize - 1]);
+            let on_lcl: Vec<&Proposal> = prev
+                .iter()
+                .map(|sp| &sp.proposal)
+                .filter(|p| p.lcl == lcl)
+                .collect();
+            let needed = self
+                .cfg
+                .needed(self.cfg.stage_thresholds_pct[slot.stage as usize - 1]);
             let inputs = inputs_with_votes(&on_lcl, needed);
             let time = agreed_time(&on_lcl, round_start).unwrap_or(round_start);
             (inputs, time)
@@ -430,13 +498,66 @@ impl Node {
             output: exec.output,
         };
         let signed = proposal.sign(&self.key);
-        let bytes = PeerMessage::Proposal(signed.clone()).encode();
+        let bytes = PeerMessage::Proposal(Box::new(signed.clone())).encode();
         self.proposals
             .entry((slot.round, slot.stage))
             .or_default()
             .insert(self.key.public(), signed);
         self.proposed = Some(slot);
+        if slot.stage == 3 {
+            self.voted_on = Some(lcl);
+        }
         self.out.push(Action::Broadcast { bytes });
+    }
+
+    /// Whether a majority of the previous stage proposed on another lcl.
+    fn majority_elsewhere(&self, slot: Slot) -> bool {
+        let lcl = self.lcl();
+        let prev = self.slot_proposals(slot.round, slot.stage - 1);
+        let props: Vec<&Proposal> = prev.iter().map(|sp| &sp.proposal).collect();
+        let majority = self.cfg.needed(self.cfg.stage_thresholds_pct[0]);
+        lcl_votes(&props)
+            .iter()
+            .any(|(id, &n)| *id != lcl && n >= majority)
+    }
+
+    /// Drops the lcl if it is still unfinal and unvoted: no ledger closed on
+    /// top of it (ledgers below the lcl are final, since the lcl's proof is
+    /// a threshold of votes on them) and this node never signed stage 3 on
+    /// it. Returns whether it rolled back.
+    pub(super) fn rollback(&mut self) -> bool {
+        let from = self.lcl();
+        if from.seq == 0 || from.seq <= self.restored_seq || self.voted_on == Some(from) {
+            return false;
+        }
+        let Some(result) = self.exec_history.get(&(from.seq - 1)).copied() else {
+            return false;
+        };
+        let dropped = self
+            .chain
+            .pop()
+            .expect("seq > 0 so the chain has a ledger above genesis");
+        let round = self.slot.map_or(0, |s| s.round);
+        for h in &dropped.ledger.inputs {
+            self.included.remove(h);
+            if let Some(body) = dropped.bodies.get(h) {
+                self.pool.insert(*h, (body.clone(), round));
+            }
+        }
+        self.exec_history.remove(&from.seq);
+        self.exec = Some(result);
+        let to = self.lcl();
+        self.stats.rollbacks += 1;
+        tracing::warn!(
+            ?from,
+            ?to,
+            "rolling back an unfinal ledger the UNL did not build on"
+        );
+        self.out.push(Action::Rollback { to });
+        self.out.push(Action::Sync);
+        self.out
+            .push(Action::Notify(Event::RolledBack { from, to }));
+        true
     }
 
     /// At stage 0: close round `round`'s ledger if the close threshold of the
@@ -489,7 +610,8 @@ impl Node {
         // The new ledger certifies the run of its predecessor.
         if let Some(r) = self.exec_history.get(&(seq - 1)) {
             if r.state != record.ledger.state || r.output != record.ledger.output {
-                self.out.push(Action::Notify(Event::StateMismatch { seq: seq - 1 }));
+                self.out
+                    .push(Action::Notify(Event::StateMismatch { seq: seq - 1 }));
             }
         }
         self.chain.push(record);

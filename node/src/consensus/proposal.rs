@@ -81,7 +81,10 @@ mod tests {
             round: 7,
             stage: 3,
             time: 7000,
-            lcl: LedgerId { seq: 4, hash: Hash([4; 32]) },
+            lcl: LedgerId {
+                seq: 4,
+                hash: Hash([4; 32]),
+            },
             inputs: vec![Hash([1; 32])],
             state: Hash([2; 32]),
             output: Hash([3; 32]),

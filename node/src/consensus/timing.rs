@@ -55,9 +55,15 @@ impl Timing {
     pub fn next_boundary(&self, now: u64) -> u64 {
         let s = self.slot(now);
         let next = if s.stage == 3 {
-            Slot { round: s.round + 1, stage: 0 }
+            Slot {
+                round: s.round + 1,
+                stage: 0,
+            }
         } else {
-            Slot { round: s.round, stage: s.stage + 1 }
+            Slot {
+                round: s.round,
+                stage: s.stage + 1,
+            }
         };
         self.slot_start(next).max(now + 1)
     }
@@ -109,8 +115,35 @@ mod tests {
             now = t.next_boundary(now);
             seen.push((now, t.slot(now)));
         }
-        assert_eq!(seen[0], (10_250, Slot { round: 10, stage: 1 }));
-        assert_eq!(seen[3], (11_000, Slot { round: 11, stage: 0 }));
-        assert_eq!(seen[7], (12_000, Slot { round: 12, stage: 0 }));
+        assert_eq!(
+            seen[0],
+            (
+                10_250,
+                Slot {
+                    round: 10,
+                    stage: 1
+                }
+            )
+        );
+        assert_eq!(
+            seen[3],
+            (
+                11_000,
+                Slot {
+                    round: 11,
+                    stage: 0
+                }
+            )
+        );
+        assert_eq!(
+            seen[7],
+            (
+                12_000,
+                Slot {
+                    round: 12,
+                    stage: 0
+                }
+            )
+        );
     }
 }

@@ -45,7 +45,10 @@ pub fn lcl_votes(props: &[&Proposal]) -> BTreeMap<LedgerId, usize> {
 pub fn best_candidate<'a>(props: &[&'a SignedProposal]) -> Option<(Hash, Vec<&'a SignedProposal>)> {
     let mut groups: BTreeMap<Hash, Vec<&SignedProposal>> = BTreeMap::new();
     for sp in props {
-        groups.entry(sp.proposal.candidate().hash()).or_default().push(sp);
+        groups
+            .entry(sp.proposal.candidate().hash())
+            .or_default()
+            .push(sp);
     }
     let mut best: Option<(Hash, Vec<&SignedProposal>)> = None;
     for (h, g) in groups {
@@ -67,7 +70,10 @@ mod tests {
             round: 1,
             stage: 0,
             time,
-            lcl: LedgerId { seq: 0, hash: Hash::ZERO },
+            lcl: LedgerId {
+                seq: 0,
+                hash: Hash::ZERO,
+            },
             inputs: inputs.iter().map(|&b| Hash([b; 32])).collect(),
             state: Hash::ZERO,
             output: Hash::ZERO,
@@ -76,16 +82,31 @@ mod tests {
 
     #[test]
     fn input_threshold() {
-        let ps = [prop(&[1, 2, 3], 0), prop(&[1, 2], 0), prop(&[1], 0), prop(&[], 0)];
+        let ps = [
+            prop(&[1, 2, 3], 0),
+            prop(&[1, 2], 0),
+            prop(&[1], 0),
+            prop(&[], 0),
+        ];
         let refs: Vec<&Proposal> = ps.iter().collect();
         assert_eq!(inputs_with_votes(&refs, 3), vec![Hash([1; 32])]);
-        assert_eq!(inputs_with_votes(&refs, 2), vec![Hash([1; 32]), Hash([2; 32])]);
+        assert_eq!(
+            inputs_with_votes(&refs, 2),
+            vec![Hash([1; 32]), Hash([2; 32])]
+        );
         assert_eq!(inputs_with_votes(&refs, 5), vec![]);
     }
 
     #[test]
     fn time_is_most_voted_not_future() {
-        let ps = [prop(&[], 10), prop(&[], 10), prop(&[], 20), prop(&[], 30), prop(&[], 30), prop(&[], 30)];
+        let ps = [
+            prop(&[], 10),
+            prop(&[], 10),
+            prop(&[], 20),
+            prop(&[], 30),
+            prop(&[], 30),
+            prop(&[], 30),
+        ];
         let refs: Vec<&Proposal> = ps.iter().collect();
         assert_eq!(agreed_time(&refs, 100), Some(30));
         // 30 is in the future: 10 has more votes than 20.
@@ -106,7 +127,12 @@ mod tests {
             p.stage = 3;
             p.sign(k)
         };
-        let all = [sp(&keys[0], &[1]), sp(&keys[1], &[1]), sp(&keys[2], &[2]), sp(&keys[3], &[1])];
+        let all = [
+            sp(&keys[0], &[1]),
+            sp(&keys[1], &[1]),
+            sp(&keys[2], &[2]),
+            sp(&keys[3], &[1]),
+        ];
         let refs: Vec<&SignedProposal> = all.iter().collect();
         let (h, group) = best_candidate(&refs).unwrap();
         assert_eq!(group.len(), 3);

@@ -140,7 +140,8 @@ mod sig_bytes {
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
         let v: &[u8] = Deserialize::deserialize(d)?;
-        v.try_into().map_err(|_| D::Error::invalid_length(v.len(), &"64 bytes"))
+        v.try_into()
+            .map_err(|_| D::Error::invalid_length(v.len(), &"64 bytes"))
     }
 }
 
@@ -215,11 +216,20 @@ mod tests {
         let k = Keypair::from_seed([7; 32]);
         let sig = k.sign("a", b"msg");
         assert_eq!(verify(&k.public(), "a", b"msg", &sig), Ok(()));
-        assert_eq!(verify(&k.public(), "b", b"msg", &sig), Err(CryptoError::BadSignature));
-        assert_eq!(verify(&k.public(), "a", b"msh", &sig), Err(CryptoError::BadSignature));
+        assert_eq!(
+            verify(&k.public(), "b", b"msg", &sig),
+            Err(CryptoError::BadSignature)
+        );
+        assert_eq!(
+            verify(&k.public(), "a", b"msh", &sig),
+            Err(CryptoError::BadSignature)
+        );
         let mut bad = sig;
         bad.0[5] ^= 1;
-        assert_eq!(verify(&k.public(), "a", b"msg", &bad), Err(CryptoError::BadSignature));
+        assert_eq!(
+            verify(&k.public(), "a", b"msg", &bad),
+            Err(CryptoError::BadSignature)
+        );
     }
 
     #[test]
@@ -228,8 +238,14 @@ mod tests {
         let hexkey = k.public().to_hex();
         assert_eq!(hexkey.len(), 64);
         assert_eq!(PubKey::from_hex(&hexkey), Ok(k.public()));
-        assert!(matches!(PubKey::from_hex("abc"), Err(CryptoError::HexLength { .. })));
-        assert!(matches!(PubKey::from_hex(&"zz".repeat(32)), Err(CryptoError::Hex(_))));
+        assert!(matches!(
+            PubKey::from_hex("abc"),
+            Err(CryptoError::HexLength { .. })
+        ));
+        assert!(matches!(
+            PubKey::from_hex(&"zz".repeat(32)),
+            Err(CryptoError::Hex(_))
+        ));
         let sig = k.sign("d", b"x");
         assert_eq!(Sig::from_hex(&sig.to_hex()), Ok(sig));
     }

@@ -46,6 +46,8 @@ pub trait Store {
     /// The durable chain, genesis first; empty for a new node.
     fn load(&mut self) -> Result<Vec<LedgerRecord>, StoreError>;
     fn append(&mut self, record: &LedgerRecord) -> Result<(), StoreError>;
+    /// Forgets every ledger after seq `keep_through`; durable at `sync`.
+    fn truncate(&mut self, keep_through: u64) -> Result<(), StoreError>;
     /// Durability point.
     fn sync(&mut self) -> Result<(), StoreError>;
 }
@@ -53,6 +55,8 @@ pub trait Store {
 /// Runs the contract for a closed ledger.
 pub trait ContractHost {
     fn execute(&mut self, record: &LedgerRecord) -> impl Future<Output = ExecResult>;
+    /// Returns the contract state to what running ledger `seq` left.
+    fn rollback(&mut self, seq: u64);
 }
 
 /// Randomness for keys, challenges and beacon secrets.

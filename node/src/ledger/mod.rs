@@ -94,7 +94,11 @@ pub enum ChainError {
     #[error("ledger {seq} names predecessor {named:?}, chain has {actual:?}")]
     Prev { seq: u64, named: Hash, actual: Hash },
     #[error("ledger {seq} claims hash {claimed:?}, content hashes to {actual:?}")]
-    Hash { seq: u64, claimed: Hash, actual: Hash },
+    Hash {
+        seq: u64,
+        claimed: Hash,
+        actual: Hash,
+    },
     #[error("ledger {seq} inputs are not sorted and distinct")]
     Inputs { seq: u64 },
 }
@@ -149,12 +153,30 @@ mod tests {
         let base = child(&LedgerRecord::genesis());
         let h = base.hash();
         let variants = [
-            Ledger { seq: 2, ..base.clone() },
-            Ledger { prev: Hash([9; 32]), ..base.clone() },
-            Ledger { time: 1001, ..base.clone() },
-            Ledger { inputs: vec![Hash([1; 32])], ..base.clone() },
-            Ledger { state: Hash([5; 32]), ..base.clone() },
-            Ledger { output: Hash([5; 32]), ..base.clone() },
+            Ledger {
+                seq: 2,
+                ..base.clone()
+            },
+            Ledger {
+                prev: Hash([9; 32]),
+                ..base.clone()
+            },
+            Ledger {
+                time: 1001,
+                ..base.clone()
+            },
+            Ledger {
+                inputs: vec![Hash([1; 32])],
+                ..base.clone()
+            },
+            Ledger {
+                state: Hash([5; 32]),
+                ..base.clone()
+            },
+            Ledger {
+                output: Hash([5; 32]),
+                ..base.clone()
+            },
         ];
         for v in variants {
             assert_ne!(v.hash(), h, "{v:?}");
@@ -177,15 +199,30 @@ mod tests {
         let l = child(&g);
         let h = l.hash();
         assert_eq!(check_link(&g.id(), &l, &h), Ok(()));
-        assert!(matches!(check_link(&g.id(), &l, &Hash::ZERO), Err(ChainError::Hash { .. })));
-        let skip = Ledger { seq: 2, ..l.clone() };
-        assert!(matches!(check_link(&g.id(), &skip, &skip.hash()), Err(ChainError::Seq { .. })));
-        let wrong_prev = Ledger { prev: Hash([8; 32]), ..l.clone() };
+        assert!(matches!(
+            check_link(&g.id(), &l, &Hash::ZERO),
+            Err(ChainError::Hash { .. })
+        ));
+        let skip = Ledger {
+            seq: 2,
+            ..l.clone()
+        };
+        assert!(matches!(
+            check_link(&g.id(), &skip, &skip.hash()),
+            Err(ChainError::Seq { .. })
+        ));
+        let wrong_prev = Ledger {
+            prev: Hash([8; 32]),
+            ..l.clone()
+        };
         assert!(matches!(
             check_link(&g.id(), &wrong_prev, &wrong_prev.hash()),
             Err(ChainError::Prev { .. })
         ));
-        let unsorted = Ledger { inputs: vec![Hash([2; 32]), Hash([1; 32])], ..l };
+        let unsorted = Ledger {
+            inputs: vec![Hash([2; 32]), Hash([1; 32])],
+            ..l
+        };
         assert!(matches!(
             check_link(&g.id(), &unsorted, &unsorted.hash()),
             Err(ChainError::Inputs { .. })

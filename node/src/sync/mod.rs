@@ -36,7 +36,11 @@ pub enum SyncError {
 
 /// Checks that `rec` may follow `lcl`. Signatures are checked last: they are
 /// the expensive part and a malformed record fails earlier.
-pub fn verify_record(cfg: &ConsensusConfig, lcl: &LedgerId, rec: &LedgerRecord) -> Result<(), SyncError> {
+pub fn verify_record(
+    cfg: &ConsensusConfig,
+    lcl: &LedgerId,
+    rec: &LedgerRecord,
+) -> Result<(), SyncError> {
     let seq = rec.ledger.seq;
     check_link(lcl, &rec.ledger, &rec.hash)?;
     let needed = cfg.needed(cfg.close_threshold_pct);
@@ -51,16 +55,28 @@ pub fn verify_record(cfg: &ConsensusConfig, lcl: &LedgerId, rec: &LedgerRecord) 
     for sp in &rec.proof {
         let p = &sp.proposal;
         if !cfg.in_unl(&p.author) {
-            return Err(SyncError::ProofNotUnl { seq, signer: p.author });
+            return Err(SyncError::ProofNotUnl {
+                seq,
+                signer: p.author,
+            });
         }
         if !signers.insert(p.author) {
-            return Err(SyncError::ProofDuplicate { seq, signer: p.author });
+            return Err(SyncError::ProofDuplicate {
+                seq,
+                signer: p.author,
+            });
         }
         if p.stage != 3 {
-            return Err(SyncError::ProofStage { seq, stage: p.stage });
+            return Err(SyncError::ProofStage {
+                seq,
+                stage: p.stage,
+            });
         }
         if p.candidate().hash() != rec.hash {
-            return Err(SyncError::ProofMismatch { seq, signer: p.author });
+            return Err(SyncError::ProofMismatch {
+                seq,
+                signer: p.author,
+            });
         }
     }
     for (h, body) in &rec.bodies {
@@ -129,22 +145,34 @@ mod tests {
         let (cfg, keys, g, rec) = setup();
         let mut r = rec.clone();
         r.proof.pop();
-        assert!(matches!(verify_record(&cfg, &g.id(), &r), Err(SyncError::ProofTooSmall { .. })));
+        assert!(matches!(
+            verify_record(&cfg, &g.id(), &r),
+            Err(SyncError::ProofTooSmall { .. })
+        ));
 
         let mut r = rec.clone();
         let dup = r.proof[0].clone();
         r.proof[1] = dup;
-        assert!(matches!(verify_record(&cfg, &g.id(), &r), Err(SyncError::ProofDuplicate { .. })));
+        assert!(matches!(
+            verify_record(&cfg, &g.id(), &r),
+            Err(SyncError::ProofDuplicate { .. })
+        ));
 
         // A changed ledger no longer matches what the signers proposed.
         let mut r = rec.clone();
         r.ledger.time += 1;
         r.hash = r.ledger.hash();
-        assert!(matches!(verify_record(&cfg, &g.id(), &r), Err(SyncError::ProofMismatch { .. })));
+        assert!(matches!(
+            verify_record(&cfg, &g.id(), &r),
+            Err(SyncError::ProofMismatch { .. })
+        ));
 
         let mut r = rec.clone();
         r.proof[2].sig.0[0] ^= 1;
-        assert!(matches!(verify_record(&cfg, &g.id(), &r), Err(SyncError::ProofSignature { .. })));
+        assert!(matches!(
+            verify_record(&cfg, &g.id(), &r),
+            Err(SyncError::ProofSignature { .. })
+        ));
 
         // A key outside the UNL cannot vouch.
         let outsider = Keypair::from_seed([99; 32]);
@@ -152,15 +180,27 @@ mod tests {
         let mut p = r.proof[3].proposal.clone();
         p.author = outsider.public();
         r.proof[3] = p.sign(&outsider);
-        assert!(matches!(verify_record(&cfg, &g.id(), &r), Err(SyncError::ProofNotUnl { .. })));
+        assert!(matches!(
+            verify_record(&cfg, &g.id(), &r),
+            Err(SyncError::ProofNotUnl { .. })
+        ));
 
         let mut r = rec.clone();
         r.bodies.insert(input_hash(b"x"), b"x".to_vec());
-        assert!(matches!(verify_record(&cfg, &g.id(), &r), Err(SyncError::StrayBody { .. })));
+        assert!(matches!(
+            verify_record(&cfg, &g.id(), &r),
+            Err(SyncError::StrayBody { .. })
+        ));
 
         // A proven ledger on another chain does not link.
-        let other = LedgerId { seq: 0, hash: Hash([7; 32]) };
-        assert!(matches!(verify_record(&cfg, &other, &rec), Err(SyncError::Chain(_))));
+        let other = LedgerId {
+            seq: 0,
+            hash: Hash([7; 32]),
+        };
+        assert!(matches!(
+            verify_record(&cfg, &other, &rec),
+            Err(SyncError::Chain(_))
+        ));
         let _ = keys;
     }
 }

@@ -1,0 +1,93 @@
+//! The command line: exit codes, JSON shape, reproduction commands.
+
+use std::process::Command;
+
+fn sim() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_hotpocket-sim"));
+    c.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    c
+}
+
+#[test]
+fn run_json_has_the_promised_fields() {
+    let out = sim()
+        .args(["run", "scenarios/happy-path.toml", "--seed", "3", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["seed"], 3);
+    assert_eq!(v["passed"], true);
+    assert_eq!(v["trace_hash"].as_str().unwrap().len(), 64);
+    assert_eq!(v["violations"].as_array().unwrap().len(), 0);
+    assert_eq!(v["simulated_ms"], 30000);
+    let nodes = v["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 5);
+    for n in nodes {
+        assert!(n["seq"].as_u64().unwrap() >= 28);
+        assert_eq!(n["lcl"].as_str().unwrap().len(), 64);
+        assert!(n["id"].is_u64());
+    }
+}
+
+#[test]
+fn a_failing_run_exits_1_and_says_how_to_reproduce() {
+    let dir = std::env::temp_dir().join(format!("hps-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("impossible.toml");
+    std::fs::write(
+        &f,
+        "name = \"impossible\"\nduration_ms = 3000\nnodes = 3\n[[expect]]\nkind = \"reach_seq\"\nseq = 50\nby_ms = 3000\n",
+    )
+    .unwrap();
+    let out = sim()
+        .args(["run", f.to_str().unwrap(), "--seed", "9"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("hotpocket-sim run {} --seed 9", f.display())),
+        "{err}"
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("VIOLATION liveness"), "{text}");
+}
+
+#[test]
+fn bad_scenarios_are_refused_with_the_reason() {
+    let dir = std::env::temp_dir().join(format!("hps-cli-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("bad.toml");
+    std::fs::write(
+        &f,
+        "name = \"x\"\nduration_ms = 1000\nnodes = 3\nunl = [0, 7]\n",
+    )
+    .unwrap();
+    let out = sim().args(["run", f.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unl names node 7"));
+    let out = sim().args(["run", "no/such/file.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+}
+
+#[test]
+fn fuzz_reports_in_json() {
+    let out = sim()
+        .args(["fuzz", "scenarios/silent.toml", "--seeds", "0..3", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["runs"], 3);
+    assert_eq!(v["passed"], true);
+}
