@@ -8,18 +8,20 @@ fn sim() -> Command {
     c
 }
 
-#[test]
-fn run_json_has_the_promised_fields() {
-    let out = sim()
-        .args(["run", "scenarios/happy-path.toml", "--seed", "3", "--json"])
-        .output()
-        .unwrap();
+/// Runs the binary with `args`, expects success, parses its JSON output.
+fn json_of(args: &[&str]) -> serde_json::Value {
+    let out = sim().args(args).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn run_json_has_the_promised_fields() {
+    let v = json_of(&["run", "scenarios/happy-path.toml", "--seed", "3", "--json"]);
     assert_eq!(v["seed"], 3);
     assert_eq!(v["passed"], true);
     assert_eq!(v["trace_hash"].as_str().unwrap().len(), 64);
@@ -78,16 +80,7 @@ fn bad_scenarios_are_refused_with_the_reason() {
 
 #[test]
 fn fuzz_reports_in_json() {
-    let out = sim()
-        .args(["fuzz", "scenarios/silent.toml", "--seeds", "0..3", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = json_of(&["fuzz", "scenarios/silent.toml", "--seeds", "0..3", "--json"]);
     assert_eq!(v["runs"], 3);
     assert_eq!(v["passed"], true);
 }
