@@ -1,7 +1,7 @@
 //! Catching up history from peers that are ahead.
 //!
 //! A node learns that it is behind from signed proposals naming a higher lcl.
-//! It asks one such peer at a time for a bounded batch, gives it a round to
+//! It asks one such peer at a time for a bounded batch, gives it a stage to
 //! answer, then moves on to the next peer; every fetched ledger is checked by
 //! [`crate::sync::verify_record`] before it joins the chain.
 
@@ -61,9 +61,12 @@ impl Node {
         }
         .encode();
         self.out.push(Action::Send { to: peer, bytes });
+        // One stage is several round trips on any sane link; waiting a whole
+        // round for a lost request cost a ledger under loss.
+        let patience = (self.cfg.roundtime_ms * self.cfg.stage_slice_pct / 100).max(50);
         self.sync.inflight = Some(Inflight {
             peer,
-            deadline: now + self.cfg.roundtime_ms,
+            deadline: now + patience,
         });
     }
 
