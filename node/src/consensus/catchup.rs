@@ -109,7 +109,7 @@ impl Node {
             if rec.ledger.seq <= self.lcl().seq {
                 continue;
             }
-            let mut result = verify_record(&self.cfg, &self.lcl(), &rec);
+            let mut result = verify_record(&self.cfg, &self.ring, &self.lcl(), &rec);
             if let Err(SyncError::Chain(ChainError::Prev { .. })) = result {
                 // A proven ledger on top of another parent at our seq means
                 // the UNL finalised that parent, not our lcl.
@@ -118,13 +118,13 @@ impl Node {
                     hash: rec.ledger.prev,
                 };
                 if parent.seq == self.lcl().seq
-                    && verify_record(&self.cfg, &parent, &rec).is_ok()
+                    && verify_record(&self.cfg, &self.ring, &parent, &rec).is_ok()
                     && self.rollback()
                 {
                     self.stats.signature_checks += rec.proof.len() as u64;
                     break; // ask again from the seq we now lack
                 }
-                result = verify_record(&self.cfg, &self.lcl(), &rec);
+                result = verify_record(&self.cfg, &self.ring, &self.lcl(), &rec);
             }
             match result {
                 Ok(()) => {

@@ -4,7 +4,7 @@ use super::message::{input_hash, PeerMessage, MAX_FRAME_BYTES};
 use super::timing::{Slot, Timing};
 use super::votes::{agreed_time, best_candidate, inputs_with_votes, lcl_votes};
 use super::{ConsensusConfig, Proposal, SignedProposal};
-use crate::crypto::{Hash, Keypair, PubKey};
+use crate::crypto::{Hash, KeyRing, Keypair, PubKey};
 use crate::ledger::{check_link, ChainError, Ledger, LedgerId, LedgerRecord};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -128,6 +128,8 @@ pub struct Stats {
 
 pub struct Node {
     pub(super) cfg: ConsensusConfig,
+    /// The UNL's keys, decompressed once.
+    pub(super) ring: KeyRing,
     timing: Timing,
     pub(super) key: Keypair,
     pub(super) chain: Vec<LedgerRecord>,
@@ -190,6 +192,7 @@ impl Node {
             }
         }
         let mut node = Node {
+            ring: KeyRing::new(&cfg.unl),
             timing: Timing::new(&cfg),
             cfg,
             key,
@@ -347,7 +350,7 @@ impl Node {
                 return;
             }
             self.stats.signature_checks += 1;
-            if sp.verify().is_ok() {
+            if sp.verify_with(&self.ring).is_ok() {
                 self.stats.equivocations += 1;
             } else {
                 self.stats.dropped_bad_signature += 1;
@@ -355,7 +358,7 @@ impl Node {
             return;
         }
         self.stats.signature_checks += 1;
-        if sp.verify().is_err() {
+        if sp.verify_with(&self.ring).is_err() {
             self.stats.dropped_bad_signature += 1;
             return;
         }

@@ -1,6 +1,6 @@
 //! Signed consensus proposals.
 
-use crate::crypto::{self, CryptoError, Hash, Keypair, PubKey, Sig};
+use crate::crypto::{self, CryptoError, Hash, KeyRing, Keypair, PubKey, Sig};
 use crate::ledger::{Ledger, LedgerId};
 use serde::{Deserialize, Serialize};
 
@@ -61,6 +61,16 @@ pub struct SignedProposal {
 }
 
 impl SignedProposal {
+    /// Verifies against the UNL's cached keys.
+    pub fn verify_with(&self, ring: &KeyRing) -> Result<(), CryptoError> {
+        ring.verify(
+            &self.proposal.author,
+            PROPOSAL_DOMAIN,
+            &self.proposal.signing_bytes(),
+            &self.sig,
+        )
+    }
+
     pub fn verify(&self) -> Result<(), CryptoError> {
         crypto::verify(
             &self.proposal.author,

@@ -6,7 +6,7 @@
 //! Forging one therefore needs the keys of that many UNL members.
 
 use crate::consensus::{input_hash, ConsensusConfig};
-use crate::crypto::{CryptoError, PubKey};
+use crate::crypto::{CryptoError, KeyRing, PubKey};
 use crate::ledger::{check_link, ChainError, LedgerId, LedgerRecord};
 use std::collections::BTreeSet;
 
@@ -38,6 +38,7 @@ pub enum SyncError {
 /// the expensive part and a malformed record fails earlier.
 pub fn verify_record(
     cfg: &ConsensusConfig,
+    ring: &KeyRing,
     lcl: &LedgerId,
     rec: &LedgerRecord,
 ) -> Result<(), SyncError> {
@@ -85,11 +86,12 @@ pub fn verify_record(
         }
     }
     for sp in &rec.proof {
-        sp.verify().map_err(|err| SyncError::ProofSignature {
-            seq,
-            signer: sp.proposal.author,
-            err,
-        })?;
+        sp.verify_with(ring)
+            .map_err(|err| SyncError::ProofSignature {
+                seq,
+                signer: sp.proposal.author,
+                err,
+            })?;
     }
     Ok(())
 }
@@ -137,7 +139,10 @@ mod tests {
     #[test]
     fn accepts_a_proven_ledger() {
         let (cfg, _, g, rec) = setup();
-        assert_eq!(verify_record(&cfg, &g.id(), &rec), Ok(()));
+        assert_eq!(
+            verify_record(&cfg, &KeyRing::new(&cfg.unl), &g.id(), &rec),
+            Ok(())
+        );
     }
 
     #[test]
@@ -146,7 +151,7 @@ mod tests {
         let mut r = rec.clone();
         r.proof.pop();
         assert!(matches!(
-            verify_record(&cfg, &g.id(), &r),
+            verify_record(&cfg, &KeyRing::new(&cfg.unl), &g.id(), &r),
             Err(SyncError::ProofTooSmall { .. })
         ));
 
@@ -154,7 +159,7 @@ mod tests {
         let dup = r.proof[0].clone();
         r.proof[1] = dup;
         assert!(matches!(
-            verify_record(&cfg, &g.id(), &r),
+            verify_record(&cfg, &KeyRing::new(&cfg.unl), &g.id(), &r),
             Err(SyncError::ProofDuplicate { .. })
         ));
 
@@ -163,14 +168,14 @@ mod tests {
         r.ledger.time += 1;
         r.hash = r.ledger.hash();
         assert!(matches!(
-            verify_record(&cfg, &g.id(), &r),
+            verify_record(&cfg, &KeyRing::new(&cfg.unl), &g.id(), &r),
             Err(SyncError::ProofMismatch { .. })
         ));
 
         let mut r = rec.clone();
         r.proof[2].sig.0[0] ^= 1;
         assert!(matches!(
-            verify_record(&cfg, &g.id(), &r),
+            verify_record(&cfg, &KeyRing::new(&cfg.unl), &g.id(), &r),
             Err(SyncError::ProofSignature { .. })
         ));
 
@@ -181,14 +186,14 @@ mod tests {
         p.author = outsider.public();
         r.proof[3] = p.sign(&outsider);
         assert!(matches!(
-            verify_record(&cfg, &g.id(), &r),
+            verify_record(&cfg, &KeyRing::new(&cfg.unl), &g.id(), &r),
             Err(SyncError::ProofNotUnl { .. })
         ));
 
         let mut r = rec.clone();
         r.bodies.insert(input_hash(b"x"), b"x".to_vec());
         assert!(matches!(
-            verify_record(&cfg, &g.id(), &r),
+            verify_record(&cfg, &KeyRing::new(&cfg.unl), &g.id(), &r),
             Err(SyncError::StrayBody { .. })
         ));
 
@@ -198,7 +203,7 @@ mod tests {
             hash: Hash([7; 32]),
         };
         assert!(matches!(
-            verify_record(&cfg, &other, &rec),
+            verify_record(&cfg, &KeyRing::new(&cfg.unl), &other, &rec),
             Err(SyncError::Chain(_))
         ));
         let _ = keys;
