@@ -14,7 +14,7 @@ fn load(name: &str) -> Scenario {
 }
 
 #[test]
-fn every_scenario_passes_with_seed_1() {
+fn every_scenario_passes_with_seed_1_and_replays_identically() {
     let mut files: Vec<PathBuf> = std::fs::read_dir(scenario_dir())
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -29,6 +29,8 @@ fn every_scenario_passes_with_seed_1() {
         let s = Scenario::load(&f).unwrap();
         let r = run(&s, 1);
         assert!(r.passed, "{}: {:?}", f.display(), r.violations);
+        // And a second run replays it exactly.
+        assert_eq!(run(&s, 1).trace_hash, r.trace_hash, "{}", f.display());
         // Each scenario must actually close ledgers, not pass vacuously.
         let honest_max = r.nodes.iter().map(|n| n.seq).max().unwrap();
         assert!(
