@@ -8,3 +8,4 @@ pub mod driver;
 pub mod env;
 pub mod ledger;
 pub mod sync;
+pub mod users;

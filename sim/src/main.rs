@@ -278,7 +278,8 @@ fn bench(seconds: u64, file: Option<&Path>) -> Result<()> {
     let n = 2000;
     let t = Instant::now();
     for _ in 0..n {
-        ring.verify(&k.public(), "bench", &msg, &sig).context("bench signature")?;
+        ring.verify(&k.public(), "bench", &msg, &sig)
+            .context("bench signature")?;
     }
     let per = t.elapsed().as_secs_f64() / n as f64;
     let t = Instant::now();

@@ -178,6 +178,11 @@ impl Keypair {
     pub fn secret_hex(&self) -> String {
         hex::encode(self.signing.to_bytes())
     }
+    /// Signs `msg` as it is, with no domain: only for the user handshake,
+    /// whose format the prototype fixed.
+    pub fn sign_raw(&self, msg: &[u8]) -> Sig {
+        Sig(self.signing.sign(msg).to_bytes())
+    }
     /// Signs `msg` under `domain`.
     pub fn sign(&self, domain: &str, msg: &[u8]) -> Sig {
         Sig(self.signing.sign(&signing_bytes(domain, msg)).to_bytes())
@@ -203,6 +208,14 @@ fn signing_bytes(domain: &str, msg: &[u8]) -> Vec<u8> {
 pub fn verify(key: &PubKey, domain: &str, msg: &[u8], sig: &Sig) -> Result<(), CryptoError> {
     let vk = VerifyingKey::from_bytes(&key.0).map_err(|_| CryptoError::BadPublicKey)?;
     verify_with(&vk, domain, msg, sig)
+}
+
+/// Verifies a signature over `msg` exactly, with no domain prefix: what the
+/// prototype's users sign (the challenge string), so existing clients work.
+pub fn verify_raw(key: &PubKey, msg: &[u8], sig: &Sig) -> Result<(), CryptoError> {
+    let vk = VerifyingKey::from_bytes(&key.0).map_err(|_| CryptoError::BadPublicKey)?;
+    vk.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(&sig.0))
+        .map_err(|_| CryptoError::BadSignature)
 }
 
 fn verify_with(vk: &VerifyingKey, domain: &str, msg: &[u8], sig: &Sig) -> Result<(), CryptoError> {

@@ -1,0 +1,235 @@
+//! User sessions, sans-IO: the prototype's challenge handshake, then one input
+//! per message, with limits. The websocket server feeds text and binary
+//! messages in and carries the replies out; it never decides anything.
+//!
+//! On connect the node sends
+//! `{"hotpocket":"0.1","type":"public_challenge","challenge":"<32 hex>"}`.
+//! The user answers `{"type":"helo","pubkey":"<64 hex>","sig":"<128 hex>",
+//! "challenge":"…","timestamp":<unix s>}`, `sig` being ed25519 over the
+//! challenge string. Every later message is one input.
+
+use crate::crypto::{verify_raw, Hash, PubKey, Sig};
+use serde_json::{json, Value};
+use std::collections::{BTreeSet, VecDeque};
+
+pub const PROTOCOL_VERSION: &str = "0.1";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// Largest message accepted, bytes (the prototype's `pubmaxsize`).
+    pub max_message_bytes: usize,
+    /// Most messages a minute (the prototype's `pubmaxcpm`).
+    pub max_messages_per_minute: u32,
+    /// Most inputs accepted from one user per consensus round.
+    pub max_inputs_per_round: u32,
+    pub roundtime_ms: u64,
+    /// How far the helo timestamp may be from the node's clock.
+    pub timestamp_tolerance_s: u64,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            max_message_bytes: 1 << 20,
+            max_messages_per_minute: 600,
+            max_inputs_per_round: 64,
+            roundtime_ms: 1000,
+            timestamp_tolerance_s: 300,
+        }
+    }
+}
+
+/// What the server must do next, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// Send this text message.
+    Send(String),
+    /// The user submitted this input.
+    Input { user: PubKey, body: Vec<u8> },
+    /// Send this text message, then close the connection.
+    Close(String),
+}
+
+#[derive(Debug)]
+enum State {
+    Challenged { challenge: String },
+    Open { user: PubKey },
+    Closed,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    limits: SessionLimits,
+    state: State,
+    /// (minute, messages in it)
+    minute: (u64, u32),
+    /// (round, inputs in it)
+    round: (u64, u32),
+    /// Hashes of this user's recent inputs, oldest first, to drop repeats.
+    recent: VecDeque<Hash>,
+    recent_set: BTreeSet<Hash>,
+}
+
+const RECENT_INPUTS: usize = 1024;
+
+fn error(msg: &str) -> String {
+    json!({"hotpocket": PROTOCOL_VERSION, "type": "error", "error": msg}).to_string()
+}
+
+impl Session {
+    /// Starts a session with 16 bytes from the entropy source; returns it and
+    /// the challenge message to send.
+    pub fn open(limits: SessionLimits, challenge: [u8; 16]) -> (Session, String) {
+        let challenge = hex::encode(challenge);
+        let msg = json!({"hotpocket": PROTOCOL_VERSION, "type": "public_challenge", "challenge": challenge}).to_string();
+        let session = Session {
+            limits,
+            state: State::Challenged { challenge },
+            minute: (0, 0),
+            round: (0, 0),
+            recent: VecDeque::new(),
+            recent_set: BTreeSet::new(),
+        };
+        (session, msg)
+    }
+
+    /// The authenticated user, once the handshake is done.
+    pub fn user(&self) -> Option<PubKey> {
+        match self.state {
+            State::Open { user } => Some(user),
+            _ => None,
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    /// A message arrived at node time `now_ms` (unix ms); `text` says whether
+    /// it was a websocket text frame.
+    pub fn on_message(&mut self, now_ms: u64, bytes: &[u8], text: bool) -> Vec<Reply> {
+        if self.is_closed() {
+            return vec![];
+        }
+        if bytes.len() > self.limits.max_message_bytes {
+            return self.close(format!(
+                "message of {} bytes exceeds the {}-byte limit",
+                bytes.len(),
+                self.limits.max_message_bytes
+            ));
+        }
+        let minute = now_ms / 60_000;
+        if self.minute.0 != minute {
+            self.minute = (minute, 0);
+        }
+        self.minute.1 += 1;
+        if self.minute.1 > self.limits.max_messages_per_minute {
+            return self.close(format!(
+                "too many messages: the limit is {} a minute",
+                self.limits.max_messages_per_minute
+            ));
+        }
+        match &self.state {
+            State::Challenged { challenge } => {
+                let challenge = challenge.clone();
+                match helo(
+                    &challenge,
+                    bytes,
+                    text,
+                    now_ms / 1000,
+                    self.limits.timestamp_tolerance_s,
+                ) {
+                    Ok(user) => {
+                        self.state = State::Open { user };
+                        vec![]
+                    }
+                    Err(e) => self.close(e),
+                }
+            }
+            State::Open { user } => {
+                let user = *user;
+                self.input(now_ms, user, bytes)
+            }
+            State::Closed => vec![],
+        }
+    }
+
+    fn input(&mut self, now_ms: u64, user: PubKey, body: &[u8]) -> Vec<Reply> {
+        let h = Hash::of("hotpocket/user-input", &[body]);
+        if self.recent_set.contains(&h) {
+            return vec![]; // a repeat: ignored, as the user may simply retry
+        }
+        let round = now_ms / self.limits.roundtime_ms.max(1);
+        if self.round.0 != round {
+            self.round = (round, 0);
+        }
+        if self.round.1 >= self.limits.max_inputs_per_round {
+            return vec![Reply::Send(error(&format!(
+                "input dropped: at most {} inputs a round",
+                self.limits.max_inputs_per_round
+            )))];
+        }
+        self.round.1 += 1;
+        if self.recent.len() == RECENT_INPUTS {
+            if let Some(old) = self.recent.pop_front() {
+                self.recent_set.remove(&old);
+            }
+        }
+        self.recent.push_back(h);
+        self.recent_set.insert(h);
+        vec![Reply::Input {
+            user,
+            body: body.to_vec(),
+        }]
+    }
+
+    fn close(&mut self, why: String) -> Vec<Reply> {
+        self.state = State::Closed;
+        vec![Reply::Close(error(&why))]
+    }
+}
+
+/// Checks a helo; returns the user's key or why it was refused.
+fn helo(
+    challenge: &str,
+    bytes: &[u8],
+    text: bool,
+    now_s: u64,
+    tolerance_s: u64,
+) -> Result<PubKey, String> {
+    if !text {
+        return Err("expected a helo text message before any input".into());
+    }
+    let v: Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("helo is not valid JSON: {e}"))?;
+    let field = |name: &str| v.get(name).and_then(Value::as_str);
+    match field("type") {
+        Some("helo") => {}
+        Some(other) => return Err(format!("expected a helo message, got type {other:?}")),
+        None => return Err("helo has no \"type\" field".into()),
+    }
+    if field("challenge") != Some(challenge) {
+        return Err("challenge does not match the one this node sent".into());
+    }
+    let pubkey = field("pubkey").ok_or("helo has no \"pubkey\" string")?;
+    let user = PubKey::from_hex(pubkey).map_err(|e| format!("pubkey: {e}"))?;
+    let sig = field("sig").ok_or("helo has no \"sig\" string")?;
+    let sig = Sig::from_hex(sig).map_err(|e| format!("sig: {e}"))?;
+    let ts = v
+        .get("timestamp")
+        .and_then(Value::as_u64)
+        .ok_or("helo has no \"timestamp\" in unix seconds")?;
+    if ts.abs_diff(now_s) > tolerance_s {
+        return Err(format!(
+            "timestamp is {} s away from this node's clock (tolerance {tolerance_s} s)",
+            ts.abs_diff(now_s)
+        ));
+    }
+    verify_raw(&user, challenge.as_bytes(), &sig).map_err(|_| {
+        "signature does not verify: sign the challenge string with the pubkey's key".to_string()
+    })?;
+    Ok(user)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,166 @@
+use super::*;
+use crate::crypto::Keypair;
+
+const NOW: u64 = 1_700_000_000_000;
+
+fn open(limits: SessionLimits) -> (Session, String) {
+    let (s, msg) = Session::open(limits, [0xab; 16]);
+    let v: Value = serde_json::from_str(&msg).unwrap();
+    assert_eq!(v["type"], "public_challenge");
+    assert_eq!(v["hotpocket"], "0.1");
+    let challenge = v["challenge"].as_str().unwrap().to_string();
+    assert_eq!(challenge.len(), 32);
+    (s, challenge)
+}
+
+/// A helo built exactly as the seed README says: sign the challenge string.
+fn helo_for(k: &Keypair, challenge: &str, ts: u64) -> String {
+    json!({
+        "type": "helo",
+        "pubkey": k.public().to_hex(),
+        "sig": k.sign_raw(challenge.as_bytes()).to_hex(),
+        "challenge": challenge,
+        "timestamp": ts,
+    })
+    .to_string()
+}
+
+fn closed_with(r: &[Reply], needle: &str) -> bool {
+    matches!(r, [Reply::Close(m)] if m.contains(needle) && m.contains("\"type\":\"error\""))
+}
+
+#[test]
+fn handshake_then_every_message_is_an_input() {
+    let k = Keypair::from_seed([5; 32]);
+    let (mut s, c) = open(SessionLimits::default());
+    let r = s.on_message(NOW, helo_for(&k, &c, NOW / 1000).as_bytes(), true);
+    assert!(r.is_empty(), "{r:?}");
+    assert_eq!(s.user(), Some(k.public()));
+    let r = s.on_message(NOW + 1, b"hello contract", false);
+    assert_eq!(
+        r,
+        vec![Reply::Input {
+            user: k.public(),
+            body: b"hello contract".to_vec()
+        }]
+    );
+    let r = s.on_message(NOW + 2, b"{\"type\":\"helo\"}", true);
+    assert!(
+        matches!(&r[..], [Reply::Input { .. }]),
+        "after the handshake JSON is just input"
+    );
+}
+
+#[test]
+fn every_bad_helo_is_refused_with_a_reason() {
+    let k = Keypair::from_seed([5; 32]);
+    let other = Keypair::from_seed([6; 32]);
+    let now_s = NOW / 1000;
+    let cases: Vec<(Vec<u8>, bool, &str)> = vec![
+        (b"not json".to_vec(), true, "not valid JSON"),
+        (b"{}".to_vec(), true, "no \\\"type\\\""),
+        (
+            json!({"type": "input"}).to_string().into_bytes(),
+            true,
+            "expected a helo",
+        ),
+        (
+            helo_for(&k, "00000000000000000000000000000000", now_s).into_bytes(),
+            true,
+            "challenge does not match",
+        ),
+        (b"\x01\x02".to_vec(), false, "expected a helo text"),
+    ];
+    for (msg, text, needle) in cases {
+        let (mut s, _) = open(SessionLimits::default());
+        let r = s.on_message(NOW, &msg, text);
+        assert!(closed_with(&r, needle), "{needle}: {r:?}");
+        assert!(s.is_closed());
+        assert!(
+            s.on_message(NOW, b"x", false).is_empty(),
+            "a closed session ignores input"
+        );
+    }
+    let (mut s, c) = open(SessionLimits::default());
+    // Signed by another key than the one named.
+    let mut v: Value = serde_json::from_str(&helo_for(&other, &c, now_s)).unwrap();
+    v["pubkey"] = json!(k.public().to_hex());
+    assert!(closed_with(
+        &s.on_message(NOW, v.to_string().as_bytes(), true),
+        "signature does not verify"
+    ));
+    let (mut s, c) = open(SessionLimits::default());
+    let mut v: Value = serde_json::from_str(&helo_for(&k, &c, now_s)).unwrap();
+    v["pubkey"] = json!("abcd");
+    assert!(closed_with(
+        &s.on_message(NOW, v.to_string().as_bytes(), true),
+        "pubkey"
+    ));
+    let (mut s, c) = open(SessionLimits::default());
+    let mut v: Value = serde_json::from_str(&helo_for(&k, &c, now_s)).unwrap();
+    v["sig"] = json!("zz");
+    assert!(closed_with(
+        &s.on_message(NOW, v.to_string().as_bytes(), true),
+        "sig"
+    ));
+    let (mut s, c) = open(SessionLimits::default());
+    assert!(closed_with(
+        &s.on_message(NOW, helo_for(&k, &c, now_s - 3600).as_bytes(), true),
+        "timestamp is 3600 s away"
+    ));
+}
+
+#[test]
+fn limits_on_size_rate_round_and_repeats() {
+    let k = Keypair::from_seed([5; 32]);
+    let limits = SessionLimits {
+        max_message_bytes: 400,
+        max_messages_per_minute: 10,
+        max_inputs_per_round: 3,
+        ..SessionLimits::default()
+    };
+    let authed = || {
+        let (mut s, c) = open(limits.clone());
+        assert!(s
+            .on_message(NOW, helo_for(&k, &c, NOW / 1000).as_bytes(), true)
+            .is_empty());
+        s
+    };
+    let mut s = authed();
+    assert!(closed_with(
+        &s.on_message(NOW, &[0u8; 401], false),
+        "exceeds the 400-byte limit"
+    ));
+
+    let mut s = authed();
+    let inputs = |s: &mut Session, t: u64, body: &[u8]| s.on_message(t, body, false);
+    assert_eq!(inputs(&mut s, NOW, b"a").len(), 1);
+    assert!(inputs(&mut s, NOW, b"a").is_empty(), "a repeat is ignored");
+    assert!(matches!(
+        &inputs(&mut s, NOW, b"b")[..],
+        [Reply::Input { .. }]
+    ));
+    assert!(matches!(
+        &inputs(&mut s, NOW, b"c")[..],
+        [Reply::Input { .. }]
+    ));
+    let r = inputs(&mut s, NOW, b"d");
+    assert!(
+        matches!(&r[..], [Reply::Send(m)] if m.contains("at most 3 inputs a round")),
+        "{r:?}"
+    );
+    assert!(!s.is_closed(), "a full round drops the input, not the user");
+    assert!(
+        matches!(&inputs(&mut s, NOW + 1000, b"d")[..], [Reply::Input { .. }]),
+        "next round"
+    );
+    // 7 messages so far this minute counting the helo; three more are fine.
+    for i in 0..3u8 {
+        assert!(!s.is_closed(), "{i}");
+        inputs(&mut s, NOW + 2000, &[b'x', i]);
+    }
+    assert!(closed_with(
+        &inputs(&mut s, NOW + 2000, b"y"),
+        "too many messages"
+    ));
+}
