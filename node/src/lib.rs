@@ -3,9 +3,11 @@
 //! the simulator.
 
 pub mod consensus;
+pub mod contract;
 pub mod crypto;
 pub mod driver;
 pub mod env;
 pub mod ledger;
+pub mod real;
 pub mod sync;
 pub mod users;

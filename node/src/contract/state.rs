@@ -1,0 +1,188 @@
+//! The contract state as a Merkle tree over its directory.
+//!
+//! A directory's hash covers its entries in byte order of their names, each
+//! with its kind and hash; a file's leaf covers its size and content digest.
+//! Two state directories hash equal exactly when they hold the same names,
+//! kinds and bytes, and a subtree that differs can be found by walking only
+//! the directories whose hashes differ: what state sync needs.
+
+use crate::crypto::{Hash, Hasher};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StateNode {
+    /// `digest` is the plain sha256 of the file's bytes.
+    File {
+        size: u64,
+        digest: [u8; 32],
+    },
+    Symlink {
+        target: Vec<u8>,
+    },
+    Dir {
+        children: BTreeMap<Vec<u8>, StateNode>,
+    },
+}
+
+/// The leaf hash of a file with this size and content digest.
+pub fn file_leaf(size: u64, digest: &[u8; 32]) -> Hash {
+    let mut h = Hasher::new("hotpocket/state/file");
+    h.u64(size).bytes(digest);
+    h.finish()
+}
+
+impl StateNode {
+    pub fn empty_dir() -> StateNode {
+        StateNode::Dir {
+            children: BTreeMap::new(),
+        }
+    }
+
+    pub fn hash(&self) -> Hash {
+        match self {
+            StateNode::File { size, digest } => file_leaf(*size, digest),
+            StateNode::Symlink { target } => Hash::of("hotpocket/state/link", &[target]),
+            StateNode::Dir { children } => {
+                let mut h = Hasher::new("hotpocket/state/dir");
+                h.u64(children.len() as u64);
+                for (name, child) in children {
+                    let kind: &[u8] = match child {
+                        StateNode::File { .. } => b"f",
+                        StateNode::Symlink { .. } => b"l",
+                        StateNode::Dir { .. } => b"d",
+                    };
+                    h.bytes(name).bytes(kind).hash(&child.hash());
+                }
+                h.finish()
+            }
+        }
+    }
+
+    /// Paths (joined with `/`) of files and links whose content differs
+    /// between `self` and `other`, or exist in only one; identical subtrees
+    /// are skipped by hash.
+    pub fn differing_paths(&self, other: &StateNode) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        diff(self, other, &mut Vec::new(), &mut out);
+        out
+    }
+}
+
+fn diff(a: &StateNode, b: &StateNode, prefix: &mut Vec<u8>, out: &mut Vec<Vec<u8>>) {
+    if a.hash() == b.hash() {
+        return;
+    }
+    match (a, b) {
+        (StateNode::Dir { children: ca }, StateNode::Dir { children: cb }) => {
+            let names: std::collections::BTreeSet<&Vec<u8>> = ca.keys().chain(cb.keys()).collect();
+            for name in names {
+                let len = prefix.len();
+                if !prefix.is_empty() {
+                    prefix.push(b'/');
+                }
+                prefix.extend_from_slice(name);
+                match (ca.get(name), cb.get(name)) {
+                    (Some(x), Some(y)) => diff(x, y, prefix, out),
+                    (Some(x), None) | (None, Some(x)) => leaves(x, prefix, out),
+                    (None, None) => {}
+                }
+                prefix.truncate(len);
+            }
+        }
+        _ => out.push(prefix.clone()),
+    }
+}
+
+fn leaves(n: &StateNode, prefix: &mut Vec<u8>, out: &mut Vec<Vec<u8>>) {
+    match n {
+        StateNode::Dir { children } => {
+            for (name, child) in children {
+                let len = prefix.len();
+                prefix.push(b'/');
+                prefix.extend_from_slice(name);
+                leaves(child, prefix, out);
+                prefix.truncate(len);
+            }
+        }
+        _ => out.push(prefix.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(content: &[u8]) -> StateNode {
+        use sha2::Digest;
+        StateNode::File {
+            size: content.len() as u64,
+            digest: sha2::Sha256::digest(content).into(),
+        }
+    }
+
+    fn dir(entries: Vec<(&str, StateNode)>) -> StateNode {
+        StateNode::Dir {
+            children: entries
+                .into_iter()
+                .map(|(n, c)| (n.as_bytes().to_vec(), c))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn hash_depends_on_names_kinds_and_bytes_only() {
+        let a = dir(vec![
+            ("x", file(b"1")),
+            ("sub", dir(vec![("y", file(b"2"))])),
+        ]);
+        let same = dir(vec![
+            ("sub", dir(vec![("y", file(b"2"))])),
+            ("x", file(b"1")),
+        ]);
+        assert_eq!(a.hash(), same.hash(), "insertion order does not matter");
+        let renamed = dir(vec![
+            ("z", file(b"1")),
+            ("sub", dir(vec![("y", file(b"2"))])),
+        ]);
+        let changed = dir(vec![
+            ("x", file(b"1")),
+            ("sub", dir(vec![("y", file(b"3"))])),
+        ]);
+        let link = dir(vec![
+            (
+                "x",
+                StateNode::Symlink {
+                    target: b"1".to_vec(),
+                },
+            ),
+            ("sub", dir(vec![("y", file(b"2"))])),
+        ]);
+        for other in [&renamed, &changed, &link] {
+            assert_ne!(a.hash(), other.hash());
+        }
+        assert_ne!(
+            StateNode::empty_dir().hash(),
+            dir(vec![("e", StateNode::empty_dir())]).hash()
+        );
+    }
+
+    #[test]
+    fn diff_walks_only_differing_subtrees() {
+        let a = dir(vec![
+            ("same", dir(vec![("big", file(b"x"))])),
+            ("d", dir(vec![("f", file(b"1"))])),
+            ("gone", file(b"g")),
+        ]);
+        let b = dir(vec![
+            ("same", dir(vec![("big", file(b"x"))])),
+            ("d", dir(vec![("f", file(b"2")), ("new", file(b"n"))])),
+        ]);
+        let paths: Vec<String> = a
+            .differing_paths(&b)
+            .into_iter()
+            .map(|p| String::from_utf8(p).unwrap())
+            .collect();
+        assert_eq!(paths, vec!["d/f", "d/new", "gone"]);
+        assert!(a.differing_paths(&a).is_empty());
+    }
+}
