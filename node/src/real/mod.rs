@@ -2,4 +2,5 @@
 //! system clock, sockets and processes as they come. Protocol modules never
 //! import this.
 
+pub mod host;
 pub mod state_dir;

@@ -1,0 +1,188 @@
+//! One contract run: what goes in, what comes out, and how the outcome is
+//! named by a hash every node can compare.
+
+use crate::crypto::{Hash, Hasher, PubKey};
+use serde_json::json;
+use std::collections::BTreeMap;
+
+/// How the run's description is written to the contract's stdin.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FdlistFormat {
+    /// The prototype's later JSON description (the default).
+    #[default]
+    Json,
+    /// The prototype's first format: `HOTPOCKET 0.1` then `<pubkey>=<in>:<out>`.
+    Text,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunLimits {
+    /// Wall time the contract may take before it is killed.
+    pub time_limit_ms: u64,
+    /// Bytes it may write to all user outputs together before it is killed.
+    pub max_output_bytes: usize,
+}
+
+impl Default for RunLimits {
+    fn default() -> Self {
+        RunLimits {
+            time_limit_ms: 5_000,
+            max_output_bytes: 16 << 20,
+        }
+    }
+}
+
+/// Everything a run needs besides the contract itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunRequest {
+    pub seq: u64,
+    /// Hash of the ledger being run (the contract's "lcl").
+    pub lcl: Hash,
+    /// Agreed ledger time, unix ms.
+    pub time_ms: u64,
+    /// This node's key.
+    pub node: PubKey,
+    pub unl: Vec<PubKey>,
+    pub rand: Option<Hash>,
+    /// Each user's inputs in this ledger, in ledger order.
+    pub inputs: BTreeMap<PubKey, Vec<Vec<u8>>>,
+}
+
+/// How a run ended. Part of the output hash, so nodes agree on it too.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// Exit code, or `None` if a signal ended it.
+    Exited(Option<i32>),
+    TimedOut,
+    OutputLimit,
+    /// The contract could not be started at all (a local fault).
+    SpawnFailed(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunResult {
+    pub outcome: RunOutcome,
+    /// What the contract wrote to each user's output fd (cut at the limit).
+    pub outputs: BTreeMap<PubKey, Vec<u8>>,
+}
+
+impl RunResult {
+    /// Names the outcome and every user's output; equal on two nodes exactly
+    /// when they saw the same thing.
+    pub fn output_hash(&self) -> Hash {
+        let mut h = Hasher::new("hotpocket/outputs/v1");
+        match &self.outcome {
+            RunOutcome::Exited(Some(c)) => h.bytes(b"exit").u64(*c as u32 as u64),
+            RunOutcome::Exited(None) => h.bytes(b"signal"),
+            RunOutcome::TimedOut => h.bytes(b"timeout"),
+            RunOutcome::OutputLimit => h.bytes(b"output-limit"),
+            RunOutcome::SpawnFailed(_) => h.bytes(b"spawn-failed"),
+        };
+        h.u64(self.outputs.len() as u64);
+        for (user, out) in &self.outputs {
+            h.bytes(&user.0).bytes(out);
+        }
+        h.finish()
+    }
+}
+
+/// The description written to stdin, given the fd numbers the contract gets.
+pub fn describe(
+    format: FdlistFormat,
+    req: &RunRequest,
+    npl: (i32, i32),
+    users: &BTreeMap<PubKey, (i32, i32)>,
+) -> String {
+    match format {
+        FdlistFormat::Text => {
+            let mut s = String::from("HOTPOCKET 0.1\n");
+            for (k, (i, o)) in users {
+                s.push_str(&format!("{}={i}:{o}\n", k.to_hex()));
+            }
+            s
+        }
+        FdlistFormat::Json => {
+            let user: serde_json::Map<String, serde_json::Value> = users
+                .iter()
+                .map(|(k, (i, o))| (k.to_hex(), json!([i, o])))
+                .collect();
+            // Field types follow the prototype exactly (a number for
+            // "hotpocket", seconds as a string for "time") so its contracts
+            // parse this unchanged; seq, time_ms and rand are additions.
+            let mut v = json!({
+                "hotpocket": 0.1,
+                "type": "binexec",
+                "lcl": req.lcl.to_string(),
+                "seq": req.seq,
+                "time": (req.time_ms / 1000).to_string(),
+                "time_ms": req.time_ms,
+                "pubkey": req.node.to_hex(),
+                "unl": req.unl.iter().map(|k| k.to_hex()).collect::<Vec<_>>(),
+                "npl": [npl.0, npl.1],
+                "user": user,
+            });
+            if let Some(r) = req.rand {
+                v["rand"] = json!(r.to_string());
+            }
+            v.to_string()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req() -> RunRequest {
+        RunRequest {
+            seq: 9,
+            lcl: Hash([1; 32]),
+            time_ms: 1_568_193_881_500,
+            node: PubKey([2; 32]),
+            unl: vec![PubKey([2; 32]), PubKey([3; 32])],
+            rand: None,
+            inputs: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn json_matches_the_prototype_shape() {
+        let users = BTreeMap::from([(PubKey([4; 32]), (33, 32))]);
+        let v: serde_json::Value =
+            serde_json::from_str(&describe(FdlistFormat::Json, &req(), (29, 28), &users)).unwrap();
+        assert_eq!(v["hotpocket"], 0.1);
+        assert_eq!(v["type"], "binexec");
+        assert_eq!(v["time"], "1568193881");
+        assert_eq!(v["npl"], json!([29, 28]));
+        assert_eq!(v["user"][PubKey([4; 32]).to_hex()], json!([33, 32]));
+        assert_eq!(v["lcl"].as_str().unwrap().len(), 64);
+        assert_eq!(v["unl"].as_array().unwrap().len(), 2);
+        assert!(v.get("rand").is_none());
+    }
+
+    #[test]
+    fn text_matches_the_first_prototype_format() {
+        let users = BTreeMap::from([(PubKey([4; 32]), (30, 29)), (PubKey([5; 32]), (34, 33))]);
+        let text = describe(FdlistFormat::Text, &req(), (0, 0), &users);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "HOTPOCKET 0.1");
+        assert_eq!(lines[1], format!("{}=30:29", PubKey([4; 32]).to_hex()));
+        assert_eq!(lines.len(), 3);
+    }
+
+    #[test]
+    fn output_hash_covers_outcome_and_outputs() {
+        let base = RunResult {
+            outcome: RunOutcome::Exited(Some(0)),
+            outputs: BTreeMap::from([(PubKey([4; 32]), b"hi".to_vec())]),
+        };
+        let mut other = base.clone();
+        other.outcome = RunOutcome::TimedOut;
+        assert_ne!(base.output_hash(), other.output_hash());
+        let mut other = base.clone();
+        other.outputs.insert(PubKey([4; 32]), b"ho".to_vec());
+        assert_ne!(base.output_hash(), other.output_hash());
+        assert_eq!(base.output_hash(), base.clone().output_hash());
+    }
+}

@@ -1,0 +1,196 @@
+//! The real contract host against real processes: the Python and shell
+//! example contracts in `fixtures/contracts`, both description formats.
+
+use hotpocket_node::contract::{FdlistFormat, RunLimits, RunOutcome, RunRequest};
+use hotpocket_node::crypto::{Hash, Keypair, PubKey};
+use hotpocket_node::real::host::ProcessHost;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+fn fixture(name: &str) -> String {
+    format!(
+        "{}/../fixtures/contracts/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+fn state_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("hp-host-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn host(
+    binary: &str,
+    args: &[&str],
+    dir: PathBuf,
+    format: FdlistFormat,
+    limits: RunLimits,
+) -> ProcessHost {
+    ProcessHost {
+        binary: binary.into(),
+        args: args.iter().map(|s| s.to_string()).collect(),
+        state_dir: dir,
+        format,
+        limits,
+    }
+}
+
+fn user(i: u8) -> PubKey {
+    Keypair::from_seed([i; 32]).public()
+}
+
+fn request(inputs: Vec<(PubKey, Vec<Vec<u8>>)>) -> RunRequest {
+    RunRequest {
+        seq: 7,
+        lcl: Hash([9; 32]),
+        time_ms: 1_700_000_000_000,
+        node: user(100),
+        unl: vec![user(100)],
+        rand: None,
+        inputs: inputs.into_iter().collect(),
+    }
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(b))
+}
+
+#[tokio::test]
+async fn python_contract_reads_large_inputs_and_keeps_state() {
+    let dir = state_dir("py");
+    let h = host(
+        "python3",
+        &[&fixture("echo.py")],
+        dir.clone(),
+        FdlistFormat::Json,
+        RunLimits::default(),
+    );
+    // 1.5 MiB: far more than a pipe buffer, all there before the contract starts.
+    let big: Vec<u8> = (0..1_572_864u32).map(|i| (i % 251) as u8).collect();
+    let (a, b) = (user(1), user(2));
+    let req = request(vec![
+        (a, vec![b"hello ".to_vec(), b"world".to_vec()]),
+        (b, vec![big.clone()]),
+    ]);
+    let r = h.run(&req).await;
+    assert_eq!(r.outcome, RunOutcome::Exited(Some(0)));
+    let out_a = String::from_utf8(r.outputs[&a].clone()).unwrap();
+    assert!(out_a.starts_with("11 bytes sha256 "), "{out_a}");
+    assert!(out_a.contains(&sha256_hex(b"hello world")));
+    assert!(out_a.contains("fionread 11 seq 7"), "{out_a}");
+    let out_b = String::from_utf8(r.outputs[&b].clone()).unwrap();
+    assert!(
+        out_b.starts_with(&format!("{} bytes sha256 {}", big.len(), sha256_hex(&big))),
+        "{out_b}"
+    );
+    assert!(
+        out_b.contains(&format!("fionread {}", big.len())),
+        "{out_b}"
+    );
+    assert_eq!(std::fs::read_to_string(dir.join("count")).unwrap(), "2");
+
+    // A second node running the same ledger from the same state agrees on
+    // the outputs and the state.
+    let dir2 = state_dir("py2");
+    let h2 = host(
+        "python3",
+        &[&fixture("echo.py")],
+        dir2,
+        FdlistFormat::Json,
+        RunLimits::default(),
+    );
+    let r2 = h2.run(&req).await;
+    assert_eq!(r.output_hash(), r2.output_hash());
+    assert_eq!(h.state().unwrap().hash(), h2.state().unwrap().hash());
+    // And the next ledger changes the state.
+    let before = h.state().unwrap().hash();
+    h.run(&request(vec![(a, vec![b"again".to_vec()])])).await;
+    assert_ne!(h.state().unwrap().hash(), before);
+}
+
+#[tokio::test]
+async fn shell_contract_speaks_the_text_format() {
+    let h = host(
+        &fixture("upper.sh"),
+        &[],
+        state_dir("sh"),
+        FdlistFormat::Text,
+        RunLimits::default(),
+    );
+    let (a, b) = (user(1), user(2));
+    let r = h
+        .run(&request(vec![
+            (a, vec![b"abc".to_vec()]),
+            (b, vec![b"Hot Pocket".to_vec()]),
+        ]))
+        .await;
+    assert_eq!(r.outcome, RunOutcome::Exited(Some(0)));
+    assert_eq!(r.outputs[&a], b"ABC");
+    assert_eq!(r.outputs[&b], b"HOT POCKET");
+}
+
+#[tokio::test]
+async fn a_hanging_contract_is_killed_at_the_time_limit() {
+    let limits = RunLimits {
+        time_limit_ms: 500,
+        ..RunLimits::default()
+    };
+    let h = host(
+        "python3",
+        &[&fixture("echo.py")],
+        state_dir("hang"),
+        FdlistFormat::Json,
+        limits,
+    );
+    let r = h
+        .run(&request(vec![(user(1), vec![b"hang".to_vec()])]))
+        .await;
+    assert_eq!(r.outcome, RunOutcome::TimedOut);
+    assert!(r.outputs.is_empty());
+}
+
+#[tokio::test]
+async fn a_flooding_contract_is_cut_at_the_output_limit() {
+    let limits = RunLimits {
+        max_output_bytes: 1 << 20,
+        ..RunLimits::default()
+    };
+    let h = host(
+        "python3",
+        &[&fixture("echo.py")],
+        state_dir("flood"),
+        FdlistFormat::Json,
+        limits,
+    );
+    let r = h
+        .run(&request(vec![
+            (user(1), vec![b"flood".to_vec()]),
+            (user(2), vec![b"ok".to_vec()]),
+        ]))
+        .await;
+    assert_eq!(r.outcome, RunOutcome::OutputLimit);
+    assert!(
+        r.outputs.is_empty(),
+        "outputs of a killed run are discarded"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_binary_is_reported_not_panicked() {
+    let h = host(
+        "/no/such/contract",
+        &[],
+        state_dir("missing"),
+        FdlistFormat::Json,
+        RunLimits::default(),
+    );
+    let r = h.run(&request(vec![(user(1), vec![b"x".to_vec()])])).await;
+    assert!(
+        matches!(r.outcome, RunOutcome::SpawnFailed(_)),
+        "{:?}",
+        r.outcome
+    );
+}
