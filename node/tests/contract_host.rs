@@ -4,7 +4,6 @@
 use hotpocket_node::contract::{FdlistFormat, RunLimits, RunOutcome, RunRequest};
 use hotpocket_node::crypto::{Hash, Keypair, PubKey};
 use hotpocket_node::real::host::ProcessHost;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 fn fixture(name: &str) -> String {
