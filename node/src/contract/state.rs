@@ -3,7 +3,7 @@
 //! A directory's hash covers its entries in byte order of their names, each
 //! with its kind and hash; a file's leaf covers its size and content digest.
 //! Two state directories hash equal exactly when they hold the same names,
-//! kinds and bytes, and a subtree that differs can be found by walking only
+//! kinds and bytes (empty directories do not count: state is its files), and a subtree that differs can be found by walking only
 //! the directories whose hashes differ: what state sync needs.
 
 use crate::crypto::{Hash, Hasher};
@@ -38,6 +38,22 @@ impl StateNode {
         }
     }
 
+    /// The tree of in-memory files (relative `/`-separated path -> bytes),
+    /// as the simulator's contracts keep their state.
+    pub fn from_files<'a>(files: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> StateNode {
+        use sha2::Digest;
+        let mut root = BTreeMap::new();
+        for (path, bytes) in files {
+            let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+            let leaf = StateNode::File {
+                size: bytes.len() as u64,
+                digest: sha2::Sha256::digest(bytes).into(),
+            };
+            insert(&mut root, &parts, leaf);
+        }
+        StateNode::Dir { children: root }
+    }
+
     pub fn hash(&self) -> Hash {
         match self {
             StateNode::File { size, digest } => file_leaf(*size, digest),
@@ -65,6 +81,25 @@ impl StateNode {
         let mut out = Vec::new();
         diff(self, other, &mut Vec::new(), &mut out);
         out
+    }
+}
+
+/// Puts `leaf` at `parts` under `dir`, making directories on the way. A file
+/// where a directory is needed keeps the file (the path is invalid anyway).
+fn insert(dir: &mut BTreeMap<Vec<u8>, StateNode>, parts: &[&str], leaf: StateNode) {
+    match parts {
+        [] => {}
+        [name] => {
+            dir.insert(name.as_bytes().to_vec(), leaf);
+        }
+        [first, rest @ ..] => {
+            let entry = dir
+                .entry(first.as_bytes().to_vec())
+                .or_insert_with(StateNode::empty_dir);
+            if let StateNode::Dir { children } = entry {
+                insert(children, rest, leaf);
+            }
+        }
     }
 }
 
@@ -164,6 +199,16 @@ mod tests {
             StateNode::empty_dir().hash(),
             dir(vec![("e", StateNode::empty_dir())]).hash()
         );
+    }
+
+    #[test]
+    fn from_files_builds_the_same_tree() {
+        let t = StateNode::from_files([("kv/a", &b"1"[..]), ("top", &b"2"[..])]);
+        let want = dir(vec![
+            ("kv", dir(vec![("a", file(b"1"))])),
+            ("top", file(b"2")),
+        ]);
+        assert_eq!(t.hash(), want.hash());
     }
 
     #[test]

@@ -9,7 +9,8 @@ use std::path::Path;
 
 /// Reads the tree under `root`. Only regular files, directories and symlinks
 /// (hashed by target, never followed) may be in it; anything else (a socket,
-/// a device) is an error, since it has no content to agree on.
+/// a device) is an error, since it has no content to agree on. Empty
+/// directories are left out: state is its files.
 pub fn scan(root: &Path) -> std::io::Result<StateNode> {
     let meta = std::fs::symlink_metadata(root)?;
     let kind = meta.file_type();
@@ -41,7 +42,10 @@ pub fn scan(root: &Path) -> std::io::Result<StateNode> {
         let mut children = BTreeMap::new();
         for entry in std::fs::read_dir(root)? {
             let entry = entry?;
-            children.insert(entry.file_name().as_bytes().to_vec(), scan(&entry.path())?);
+            let child = scan(&entry.path())?;
+            if !matches!(&child, StateNode::Dir { children } if children.is_empty()) {
+                children.insert(entry.file_name().as_bytes().to_vec(), child);
+            }
         }
         return Ok(StateNode::Dir { children });
     }
