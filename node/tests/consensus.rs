@@ -251,3 +251,112 @@ fn a_corrupt_stored_chain_is_refused_at_start() {
     let cfg = ConsensusConfig::new(net.keys.iter().map(|k| k.public()).collect());
     assert!(Node::new(cfg, net.keys[0].clone(), stored, None).is_err());
 }
+
+/// A ledger on `parent`, signed at stage 3 by the first four keys.
+fn proven(net: &Net, parent: LedgerId, time: u64) -> LedgerRecord {
+    let proof: Vec<_> = net.keys[..4]
+        .iter()
+        .map(|k| {
+            Proposal {
+                author: k.public(),
+                round: time / 1000,
+                stage: 3,
+                time,
+                lcl: parent,
+                inputs: vec![],
+                state: Hash::ZERO,
+                output: Hash::ZERO,
+            }
+            .sign(k)
+        })
+        .collect();
+    let ledger = proof[0].proposal.candidate();
+    LedgerRecord {
+        hash: ledger.hash(),
+        ledger,
+        proof,
+        bodies: Default::default(),
+    }
+}
+
+#[test]
+fn a_self_contradicting_history_answer_is_rejected_and_a_proven_fork_rolls_back() {
+    let mut net = Net::new(5);
+    net.run_until(T0 + 3_100);
+    let base = net.nodes[0].lcl();
+    let now = T0 + 3_100;
+    // Two ledgers at seq a+1 (the UNL equivocated: only a test can), and a
+    // proven child of the second.
+    let c = proven(&net, base, now - 100);
+    let d = proven(&net, base, now - 200);
+    let d2 = proven(&net, d.id(), now);
+    let peer = net.keys[1].public();
+    // Node 0 learns peer 1 is on d2 and asks it for history.
+    let p = Proposal {
+        author: peer,
+        round: now / 1000,
+        stage: 1,
+        time: now / 1000 * 1000,
+        lcl: d2.id(),
+        inputs: vec![],
+        state: Hash::ZERO,
+        output: Hash::ZERO,
+    };
+    let ask = net.nodes[0].handle(
+        now,
+        Input::Peer {
+            from: peer,
+            bytes: PeerMessage::Proposal(Box::new(p.sign(&net.keys[1].clone()))).encode(),
+        },
+    );
+    assert!(
+        ask.iter()
+            .any(|a| matches!(a, Action::Send { to, .. } if *to == peer)),
+        "{ask:?}"
+    );
+
+    // [c, d2]: c extends our chain, d2 proves another parent. Rejected as a
+    // whole lie after c, with no rollback of what it just adopted.
+    let resp = PeerMessage::HistoryResponse(vec![c.clone(), d2.clone()]).encode();
+    let out = net.nodes[0].handle(
+        now + 10,
+        Input::Peer {
+            from: peer,
+            bytes: resp,
+        },
+    );
+    assert!(
+        !out.iter().any(|a| matches!(a, Action::Rollback { .. })),
+        "{out:?}"
+    );
+    assert_eq!(net.nodes[0].lcl(), c.id());
+    assert!(out
+        .iter()
+        .any(|a| matches!(a, Action::Persist(r) if r.hash == c.hash)));
+    assert_eq!(net.nodes[0].stats().history_rejected, 1);
+
+    // [d2] alone proves the UNL finalised d, not c: c goes, d and d2 come.
+    let resp = PeerMessage::HistoryResponse(vec![d2.clone()]).encode();
+    let out = net.nodes[0].handle(
+        now + 20,
+        Input::Peer {
+            from: peer,
+            bytes: resp,
+        },
+    );
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::Rollback { to } if *to == base)),
+        "{out:?}"
+    );
+    assert_eq!(net.nodes[0].lcl(), base);
+    let resp = PeerMessage::HistoryResponse(vec![d.clone(), d2.clone()]).encode();
+    net.nodes[0].handle(
+        now + 30,
+        Input::Peer {
+            from: peer,
+            bytes: resp,
+        },
+    );
+    assert_eq!(net.nodes[0].lcl(), d2.id());
+}

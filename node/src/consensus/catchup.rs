@@ -10,10 +10,14 @@ use super::node::{Action, CloseVia, Event, Node};
 use crate::crypto::PubKey;
 use crate::ledger::{ChainError, LedgerId, LedgerRecord};
 use crate::sync::{verify_record, SyncError};
+use std::collections::BTreeMap;
 
 #[derive(Debug, Default)]
 pub struct Catchup {
     inflight: Option<Inflight>,
+    /// Peers asked lately and when; a slow but honest answer from one of
+    /// them is still welcome after we moved on to the next peer.
+    asked: BTreeMap<PubKey, u64>,
     /// Rotates the peer asked, so one silent or lying peer cannot stall us.
     attempt: usize,
 }
@@ -68,6 +72,9 @@ impl Node {
             peer,
             deadline: now + patience,
         });
+        self.sync.asked.insert(peer, now);
+        let horizon = now.saturating_sub(self.cfg.roundtime_ms * 2);
+        self.sync.asked.retain(|_, at| *at >= horizon);
     }
 
     pub(super) fn serve_history(&mut self, from: PubKey, from_seq: u64, count: u64) {
@@ -77,15 +84,16 @@ impl Node {
         }
         let count = count.min(self.cfg.history_batch) as usize;
         let start = from_seq.min(self.chain.len() as u64) as usize;
-        let mut budget = MAX_FRAME_BYTES / 2;
+        // Measured, not estimated: a proof repeats the ledger's input list
+        // once per signer, so sizes vary a lot.
+        let mut budget = MAX_FRAME_BYTES - 1024;
         let mut records: Vec<LedgerRecord> = Vec::new();
         for r in self.chain[start..].iter().take(count) {
-            let size =
-                r.bodies.values().map(|b| b.len() + 64).sum::<usize>() + 512 * (r.proof.len() + 1);
-            if size > budget && !records.is_empty() {
+            let size = postcard::experimental::serialized_size(r).unwrap_or(usize::MAX);
+            if size > budget {
                 break;
             }
-            budget = budget.saturating_sub(size);
+            budget -= size;
             records.push(r.clone());
         }
         if records.is_empty() {
@@ -97,12 +105,12 @@ impl Node {
     }
 
     pub(super) fn on_history(&mut self, now: u64, from: PubKey, records: Vec<LedgerRecord>) {
-        match &self.sync.inflight {
-            Some(f) if f.peer == from => self.sync.inflight = None,
-            _ => {
-                self.stats.dropped_duplicate += 1; // unsolicited or late
-                return;
-            }
+        if !self.sync.asked.contains_key(&from) {
+            self.stats.dropped_duplicate += 1; // unsolicited
+            return;
+        }
+        if self.sync.inflight.as_ref().is_some_and(|f| f.peer == from) {
+            self.sync.inflight = None;
         }
         let mut adopted = Vec::new();
         for rec in records {
@@ -117,9 +125,13 @@ impl Node {
                     seq: rec.ledger.seq - 1,
                     hash: rec.ledger.prev,
                 };
-                if parent.seq == self.lcl().seq
+                // Only before anything from this answer was adopted: a batch
+                // that extends our chain and then proves another parent
+                // contradicts itself, and is rejected below.
+                if adopted.is_empty()
+                    && parent.seq == self.lcl().seq
                     && verify_record(&self.cfg, &self.ring, &parent, &rec).is_ok()
-                    && self.rollback()
+                    && self.rollback(true)
                 {
                     self.stats.signature_checks += rec.proof.len() as u64;
                     break; // ask again from the seq we now lack

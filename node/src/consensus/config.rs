@@ -24,6 +24,11 @@ pub struct ConsensusConfig {
     pub max_input_bytes: usize,
     /// Most input bodies a node keeps waiting for consensus.
     pub max_pool_inputs: usize,
+    /// Most bytes of input bodies waiting for consensus.
+    pub max_pool_bytes: usize,
+    /// Most bytes of input bodies one ledger may carry, so a ledger and its
+    /// proof always fit in one history frame.
+    pub max_ledger_input_bytes: usize,
     /// Most ledgers served in one history response.
     pub history_batch: u64,
     /// Sorted, distinct UNL.
@@ -59,6 +64,8 @@ impl ConsensusConfig {
             max_inputs_per_ledger: 4096,
             max_input_bytes: 1 << 20,
             max_pool_inputs: 16384,
+            max_pool_bytes: 256 << 20,
+            max_ledger_input_bytes: 4 << 20,
             history_batch: 64,
             unl,
         }

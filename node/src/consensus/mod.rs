@@ -14,7 +14,7 @@ mod votes;
 
 pub use config::{threshold, ConfigError, ConsensusConfig};
 pub use message::{input_hash, PeerMessage, WireError, MAX_FRAME_BYTES};
-pub use node::{Action, CloseVia, Event, ExecResult, Input, Node, Stats, VoteStatus};
+pub use node::{Action, CloseVia, Event, ExecResult, Input, Node, NodeError, Stats, VoteStatus};
 pub use proposal::{Proposal, SignedProposal};
 pub use timing::{Slot, Timing};
 pub use votes::{agreed_time, best_candidate, inputs_with_votes, lcl_votes};

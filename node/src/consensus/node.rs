@@ -126,6 +126,14 @@ pub struct Stats {
     pub rollbacks: u64,
 }
 
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NodeError {
+    #[error("invalid consensus settings: {0}")]
+    Config(#[from] super::ConfigError),
+    #[error("stored chain is broken: {0}")]
+    Chain(#[from] ChainError),
+}
+
 pub struct Node {
     pub(super) cfg: ConsensusConfig,
     /// The UNL's keys, decompressed once.
@@ -139,6 +147,7 @@ pub struct Node {
     exec_history: BTreeMap<u64, ExecResult>,
     /// Input bodies waiting for consensus, with the round they arrived in.
     pool: BTreeMap<Hash, (Vec<u8>, u64)>,
+    pool_bytes: usize,
     /// Inputs already in a ledger, with its seq, so they never land twice.
     included: BTreeMap<Hash, u64>,
     pub(super) slot: Option<Slot>,
@@ -155,6 +164,8 @@ pub struct Node {
     /// Seq of the lcl restored at start. The vote record does not survive a
     /// restart, so the restored lcl is treated as voted on.
     restored_seq: u64,
+    /// Highest seq known final here: a ledger was appended on top of it.
+    final_seq: u64,
     pub(super) stats: Stats,
     pub(super) out: Vec<Action>,
 }
@@ -174,7 +185,8 @@ impl Node {
         key: Keypair,
         stored: Vec<LedgerRecord>,
         exec: Option<ExecResult>,
-    ) -> Result<Node, ChainError> {
+    ) -> Result<Node, NodeError> {
+        cfg.validate()?;
         let mut chain = vec![LedgerRecord::genesis()];
         for r in stored {
             check_link(&chain[chain.len() - 1].id(), &r.ledger, &r.hash)?;
@@ -200,6 +212,7 @@ impl Node {
             exec,
             exec_history: BTreeMap::new(),
             pool: BTreeMap::new(),
+            pool_bytes: 0,
             included,
             slot: None,
             proposed: None,
@@ -210,11 +223,13 @@ impl Node {
             forks_reported: BTreeMap::new(),
             voted_on: None,
             restored_seq: 0,
+            final_seq: 0,
             stats: Stats::default(),
             out: Vec::new(),
         };
         let lcl = node.lcl();
         node.restored_seq = lcl.seq;
+        node.final_seq = lcl.seq.saturating_sub(1);
         node.out.push(Action::Notify(Event::Started { lcl }));
         if let Some(r) = exec {
             node.exec_history.insert(lcl.seq, r);
@@ -327,7 +342,7 @@ impl Node {
         }
         let current = self.slot.map_or(self.timing.slot(now).round, |s| s.round);
         let skew = self.cfg.max_round_skew;
-        if p.round + skew < current || p.round > current + skew {
+        if p.round.saturating_add(skew) < current || p.round > current.saturating_add(skew) {
             self.stats.dropped_stale += 1;
             return;
         }
@@ -381,7 +396,10 @@ impl Node {
     }
 
     fn add_input(&mut self, body: Vec<u8>, from_user: bool) {
-        if body.len() > self.cfg.max_input_bytes || self.pool.len() >= self.cfg.max_pool_inputs {
+        if body.len() > self.cfg.max_input_bytes
+            || self.pool.len() >= self.cfg.max_pool_inputs
+            || self.pool_bytes + body.len() > self.cfg.max_pool_bytes
+        {
             self.stats.inputs_rejected += 1;
             return;
         }
@@ -394,6 +412,7 @@ impl Node {
             self.out.push(Action::Broadcast { bytes });
         }
         let round = self.slot.map_or(0, |s| s.round);
+        self.pool_bytes += body.len();
         self.pool.insert(h, (body, round));
     }
 
@@ -436,7 +455,7 @@ impl Node {
                     }
                     // The UNL built on another ledger at our seq: ours can
                     // never become final. Step back and fetch theirs.
-                    self.rollback();
+                    self.rollback(false);
                 }
                 VoteStatus::Desync
             }
@@ -468,13 +487,25 @@ impl Node {
         }
         let round_start = self.timing.round_start(slot.round);
         let (inputs, time) = if slot.stage == 0 {
-            let inputs = self
+            // Oldest first, so grinding input hashes cannot jump the queue,
+            // and within a byte budget, so a ledger always fits in a frame.
+            let mut waiting: Vec<(u64, Hash, usize)> = self
                 .pool
-                .keys()
-                .filter(|h| !self.included.contains_key(h))
-                .take(self.cfg.max_inputs_per_ledger)
-                .copied()
+                .iter()
+                .filter(|(h, _)| !self.included.contains_key(h))
+                .map(|(h, (b, arrived))| (*arrived, *h, b.len()))
                 .collect();
+            waiting.sort();
+            let mut budget = self.cfg.max_ledger_input_bytes;
+            let mut inputs: Vec<Hash> = Vec::new();
+            for (_, h, len) in waiting {
+                if inputs.len() == self.cfg.max_inputs_per_ledger || len > budget {
+                    break;
+                }
+                budget -= len;
+                inputs.push(h);
+            }
+            inputs.sort();
             (inputs, round_start)
         } else {
             let prev = self.slot_proposals(slot.round, slot.stage - 1);
@@ -524,18 +555,25 @@ impl Node {
             .any(|(id, &n)| *id != lcl && n >= majority)
     }
 
-    /// Drops the lcl if it is still unfinal and unvoted: no ledger closed on
-    /// top of it (ledgers below the lcl are final, since the lcl's proof is
-    /// a threshold of votes on them) and this node never signed stage 3 on
-    /// it. Returns whether it rolled back.
-    pub(super) fn rollback(&mut self) -> bool {
+    /// Drops the lcl, if that is safe, and returns whether it did.
+    ///
+    /// Never a final ledger: ledgers below the lcl are final (the lcl's proof
+    /// is a threshold of votes on them), and so is any lcl that once had a
+    /// ledger appended on top (`final_seq`). Without a proof, only an lcl
+    /// this node never voted on (nor restarted with, since the vote record
+    /// is not kept across restarts). With `proven_elsewhere` (a verified
+    /// threshold of votes on another ledger at this seq) a voted lcl may go
+    /// too: that other ledger is final, so this one can never be, and
+    /// honest nodes only ever switch towards a proven ledger.
+    pub(super) fn rollback(&mut self, proven_elsewhere: bool) -> bool {
         let from = self.lcl();
-        if from.seq == 0 || from.seq <= self.restored_seq || self.voted_on == Some(from) {
+        if from.seq == 0 || from.seq <= self.final_seq {
             return false;
         }
-        let Some(result) = self.exec_history.get(&(from.seq - 1)).copied() else {
+        if !proven_elsewhere && (from.seq <= self.restored_seq || self.voted_on == Some(from)) {
             return false;
-        };
+        }
+        let result = self.exec_history.get(&(from.seq - 1)).copied();
         let dropped = self
             .chain
             .pop()
@@ -544,11 +582,14 @@ impl Node {
         for h in &dropped.ledger.inputs {
             self.included.remove(h);
             if let Some(body) = dropped.bodies.get(h) {
+                self.pool_bytes += body.len();
                 self.pool.insert(*h, (body.clone(), round));
             }
         }
         self.exec_history.remove(&from.seq);
-        self.exec = Some(result);
+        // Without the predecessor's result (after a restart) the node waits
+        // for the next adopted ledger's run before proposing again.
+        self.exec = result;
         let to = self.lcl();
         self.stats.rollbacks += 1;
         tracing::warn!(
@@ -606,7 +647,9 @@ impl Node {
     pub(super) fn append(&mut self, record: LedgerRecord) {
         let seq = record.ledger.seq;
         for h in &record.ledger.inputs {
-            self.pool.remove(h);
+            if let Some((b, _)) = self.pool.remove(h) {
+                self.pool_bytes -= b.len();
+            }
             self.included.insert(*h, seq);
         }
         self.included.retain(|_, s| *s + INCLUDED_WINDOW > seq);
@@ -617,6 +660,7 @@ impl Node {
                     .push(Action::Notify(Event::StateMismatch { seq: seq - 1 }));
             }
         }
+        self.final_seq = self.final_seq.max(seq - 1);
         self.chain.push(record);
         self.exec = None;
     }

@@ -28,7 +28,8 @@ impl Proposal {
     /// candidate: two stage-3 proposals agree exactly when these are equal.
     pub fn candidate(&self) -> Ledger {
         Ledger {
-            seq: self.lcl.seq + 1,
+            // Saturating: proof entries are checked before their signatures.
+            seq: self.lcl.seq.saturating_add(1),
             prev: self.lcl.hash,
             time: self.time,
             inputs: self.inputs.clone(),
