@@ -279,6 +279,13 @@ fn proven(net: &Net, parent: LedgerId, time: u64) -> LedgerRecord {
     }
 }
 
+/// Node 0 receives a history answer from node 1.
+fn answer(net: &mut Net, now: u64, records: Vec<LedgerRecord>) -> Vec<Action> {
+    let from = net.keys[1].public();
+    let bytes = PeerMessage::HistoryResponse(records).encode();
+    net.nodes[0].handle(now, Input::Peer { from, bytes })
+}
+
 #[test]
 fn a_self_contradicting_history_answer_is_rejected_and_a_proven_fork_rolls_back() {
     let mut net = Net::new(5);
@@ -317,14 +324,7 @@ fn a_self_contradicting_history_answer_is_rejected_and_a_proven_fork_rolls_back(
 
     // [c, d2]: c extends our chain, d2 proves another parent. Rejected as a
     // whole lie after c, with no rollback of what it just adopted.
-    let resp = PeerMessage::HistoryResponse(vec![c.clone(), d2.clone()]).encode();
-    let out = net.nodes[0].handle(
-        now + 10,
-        Input::Peer {
-            from: peer,
-            bytes: resp,
-        },
-    );
+    let out = answer(&mut net, now + 10, vec![c.clone(), d2.clone()]);
     assert!(
         !out.iter().any(|a| matches!(a, Action::Rollback { .. })),
         "{out:?}"
@@ -336,27 +336,13 @@ fn a_self_contradicting_history_answer_is_rejected_and_a_proven_fork_rolls_back(
     assert_eq!(net.nodes[0].stats().history_rejected, 1);
 
     // [d2] alone proves the UNL finalised d, not c: c goes, d and d2 come.
-    let resp = PeerMessage::HistoryResponse(vec![d2.clone()]).encode();
-    let out = net.nodes[0].handle(
-        now + 20,
-        Input::Peer {
-            from: peer,
-            bytes: resp,
-        },
-    );
+    let out = answer(&mut net, now + 20, vec![d2.clone()]);
     assert!(
         out.iter()
             .any(|a| matches!(a, Action::Rollback { to } if *to == base)),
         "{out:?}"
     );
     assert_eq!(net.nodes[0].lcl(), base);
-    let resp = PeerMessage::HistoryResponse(vec![d.clone(), d2.clone()]).encode();
-    net.nodes[0].handle(
-        now + 30,
-        Input::Peer {
-            from: peer,
-            bytes: resp,
-        },
-    );
+    answer(&mut net, now + 30, vec![d.clone(), d2.clone()]);
     assert_eq!(net.nodes[0].lcl(), d2.id());
 }
