@@ -71,6 +71,12 @@ enum Command {
 }
 
 fn main() {
+    // Rust ignores SIGPIPE, so `hotpocket-sim ... | head` would panic on the
+    // closed pipe; restore the usual behaviour of a command-line tool.
+    // SAFETY: called first thing, before any thread or runtime exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     if let Err(e) = real_main() {
         eprintln!("error: {e:#}");
         std::process::exit(2);
