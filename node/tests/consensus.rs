@@ -14,6 +14,8 @@ struct Net {
     nodes: Vec<Node>,
     keys: Vec<Keypair>,
     closed: Vec<Vec<(u64, Hash)>>,
+    /// Per node: (seq run, whether every input body was there).
+    runs: Vec<Vec<(u64, bool)>>,
     /// Frames in flight: (to, from, bytes).
     queue: VecDeque<(usize, PubKey, Vec<u8>)>,
 }
@@ -40,6 +42,7 @@ impl Net {
             nodes,
             keys,
             closed: vec![vec![]; n],
+            runs: vec![vec![]; n],
             queue: VecDeque::new(),
         }
     }
@@ -65,6 +68,8 @@ impl Net {
                     self.queue.push_back((j, me, bytes));
                 }
                 Action::Execute(r) => {
+                    let complete = r.ledger.inputs.iter().all(|h| r.bodies.contains_key(h));
+                    self.runs[i].push((r.ledger.seq, complete));
                     let more = self.nodes[i].handle(
                         now,
                         Input::Executed {
@@ -345,4 +350,50 @@ fn a_self_contradicting_history_answer_is_rejected_and_a_proven_fork_rolls_back(
     assert_eq!(net.nodes[0].lcl(), base);
     answer(&mut net, now + 30, vec![d.clone(), d2.clone()]);
     assert_eq!(net.nodes[0].lcl(), d2.id());
+}
+
+#[test]
+fn a_node_that_missed_an_input_body_fetches_it_before_running() {
+    let mut net = Net::new(5);
+    net.run_until(T0 + 2_000);
+    // Node 1 takes an input; its broadcast reaches everyone but node 0.
+    let body = b"only four of five saw this".to_vec();
+    let out = net.nodes[1].handle(T0 + 2_010, Input::Submit(body.clone()));
+    let from = net.keys[1].public();
+    for a in out {
+        if let Action::Broadcast { bytes } = a {
+            for j in 2..5 {
+                let more = net.nodes[j].handle(
+                    T0 + 2_010,
+                    Input::Peer {
+                        from,
+                        bytes: bytes.clone(),
+                    },
+                );
+                net.apply(j, T0 + 2_010, more);
+            }
+        }
+    }
+    let mut t = T0 + 2_050;
+    while t <= T0 + 6_000 {
+        net.step(t);
+        t += 50;
+    }
+    let h = input_hash(&body);
+    let chain = net.nodes[0].chain();
+    let rec = chain
+        .iter()
+        .find(|r| r.ledger.inputs.contains(&h))
+        .expect("the four closed a ledger with the input");
+    assert_eq!(rec.bodies.get(&h), Some(&body), "node 0 fetched the body");
+    assert!(
+        net.runs[0].iter().all(|(_, complete)| *complete),
+        "{:?}",
+        net.runs[0]
+    );
+    assert!(
+        net.runs[0].iter().any(|(seq, _)| *seq == rec.ledger.seq),
+        "node 0 ran that ledger"
+    );
+    assert_eq!(net.nodes[0].lcl(), net.nodes[1].lcl());
 }

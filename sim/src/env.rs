@@ -141,6 +141,9 @@ impl Store for SimStore {
 /// its state is a hash chain over the inputs of every ledger it ran.
 #[derive(Default)]
 pub struct SimContract {
+    /// Set for a running node: a run with an input body missing is then a
+    /// violation (boot-time replay only rebuilds state from hashes).
+    pub checked_by: Option<(Arc<World>, usize)>,
     state: Hash,
     /// State after each seq run, so a rollback can restore it.
     history: std::collections::BTreeMap<u64, Hash>,
@@ -168,6 +171,20 @@ impl SimContract {
 
 impl ContractHost for SimContract {
     fn execute(&mut self, record: &LedgerRecord) -> impl Future<Output = ExecResult> {
+        if let Some((world, node)) = &self.checked_by {
+            let missing = record
+                .ledger
+                .inputs
+                .iter()
+                .filter(|h| !record.bodies.contains_key(h))
+                .count();
+            if missing > 0 && world.lock().nodes[*node].role == crate::scenario::Role::Honest {
+                world.violation(format!(
+                    "node {node} ran ledger {} with {missing} input bodies missing",
+                    record.ledger.seq
+                ));
+            }
+        }
         std::future::ready(self.run(record))
     }
     fn rollback(&mut self, seq: u64) {

@@ -188,6 +188,7 @@ async fn node_main(world: Arc<World>, i: usize, cfg: ConsensusConfig, seed: u64)
     for r in &stored {
         exec = contract.run(r);
     }
+    contract.checked_by = Some((world.clone(), i));
     let roundtime = cfg.roundtime_ms;
     let mut node = match Node::new(cfg, key.clone(), stored, Some(exec)) {
         Ok(n) => n,

@@ -283,6 +283,15 @@ impl World {
         }
     }
 
+    /// A violation found outside the event checkers.
+    pub fn violation(&self, what: String) {
+        let t = self.now();
+        self.lock()
+            .checker
+            .violations
+            .push(format!("t={t}ms: {what}"));
+    }
+
     /// Ends the run: nothing is sent after this.
     pub fn shut_down(&self) {
         self.wire.lock().unwrap_or_else(|e| e.into_inner()).take();

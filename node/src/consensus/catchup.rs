@@ -177,7 +177,7 @@ impl Node {
                 }));
             }
             for r in adopted {
-                self.out.push(Action::Execute(Box::new(r)));
+                self.schedule_run(r.ledger.seq);
             }
         }
         self.catchup_tick(now);

@@ -20,6 +20,9 @@ pub enum PeerMessage {
         count: u64,
     },
     HistoryResponse(Vec<LedgerRecord>),
+    /// "Send me the bodies of these inputs."
+    BodyRequest(Vec<Hash>),
+    BodyResponse(Vec<Vec<u8>>),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -4,6 +4,7 @@
 //! a user input, a finished contract run) with the node-local time and returns
 //! [`Action`]s for its driver to carry out.
 
+mod bodies;
 mod catchup;
 mod config;
 mod message;

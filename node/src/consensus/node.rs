@@ -124,6 +124,7 @@ pub struct Stats {
     pub history_rejected: u64,
     pub signature_checks: u64,
     pub rollbacks: u64,
+    pub bodies_fetched: u64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -146,16 +147,17 @@ pub struct Node {
     /// Recent run results, to compare with what later ledgers certify.
     exec_history: BTreeMap<u64, ExecResult>,
     /// Input bodies waiting for consensus, with the round they arrived in.
-    pool: BTreeMap<Hash, (Vec<u8>, u64)>,
+    pub(super) pool: BTreeMap<Hash, (Vec<u8>, u64)>,
     pool_bytes: usize,
     /// Inputs already in a ledger, with its seq, so they never land twice.
-    included: BTreeMap<Hash, u64>,
+    pub(super) included: BTreeMap<Hash, u64>,
     pub(super) slot: Option<Slot>,
     proposed: Option<Slot>,
     proposals: BTreeMap<(u64, u8), BTreeMap<PubKey, SignedProposal>>,
     /// Latest lcl each peer proposed on, and in which round.
     pub(super) peer_lcl: BTreeMap<PubKey, (LedgerId, u64)>,
     pub(super) sync: super::catchup::Catchup,
+    pub(super) bodies: super::bodies::BodyFetch,
     status: VoteStatus,
     forks_reported: BTreeMap<u64, Hash>,
     /// The lcl this node signed a stage-3 proposal on. Such an lcl is never
@@ -219,6 +221,7 @@ impl Node {
             proposals: BTreeMap::new(),
             peer_lcl: BTreeMap::new(),
             sync: Default::default(),
+            bodies: Default::default(),
             status: VoteStatus::Synced,
             forks_reported: BTreeMap::new(),
             voted_on: None,
@@ -234,8 +237,7 @@ impl Node {
         if let Some(r) = exec {
             node.exec_history.insert(lcl.seq, r);
         } else {
-            let last = node.chain.last().expect("chain has genesis").clone();
-            node.out.push(Action::Execute(Box::new(last)));
+            node.bodies.waiting_insert(lcl.seq);
         }
         Ok(node)
     }
@@ -262,7 +264,10 @@ impl Node {
     /// The node-local time at which the node next wants a `Tick`.
     pub fn next_deadline(&self, now: u64) -> u64 {
         let mut d = self.timing.next_boundary(now);
-        if let Some(t) = self.sync.deadline() {
+        for t in [self.sync.deadline(), self.bodies.deadline()]
+            .into_iter()
+            .flatten()
+        {
             d = d.min(t.max(now + 1));
         }
         d
@@ -287,6 +292,7 @@ impl Node {
             self.enter(slot);
         }
         self.catchup_tick(now);
+        self.bodies_tick(now);
     }
 
     fn enter(&mut self, slot: Slot) {
@@ -331,6 +337,8 @@ impl Node {
                 self.serve_history(from, from_seq, count)
             }
             PeerMessage::HistoryResponse(records) => self.on_history(now, from, records),
+            PeerMessage::BodyRequest(hashes) => self.serve_bodies(from, hashes),
+            PeerMessage::BodyResponse(bodies) => self.on_bodies(now, from, bodies),
         }
     }
 
@@ -597,6 +605,7 @@ impl Node {
             ?to,
             "rolling back an unfinal ledger the UNL did not build on"
         );
+        self.forget_runs_above(to.seq);
         self.out.push(Action::Rollback { to });
         self.out.push(Action::Sync);
         self.out
@@ -640,7 +649,8 @@ impl Node {
             hash,
             via: CloseVia::Consensus,
         }));
-        self.out.push(Action::Execute(Box::new(record)));
+        let seq = record.ledger.seq;
+        self.schedule_run(seq);
     }
 
     /// Adds a verified ledger to the chain in memory and forgets its inputs.
