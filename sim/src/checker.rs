@@ -31,32 +31,29 @@ pub struct Checker {
 impl Checker {
     /// Tracks every node's chain; only honest nodes' events can violate.
     pub fn on_event(&mut self, t: u64, node: usize, ev: &Event, honest: bool) {
-        if !honest {
-            match ev {
-                Event::Started { lcl } => {
-                    self.lcl.insert(node, *lcl);
-                }
-                Event::LedgerClosed { ledger, hash, .. } => {
-                    self.lcl.insert(
-                        node,
-                        LedgerId {
-                            seq: ledger.seq,
-                            hash: *hash,
-                        },
-                    );
-                }
-                Event::RolledBack { to, .. } => {
-                    self.lcl.insert(node, *to);
-                }
-                _ => {}
-            }
-            return;
+        if honest {
+            self.check(t, node, ev);
         }
-        match ev {
-            Event::Started { lcl } => {
-                self.lcl.insert(node, *lcl);
+        let moved = match ev {
+            Event::Started { lcl } => Some(*lcl),
+            Event::LedgerClosed { ledger, hash, .. } => Some(LedgerId {
+                seq: ledger.seq,
+                hash: *hash,
+            }),
+            Event::RolledBack { to, .. } => Some(*to),
+            _ => None,
+        };
+        if let Some(lcl) = moved {
+            self.lcl.insert(node, lcl);
+            if honest {
                 self.progress.entry(node).or_default().push((t, lcl.seq));
             }
+        }
+    }
+
+    /// Judges an honest node's event against its chain before the event.
+    fn check(&mut self, t: u64, node: usize, ev: &Event) {
+        match ev {
             Event::LedgerClosed { ledger, hash, via } => {
                 let actual = ledger.hash();
                 if actual != *hash {
@@ -95,14 +92,6 @@ impl Checker {
                     }
                 }
                 self.final_seq.insert(node, fin);
-                self.lcl.insert(
-                    node,
-                    LedgerId {
-                        seq: ledger.seq,
-                        hash: *hash,
-                    },
-                );
-                self.progress.entry(node).or_default().push((t, ledger.seq));
             }
             Event::RolledBack { from, to } => {
                 self.rolled_back += 1;
@@ -120,15 +109,13 @@ impl Checker {
                         format!("node {node} rolled back {from:?}, which was not its lcl"),
                     );
                 }
-                self.lcl.insert(node, *to);
-                self.progress.entry(node).or_default().push((t, to.seq));
             }
             Event::ForkSeen { .. } => {}
             Event::StateMismatch { seq } => self.violate(
                 t,
                 format!("node {node}: its run of ledger {seq} differs from the certified state"),
             ),
-            Event::Status(_) | Event::HistoryRejected { .. } => {}
+            Event::Started { .. } | Event::Status(_) | Event::HistoryRejected { .. } => {}
         }
     }
 

@@ -109,8 +109,7 @@ impl Node {
             to: peer,
             bytes: PeerMessage::BodyRequest(hashes).encode(),
         });
-        let patience = (self.cfg.roundtime_ms * self.cfg.stage_slice_pct / 100).max(50);
-        self.bodies.inflight = Some((peer, now + patience));
+        self.bodies.inflight = Some((peer, now + self.patience()));
     }
 
     pub(super) fn serve_bodies(&mut self, from: PubKey, hashes: Vec<Hash>) {

@@ -35,6 +35,13 @@ impl Catchup {
 }
 
 impl Node {
+    /// How long a peer gets to answer a history or body request: one stage
+    /// is several round trips on any sane link, while waiting a whole round
+    /// for a lost request cost a ledger under loss.
+    pub(super) fn patience(&self) -> u64 {
+        self.cfg.stage_ms().max(50)
+    }
+
     /// Starts or retries a history request if a recent proposal showed a
     /// peer ahead of us.
     pub(super) fn catchup_tick(&mut self, now: u64) {
@@ -65,12 +72,9 @@ impl Node {
         }
         .encode();
         self.out.push(Action::Send { to: peer, bytes });
-        // One stage is several round trips on any sane link; waiting a whole
-        // round for a lost request cost a ledger under loss.
-        let patience = (self.cfg.roundtime_ms * self.cfg.stage_slice_pct / 100).max(50);
         self.sync.inflight = Some(Inflight {
             peer,
-            deadline: now + patience,
+            deadline: now + self.patience(),
         });
         self.sync.asked.insert(peer, now);
         let horizon = now.saturating_sub(self.cfg.roundtime_ms * 2);

@@ -92,6 +92,11 @@ impl ConsensusConfig {
         Ok(())
     }
 
+    /// Length of each of stages 1-3, ms.
+    pub fn stage_ms(&self) -> u64 {
+        self.roundtime_ms * self.stage_slice_pct / 100
+    }
+
     pub fn in_unl(&self, k: &PubKey) -> bool {
         self.unl.binary_search(k).is_ok()
     }

@@ -437,11 +437,16 @@ impl Node {
             .unwrap_or_default()
     }
 
-    fn update_status(&mut self, slot: Slot) {
-        let lcl = self.lcl();
+    /// How many of the previous stage's proposals name each lcl.
+    fn prev_stage_lcl_votes(&self, slot: Slot) -> BTreeMap<LedgerId, usize> {
         let prev = self.slot_proposals(slot.round, slot.stage - 1);
         let props: Vec<&Proposal> = prev.iter().map(|sp| &sp.proposal).collect();
-        let votes = lcl_votes(&props);
+        lcl_votes(&props)
+    }
+
+    fn update_status(&mut self, slot: Slot) {
+        let lcl = self.lcl();
+        let votes = self.prev_stage_lcl_votes(slot);
         let mine = votes.get(&lcl).copied().unwrap_or(0);
         let other = votes
             .iter()
@@ -555,10 +560,8 @@ impl Node {
     /// Whether a majority of the previous stage proposed on another lcl.
     fn majority_elsewhere(&self, slot: Slot) -> bool {
         let lcl = self.lcl();
-        let prev = self.slot_proposals(slot.round, slot.stage - 1);
-        let props: Vec<&Proposal> = prev.iter().map(|sp| &sp.proposal).collect();
         let majority = self.cfg.needed(self.cfg.stage_thresholds_pct[0]);
-        lcl_votes(&props)
+        self.prev_stage_lcl_votes(slot)
             .iter()
             .any(|(id, &n)| *id != lcl && n >= majority)
     }

@@ -22,7 +22,7 @@ pub struct Timing {
 
 impl Timing {
     pub fn new(cfg: &ConsensusConfig) -> Timing {
-        let slice = cfg.roundtime_ms * cfg.stage_slice_pct / 100;
+        let slice = cfg.stage_ms();
         let stage0 = cfg.roundtime_ms - 3 * slice;
         Timing {
             roundtime: cfg.roundtime_ms,

@@ -8,6 +8,7 @@
 //! "challenge":"…","timestamp":<unix s>}`, `sig` being ed25519 over the
 //! challenge string. Every later message is one input.
 
+use crate::consensus::input_hash;
 use crate::crypto::{verify_raw, Hash, PubKey, Sig};
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, VecDeque};
@@ -155,7 +156,7 @@ impl Session {
     }
 
     fn input(&mut self, now_ms: u64, user: PubKey, body: &[u8]) -> Vec<Reply> {
-        let h = Hash::of("hotpocket/user-input", &[body]);
+        let h = input_hash(body);
         if self.recent_set.contains(&h) {
             return vec![]; // a repeat: ignored, as the user may simply retry
         }
