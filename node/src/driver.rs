@@ -7,7 +7,7 @@
 //! straight back, so the node sees runs finish in ledger order.
 
 use crate::consensus::{Action, Input, Node};
-use crate::env::{Clock, ContractHost, Observer, PeerNetwork, Store, StoreError, UserInputs};
+use crate::env::{Clock, ContractHost, Observer, PeerNetwork, Store, StoreError, Users};
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::pin::pin;
@@ -38,7 +38,7 @@ pub async fn run<C, N, U, S, X, O>(
 where
     C: Clock,
     N: PeerNetwork,
-    U: UserInputs,
+    U: Users,
     S: Store,
     X: ContractHost,
     O: Observer,
@@ -56,11 +56,12 @@ where
                     env.contract.rollback(to.seq);
                 }
                 Action::Execute(record) => {
-                    let result = env.contract.execute(&record).await;
+                    let report = env.contract.execute(&record).await;
                     let seq = record.ledger.seq;
                     pending
-                        .extend(node.handle(env.clock.now_ms(), Input::Executed { seq, result }));
+                        .extend(node.handle(env.clock.now_ms(), Input::Executed { seq, report }));
                 }
+                Action::Deliver { seq, run } => env.users.deliver(seq, &run),
                 Action::Notify(event) => env.observer.notify(&event),
             }
         }

@@ -2,8 +2,10 @@
 //! perfect, instant bus and a stepped clock. This is what sans-IO buys.
 
 use hotpocket_node::consensus::{
-    input_hash, Action, ConsensusConfig, Event, ExecResult, Input, Node, PeerMessage, Proposal,
+    input_hash, Action, ConsensusConfig, Event, ExecResult, Input, Node, NodeError, PeerMessage,
+    Proposal,
 };
+use hotpocket_node::contract::{RunOutcome, RunReport, RunRequest, RunResult, Stamper};
 use hotpocket_node::crypto::{Hash, Keypair, PubKey};
 use hotpocket_node::ledger::{LedgerId, LedgerRecord};
 use std::collections::VecDeque;
@@ -16,15 +18,39 @@ struct Net {
     closed: Vec<Vec<(u64, Hash)>>,
     /// Per node: (seq run, whether every input body was there).
     runs: Vec<Vec<(u64, bool)>>,
+    /// Per node: (seq, outputs, whether seq + 1 had closed there before).
+    delivered: Vec<Vec<(u64, RunResult, bool)>>,
     /// Frames in flight: (to, from, bytes).
     queue: VecDeque<(usize, PubKey, Vec<u8>)>,
 }
 
-fn exec_of(r: &LedgerRecord) -> ExecResult {
-    ExecResult {
+/// An echo contract: each user gets back what they sent, joined by `|`.
+fn run_of(r: &LedgerRecord, node: PubKey) -> RunReport {
+    let req = RunRequest::for_ledger(r, node, &[]);
+    let outputs = req
+        .inputs
+        .into_iter()
+        .map(|(user, inputs)| (user, inputs.join(&b'|')))
+        .collect();
+    RunReport {
         state: Hash::of("test-state", &[&r.ledger.seq.to_le_bytes()]),
-        output: Hash::of("test-out", &[&r.hash.0]),
+        run: RunResult {
+            outcome: RunOutcome::Exited(Some(0)),
+            outputs,
+        },
     }
+}
+
+/// The contract state every node starts from.
+fn initial() -> (u64, ExecResult) {
+    let state = Hash::of("test-state", &[&0u64.to_le_bytes()]);
+    (
+        0,
+        ExecResult {
+            state,
+            output: Hash::ZERO,
+        },
+    )
 }
 
 impl Net {
@@ -33,16 +59,16 @@ impl Net {
             .map(|i| Keypair::from_seed([i as u8 + 1; 32]))
             .collect();
         let cfg = ConsensusConfig::new(keys.iter().map(|k| k.public()).collect());
-        let g = LedgerRecord::genesis();
         let nodes = keys
             .iter()
-            .map(|k| Node::new(cfg.clone(), k.clone(), vec![], Some(exec_of(&g))).unwrap())
+            .map(|k| Node::new(cfg.clone(), k.clone(), vec![], initial()).unwrap())
             .collect();
         Net {
             nodes,
             keys,
             closed: vec![vec![]; n],
             runs: vec![vec![]; n],
+            delivered: vec![vec![]; n],
             queue: VecDeque::new(),
         }
     }
@@ -74,10 +100,14 @@ impl Net {
                         now,
                         Input::Executed {
                             seq: r.ledger.seq,
-                            result: exec_of(&r),
+                            report: run_of(&r, me),
                         },
                     );
                     pending.extend(more);
+                }
+                Action::Deliver { seq, run } => {
+                    let certified = self.closed[i].iter().any(|(s, _)| *s == seq + 1);
+                    self.delivered[i].push((seq, run, certified));
                 }
                 Action::Notify(Event::LedgerClosed { ledger, hash, .. }) => {
                     self.closed[i].push((ledger.seq, hash))
@@ -234,8 +264,7 @@ fn a_node_that_restarts_behind_catches_up_with_verified_history() {
     assert!(head.seq >= 6);
     // Node 4 restarts from an empty disk: it must fetch every ledger.
     let cfg = ConsensusConfig::new(net.keys.iter().map(|k| k.public()).collect());
-    let g = LedgerRecord::genesis();
-    net.nodes[4] = Node::new(cfg, net.keys[4].clone(), vec![], Some(exec_of(&g))).unwrap();
+    net.nodes[4] = Node::new(cfg, net.keys[4].clone(), vec![], initial()).unwrap();
     net.closed[4].clear();
     let mut t = T0 + 8_050;
     while t <= T0 + 12_000 {
@@ -254,7 +283,7 @@ fn a_corrupt_stored_chain_is_refused_at_start() {
     let mut stored: Vec<LedgerRecord> = net.nodes[0].chain()[1..].to_vec();
     stored[1].ledger.time += 1;
     let cfg = ConsensusConfig::new(net.keys.iter().map(|k| k.public()).collect());
-    assert!(Node::new(cfg, net.keys[0].clone(), stored, None).is_err());
+    assert!(Node::new(cfg, net.keys[0].clone(), stored, initial()).is_err());
 }
 
 /// A ledger on `parent`, signed at stage 3 by the first four keys.
@@ -396,4 +425,67 @@ fn a_node_that_missed_an_input_body_fetches_it_before_running() {
         "node 0 ran that ledger"
     );
     assert_eq!(net.nodes[0].lcl(), net.nodes[1].lcl());
+}
+
+#[test]
+fn outputs_go_out_once_and_only_after_the_next_ledger_certifies_them() {
+    let mut net = Net::new(5);
+    net.step(T0);
+    let user = Keypair::from_seed([9; 32]).public();
+    let mut stamp = Stamper::default();
+    let bodies: Vec<Vec<u8>> = (0..6)
+        .map(|k| stamp.stamp(T0, user, format!("in{k}").into_bytes()))
+        .collect();
+    for (k, b) in bodies.iter().enumerate() {
+        let a = net.nodes[k % 5].handle(T0 + 10, Input::Submit(b.clone()));
+        net.apply(k % 5, T0 + 10, a);
+    }
+    net.run_until(T0 + 6_000);
+    for i in 0..5 {
+        let d = &net.delivered[i];
+        assert!(d.iter().all(|(_, _, certified)| *certified), "node {i}");
+        let mut seqs: Vec<u64> = d.iter().map(|(s, _, _)| *s).collect();
+        seqs.dedup();
+        assert_eq!(seqs.len(), d.len(), "node {i} delivered a seq twice");
+        // Every input came back to its user, in the order it was stamped.
+        let echoed: Vec<u8> = d
+            .iter()
+            .filter_map(|(_, run, _)| run.outputs.get(&user).cloned())
+            .collect::<Vec<_>>()
+            .join(&b'|');
+        assert_eq!(echoed, b"in0|in1|in2|in3|in4|in5", "node {i}");
+    }
+}
+
+#[test]
+fn a_restarted_node_reruns_what_its_contract_missed_without_delivering_it_again() {
+    let mut net = Net::new(5);
+    net.step(T0);
+    let user = Keypair::from_seed([9; 32]).public();
+    let body = Stamper::default().stamp(T0, user, b"hello".to_vec());
+    let a = net.nodes[0].handle(T0 + 10, Input::Submit(body));
+    net.apply(0, T0 + 10, a);
+    net.run_until(T0 + 6_000);
+    let stored: Vec<LedgerRecord> = net.nodes[4].chain()[1..].to_vec();
+    let lcl = stored.len() as u64;
+    assert!(lcl >= 4);
+    let cfg = ConsensusConfig::new(net.keys.iter().map(|k| k.public()).collect());
+    // The contract kept only the initial state: every ledger runs again.
+    net.nodes[4] = Node::new(cfg.clone(), net.keys[4].clone(), stored.clone(), initial()).unwrap();
+    net.runs[4].clear();
+    net.delivered[4].clear();
+    net.step(T0 + 6_010);
+    let reran: Vec<u64> = net.runs[4].iter().map(|(s, _)| *s).collect();
+    assert_eq!(reran, (1..=lcl).collect::<Vec<_>>());
+    assert!(net.delivered[4].is_empty(), "{:?}", net.delivered[4]);
+    // Its lcl's outputs are still due once the next ledger closes.
+    net.run_until(T0 + 8_000);
+    let due: Vec<u64> = net.delivered[4].iter().map(|(s, _, _)| *s).collect();
+    assert_eq!(due.first(), Some(&lcl), "{due:?}");
+    // A contract ahead of the stored chain must be rolled back first.
+    let ahead = (lcl + 1, initial().1);
+    assert!(matches!(
+        Node::new(cfg, net.keys[4].clone(), stored, ahead),
+        Err(NodeError::ContractAhead { .. })
+    ));
 }

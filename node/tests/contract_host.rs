@@ -1,8 +1,12 @@
 //! The real contract host against real processes: the Python and shell
 //! example contracts in `fixtures/contracts`, both description formats.
 
-use hotpocket_node::contract::{FdlistFormat, RunLimits, RunOutcome, RunRequest};
+use hotpocket_node::consensus::input_hash;
+use hotpocket_node::contract::{FdlistFormat, RunLimits, RunOutcome, RunRequest, Stamper};
 use hotpocket_node::crypto::{Hash, Keypair, PubKey};
+use hotpocket_node::env::ContractHost;
+use hotpocket_node::ledger::LedgerRecord;
+use hotpocket_node::real::contract::ProcessContract;
 use hotpocket_node::real::host::ProcessHost;
 use std::path::PathBuf;
 
@@ -192,4 +196,52 @@ async fn a_missing_binary_is_reported_not_panicked() {
         "{:?}",
         r.outcome
     );
+}
+
+/// A closed ledger holding `payloads` from `who`, as consensus hands it over.
+fn ledger(seq: u64, who: PubKey, payloads: &[&[u8]]) -> LedgerRecord {
+    let mut record = LedgerRecord::genesis();
+    record.ledger.seq = seq;
+    let mut stamp = Stamper::default();
+    for p in payloads {
+        let body = stamp.stamp(seq, who, p.to_vec());
+        let h = input_hash(&body);
+        record.ledger.inputs.push(h);
+        record.bodies.insert(h, body);
+    }
+    record.ledger.inputs.sort();
+    record.hash = record.ledger.hash();
+    record
+}
+
+#[tokio::test]
+async fn the_host_behind_the_seam_runs_ledgers_and_rolls_back_one() {
+    let dir = state_dir("seam");
+    let h = host(
+        &fixture("echo.py"),
+        &[],
+        dir.clone(),
+        FdlistFormat::Json,
+        RunLimits::default(),
+    );
+    let mut contract = ProcessContract::new(h, user(100), vec![user(100)]);
+    let first = contract.execute(&ledger(1, user(1), &[b"ab", b"cd"])).await;
+    // Both inputs reach user 1's fd, in order, and only user 1 answers.
+    let out = String::from_utf8(first.run.outputs[&user(1)].clone()).unwrap();
+    assert!(
+        out.starts_with(&format!("4 bytes sha256 {}", sha256_hex(b"abcd"))),
+        "{out}"
+    );
+    assert_eq!(first.run.outputs.len(), 1);
+    assert_eq!(first.state, contract.state_hash().unwrap());
+    let second = contract.execute(&ledger(2, user(2), &[b"x"])).await;
+    assert_ne!(second.state, first.state);
+    assert_eq!(std::fs::read_to_string(dir.join("count")).unwrap(), "2");
+    contract.rollback(1);
+    assert_eq!(contract.state_hash().unwrap(), first.state);
+    assert_eq!(std::fs::read_to_string(dir.join("count")).unwrap(), "1");
+    // Only one step back is kept: the protocol never asks for more.
+    contract.rollback(0);
+    assert_eq!(contract.state_hash().unwrap(), first.state);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -28,12 +28,6 @@ pub struct BodyFetch {
 }
 
 impl BodyFetch {
-    /// A restarted node's lcl, to run before it proposes; the first tick
-    /// fetches any bodies it lacks.
-    pub fn waiting_insert(&mut self, seq: u64) {
-        self.waiting.insert(seq);
-    }
-
     pub fn deadline(&self) -> Option<u64> {
         self.inflight.map(|(_, d)| d)
     }

@@ -4,10 +4,11 @@ use super::message::{input_hash, PeerMessage, MAX_FRAME_BYTES};
 use super::timing::{Slot, Timing};
 use super::votes::{agreed_time, best_candidate, inputs_with_votes, lcl_votes};
 use super::{ConsensusConfig, Proposal, SignedProposal};
+use crate::contract::{RunReport, RunResult};
 use crate::crypto::{Hash, KeyRing, Keypair, PubKey};
 use crate::ledger::{check_link, ChainError, Ledger, LedgerId, LedgerRecord};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// An event fed to the node by its driver.
 #[derive(Clone, Debug)]
@@ -19,7 +20,7 @@ pub enum Input {
     /// An input body submitted by a user connected to this node.
     Submit(Vec<u8>),
     /// The contract finished running ledger `seq`.
-    Executed { seq: u64, result: ExecResult },
+    Executed { seq: u64, report: RunReport },
 }
 
 /// State and output hashes of one contract run.
@@ -51,6 +52,12 @@ pub enum Action {
     },
     /// Run the contract for this ledger, then feed back `Input::Executed`.
     Execute(Box<LedgerRecord>),
+    /// Hand ledger `seq`'s outputs to the users connected here: the ledger
+    /// after it, durably stored, certified exactly these.
+    Deliver {
+        seq: u64,
+        run: RunResult,
+    },
     /// A typed event for logs, traces and the simulator's checkers.
     Notify(Event),
 }
@@ -133,6 +140,8 @@ pub enum NodeError {
     Config(#[from] super::ConfigError),
     #[error("stored chain is broken: {0}")]
     Chain(#[from] ChainError),
+    #[error("the contract state is from ledger {ran}, past the stored chain's last ledger {lcl}; roll it back first")]
+    ContractAhead { ran: u64, lcl: u64 },
 }
 
 pub struct Node {
@@ -146,6 +155,12 @@ pub struct Node {
     exec: Option<ExecResult>,
     /// Recent run results, to compare with what later ledgers certify.
     exec_history: BTreeMap<u64, ExecResult>,
+    /// Outputs of runs whose certifying ledger has not closed here yet.
+    undelivered: BTreeMap<u64, RunResult>,
+    /// Pooled inputs this node took from its own users: it re-sends them
+    /// while they wait, since a lost broadcast would otherwise keep them
+    /// below the stage-1 threshold for good.
+    mine: BTreeSet<Hash>,
     /// Input bodies waiting for consensus, with the round they arrived in.
     pub(super) pool: BTreeMap<Hash, (Vec<u8>, u64)>,
     pool_bytes: usize,
@@ -176,17 +191,20 @@ pub struct Node {
 const INPUT_TTL_ROUNDS: u64 = 20;
 /// Seqs an included input hash is remembered for, to refuse replays.
 const INCLUDED_WINDOW: u64 = 1024;
+/// Largest batch of waiting inputs re-sent in one message.
+const RESEND_BATCH_BYTES: usize = 1 << 20;
 
 impl Node {
     /// Starts from the ledgers a store kept (those after genesis, in order;
-    /// none for a new node) and the result of running the last of them, if
-    /// the driver has it. Without one, the node asks for that run first.
+    /// none for a new node) and where the contract state is: `ran` is the
+    /// ledger whose run left it (0 for the initial state) with that run's
+    /// result. Ledgers after `ran` are run again before the node proposes.
     /// The stored chain is checked link by link: a disk can lie too.
     pub fn new(
         cfg: ConsensusConfig,
         key: Keypair,
         stored: Vec<LedgerRecord>,
-        exec: Option<ExecResult>,
+        ran: (u64, ExecResult),
     ) -> Result<Node, NodeError> {
         cfg.validate()?;
         let mut chain = vec![LedgerRecord::genesis()];
@@ -211,8 +229,10 @@ impl Node {
             cfg,
             key,
             chain,
-            exec,
+            exec: None,
             exec_history: BTreeMap::new(),
+            undelivered: BTreeMap::new(),
+            mine: BTreeSet::new(),
             pool: BTreeMap::new(),
             pool_bytes: 0,
             included,
@@ -231,13 +251,22 @@ impl Node {
             out: Vec::new(),
         };
         let lcl = node.lcl();
+        let (ran_seq, result) = ran;
+        if ran_seq > lcl.seq {
+            return Err(NodeError::ContractAhead {
+                ran: ran_seq,
+                lcl: lcl.seq,
+            });
+        }
         node.restored_seq = lcl.seq;
         node.final_seq = lcl.seq.saturating_sub(1);
         node.out.push(Action::Notify(Event::Started { lcl }));
-        if let Some(r) = exec {
-            node.exec_history.insert(lcl.seq, r);
-        } else {
-            node.bodies.waiting_insert(lcl.seq);
+        node.exec_history.insert(ran_seq, result);
+        if ran_seq == lcl.seq {
+            node.exec = Some(result);
+        }
+        for seq in ran_seq + 1..=lcl.seq {
+            node.schedule_run(seq);
         }
         Ok(node)
     }
@@ -279,9 +308,10 @@ impl Node {
             Input::Tick => {}
             Input::Peer { from, bytes } => self.on_peer(now, from, &bytes),
             Input::Submit(body) => self.add_input(body, true),
-            Input::Executed { seq, result } => self.on_executed(seq, result),
+            Input::Executed { seq, report } => self.on_executed(seq, report),
         }
         self.advance(now);
+        self.deliver_certified();
         std::mem::take(&mut self.out)
     }
 
@@ -418,15 +448,41 @@ impl Node {
         if from_user {
             let bytes = PeerMessage::Inputs(vec![body.clone()]).encode();
             self.out.push(Action::Broadcast { bytes });
+            self.mine.insert(h);
         }
         let round = self.slot.map_or(0, |s| s.round);
         self.pool_bytes += body.len();
         self.pool.insert(h, (body, round));
     }
 
+    /// At stage 0: drops inputs that waited too long and re-sends this
+    /// node's own users' inputs that are still waiting, every other round.
     fn expire_pool(&mut self, round: u64) {
         self.pool
             .retain(|_, (_, arrived)| arrived.saturating_add(INPUT_TTL_ROUNDS) > round);
+        self.pool_bytes = self.pool.values().map(|(b, _)| b.len()).sum();
+        let pool = &self.pool;
+        self.mine.retain(|h| pool.contains_key(h));
+        let mut batch = Vec::new();
+        let mut size = 0;
+        for h in &self.mine {
+            let (body, arrived) = &self.pool[h];
+            let waited = round.saturating_sub(*arrived);
+            if waited < 2 || waited % 2 != 0 {
+                continue;
+            }
+            if size + body.len() > RESEND_BATCH_BYTES && !batch.is_empty() {
+                let bytes = PeerMessage::Inputs(std::mem::take(&mut batch)).encode();
+                self.out.push(Action::Broadcast { bytes });
+                size = 0;
+            }
+            size += body.len() + 8;
+            batch.push(body.clone());
+        }
+        if !batch.is_empty() {
+            let bytes = PeerMessage::Inputs(batch).encode();
+            self.out.push(Action::Broadcast { bytes });
+        }
     }
 
     /// Proposals of one slot, by UNL member.
@@ -598,6 +654,7 @@ impl Node {
             }
         }
         self.exec_history.remove(&from.seq);
+        self.undelivered.remove(&from.seq);
         // Without the predecessor's result (after a restart) the node waits
         // for the next adopted ledger's run before proposing again.
         self.exec = result;
@@ -678,7 +735,16 @@ impl Node {
         self.exec = None;
     }
 
-    fn on_executed(&mut self, seq: u64, result: ExecResult) {
+    fn on_executed(&mut self, seq: u64, report: RunReport) {
+        let result = ExecResult {
+            state: report.state,
+            output: report.run.output_hash(),
+        };
+        // Runs below the restored lcl are replays after a restart: their
+        // outputs were certified, and delivered or not, before it.
+        if seq >= self.restored_seq {
+            self.undelivered.insert(seq, report.run);
+        }
         self.exec_history.insert(seq, result);
         let keep_from = seq.saturating_sub(8);
         self.exec_history = self.exec_history.split_off(&keep_from);
@@ -691,6 +757,27 @@ impl Node {
             self.exec = Some(result);
             if let Some(slot) = self.slot {
                 self.propose(slot);
+            }
+        }
+    }
+
+    /// Hands over the outputs of every run the next ledger has certified.
+    /// Called at the end of `handle`, so the certifying ledger's `Sync` is
+    /// already queued before the delivery: an output never reaches a user
+    /// ahead of the ledger that certifies it being on disk.
+    fn deliver_certified(&mut self) {
+        let ready: Vec<u64> = self
+            .undelivered
+            .keys()
+            .copied()
+            .filter(|s| self.chain.len() as u64 > s + 1)
+            .collect();
+        for seq in ready {
+            let run = self.undelivered.remove(&seq).expect("key listed above");
+            // A mismatch was reported as StateMismatch when it was found;
+            // outputs nobody certified are never delivered.
+            if self.chain[seq as usize + 1].ledger.output == run.output_hash() {
+                self.out.push(Action::Deliver { seq, run });
             }
         }
     }

@@ -87,6 +87,14 @@ impl RunResult {
     }
 }
 
+/// What a host reports after running a ledger: the state hash it left and
+/// the run's outcome and outputs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunReport {
+    pub state: Hash,
+    pub run: RunResult,
+}
+
 /// The description written to stdin, given the fd numbers the contract gets.
 pub fn describe(
     format: FdlistFormat,

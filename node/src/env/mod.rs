@@ -5,7 +5,8 @@
 //! with virtual time, a lossy link model and an in-memory store; the real
 //! runtime with the system clock, TCP, SQLite and child processes.
 
-use crate::consensus::{Event, ExecResult, Stats};
+use crate::consensus::{Event, Stats};
+use crate::contract::{RunReport, RunResult};
 use crate::crypto::PubKey;
 use crate::ledger::LedgerRecord;
 use std::future::Future;
@@ -27,9 +28,16 @@ pub trait PeerNetwork {
     fn recv(&mut self) -> impl Future<Output = Option<(PubKey, Vec<u8>)>>;
 }
 
-/// Inputs from users connected to this node. Cancel-safe like `recv`.
-pub trait UserInputs {
+/// The users connected to this node.
+pub trait Users {
+    /// The next input body (an encoded [`UserInput`]) a user submitted here.
+    /// Cancel-safe like `PeerNetwork::recv`.
+    ///
+    /// [`UserInput`]: crate::contract::UserInput
     fn recv(&mut self) -> impl Future<Output = Option<Vec<u8>>>;
+    /// The outputs of running ledger `seq`, now certified by the ledger
+    /// after it: each goes to its user if that user is connected here.
+    fn deliver(&mut self, seq: u64, run: &RunResult);
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +62,8 @@ pub trait Store {
 
 /// Runs the contract for a closed ledger.
 pub trait ContractHost {
-    fn execute(&mut self, record: &LedgerRecord) -> impl Future<Output = ExecResult>;
+    /// Runs `record` (every input body present) on the current state.
+    fn execute(&mut self, record: &LedgerRecord) -> impl Future<Output = RunReport>;
     /// Returns the contract state to what running ledger `seq` left.
     fn rollback(&mut self, seq: u64);
 }

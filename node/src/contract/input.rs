@@ -1,0 +1,139 @@
+//! A user's input as it travels through consensus, and how a closed
+//! ledger's inputs become one contract run.
+
+use super::RunRequest;
+use crate::crypto::{Hash, PubKey};
+use crate::ledger::LedgerRecord;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The body the UNL agrees on: who sent it, a nonce, and what they sent.
+/// The ledger names it by `input_hash` of this encoding.
+///
+/// The nonce keeps two equal messages from one user apart (each is its own
+/// input) and orders a user's inputs the way the node that took them
+/// received them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserInput {
+    pub user: PubKey,
+    pub nonce: u64,
+    pub payload: Vec<u8>,
+}
+
+impl UserInput {
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).expect("encoding to memory cannot fail")
+    }
+
+    /// `None` for anything that is not exactly one encoded input: a
+    /// byzantine node can get any bytes agreed on, and every honest node
+    /// must then skip them the same way.
+    pub fn decode(bytes: &[u8]) -> Option<UserInput> {
+        match postcard::take_from_bytes::<UserInput>(bytes) {
+            Ok((input, [])) => Some(input),
+            _ => None,
+        }
+    }
+}
+
+/// Gives the inputs a node takes from its users their nonces: the node's
+/// clock in ms times 1024, then counting up, so nonces grow even across a
+/// restart (unless the clock steps back by more than the node's downtime).
+#[derive(Debug, Default)]
+pub struct Stamper {
+    last: u64,
+}
+
+impl Stamper {
+    /// The consensus body for `payload` from `user`, received at `now_ms`.
+    pub fn stamp(&mut self, now_ms: u64, user: PubKey, payload: Vec<u8>) -> Vec<u8> {
+        let nonce = now_ms.saturating_mul(1024).max(self.last + 1);
+        self.last = nonce;
+        UserInput {
+            user,
+            nonce,
+            payload,
+        }
+        .encode()
+    }
+}
+
+impl RunRequest {
+    /// The run of a closed ledger: each user's inputs in nonce order (ties
+    /// by input hash). Bodies that do not decode, and bodies the record
+    /// lacks, are left out; the node runs a ledger only once it has every
+    /// body, so all nodes leave out the same ones.
+    pub fn for_ledger(record: &LedgerRecord, node: PubKey, unl: &[PubKey]) -> RunRequest {
+        let mut per_user: BTreeMap<PubKey, Vec<(u64, Hash, Vec<u8>)>> = BTreeMap::new();
+        for h in &record.ledger.inputs {
+            let Some(input) = record.bodies.get(h).and_then(|b| UserInput::decode(b)) else {
+                continue;
+            };
+            per_user
+                .entry(input.user)
+                .or_default()
+                .push((input.nonce, *h, input.payload));
+        }
+        let inputs = per_user
+            .into_iter()
+            .map(|(user, mut v)| {
+                v.sort_by_key(|(nonce, h, _)| (*nonce, *h));
+                (user, v.into_iter().map(|(_, _, p)| p).collect())
+            })
+            .collect();
+        RunRequest {
+            seq: record.ledger.seq,
+            lcl: record.hash,
+            time_ms: record.ledger.time,
+            node,
+            unl: unl.to_vec(),
+            rand: None,
+            inputs,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consensus::input_hash;
+
+    #[test]
+    fn inputs_reach_their_user_in_nonce_order_and_junk_is_skipped() {
+        let (a, b) = (PubKey([1; 32]), PubKey([2; 32]));
+        let mut stamp = Stamper::default();
+        let bodies = vec![
+            stamp.stamp(5, a, b"first".to_vec()),
+            stamp.stamp(5, b, b"other".to_vec()),
+            stamp.stamp(5, a, b"second".to_vec()),
+            stamp.stamp(4, a, b"third".to_vec()), // clock stepped back
+            b"not an input".to_vec(),
+        ];
+        let mut record = LedgerRecord::genesis();
+        record.ledger.seq = 3;
+        for body in bodies {
+            let h = input_hash(&body);
+            record.ledger.inputs.push(h);
+            record.bodies.insert(h, body);
+        }
+        record.ledger.inputs.sort();
+        let req = RunRequest::for_ledger(&record, a, &[a, b]);
+        assert_eq!(req.seq, 3);
+        let got: Vec<&[u8]> = req.inputs[&a].iter().map(|v| v.as_slice()).collect();
+        assert_eq!(got, [&b"first"[..], b"second", b"third"]);
+        assert_eq!(req.inputs[&b], vec![b"other".to_vec()]);
+        assert_eq!(req.inputs.len(), 2);
+    }
+
+    #[test]
+    fn equal_payloads_are_distinct_inputs_and_trailing_bytes_are_refused() {
+        let mut stamp = Stamper::default();
+        let x = stamp.stamp(1, PubKey([1; 32]), b"inc".to_vec());
+        let y = stamp.stamp(1, PubKey([1; 32]), b"inc".to_vec());
+        assert_ne!(input_hash(&x), input_hash(&y));
+        let mut long = x.clone();
+        long.push(0);
+        assert!(UserInput::decode(&x).is_some());
+        assert!(UserInput::decode(&long).is_none());
+    }
+}
