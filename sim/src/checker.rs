@@ -2,8 +2,10 @@
 //! expectations evaluated at the end of a run. They live only here: the
 //! protocol just emits typed events.
 
+use crate::outputs::OutputChecker;
 use crate::scenario::Expectation;
 use hotpocket_node::consensus::Event;
+use hotpocket_node::contract::RunResult;
 use hotpocket_node::crypto::Hash;
 use hotpocket_node::ledger::LedgerId;
 use std::collections::BTreeMap;
@@ -25,6 +27,8 @@ pub struct Checker {
     pub lcl: BTreeMap<usize, LedgerId>,
     /// (time, seq) each time a node's lcl moved.
     pub progress: BTreeMap<usize, Vec<(u64, u64)>>,
+    /// Inputs, outputs and what users received.
+    pub outputs: OutputChecker,
     pub violations: Vec<String>,
 }
 
@@ -33,6 +37,19 @@ impl Checker {
     pub fn on_event(&mut self, t: u64, node: usize, ev: &Event, honest: bool) {
         if honest {
             self.check(t, node, ev);
+        }
+        let mut found = Vec::new();
+        match ev {
+            Event::LedgerClosed { ledger, .. } => self.outputs.on_closed(node, ledger, &mut found),
+            Event::Started { lcl } | Event::RolledBack { to: lcl, .. } => {
+                self.outputs.truncate(node, lcl.seq)
+            }
+            _ => {}
+        }
+        if honest {
+            for v in found {
+                self.violate(t, v);
+            }
         }
         let moved = match ev {
             Event::Started { lcl } => Some(*lcl),
@@ -119,7 +136,26 @@ impl Checker {
         }
     }
 
-    fn violate(&mut self, t: u64, what: String) {
+    /// `node` handed ledger `seq`'s outputs to its users `to`.
+    pub fn on_delivered(
+        &mut self,
+        t: u64,
+        node: usize,
+        seq: u64,
+        run: &RunResult,
+        to: &[(usize, Vec<u8>)],
+        honest: bool,
+    ) {
+        let mut found = Vec::new();
+        self.outputs.on_delivered(node, seq, run, to, &mut found);
+        if honest {
+            for v in found {
+                self.violate(t, v);
+            }
+        }
+    }
+
+    pub(crate) fn violate(&mut self, t: u64, what: String) {
         // Bound the report: the first violations are the useful ones.
         if self.violations.len() < 50 {
             self.violations.push(format!("t={t}ms: {what}"));
@@ -140,9 +176,23 @@ impl Checker {
             .unwrap_or(0)
     }
 
-    pub fn check_expectations(&mut self, expectations: &[Expectation], honest: &[usize]) {
+    /// `steady`: honest nodes that never crashed, whose users' inputs must
+    /// all be answered when a scenario expects it.
+    pub fn check_expectations(
+        &mut self,
+        expectations: &[Expectation],
+        honest: &[usize],
+        steady: &[usize],
+    ) {
         for e in expectations {
             match e {
+                Expectation::AllAnswered { sent_by_ms } => {
+                    let mut found = Vec::new();
+                    self.outputs
+                        .check_all_answered(steady, *sent_by_ms, &mut found);
+                    self.violations
+                        .extend(found.into_iter().map(|v| format!("liveness: {v}")));
+                }
                 Expectation::ReachSeq { seq, by_ms, nodes } => {
                     let nodes = if nodes.is_empty() { honest } else { nodes };
                     for &n in nodes {
@@ -325,6 +375,7 @@ mod tests {
                     nodes: vec![],
                 },
             ],
+            &[0],
             &[0],
         );
         assert_eq!(c.violations.len(), 1, "{:?}", c.violations);

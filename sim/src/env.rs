@@ -2,11 +2,9 @@
 
 use crate::byzantine::Byzantine;
 use crate::world::{PeerFrame, World};
-use hotpocket_node::consensus::{Event, ExecResult, Stats};
-use hotpocket_node::crypto::{Hash, Hasher, PubKey};
-use hotpocket_node::env::{
-    Clock, ContractHost, Observer, PeerNetwork, Store, StoreError, UserInputs,
-};
+use hotpocket_node::consensus::{Event, Stats};
+use hotpocket_node::crypto::PubKey;
+use hotpocket_node::env::{Clock, Observer, PeerNetwork, Store, StoreError};
 use hotpocket_node::ledger::LedgerRecord;
 use std::future::Future;
 use std::sync::Arc;
@@ -91,16 +89,6 @@ impl PeerNetwork for SimNet {
     }
 }
 
-pub struct SimUsers {
-    pub rx: UnboundedReceiver<Vec<u8>>,
-}
-
-impl UserInputs for SimUsers {
-    fn recv(&mut self) -> impl Future<Output = Option<Vec<u8>>> {
-        self.rx.recv()
-    }
-}
-
 /// The node's disk: appends wait in `unsynced` until `sync`; a crash drops
 /// them.
 pub struct SimStore {
@@ -134,62 +122,6 @@ impl Store for SimStore {
         let pending = std::mem::take(&mut disk.unsynced);
         disk.synced.extend(pending);
         Ok(())
-    }
-}
-
-/// A deterministic stand-in for a contract until the contract host exists:
-/// its state is a hash chain over the inputs of every ledger it ran.
-#[derive(Default)]
-pub struct SimContract {
-    /// Set for a running node: a run with an input body missing is then a
-    /// violation (boot-time replay only rebuilds state from hashes).
-    pub checked_by: Option<(Arc<World>, usize)>,
-    state: Hash,
-    /// State after each seq run, so a rollback can restore it.
-    history: std::collections::BTreeMap<u64, Hash>,
-}
-
-impl SimContract {
-    pub fn run(&mut self, record: &LedgerRecord) -> ExecResult {
-        let l = &record.ledger;
-        let mut h = Hasher::new("hotpocket-sim/contract/state");
-        h.hash(&self.state).u64(l.seq);
-        let mut o = Hasher::new("hotpocket-sim/contract/output");
-        o.u64(l.seq);
-        for i in &l.inputs {
-            h.hash(i);
-            o.hash(i);
-        }
-        self.state = h.finish();
-        self.history.insert(l.seq, self.state);
-        ExecResult {
-            state: self.state,
-            output: o.finish(),
-        }
-    }
-}
-
-impl ContractHost for SimContract {
-    fn execute(&mut self, record: &LedgerRecord) -> impl Future<Output = ExecResult> {
-        if let Some((world, node)) = &self.checked_by {
-            let missing = record
-                .ledger
-                .inputs
-                .iter()
-                .filter(|h| !record.bodies.contains_key(h))
-                .count();
-            if missing > 0 && world.lock().nodes[*node].role == crate::scenario::Role::Honest {
-                world.violation(format!(
-                    "node {node} ran ledger {} with {missing} input bodies missing",
-                    record.ledger.seq
-                ));
-            }
-        }
-        std::future::ready(self.run(record))
-    }
-    fn rollback(&mut self, seq: u64) {
-        self.history.retain(|s, _| *s <= seq);
-        self.state = self.history.get(&seq).copied().unwrap_or_default();
     }
 }
 

@@ -7,10 +7,13 @@
 
 pub mod byzantine;
 pub mod checker;
+pub mod contract;
 pub mod env;
 pub mod fuzz;
+pub mod outputs;
 pub mod runner;
 pub mod scenario;
+pub mod users;
 pub mod world;
 
 pub use runner::{run, Report};

@@ -192,6 +192,8 @@ fn json_report(r: &Report) -> serde_json::Value {
         "trace_events": r.trace_events,
         "inputs_submitted": r.inputs_submitted,
         "inputs_dropped": r.inputs_dropped,
+        "inputs_taken": r.inputs_taken,
+        "inputs_answered": r.inputs_answered,
         "rolled_back": r.rolled_back,
     })
 }
@@ -219,8 +221,15 @@ fn print_report(r: &Report) {
     }
     let n = &r.net;
     println!(
-        "  network: {} sent, {} delivered, {} lost, {} blocked, {} duplicated; inputs: {} submitted, {} refused; {} unfinal closes rolled back",
-        n.sent, n.delivered, n.lost, n.blocked, n.duplicated, r.inputs_submitted, r.inputs_dropped, r.rolled_back
+        "  network: {} sent, {} delivered, {} lost, {} blocked, {} duplicated; {} unfinal closes rolled back",
+        n.sent, n.delivered, n.lost, n.blocked, n.duplicated, r.rolled_back
+    );
+    println!(
+        "  users: {} inputs sent, {} to a node that was down; {} taken, {} answered",
+        r.inputs_submitted + r.inputs_dropped,
+        r.inputs_dropped,
+        r.inputs_taken,
+        r.inputs_answered
     );
     if r.violations.is_empty() {
         println!("  no violations");

@@ -1,13 +1,15 @@
 //! Runs one scenario with one seed on a fresh madsim runtime.
 
 use crate::byzantine::Byzantine;
-use crate::env::{SimClock, SimContract, SimNet, SimObserver, SimStore, SimUsers};
+use crate::contract::SimContract;
+use crate::env::{SimClock, SimNet, SimObserver, SimStore};
 use crate::scenario::{Fault, Role, Scenario};
+use crate::users::SimUsers;
 use crate::world::{NetStats, World};
 use hotpocket_node::consensus::{ConsensusConfig, Node, Stats, VoteStatus};
 use hotpocket_node::crypto::Keypair;
 use hotpocket_node::driver::{self, Env};
-use hotpocket_node::ledger::LedgerRecord;
+use hotpocket_node::users::SessionLimits;
 use madsim::runtime::{Handle, NodeHandle, Runtime};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -37,13 +39,18 @@ pub struct Report {
     pub net: NetStats,
     pub inputs_submitted: u64,
     pub inputs_dropped: u64,
+    /// Inputs nodes took from users, and how many of those were answered:
+    /// their output reached the user.
+    pub inputs_taken: u64,
+    pub inputs_answered: u64,
     /// Closes that a node later rolled back (never final ones).
     pub rolled_back: u64,
 }
 
-/// Node keys come from the seed, so a seed names one whole world.
-pub fn derive_keys(seed: u64, n: usize) -> Vec<Keypair> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6b65_7973);
+/// Node keys come from the seed, so a seed names one whole world; `salt`
+/// keeps user keys apart from node keys.
+pub fn derive_keys(seed: u64, salt: u64, n: usize) -> Vec<Keypair> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6b65_7973 ^ salt);
     (0..n)
         .map(|_| {
             let mut s = [0u8; 32];
@@ -78,7 +85,8 @@ fn consensus_config(s: &Scenario, world: &World) -> ConsensusConfig {
 async fn simulate(s: Scenario, seed: u64, print_events: bool) -> Report {
     let handle = Handle::current();
     let wire = handle.create_node().name("wire").build();
-    let world = World::new(&s, seed, derive_keys(seed, s.nodes), wire);
+    let user_keys = derive_keys(seed, 0x7573_6572_0000_0000, s.users().len());
+    let world = World::new(&s, seed, derive_keys(seed, 0, s.nodes), user_keys, wire);
     world.lock().print_events = print_events;
     let cfg = consensus_config(&s, &world);
 
@@ -93,22 +101,25 @@ async fn simulate(s: Scenario, seed: u64, print_events: bool) -> Report {
         })
         .collect();
 
+    let users = s.users();
     for (wi, w) in s.workload.iter().enumerate() {
-        let targets: Vec<usize> = if w.nodes.is_empty() {
-            (0..s.nodes).collect()
-        } else {
-            w.nodes.clone()
-        };
+        let mine: Vec<usize> = (0..users.len()).filter(|&u| users[u].0 == wi).collect();
         let (world, w) = (world.clone(), w.clone());
         madsim::task::spawn(async move {
             let mut k = 0u64;
             let mut t = w.start_ms;
             while t < w.stop_ms {
                 madsim::time::sleep_until(world.instant_at(t)).await;
-                let target = targets[(k % targets.len() as u64) as usize];
-                let mut body = format!("input w{wi} #{k} ").into_bytes();
-                body.resize(w.size.max(body.len()), b'.');
-                world.submit(target, body);
+                let u = mine[(k % mine.len() as u64) as usize];
+                let n = k / mine.len() as u64;
+                // Keys cycle so the contract state stays bounded; a user
+                // never has 1000 inputs in one ledger, so within a ledger a
+                // key still names one input.
+                let key = format!("w{wi}-u{u}-{}", n % 1000);
+                let mut msg = format!("set {key} ").into_bytes();
+                msg.resize(w.size.max(msg.len() + 2) - 1, b'v');
+                msg.push(b'\n');
+                world.submit(u, key, msg);
                 k += 1;
                 t += w.every_ms;
             }
@@ -167,13 +178,14 @@ fn apply(handle: &Handle, world: &Arc<World>, nodes: &[NodeHandle], fault: Fault
 async fn node_main(world: Arc<World>, i: usize, cfg: ConsensusConfig, seed: u64) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let (utx, urx) = tokio::sync::mpsc::unbounded_channel();
-    let (key, role, unl) = {
+    let (key, role, unl, boots) = {
         let mut g = world.lock();
         let n = &mut g.nodes[i];
         n.inbox = Some(tx);
         n.users = Some(utx);
         n.alive = true;
-        (n.key.clone(), n.role, g.unl.clone())
+        let boots = n.crashes as u64;
+        (n.key.clone(), n.role, g.unl.clone(), boots)
     };
     let mut store = SimStore {
         world: world.clone(),
@@ -181,16 +193,40 @@ async fn node_main(world: Arc<World>, i: usize, cfg: ConsensusConfig, seed: u64)
     };
     let stored =
         hotpocket_node::env::Store::load(&mut store).expect("the simulated store cannot fail");
-    // The stand-in contract's state is a function of the chain, so a restart
-    // rebuilds it by replaying what the disk kept.
-    let mut contract = SimContract::default();
-    let mut exec = contract.run(&LedgerRecord::genesis());
-    for r in &stored {
-        exec = contract.run(r);
-    }
-    contract.checked_by = Some((world.clone(), i));
+    // The contract's state survived the crash, maybe ahead of the store:
+    // a ledger it ran may not have been synced.
+    let lcl = stored.last().map_or(0, |r| r.ledger.seq);
+    let ran = {
+        let mut g = world.lock();
+        let disk = &mut g.nodes[i].contract;
+        if disk.latest().0 > lcl {
+            disk.rollback(lcl);
+        }
+        disk.latest()
+    };
+    let contract = SimContract {
+        world: world.clone(),
+        node: i,
+        key: key.public(),
+        unl: unl.clone(),
+    };
+    let limits = SessionLimits {
+        roundtime_ms: cfg.roundtime_ms,
+        // The scenarios test consensus, not a user's rate limit.
+        max_messages_per_minute: 1_000_000,
+        ..SessionLimits::default()
+    };
+    let users = SimUsers {
+        world: world.clone(),
+        node: i,
+        rx: urx,
+        sessions: Default::default(),
+        stamper: Default::default(),
+        entropy: ChaCha8Rng::seed_from_u64(seed ^ 0x6368_616c ^ ((i as u64) << 32) ^ boots),
+        limits,
+    };
     let roundtime = cfg.roundtime_ms;
-    let mut node = match Node::new(cfg, key.clone(), stored, Some(exec)) {
+    let mut node = match Node::new(cfg, key.clone(), stored, ran) {
         Ok(n) => n,
         Err(e) => {
             world
@@ -219,7 +255,7 @@ async fn node_main(world: Arc<World>, i: usize, cfg: ConsensusConfig, seed: u64)
             rx,
             byzantine,
         },
-        users: SimUsers { rx: urx },
+        users,
         store,
         contract,
         observer: SimObserver {
@@ -242,7 +278,14 @@ fn report(s: &Scenario, seed: u64, world: &Arc<World>) -> Report {
     let simulated_ms = world.now();
     let mut g = world.lock();
     let honest = s.honest();
-    g.checker.check_expectations(&s.expectations, &honest);
+    let steady: Vec<usize> = honest
+        .iter()
+        .copied()
+        .filter(|&i| g.nodes[i].crashes == 0)
+        .collect();
+    g.checker
+        .check_expectations(&s.expectations, &honest, &steady);
+    let (inputs_taken, inputs_answered) = g.checker.outputs.summary();
     let nodes = (0..s.nodes)
         .map(|i| {
             let lcl = g.checker.lcl.get(&i).copied();
@@ -269,6 +312,8 @@ fn report(s: &Scenario, seed: u64, world: &Arc<World>) -> Report {
         net: g.net,
         inputs_submitted: g.inputs_submitted,
         inputs_dropped: g.inputs_dropped,
+        inputs_taken,
+        inputs_answered,
         rolled_back: g.checker.rolled_back,
     }
 }

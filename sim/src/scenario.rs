@@ -140,13 +140,17 @@ pub struct NodeSettings {
     pub clock_drift_ppm: i64,
 }
 
-/// Inputs submitted to nodes: one every `every_ms` from `start_ms` until
-/// `stop_ms`, to the listed nodes in turn (all nodes when empty).
+/// Simulated users sending key-value commands: `users` users (one per
+/// listed node when unset), each connected to one of `nodes` (all nodes
+/// when empty) in turn. Together they send one input every `every_ms` from
+/// `start_ms` until `stop_ms`, taking turns; each is `size` bytes.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Workload {
     #[serde(default)]
     pub nodes: Vec<usize>,
+    #[serde(default)]
+    pub users: Option<usize>,
     pub every_ms: u64,
     #[serde(default)]
     pub start_ms: u64,
@@ -220,6 +224,9 @@ pub enum Expectation {
     NoProgress { from_ms: u64, to_ms: u64 },
     /// At the end, honest nodes are at most `ledgers` apart.
     MaxLag { ledgers: u64 },
+    /// Every input sent by `sent_by_ms` to an honest node that never
+    /// crashed has been answered: its output reached its user.
+    AllAnswered { sent_by_ms: u64 },
 }
 
 /// Ranges the fuzzer draws from, one draw per seed.
@@ -280,6 +287,22 @@ impl Scenario {
             .unwrap_or_else(|| (0..self.nodes).collect())
     }
 
+    /// Every simulated user, in order: (its workload, the node it uses).
+    pub fn users(&self) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        for (wi, w) in self.workload.iter().enumerate() {
+            let targets: Vec<usize> = if w.nodes.is_empty() {
+                (0..self.nodes).collect()
+            } else {
+                w.nodes.clone()
+            };
+            for u in 0..w.users.unwrap_or(targets.len()) {
+                out.push((wi, targets[u % targets.len()]));
+            }
+        }
+        out
+    }
+
     pub fn honest(&self) -> Vec<usize> {
         (0..self.nodes)
             .filter(|&i| self.role(i) == Role::Honest)
@@ -329,6 +352,9 @@ impl Scenario {
         for w in &self.workload {
             if w.every_ms == 0 {
                 return bad("workload every_ms must be positive".into());
+            }
+            if w.users == Some(0) {
+                return bad("workload users must be positive".into());
             }
             for &i in &w.nodes {
                 node_ok(i, "workload")?;

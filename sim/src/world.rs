@@ -3,8 +3,13 @@
 //! does not.
 
 use crate::checker::Checker;
+use crate::contract::ContractDisk;
+use crate::outputs::InputInfo;
 use crate::scenario::{Latency, NetworkSettings, Role, Scenario};
+use crate::users::{SimUser, UserMsg};
+use hotpocket_node::consensus::input_hash;
 use hotpocket_node::consensus::{Event, Stats, VoteStatus};
+use hotpocket_node::contract::RunResult;
 use hotpocket_node::crypto::{Hash, Hasher, Keypair, PubKey};
 use hotpocket_node::ledger::LedgerRecord;
 use madsim::runtime::NodeHandle;
@@ -43,15 +48,19 @@ pub struct NodeSlot {
     pub clock_offset_ms: i64,
     pub clock_drift_ppm: i64,
     pub inbox: Option<UnboundedSender<PeerFrame>>,
-    pub users: Option<UnboundedSender<Vec<u8>>>,
+    pub users: Option<UnboundedSender<UserMsg>>,
     pub disk: DiskState,
+    /// The contract's state directory, which survives a crash like `disk`.
+    pub contract: ContractDisk,
     pub alive: bool,
+    pub crashes: u32,
     pub stats: Stats,
     pub status: Option<VoteStatus>,
 }
 
 pub struct Inner {
     pub nodes: Vec<NodeSlot>,
+    pub users: Vec<SimUser>,
     pub index: BTreeMap<PubKey, usize>,
     pub unl: Vec<PubKey>,
     network: NetworkSettings,
@@ -85,7 +94,19 @@ fn ppm(pct: f64) -> u64 {
 }
 
 impl World {
-    pub fn new(scenario: &Scenario, seed: u64, keys: Vec<Keypair>, wire: NodeHandle) -> Arc<World> {
+    pub fn new(
+        scenario: &Scenario,
+        seed: u64,
+        keys: Vec<Keypair>,
+        user_keys: Vec<Keypair>,
+        wire: NodeHandle,
+    ) -> Arc<World> {
+        let users = scenario
+            .users()
+            .into_iter()
+            .zip(user_keys)
+            .map(|((_, node), key)| SimUser { key, node })
+            .collect();
         let nodes: Vec<NodeSlot> = keys
             .into_iter()
             .enumerate()
@@ -99,7 +120,9 @@ impl World {
                     inbox: None,
                     users: None,
                     disk: DiskState::default(),
+                    contract: ContractDisk::default(),
                     alive: true,
+                    crashes: 0,
                     stats: Stats::default(),
                     status: None,
                 }
@@ -126,6 +149,7 @@ impl World {
         Arc::new(World {
             inner: Mutex::new(Inner {
                 nodes,
+                users,
                 index,
                 unl,
                 network: scenario.network.clone(),
@@ -331,11 +355,12 @@ impl World {
         self.lock().blocked.clear();
     }
 
-    /// Hands a user input to node `i`, if it is up to take it.
-    pub fn submit(&self, i: usize, body: Vec<u8>) {
+    /// User `u` sends `payload` (setting `key`) to its node, if it is up.
+    pub fn submit(&self, u: usize, key: String, payload: Vec<u8>) {
         let mut g = self.lock();
+        let i = g.users[u].node;
         let ok = match &g.nodes[i].users {
-            Some(tx) if g.nodes[i].alive => tx.send(body).is_ok(),
+            Some(tx) if g.nodes[i].alive => tx.send((u, key, payload)).is_ok(),
             _ => false,
         };
         if ok {
@@ -345,11 +370,50 @@ impl World {
         }
     }
 
+    /// Node `i` took user `u`'s input as `body` into consensus.
+    pub fn input_taken(&self, i: usize, u: usize, key: String, body: &[u8]) {
+        let at_ms = self.now();
+        let h = input_hash(body);
+        let mut g = self.lock();
+        self.record(&mut g, i, &h.0);
+        g.checker.outputs.inputs.insert(
+            h,
+            InputInfo {
+                user: u,
+                node: i,
+                key,
+                at_ms,
+            },
+        );
+    }
+
+    /// Node `i` delivered ledger `seq`'s outputs to its users `to`.
+    pub fn outputs_delivered(
+        &self,
+        i: usize,
+        seq: u64,
+        run: &RunResult,
+        to: Vec<(usize, Vec<u8>)>,
+    ) {
+        let t = self.now();
+        let mut g = self.lock();
+        for (u, bytes) in &to {
+            let mut tag = vec![b'o'];
+            tag.extend_from_slice(&seq.to_le_bytes());
+            tag.extend_from_slice(&(*u as u64).to_le_bytes());
+            tag.extend_from_slice(bytes);
+            self.record(&mut g, i, &tag);
+        }
+        let honest = g.nodes[i].role == Role::Honest;
+        g.checker.on_delivered(t, i, seq, run, &to, honest);
+    }
+
     /// Marks node `i` dead and loses what its disk had not synced.
     pub fn crash(&self, i: usize) {
         let mut g = self.lock();
         let n = &mut g.nodes[i];
         n.alive = false;
+        n.crashes += 1;
         n.inbox = None;
         n.users = None;
         n.disk.unsynced.clear();

@@ -98,7 +98,7 @@ fn sweep(name: &str, seeds: std::ops::Range<u64>) {
     );
 }
 
-// 250 fuzzed runs in all, split so the test harness runs them in parallel.
+// 340 fuzzed runs in all, split so the test harness runs them in parallel.
 #[test]
 fn fuzz_lossy() {
     sweep("lossy", 0..50);
@@ -118,4 +118,16 @@ fn fuzz_equivocator() {
 #[test]
 fn fuzz_forger() {
     sweep("forger", 0..50);
+}
+#[test]
+fn fuzz_users_lossy() {
+    sweep("users-lossy", 0..30);
+}
+#[test]
+fn fuzz_users_partition() {
+    sweep("users-partition", 0..30);
+}
+#[test]
+fn fuzz_users_crash() {
+    sweep("users-crash", 0..30);
 }

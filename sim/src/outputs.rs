@@ -1,0 +1,261 @@
+//! Checks on inputs and outputs: an input lands in at most one ledger; an
+//! output reaches only its own user, at most once, and only after the next
+//! ledger certified it; and (as an expectation) every input's answer does
+//! reach its user.
+//!
+//! The contract is the kv example, so every input `set KEY VALUE` is
+//! answered `ok KEY`, and KEY names the input: that is how an output is tied
+//! back to the input that caused it.
+
+use hotpocket_node::contract::RunResult;
+use hotpocket_node::crypto::Hash;
+use hotpocket_node::ledger::Ledger;
+use std::collections::BTreeMap;
+
+pub struct InputInfo {
+    pub user: usize,
+    pub node: usize,
+    pub key: String,
+    pub at_ms: u64,
+}
+
+/// A ledger as far as these checks care.
+struct Closed {
+    inputs: Vec<Hash>,
+    /// The certified output hash of the run before it.
+    output: Hash,
+}
+
+#[derive(Default)]
+pub struct OutputChecker {
+    /// Each node's chain as its events describe it.
+    chains: BTreeMap<usize, BTreeMap<u64, Closed>>,
+    pub inputs: BTreeMap<Hash, InputInfo>,
+    /// Where each input landed at each node.
+    landed: BTreeMap<(usize, Hash), u64>,
+    /// What each user received for each seq.
+    pub delivered: BTreeMap<(usize, u64), Vec<u8>>,
+}
+
+impl OutputChecker {
+    pub fn on_closed(&mut self, node: usize, ledger: &Ledger, out: &mut Vec<String>) {
+        let chain = self.chains.entry(node).or_default();
+        for h in &ledger.inputs {
+            if let Some(&seq) = self.landed.get(&(node, *h)) {
+                let still_there = chain
+                    .get(&seq)
+                    .is_some_and(|c| c.inputs.binary_search(h).is_ok());
+                if seq != ledger.seq && still_there {
+                    out.push(format!(
+                        "node {node}: input {h:?} is in ledger {seq} and again in {}",
+                        ledger.seq
+                    ));
+                }
+            }
+            self.landed.insert((node, *h), ledger.seq);
+        }
+        chain.insert(
+            ledger.seq,
+            Closed {
+                inputs: ledger.inputs.clone(),
+                output: ledger.output,
+            },
+        );
+    }
+
+    /// The node's chain now ends at `lcl` (a rollback or a restart).
+    pub fn truncate(&mut self, node: usize, lcl: u64) {
+        if let Some(c) = self.chains.get_mut(&node) {
+            c.retain(|s, _| *s <= lcl);
+        }
+    }
+
+    /// `node` handed `seq`'s outputs to the users connected to it.
+    pub fn on_delivered(
+        &mut self,
+        node: usize,
+        seq: u64,
+        run: &RunResult,
+        to: &[(usize, Vec<u8>)],
+        out: &mut Vec<String>,
+    ) {
+        let chain = self.chains.get(&node);
+        let certified = chain
+            .and_then(|c| c.get(&(seq + 1)))
+            .is_some_and(|next| next.output == run.output_hash());
+        if !certified {
+            out.push(format!(
+                "node {node} delivered outputs of ledger {seq} before a ledger certified them"
+            ));
+        }
+        let inputs = chain
+            .and_then(|c| c.get(&seq))
+            .map_or(&[][..], |c| &c.inputs[..]);
+        for (user, bytes) in to {
+            if self.delivered.insert((*user, seq), bytes.clone()).is_some() {
+                out.push(format!("user {user} got the outputs of ledger {seq} twice"));
+            }
+            let mut expected: Vec<&str> = inputs
+                .iter()
+                .filter_map(|h| self.inputs.get(h))
+                .filter(|i| i.user == *user)
+                .map(|i| i.key.as_str())
+                .collect();
+            expected.sort();
+            let text = String::from_utf8_lossy(bytes);
+            let mut got: Vec<&str> = text
+                .lines()
+                .map(|l| l.strip_prefix("ok ").unwrap_or(l))
+                .collect();
+            got.sort();
+            if got != expected {
+                out.push(format!(
+                    "user {user} got {got:?} for ledger {seq} at node {node}, its inputs there were {expected:?}"
+                ));
+            }
+        }
+    }
+
+    /// (inputs taken, of them answered at their user).
+    pub fn summary(&self) -> (u64, u64) {
+        let answered = self
+            .inputs
+            .iter()
+            .filter(|(h, i)| self.answered(h, i))
+            .count();
+        (self.inputs.len() as u64, answered as u64)
+    }
+
+    fn answered(&self, h: &Hash, i: &InputInfo) -> bool {
+        self.landed.get(&(i.node, *h)).is_some_and(|seq| {
+            self.delivered
+                .get(&(i.user, *seq))
+                .is_some_and(|b| String::from_utf8_lossy(b).contains(&format!("ok {}\n", i.key)))
+        })
+    }
+
+    /// Every input taken by one of `nodes` by `by_ms` was answered.
+    pub fn check_all_answered(&self, nodes: &[usize], by_ms: u64, out: &mut Vec<String>) {
+        let mut missing = 0;
+        for (h, i) in &self.inputs {
+            if i.at_ms > by_ms || !nodes.contains(&i.node) {
+                continue;
+            }
+            if !self.answered(h, i) {
+                missing += 1;
+                if missing <= 5 {
+                    let seq = self.landed.get(&(i.node, *h));
+                    out.push(format!(
+                        "user {} never got the answer to {} (sent to node {} at {}ms, landed in {seq:?})",
+                        i.user, i.key, i.node, i.at_ms
+                    ));
+                }
+            }
+        }
+        if missing > 5 {
+            out.push(format!("... {missing} unanswered inputs in all"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hotpocket_node::contract::RunOutcome;
+    use hotpocket_node::crypto::PubKey;
+
+    fn run(outputs: &[(u8, &str)]) -> RunResult {
+        RunResult {
+            outcome: RunOutcome::Exited(Some(0)),
+            outputs: outputs
+                .iter()
+                .map(|(k, o)| (PubKey([*k; 32]), o.as_bytes().to_vec()))
+                .collect(),
+        }
+    }
+
+    fn ledger(seq: u64, inputs: &[Hash], output: Hash) -> Ledger {
+        let mut inputs = inputs.to_vec();
+        inputs.sort();
+        Ledger {
+            seq,
+            prev: Hash::ZERO,
+            time: 0,
+            inputs,
+            state: Hash::ZERO,
+            output,
+        }
+    }
+
+    /// User 0's input "a" lands in ledger 1 at node 0; ledger 2 certifies
+    /// `certified` as ledger 1's outputs.
+    fn setup(certified: &RunResult) -> (OutputChecker, Hash) {
+        let mut c = OutputChecker::default();
+        let h = Hash([7; 32]);
+        c.inputs.insert(
+            h,
+            InputInfo {
+                user: 0,
+                node: 0,
+                key: "a".into(),
+                at_ms: 10,
+            },
+        );
+        let mut v = Vec::new();
+        c.on_closed(0, &ledger(1, &[h], Hash::ZERO), &mut v);
+        c.on_closed(0, &ledger(2, &[], certified.output_hash()), &mut v);
+        assert!(v.is_empty());
+        (c, h)
+    }
+
+    #[test]
+    fn a_certified_answer_to_its_own_user_once_passes() {
+        let r = run(&[(0, "ok a\n")]);
+        let (mut c, _) = setup(&r);
+        let mut v = Vec::new();
+        c.on_delivered(0, 1, &r, &[(0, b"ok a\n".to_vec())], &mut v);
+        assert!(v.is_empty(), "{v:?}");
+        c.check_all_answered(&[0], 100, &mut v);
+        assert!(v.is_empty(), "{v:?}");
+        assert_eq!(c.summary(), (1, 1));
+    }
+
+    #[test]
+    fn each_broken_promise_is_reported() {
+        let r = run(&[(0, "ok a\n")]);
+        // Outputs nobody certified.
+        let (mut c, _) = setup(&run(&[(0, "ok b\n")]));
+        let mut v = Vec::new();
+        c.on_delivered(0, 1, &r, &[(0, b"ok a\n".to_vec())], &mut v);
+        assert!(v[0].contains("before a ledger certified"), "{v:?}");
+        // Twice.
+        let (mut c, _) = setup(&r);
+        let mut v = Vec::new();
+        c.on_delivered(0, 1, &r, &[(0, b"ok a\n".to_vec())], &mut v);
+        c.on_delivered(0, 1, &r, &[(0, b"ok a\n".to_vec())], &mut v);
+        assert!(v.iter().any(|m| m.contains("twice")), "{v:?}");
+        // To a user whose input it was not.
+        let (mut c, _) = setup(&r);
+        let mut v = Vec::new();
+        c.on_delivered(0, 1, &r, &[(1, b"ok a\n".to_vec())], &mut v);
+        assert!(v.iter().any(|m| m.contains("user 1 got")), "{v:?}");
+        // Never.
+        let (c, _) = setup(&r);
+        let mut v = Vec::new();
+        c.check_all_answered(&[0], 100, &mut v);
+        assert!(v[0].contains("never got the answer to a"), "{v:?}");
+    }
+
+    #[test]
+    fn an_input_in_two_ledgers_is_reported_unless_the_first_was_rolled_back() {
+        let (mut c, h) = setup(&run(&[]));
+        let mut v = Vec::new();
+        c.on_closed(0, &ledger(3, &[h], Hash::ZERO), &mut v);
+        assert!(v[0].contains("again in 3"), "{v:?}");
+        let (mut c, h) = setup(&run(&[]));
+        c.truncate(0, 0);
+        let mut v = Vec::new();
+        c.on_closed(0, &ledger(1, &[h], Hash::ZERO), &mut v);
+        assert!(v.is_empty(), "{v:?}");
+    }
+}

@@ -1,0 +1,134 @@
+//! Simulated users: each connects to one node, passes the real challenge
+//! handshake (`users::Session`), sends key-value commands and receives the
+//! certified outputs. The node side here is what the websocket server is to
+//! the real node; the checks on what users receive live in `outputs`.
+
+use crate::world::{World, EPOCH_MS};
+use hotpocket_node::contract::{RunResult, Stamper};
+use hotpocket_node::crypto::Keypair;
+use hotpocket_node::env::Users;
+use hotpocket_node::users::{Reply, Session, SessionLimits};
+use rand_chacha::ChaCha8Rng;
+use rand_core::RngCore;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+pub struct SimUser {
+    pub key: Keypair,
+    /// The node this user connects to.
+    pub node: usize,
+}
+
+/// A command a user sends: (user, the kv key it sets, the whole message).
+pub type UserMsg = (usize, String, Vec<u8>);
+
+/// A node's user-facing side: one session per user that connected to it
+/// since it booted.
+pub struct SimUsers {
+    pub world: Arc<World>,
+    pub node: usize,
+    pub rx: UnboundedReceiver<UserMsg>,
+    pub sessions: BTreeMap<usize, Session>,
+    pub stamper: Stamper,
+    /// The node's entropy, for challenges.
+    pub entropy: ChaCha8Rng,
+    pub limits: SessionLimits,
+}
+
+impl SimUsers {
+    fn now_ms(&self) -> u64 {
+        let g = self.world.lock();
+        World::local_time(&g, self.node, self.world.now())
+    }
+
+    /// Connects user `u`: the node challenges, the user signs, the node
+    /// checks. Any refusal is a violation: these users are honest.
+    fn connect(&mut self, u: usize, now: u64) -> Option<Session> {
+        let mut challenge = [0u8; 16];
+        self.entropy.fill_bytes(&mut challenge);
+        let (mut session, msg) = Session::open(self.limits.clone(), challenge);
+        let key = self.world.lock().users[u].key.clone();
+        let helo = answer_challenge(&key, &msg, (EPOCH_MS + self.world.now()) / 1000)?;
+        let replies = session.on_message(now, helo.as_bytes(), true);
+        if session.user() != Some(key.public()) {
+            self.world.violation(format!(
+                "node {} refused user {u}'s helo: {replies:?}",
+                self.node
+            ));
+            return None;
+        }
+        Some(session)
+    }
+
+    /// Feeds one message through the user's session; returns the body to
+    /// submit, if the session made it an input.
+    fn take(&mut self, (u, key, payload): UserMsg) -> Option<Vec<u8>> {
+        let now = self.now_ms();
+        if !self.sessions.contains_key(&u) {
+            let s = self.connect(u, now)?;
+            self.sessions.insert(u, s);
+        }
+        let session = self.sessions.get_mut(&u).expect("inserted above");
+        for reply in session.on_message(now, &payload, false) {
+            match reply {
+                Reply::Input { user, body } => {
+                    let body = self.stamper.stamp(now, user, body);
+                    self.world.input_taken(self.node, u, key, &body);
+                    return Some(body);
+                }
+                Reply::Send(m) | Reply::Close(m) => {
+                    self.world
+                        .violation(format!("node {} answered user {u}: {m}", self.node));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// The user's side of the handshake, written from DESIGN §6 alone: sign the
+/// challenge string, send `helo`.
+fn answer_challenge(key: &Keypair, msg: &str, now_s: u64) -> Option<String> {
+    let v: Value = serde_json::from_str(msg).ok()?;
+    if v["type"] != "public_challenge" {
+        return None;
+    }
+    let challenge = v["challenge"].as_str()?;
+    let sig = key.sign_raw(challenge.as_bytes());
+    Some(
+        json!({
+            "type": "helo",
+            "pubkey": key.public().to_hex(),
+            "sig": sig.to_hex(),
+            "challenge": challenge,
+            "timestamp": now_s,
+        })
+        .to_string(),
+    )
+}
+
+impl Users for SimUsers {
+    async fn recv(&mut self) -> Option<Vec<u8>> {
+        loop {
+            let msg = self.rx.recv().await?;
+            // Everything after the await is synchronous: cancel-safe.
+            if let Some(body) = self.take(msg) {
+                return Some(body);
+            }
+        }
+    }
+
+    fn deliver(&mut self, seq: u64, run: &RunResult) {
+        let here: Vec<(usize, Vec<u8>)> = self
+            .sessions
+            .iter()
+            .filter_map(|(u, s)| {
+                let out = run.outputs.get(&s.user()?)?;
+                Some((*u, out.clone()))
+            })
+            .collect();
+        self.world.outputs_delivered(self.node, seq, run, here);
+    }
+}
