@@ -57,9 +57,9 @@ where
                 }
                 Action::Execute(record) => {
                     let report = env.contract.execute(&record).await;
-                    let seq = record.ledger.seq;
-                    pending
-                        .extend(node.handle(env.clock.now_ms(), Input::Executed { seq, report }));
+                    let (seq, hash) = (record.ledger.seq, record.hash);
+                    let done = Input::Executed { seq, hash, report };
+                    pending.extend(node.handle(env.clock.now_ms(), done));
                 }
                 Action::Deliver { seq, run } => env.users.deliver(seq, &run),
                 Action::Notify(event) => env.observer.notify(&event),

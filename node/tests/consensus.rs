@@ -100,6 +100,7 @@ impl Net {
                         now,
                         Input::Executed {
                             seq: r.ledger.seq,
+                            hash: r.hash,
                             report: run_of(&r, me),
                         },
                     );
@@ -478,14 +479,53 @@ fn a_restarted_node_reruns_what_its_contract_missed_without_delivering_it_again(
     let reran: Vec<u64> = net.runs[4].iter().map(|(s, _)| *s).collect();
     assert_eq!(reran, (1..=lcl).collect::<Vec<_>>());
     assert!(net.delivered[4].is_empty(), "{:?}", net.delivered[4]);
-    // Its lcl's outputs are still due once the next ledger closes.
-    net.run_until(T0 + 8_000);
+    // Whether the lcl's outputs went out before the restart is not on
+    // disk, so they never go out again; later ledgers' outputs do.
+    let mut t = T0 + 6_050;
+    while t <= T0 + 9_000 {
+        net.step(t);
+        t += 50;
+    }
     let due: Vec<u64> = net.delivered[4].iter().map(|(s, _, _)| *s).collect();
-    assert_eq!(due.first(), Some(&lcl), "{due:?}");
+    assert_eq!(due.first(), Some(&(lcl + 1)), "{due:?}");
+    assert!(due.len() >= 2, "{due:?}");
     // A contract ahead of the stored chain must be rolled back first.
     let ahead = (lcl + 1, initial().1);
     assert!(matches!(
         Node::new(cfg, net.keys[4].clone(), stored, ahead),
         Err(NodeError::ContractAhead { .. })
     ));
+}
+
+#[test]
+fn a_run_of_a_ledger_no_longer_in_the_chain_is_ignored() {
+    let mut net = Net::new(5);
+    net.step(T0);
+    let user = Keypair::from_seed([9; 32]).public();
+    let body = Stamper::default().stamp(T0, user, b"real".to_vec());
+    let a = net.nodes[0].handle(T0 + 10, Input::Submit(body));
+    net.apply(0, T0 + 10, a);
+    net.run_until(T0 + 2_000);
+    let lcl = net.nodes[0].lcl();
+    // A stale run of "another ledger" at the lcl's seq, as if queued before
+    // a rollback: it must neither replace the real outputs nor be sent.
+    let mut stale = run_of(&net.nodes[0].chain()[lcl.seq as usize], PubKey([0; 32]));
+    stale.run.outputs.insert(user, b"stale".to_vec());
+    let wrong = Input::Executed {
+        seq: lcl.seq,
+        hash: Hash([1; 32]),
+        report: stale,
+    };
+    let a = net.nodes[0].handle(T0 + 2_001, wrong);
+    net.apply(0, T0 + 2_001, a);
+    let mut t = T0 + 2_050;
+    while t <= T0 + 5_000 {
+        net.step(t);
+        t += 50;
+    }
+    let sent: Vec<&[u8]> = net.delivered[0]
+        .iter()
+        .filter_map(|(_, run, _)| run.outputs.get(&user).map(|o| o.as_slice()))
+        .collect();
+    assert_eq!(sent, [&b"real"[..]]);
 }

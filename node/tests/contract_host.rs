@@ -224,7 +224,7 @@ async fn the_host_behind_the_seam_runs_ledgers_and_rolls_back_one() {
         FdlistFormat::Json,
         RunLimits::default(),
     );
-    let mut contract = ProcessContract::new(h, user(100), vec![user(100)]);
+    let mut contract = ProcessContract::open(h, user(100), vec![user(100)]).unwrap();
     let first = contract.execute(&ledger(1, user(1), &[b"ab", b"cd"])).await;
     // Both inputs reach user 1's fd, in order, and only user 1 answers.
     let out = String::from_utf8(first.run.outputs[&user(1)].clone()).unwrap();
@@ -243,5 +243,15 @@ async fn the_host_behind_the_seam_runs_ledgers_and_rolls_back_one() {
     // Only one step back is kept: the protocol never asks for more.
     contract.rollback(0);
     assert_eq!(contract.state_hash().unwrap(), first.state);
+    // A crash between the rollback's two renames: the snapshot is kept.
+    contract.execute(&ledger(2, user(2), &[b"y"])).await;
+    let snap = dir.with_extension("prev");
+    assert!(snap.is_dir());
+    std::fs::rename(&dir, dir.with_extension("rolledback")).unwrap();
+    let h = contract.host.clone();
+    let reopened = ProcessContract::open(h, user(100), vec![user(100)]).unwrap();
+    assert_eq!(reopened.state_hash().unwrap(), first.state);
+    assert!(!dir.with_extension("rolledback").exists());
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&snap);
 }

@@ -50,7 +50,13 @@ impl SimUsers {
         self.entropy.fill_bytes(&mut challenge);
         let (mut session, msg) = Session::open(self.limits.clone(), challenge);
         let key = self.world.lock().users[u].key.clone();
-        let helo = answer_challenge(&key, &msg, (EPOCH_MS + self.world.now()) / 1000)?;
+        let Some(helo) = answer_challenge(&key, &msg, (EPOCH_MS + self.world.now()) / 1000) else {
+            self.world.violation(format!(
+                "node {} sent user {u} a challenge it cannot answer: {msg}",
+                self.node
+            ));
+            return None;
+        };
         let replies = session.on_message(now, helo.as_bytes(), true);
         if session.user() != Some(key.public()) {
             self.world.violation(format!(

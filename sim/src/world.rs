@@ -405,6 +405,18 @@ impl World {
             self.record(&mut g, i, &tag);
         }
         let honest = g.nodes[i].role == Role::Honest;
+        let durable = g.nodes[i]
+            .disk
+            .synced
+            .iter()
+            .rev()
+            .any(|r| r.ledger.seq == seq + 1 && r.ledger.output == run.output_hash());
+        if honest && !durable {
+            g.checker.violate(
+                t,
+                format!("node {i} delivered ledger {seq}'s outputs before the ledger certifying them was on disk"),
+            );
+        }
         g.checker.on_delivered(t, i, seq, run, &to, honest);
     }
 

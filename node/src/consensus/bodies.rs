@@ -77,6 +77,7 @@ impl Node {
 
     /// Asks the next UNL peer for what the first waiting ledger lacks.
     pub(super) fn bodies_tick(&mut self, now: u64) {
+        self.deliver_certified();
         self.run_ready();
         if let Some((_, deadline)) = self.bodies.inflight {
             if now < deadline {

@@ -19,8 +19,12 @@ pub enum Input {
     Peer { from: PubKey, bytes: Vec<u8> },
     /// An input body submitted by a user connected to this node.
     Submit(Vec<u8>),
-    /// The contract finished running ledger `seq`.
-    Executed { seq: u64, report: RunReport },
+    /// The contract finished running ledger `seq`, whose hash was `hash`.
+    Executed {
+        seq: u64,
+        hash: Hash,
+        report: RunReport,
+    },
 }
 
 /// State and output hashes of one contract run.
@@ -308,10 +312,9 @@ impl Node {
             Input::Tick => {}
             Input::Peer { from, bytes } => self.on_peer(now, from, &bytes),
             Input::Submit(body) => self.add_input(body, true),
-            Input::Executed { seq, report } => self.on_executed(seq, report),
+            Input::Executed { seq, hash, report } => self.on_executed(seq, hash, report),
         }
         self.advance(now);
-        self.deliver_certified();
         std::mem::take(&mut self.out)
     }
 
@@ -654,7 +657,7 @@ impl Node {
             }
         }
         self.exec_history.remove(&from.seq);
-        self.undelivered.remove(&from.seq);
+        self.undelivered.retain(|s, _| *s < from.seq);
         // Without the predecessor's result (after a restart) the node waits
         // for the next adopted ledger's run before proposing again.
         self.exec = result;
@@ -735,14 +738,21 @@ impl Node {
         self.exec = None;
     }
 
-    fn on_executed(&mut self, seq: u64, report: RunReport) {
+    fn on_executed(&mut self, seq: u64, hash: Hash, report: RunReport) {
+        // A run queued before its ledger was rolled back: the rollback
+        // that follows it returns the contract state too.
+        if self.chain.get(seq as usize).is_none_or(|r| r.hash != hash) {
+            return;
+        }
         let result = ExecResult {
             state: report.state,
             output: report.run.output_hash(),
         };
-        // Runs below the restored lcl are replays after a restart: their
-        // outputs were certified, and delivered or not, before it.
-        if seq >= self.restored_seq {
+        // Outputs up to the restored lcl may have reached users before a
+        // restart (a ledger certifying the lcl can be delivered on, then
+        // rolled back), and whether they did is not on disk: at most once
+        // means never sending them again.
+        if seq > self.restored_seq {
             self.undelivered.insert(seq, report.run);
         }
         self.exec_history.insert(seq, result);
@@ -762,10 +772,11 @@ impl Node {
     }
 
     /// Hands over the outputs of every run the next ledger has certified.
-    /// Called at the end of `handle`, so the certifying ledger's `Sync` is
-    /// already queued before the delivery: an output never reaches a user
-    /// ahead of the ledger that certifies it being on disk.
-    fn deliver_certified(&mut self) {
+    /// Called from `bodies_tick`, after every close and adoption has queued
+    /// its `Sync` (an output never reaches a user ahead of the ledger that
+    /// certifies it being on disk) and before the next run is queued (users
+    /// do not wait for it).
+    pub(super) fn deliver_certified(&mut self) {
         let ready: Vec<u64> = self
             .undelivered
             .keys()

@@ -21,19 +21,36 @@ pub struct ProcessContract {
 }
 
 impl ProcessContract {
-    pub fn new(host: ProcessHost, node: PubKey, unl: Vec<PubKey>) -> ProcessContract {
-        ProcessContract {
+    /// Takes over `host.state_dir`, first finishing a rollback that a crash
+    /// cut between its two renames (the store was truncated before the
+    /// rollback started, so the snapshot is the state to keep).
+    pub fn open(host: ProcessHost, node: PubKey, unl: Vec<PubKey>) -> io::Result<ProcessContract> {
+        let c = ProcessContract {
             host,
             node,
             unl,
             snapshot: None,
+        };
+        let (dir, snap) = (&c.host.state_dir, c.sibling("prev"));
+        if !dir.exists() && snap.is_dir() {
+            tracing::warn!(dir = %dir.display(), "finishing an interrupted contract state rollback");
+            std::fs::rename(&snap, dir)?;
         }
+        let old = c.sibling("rolledback");
+        if old.exists() {
+            std::fs::remove_dir_all(&old)?;
+        }
+        Ok(c)
     }
 
-    fn snapshot_dir(&self) -> PathBuf {
-        let mut name = self.host.state_dir.as_os_str().to_owned();
-        name.push(".prev");
-        PathBuf::from(name)
+    /// `<state dir>.<suffix>`, beside the state directory (never inside it,
+    /// whatever the path's trailing slashes).
+    fn sibling(&self, suffix: &str) -> PathBuf {
+        let dir = &self.host.state_dir;
+        let mut name = dir.file_name().unwrap_or(dir.as_os_str()).to_owned();
+        name.push(".");
+        name.push(suffix);
+        dir.parent().unwrap_or(Path::new(".")).join(name)
     }
 
     /// The state directory's Merkle root as it is now.
@@ -42,7 +59,7 @@ impl ProcessContract {
     }
 
     fn take_snapshot(&mut self, seq: u64) -> io::Result<()> {
-        let snap = self.snapshot_dir();
+        let snap = self.sibling("prev");
         self.snapshot = None;
         if snap.exists() {
             std::fs::remove_dir_all(&snap)?;
@@ -107,14 +124,26 @@ impl ContractHost for ProcessContract {
             );
             return;
         }
-        let snap = self.snapshot_dir();
+        let (snap, old) = (self.sibling("prev"), self.sibling("rolledback"));
         let dir = &self.host.state_dir;
-        let mut old = dir.as_os_str().to_owned();
-        old.push(".rolledback");
-        // Two renames, so at no point is the directory half old, half new.
-        let swapped = std::fs::rename(dir, &old)
-            .and_then(|_| std::fs::rename(&snap, dir))
-            .and_then(|_| std::fs::remove_dir_all(&old));
+        if old.exists() {
+            if let Err(e) = std::fs::remove_dir_all(&old) {
+                tracing::error!(error = %e, "cannot clear an old rolled-back state");
+                return;
+            }
+        }
+        // Two renames, so at no point is the directory half old, half new;
+        // `open` finishes the job if a crash falls between them.
+        if let Err(e) = std::fs::rename(dir, &old) {
+            tracing::error!(error = %e, "contract state rollback failed");
+            return;
+        }
+        if let Err(e) = std::fs::rename(&snap, dir) {
+            tracing::error!(error = %e, "contract state rollback failed; keeping the rolled-back state");
+            let _ = std::fs::rename(&old, dir);
+            return;
+        }
+        let swapped = std::fs::remove_dir_all(&old);
         match swapped {
             Ok(()) => self.snapshot = None,
             Err(e) => tracing::error!(error = %e, "contract state rollback failed"),
