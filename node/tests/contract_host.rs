@@ -244,14 +244,31 @@ async fn the_host_behind_the_seam_runs_ledgers_and_rolls_back_one() {
     contract.rollback(0);
     assert_eq!(contract.state_hash().unwrap(), first.state);
     // A crash between the rollback's two renames: the snapshot is kept.
-    contract.execute(&ledger(2, user(2), &[b"y"])).await;
+    let second = contract.execute(&ledger(2, user(2), &[b"y"])).await;
     let snap = dir.with_extension("prev");
     assert!(snap.is_dir());
     std::fs::rename(&dir, dir.with_extension("rolledback")).unwrap();
     let h = contract.host.clone();
-    let reopened = ProcessContract::open(h, user(100), vec![user(100)]).unwrap();
+    let reopened = ProcessContract::open(h.clone(), user(100), vec![user(100)]).unwrap();
     assert_eq!(reopened.state_hash().unwrap(), first.state);
+    assert_eq!(reopened.ran().seq, 1);
     assert!(!dir.with_extension("rolledback").exists());
-    let _ = std::fs::remove_dir_all(&dir);
+    // A crash in the middle of a run: the half-written state is undone.
+    let mut contract = reopened;
+    let again = contract.execute(&ledger(2, user(2), &[b"y"])).await;
+    assert_eq!(again.state, second.state);
+    std::fs::remove_dir_all(&snap).unwrap();
+    let copied = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(&dir)
+        .arg(&snap)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    std::fs::write(dir.join("count"), "half written").unwrap();
+    let reopened = ProcessContract::open(h, user(100), vec![user(100)]).unwrap();
+    assert_eq!(reopened.ran().seq, 2);
+    assert_eq!(reopened.state_hash().unwrap(), second.state);
     let _ = std::fs::remove_dir_all(&snap);
+    let _ = std::fs::remove_file(dir.with_extension("ran"));
 }

@@ -225,7 +225,18 @@ impl ProcessHost {
             Some(t) => t.await.unwrap_or_default(),
             None => vec![],
         };
-        tracing::info!(
+        // A clean run is routine; anything else is worth a line at info.
+        let level_info = !matches!(outcome, RunOutcome::Exited(Some(0))) || !err.is_empty();
+        if level_info {
+            tracing::info!(
+                seq = req.seq,
+                ?outcome,
+                stdout = %String::from_utf8_lossy(&out),
+                stderr = %String::from_utf8_lossy(&err),
+                "contract run finished"
+            );
+        }
+        tracing::debug!(
             seq = req.seq,
             ?outcome,
             stdout = %String::from_utf8_lossy(&out),

@@ -2,6 +2,13 @@
 //! system clock, sockets and processes as they come. Protocol modules never
 //! import this.
 
+pub mod client;
+pub mod cluster;
+pub mod config;
 pub mod contract;
 pub mod host;
+pub mod peers;
+pub mod runtime;
 pub mod state_dir;
+pub mod store;
+pub mod users_ws;

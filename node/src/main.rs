@@ -1,0 +1,220 @@
+//! `hotpocket`: run a node, create one, run a local network, or talk to a
+//! node as a user.
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use hotpocket_node::crypto::Keypair;
+use hotpocket_node::real::config::Config;
+use hotpocket_node::real::{client, cluster, runtime};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use tokio::sync::watch;
+
+#[derive(Parser)]
+#[command(
+    name = "hotpocket",
+    version,
+    about = "Hot Pocket node: UNL consensus on a contract's inputs, state and outputs",
+    long_about = "Hot Pocket node: runs a contract (any executable) on a set of nodes that agree, \
+round by round, on its inputs, state and outputs. Logs go to stderr; set RUST_LOG (e.g. \
+RUST_LOG=debug) to change how much."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a node directory: a key pair, cfg/hp.cfg and the contract's state directory.
+    New {
+        /// The node directory to create.
+        dir: PathBuf,
+        /// The contract executable and its arguments (default: the kv example contract,
+        /// `kv-contract` beside this binary).
+        #[arg(long, num_args = 1.., value_name = "PATH [ARGS]", allow_hyphen_values = true)]
+        contract: Option<Vec<String>>,
+        /// Port for peers.
+        #[arg(long, default_value_t = 22860)]
+        peerport: u16,
+        /// Websocket port for users.
+        #[arg(long, default_value_t = 8080)]
+        pubport: u16,
+    },
+    /// Run the node in DIR until Ctrl-C (or SIGTERM), then shut down cleanly.
+    Run {
+        /// A directory made by `hotpocket new` or `hotpocket cluster`.
+        dir: PathBuf,
+    },
+    /// Print a new ed25519 key pair as JSON ({"pubkey", "seckey"}).
+    Keygen,
+    /// Connect to a node as a user: each stdin line is one input, each output is printed.
+    Client {
+        /// The node's user endpoint, e.g. ws://127.0.0.1:8080.
+        url: String,
+        /// A file holding the user's secret key (hex, or `hotpocket keygen` output);
+        /// a fresh key is made when omitted.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// After stdin ends, exit once no message has come for this many seconds.
+        #[arg(long, default_value_t = 5)]
+        linger: u64,
+    },
+    /// Create N nodes with one UNL on loopback, run them, and say how to connect.
+    Cluster {
+        /// How many nodes.
+        #[arg(long, default_value_t = 5)]
+        nodes: usize,
+        /// Where the node directories go (reused if they exist).
+        #[arg(long, default_value = "hp-cluster")]
+        dir: PathBuf,
+        /// The contract executable (default: the kv example contract).
+        #[arg(long)]
+        contract: Option<PathBuf>,
+        /// Round length, ms.
+        #[arg(long, default_value_t = 1000)]
+        roundtime: u64,
+        /// Peer port of node 0; node i uses this plus i.
+        #[arg(long, default_value_t = 22860)]
+        peerport: u16,
+        /// User port of node 0; node i uses this plus i.
+        #[arg(long, default_value_t = 8080)]
+        pubport: u16,
+    },
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    if let Err(e) = rt.block_on(real_main(cli)) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn real_main(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::New {
+            dir,
+            contract,
+            peerport,
+            pubport,
+        } => {
+            let (binary, args) = match contract {
+                Some(mut c) => {
+                    let binary = c.remove(0);
+                    (absolute(Path::new(&binary))?, c.join(" "))
+                }
+                None => (default_contract()?, String::new()),
+            };
+            let key = new_key();
+            let mut cfg = Config::new_node(&key, binary.display().to_string(), args);
+            cfg.peerport = peerport;
+            cfg.pubport = pubport;
+            cluster::create_node(&dir, &cfg)?;
+            println!(
+                "created node {} in {}",
+                key.public().to_hex(),
+                dir.display()
+            );
+            println!("run it with: hotpocket run {}", dir.display());
+            Ok(())
+        }
+        Command::Run { dir } => {
+            let (tx, rx) = watch::channel(false);
+            tokio::spawn(async move {
+                stop_signal().await;
+                tracing::info!("shutting down");
+                let _ = tx.send(true);
+            });
+            runtime::run_node(&dir, rx).await
+        }
+        Command::Keygen => {
+            let key = new_key();
+            println!(
+                "{}",
+                serde_json::json!({"pubkey": key.public().to_hex(), "seckey": key.secret_hex()})
+            );
+            Ok(())
+        }
+        Command::Client { url, key, linger } => {
+            let key = match key {
+                Some(path) => client::read_key(&path)?,
+                None => {
+                    let k = new_key();
+                    eprintln!("user key {}", k.public().to_hex());
+                    k
+                }
+            };
+            client::run(&url, &key, std::time::Duration::from_secs(linger)).await
+        }
+        Command::Cluster {
+            nodes,
+            dir,
+            contract,
+            roundtime,
+            peerport,
+            pubport,
+        } => {
+            if !(1..=64).contains(&nodes) {
+                bail!("--nodes must be 1..=64, got {nodes}");
+            }
+            let contract = match contract {
+                Some(c) => absolute(&c)?,
+                None => default_contract()?,
+            };
+            let plan = cluster::Plan {
+                nodes,
+                dir,
+                contract,
+                roundtime,
+                peerport,
+                pubport,
+            };
+            cluster::run(&plan, new_key).await
+        }
+    }
+}
+
+fn new_key() -> Keypair {
+    let mut seed = [0u8; 32];
+    getrandom::getrandom(&mut seed).expect("the OS has randomness");
+    Keypair::from_seed(seed)
+}
+
+fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::canonicalize(p).with_context(|| format!("contract {}", p.display()))
+}
+
+/// The kv example contract, built beside this binary by `cargo build`.
+fn default_contract() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating this binary")?;
+    let kv = exe.with_file_name("kv-contract");
+    if !kv.is_file() {
+        bail!(
+            "the example contract {} is not built; run `cargo build --release` in the workspace, or pass --contract",
+            kv.display()
+        );
+    }
+    Ok(kv)
+}
+
+async fn stop_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,88 @@
+//! `hotpocket client`: a user, written from DESIGN §6 alone. It signs the
+//! node's challenge string with ed25519, sends `helo`, then sends each
+//! stdin line as one input and prints every output.
+
+use crate::crypto::Keypair;
+use crate::real::config::parse_secret;
+use crate::real::users_ws::now_ms;
+use anyhow::{bail, Context};
+use futures_util::{SinkExt, StreamExt};
+use std::path::Path;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+
+/// A key from a file holding a hex secret or `hotpocket keygen`'s JSON.
+pub fn read_key(path: &Path) -> anyhow::Result<Keypair> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let hex_key = match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(v) => v["seckey"]
+            .as_str()
+            .context("the key file's JSON has no \"seckey\"")?
+            .to_string(),
+        Err(_) => text.trim().to_string(),
+    };
+    parse_secret(&hex_key).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// The helo answering `challenge_msg`, the node's first message.
+pub fn helo(key: &Keypair, challenge_msg: &str, now_s: u64) -> anyhow::Result<String> {
+    let v: serde_json::Value =
+        serde_json::from_str(challenge_msg).context("the node's challenge is not JSON")?;
+    if v["type"] != "public_challenge" {
+        bail!("expected a public_challenge, got {challenge_msg}");
+    }
+    let challenge = v["challenge"]
+        .as_str()
+        .context("challenge is not a string")?;
+    Ok(serde_json::json!({
+        "type": "helo",
+        "pubkey": key.public().to_hex(),
+        "sig": key.sign_raw(challenge.as_bytes()).to_hex(),
+        "challenge": challenge,
+        "timestamp": now_s,
+    })
+    .to_string())
+}
+
+pub async fn run(url: &str, key: &Keypair, linger: Duration) -> anyhow::Result<()> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    let challenge = match ws.next().await {
+        Some(Ok(Message::Text(t))) => t,
+        other => bail!("expected the node's challenge, got {other:?}"),
+    };
+    ws.send(Message::Text(helo(key, &challenge, now_ms() / 1000)?))
+        .await?;
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut stdout = tokio::io::stdout();
+    let mut stdin_open = true;
+    loop {
+        let idle = tokio::time::sleep(linger);
+        tokio::select! {
+            line = lines.next_line(), if stdin_open => match line? {
+                Some(l) => ws.send(Message::Binary(format!("{l}\n").into_bytes())).await?,
+                None => stdin_open = false,
+            },
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Binary(b))) => {
+                    stdout.write_all(&b).await?;
+                    stdout.flush().await?;
+                }
+                Some(Ok(Message::Text(t))) => eprintln!("node: {t}"),
+                Some(Ok(Message::Close(_))) | None => {
+                    eprintln!("node closed the connection");
+                    return Ok(());
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.into()),
+            },
+            _ = idle, if !stdin_open => {
+                let _ = ws.close(None).await;
+                return Ok(());
+            }
+        }
+    }
+}

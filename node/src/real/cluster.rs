@@ -1,0 +1,125 @@
+//! `hotpocket cluster`: N nodes with one UNL on loopback, each a child
+//! process running `hotpocket run`, logging to its own directory.
+
+use crate::crypto::Keypair;
+use crate::real::config::Config;
+use anyhow::{bail, Context};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+pub struct Plan {
+    pub nodes: usize,
+    pub dir: PathBuf,
+    pub contract: PathBuf,
+    pub roundtime: u64,
+    pub peerport: u16,
+    pub pubport: u16,
+}
+
+/// Writes a new node directory: config and an empty state directory.
+pub fn create_node(dir: &Path, cfg: &Config) -> anyhow::Result<()> {
+    if Config::path(dir).exists() {
+        bail!("{} already holds a node", dir.display());
+    }
+    std::fs::create_dir_all(dir.join("state"))
+        .with_context(|| format!("creating {}", dir.display()))?;
+    cfg.save(dir)
+        .with_context(|| format!("writing {}", Config::path(dir).display()))
+}
+
+pub fn node_dir(root: &Path, i: usize) -> PathBuf {
+    root.join(format!("node-{i}"))
+}
+
+/// Creates the cluster's node directories, unless they exist already.
+pub fn prepare(plan: &Plan, mut new_key: impl FnMut() -> Keypair) -> anyhow::Result<()> {
+    let exists: Vec<bool> = (0..plan.nodes)
+        .map(|i| Config::path(&node_dir(&plan.dir, i)).exists())
+        .collect();
+    if exists.iter().all(|e| *e) {
+        return Ok(());
+    }
+    if exists.iter().any(|e| *e) {
+        bail!(
+            "{} holds some of the {} nodes but not all; remove it or pick another --dir",
+            plan.dir.display(),
+            plan.nodes
+        );
+    }
+    let keys: Vec<Keypair> = (0..plan.nodes).map(|_| new_key()).collect();
+    let unl: Vec<String> = keys.iter().map(|k| k.public().to_hex()).collect();
+    let port = |base: u16, i: usize| -> anyhow::Result<u16> {
+        u16::try_from(base as usize + i).context("port numbers run past 65535")
+    };
+    for (i, key) in keys.iter().enumerate() {
+        let mut cfg = Config::new_node(key, plan.contract.display().to_string(), String::new());
+        cfg.unl = unl.clone();
+        cfg.peerport = port(plan.peerport, i)?;
+        cfg.pubport = port(plan.pubport, i)?;
+        cfg.roundtime = plan.roundtime;
+        cfg.peers = (0..plan.nodes)
+            .filter(|j| *j != i)
+            .map(|j| Ok(format!("127.0.0.1:{}", port(plan.peerport, j)?)))
+            .collect::<anyhow::Result<_>>()?;
+        create_node(&node_dir(&plan.dir, i), &cfg)?;
+    }
+    Ok(())
+}
+
+pub async fn run(plan: &Plan, new_key: impl FnMut() -> Keypair) -> anyhow::Result<()> {
+    prepare(plan, new_key)?;
+    let exe = std::env::current_exe().context("locating this binary")?;
+    let mut children = Vec::new();
+    for i in 0..plan.nodes {
+        let dir = node_dir(&plan.dir, i);
+        let log = std::fs::File::create(dir.join("node.log"))
+            .with_context(|| format!("creating {}/node.log", dir.display()))?;
+        let child = tokio::process::Command::new(&exe)
+            .arg("run")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting node {i}"))?;
+        children.push(child);
+    }
+    let first = Config::load(&node_dir(&plan.dir, 0))?;
+    println!(
+        "{} nodes running in {} (logs: {}/node-*/node.log)",
+        plan.nodes,
+        plan.dir.display(),
+        plan.dir.display()
+    );
+    println!(
+        "connect a user:  hotpocket client ws://127.0.0.1:{}",
+        first.cfg.pubport
+    );
+    println!(
+        "then type lines like `set greeting hello` and `get greeting`; Ctrl-C stops the cluster"
+    );
+    let mut exited = Box::pin(futures_util::future::select_all(
+        children.iter_mut().map(|c| Box::pin(c.wait())),
+    ));
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        (status, i, _) = &mut exited => {
+            eprintln!("node {i} exited ({status:?}); see {}/node.log", node_dir(&plan.dir, i).display());
+        }
+    }
+    drop(exited);
+    for c in &children {
+        if let Some(pid) = c.id() {
+            // SAFETY: signalling a child process we started.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGTERM);
+            }
+        }
+    }
+    for c in &mut children {
+        let _ = c.wait().await;
+    }
+    println!("cluster stopped");
+    Ok(())
+}

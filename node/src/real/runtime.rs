@@ -1,0 +1,140 @@
+//! The real node: the same driver the simulator runs, over the system
+//! clock, TCP peers, websocket users, SQLite and a child-process contract.
+
+use crate::consensus::{Event, Node};
+use crate::driver::{self, Env};
+use crate::env::{Clock, ContractHost, Observer, Store};
+use crate::real::config::Config;
+use crate::real::contract::ProcessContract;
+use crate::real::host::ProcessHost;
+use crate::real::peers::TcpPeers;
+use crate::real::store::SqliteStore;
+use crate::real::users_ws::{now_ms, WsUsers};
+use anyhow::{bail, Context};
+use std::path::Path;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        now_ms()
+    }
+    async fn sleep_until(&self, local_ms: u64) {
+        let wait = local_ms.saturating_sub(now_ms());
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+    }
+}
+
+/// The node's events, as log lines.
+pub struct LogObserver;
+
+impl Observer for LogObserver {
+    fn notify(&mut self, event: &Event) {
+        match event {
+            Event::Started { lcl } => {
+                tracing::info!(seq = lcl.seq, hash = %lcl.hash.short(), "node started")
+            }
+            Event::LedgerClosed { ledger, hash, via } => tracing::info!(
+                seq = ledger.seq,
+                hash = %hash.short(),
+                inputs = ledger.inputs.len(),
+                ?via,
+                "ledger closed"
+            ),
+            Event::Status(s) => tracing::info!(status = ?s, "vote status"),
+            Event::ForkSeen { seq, ours, theirs } => tracing::warn!(
+                seq,
+                ours = %ours.short(),
+                theirs = %theirs.short(),
+                "the UNL closed another ledger at our seq"
+            ),
+            Event::RolledBack { from, to } => {
+                tracing::warn!(
+                    from = from.seq,
+                    to = to.seq,
+                    "rolled back an unfinal ledger"
+                )
+            }
+            Event::StateMismatch { seq } => {
+                tracing::error!(seq, "our contract run differs from what the UNL certified")
+            }
+            Event::HistoryRejected { peer, reason } => {
+                tracing::warn!(peer = %peer.short(), reason, "rejected history")
+            }
+        }
+    }
+}
+
+/// Runs the node in `dir` until `shutdown` turns true.
+pub async fn run_node(dir: &Path, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let checked = Config::load(dir)?;
+    let cfg = &checked.cfg;
+    let key = checked.key.clone();
+    let unl = checked.consensus.unl.clone();
+
+    let mut store = SqliteStore::open(&dir.join("ledger.sqlite")).context("opening the ledger")?;
+    let stored = store.load().context("loading the ledger")?;
+    let lcl = stored.last().map_or(0, |r| r.ledger.seq);
+
+    let host = ProcessHost {
+        binary: checked.binary.clone(),
+        args: cfg.binargs.split_whitespace().map(String::from).collect(),
+        state_dir: dir.join("state"),
+        format: cfg.fdlist,
+        limits: checked.limits.clone(),
+    };
+    let mut contract = ProcessContract::open(host, key.public(), unl.clone())
+        .context("opening the contract state")?;
+    if contract.ran().seq > lcl {
+        // It ran a ledger the store never made durable.
+        contract.rollback(lcl);
+    }
+    let ran = contract.ran();
+    if ran.seq > lcl {
+        bail!(
+            "the contract state is from ledger {} but the ledger ends at {lcl}, and no snapshot of ledger {lcl} is left",
+            ran.seq
+        );
+    }
+    let mut node = Node::new(
+        checked.consensus.clone(),
+        key.clone(),
+        stored,
+        (ran.seq, ran.result()),
+    )
+    .context("starting consensus")?;
+
+    let peer_addr = format!("{}:{}", cfg.ip, cfg.peerport);
+    let peer_listener = TcpListener::bind(&peer_addr)
+        .await
+        .with_context(|| format!("listening for peers on {peer_addr}"))?;
+    let user_addr = format!("{}:{}", cfg.ip, cfg.pubport);
+    let user_listener = TcpListener::bind(&user_addr)
+        .await
+        .with_context(|| format!("listening for users on {user_addr}"))?;
+    tracing::info!(
+        key = %key.public().to_hex(),
+        peers = %peer_addr,
+        users = %format!("ws://{user_addr}"),
+        lcl,
+        "node listening"
+    );
+    let net = TcpPeers::start(key, unl, peer_listener, cfg.peers.clone(), shutdown.clone());
+    let users = WsUsers::start(user_listener, checked.session.clone(), shutdown);
+    let mut env = Env {
+        clock: SystemClock,
+        net,
+        users,
+        store,
+        contract,
+        observer: LogObserver,
+    };
+    driver::run(&mut node, &mut env)
+        .await
+        .context("the node stopped")?;
+    tracing::info!(seq = node.lcl().seq, "node shut down cleanly");
+    Ok(())
+}
