@@ -13,6 +13,10 @@ use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::task::Poll;
 
+/// Peer and user inputs handled in a row, past a due tick, before the
+/// tick goes first.
+const MAX_STREAK: usize = 1024;
+
 /// Everything a node needs from the outside world.
 pub struct Env<C, N, U, S, X, O> {
     pub clock: C,
@@ -44,6 +48,7 @@ where
     O: Observer,
 {
     let mut pending: VecDeque<Action> = node.handle(env.clock.now_ms(), Input::Tick).into();
+    let mut streak = 0usize;
     loop {
         while let Some(action) = pending.pop_front() {
             match action {
@@ -66,7 +71,13 @@ where
             }
         }
         let deadline = node.next_deadline(env.clock.now_ms());
-        let input = {
+        // Messages already waiting go in before the timer's tick (the node
+        // enters a stage only on a tick), but a flood cannot hold the tick
+        // back for ever.
+        let overdue = streak >= MAX_STREAK && env.clock.now_ms() >= deadline;
+        let input = if overdue {
+            Some(Input::Tick)
+        } else {
             let mut peer = pin!(env.net.recv());
             let mut user = pin!(env.users.recv());
             let mut timer = pin!(env.clock.sleep_until(deadline));
@@ -89,6 +100,7 @@ where
             return Ok(());
         };
         let tick = matches!(input, Input::Tick);
+        streak = if tick { 0 } else { streak + 1 };
         pending.extend(node.handle(env.clock.now_ms(), input));
         if tick {
             env.observer.stats(node.stats());

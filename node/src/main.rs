@@ -5,7 +5,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use hotpocket_node::crypto::Keypair;
 use hotpocket_node::real::config::Config;
-use hotpocket_node::real::{client, cluster, runtime};
+use hotpocket_node::real::{bench, client, cluster, runtime};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use tokio::sync::watch;
@@ -79,6 +79,43 @@ enum Command {
         peerport: u16,
         /// User port of node 0; node i uses this plus i.
         #[arg(long, default_value_t = 8080)]
+        pubport: u16,
+    },
+    /// Measure a local cluster under load from concurrent users (build with --release).
+    Bench {
+        #[arg(long, default_value_t = 4)]
+        nodes: usize,
+        /// Round length, ms.
+        #[arg(long, default_value_t = 100)]
+        roundtime: u64,
+        /// Percent of the round for each of stages 1-3 (stage 0, which also
+        /// holds the contract run, gets the rest).
+        #[arg(long, default_value_t = 25)]
+        stage_slice: u64,
+        /// Concurrent users, spread over the nodes.
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        /// Inputs each user sends a second.
+        #[arg(long, default_value_t = 100)]
+        rate: u64,
+        /// Most unanswered inputs a user lets pile up.
+        #[arg(long, default_value_t = 256)]
+        window: usize,
+        /// Send `get` commands (the contract only reads) instead of `set`.
+        #[arg(long)]
+        reads: bool,
+        /// Seconds of load before measuring (the contract creates its files).
+        #[arg(long, default_value_t = 5)]
+        warmup: u64,
+        /// Seconds measured.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// The contract (default: the kv example contract).
+        #[arg(long)]
+        contract: Option<PathBuf>,
+        #[arg(long, default_value_t = 24860)]
+        peerport: u16,
+        #[arg(long, default_value_t = 10080)]
         pubport: u16,
     },
 }
@@ -183,6 +220,40 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 pubport,
             };
             cluster::run(&plan, new_key).await
+        }
+        Command::Bench {
+            nodes,
+            roundtime,
+            stage_slice,
+            clients,
+            rate,
+            window,
+            reads,
+            warmup,
+            seconds,
+            contract,
+            peerport,
+            pubport,
+        } => {
+            let contract = match contract {
+                Some(c) => absolute(&c)?,
+                None => default_contract()?,
+            };
+            let o = bench::Options {
+                nodes,
+                roundtime,
+                stage_slice,
+                clients,
+                rate,
+                window,
+                write: !reads,
+                warmup,
+                seconds,
+                contract,
+                peerport,
+                pubport,
+            };
+            bench::run(&o).await
         }
     }
 }

@@ -165,6 +165,12 @@ pub struct Node {
     /// while they wait, since a lost broadcast would otherwise keep them
     /// below the stage-1 threshold for good.
     mine: BTreeSet<Hash>,
+    /// Users' inputs taken since the last broadcast, and when they go out:
+    /// one message for many inputs, so a busy node signs and sends a few
+    /// frames a stage rather than one per input.
+    outgoing: Vec<Vec<u8>>,
+    outgoing_bytes: usize,
+    flush_at: Option<u64>,
     /// Input bodies waiting for consensus, with the round they arrived in.
     pub(super) pool: BTreeMap<Hash, (Vec<u8>, u64)>,
     pool_bytes: usize,
@@ -237,6 +243,9 @@ impl Node {
             exec_history: BTreeMap::new(),
             undelivered: BTreeMap::new(),
             mine: BTreeSet::new(),
+            outgoing: Vec::new(),
+            outgoing_bytes: 0,
+            flush_at: None,
             pool: BTreeMap::new(),
             pool_bytes: 0,
             included,
@@ -296,8 +305,11 @@ impl Node {
 
     /// The node-local time at which the node next wants a `Tick`.
     pub fn next_deadline(&self, now: u64) -> u64 {
+        if self.slot != Some(self.timing.slot(now)) {
+            return now; // a stage began and has not been entered yet
+        }
         let mut d = self.timing.next_boundary(now);
-        for t in [self.sync.deadline(), self.bodies.deadline()]
+        for t in [self.sync.deadline(), self.bodies.deadline(), self.flush_at]
             .into_iter()
             .flatten()
         {
@@ -308,19 +320,34 @@ impl Node {
 
     /// Feeds one event at node-local time `now` and returns what to do.
     pub fn handle(&mut self, now: u64, input: Input) -> Vec<Action> {
+        let tick = matches!(input, Input::Tick);
         match input {
             Input::Tick => {}
             Input::Peer { from, bytes } => self.on_peer(now, from, &bytes),
-            Input::Submit(body) => self.add_input(body, true),
+            Input::Submit(body) => {
+                if self.add_input(body.clone(), true) {
+                    self.outgoing_bytes += body.len();
+                    self.outgoing.push(body);
+                    let wait = (self.cfg.stage_ms() / 8).clamp(1, 10);
+                    self.flush_at.get_or_insert(now + wait);
+                }
+            }
             Input::Executed { seq, hash, report } => self.on_executed(seq, hash, report),
         }
-        self.advance(now);
+        self.advance(now, tick);
+        if self.flush_at.is_some_and(|t| now >= t) || self.outgoing_bytes >= RESEND_BATCH_BYTES {
+            self.flush_inputs();
+        }
         std::mem::take(&mut self.out)
     }
 
-    fn advance(&mut self, now: u64) {
+    /// Stages are entered only on a `Tick`, never in the middle of a
+    /// stream of peer messages: a node that was busy (a long contract run)
+    /// first takes in everything that arrived meanwhile, since its driver
+    /// polls peers before its timer, and only then votes on it.
+    fn advance(&mut self, now: u64, tick: bool) {
         let slot = self.timing.slot(now);
-        if self.slot != Some(slot) {
+        if tick && self.slot != Some(slot) {
             self.slot = Some(slot);
             self.enter(slot);
         }
@@ -436,26 +463,36 @@ impl Node {
         }
     }
 
-    fn add_input(&mut self, body: Vec<u8>, from_user: bool) {
+    /// Pools an input; returns whether it was new.
+    fn add_input(&mut self, body: Vec<u8>, from_user: bool) -> bool {
         if body.len() > self.cfg.max_input_bytes
             || self.pool.len() >= self.cfg.max_pool_inputs
             || self.pool_bytes + body.len() > self.cfg.max_pool_bytes
         {
             self.stats.inputs_rejected += 1;
-            return;
+            return false;
         }
         let h = input_hash(&body);
         if self.included.contains_key(&h) || self.pool.contains_key(&h) {
-            return;
+            return false;
         }
         if from_user {
-            let bytes = PeerMessage::Inputs(vec![body.clone()]).encode();
-            self.out.push(Action::Broadcast { bytes });
             self.mine.insert(h);
         }
         let round = self.slot.map_or(0, |s| s.round);
         self.pool_bytes += body.len();
         self.pool.insert(h, (body, round));
+        true
+    }
+
+    /// Sends the users' inputs taken since the last flush to the UNL.
+    fn flush_inputs(&mut self) {
+        self.flush_at = None;
+        self.outgoing_bytes = 0;
+        if !self.outgoing.is_empty() {
+            let bytes = PeerMessage::Inputs(std::mem::take(&mut self.outgoing)).encode();
+            self.out.push(Action::Broadcast { bytes });
+        }
     }
 
     /// At stage 0: drops inputs that waited too long and re-sends this
@@ -513,6 +550,13 @@ impl Node {
             .max_by_key(|(_, &n)| n)
             .map(|(id, &n)| (*id, n));
         let majority = self.cfg.needed(self.cfg.stage_thresholds_pct[0]);
+        tracing::trace!(
+            round = slot.round,
+            stage = slot.stage,
+            mine,
+            ?other,
+            "lcl votes"
+        );
         let status = match other {
             // A node ahead of the others keeps proposing: that is how they
             // learn there is history to fetch.
@@ -547,8 +591,17 @@ impl Node {
         if slot.stage > 0 && self.status == VoteStatus::Desync {
             return;
         }
-        let Some(exec) = self.exec else {
-            return; // proposed once the run finishes (see on_executed)
+        // Only the stage-3 proposal is a candidate, so only it must carry
+        // the lcl's run. Earlier stages go out while the contract still
+        // runs: input agreement does not wait for it, and a run may take
+        // most of a round.
+        let exec = match self.exec {
+            Some(e) => e,
+            None if slot.stage < 3 => ExecResult {
+                state: Hash::ZERO,
+                output: Hash::ZERO,
+            },
+            None => return, // proposed once the run finishes (see on_executed)
         };
         let lcl = self.lcl();
         if slot.stage == 3 && self.majority_elsewhere(slot) {
@@ -603,6 +656,12 @@ impl Node {
             state: exec.state,
             output: exec.output,
         };
+        tracing::trace!(
+            round = slot.round,
+            stage = slot.stage,
+            inputs = proposal.inputs.len(),
+            "proposing"
+        );
         let signed = proposal.sign(&self.key);
         let bytes = PeerMessage::Proposal(Box::new(signed.clone())).encode();
         self.proposals
@@ -713,6 +772,12 @@ impl Node {
             via: CloseVia::Consensus,
         }));
         let seq = record.ledger.seq;
+        tracing::debug!(
+            seq,
+            inputs = record.ledger.inputs.len(),
+            pool = self.pool.len(),
+            "closing"
+        );
         self.schedule_run(seq);
     }
 

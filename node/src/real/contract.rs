@@ -10,15 +10,17 @@
 //! `S.prev`, a rollback cut between its renames is finished.
 
 use crate::consensus::ExecResult;
-use crate::contract::{RunOutcome, RunReport, RunRequest};
+use crate::contract::{RunOutcome, RunReport, RunRequest, StateNode};
 use crate::crypto::{Hash, PubKey};
 use crate::env::ContractHost;
 use crate::ledger::LedgerRecord;
 use crate::real::host::ProcessHost;
 use crate::real::state_dir;
 use serde::{Deserialize, Serialize};
+use std::ffi::OsStr;
 use std::future::Future;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// One run: the ledger it ran and what it left.
@@ -52,6 +54,10 @@ pub struct ProcessContract {
     ran: Ran,
     /// The run whose state `S.prev` holds, if it is a valid snapshot.
     snapshot: Option<Ran>,
+    /// The trees of `S` and `S.prev` as last read, so a snapshot copies
+    /// only what the last run changed: creating files is what costs.
+    tree: StateNode,
+    snap_tree: Option<StateNode>,
 }
 
 fn invalid(msg: String) -> io::Error {
@@ -72,6 +78,8 @@ impl ProcessContract {
                 output: Hash::ZERO,
             },
             snapshot: None,
+            tree: StateNode::empty_dir(),
+            snap_tree: None,
         };
         let (dir, snap) = (c.host.state_dir.clone(), c.sibling("prev"));
         if !dir.exists() && snap.is_dir() {
@@ -83,7 +91,7 @@ impl ProcessContract {
         if old.exists() {
             std::fs::remove_dir_all(&old)?;
         }
-        let actual = c.state_hash()?;
+        let actual = state_dir::scan(&dir)?.hash();
         let file: Option<RanFile> = match std::fs::read(c.sibling("ran")) {
             Ok(b) => Some(serde_json::from_slice(&b).map_err(|e| invalid(e.to_string()))?),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
@@ -98,7 +106,7 @@ impl ProcessContract {
             Some(f) if f.latest.state == actual => {
                 // `S.prev` still holds the run before: a rollback right
                 // after a restart stays possible.
-                c.snapshot = f.before.filter(|_| snap.is_dir());
+                c.snapshot = f.before;
                 f.latest
             }
             Some(RanFile {
@@ -119,6 +127,12 @@ impl ProcessContract {
                 )))
             }
         };
+        c.tree = state_dir::scan(&dir)?;
+        c.snap_tree = state_dir::scan(&snap).ok();
+        // A snapshot counts only if `S.prev` really holds it (a crash can
+        // cut a refresh short).
+        let snap_hash = c.snap_tree.as_ref().map(StateNode::hash);
+        c.snapshot = c.snapshot.filter(|s| Some(s.state) == snap_hash);
         c.write_ran(c.snapshot)?;
         Ok(c)
     }
@@ -153,15 +167,51 @@ impl ProcessContract {
         Ok(state_dir::scan(&self.host.state_dir)?.hash())
     }
 
+    /// Makes `S.prev` equal `S` (what the latest run left), copying only
+    /// the paths that differ from what `S.prev` held.
     fn take_snapshot(&mut self) -> io::Result<()> {
-        let snap = self.sibling("prev");
+        let (dir, snap) = (self.host.state_dir.clone(), self.sibling("prev"));
         self.snapshot = None;
-        if snap.exists() {
-            std::fs::remove_dir_all(&snap)?;
+        match self.snap_tree.take() {
+            Some(old) if snap.is_dir() => {
+                for p in old.differing_paths(&self.tree) {
+                    let rel = Path::new(OsStr::from_bytes(&p));
+                    let (src, dst) = (dir.join(rel), snap.join(rel));
+                    let from = std::fs::symlink_metadata(&src).ok();
+                    let to = std::fs::symlink_metadata(&dst).ok();
+                    match (from, to) {
+                        // Rewriting a file in place creates nothing.
+                        (Some(f), Some(t)) if f.is_file() && t.is_file() => {
+                            std::fs::copy(&src, &dst)?;
+                        }
+                        (Some(_), _) => {
+                            remove_any(&dst)?;
+                            if let Some(parent) = dst.parent() {
+                                std::fs::create_dir_all(parent)?;
+                            }
+                            copy_tree(&src, &dst)?;
+                        }
+                        (None, _) => remove_any(&dst)?,
+                    }
+                }
+            }
+            _ => {
+                remove_any(&snap)?;
+                copy_tree(&dir, &snap)?;
+            }
         }
-        copy_tree(&self.host.state_dir, &snap)?;
+        self.snap_tree = Some(self.tree.clone());
         self.snapshot = Some(self.ran);
         Ok(())
+    }
+}
+
+fn remove_any(p: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(p),
+        Ok(_) => std::fs::remove_file(p),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -190,14 +240,21 @@ impl ContractHost for ProcessContract {
             if self.ran.seq + 1 != seq {
                 tracing::error!(seq, ran = self.ran.seq, "running a ledger out of order");
             }
+            let t0 = std::time::Instant::now();
             if let Err(e) = self.take_snapshot() {
                 // The run goes ahead: only a rollback needs the snapshot,
                 // and it says so loudly if it is missing.
                 tracing::error!(error = %e, "could not snapshot the contract state");
             }
+            let t1 = std::time::Instant::now();
             let run = self.host.run(&req).await;
-            let state = match self.state_hash() {
-                Ok(h) => h,
+            let t2 = std::time::Instant::now();
+            let state = match state_dir::scan(&self.host.state_dir) {
+                Ok(tree) => {
+                    let h = tree.hash();
+                    self.tree = tree;
+                    h
+                }
                 Err(e) => {
                     // A state directory we cannot read is a local fault;
                     // the zero hash makes this node disagree visibly
@@ -206,6 +263,13 @@ impl ContractHost for ProcessContract {
                     Hash::ZERO
                 }
             };
+            tracing::debug!(
+                seq,
+                snapshot_ms = (t1 - t0).as_secs_f64() * 1e3,
+                run_ms = (t2 - t1).as_secs_f64() * 1e3,
+                hash_ms = t2.elapsed().as_secs_f64() * 1e3,
+                "contract run timings"
+            );
             if let RunOutcome::SpawnFailed(why) = &run.outcome {
                 tracing::error!(seq, why, "contract did not start");
             }
@@ -254,6 +318,10 @@ impl ContractHost for ProcessContract {
         }
         self.ran = snapshot;
         self.snapshot = None;
+        // The directories swapped places, and so do their trees.
+        if let Some(t) = self.snap_tree.take() {
+            self.snap_tree = Some(std::mem::replace(&mut self.tree, t));
+        }
         if let Err(e) = self.write_ran(None) {
             tracing::error!(error = %e, "could not record the contract rollback");
         }

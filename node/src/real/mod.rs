@@ -2,6 +2,7 @@
 //! system clock, sockets and processes as they come. Protocol modules never
 //! import this.
 
+pub mod bench;
 pub mod client;
 pub mod cluster;
 pub mod config;

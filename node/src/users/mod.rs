@@ -66,8 +66,10 @@ pub struct Session {
     minute: (u64, u32),
     /// (round, inputs in it)
     round: (u64, u32),
-    /// Hashes of this user's recent inputs, oldest first, to drop repeats.
-    recent: VecDeque<Hash>,
+    /// This user's inputs of this round and the last (round, hash), oldest
+    /// first, to drop repeats: a retried message, not a later one that
+    /// happens to be equal (`get x` twice is two inputs).
+    recent: VecDeque<(u64, Hash)>,
     recent_set: BTreeSet<Hash>,
 }
 
@@ -157,10 +159,17 @@ impl Session {
 
     fn input(&mut self, now_ms: u64, user: PubKey, body: &[u8]) -> Vec<Reply> {
         let h = input_hash(body);
+        let round = now_ms / self.limits.roundtime_ms.max(1);
+        while let Some(&(r, old)) = self.recent.front() {
+            if r + 1 >= round && self.recent.len() < RECENT_INPUTS {
+                break;
+            }
+            self.recent.pop_front();
+            self.recent_set.remove(&old);
+        }
         if self.recent_set.contains(&h) {
             return vec![]; // a repeat: ignored, as the user may simply retry
         }
-        let round = now_ms / self.limits.roundtime_ms.max(1);
         if self.round.0 != round {
             self.round = (round, 0);
         }
@@ -171,12 +180,7 @@ impl Session {
             )))];
         }
         self.round.1 += 1;
-        if self.recent.len() == RECENT_INPUTS {
-            if let Some(old) = self.recent.pop_front() {
-                self.recent_set.remove(&old);
-            }
-        }
-        self.recent.push_back(h);
+        self.recent.push_back((round, h));
         self.recent_set.insert(h);
         vec![Reply::Input {
             user,

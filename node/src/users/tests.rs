@@ -164,3 +164,18 @@ fn limits_on_size_rate_round_and_repeats() {
         "too many messages"
     ));
 }
+
+#[test]
+fn an_equal_message_rounds_later_is_a_new_input() {
+    let k = Keypair::from_seed([5; 32]);
+    let (mut s, c) = open(SessionLimits::default());
+    assert!(s
+        .on_message(NOW, helo_for(&k, &c, NOW / 1000).as_bytes(), true)
+        .is_empty());
+    assert_eq!(s.on_message(NOW, b"get x", false).len(), 1);
+    assert!(
+        s.on_message(NOW + 900, b"get x", false).is_empty(),
+        "a retry"
+    );
+    assert_eq!(s.on_message(NOW + 2_500, b"get x", false).len(), 1);
+}

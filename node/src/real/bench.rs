@@ -1,0 +1,296 @@
+//! `hotpocket bench`: a local cluster under load from concurrent users.
+//! Measures input-to-output latency (ms and rounds), answered inputs per
+//! second and node memory. A measurement, not a test: run it `--release`.
+
+use crate::crypto::Keypair;
+use crate::real::client::helo;
+use crate::real::cluster::{node_dir, prepare, Plan};
+use crate::real::config::Config;
+use crate::real::users_ws::now_ms;
+use anyhow::{bail, Context};
+use futures_util::{SinkExt, StreamExt};
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+pub struct Options {
+    pub nodes: usize,
+    pub roundtime: u64,
+    /// Percent of the round for each of stages 1-3; stage 0, which also
+    /// holds the contract run, gets the rest.
+    pub stage_slice: u64,
+    pub clients: usize,
+    /// Inputs each client sends a second.
+    pub rate: u64,
+    /// Most unanswered inputs a client lets pile up.
+    pub window: usize,
+    /// `set` commands (the contract writes a file each) or `get` (reads).
+    pub write: bool,
+    pub warmup: u64,
+    pub seconds: u64,
+    pub contract: PathBuf,
+    pub peerport: u16,
+    pub pubport: u16,
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn head(dir: &Path) -> u64 {
+    rusqlite::Connection::open(dir.join("ledger.sqlite"))
+        .and_then(|db| {
+            db.query_row("SELECT COALESCE(MAX(seq), 0) FROM ledgers", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        })
+        .map_or(0, |s| s as u64)
+}
+
+/// One user: sends `rate` inputs a second (at most `window` unanswered),
+/// and records each answered input's (send time, latency).
+async fn client(
+    port: u16,
+    id: usize,
+    rate: u64,
+    window: usize,
+    write: bool,
+    stop: Instant,
+    latencies: Arc<Mutex<Vec<(u64, u64)>>>,
+) -> anyhow::Result<()> {
+    let mut seed = [0u8; 32];
+    getrandom::getrandom(&mut seed).expect("the OS has randomness");
+    let key = Keypair::from_seed(seed);
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}")).await?;
+    let Some(Ok(Message::Text(challenge))) = ws.next().await else {
+        bail!("no challenge");
+    };
+    ws.send(Message::Text(helo(&key, &challenge, now_ms() / 1000)?))
+        .await?;
+    // A user's inputs are answered in the order sent, so one queue of send
+    // times per key is enough even with a key in flight twice.
+    let mut sent: BTreeMap<String, VecDeque<u64>> = BTreeMap::new();
+    let mut in_flight = 0usize;
+    let mut k = 0u64;
+    let every = Duration::from_micros(1_000_000 / rate.max(1));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while Instant::now() < stop {
+        tokio::select! {
+            _ = tick.tick() => {
+                // Keys cycle so the contract's state stays small: creating
+                // files is the slow part of a run. Every message differs
+                // (a node drops a repeat within two rounds as a retry).
+                let key = if write { format!("c{id}-{}", k % 16) } else { format!("c{id}-{k}") };
+                k += 1;
+                // An input unanswered for 10 s was lost (it expired in a
+                // pool): forget it.
+                let now = now_ms();
+                for q in sent.values_mut() {
+                    while q.front().is_some_and(|t| now.saturating_sub(*t) >= 10_000) {
+                        q.pop_front();
+                        in_flight -= 1;
+                    }
+                }
+                if in_flight >= window {
+                    continue; // the node is behind: do not pile up
+                }
+                sent.entry(key.clone()).or_default().push_back(now);
+                in_flight += 1;
+                let cmd = if write { format!("set {key} {k}\n") } else { format!("get {key}\n") };
+                ws.send(Message::Binary(cmd.into_bytes())).await?;
+            }
+            msg = ws.next() => {
+                let now = now_ms();
+                match msg {
+                    Some(Ok(Message::Binary(b))) => {
+                        let text = String::from_utf8_lossy(&b);
+                        let mut l = latencies.lock().expect("not poisoned");
+                        for line in text.lines() {
+                            // "ok KEY" for set; "KEY=v" or "KEY not set" for get.
+                            let key = line
+                                .strip_prefix("ok ")
+                                .or_else(|| line.split(['=', ' ']).next());
+                            let t = key
+                                .and_then(|k| sent.get_mut(k))
+                                .and_then(|q| q.pop_front());
+                            if let Some(t) = t {
+                                in_flight -= 1;
+                                l.push((t, now.saturating_sub(t)));
+                            }
+                        }
+                    }
+                    Some(Ok(Message::Text(t))) => bail!("client {id}: node said {t}"),
+                    Some(Ok(_)) => {}
+                    other => bail!("client {id}: connection ended: {other:?}"),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn percentile(sorted: &[u64], p: usize) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}
+
+pub async fn run(o: &Options) -> anyhow::Result<()> {
+    let root = std::env::temp_dir().join(format!("hp-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let plan = Plan {
+        nodes: o.nodes,
+        dir: root.clone(),
+        contract: o.contract.clone(),
+        roundtime: o.roundtime,
+        peerport: o.peerport,
+        pubport: o.pubport,
+    };
+    prepare(&plan, || {
+        let mut seed = [0u8; 32];
+        getrandom::getrandom(&mut seed).expect("the OS has randomness");
+        Keypair::from_seed(seed)
+    })?;
+    for i in 0..o.nodes {
+        let dir = node_dir(&root, i);
+        let mut cfg = Config::load(&dir)?.cfg;
+        cfg.pubmaxcpm = 1_000_000;
+        cfg.stage_slice = o.stage_slice;
+        cfg.save(&dir)?;
+    }
+    let exe = std::env::current_exe().context("locating this binary")?;
+    let mut children = Vec::new();
+    for i in 0..o.nodes {
+        let dir = node_dir(&root, i);
+        let log = std::fs::File::create(dir.join("node.log"))?;
+        children.push(
+            tokio::process::Command::new(&exe)
+                .arg("run")
+                .arg(&dir)
+                .env(
+                    "RUST_LOG",
+                    std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+                )
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .kill_on_drop(true)
+                .spawn()?,
+        );
+    }
+    let dirs: Vec<PathBuf> = (0..o.nodes).map(|i| node_dir(&root, i)).collect();
+    let warm = Instant::now();
+    while dirs.iter().any(|d| head(d) < 5) {
+        if warm.elapsed() > Duration::from_secs(30) {
+            bail!(
+                "the cluster did not start closing ledgers; logs in {}",
+                root.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle_rss: Vec<u64> = children.iter().filter_map(|c| c.id()).map(rss_kb).collect();
+
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    // The first seconds create the contract's files; measure after them.
+    let warmup = Duration::from_secs(o.warmup);
+    let begin = Instant::now();
+    let stop = begin + warmup + Duration::from_secs(o.seconds);
+    let mut tasks = Vec::new();
+    for id in 0..o.clients {
+        let port = o.pubport + (id % o.nodes) as u16;
+        let l = latencies.clone();
+        let w = o.write;
+        tasks.push(tokio::spawn(client(port, id, o.rate, o.window, w, stop, l)));
+    }
+    tokio::time::sleep(warmup).await;
+    let (measure_from, seq_start) = (now_ms(), head(&dirs[0]));
+    let start = Instant::now();
+    let mut failed = 0;
+    for t in tasks {
+        if let Err(e) = t.await? {
+            failed += 1;
+            eprintln!("{e:#}");
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let seq_end = head(&dirs[0]);
+    let load_rss: Vec<u64> = children.iter().filter_map(|c| c.id()).map(rss_kb).collect();
+    for c in &children {
+        if let Some(pid) = c.id() {
+            // SAFETY: signalling a child process we started.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGTERM);
+            }
+        }
+    }
+    for c in &mut children {
+        let _ = c.wait().await;
+    }
+
+    let mut l: Vec<u64> = latencies
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .filter(|(sent, _)| *sent >= measure_from)
+        .map(|(_, ms)| *ms)
+        .collect();
+    l.sort_unstable();
+    let rounds = |ms: u64| ms as f64 / o.roundtime as f64;
+    let (p50, p99) = (percentile(&l, 50), percentile(&l, 99));
+    println!(
+        "{} nodes, roundtime {} ms, stage slice {}%, {} clients sending {}/s of `{}` each (at most {} unanswered), {:.1} s measured after {} s warm-up; {failed} clients failed",
+        o.nodes, o.roundtime, o.stage_slice, o.clients, o.rate, if o.write { "set" } else { "get" }, o.window, elapsed, o.warmup
+    );
+    println!(
+        "answered inputs: {} ({:.0}/s); ledgers closed: {} ({:.1}/s)",
+        l.len(),
+        l.len() as f64 / elapsed,
+        seq_end - seq_start,
+        (seq_end - seq_start) as f64 / elapsed
+    );
+    println!(
+        "latency input -> output: p50 {p50} ms ({:.2} rounds), p99 {p99} ms ({:.2} rounds)",
+        rounds(p50),
+        rounds(p99)
+    );
+    println!(
+        "node RSS: idle {} MB max, under load {} MB max",
+        idle_rss.iter().max().unwrap_or(&0) / 1024,
+        load_rss.iter().max().unwrap_or(&0) / 1024
+    );
+    for d in &dirs {
+        let log = std::fs::read_to_string(d.join("node.log")).unwrap_or_default();
+        let warnings: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect();
+        if !warnings.is_empty() {
+            println!(
+                "{}: {} warnings, first: {}",
+                d.display(),
+                warnings.len(),
+                warnings[0]
+            );
+        }
+    }
+    if std::env::var_os("HP_BENCH_KEEP").is_some() {
+        println!("kept {}", root.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&root);
+    }
+    Ok(())
+}

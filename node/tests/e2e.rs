@@ -1,0 +1,221 @@
+//! End to end, with real processes on loopback: five `hotpocket run` nodes
+//! with the Python example contract; a user written from the seed README
+//! alone (sign the challenge string, send helo, send inputs) gets outputs;
+//! every node's SQLite ledger agrees; after a SIGKILL the rest keep closing
+//! ledgers; a peer whose key is not in the UNL is refused.
+
+use futures_util::{SinkExt, StreamExt};
+use hotpocket_node::crypto::Keypair;
+use hotpocket_node::real::cluster::{node_dir, prepare, Plan};
+use hotpocket_node::real::peers::handshake;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+const NODES: usize = 5;
+
+struct Cluster {
+    root: PathBuf,
+    children: Vec<Child>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::env::var_os("HP_E2E_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+}
+
+/// Ports from the process id, so parallel test runs rarely collide.
+fn base_port() -> u16 {
+    20_000 + (std::process::id() % 2_000) as u16 * 10
+}
+
+fn start() -> Cluster {
+    let root = std::env::temp_dir().join(format!("hp-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let contract = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/contracts/echo.py");
+    let base = base_port();
+    let plan = Plan {
+        nodes: NODES,
+        dir: root.clone(),
+        contract: std::fs::canonicalize(contract).unwrap(),
+        roundtime: 1000,
+        peerport: base,
+        pubport: base + 5,
+    };
+    let mut n = 0u8;
+    prepare(&plan, || {
+        n += 1;
+        Keypair::from_seed([n; 32])
+    })
+    .unwrap();
+    let children = (0..NODES)
+        .map(|i| {
+            let dir = node_dir(&root, i);
+            let log = std::fs::File::create(dir.join("node.log")).unwrap();
+            Command::new(env!("CARGO_BIN_EXE_hotpocket"))
+                .arg("run")
+                .arg(&dir)
+                .env(
+                    "RUST_LOG",
+                    std::env::var("HP_E2E_LOG").unwrap_or_else(|_| "info".into()),
+                )
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    Cluster { root, children }
+}
+
+/// (seq, hash) of every ledger in a node's SQLite file.
+fn ledger(dir: &Path) -> Vec<(i64, String)> {
+    let db = rusqlite::Connection::open_with_flags(
+        dir.join("ledger.sqlite"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    );
+    let Ok(db) = db else { return vec![] };
+    let Ok(mut q) = db.prepare("SELECT seq, hash FROM ledgers ORDER BY seq") else {
+        return vec![];
+    };
+    q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map(|rows| rows.filter_map(Result::ok).collect())
+        .unwrap_or_default()
+}
+
+fn head(dir: &Path) -> i64 {
+    ledger(dir).last().map_or(0, |l| l.0)
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A user exactly as the seed README describes one.
+async fn user_session(port: u16, inputs: &[&str]) -> Vec<String> {
+    let url = format!("ws://127.0.0.1:{port}");
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let Some(Ok(Message::Text(hello))) = ws.next().await else {
+        panic!("no challenge")
+    };
+    let v: serde_json::Value = serde_json::from_str(&hello).unwrap();
+    assert_eq!(v["type"], "public_challenge");
+    let challenge = v["challenge"].as_str().unwrap().to_string();
+    let seed = [77u8; 32];
+    let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
+    use ed25519_dalek::Signer;
+    let sig = signing.sign(challenge.as_bytes());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let helo = serde_json::json!({
+        "type": "helo",
+        "pubkey": hex::encode(signing.verifying_key().to_bytes()),
+        "sig": hex::encode(sig.to_bytes()),
+        "challenge": challenge,
+        "timestamp": now,
+    });
+    ws.send(Message::Text(helo.to_string())).await.unwrap();
+    let mut outputs = Vec::new();
+    for input in inputs {
+        ws.send(Message::Binary(input.as_bytes().to_vec()))
+            .await
+            .unwrap();
+        // One input per ledger: wait for its certified output.
+        let got = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Binary(b))) => return String::from_utf8(b).unwrap(),
+                    Some(Ok(Message::Text(t))) => panic!("node said: {t}"),
+                    Some(Ok(_)) => continue,
+                    other => panic!("connection ended: {other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("an output within 20 s");
+        outputs.push(got);
+    }
+    outputs
+}
+
+#[test]
+fn a_five_node_cluster_serves_users_agrees_and_survives_a_kill() {
+    let mut cluster = start();
+    let dirs: Vec<PathBuf> = (0..NODES).map(|i| node_dir(&cluster.root, i)).collect();
+    wait_for(
+        "every node to close ledgers",
+        Duration::from_secs(60),
+        || dirs.iter().all(|d| head(d) >= 3),
+    );
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let outputs = rt.block_on(user_session(base_port() + 5, &["hello", "world!"]));
+    // echo.py answers "<n> bytes sha256 <hex> ... count <users answered so far>".
+    assert!(outputs[0].starts_with("5 bytes sha256 "), "{outputs:?}");
+    assert!(outputs[1].starts_with("6 bytes sha256 "), "{outputs:?}");
+    assert!(outputs[1].trim_end().ends_with("count 2"), "{outputs:?}");
+
+    // Every node's SQLite ledger holds the same hashes.
+    let target = dirs.iter().map(|d| head(d)).max().unwrap();
+    wait_for(
+        "every node to reach the head",
+        Duration::from_secs(30),
+        || dirs.iter().all(|d| head(d) >= target),
+    );
+    let first: Vec<_> = ledger(&dirs[0])
+        .into_iter()
+        .filter(|l| l.0 <= target)
+        .collect();
+    assert_eq!(first.len() as i64, target);
+    for d in &dirs[1..] {
+        let other: Vec<_> = ledger(d).into_iter().filter(|l| l.0 <= target).collect();
+        assert_eq!(other, first, "{}", d.display());
+    }
+
+    // A peer whose key is not in the UNL is refused, and the node says so.
+    rt.block_on(async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", base_port()))
+            .await
+            .unwrap();
+        let rogue = Keypair::from_seed([200; 32]);
+        let unl: Vec<_> = (1..=NODES as u8)
+            .map(|n| Keypair::from_seed([n; 32]).public())
+            .collect();
+        assert!(handshake(&mut s, &rogue, &unl, [9; 32]).await.is_err());
+    });
+    wait_for(
+        "the refusal in node 0's log",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_to_string(dirs[0].join("node.log"))
+                .unwrap_or_default()
+                .contains("not in the UNL")
+        },
+    );
+
+    // SIGKILL one node: the other four (80%) keep closing ledgers.
+    cluster.children[4].kill().unwrap();
+    cluster.children[4].wait().unwrap();
+    let at_kill = head(&dirs[0]);
+    wait_for("ledgers after the kill", Duration::from_secs(30), || {
+        dirs[..4].iter().all(|d| head(d) >= at_kill + 5)
+    });
+}
