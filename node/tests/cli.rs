@@ -1,0 +1,64 @@
+//! The `hotpocket` binary's commands and their errors.
+
+use std::process::Command;
+
+fn hotpocket(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hotpocket"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn keygen_prints_a_usable_key_pair() {
+    let (code, out, _) = hotpocket(&["keygen"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let key = hotpocket_node::real::config::parse_secret(v["seckey"].as_str().unwrap()).unwrap();
+    assert_eq!(key.public().to_hex(), v["pubkey"].as_str().unwrap());
+}
+
+#[test]
+fn new_writes_a_node_and_run_names_a_bad_field() {
+    let dir = std::env::temp_dir().join(format!("hp-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let contract = format!(
+        "{}/../fixtures/contracts/echo.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let d = dir.to_str().unwrap();
+    let (code, out, err) = hotpocket(&["new", d, "--contract", &contract, "--flag"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("hotpocket run"), "{out}");
+    let cfg = hotpocket_node::real::config::Config::load(&dir).unwrap();
+    assert_eq!(cfg.cfg.binargs, "--flag");
+    // A second `new` refuses to overwrite.
+    let (code, _, err) = hotpocket(&["new", d, "--contract", &contract]);
+    assert_eq!(code, 1);
+    assert!(err.contains("already holds a node"), "{err}");
+    // A bad field stops `run` with the field's name, before anything starts.
+    let path = dir.join("cfg/hp.cfg");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("\"roundtime\": 1000", "\"roundtime\": 3"),
+    )
+    .unwrap();
+    let (code, _, err) = hotpocket(&["run", d]);
+    assert_eq!(code, 1);
+    assert!(err.contains("field `roundtime`"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn run_without_a_node_says_which_file_is_missing() {
+    let (code, _, err) = hotpocket(&["run", "/no/such/node"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("/no/such/node/cfg/hp.cfg"), "{err}");
+}
