@@ -3,14 +3,16 @@
 //! Both the simulator and the real runtime call [`run`]; they differ only in
 //! the trait implementations they pass. The loop waits for a peer frame, a
 //! user input or the node's next deadline, feeds it in, and carries out the
-//! returned actions in order. A contract run is awaited and its result fed
-//! straight back, so the node sees runs finish in ledger order.
+//! returned actions in order. Contract runs go on beside all that, one at
+//! a time and in ledger order, and their results are fed back as they end.
 
 use crate::consensus::{Action, Input, Node};
+use crate::contract::RunReport;
+use crate::crypto::Hash;
 use crate::env::{Clock, ContractHost, Observer, PeerNetwork, Store, StoreError, Users};
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::task::Poll;
 
 /// Peer and user inputs handled in a row, past a due tick, before the
@@ -34,7 +36,19 @@ pub enum DriverError {
     Store(#[from] StoreError),
 }
 
+/// What the driver waits for next.
+enum Wake<R> {
+    Input(Option<Input>),
+    /// The contract run in flight finished.
+    Ran(R),
+}
+
 /// Runs until the peer network shuts down (`Ok`) or the store fails.
+///
+/// A contract run goes on beside consensus: the node keeps taking in and
+/// casting votes while it runs (only its stage-3 vote waits for the
+/// result). Runs and rollbacks reach the contract one at a time, in the
+/// order the node asked for them.
 pub async fn run<C, N, U, S, X, O>(
     node: &mut Node,
     env: &mut Env<C, N, U, S, X, O>,
@@ -47,63 +61,103 @@ where
     X: ContractHost,
     O: Observer,
 {
-    let mut pending: VecDeque<Action> = node.handle(env.clock.now_ms(), Input::Tick).into();
+    let Env {
+        clock,
+        net,
+        users,
+        store,
+        contract,
+        observer,
+    } = env;
+    let mut pending: VecDeque<Action> = node.handle(clock.now_ms(), Input::Tick).into();
     let mut streak = 0usize;
+    let mut jobs: VecDeque<Action> = VecDeque::new();
+    // The contract while idle; a run in flight owns it and hands it back.
+    let mut idle: Option<&mut X> = Some(contract);
+    type Running<'a, X> = Pin<Box<dyn Future<Output = (&'a mut X, u64, Hash, RunReport)> + 'a>>;
+    let mut running: Option<Running<'_, X>> = None;
     loop {
         while let Some(action) = pending.pop_front() {
             match action {
-                Action::Send { to, bytes } => env.net.send(&to, bytes),
-                Action::Broadcast { bytes } => env.net.broadcast(bytes),
-                Action::Persist(record) => env.store.append(&record)?,
-                Action::Sync => env.store.sync()?,
+                Action::Send { to, bytes } => net.send(&to, bytes),
+                Action::Broadcast { bytes } => net.broadcast(bytes),
+                Action::Persist(record) => store.append(&record)?,
+                Action::Sync => store.sync()?,
                 Action::Rollback { to } => {
-                    env.store.truncate(to.seq)?;
-                    env.contract.rollback(to.seq);
+                    store.truncate(to.seq)?;
+                    jobs.push_back(Action::Rollback { to });
                 }
-                Action::Execute(record) => {
-                    let report = env.contract.execute(&record).await;
-                    let (seq, hash) = (record.ledger.seq, record.hash);
-                    let done = Input::Executed { seq, hash, report };
-                    pending.extend(node.handle(env.clock.now_ms(), done));
-                }
-                Action::Deliver { seq, run } => env.users.deliver(seq, &run),
-                Action::Notify(event) => env.observer.notify(&event),
+                Action::Execute(record) => jobs.push_back(Action::Execute(record)),
+                Action::Deliver { seq, run } => users.deliver(seq, &run),
+                Action::Notify(event) => observer.notify(&event),
             }
         }
-        let deadline = node.next_deadline(env.clock.now_ms());
+        while let Some(host) = idle.take() {
+            match jobs.pop_front() {
+                Some(Action::Rollback { to }) => {
+                    host.rollback(to.seq);
+                    idle = Some(host);
+                }
+                Some(Action::Execute(record)) => {
+                    running = Some(Box::pin(async move {
+                        let report = host.execute(&record).await;
+                        (host, record.ledger.seq, record.hash, report)
+                    }));
+                }
+                _ => idle = Some(host),
+            }
+            if running.is_some() || jobs.is_empty() {
+                break;
+            }
+        }
+        let deadline = node.next_deadline(clock.now_ms());
         // Messages already waiting go in before the timer's tick (the node
         // enters a stage only on a tick), but a flood cannot hold the tick
         // back for ever.
-        let overdue = streak >= MAX_STREAK && env.clock.now_ms() >= deadline;
-        let input = if overdue {
-            Some(Input::Tick)
+        let overdue = streak >= MAX_STREAK && clock.now_ms() >= deadline;
+        let wake = if overdue {
+            Wake::Input(Some(Input::Tick))
         } else {
-            let mut peer = pin!(env.net.recv());
-            let mut user = pin!(env.users.recv());
-            let mut timer = pin!(env.clock.sleep_until(deadline));
+            let mut peer = pin!(net.recv());
+            let mut user = pin!(users.recv());
+            let mut timer = pin!(clock.sleep_until(deadline));
             // Polled in a fixed order so a simulation replays identically.
             poll_fn(|cx| {
+                if let Some(r) = running.as_mut() {
+                    if let Poll::Ready(done) = r.as_mut().poll(cx) {
+                        return Poll::Ready(Wake::Ran(done));
+                    }
+                }
                 if let Poll::Ready(m) = peer.as_mut().poll(cx) {
-                    return Poll::Ready(m.map(|(from, bytes)| Input::Peer { from, bytes }));
+                    let m = m.map(|(from, bytes)| Input::Peer { from, bytes });
+                    return Poll::Ready(Wake::Input(m));
                 }
                 if let Poll::Ready(Some(body)) = user.as_mut().poll(cx) {
-                    return Poll::Ready(Some(Input::Submit(body)));
+                    return Poll::Ready(Wake::Input(Some(Input::Submit(body))));
                 }
                 if timer.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Some(Input::Tick));
+                    return Poll::Ready(Wake::Input(Some(Input::Tick)));
                 }
                 Poll::Pending
             })
             .await
         };
-        let Some(input) = input else {
-            return Ok(());
+        let input = match wake {
+            Wake::Ran((host, seq, hash, report)) => {
+                running = None;
+                idle = Some(host);
+                Input::Executed { seq, hash, report }
+            }
+            Wake::Input(None) => return Ok(()),
+            Wake::Input(Some(input)) => input,
         };
         let tick = matches!(input, Input::Tick);
-        streak = if tick { 0 } else { streak + 1 };
-        pending.extend(node.handle(env.clock.now_ms(), input));
+        if !matches!(input, Input::Executed { .. }) {
+            streak = if tick { 0 } else { streak + 1 };
+        }
+        pending.extend(node.handle(clock.now_ms(), input));
         if tick {
-            env.observer.stats(node.stats());
+            observer.stats(node.stats());
         }
     }
 }

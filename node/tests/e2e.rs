@@ -153,6 +153,36 @@ async fn user_session(port: u16, inputs: &[&str]) -> Vec<String> {
     outputs
 }
 
+/// Handshakes, then sends one message over `pubmaxsize`; returns the
+/// node's answer and whether it closed the connection after.
+async fn oversized(port: u16) -> (String, bool) {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let Some(Ok(Message::Text(hello))) = ws.next().await else {
+        panic!("no challenge")
+    };
+    let key = Keypair::from_seed([78; 32]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let helo = hotpocket_node::real::client::helo(&key, &hello, now).unwrap();
+    ws.send(Message::Text(helo)).await.unwrap();
+    ws.send(Message::Binary(vec![b'x'; (1 << 20) + 1]))
+        .await
+        .unwrap();
+    let err = match ws.next().await {
+        Some(Ok(Message::Text(t))) => t,
+        other => panic!("expected an error, got {other:?}"),
+    };
+    let closed = matches!(
+        ws.next().await,
+        Some(Ok(Message::Close(_))) | None | Some(Err(_))
+    );
+    (err, closed)
+}
+
 #[test]
 fn a_five_node_cluster_serves_users_agrees_and_survives_a_kill() {
     let mut cluster = start();
@@ -172,6 +202,14 @@ fn a_five_node_cluster_serves_users_agrees_and_survives_a_kill() {
     assert!(outputs[0].starts_with("5 bytes sha256 "), "{outputs:?}");
     assert!(outputs[1].starts_with("6 bytes sha256 "), "{outputs:?}");
     assert!(outputs[1].trim_end().ends_with("count 2"), "{outputs:?}");
+
+    // A user over the size limit gets a clear error and a close; the node
+    // keeps serving everyone else.
+    let (err, closed) = rt.block_on(oversized(base_port() + 6));
+    assert!(err.contains("exceeds the 1048576-byte limit"), "{err}");
+    assert!(closed);
+    let again = rt.block_on(user_session(base_port() + 6, &["again"]));
+    assert!(again[0].starts_with("5 bytes sha256 "), "{again:?}");
 
     // Every node's SQLite ledger holds the same hashes.
     let target = dirs.iter().map(|d| head(d)).max().unwrap();
