@@ -85,6 +85,8 @@ where
                 Action::Sync => store.sync()?,
                 Action::Rollback { to } => {
                     store.truncate(to.seq)?;
+                    // Queued runs of the dropped ledgers would be wasted.
+                    jobs.retain(|j| !matches!(j, Action::Execute(r) if r.ledger.seq > to.seq));
                     jobs.push_back(Action::Rollback { to });
                 }
                 Action::Execute(record) => jobs.push_back(Action::Execute(record)),

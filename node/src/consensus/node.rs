@@ -305,7 +305,7 @@ impl Node {
 
     /// The node-local time at which the node next wants a `Tick`.
     pub fn next_deadline(&self, now: u64) -> u64 {
-        if self.slot != Some(self.timing.slot(now)) {
+        if self.slot.is_none_or(|s| self.timing.slot(now) > s) {
             return now; // a stage began and has not been entered yet
         }
         let mut d = self.timing.next_boundary(now);
@@ -347,7 +347,9 @@ impl Node {
     /// polls peers before its timer, and only then votes on it.
     fn advance(&mut self, now: u64, tick: bool) {
         let slot = self.timing.slot(now);
-        if tick && self.slot != Some(slot) {
+        // Only forwards: a clock stepped back must not make the node enter,
+        // and sign in, a stage it has already voted in.
+        if tick && self.slot.is_none_or(|s| slot > s) {
             self.slot = Some(slot);
             self.enter(slot);
         }

@@ -64,6 +64,8 @@ pub struct Config {
     pub fdlist: FdlistFormat,
 }
 
+const MAX_PUBMAXSIZE: usize = 2 << 20;
+
 fn default_keytype() -> String {
     "ed25519".into()
 }
@@ -186,8 +188,12 @@ impl Config {
                 "peerport and pubport must be distinct and non-zero".into(),
             ));
         }
-        if self.pubmaxsize == 0 {
-            return Err(("pubmaxsize", "must be positive".into()));
+        // An input must fit in a ledger's input budget (4 MiB) with room.
+        if !(1..=MAX_PUBMAXSIZE).contains(&self.pubmaxsize) {
+            return Err(("pubmaxsize", format!("must be 1..={MAX_PUBMAXSIZE} bytes")));
+        }
+        if self.roundtime > 3_600_000 {
+            return Err(("roundtime", "must be at most an hour".into()));
         }
         if self.pubmaxcpm == 0 {
             return Err(("pubmaxcpm", "must be positive".into()));

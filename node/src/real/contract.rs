@@ -167,42 +167,59 @@ impl ProcessContract {
         Ok(state_dir::scan(&self.host.state_dir)?.hash())
     }
 
-    /// Makes `S.prev` equal `S` (what the latest run left), copying only
-    /// the paths that differ from what `S.prev` held.
-    fn take_snapshot(&mut self) -> io::Result<()> {
+    /// Makes `S.prev` equal `S` (what the latest run left), off the async
+    /// thread: consensus goes on meanwhile.
+    async fn take_snapshot(&mut self) -> io::Result<()> {
         let (dir, snap) = (self.host.state_dir.clone(), self.sibling("prev"));
         self.snapshot = None;
-        match self.snap_tree.take() {
-            Some(old) if snap.is_dir() => {
-                for p in old.differing_paths(&self.tree) {
-                    let rel = Path::new(OsStr::from_bytes(&p));
-                    let (src, dst) = (dir.join(rel), snap.join(rel));
-                    let from = std::fs::symlink_metadata(&src).ok();
-                    let to = std::fs::symlink_metadata(&dst).ok();
-                    match (from, to) {
-                        // Rewriting a file in place creates nothing.
-                        (Some(f), Some(t)) if f.is_file() && t.is_file() => {
-                            std::fs::copy(&src, &dst)?;
-                        }
-                        (Some(_), _) => {
-                            remove_any(&dst)?;
-                            if let Some(parent) = dst.parent() {
-                                std::fs::create_dir_all(parent)?;
-                            }
-                            copy_tree(&src, &dst)?;
-                        }
-                        (None, _) => remove_any(&dst)?,
-                    }
-                }
-            }
-            _ => {
-                remove_any(&snap)?;
-                copy_tree(&dir, &snap)?;
-            }
-        }
-        self.snap_tree = Some(self.tree.clone());
+        let (old, cur) = (self.snap_tree.take(), self.tree.clone());
+        let copied = tokio::task::spawn_blocking(move || {
+            refresh_snapshot(&dir, &snap, old, &cur).map(|()| cur)
+        })
+        .await
+        .map_err(io::Error::other)??;
+        self.snap_tree = Some(copied);
         self.snapshot = Some(self.ran);
         Ok(())
+    }
+}
+
+/// Brings `snap` from `old` (what it held, if known) to `cur` (what `dir`
+/// holds), copying only the paths that differ: creating files is what costs.
+fn refresh_snapshot(
+    dir: &Path,
+    snap: &Path,
+    old: Option<StateNode>,
+    cur: &StateNode,
+) -> io::Result<()> {
+    match old {
+        Some(old) if snap.is_dir() => {
+            for p in old.differing_paths(cur) {
+                let rel = Path::new(OsStr::from_bytes(&p));
+                let (src, dst) = (dir.join(rel), snap.join(rel));
+                let from = std::fs::symlink_metadata(&src).ok();
+                let to = std::fs::symlink_metadata(&dst).ok();
+                match (from, to) {
+                    // Rewriting a file in place creates nothing.
+                    (Some(f), Some(t)) if f.is_file() && t.is_file() => {
+                        std::fs::copy(&src, &dst)?;
+                    }
+                    (Some(_), _) => {
+                        remove_any(&dst)?;
+                        if let Some(parent) = dst.parent() {
+                            std::fs::create_dir_all(parent)?;
+                        }
+                        copy_tree(&src, &dst)?;
+                    }
+                    (None, _) => remove_any(&dst)?,
+                }
+            }
+            Ok(())
+        }
+        _ => {
+            remove_any(snap)?;
+            copy_tree(dir, snap)
+        }
     }
 }
 
@@ -241,7 +258,7 @@ impl ContractHost for ProcessContract {
                 tracing::error!(seq, ran = self.ran.seq, "running a ledger out of order");
             }
             let t0 = std::time::Instant::now();
-            if let Err(e) = self.take_snapshot() {
+            if let Err(e) = self.take_snapshot().await {
                 // The run goes ahead: only a rollback needs the snapshot,
                 // and it says so loudly if it is missing.
                 tracing::error!(error = %e, "could not snapshot the contract state");
@@ -249,7 +266,12 @@ impl ContractHost for ProcessContract {
             let t1 = std::time::Instant::now();
             let run = self.host.run(&req).await;
             let t2 = std::time::Instant::now();
-            let state = match state_dir::scan(&self.host.state_dir) {
+            let dir = self.host.state_dir.clone();
+            let scanned = tokio::task::spawn_blocking(move || state_dir::scan(&dir))
+                .await
+                .map_err(io::Error::other)
+                .and_then(|r| r);
+            let state = match scanned {
                 Ok(tree) => {
                     let h = tree.hash();
                     self.tree = tree;

@@ -27,6 +27,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_FRAMES_PER_SECOND: u32 = 2000;
 /// Frames queued for one peer before new ones are dropped.
 const SEND_QUEUE: usize = 4096;
+/// A write that takes longer means the peer is gone: reconnect.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -46,6 +48,8 @@ pub enum PeerError {
     Replay,
     #[error("connected to ourselves")]
     Loopback,
+    #[error("replaced by a newer connection from the same peer")]
+    Replaced,
 }
 
 async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<Vec<u8>, PeerError> {
@@ -148,6 +152,9 @@ struct Shared {
     unl: Arc<Vec<PubKey>>,
     incoming: mpsc::Sender<(PubKey, Vec<u8>)>,
     outbound: Arc<Mutex<BTreeMap<PubKey, mpsc::Sender<Vec<u8>>>>>,
+    /// The one inbound connection each peer may have (the newest), so a
+    /// peer cannot multiply its rate budget by opening more.
+    inbound: Arc<Mutex<(u64, BTreeMap<PubKey, u64>)>>,
 }
 
 fn challenge() -> [u8; 32] {
@@ -173,6 +180,7 @@ impl TcpPeers {
             unl: Arc::new(unl),
             incoming: tx,
             outbound: outbound.clone(),
+            inbound: Default::default(),
         };
         tokio::spawn(accept_loop(shared.clone(), listener, shutdown.clone()));
         for addr in peers {
@@ -247,7 +255,14 @@ async fn accept_loop(shared: Shared, listener: TcpListener, mut shutdown: watch:
             match handshake(&mut stream, &shared.key, &shared.unl, challenge()).await {
                 Ok(session) => {
                     tracing::info!(peer = %session.peer.short(), %addr, "peer connected (inbound)");
-                    let why = read_loop(&shared, stream, &session, shutdown).await;
+                    let generation = {
+                        let mut g = shared.inbound.lock().expect("not poisoned");
+                        g.0 += 1;
+                        let n = g.0;
+                        g.1.insert(session.peer, n);
+                        n
+                    };
+                    let why = read_loop(&shared, stream, &session, generation, shutdown).await;
                     tracing::info!(peer = %session.peer.short(), reason = %why, "inbound peer connection closed");
                 }
                 Err(PeerError::Loopback) => {}
@@ -262,6 +277,7 @@ async fn read_loop(
     shared: &Shared,
     stream: TcpStream,
     session: &Session,
+    generation: u64,
     mut shutdown: watch::Receiver<bool>,
 ) -> PeerError {
     let mut r = tokio::io::BufReader::new(stream);
@@ -281,6 +297,11 @@ async fn read_loop(
         };
         // The rate is checked first, so a flood costs no verifications.
         if window.elapsed() >= Duration::from_secs(1) {
+            let g = shared.inbound.lock().expect("not poisoned");
+            if g.1.get(&session.peer) != Some(&generation) {
+                return PeerError::Replaced;
+            }
+            drop(g);
             if dropped > 0 {
                 tracing::warn!(peer = %session.peer.short(), dropped, "peer over its message rate");
             }
@@ -323,15 +344,19 @@ async fn dial_loop(shared: Shared, addr: String, mut shutdown: watch::Receiver<b
         }
         let result = dial_once(&shared, &addr, &mut shutdown, &mut backoff).await;
         match result {
-            Err(PeerError::Loopback) => return, // our own address
-            Err(e) => tracing::debug!(%addr, error = %e, "peer connection failed"),
+            // Our own address (or someone reflecting us): try again later.
+            Err(PeerError::Loopback) => backoff = Duration::from_secs(30),
+            Err(e @ (PeerError::Io(_) | PeerError::Timeout)) => {
+                tracing::debug!(%addr, error = %e, "peer connection failed")
+            }
+            Err(e) => tracing::warn!(%addr, error = %e, "refused a peer we dialled"),
             Ok(()) => {}
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = shutdown.changed() => return,
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        backoff = (backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
     }
 }
 
@@ -346,6 +371,9 @@ async fn dial_once(
     let session = handshake(&mut stream, &shared.key, &shared.unl, challenge()).await?;
     *backoff = Duration::from_millis(100);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(SEND_QUEUE);
+    // Weak, so a connection whose entry a newer one replaced still sees
+    // its queue close and ends.
+    let mine = tx.downgrade();
     shared
         .outbound
         .lock()
@@ -368,15 +396,23 @@ async fn dial_once(
         body.extend_from_slice(&counter.to_be_bytes());
         body.extend_from_slice(&sig.0);
         body.extend_from_slice(&payload);
-        if let Err(e) = write_frame(&mut w, &body).await {
-            break Err(e);
+        match tokio::time::timeout(WRITE_TIMEOUT, write_frame(&mut w, &body)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => break Err(e),
+            Err(_) => break Err(PeerError::Timeout),
         }
     };
-    shared
-        .outbound
-        .lock()
-        .expect("not poisoned")
-        .remove(&session.peer);
+    {
+        // Only our own entry: a newer connection to this peer may own it.
+        let mut out = shared.outbound.lock().expect("not poisoned");
+        let ours = mine.upgrade();
+        if out
+            .get(&session.peer)
+            .is_some_and(|tx| ours.as_ref().is_some_and(|o| tx.same_channel(o)))
+        {
+            out.remove(&session.peer);
+        }
+    }
     tracing::info!(peer = %session.peer.short(), "outbound peer connection closed");
     result
 }

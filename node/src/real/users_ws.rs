@@ -11,7 +11,7 @@ use crate::env::Users;
 use crate::users::{Reply, Session, SessionLimits};
 use futures_util::{SinkExt, StreamExt};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -21,12 +21,21 @@ use tokio_tungstenite::tungstenite::Message;
 /// Outputs queued for one connection before it counts as too slow and is
 /// closed.
 const OUT_QUEUE: usize = 1024;
+/// Open user connections beyond which new ones are turned away: every one
+/// holds a file descriptor that peers and the contract also need.
+const MAX_CONNECTIONS: usize = 1024;
+/// Time a connection has to complete the handshake.
+const HELO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Bytes of inputs waiting for the node, from all users together, beyond
+/// which a user is told the node is busy.
+const MAX_QUEUED_BYTES: usize = 64 << 20;
 
 type Conns = Arc<Mutex<BTreeMap<PubKey, BTreeMap<u64, mpsc::Sender<Message>>>>>;
 
 pub struct WsUsers {
     inputs: mpsc::Receiver<Vec<u8>>,
     conns: Conns,
+    queued: Arc<AtomicUsize>,
 }
 
 #[derive(Clone)]
@@ -36,6 +45,36 @@ struct Shared {
     conns: Conns,
     stamper: Arc<Mutex<Stamper>>,
     next_id: Arc<AtomicU64>,
+    open: Arc<AtomicUsize>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// Removes a connection from the registry however `serve` ends.
+struct Registration {
+    conns: Conns,
+    user: PubKey,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut conns = self.conns.lock().expect("not poisoned");
+        if let Some(m) = conns.get_mut(&self.user) {
+            m.remove(&self.id);
+            if m.is_empty() {
+                conns.remove(&self.user);
+            }
+        }
+    }
+}
+
+/// Counts an open connection until dropped.
+struct Open(Arc<AtomicUsize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 pub fn now_ms() -> u64 {
@@ -52,21 +91,30 @@ impl WsUsers {
     ) -> WsUsers {
         let (tx, rx) = mpsc::channel(64 * 1024);
         let conns: Conns = Default::default();
+        let queued = Arc::new(AtomicUsize::new(0));
         let shared = Shared {
             limits,
             inputs: tx,
             conns: conns.clone(),
             stamper: Default::default(),
             next_id: Default::default(),
+            open: Default::default(),
+            queued: queued.clone(),
         };
         tokio::spawn(accept_loop(shared, listener, shutdown));
-        WsUsers { inputs: rx, conns }
+        WsUsers {
+            inputs: rx,
+            conns,
+            queued,
+        }
     }
 }
 
 impl Users for WsUsers {
     async fn recv(&mut self) -> Option<Vec<u8>> {
-        self.inputs.recv().await
+        let body = self.inputs.recv().await?;
+        self.queued.fetch_sub(body.len(), Ordering::Relaxed);
+        Some(body)
     }
 
     fn deliver(&mut self, seq: u64, run: &RunResult) {
@@ -92,9 +140,16 @@ async fn accept_loop(shared: Shared, listener: TcpListener, mut shutdown: watch:
         };
         match accepted {
             Ok((stream, addr)) => {
+                if shared.open.fetch_add(1, Ordering::Relaxed) >= MAX_CONNECTIONS {
+                    shared.open.fetch_sub(1, Ordering::Relaxed);
+                    tracing::warn!(%addr, "too many user connections: turned away");
+                    continue;
+                }
+                let open = Open(shared.open.clone());
                 let shared = shared.clone();
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {
+                    let _open = open;
                     if let Err(e) = serve(shared, stream, shutdown).await {
                         tracing::debug!(%addr, error = %e, "user connection ended");
                     }
@@ -117,37 +172,50 @@ async fn serve(
     let mut config = WebSocketConfig::default();
     // Twice the session's limit: the session answers a moderately oversized
     // message with a clear error; anything beyond this never gets buffered.
-    let cap = shared.limits.max_message_bytes.saturating_mul(2) + 4096;
+    let cap = shared
+        .limits
+        .max_message_bytes
+        .saturating_mul(2)
+        .saturating_add(4096);
     config.max_message_size = Some(cap);
     config.max_frame_size = Some(cap);
-    let mut ws = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await?;
+    let upgrade = tokio_tungstenite::accept_async_with_config(stream, Some(config));
+    let Ok(ws) = tokio::time::timeout(HELO_TIMEOUT, upgrade).await else {
+        return Ok(()); // never finished the websocket handshake
+    };
+    let mut ws = ws?;
+    let helo_by = tokio::time::Instant::now() + HELO_TIMEOUT;
     let mut challenge = [0u8; 16];
     getrandom::getrandom(&mut challenge).expect("the OS has randomness");
     let (mut session, hello) = Session::open(shared.limits.clone(), challenge);
     ws.send(Message::Text(hello)).await?;
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let (out_tx, mut out_rx) = mpsc::channel::<Message>(OUT_QUEUE);
-    let mut registered: Option<PubKey> = None;
-    let result = loop {
+    let mut registered: Option<Registration> = None;
+    loop {
         let msg = tokio::select! {
             m = ws.next() => m,
+            _ = tokio::time::sleep_until(helo_by), if registered.is_none() => {
+                let e = serde_json::json!({"hotpocket": crate::users::PROTOCOL_VERSION, "type": "error", "error": "no valid helo in time"});
+                ws.send(Message::Text(e.to_string())).await?;
+                let _ = ws.close(None).await;
+                return Ok(());
+            }
             Some(out) = out_rx.recv() => {
-                if let Err(e) = ws.send(out).await {
-                    break Err(e);
-                }
+                ws.send(out).await?;
                 continue;
             }
             _ = shutdown.changed() => {
                 let _ = ws.close(None).await;
-                break Ok(());
+                return Ok(());
             }
         };
         let (bytes, text) = match msg {
-            None => break Ok(()),
-            Some(Err(e)) => break Err(e),
+            None => return Ok(()),
+            Some(Err(e)) => return Err(e),
             Some(Ok(Message::Text(t))) => (t.into_bytes(), true),
             Some(Ok(Message::Binary(b))) => (b, false),
-            Some(Ok(Message::Close(_))) => break Ok(()),
+            Some(Ok(Message::Close(_))) => return Ok(()),
             Some(Ok(_)) => continue, // ping/pong: tungstenite answers pings
         };
         let mut close = false;
@@ -166,7 +234,11 @@ async fn serve(
                             .lock()
                             .expect("not poisoned")
                             .stamp(now_ms(), user, body);
-                    if shared.inputs.try_send(body).is_err() {
+                    let len = body.len();
+                    let room =
+                        shared.queued.fetch_add(len, Ordering::Relaxed) + len <= MAX_QUEUED_BYTES;
+                    if !room || shared.inputs.try_send(body).is_err() {
+                        shared.queued.fetch_sub(len, Ordering::Relaxed);
                         let busy = serde_json::json!({"hotpocket": crate::users::PROTOCOL_VERSION, "type": "error", "error": "node busy: input dropped, send it again later"});
                         ws.send(Message::Text(busy.to_string())).await?;
                     }
@@ -175,7 +247,7 @@ async fn serve(
         }
         if close {
             let _ = ws.close(None).await;
-            break Ok(());
+            return Ok(());
         }
         if registered.is_none() {
             if let Some(user) = session.user() {
@@ -187,18 +259,12 @@ async fn serve(
                     .entry(user)
                     .or_default()
                     .insert(id, out_tx.clone());
-                registered = Some(user);
-            }
-        }
-    };
-    if let Some(user) = registered {
-        let mut conns = shared.conns.lock().expect("not poisoned");
-        if let Some(m) = conns.get_mut(&user) {
-            m.remove(&id);
-            if m.is_empty() {
-                conns.remove(&user);
+                registered = Some(Registration {
+                    conns: shared.conns.clone(),
+                    user,
+                    id,
+                });
             }
         }
     }
-    result
 }
