@@ -63,6 +63,7 @@ impl Byzantine {
             Role::Silent => vec![],
             Role::Equivocator => vec![(to, self.equivocate(bytes))],
             Role::Forger => vec![(to, self.forge(bytes))],
+            Role::HistoryLiar => vec![(to, self.lie_about_history(bytes))],
             Role::Replayer => {
                 self.remember(bytes.clone());
                 let mut out = vec![(to, bytes)];
@@ -101,6 +102,49 @@ impl Byzantine {
             }
         }
         PeerMessage::Proposal(Box::new(p.sign(&self.key))).encode()
+    }
+
+    /// History answers that must all be refused, or (truncated) are merely
+    /// short: a changed ledger under its old hash, a re-hashed ledger whose
+    /// proof no longer matches, a proof stripped below the threshold, a
+    /// chain of ledgers it signed alone.
+    fn lie_about_history(&mut self, bytes: Vec<u8>) -> Vec<u8> {
+        let Ok(PeerMessage::HistoryResponse(mut records)) = PeerMessage::decode(&bytes) else {
+            return bytes;
+        };
+        if records.is_empty() {
+            return bytes;
+        }
+        let k = (self.rng.next_u64() % records.len() as u64) as usize;
+        match self.rng.next_u64() % 5 {
+            0 => records[k].ledger.time += 1,
+            1 => {
+                records[k].ledger.inputs.clear();
+                records[k].hash = records[k].ledger.hash();
+            }
+            2 => records[k].proof.truncate(1),
+            3 => records.truncate(1),
+            _ => {
+                // A whole fake chain from the first asked seq on, proven by
+                // stage-3 proposals the liar signed itself, under every
+                // author's name.
+                let mut prev = records[0].ledger.prev;
+                for r in records.iter_mut() {
+                    r.ledger.prev = prev;
+                    r.ledger.inputs.clear();
+                    r.bodies.clear();
+                    r.hash = r.ledger.hash();
+                    for sp in r.proof.iter_mut() {
+                        let mut p = sp.proposal.clone();
+                        p.lcl.hash = r.ledger.prev;
+                        p.inputs.clear();
+                        *sp = p.sign(&self.key);
+                    }
+                    prev = r.hash;
+                }
+            }
+        }
+        PeerMessage::HistoryResponse(records).encode()
     }
 
     /// Proposals with broken signatures, misattributed authors, or garbage.

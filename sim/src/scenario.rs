@@ -114,7 +114,7 @@ pub struct LinkOverride {
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Role {
     #[default]
     Honest,
@@ -126,6 +126,9 @@ pub enum Role {
     Replayer,
     /// Sends nothing.
     Silent,
+    /// Honest, except that it answers history requests with forged,
+    /// stripped or truncated ledgers.
+    HistoryLiar,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

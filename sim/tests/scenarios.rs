@@ -98,7 +98,7 @@ fn sweep(name: &str, seeds: std::ops::Range<u64>) {
     );
 }
 
-// 340 fuzzed runs in all, split so the test harness runs them in parallel.
+// 370 fuzzed runs in all, split so the test harness runs them in parallel.
 #[test]
 fn fuzz_lossy() {
     sweep("lossy", 0..50);
@@ -130,4 +130,8 @@ fn fuzz_users_partition() {
 #[test]
 fn fuzz_users_crash() {
     sweep("users-crash", 0..30);
+}
+#[test]
+fn fuzz_history_liar() {
+    sweep("history-liar", 0..30);
 }
