@@ -529,3 +529,38 @@ fn a_run_of_a_ledger_no_longer_in_the_chain_is_ignored() {
         .collect();
     assert_eq!(sent, [&b"real"[..]]);
 }
+
+#[test]
+fn a_peer_asking_for_history_over_and_over_is_refused_after_a_few() {
+    let mut net = Net::new(4);
+    net.run_until(T0 + 5_000);
+    let from = net.keys[1].public();
+    let ask = PeerMessage::HistoryRequest {
+        from_seq: 1,
+        count: 64,
+    }
+    .encode();
+    let mut answered = 0;
+    for k in 0..20 {
+        let out = net.nodes[0].handle(
+            T0 + 5_010 + k,
+            Input::Peer {
+                from,
+                bytes: ask.clone(),
+            },
+        );
+        answered += out
+            .iter()
+            .filter(|a| matches!(a, Action::Send { to, .. } if *to == from))
+            .count();
+    }
+    assert_eq!(answered, 8);
+    assert_eq!(net.nodes[0].stats().requests_refused, 12);
+    // The next round the peer is served again.
+    let out = net.nodes[0].handle(T0 + 6_010, Input::Tick);
+    net.apply(0, T0 + 6_010, out);
+    let out = net.nodes[0].handle(T0 + 6_020, Input::Peer { from, bytes: ask });
+    assert!(out
+        .iter()
+        .any(|a| matches!(a, Action::Send { to, .. } if *to == from)));
+}

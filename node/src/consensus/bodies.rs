@@ -112,6 +112,9 @@ impl Node {
             self.stats.dropped_not_unl += 1;
             return;
         }
+        if !self.may_serve(from) {
+            return;
+        }
         let mut budget = MAX_FRAME_BYTES - 1024;
         let mut bodies = Vec::new();
         for h in hashes.iter().take(MAX_BODIES_PER_MESSAGE) {

@@ -86,6 +86,9 @@ impl Node {
             self.stats.dropped_not_unl += 1;
             return;
         }
+        if !self.may_serve(from) {
+            return;
+        }
         let count = count.min(self.cfg.history_batch) as usize;
         let start = from_seq.min(self.chain.len() as u64) as usize;
         // Measured, not estimated: a proof repeats the ledger's input list

@@ -136,6 +136,8 @@ pub struct Stats {
     pub signature_checks: u64,
     pub rollbacks: u64,
     pub bodies_fetched: u64,
+    /// History and body requests refused: the peer asked too often.
+    pub requests_refused: u64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -195,12 +197,19 @@ pub struct Node {
     final_seq: u64,
     pub(super) stats: Stats,
     pub(super) out: Vec<Action>,
+    /// Requests served to each peer in the current round, so a UNL member
+    /// cannot make this node send 16 MiB answers back to back.
+    served: BTreeMap<PubKey, (u64, u32)>,
 }
 
 /// Rounds an input may wait in the pool before it is dropped.
 const INPUT_TTL_ROUNDS: u64 = 20;
 /// Seqs an included input hash is remembered for, to refuse replays.
 const INCLUDED_WINDOW: u64 = 1024;
+/// History or body requests served to one peer per round. An honest node
+/// asks once per stage at most.
+const MAX_REQUESTS_PER_ROUND: u32 = 8;
+
 /// Largest batch of waiting inputs re-sent in one message.
 const RESEND_BATCH_BYTES: usize = 1 << 20;
 
@@ -262,6 +271,7 @@ impl Node {
             final_seq: 0,
             stats: Stats::default(),
             out: Vec::new(),
+            served: BTreeMap::new(),
         };
         let lcl = node.lcl();
         let (ran_seq, result) = ran;
@@ -836,6 +846,22 @@ impl Node {
                 self.propose(slot);
             }
         }
+    }
+
+    /// Whether `peer` may have one more history or body request served this
+    /// round; counts it if so.
+    pub(super) fn may_serve(&mut self, peer: PubKey) -> bool {
+        let round = self.slot.map_or(0, |s| s.round);
+        let entry = self.served.entry(peer).or_insert((round, 0));
+        if entry.0 != round {
+            *entry = (round, 0);
+        }
+        if entry.1 >= MAX_REQUESTS_PER_ROUND {
+            self.stats.requests_refused += 1;
+            return false;
+        }
+        entry.1 += 1;
+        true
     }
 
     /// Hands over the outputs of every run the next ledger has certified.
