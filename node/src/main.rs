@@ -3,9 +3,8 @@
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use hotpocket_node::crypto::Keypair;
 use hotpocket_node::real::config::Config;
-use hotpocket_node::real::{bench, client, cluster, runtime};
+use hotpocket_node::real::{bench, client, cluster, random_key, runtime};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use tokio::sync::watch;
@@ -155,7 +154,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 }
                 None => (default_contract()?, String::new()),
             };
-            let key = new_key();
+            let key = random_key();
             let mut cfg = Config::new_node(&key, binary.display().to_string(), args);
             cfg.peerport = peerport;
             cfg.pubport = pubport;
@@ -178,7 +177,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             runtime::run_node(&dir, rx).await
         }
         Command::Keygen => {
-            let key = new_key();
+            let key = random_key();
             println!(
                 "{}",
                 serde_json::json!({"pubkey": key.public().to_hex(), "seckey": key.secret_hex()})
@@ -189,7 +188,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             let key = match key {
                 Some(path) => client::read_key(&path)?,
                 None => {
-                    let k = new_key();
+                    let k = random_key();
                     eprintln!("user key {}", k.public().to_hex());
                     k
                 }
@@ -207,10 +206,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             if !(1..=64).contains(&nodes) {
                 bail!("--nodes must be 1..=64, got {nodes}");
             }
-            let contract = match contract {
-                Some(c) => absolute(&c)?,
-                None => default_contract()?,
-            };
+            let contract = contract_or_default(contract)?;
             let plan = cluster::Plan {
                 nodes,
                 dir,
@@ -219,7 +215,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 peerport,
                 pubport,
             };
-            cluster::run(&plan, new_key).await
+            cluster::run(&plan, random_key).await
         }
         Command::Bench {
             nodes,
@@ -235,10 +231,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             peerport,
             pubport,
         } => {
-            let contract = match contract {
-                Some(c) => absolute(&c)?,
-                None => default_contract()?,
-            };
+            let contract = contract_or_default(contract)?;
             let o = bench::Options {
                 nodes,
                 roundtime,
@@ -258,14 +251,16 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn new_key() -> Keypair {
-    let mut seed = [0u8; 32];
-    getrandom::getrandom(&mut seed).expect("the OS has randomness");
-    Keypair::from_seed(seed)
-}
-
 fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
     std::fs::canonicalize(p).with_context(|| format!("contract {}", p.display()))
+}
+
+/// `--contract`, made absolute, or the kv example contract.
+fn contract_or_default(contract: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match contract {
+        Some(c) => absolute(&c),
+        None => default_contract(),
+    }
 }
 
 /// The kv example contract, built beside this binary by `cargo build`.

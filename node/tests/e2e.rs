@@ -167,7 +167,7 @@ async fn oversized(port: u16) -> (String, bool) {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let helo = hotpocket_node::real::client::helo(&key, &hello, now).unwrap();
+    let helo = hotpocket_node::users::answer_challenge(&key, &hello, now).unwrap();
     ws.send(Message::Text(helo)).await.unwrap();
     ws.send(Message::Binary(vec![b'x'; (1 << 20) + 1]))
         .await

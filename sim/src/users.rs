@@ -7,10 +7,9 @@ use crate::world::{World, EPOCH_MS};
 use hotpocket_node::contract::{RunResult, Stamper};
 use hotpocket_node::crypto::Keypair;
 use hotpocket_node::env::Users;
-use hotpocket_node::users::{Reply, Session, SessionLimits};
+use hotpocket_node::users::{answer_challenge, Reply, Session, SessionLimits};
 use rand_chacha::ChaCha8Rng;
 use rand_core::RngCore;
-use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -50,7 +49,7 @@ impl SimUsers {
         self.entropy.fill_bytes(&mut challenge);
         let (mut session, msg) = Session::open(self.limits.clone(), challenge);
         let key = self.world.lock().users[u].key.clone();
-        let Some(helo) = answer_challenge(&key, &msg, (EPOCH_MS + self.world.now()) / 1000) else {
+        let Ok(helo) = answer_challenge(&key, &msg, (EPOCH_MS + self.world.now()) / 1000) else {
             self.world.violation(format!(
                 "node {} sent user {u} a challenge it cannot answer: {msg}",
                 self.node
@@ -92,27 +91,6 @@ impl SimUsers {
         }
         None
     }
-}
-
-/// The user's side of the handshake, written from DESIGN §6 alone: sign the
-/// challenge string, send `helo`.
-fn answer_challenge(key: &Keypair, msg: &str, now_s: u64) -> Option<String> {
-    let v: Value = serde_json::from_str(msg).ok()?;
-    if v["type"] != "public_challenge" {
-        return None;
-    }
-    let challenge = v["challenge"].as_str()?;
-    let sig = key.sign_raw(challenge.as_bytes());
-    Some(
-        json!({
-            "type": "helo",
-            "pubkey": key.public().to_hex(),
-            "sig": sig.to_hex(),
-            "challenge": challenge,
-            "timestamp": now_s,
-        })
-        .to_string(),
-    )
 }
 
 impl Users for SimUsers {

@@ -2,16 +2,15 @@
 //! Measures input-to-output latency (ms and rounds), answered inputs per
 //! second and node memory. A measurement, not a test: run it `--release`.
 
-use crate::crypto::Keypair;
-use crate::real::client::helo;
-use crate::real::cluster::{node_dir, prepare, Plan};
+use crate::real::cluster::{node_dir, prepare, spawn_nodes, stop_nodes, Plan};
 use crate::real::config::Config;
+use crate::real::random_key;
 use crate::real::users_ws::now_ms;
-use anyhow::{bail, Context};
+use crate::users::answer_challenge;
+use anyhow::bail;
 use futures_util::{SinkExt, StreamExt};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
@@ -68,15 +67,17 @@ async fn client(
     stop: Instant,
     latencies: Arc<Mutex<Vec<(u64, u64)>>>,
 ) -> anyhow::Result<()> {
-    let mut seed = [0u8; 32];
-    getrandom::getrandom(&mut seed).expect("the OS has randomness");
-    let key = Keypair::from_seed(seed);
+    let key = random_key();
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}")).await?;
     let Some(Ok(Message::Text(challenge))) = ws.next().await else {
         bail!("no challenge");
     };
-    ws.send(Message::Text(helo(&key, &challenge, now_ms() / 1000)?))
-        .await?;
+    ws.send(Message::Text(answer_challenge(
+        &key,
+        &challenge,
+        now_ms() / 1000,
+    )?))
+    .await?;
     // A user's inputs are answered in the order sent, so one queue of send
     // times per key is enough even with a key in flight twice.
     let mut sent: BTreeMap<String, VecDeque<u64>> = BTreeMap::new();
@@ -158,11 +159,7 @@ pub async fn run(o: &Options) -> anyhow::Result<()> {
         peerport: o.peerport,
         pubport: o.pubport,
     };
-    prepare(&plan, || {
-        let mut seed = [0u8; 32];
-        getrandom::getrandom(&mut seed).expect("the OS has randomness");
-        Keypair::from_seed(seed)
-    })?;
+    prepare(&plan, random_key)?;
     for i in 0..o.nodes {
         let dir = node_dir(&root, i);
         let mut cfg = Config::load(&dir)?.cfg;
@@ -170,26 +167,8 @@ pub async fn run(o: &Options) -> anyhow::Result<()> {
         cfg.stage_slice = o.stage_slice;
         cfg.save(&dir)?;
     }
-    let exe = std::env::current_exe().context("locating this binary")?;
-    let mut children = Vec::new();
-    for i in 0..o.nodes {
-        let dir = node_dir(&root, i);
-        let log = std::fs::File::create(dir.join("node.log"))?;
-        children.push(
-            tokio::process::Command::new(&exe)
-                .arg("run")
-                .arg(&dir)
-                .env(
-                    "RUST_LOG",
-                    std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-                )
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .kill_on_drop(true)
-                .spawn()?,
-        );
-    }
+    let level = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
+    let mut children = spawn_nodes(&root, o.nodes, Some(&level))?;
     let dirs: Vec<PathBuf> = (0..o.nodes).map(|i| node_dir(&root, i)).collect();
     let warm = Instant::now();
     while dirs.iter().any(|d| head(d) < 5) {
@@ -229,17 +208,7 @@ pub async fn run(o: &Options) -> anyhow::Result<()> {
     let elapsed = start.elapsed().as_secs_f64();
     let seq_end = head(&dirs[0]);
     let load_rss: Vec<u64> = children.iter().filter_map(|c| c.id()).map(rss_kb).collect();
-    for c in &children {
-        if let Some(pid) = c.id() {
-            // SAFETY: signalling a child process we started.
-            unsafe {
-                libc::kill(pid as i32, libc::SIGTERM);
-            }
-        }
-    }
-    for c in &mut children {
-        let _ = c.wait().await;
-    }
+    stop_nodes(&mut children).await;
 
     let mut l: Vec<u64> = latencies
         .lock()

@@ -5,6 +5,7 @@
 use crate::crypto::Keypair;
 use crate::real::config::parse_secret;
 use crate::real::users_ws::now_ms;
+use crate::users::answer_challenge;
 use anyhow::{bail, Context};
 use futures_util::{SinkExt, StreamExt};
 use std::path::Path;
@@ -26,26 +27,6 @@ pub fn read_key(path: &Path) -> anyhow::Result<Keypair> {
     parse_secret(&hex_key).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
-/// The helo answering `challenge_msg`, the node's first message.
-pub fn helo(key: &Keypair, challenge_msg: &str, now_s: u64) -> anyhow::Result<String> {
-    let v: serde_json::Value =
-        serde_json::from_str(challenge_msg).context("the node's challenge is not JSON")?;
-    if v["type"] != "public_challenge" {
-        bail!("expected a public_challenge, got {challenge_msg}");
-    }
-    let challenge = v["challenge"]
-        .as_str()
-        .context("challenge is not a string")?;
-    Ok(serde_json::json!({
-        "type": "helo",
-        "pubkey": key.public().to_hex(),
-        "sig": key.sign_raw(challenge.as_bytes()).to_hex(),
-        "challenge": challenge,
-        "timestamp": now_s,
-    })
-    .to_string())
-}
-
 pub async fn run(url: &str, key: &Keypair, linger: Duration) -> anyhow::Result<()> {
     let (mut ws, _) = tokio_tungstenite::connect_async(url)
         .await
@@ -54,8 +35,12 @@ pub async fn run(url: &str, key: &Keypair, linger: Duration) -> anyhow::Result<(
         Some(Ok(Message::Text(t))) => t,
         other => bail!("expected the node's challenge, got {other:?}"),
     };
-    ws.send(Message::Text(helo(key, &challenge, now_ms() / 1000)?))
-        .await?;
+    ws.send(Message::Text(answer_challenge(
+        key,
+        &challenge,
+        now_ms() / 1000,
+    )?))
+    .await?;
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut stdout = tokio::io::stdout();
     let mut stdin_open = true;

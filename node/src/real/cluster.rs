@@ -66,25 +66,53 @@ pub fn prepare(plan: &Plan, mut new_key: impl FnMut() -> Keypair) -> anyhow::Res
     Ok(())
 }
 
-pub async fn run(plan: &Plan, new_key: impl FnMut() -> Keypair) -> anyhow::Result<()> {
-    prepare(plan, new_key)?;
+/// Starts `hotpocket run` (this binary) for nodes `0..nodes` under `root`,
+/// each logging to its `node.log`; `log_level` sets their `RUST_LOG`, else
+/// they inherit ours.
+pub fn spawn_nodes(
+    root: &Path,
+    nodes: usize,
+    log_level: Option<&str>,
+) -> anyhow::Result<Vec<tokio::process::Child>> {
     let exe = std::env::current_exe().context("locating this binary")?;
     let mut children = Vec::new();
-    for i in 0..plan.nodes {
-        let dir = node_dir(&plan.dir, i);
+    for i in 0..nodes {
+        let dir = node_dir(root, i);
         let log = std::fs::File::create(dir.join("node.log"))
             .with_context(|| format!("creating {}/node.log", dir.display()))?;
-        let child = tokio::process::Command::new(&exe)
-            .arg("run")
+        let mut cmd = tokio::process::Command::new(&exe);
+        cmd.arg("run")
             .arg(&dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting node {i}"))?;
-        children.push(child);
+            .kill_on_drop(true);
+        if let Some(level) = log_level {
+            cmd.env("RUST_LOG", level);
+        }
+        children.push(cmd.spawn().with_context(|| format!("starting node {i}"))?);
     }
+    Ok(children)
+}
+
+/// Asks every node to stop (SIGTERM: a clean shutdown) and waits for it.
+pub async fn stop_nodes(children: &mut [tokio::process::Child]) {
+    for c in children.iter() {
+        if let Some(pid) = c.id() {
+            // SAFETY: signalling a child process we started.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGTERM);
+            }
+        }
+    }
+    for c in children.iter_mut() {
+        let _ = c.wait().await;
+    }
+}
+
+pub async fn run(plan: &Plan, new_key: impl FnMut() -> Keypair) -> anyhow::Result<()> {
+    prepare(plan, new_key)?;
+    let mut children = spawn_nodes(&plan.dir, plan.nodes, None)?;
     let first = Config::load(&node_dir(&plan.dir, 0))?;
     println!(
         "{} nodes running in {} (logs: {}/node-*/node.log)",
@@ -109,17 +137,7 @@ pub async fn run(plan: &Plan, new_key: impl FnMut() -> Keypair) -> anyhow::Resul
         }
     }
     drop(exited);
-    for c in &children {
-        if let Some(pid) = c.id() {
-            // SAFETY: signalling a child process we started.
-            unsafe {
-                libc::kill(pid as i32, libc::SIGTERM);
-            }
-        }
-    }
-    for c in &mut children {
-        let _ = c.wait().await;
-    }
+    stop_nodes(&mut children).await;
     println!("cluster stopped");
     Ok(())
 }

@@ -13,3 +13,12 @@ pub mod runtime;
 pub mod state_dir;
 pub mod store;
 pub mod users_ws;
+
+use crate::crypto::Keypair;
+
+/// A new key pair from the OS's randomness.
+pub fn random_key() -> Keypair {
+    let mut seed = [0u8; 32];
+    getrandom::getrandom(&mut seed).expect("the OS has randomness");
+    Keypair::from_seed(seed)
+}

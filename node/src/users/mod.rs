@@ -9,7 +9,7 @@
 //! challenge string. Every later message is one input.
 
 use crate::consensus::input_hash;
-use crate::crypto::{verify_raw, Hash, PubKey, Sig};
+use crate::crypto::{verify_raw, Hash, Keypair, PubKey, Sig};
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, VecDeque};
 
@@ -191,6 +191,44 @@ impl Session {
     fn close(&mut self, why: String) -> Vec<Reply> {
         self.state = State::Closed;
         vec![Reply::Close(error(&why))]
+    }
+}
+
+/// The user's side of the handshake: the `helo` a user holding `key` sends
+/// for `challenge` at unix time `now_s` (ed25519 over the challenge string).
+pub fn helo_message(key: &Keypair, challenge: &str, now_s: u64) -> String {
+    json!({
+        "type": "helo",
+        "pubkey": key.public().to_hex(),
+        "sig": key.sign_raw(challenge.as_bytes()).to_hex(),
+        "challenge": challenge,
+        "timestamp": now_s,
+    })
+    .to_string()
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ChallengeError {
+    #[error("the node's challenge is not JSON: {0}")]
+    NotJson(String),
+    #[error("expected a public_challenge, got {0}")]
+    NotAChallenge(String),
+}
+
+/// The `helo` answering a node's `public_challenge` message.
+pub fn answer_challenge(
+    key: &Keypair,
+    challenge_msg: &str,
+    now_s: u64,
+) -> Result<String, ChallengeError> {
+    let v: Value =
+        serde_json::from_str(challenge_msg).map_err(|e| ChallengeError::NotJson(e.to_string()))?;
+    match (
+        v.get("type").and_then(Value::as_str),
+        v.get("challenge").and_then(Value::as_str),
+    ) {
+        (Some("public_challenge"), Some(challenge)) => Ok(helo_message(key, challenge, now_s)),
+        _ => Err(ChallengeError::NotAChallenge(challenge_msg.to_string())),
     }
 }
 

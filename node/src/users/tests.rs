@@ -13,18 +13,6 @@ fn open(limits: SessionLimits) -> (Session, String) {
     (s, challenge)
 }
 
-/// A helo built exactly as the seed README says: sign the challenge string.
-fn helo_for(k: &Keypair, challenge: &str, ts: u64) -> String {
-    json!({
-        "type": "helo",
-        "pubkey": k.public().to_hex(),
-        "sig": k.sign_raw(challenge.as_bytes()).to_hex(),
-        "challenge": challenge,
-        "timestamp": ts,
-    })
-    .to_string()
-}
-
 fn closed_with(r: &[Reply], needle: &str) -> bool {
     matches!(r, [Reply::Close(m)] if m.contains(needle) && m.contains("\"type\":\"error\""))
 }
@@ -33,7 +21,7 @@ fn closed_with(r: &[Reply], needle: &str) -> bool {
 fn handshake_then_every_message_is_an_input() {
     let k = Keypair::from_seed([5; 32]);
     let (mut s, c) = open(SessionLimits::default());
-    let r = s.on_message(NOW, helo_for(&k, &c, NOW / 1000).as_bytes(), true);
+    let r = s.on_message(NOW, helo_message(&k, &c, NOW / 1000).as_bytes(), true);
     assert!(r.is_empty(), "{r:?}");
     assert_eq!(s.user(), Some(k.public()));
     let r = s.on_message(NOW + 1, b"hello contract", false);
@@ -65,7 +53,7 @@ fn every_bad_helo_is_refused_with_a_reason() {
             "expected a helo",
         ),
         (
-            helo_for(&k, "00000000000000000000000000000000", now_s).into_bytes(),
+            helo_message(&k, "00000000000000000000000000000000", now_s).into_bytes(),
             true,
             "challenge does not match",
         ),
@@ -83,21 +71,21 @@ fn every_bad_helo_is_refused_with_a_reason() {
     }
     let (mut s, c) = open(SessionLimits::default());
     // Signed by another key than the one named.
-    let mut v: Value = serde_json::from_str(&helo_for(&other, &c, now_s)).unwrap();
+    let mut v: Value = serde_json::from_str(&helo_message(&other, &c, now_s)).unwrap();
     v["pubkey"] = json!(k.public().to_hex());
     assert!(closed_with(
         &s.on_message(NOW, v.to_string().as_bytes(), true),
         "signature does not verify"
     ));
     let (mut s, c) = open(SessionLimits::default());
-    let mut v: Value = serde_json::from_str(&helo_for(&k, &c, now_s)).unwrap();
+    let mut v: Value = serde_json::from_str(&helo_message(&k, &c, now_s)).unwrap();
     v["pubkey"] = json!("abcd");
     assert!(closed_with(
         &s.on_message(NOW, v.to_string().as_bytes(), true),
         "pubkey"
     ));
     let (mut s, c) = open(SessionLimits::default());
-    let mut v: Value = serde_json::from_str(&helo_for(&k, &c, now_s)).unwrap();
+    let mut v: Value = serde_json::from_str(&helo_message(&k, &c, now_s)).unwrap();
     v["sig"] = json!("zz");
     assert!(closed_with(
         &s.on_message(NOW, v.to_string().as_bytes(), true),
@@ -105,7 +93,7 @@ fn every_bad_helo_is_refused_with_a_reason() {
     ));
     let (mut s, c) = open(SessionLimits::default());
     assert!(closed_with(
-        &s.on_message(NOW, helo_for(&k, &c, now_s - 3600).as_bytes(), true),
+        &s.on_message(NOW, helo_message(&k, &c, now_s - 3600).as_bytes(), true),
         "timestamp is 3600 s away"
     ));
 }
@@ -122,7 +110,7 @@ fn limits_on_size_rate_round_and_repeats() {
     let authed = || {
         let (mut s, c) = open(limits.clone());
         assert!(s
-            .on_message(NOW, helo_for(&k, &c, NOW / 1000).as_bytes(), true)
+            .on_message(NOW, helo_message(&k, &c, NOW / 1000).as_bytes(), true)
             .is_empty());
         s
     };
@@ -170,7 +158,7 @@ fn an_equal_message_rounds_later_is_a_new_input() {
     let k = Keypair::from_seed([5; 32]);
     let (mut s, c) = open(SessionLimits::default());
     assert!(s
-        .on_message(NOW, helo_for(&k, &c, NOW / 1000).as_bytes(), true)
+        .on_message(NOW, helo_message(&k, &c, NOW / 1000).as_bytes(), true)
         .is_empty());
     assert_eq!(s.on_message(NOW, b"get x", false).len(), 1);
     assert!(
@@ -178,4 +166,21 @@ fn an_equal_message_rounds_later_is_a_new_input() {
         "a retry"
     );
     assert_eq!(s.on_message(NOW + 2_500, b"get x", false).len(), 1);
+}
+
+#[test]
+fn a_user_answers_the_challenge_message_and_the_session_accepts_it() {
+    let k = Keypair::from_seed([6; 32]);
+    let (mut s, msg) = Session::open(SessionLimits::default(), [7; 16]);
+    let helo = crate::users::answer_challenge(&k, &msg, NOW / 1000).unwrap();
+    assert!(s.on_message(NOW, helo.as_bytes(), true).is_empty());
+    assert_eq!(s.user(), Some(k.public()));
+    assert!(matches!(
+        crate::users::answer_challenge(&k, r#"{"type":"helo"}"#, 0),
+        Err(crate::users::ChallengeError::NotAChallenge(_))
+    ));
+    assert!(matches!(
+        crate::users::answer_challenge(&k, "{nope", 0),
+        Err(crate::users::ChallengeError::NotJson(_))
+    ));
 }
