@@ -6,9 +6,7 @@
 //! returned actions in order. Contract runs go on beside all that, one at
 //! a time and in ledger order, and their results are fed back as they end.
 
-use crate::consensus::{Action, Input, Node};
-use crate::contract::RunReport;
-use crate::crypto::Hash;
+use crate::consensus::{Action, Input, Node, PeerMessage};
 use crate::env::{Clock, ContractHost, Observer, PeerNetwork, Store, StoreError, Users};
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
@@ -39,7 +37,7 @@ pub enum DriverError {
 /// What the driver waits for next.
 enum Wake<R> {
     Input(Option<Input>),
-    /// The contract run in flight finished.
+    /// The contract job in flight (a run or a state install) finished.
     Ran(R),
 }
 
@@ -74,8 +72,10 @@ where
     let mut jobs: VecDeque<Action> = VecDeque::new();
     // The contract while idle; a run in flight owns it and hands it back.
     let mut idle: Option<&mut X> = Some(contract);
-    type Running<'a, X> = Pin<Box<dyn Future<Output = (&'a mut X, u64, Hash, RunReport)> + 'a>>;
+    type Running<'a, X> = Pin<Box<dyn Future<Output = (&'a mut X, Input)> + 'a>>;
     let mut running: Option<Running<'_, X>> = None;
+    // What quick contract jobs (reading the state tree) gave back.
+    let mut fed: VecDeque<Input> = VecDeque::new();
     loop {
         while let Some(action) = pending.pop_front() {
             match action {
@@ -89,7 +89,10 @@ where
                     jobs.retain(|j| !matches!(j, Action::Execute(r) if r.ledger.seq > to.seq));
                     jobs.push_back(Action::Rollback { to });
                 }
-                Action::Execute(record) => jobs.push_back(Action::Execute(record)),
+                job @ (Action::Execute(_)
+                | Action::ReadState
+                | Action::ServeState { .. }
+                | Action::InstallState(_)) => jobs.push_back(job),
                 Action::Deliver { seq, run } => users.deliver(seq, &run),
                 Action::Notify(event) => observer.notify(&event),
             }
@@ -103,8 +106,26 @@ where
                 Some(Action::Execute(record)) => {
                     running = Some(Box::pin(async move {
                         let report = host.execute(&record).await;
-                        (host, record.ledger.seq, record.hash, report)
+                        let (seq, hash) = (record.ledger.seq, record.hash);
+                        (host, Input::Executed { seq, hash, report })
                     }));
+                }
+                Some(Action::InstallState(patch)) => {
+                    running = Some(Box::pin(async move {
+                        let seq = patch.seq;
+                        let error = host.install_state(*patch).await.err();
+                        let error = error.map(|e| e.to_string());
+                        (host, Input::StateInstalled { seq, error })
+                    }));
+                }
+                Some(Action::ReadState) => {
+                    fed.push_back(Input::LocalState(host.state_tree()));
+                    idle = Some(host);
+                }
+                Some(Action::ServeState { to, req }) => {
+                    let resp = host.serve_state(&req);
+                    net.send(&to, PeerMessage::StateResponse(resp).encode());
+                    idle = Some(host);
                 }
                 _ => idle = Some(host),
             }
@@ -117,7 +138,9 @@ where
         // enters a stage only on a tick), but a flood cannot hold the tick
         // back for ever.
         let overdue = streak >= MAX_STREAK && clock.now_ms() >= deadline;
-        let wake = if overdue {
+        let wake = if let Some(input) = fed.pop_front() {
+            Wake::Input(Some(input))
+        } else if overdue {
             Wake::Input(Some(Input::Tick))
         } else {
             let mut peer = pin!(net.recv());
@@ -145,16 +168,16 @@ where
             .await
         };
         let input = match wake {
-            Wake::Ran((host, seq, hash, report)) => {
+            Wake::Ran((host, input)) => {
                 running = None;
                 idle = Some(host);
-                Input::Executed { seq, hash, report }
+                input
             }
             Wake::Input(None) => return Ok(()),
             Wake::Input(Some(input)) => input,
         };
         let tick = matches!(input, Input::Tick);
-        if !matches!(input, Input::Executed { .. }) {
+        if matches!(input, Input::Tick | Input::Peer { .. } | Input::Submit(_)) {
             streak = if tick { 0 } else { streak + 1 };
         }
         pending.extend(node.handle(clock.now_ms(), input));

@@ -268,8 +268,15 @@ fn a_five_node_cluster_serves_users_agrees_and_survives_a_kill() {
     let answered = flow.join().unwrap();
     assert_eq!(answered.len(), 4, "{answered:?}");
 
-    // Restarted, it catches up the ledgers it missed, runs them on its own
-    // state, and ends with the same ledger and the same contract state.
+    // Restarted, it catches up the ledgers it missed and, as it is more
+    // than `state_sync_gap` behind, fetches the contract state they left
+    // from its peers instead of running them; it ends with the same ledger
+    // and the same contract state.
+    let cfg_path = dirs[4].join("cfg/hp.cfg");
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    cfg["state_sync_gap"] = 2.into();
+    std::fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
     let log = std::fs::OpenOptions::new()
         .append(true)
         .open(dirs[4].join("node.log"))
@@ -313,4 +320,9 @@ fn a_five_node_cluster_serves_users_agrees_and_survives_a_kill() {
     // No inputs flow now, so every node that ran the same ledgers holds the
     // same state.
     assert_eq!(state(&dirs[4]), state(&dirs[0]));
+    let log = std::fs::read_to_string(dirs[4].join("node.log")).unwrap();
+    assert!(
+        log.contains("contract state fetched and installed"),
+        "node 4 ran the ledgers it missed instead of fetching the state"
+    );
 }

@@ -5,6 +5,7 @@
 use crate::scenario::Role;
 use hotpocket_node::consensus::PeerMessage;
 use hotpocket_node::crypto::{Hash, Keypair, PubKey};
+use hotpocket_node::sync::state::{Entry, StateRequest, StateResponse};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use std::collections::VecDeque;
@@ -64,6 +65,7 @@ impl Byzantine {
             Role::Equivocator => vec![(to, self.equivocate(bytes))],
             Role::Forger => vec![(to, self.forge(bytes))],
             Role::HistoryLiar => vec![(to, self.lie_about_history(bytes))],
+            Role::StateLiar => vec![(to, self.lie_about_state(bytes))],
             Role::Replayer => {
                 self.remember(bytes.clone());
                 let mut out = vec![(to, bytes)];
@@ -148,6 +150,59 @@ impl Byzantine {
     }
 
     /// Proposals with broken signatures, misattributed authors, or garbage.
+    /// Every state sync answer is a lie: a listing with an entry changed
+    /// or a name that climbs out of the state directory, a file piece with
+    /// a flipped byte, cut short or at another offset, or a false "missing".
+    fn lie_about_state(&mut self, bytes: Vec<u8>) -> Vec<u8> {
+        let Ok(PeerMessage::StateResponse(resp)) = PeerMessage::decode(&bytes) else {
+            return bytes;
+        };
+        let lie = match resp {
+            StateResponse::Dir { hash, mut entries } if !entries.is_empty() => {
+                let k = (self.rng.next_u64() % entries.len() as u64) as usize;
+                if self.coin(50) {
+                    entries[k].0 = b"..".to_vec();
+                } else {
+                    let mut fake = [0u8; 32];
+                    self.rng.fill_bytes(&mut fake);
+                    entries[k].1 = Entry::Dir(Hash(fake));
+                }
+                StateResponse::Dir { hash, entries }
+            }
+            StateResponse::Chunk {
+                digest,
+                offset,
+                mut bytes,
+            } if !bytes.is_empty() => match self.rng.next_u64() % 3 {
+                0 => {
+                    let i = (self.rng.next_u64() % bytes.len() as u64) as usize;
+                    bytes[i] ^= 1;
+                    StateResponse::Chunk {
+                        digest,
+                        offset,
+                        bytes,
+                    }
+                }
+                1 => {
+                    bytes.pop();
+                    StateResponse::Chunk {
+                        digest,
+                        offset,
+                        bytes,
+                    }
+                }
+                _ => StateResponse::Chunk {
+                    digest,
+                    offset: offset + 1,
+                    bytes,
+                },
+            },
+            StateResponse::Dir { hash, .. } => StateResponse::Missing(StateRequest::Dir(hash)),
+            other => other,
+        };
+        PeerMessage::StateResponse(lie).encode()
+    }
+
     fn forge(&mut self, bytes: Vec<u8>) -> Vec<u8> {
         let Ok(PeerMessage::Proposal(mut sp)) = PeerMessage::decode(&bytes) else {
             return bytes;

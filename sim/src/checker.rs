@@ -30,6 +30,10 @@ pub struct Checker {
     /// Inputs, outputs and what users received.
     pub outputs: OutputChecker,
     pub violations: Vec<String>,
+    /// The state hash of each ledger's run, as the next ledger certified it.
+    certified: BTreeMap<u64, Hash>,
+    /// Per node: state syncs installed, and bytes they fetched.
+    pub state_synced: BTreeMap<usize, (u64, u64)>,
 }
 
 impl Checker {
@@ -93,8 +97,18 @@ impl Checker {
                     None => self.violate(t, format!("node {node} closed a ledger before starting")),
                     _ => {}
                 }
-                // This close finalises its parent.
+                // This close finalises its parent, and certifies its run.
                 let fin = ledger.seq - 1;
+                match self.certified.get(&fin) {
+                    Some(c) if *c != ledger.state => self.violate(
+                        t,
+                        format!("node {node} closed seq {} certifying state {:?} for {fin}; another ledger certified {c:?}", ledger.seq, ledger.state),
+                    ),
+                    Some(_) => {}
+                    None => {
+                        self.certified.insert(fin, ledger.state);
+                    }
+                }
                 match self.agreed.get(&fin) {
                     Some((h, first)) if *h != ledger.prev => self.violate(
                         t,
@@ -132,7 +146,29 @@ impl Checker {
                 t,
                 format!("node {node}: its run of ledger {seq} differs from the certified state"),
             ),
-            Event::Started { .. } | Event::Status(_) | Event::HistoryRejected { .. } => {}
+            Event::StateSynced {
+                seq,
+                state,
+                fetched,
+            } => {
+                let s = self.state_synced.entry(node).or_default();
+                s.0 += 1;
+                s.1 += fetched.bytes;
+                match self.certified.get(seq) {
+                    Some(c) if c != state => self.violate(
+                        t,
+                        format!("node {node} installed state {state:?} for ledger {seq}; the UNL certified {c:?}"),
+                    ),
+                    Some(_) => {}
+                    None => {
+                        self.certified.insert(*seq, *state);
+                    }
+                }
+            }
+            Event::Started { .. }
+            | Event::Status(_)
+            | Event::HistoryRejected { .. }
+            | Event::StateSyncStarted { .. } => {}
         }
     }
 
@@ -192,6 +228,17 @@ impl Checker {
                         .check_all_answered(steady, *sent_by_ms, &mut found);
                     self.violations
                         .extend(found.into_iter().map(|v| format!("liveness: {v}")));
+                }
+                Expectation::StateSynced { node, max_bytes } => {
+                    match self.state_synced.get(node) {
+                        None => self.violations.push(format!(
+                            "liveness: node {node} never installed a fetched state"
+                        )),
+                        Some((n, bytes)) if bytes > max_bytes => self.violations.push(format!(
+                            "node {node} fetched {bytes} bytes of state in {n} syncs, more than {max_bytes}"
+                        )),
+                        Some(_) => {}
+                    }
                 }
                 Expectation::ReachSeq { seq, by_ms, nodes } => {
                     let nodes = if nodes.is_empty() { honest } else { nodes };

@@ -11,44 +11,98 @@ use hotpocket_kv_contract::Kv;
 use hotpocket_node::consensus::ExecResult;
 use hotpocket_node::contract::{RunOutcome, RunReport, RunRequest, RunResult, StateNode};
 use hotpocket_node::crypto::{Hash, PubKey};
-use hotpocket_node::env::ContractHost;
+use hotpocket_node::env::{ContractHost, InstallError};
 use hotpocket_node::ledger::LedgerRecord;
+use hotpocket_node::sync::state::{
+    apply_to_files, serve, StateIndex, StatePatch, StateRequest, StateResponse,
+};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
 /// Runs kept, so the contract can step back; the protocol asks for one.
-const KEPT_RUNS: usize = 8;
+const KEPT_RUNS: usize = 3;
 
-/// A node's contract state directory: the state after each recent run.
+/// The state one run left, with each file's digest so the next run hashes
+/// only what it changed (states of several MiB are hashed after every run).
 #[derive(Clone)]
-pub struct ContractDisk {
-    /// seq -> state that running it left, and that run's result.
-    runs: BTreeMap<u64, (MemState, ExecResult)>,
+pub struct Kept {
+    pub state: MemState,
+    digests: BTreeMap<String, [u8; 32]>,
+    pub tree: StateNode,
+    pub result: ExecResult,
 }
 
-impl Default for ContractDisk {
-    fn default() -> Self {
-        let empty = MemState::default();
-        let initial = ExecResult {
-            state: state_hash(&empty),
-            output: Hash::ZERO,
+impl Kept {
+    /// `state` as a new run left it; `before` is what it started from.
+    fn new(state: MemState, before: Option<&Kept>, output: Hash) -> Kept {
+        use sha2::Digest;
+        let digests: BTreeMap<String, [u8; 32]> = state
+            .0
+            .iter()
+            .map(|(k, v)| {
+                let same = before.and_then(|b| {
+                    (b.state.0.get(k) == Some(v))
+                        .then(|| b.digests.get(k))
+                        .flatten()
+                });
+                (
+                    k.clone(),
+                    same.copied()
+                        .unwrap_or_else(|| sha2::Sha256::digest(v).into()),
+                )
+            })
+            .collect();
+        let tree = StateNode::from_digests(
+            state
+                .0
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.len() as u64, digests[k])),
+        );
+        let result = ExecResult {
+            state: tree.hash(),
+            output,
         };
-        ContractDisk {
-            runs: BTreeMap::from([(0, (empty, initial))]),
+        Kept {
+            state,
+            digests,
+            tree,
+            result,
         }
     }
 }
 
-fn state_hash(m: &MemState) -> Hash {
-    StateNode::from_files(m.0.iter().map(|(k, v)| (k.as_str(), v.as_slice()))).hash()
+/// A node's contract state directory: the state after each recent run.
+#[derive(Clone)]
+pub struct ContractDisk {
+    /// seq -> what running it left.
+    runs: BTreeMap<u64, Kept>,
+}
+
+impl Default for ContractDisk {
+    fn default() -> Self {
+        ContractDisk {
+            runs: BTreeMap::from([(0, Kept::new(MemState::default(), None, Hash::ZERO))]),
+        }
+    }
 }
 
 impl ContractDisk {
     /// Where the state is: the ledger whose run left it, and that result.
     pub fn latest(&self) -> (u64, ExecResult) {
-        let (seq, (_, r)) = self.runs.last_key_value().expect("never empty");
-        (*seq, *r)
+        let (seq, k) = self.runs.last_key_value().expect("never empty");
+        (*seq, k.result)
+    }
+
+    fn latest_kept(&self) -> &Kept {
+        self.runs.last_key_value().expect("never empty").1
+    }
+
+    fn keep(&mut self, seq: u64, kept: Kept) {
+        self.runs.insert(seq, kept);
+        while self.runs.len() > KEPT_RUNS {
+            self.runs.pop_first();
+        }
     }
 
     /// Steps back to what running `seq` left; to the initial state if that
@@ -88,22 +142,12 @@ impl SimContract {
             g = self.world.lock();
         }
         let disk = &mut g.nodes[self.node].contract;
-        let mut state = disk
-            .runs
-            .last_key_value()
-            .expect("never empty")
-            .1
-             .0
-            .clone();
+        let before = disk.latest_kept();
+        let mut state = before.state.clone();
         let run = run_kv(&req, &mut state);
-        let result = ExecResult {
-            state: state_hash(&state),
-            output: run.output_hash(),
-        };
-        disk.runs.insert(req.seq, (state, result));
-        while disk.runs.len() > KEPT_RUNS {
-            disk.runs.pop_first();
-        }
+        let kept = Kept::new(state, Some(before), run.output_hash());
+        let result = kept.result;
+        disk.keep(req.seq, kept);
         RunReport {
             state: result.state,
             run,
@@ -165,5 +209,69 @@ impl ContractHost for SimContract {
 
     fn rollback(&mut self, seq: u64) {
         self.world.lock().nodes[self.node].contract.rollback(seq);
+    }
+
+    fn state_tree(&mut self) -> StateNode {
+        self.world.lock().nodes[self.node]
+            .contract
+            .latest_kept()
+            .tree
+            .clone()
+    }
+
+    /// Serves from the latest run and the one before, as the real host.
+    fn serve_state(&mut self, req: &StateRequest) -> StateResponse {
+        let g = self.world.lock();
+        let kept: Vec<&Kept> = g.nodes[self.node]
+            .contract
+            .runs
+            .values()
+            .rev()
+            .take(2)
+            .collect();
+        let indexes: Vec<StateIndex> = kept.iter().map(|k| StateIndex::new(&k.tree)).collect();
+        let refs: Vec<&StateIndex> = indexes.iter().collect();
+        serve(&refs, req, |i, path, offset, len| {
+            let path = std::str::from_utf8(path).map_err(|_| ())?;
+            let bytes = kept[i].state.0.get(path).ok_or(())?;
+            let end = offset as usize + len as usize;
+            bytes
+                .get(offset as usize..end)
+                .map(<[u8]>::to_vec)
+                .ok_or(())
+        })
+    }
+
+    /// All at once, like the atomic swap of the real host: a crash falls
+    /// before or after it.
+    fn install_state(
+        &mut self,
+        patch: StatePatch,
+    ) -> impl Future<Output = Result<(), InstallError>> {
+        let mut g = self.world.lock();
+        let disk = &mut g.nodes[self.node].contract;
+        let before = disk.latest_kept();
+        let mut files = before.state.0.clone();
+        apply_to_files(&mut files, &patch);
+        let mut kept = Kept::new(MemState(files), Some(before), patch.result.output);
+        let got = kept.result.state;
+        let result = if got == patch.result.state {
+            kept.result = patch.result;
+            disk.runs = BTreeMap::from([(patch.seq, kept)]);
+            Ok(())
+        } else {
+            drop(g);
+            // Every piece was checked against the certified root: a patch
+            // that misses it is a protocol bug.
+            self.world.violation(format!(
+                "node {} fetched a state for ledger {} that hashes to {got}, not {}",
+                self.node, patch.seq, patch.result.state
+            ));
+            Err(InstallError::Hash {
+                want: patch.result.state,
+                got,
+            })
+        };
+        std::future::ready(result)
     }
 }

@@ -112,13 +112,19 @@ async fn simulate(s: Scenario, seed: u64, print_events: bool) -> Report {
                 madsim::time::sleep_until(world.instant_at(t)).await;
                 let u = mine[(k % mine.len() as u64) as usize];
                 let n = k / mine.len() as u64;
-                // Keys cycle so the contract state stays small (it is
-                // hashed whole after every run); a key seen twice in one
-                // ledger still checks out, as the checker compares the
-                // answers as a multiset.
-                let key = format!("w{wi}-u{u}-{}", n % 100);
+                // Keys cycle (`keys`, 100 by default), so the state stays
+                // bounded; a key seen twice in one ledger still checks out,
+                // as the checker compares the answers as a multiset.
+                let key = format!("w{wi}-u{u}-{}", n % w.keys.max(1));
                 let mut msg = format!("set {key} ").into_bytes();
-                msg.resize(w.size.max(msg.len() + 2) - 1, b'v');
+                // Values differ, as real data would: equal files would be
+                // fetched once by a node syncing its state.
+                let fill = format!("{k}.");
+                let len = w.size.max(msg.len() + 2) - 1;
+                while msg.len() < len {
+                    let take = (len - msg.len()).min(fill.len());
+                    msg.extend_from_slice(&fill.as_bytes()[..take]);
+                }
                 msg.push(b'\n');
                 world.submit(u, key, msg);
                 k += 1;

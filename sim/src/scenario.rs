@@ -129,6 +129,8 @@ pub enum Role {
     /// Honest, except that it answers history requests with forged,
     /// stripped or truncated ledgers.
     HistoryLiar,
+    /// Lies in every answer to a state sync request.
+    StateLiar,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -160,10 +162,18 @@ pub struct Workload {
     pub stop_ms: u64,
     #[serde(default = "default_input_size")]
     pub size: usize,
+    /// Each user cycles through this many keys, which bounds the contract
+    /// state at users x keys x size.
+    #[serde(default = "default_keys")]
+    pub keys: u64,
 }
 
 fn default_input_size() -> usize {
     64
+}
+
+fn default_keys() -> u64 {
+    100
 }
 
 /// (`deny_unknown_fields` does not work through `flatten`; `Fault` itself
@@ -230,6 +240,9 @@ pub enum Expectation {
     /// Every input sent by `sent_by_ms` to an honest node that never
     /// crashed has been answered: its output reached its user.
     AllAnswered { sent_by_ms: u64 },
+    /// `node` installed a state fetched from peers at least once, and all
+    /// its state syncs together fetched at most `max_bytes`.
+    StateSynced { node: usize, max_bytes: u64 },
 }
 
 /// Ranges the fuzzer draws from, one draw per seed.

@@ -22,7 +22,7 @@ const MAX_BODIES_PER_MESSAGE: usize = 4096;
 #[derive(Debug, Default)]
 pub struct BodyFetch {
     /// Appended ledgers not yet handed to the contract, in seq order.
-    waiting: BTreeSet<u64>,
+    pub(super) waiting: BTreeSet<u64>,
     inflight: Option<(PubKey, u64)>,
     attempt: usize,
 }
@@ -60,6 +60,9 @@ impl Node {
     }
 
     fn run_ready(&mut self) {
+        if self.state.active() {
+            return; // the contract state is being replaced
+        }
         while let Some(&seq) = self.bodies.waiting.first() {
             if !self.missing_bodies(seq).is_empty() {
                 return;
@@ -78,6 +81,7 @@ impl Node {
     /// Asks the next UNL peer for what the first waiting ledger lacks.
     pub(super) fn bodies_tick(&mut self, now: u64) {
         self.deliver_certified();
+        self.maybe_start_state_sync(now);
         self.run_ready();
         if let Some((_, deadline)) = self.bodies.inflight {
             if now < deadline {

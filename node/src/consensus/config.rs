@@ -31,6 +31,10 @@ pub struct ConsensusConfig {
     pub max_ledger_input_bytes: usize,
     /// Most ledgers served in one history response.
     pub history_batch: u64,
+    /// A node whose contract is more than this many ledgers behind its lcl
+    /// fetches the certified state from peers instead of running them all
+    /// (0: always run them).
+    pub state_sync_gap: u64,
     /// Sorted, distinct UNL.
     pub unl: Vec<PubKey>,
 }
@@ -67,6 +71,7 @@ impl ConsensusConfig {
             max_pool_bytes: 256 << 20,
             max_ledger_input_bytes: 4 << 20,
             history_batch: 64,
+            state_sync_gap: 32,
             unl,
         }
     }

@@ -3,6 +3,7 @@
 use super::SignedProposal;
 use crate::crypto::Hash;
 use crate::ledger::LedgerRecord;
+use crate::sync::state::{StateRequest, StateResponse};
 use serde::{Deserialize, Serialize};
 
 /// Largest frame a node decodes; anything bigger is dropped unread.
@@ -23,6 +24,9 @@ pub enum PeerMessage {
     /// "Send me the bodies of these inputs."
     BodyRequest(Vec<Hash>),
     BodyResponse(Vec<Vec<u8>>),
+    /// State sync: a directory listing or file piece, asked for by hash.
+    StateRequest(StateRequest),
+    StateResponse(StateResponse),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -10,6 +10,7 @@ mod config;
 mod message;
 mod node;
 mod proposal;
+mod statesync;
 mod timing;
 mod votes;
 

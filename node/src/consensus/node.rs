@@ -4,9 +4,10 @@ use super::message::{input_hash, PeerMessage, MAX_FRAME_BYTES};
 use super::timing::{Slot, Timing};
 use super::votes::{agreed_time, best_candidate, inputs_with_votes, lcl_votes};
 use super::{ConsensusConfig, Proposal, SignedProposal};
-use crate::contract::{RunReport, RunResult};
+use crate::contract::{RunReport, RunResult, StateNode};
 use crate::crypto::{Hash, KeyRing, Keypair, PubKey};
 use crate::ledger::{check_link, ChainError, Ledger, LedgerId, LedgerRecord};
+use crate::sync::state::{FetchStats, StatePatch, StateRequest};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -25,6 +26,10 @@ pub enum Input {
         hash: Hash,
         report: RunReport,
     },
+    /// The contract state's tree, read after `Action::ReadState`.
+    LocalState(StateNode),
+    /// The contract host finished `Action::InstallState` for ledger `seq`.
+    StateInstalled { seq: u64, error: Option<String> },
 }
 
 /// State and output hashes of one contract run.
@@ -56,6 +61,15 @@ pub enum Action {
     },
     /// Run the contract for this ledger, then feed back `Input::Executed`.
     Execute(Box<LedgerRecord>),
+    /// Once queued runs are done, feed back `Input::LocalState`.
+    ReadState,
+    /// Answer a peer's state request from the contract host.
+    ServeState {
+        to: PubKey,
+        req: StateRequest,
+    },
+    /// Swap the fetched state in, then feed back `Input::StateInstalled`.
+    InstallState(Box<StatePatch>),
     /// Hand ledger `seq`'s outputs to the users connected here: the ledger
     /// after it, durably stored, certified exactly these.
     Deliver {
@@ -111,6 +125,18 @@ pub enum Event {
     StateMismatch {
         seq: u64,
     },
+    /// The contract is `behind` ledgers behind: fetching the state running
+    /// ledger `seq` left, which the lcl certifies.
+    StateSyncStarted {
+        seq: u64,
+        behind: u64,
+    },
+    /// The fetched state of ledger `seq`, hashing to `state`, is installed.
+    StateSynced {
+        seq: u64,
+        state: Hash,
+        fetched: FetchStats,
+    },
     /// A peer sent history that failed verification.
     HistoryRejected {
         peer: PubKey,
@@ -136,8 +162,16 @@ pub struct Stats {
     pub signature_checks: u64,
     pub rollbacks: u64,
     pub bodies_fetched: u64,
-    /// History and body requests refused: the peer asked too often.
+    /// History, body and state requests refused: the peer asked too often.
     pub requests_refused: u64,
+    /// Contract states fetched and installed instead of running ledgers.
+    pub state_syncs: u64,
+    pub state_bytes_fetched: u64,
+    pub state_files_fetched: u64,
+    /// State sync answers that failed verification.
+    pub state_rejected: u64,
+    /// State requests passed to the contract host to answer.
+    pub state_served: u64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -158,9 +192,9 @@ pub struct Node {
     pub(super) key: Keypair,
     pub(super) chain: Vec<LedgerRecord>,
     /// Result of running the lcl; `None` while that run is pending.
-    exec: Option<ExecResult>,
+    pub(super) exec: Option<ExecResult>,
     /// Recent run results, to compare with what later ledgers certify.
-    exec_history: BTreeMap<u64, ExecResult>,
+    pub(super) exec_history: BTreeMap<u64, ExecResult>,
     /// Outputs of runs whose certifying ledger has not closed here yet.
     undelivered: BTreeMap<u64, RunResult>,
     /// Pooled inputs this node took from its own users: it re-sends them
@@ -185,6 +219,7 @@ pub struct Node {
     pub(super) peer_lcl: BTreeMap<PubKey, (LedgerId, u64)>,
     pub(super) sync: super::catchup::Catchup,
     pub(super) bodies: super::bodies::BodyFetch,
+    pub(super) state: super::statesync::StateSync,
     status: VoteStatus,
     forks_reported: BTreeMap<u64, Hash>,
     /// The lcl this node signed a stage-3 proposal on. Such an lcl is never
@@ -264,6 +299,7 @@ impl Node {
             peer_lcl: BTreeMap::new(),
             sync: Default::default(),
             bodies: Default::default(),
+            state: Default::default(),
             status: VoteStatus::Synced,
             forks_reported: BTreeMap::new(),
             voted_on: None,
@@ -319,9 +355,14 @@ impl Node {
             return now; // a stage began and has not been entered yet
         }
         let mut d = self.timing.next_boundary(now);
-        for t in [self.sync.deadline(), self.bodies.deadline(), self.flush_at]
-            .into_iter()
-            .flatten()
+        for t in [
+            self.sync.deadline(),
+            self.bodies.deadline(),
+            self.state.deadline(),
+            self.flush_at,
+        ]
+        .into_iter()
+        .flatten()
         {
             d = d.min(t.max(now + 1));
         }
@@ -343,6 +384,8 @@ impl Node {
                 }
             }
             Input::Executed { seq, hash, report } => self.on_executed(seq, hash, report),
+            Input::LocalState(tree) => self.on_local_state(now, tree),
+            Input::StateInstalled { seq, error } => self.on_state_installed(now, seq, error),
         }
         self.advance(now, tick);
         if self.flush_at.is_some_and(|t| now >= t) || self.outgoing_bytes >= RESEND_BATCH_BYTES {
@@ -364,6 +407,7 @@ impl Node {
             self.enter(slot);
         }
         self.catchup_tick(now);
+        self.statesync_tick(now);
         self.bodies_tick(now);
     }
 
@@ -411,6 +455,8 @@ impl Node {
             PeerMessage::HistoryResponse(records) => self.on_history(now, from, records),
             PeerMessage::BodyRequest(hashes) => self.serve_bodies(from, hashes),
             PeerMessage::BodyResponse(bodies) => self.on_bodies(now, from, bodies),
+            PeerMessage::StateRequest(req) => self.serve_state(from, req),
+            PeerMessage::StateResponse(resp) => self.on_state_response(now, from, resp),
         }
     }
 
@@ -740,6 +786,7 @@ impl Node {
             "rolling back an unfinal ledger the UNL did not build on"
         );
         self.forget_runs_above(to.seq);
+        self.abort_state_sync_above(to.seq);
         self.out.push(Action::Rollback { to });
         self.out.push(Action::Sync);
         self.out

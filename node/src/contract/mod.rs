@@ -8,4 +8,4 @@ mod state;
 pub use input::{Stamper, UserInput};
 
 pub use run::{describe, FdlistFormat, RunLimits, RunOutcome, RunReport, RunRequest, RunResult};
-pub use state::{file_leaf, StateNode};
+pub use state::{dir_hash, file_leaf, link_leaf, StateNode};

@@ -3,8 +3,9 @@
 //! A directory's hash covers its entries in byte order of their names, each
 //! with its kind and hash; a file's leaf covers its size and content digest.
 //! Two state directories hash equal exactly when they hold the same names,
-//! kinds and bytes (empty directories do not count: state is its files), and a subtree that differs can be found by walking only
-//! the directories whose hashes differ: what state sync needs.
+//! kinds and bytes (empty directories do not count: state is its files),
+//! and a subtree that differs can be found by walking only the directories
+//! whose hashes differ: what state sync does.
 
 use crate::crypto::{Hash, Hasher};
 use std::collections::BTreeMap;
@@ -31,6 +32,11 @@ pub fn file_leaf(size: u64, digest: &[u8; 32]) -> Hash {
     h.finish()
 }
 
+/// The leaf hash of a symlink to `target` (never followed).
+pub fn link_leaf(target: &[u8]) -> Hash {
+    Hash::of("hotpocket/state/link", &[target])
+}
+
 impl StateNode {
     pub fn empty_dir() -> StateNode {
         StateNode::Dir {
@@ -42,14 +48,21 @@ impl StateNode {
     /// as the simulator's contracts keep their state.
     pub fn from_files<'a>(files: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> StateNode {
         use sha2::Digest;
+        StateNode::from_digests(
+            files.into_iter().map(|(path, bytes)| {
+                (path, bytes.len() as u64, sha2::Sha256::digest(bytes).into())
+            }),
+        )
+    }
+
+    /// The same, from each file's size and content digest.
+    pub fn from_digests<'a>(
+        files: impl IntoIterator<Item = (&'a str, u64, [u8; 32])>,
+    ) -> StateNode {
         let mut root = BTreeMap::new();
-        for (path, bytes) in files {
+        for (path, size, digest) in files {
             let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-            let leaf = StateNode::File {
-                size: bytes.len() as u64,
-                digest: sha2::Sha256::digest(bytes).into(),
-            };
-            insert(&mut root, &parts, leaf);
+            insert(&mut root, &parts, StateNode::File { size, digest });
         }
         StateNode::Dir { children: root }
     }
@@ -57,20 +70,21 @@ impl StateNode {
     pub fn hash(&self) -> Hash {
         match self {
             StateNode::File { size, digest } => file_leaf(*size, digest),
-            StateNode::Symlink { target } => Hash::of("hotpocket/state/link", &[target]),
-            StateNode::Dir { children } => {
-                let mut h = Hasher::new("hotpocket/state/dir");
-                h.u64(children.len() as u64);
-                for (name, child) in children {
-                    let kind: &[u8] = match child {
-                        StateNode::File { .. } => b"f",
-                        StateNode::Symlink { .. } => b"l",
-                        StateNode::Dir { .. } => b"d",
-                    };
-                    h.bytes(name).bytes(kind).hash(&child.hash());
-                }
-                h.finish()
-            }
+            StateNode::Symlink { target } => link_leaf(target),
+            StateNode::Dir { children } => dir_hash(
+                children
+                    .iter()
+                    .map(|(n, c)| (n.as_slice(), c.kind(), c.hash())),
+            ),
+        }
+    }
+
+    /// One byte naming the kind, as the directory hash covers it.
+    pub fn kind(&self) -> u8 {
+        match self {
+            StateNode::File { .. } => b'f',
+            StateNode::Symlink { .. } => b'l',
+            StateNode::Dir { .. } => b'd',
         }
     }
 
@@ -82,6 +96,17 @@ impl StateNode {
         diff(self, other, &mut Vec::new(), &mut out);
         out
     }
+}
+
+/// The hash of a directory with these entries (name, kind, hash), which
+/// must come in byte order of their names.
+pub fn dir_hash<'a>(entries: impl ExactSizeIterator<Item = (&'a [u8], u8, Hash)>) -> Hash {
+    let mut h = Hasher::new("hotpocket/state/dir");
+    h.u64(entries.len() as u64);
+    for (name, kind, hash) in entries {
+        h.bytes(name).bytes(&[kind]).hash(&hash);
+    }
+    h.finish()
 }
 
 /// Puts `leaf` at `parts` under `dir`, making directories on the way. A file

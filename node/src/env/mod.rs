@@ -6,9 +6,10 @@
 //! runtime with the system clock, TCP, SQLite and child processes.
 
 use crate::consensus::{Event, Stats};
-use crate::contract::{RunReport, RunResult};
-use crate::crypto::PubKey;
+use crate::contract::{RunReport, RunResult, StateNode};
+use crate::crypto::{Hash, PubKey};
 use crate::ledger::LedgerRecord;
+use crate::sync::state::{StatePatch, StateRequest, StateResponse};
 use std::future::Future;
 
 /// Node-local time. It may be offset from, and drift against, other nodes'.
@@ -66,6 +67,26 @@ pub trait ContractHost {
     fn execute(&mut self, record: &LedgerRecord) -> impl Future<Output = RunReport>;
     /// Returns the contract state to what running ledger `seq` left.
     fn rollback(&mut self, seq: u64);
+    /// The tree of the state the latest run, rollback or install left.
+    fn state_tree(&mut self) -> StateNode;
+    /// Answers a peer's state sync request from the states kept: what the
+    /// latest run left and, if kept, what the one before left.
+    fn serve_state(&mut self, req: &StateRequest) -> StateResponse;
+    /// Makes the state `patch` applied to the current one, all or nothing,
+    /// and records it as what running `patch.seq` left. On an error the
+    /// state is as it was.
+    fn install_state(
+        &mut self,
+        patch: StatePatch,
+    ) -> impl Future<Output = Result<(), InstallError>>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("state install failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("patched state hashes to {got}, not the certified {want}")]
+    Hash { want: Hash, got: Hash },
 }
 
 /// Randomness for keys, challenges and beacon secrets.

@@ -62,6 +62,10 @@ pub struct Config {
     /// `json` (the default) or `text`, the prototype's first format.
     #[serde(default)]
     pub fdlist: FdlistFormat,
+    /// A contract more than this many ledgers behind fetches the certified
+    /// state from peers instead of running them all; 0 never does.
+    #[serde(default = "default_state_sync_gap")]
+    pub state_sync_gap: u64,
 }
 
 const MAX_PUBMAXSIZE: usize = 2 << 20;
@@ -71,6 +75,9 @@ fn default_keytype() -> String {
 }
 fn default_ip() -> String {
     "127.0.0.1".into()
+}
+fn default_state_sync_gap() -> u64 {
+    32
 }
 fn default_roundtime() -> u64 {
     1000
@@ -210,6 +217,7 @@ impl Config {
             stage_thresholds_pct: self.stage_thresholds,
             close_threshold_pct: self.close_threshold,
             max_input_bytes: self.pubmaxsize,
+            state_sync_gap: self.state_sync_gap,
             ..ConsensusConfig::new(unl)
         };
         consensus.validate().map_err(|e| {
@@ -273,6 +281,7 @@ impl Config {
             contract_time_limit_ms: default_contract_time_limit(),
             contract_max_output_bytes: default_contract_max_output(),
             fdlist: FdlistFormat::Json,
+            state_sync_gap: default_state_sync_gap(),
         }
     }
 }

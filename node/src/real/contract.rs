@@ -12,10 +12,11 @@
 use crate::consensus::ExecResult;
 use crate::contract::{RunOutcome, RunReport, RunRequest, StateNode};
 use crate::crypto::{Hash, PubKey};
-use crate::env::ContractHost;
+use crate::env::{ContractHost, InstallError};
 use crate::ledger::LedgerRecord;
 use crate::real::host::ProcessHost;
 use crate::real::state_dir;
+use crate::sync::state::{serve, StateIndex, StatePatch, StateRequest, StateResponse};
 use serde::{Deserialize, Serialize};
 use std::ffi::OsStr;
 use std::future::Future;
@@ -58,6 +59,10 @@ pub struct ProcessContract {
     /// only what the last run changed: creating files is what costs.
     tree: StateNode,
     snap_tree: Option<StateNode>,
+    /// Indexes of `tree` and `snap_tree` to answer peers' state requests,
+    /// built when first asked for.
+    index: Option<StateIndex>,
+    snap_index: Option<StateIndex>,
 }
 
 fn invalid(msg: String) -> io::Error {
@@ -80,6 +85,8 @@ impl ProcessContract {
             snapshot: None,
             tree: StateNode::empty_dir(),
             snap_tree: None,
+            index: None,
+            snap_index: None,
         };
         let (dir, snap) = (c.host.state_dir.clone(), c.sibling("prev"));
         if !dir.exists() && snap.is_dir() {
@@ -173,12 +180,14 @@ impl ProcessContract {
         let (dir, snap) = (self.host.state_dir.clone(), self.sibling("prev"));
         self.snapshot = None;
         let (old, cur) = (self.snap_tree.take(), self.tree.clone());
+        self.snap_index = None;
         let copied = tokio::task::spawn_blocking(move || {
             refresh_snapshot(&dir, &snap, old, &cur).map(|()| cur)
         })
         .await
         .map_err(io::Error::other)??;
         self.snap_tree = Some(copied);
+        self.snap_index = None;
         self.snapshot = Some(self.ran);
         Ok(())
     }
@@ -275,6 +284,7 @@ impl ContractHost for ProcessContract {
                 Ok(tree) => {
                     let h = tree.hash();
                     self.tree = tree;
+                    self.index = None;
                     h
                 }
                 Err(e) => {
@@ -344,6 +354,8 @@ impl ContractHost for ProcessContract {
         if let Some(t) = self.snap_tree.take() {
             self.snap_tree = Some(std::mem::replace(&mut self.tree, t));
         }
+        self.index = None;
+        self.snap_index = None;
         if let Err(e) = self.write_ran(None) {
             tracing::error!(error = %e, "could not record the contract rollback");
         }
@@ -351,4 +363,152 @@ impl ContractHost for ProcessContract {
             tracing::warn!(error = %e, "could not remove the rolled-back state");
         }
     }
+
+    fn state_tree(&mut self) -> StateNode {
+        self.tree.clone()
+    }
+
+    fn serve_state(&mut self, req: &StateRequest) -> StateResponse {
+        let dirs = [self.host.state_dir.clone(), self.sibling("prev")];
+        let cur = self
+            .index
+            .get_or_insert_with(|| StateIndex::new(&self.tree));
+        let mut states = vec![&*cur];
+        if let Some(t) = &self.snap_tree {
+            states.push(self.snap_index.get_or_insert_with(|| StateIndex::new(t)));
+        }
+        serve(&states, req, |i, path, offset, len| {
+            read_piece(&dirs[i].join(OsStr::from_bytes(path)), offset, len)
+        })
+    }
+
+    async fn install_state(&mut self, patch: StatePatch) -> Result<(), InstallError> {
+        let paths = InstallPaths {
+            dir: self.host.state_dir.clone(),
+            snap: self.sibling("prev"),
+            old: self.sibling("rolledback"),
+            ran: self.sibling("ran"),
+            ran_tmp: self.sibling("ran.tmp"),
+        };
+        let latest = Ran {
+            seq: patch.seq,
+            state: patch.result.state,
+            output: patch.result.output,
+        };
+        // If a crash falls before the swap, `open` finds the old state
+        // and takes `before`; after it, `latest`.
+        let record = serde_json::to_vec(&RanFile {
+            latest,
+            before: Some(self.ran),
+        })
+        .expect("serializes");
+        self.snapshot = None;
+        self.index = None;
+        self.snap_index = None;
+        let (old, cur) = (self.snap_tree.take(), self.tree.clone());
+        let done = tokio::task::spawn_blocking(move || {
+            install_blocking(&paths, old, &cur, &patch, &record)
+        })
+        .await
+        .map_err(io::Error::other)?;
+        match done {
+            Ok((new, old)) => {
+                self.tree = new;
+                self.snap_tree = Some(old);
+                self.ran = latest;
+                Ok(())
+            }
+            Err((e, snap_tree)) => {
+                self.snap_tree = snap_tree;
+                Err(e)
+            }
+        }
+    }
+}
+
+fn read_piece(path: &Path, offset: u64, len: u32) -> io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut buf = vec![0u8; len as usize];
+    f.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+struct InstallPaths {
+    dir: PathBuf,
+    snap: PathBuf,
+    old: PathBuf,
+    ran: PathBuf,
+    ran_tmp: PathBuf,
+}
+
+/// A patch path made safe to join: `/`-separated plain names only.
+fn patch_path(p: &[u8]) -> io::Result<&Path> {
+    let ok = !p.is_empty()
+        && p.split(|b| *b == b'/')
+            .all(|n| !n.is_empty() && n != b"." && n != b".." && !n.contains(&0));
+    if !ok {
+        return Err(invalid(format!(
+            "bad path in a state patch: {}",
+            String::from_utf8_lossy(p)
+        )));
+    }
+    Ok(Path::new(OsStr::from_bytes(p)))
+}
+
+/// Builds the patched state in `S.prev` (first made equal to `S`), checks
+/// its hash, records it in `S.ran` and swaps it in with two renames, the
+/// old state becoming `S.prev`. Returns the new tree and the old one; on
+/// an error, what `S.prev` now holds, with `S` untouched.
+#[allow(clippy::type_complexity)]
+fn install_blocking(
+    paths: &InstallPaths,
+    snap_tree: Option<StateNode>,
+    cur: &StateNode,
+    patch: &StatePatch,
+    record: &[u8],
+) -> Result<(StateNode, StateNode), (InstallError, Option<StateNode>)> {
+    let build = || -> Result<StateNode, InstallError> {
+        refresh_snapshot(&paths.dir, &paths.snap, snap_tree, cur)?;
+        for p in &patch.remove {
+            remove_any(&paths.snap.join(patch_path(p)?))?;
+        }
+        let puts = patch.files.iter().map(|(p, b)| (p, Some(b), None));
+        let links = patch.links.iter().map(|(p, t)| (p, None, Some(t)));
+        for (p, bytes, target) in puts.chain(links) {
+            let dst = paths.snap.join(patch_path(p)?);
+            remove_any(&dst)?;
+            if let Some(parent) = dst.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            match (bytes, target) {
+                (Some(b), _) => std::fs::write(&dst, b)?,
+                (_, Some(t)) => std::os::unix::fs::symlink(OsStr::from_bytes(t), &dst)?,
+                _ => {}
+            }
+        }
+        let tree = state_dir::scan(&paths.snap)?;
+        let got = tree.hash();
+        if got != patch.result.state {
+            return Err(InstallError::Hash {
+                want: patch.result.state,
+                got,
+            });
+        }
+        Ok(tree)
+    };
+    let new = build().map_err(|e| (e, state_dir::scan(&paths.snap).ok()))?;
+    let swap = || -> io::Result<()> {
+        std::fs::write(&paths.ran_tmp, record)?;
+        std::fs::rename(&paths.ran_tmp, &paths.ran)?;
+        if paths.old.exists() {
+            std::fs::remove_dir_all(&paths.old)?;
+        }
+        std::fs::rename(&paths.dir, &paths.old)?;
+        std::fs::rename(&paths.snap, &paths.dir)?;
+        std::fs::rename(&paths.old, &paths.snap)
+    };
+    swap().map_err(|e| (e.into(), None))?;
+    Ok((new, cur.clone()))
 }

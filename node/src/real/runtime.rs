@@ -64,6 +64,18 @@ impl Observer for LogObserver {
             Event::HistoryRejected { peer, reason } => {
                 tracing::warn!(peer = %peer.short(), reason, "rejected history")
             }
+            Event::StateSyncStarted { seq, behind } => tracing::info!(
+                seq,
+                behind,
+                "contract state far behind: fetching the certified state"
+            ),
+            Event::StateSynced { seq, fetched, .. } => tracing::info!(
+                seq,
+                bytes = fetched.bytes,
+                files = fetched.files,
+                dirs = fetched.dirs,
+                "contract state fetched and installed"
+            ),
         }
     }
 }

@@ -5,6 +5,8 @@
 //! close threshold of distinct UNL members, each naming exactly this ledger.
 //! Forging one therefore needs the keys of that many UNL members.
 
+pub mod state;
+
 use crate::consensus::{input_hash, ConsensusConfig};
 use crate::crypto::{CryptoError, KeyRing, PubKey};
 use crate::ledger::{check_link, ChainError, LedgerId, LedgerRecord};
