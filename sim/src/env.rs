@@ -101,10 +101,15 @@ impl Store for SimStore {
         Ok(self.world.lock().nodes[self.node].disk.synced.clone())
     }
     fn append(&mut self, record: &LedgerRecord) -> Result<(), StoreError> {
-        self.world.lock().nodes[self.node]
-            .disk
-            .unsynced
-            .push(record.clone());
+        let mut g = self.world.lock();
+        let n = &mut g.nodes[self.node];
+        if n.crash_at_write {
+            // The driver stops at this error: nothing after the write runs.
+            drop(g);
+            self.world.crash(self.node);
+            return Err(StoreError::Io("crashed in the middle of a write".into()));
+        }
+        n.disk.unsynced.push(record.clone());
         Ok(())
     }
     fn truncate(&mut self, keep_through: u64) -> Result<(), StoreError> {

@@ -76,15 +76,38 @@ pub fn fuzzed(base: &Scenario, seed: u64) -> Scenario {
         }
     }
     if let Some(r) = f.random_crashes {
-        let honest = s.honest();
-        for _ in 0..pick_u(&mut rng, r) {
+        // Not a node the timeline crashes already: a random restart would
+        // cut its planned absence short.
+        let planned: Vec<usize> = s
+            .timeline
+            .iter()
+            .filter_map(|e| match e.fault {
+                Fault::Crash { node } | Fault::CrashMidWrite { node } => Some(node),
+                _ => None,
+            })
+            .collect();
+        let honest: Vec<usize> = s
+            .honest()
+            .into_iter()
+            .filter(|n| !planned.contains(n))
+            .filter(|n| f.random_crash_nodes.as_ref().is_none_or(|c| c.contains(n)))
+            .collect();
+        let crashes = if honest.is_empty() {
+            0
+        } else {
+            pick_u(&mut rng, r)
+        };
+        for _ in 0..crashes {
             let node = honest[(rng.next_u64() % honest.len() as u64) as usize];
             let at = rng.next_u64() % (s.duration_ms * 7 / 10).max(1);
             let down = pick_u(&mut rng, [200, 5000]);
-            s.timeline.push(TimelineEvent {
-                at_ms: at,
-                fault: Fault::Crash { node },
-            });
+            // Half of them in the middle of the node's next ledger write.
+            let fault = if rng.next_u64() % 2 == 0 {
+                Fault::Crash { node }
+            } else {
+                Fault::CrashMidWrite { node }
+            };
+            s.timeline.push(TimelineEvent { at_ms: at, fault });
             s.timeline.push(TimelineEvent {
                 at_ms: at + down,
                 fault: Fault::Restart { node },

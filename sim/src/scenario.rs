@@ -204,6 +204,12 @@ pub enum Fault {
     Crash {
         node: usize,
     },
+    /// Kills a node in the middle of its next ledger write: that write and
+    /// everything after it in the same batch (the sync, the sends) never
+    /// happen.
+    CrashMidWrite {
+        node: usize,
+    },
     Restart {
         node: usize,
     },
@@ -261,6 +267,8 @@ pub struct FuzzRanges {
     /// Adds this many crash-and-restart pairs of random honest nodes, at
     /// random times in the first 70% of the run.
     pub random_crashes: Option<[u64; 2]>,
+    /// The honest nodes random crashes pick from (all when unset).
+    pub random_crash_nodes: Option<Vec<usize>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -389,6 +397,7 @@ impl Scenario {
                     }
                 }
                 Fault::Crash { node }
+                | Fault::CrashMidWrite { node }
                 | Fault::Restart { node }
                 | Fault::Pause { node }
                 | Fault::Resume { node }

@@ -54,6 +54,8 @@ pub struct NodeSlot {
     pub contract: ContractDisk,
     pub alive: bool,
     pub crashes: u32,
+    /// Armed by a `crash_mid_write` fault: the next ledger write kills it.
+    pub crash_at_write: bool,
     pub stats: Stats,
     pub status: Option<VoteStatus>,
 }
@@ -123,6 +125,7 @@ impl World {
                     contract: ContractDisk::default(),
                     alive: true,
                     crashes: 0,
+                    crash_at_write: false,
                     stats: Stats::default(),
                     status: None,
                 }
@@ -425,6 +428,7 @@ impl World {
         let mut g = self.lock();
         let n = &mut g.nodes[i];
         n.alive = false;
+        n.crash_at_write = false;
         n.crashes += 1;
         n.inbox = None;
         n.users = None;

@@ -98,7 +98,7 @@ fn sweep(name: &str, seeds: std::ops::Range<u64>) {
     );
 }
 
-// 370 fuzzed runs in all, split so the test harness runs them in parallel.
+// 435 fuzzed runs in all, split so the test harness runs them in parallel.
 #[test]
 fn fuzz_lossy() {
     sweep("lossy", 0..50);
@@ -134,4 +134,20 @@ fn fuzz_users_crash() {
 #[test]
 fn fuzz_history_liar() {
     sweep("history-liar", 0..30);
+}
+#[test]
+fn fuzz_crash_mid_write() {
+    sweep("crash-mid-write", 0..30);
+}
+#[test]
+fn fuzz_state_sync() {
+    sweep("state-sync", 0..15);
+}
+#[test]
+fn fuzz_state_restart() {
+    sweep("state-restart", 0..10);
+}
+#[test]
+fn fuzz_state_liar() {
+    sweep("state-liar", 0..10);
 }

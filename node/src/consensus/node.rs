@@ -228,6 +228,12 @@ pub struct Node {
     /// Seq of the lcl restored at start. The vote record does not survive a
     /// restart, so the restored lcl is treated as voted on.
     restored_seq: u64,
+    /// The first round this incarnation may vote in: the one after the
+    /// round it started in. Votes are not on disk, so a node restarted
+    /// mid-round would otherwise sign that round's stages a second time,
+    /// maybe differently: an equivocation, and a break in the one-vote
+    /// rule the close threshold's safety rests on.
+    vote_from_round: Option<u64>,
     /// Highest seq known final here: a ledger was appended on top of it.
     final_seq: u64,
     pub(super) stats: Stats,
@@ -304,6 +310,7 @@ impl Node {
             forks_reported: BTreeMap::new(),
             voted_on: None,
             restored_seq: 0,
+            vote_from_round: None,
             final_seq: 0,
             stats: Stats::default(),
             out: Vec::new(),
@@ -371,6 +378,9 @@ impl Node {
 
     /// Feeds one event at node-local time `now` and returns what to do.
     pub fn handle(&mut self, now: u64, input: Input) -> Vec<Action> {
+        if self.vote_from_round.is_none() {
+            self.vote_from_round = Some(self.timing.slot(now).round + 1);
+        }
         let tick = matches!(input, Input::Tick);
         match input {
             Input::Tick => {}
@@ -645,6 +655,9 @@ impl Node {
     fn propose(&mut self, slot: Slot) {
         if !self.cfg.in_unl(&self.key.public()) || self.proposed == Some(slot) {
             return;
+        }
+        if self.vote_from_round.is_none_or(|r| slot.round < r) {
+            return; // the round this node (re)started in
         }
         if slot.stage > 0 && self.status == VoteStatus::Desync {
             return;
