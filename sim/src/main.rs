@@ -218,6 +218,12 @@ fn print_report(r: &Report) {
             s.dropped_malformed,
             s.equivocations,
         );
+        if s.state_syncs > 0 || s.state_rejected > 0 {
+            println!(
+                "           state sync: {} installed, {} bytes and {} files fetched, {} answers rejected",
+                s.state_syncs, s.state_bytes_fetched, s.state_files_fetched, s.state_rejected
+            );
+        }
     }
     let n = &r.net;
     println!(
