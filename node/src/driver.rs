@@ -90,7 +90,7 @@ where
                     jobs.push_back(Action::Rollback { to });
                 }
                 job @ (Action::Execute(_)
-                | Action::ReadState
+                | Action::ReadState { .. }
                 | Action::ServeState { .. }
                 | Action::InstallState(_)) => jobs.push_back(job),
                 Action::Deliver { seq, run } => users.deliver(seq, &run),
@@ -118,8 +118,9 @@ where
                         (host, Input::StateInstalled { seq, error })
                     }));
                 }
-                Some(Action::ReadState) => {
-                    fed.push_back(Input::LocalState(host.state_tree()));
+                Some(Action::ReadState { id }) => {
+                    let tree = host.state_tree();
+                    fed.push_back(Input::LocalState { id, tree });
                     idle = Some(host);
                 }
                 Some(Action::ServeState { to, req }) => {

@@ -5,7 +5,7 @@ use hotpocket_node::consensus::{
     input_hash, Action, ConsensusConfig, Event, ExecResult, Input, Node, NodeError, PeerMessage,
     Proposal,
 };
-use hotpocket_node::contract::{RunOutcome, RunReport, RunRequest, RunResult, Stamper};
+use hotpocket_node::contract::{RunOutcome, RunReport, RunRequest, RunResult, Stamper, StateNode};
 use hotpocket_node::crypto::{Hash, Keypair, PubKey};
 use hotpocket_node::ledger::{LedgerId, LedgerRecord};
 use std::collections::VecDeque;
@@ -20,6 +20,8 @@ struct Net {
     runs: Vec<Vec<(u64, bool)>>,
     /// Per node: (seq, outputs, whether seq + 1 had closed there before).
     delivered: Vec<Vec<(u64, RunResult, bool)>>,
+    /// Per node: state syncs given up, by target seq.
+    abandoned: Vec<Vec<u64>>,
     /// Frames in flight: (to, from, bytes).
     queue: VecDeque<(usize, PubKey, Vec<u8>)>,
 }
@@ -69,6 +71,7 @@ impl Net {
             closed: vec![vec![]; n],
             runs: vec![vec![]; n],
             delivered: vec![vec![]; n],
+            abandoned: vec![vec![]; n],
             queue: VecDeque::new(),
         }
     }
@@ -112,6 +115,13 @@ impl Net {
                 }
                 Action::Notify(Event::LedgerClosed { ledger, hash, .. }) => {
                     self.closed[i].push((ledger.seq, hash))
+                }
+                Action::Notify(Event::StateSyncAbandoned { seq }) => self.abandoned[i].push(seq),
+                // No contract host here: the state is an empty directory,
+                // and nobody answers state requests.
+                Action::ReadState { id } => {
+                    let tree = StateNode::empty_dir();
+                    pending.extend(self.nodes[i].handle(now, Input::LocalState { id, tree }));
                 }
                 _ => {}
             }
@@ -275,6 +285,33 @@ fn a_node_that_restarts_behind_catches_up_with_verified_history() {
     assert_eq!(net.nodes[4].lcl(), net.nodes[0].lcl());
     assert!(net.nodes[4].stats().history_adopted >= head.seq);
     assert_eq!(net.nodes[4].chain(), net.nodes[0].chain());
+}
+
+#[test]
+fn a_state_sync_nobody_serves_is_given_up_and_the_ledgers_are_run() {
+    let mut net = Net::new(5);
+    net.run_until(T0 + 8_000);
+    let head = net.nodes[0].lcl();
+    // Node 4 restarts with an empty disk and a low gap: it wants the state
+    // from its peers, but no peer here answers state requests.
+    let mut cfg = ConsensusConfig::new(net.keys.iter().map(|k| k.public()).collect());
+    cfg.state_sync_gap = 2;
+    net.nodes[4] = Node::new(cfg, net.keys[4].clone(), vec![], initial()).unwrap();
+    net.runs[4].clear();
+    let mut t = T0 + 8_050;
+    while t <= T0 + 40_000 {
+        net.step(t);
+        t += 50;
+    }
+    assert_eq!(net.abandoned[4].len(), 1, "{:?}", net.abandoned[4]);
+    assert!(net.abandoned[4][0] >= head.seq - 1);
+    // Then it ran every ledger itself, in order, and rejoined.
+    let ran: Vec<u64> = net.runs[4].iter().map(|(s, _)| *s).collect();
+    let want: Vec<u64> = (1..=ran.len() as u64).collect();
+    assert_eq!(ran, want);
+    assert!(ran.len() as u64 >= head.seq);
+    assert_eq!(net.nodes[4].lcl(), net.nodes[0].lcl());
+    assert!(net.nodes[4].stats().state_syncs == 0);
 }
 
 #[test]

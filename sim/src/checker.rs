@@ -168,7 +168,8 @@ impl Checker {
             Event::Started { .. }
             | Event::Status(_)
             | Event::HistoryRejected { .. }
-            | Event::StateSyncStarted { .. } => {}
+            | Event::StateSyncStarted { .. }
+            | Event::StateSyncAbandoned { .. } => {}
         }
     }
 

@@ -26,8 +26,8 @@ pub enum Input {
         hash: Hash,
         report: RunReport,
     },
-    /// The contract state's tree, read after `Action::ReadState`.
-    LocalState(StateNode),
+    /// The contract state's tree, read for `Action::ReadState { id }`.
+    LocalState { id: u64, tree: StateNode },
     /// The contract host finished `Action::InstallState` for ledger `seq`.
     StateInstalled { seq: u64, error: Option<String> },
 }
@@ -62,7 +62,9 @@ pub enum Action {
     /// Run the contract for this ledger, then feed back `Input::Executed`.
     Execute(Box<LedgerRecord>),
     /// Once queued runs are done, feed back `Input::LocalState`.
-    ReadState,
+    ReadState {
+        id: u64,
+    },
     /// Answer a peer's state request from the contract host.
     ServeState {
         to: PubKey,
@@ -130,6 +132,11 @@ pub enum Event {
     StateSyncStarted {
         seq: u64,
         behind: u64,
+    },
+    /// No peer could serve the state of ledger `seq`: the node runs the
+    /// ledgers itself.
+    StateSyncAbandoned {
+        seq: u64,
     },
     /// The fetched state of ledger `seq`, hashing to `state`, is installed.
     StateSynced {
@@ -394,7 +401,7 @@ impl Node {
                 }
             }
             Input::Executed { seq, hash, report } => self.on_executed(seq, hash, report),
-            Input::LocalState(tree) => self.on_local_state(now, tree),
+            Input::LocalState { id, tree } => self.on_local_state(now, id, tree),
             Input::StateInstalled { seq, error } => self.on_state_installed(now, seq, error),
         }
         self.advance(now, tick);
@@ -652,7 +659,7 @@ impl Node {
         }
     }
 
-    fn propose(&mut self, slot: Slot) {
+    pub(super) fn propose(&mut self, slot: Slot) {
         if !self.cfg.in_unl(&self.key.public()) || self.proposed == Some(slot) {
             return;
         }

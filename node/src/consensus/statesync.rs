@@ -13,7 +13,9 @@ use super::message::PeerMessage;
 use super::node::{Action, Event, ExecResult, Node};
 use crate::contract::StateNode;
 use crate::crypto::PubKey;
-use crate::sync::state::{FetchStats, StateFetch, StateRequest, StateResponse, Step, CHUNK_BYTES};
+use crate::sync::state::{
+    FetchError, FetchStats, StateFetch, StateRequest, StateResponse, Step, CHUNK_BYTES,
+};
 use std::collections::BTreeMap;
 
 /// Requests in flight at once, over all peers.
@@ -24,6 +26,11 @@ const MAX_STATE_REQUESTS_PER_ROUND: u32 = 32;
 /// Ledgers the target may fall behind the newest certified state before
 /// the fetch moves on to that, even if peers still answer.
 const MAX_TARGET_LAG: u64 = 4;
+/// Rounds without a newly verified listing or file before a fetch is
+/// given up (nobody holds the state, or it cannot be listed): the node
+/// then runs the ledgers itself, and tries a fetch again this many rounds
+/// later if it is still far behind.
+const STALL_ROUNDS: u64 = 20;
 
 #[derive(Default)]
 pub struct StateSync {
@@ -33,8 +40,20 @@ pub struct StateSync {
     /// next try goes to another peer.
     misses: BTreeMap<StateRequest, usize>,
     attempt: usize,
-    /// After a failed install, when to try again.
+    /// After a failed or abandoned sync, when to try again.
     retry_at: u64,
+    /// When the fetch last verified something (or started).
+    progress_at: u64,
+    /// Numbers `ReadState` requests, so a tree read for an abandoned
+    /// sync is never used for a later one.
+    reads: u64,
+    /// Files whose digest failed once: all their pieces then come from
+    /// one peer (`attempt` picks it), as which piece was bad cannot be told.
+    pinned: BTreeMap<[u8; 32], usize>,
+    /// Something changed since the last walk of the target tree (an
+    /// answer, a timeout, a new target): walking it on every message
+    /// would cost a pass over the differing tree each time.
+    dirty: bool,
     /// Requests served per peer in the current round.
     served: BTreeMap<PubKey, (u64, u32)>,
 }
@@ -105,21 +124,30 @@ impl Node {
         tracing::debug!(from, seq, "skipping runs for a state sync");
         self.forget_runs_upto(seq);
         self.state.phase = Phase::Reading { from, seq, result };
-        self.out.push(Action::ReadState);
+        self.state.reads += 1;
+        self.out.push(Action::ReadState {
+            id: self.state.reads,
+        });
         self.out.push(Action::Notify(Event::StateSyncStarted {
             seq,
             behind: seq + 1 - from,
         }));
     }
 
-    pub(super) fn on_local_state(&mut self, now: u64, tree: StateNode) {
+    pub(super) fn on_local_state(&mut self, now: u64, id: u64, tree: StateNode) {
         let Phase::Reading { from, seq, result } = self.state.phase else {
             return;
         };
+        if id != self.state.reads {
+            return; // read for a sync given up since
+        }
         let fetch = Box::new(StateFetch::new(seq, result, &tree));
         self.state.phase = Phase::Fetching { from, fetch };
         self.state.inflight.clear();
         self.state.misses.clear();
+        self.state.pinned.clear();
+        self.state.progress_at = now;
+        self.state.dirty = true;
         self.statesync_tick(now);
     }
 
@@ -141,7 +169,8 @@ impl Node {
             .collect();
         for r in expired {
             self.state.inflight.remove(&r);
-            self.state_miss(&mut fetch, r);
+            self.state_miss(r);
+            self.state.dirty = true;
         }
         let peers = self.state_peers(fetch.seq);
         if let Some((seq, result)) = self.certified_target().filter(|(s, _)| *s > fetch.seq) {
@@ -155,8 +184,26 @@ impl Node {
                 fetch.retarget(seq, result);
                 self.state.misses.clear();
                 self.state.inflight.clear();
+                self.state.dirty = true;
                 self.forget_runs_upto(seq);
             }
+        }
+        let stalled =
+            now.saturating_sub(self.state.progress_at) > STALL_ROUNDS * self.cfg.roundtime_ms;
+        if stalled || peers.is_empty() {
+            tracing::warn!(
+                seq = fetch.seq,
+                "no peer could serve the certified state; running the ledgers instead"
+            );
+            self.state.inflight.clear();
+            self.state.retry_at = now + STALL_ROUNDS * self.cfg.roundtime_ms;
+            self.out
+                .push(Action::Notify(Event::StateSyncAbandoned { seq: fetch.seq }));
+            return self.restore_runs(from, fetch.seq);
+        }
+        if !std::mem::take(&mut self.state.dirty) {
+            self.state.phase = Phase::Fetching { from, fetch };
+            return;
         }
         let reqs = match fetch.step() {
             Step::Want(reqs) => reqs,
@@ -179,7 +226,9 @@ impl Node {
         if peers.is_empty() {
             return;
         }
-        let patience = self.patience();
+        // A whole round: a 512 KiB piece may take a while on a slow link,
+        // and the other requests in flight go on meanwhile.
+        let patience = self.cfg.roundtime_ms;
         let st = &mut self.state;
         for r in reqs {
             if st.inflight.len() >= WINDOW {
@@ -189,7 +238,11 @@ impl Node {
                 continue;
             }
             let misses = st.misses.get(&r).copied().unwrap_or(0);
-            let peer = peers[(st.attempt + misses) % peers.len()];
+            let pin = match &r {
+                StateRequest::Chunk { digest, .. } => st.pinned.get(digest).copied(),
+                StateRequest::Dir(_) => None,
+            };
+            let peer = peers[pin.unwrap_or(st.attempt + misses) % peers.len()];
             st.attempt += 1;
             let bytes = PeerMessage::StateRequest(r.clone()).encode();
             self.out.push(Action::Send { to: peer, bytes });
@@ -197,11 +250,13 @@ impl Node {
         }
     }
 
-    /// A request came back empty, wrong or not at all: the next try goes
-    /// to another peer, and a half-fetched file starts over.
-    fn state_miss(&mut self, fetch: &mut StateFetch, r: StateRequest) {
+    /// A request came back empty or not at all: the next try goes to
+    /// another peer (a pinned file's next try, to the next pinned peer).
+    fn state_miss(&mut self, r: StateRequest) {
         if let StateRequest::Chunk { digest, .. } = &r {
-            fetch.drop_partial(digest);
+            if let Some(p) = self.state.pinned.get_mut(digest) {
+                *p += 1;
+            }
         }
         *self.state.misses.entry(r).or_default() += 1;
         self.state.attempt += 1;
@@ -256,14 +311,26 @@ impl Node {
             StateResponse::Missing(_) => Err(None),
             resp => fetch.on_response(&asked, resp).map_err(Some),
         };
-        if let Err(e) = result {
-            if let Some(e) = e {
-                self.stats.state_rejected += 1;
-                tracing::warn!(peer = ?from, error = %e, "rejecting a state sync answer");
+        match result {
+            Ok(()) => self.state.progress_at = now,
+            Err(e) => {
+                if let Some(e) = &e {
+                    self.stats.state_rejected += 1;
+                    tracing::warn!(peer = ?from, error = %e, "rejecting a state sync answer");
+                }
+                if let (Some(FetchError::FileDigest), StateRequest::Chunk { digest, .. }) =
+                    (&e, &asked)
+                {
+                    // The file starts over, all of it from one peer.
+                    let next = self.state.attempt;
+                    let pin = self.state.pinned.entry(*digest).or_insert(next);
+                    *pin += 1;
+                }
+                self.state_miss(asked);
             }
-            self.state_miss(&mut fetch, asked);
         }
         self.state.phase = Phase::Fetching { from: first, fetch };
+        self.state.dirty = true;
         self.statesync_tick(now);
     }
 
@@ -298,6 +365,9 @@ impl Node {
         }));
         if seq == self.lcl().seq {
             self.exec = Some(result);
+            if let Some(slot) = self.slot {
+                self.propose(slot);
+            }
         }
     }
 
@@ -345,7 +415,10 @@ impl Node {
             *entry = (round, 0);
         }
         if entry.1 >= MAX_STATE_REQUESTS_PER_ROUND {
+            // Said at once, so the asker tries elsewhere instead of waiting.
             self.stats.requests_refused += 1;
+            let bytes = PeerMessage::StateResponse(StateResponse::Missing(req)).encode();
+            self.out.push(Action::Send { to: from, bytes });
             return;
         }
         entry.1 += 1;

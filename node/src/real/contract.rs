@@ -414,7 +414,7 @@ impl ContractHost for ProcessContract {
         match done {
             Ok((new, old)) => {
                 self.tree = new;
-                self.snap_tree = Some(old);
+                self.snap_tree = old;
                 self.ran = latest;
                 Ok(())
             }
@@ -459,8 +459,8 @@ fn patch_path(p: &[u8]) -> io::Result<&Path> {
 
 /// Builds the patched state in `S.prev` (first made equal to `S`), checks
 /// its hash, records it in `S.ran` and swaps it in with two renames, the
-/// old state becoming `S.prev`. Returns the new tree and the old one; on
-/// an error, what `S.prev` now holds, with `S` untouched.
+/// old state becoming `S.prev`. Returns the new tree and what `S.prev` now
+/// holds; on an error, what `S.prev` holds, with `S` still the old state.
 #[allow(clippy::type_complexity)]
 fn install_blocking(
     paths: &InstallPaths,
@@ -468,7 +468,7 @@ fn install_blocking(
     cur: &StateNode,
     patch: &StatePatch,
     record: &[u8],
-) -> Result<(StateNode, StateNode), (InstallError, Option<StateNode>)> {
+) -> Result<(StateNode, Option<StateNode>), (InstallError, Option<StateNode>)> {
     let build = || -> Result<StateNode, InstallError> {
         refresh_snapshot(&paths.dir, &paths.snap, snap_tree, cur)?;
         for p in &patch.remove {
@@ -477,7 +477,20 @@ fn install_blocking(
         let puts = patch.files.iter().map(|(p, b)| (p, Some(b), None));
         let links = patch.links.iter().map(|(p, t)| (p, None, Some(t)));
         for (p, bytes, target) in puts.chain(links) {
-            let dst = paths.snap.join(patch_path(p)?);
+            let rel = patch_path(p)?;
+            // Never write through a symlink the patch did not expect (the
+            // cached tree could be stale after a failed scan).
+            for dir in rel
+                .ancestors()
+                .skip(1)
+                .filter(|a| !a.as_os_str().is_empty())
+            {
+                let m = std::fs::symlink_metadata(paths.snap.join(dir));
+                if m.is_ok_and(|m| m.file_type().is_symlink()) {
+                    return Err(invalid(format!("{} is a symlink", dir.display())).into());
+                }
+            }
+            let dst = paths.snap.join(rel);
             remove_any(&dst)?;
             if let Some(parent) = dst.parent() {
                 std::fs::create_dir_all(parent)?;
@@ -499,6 +512,8 @@ fn install_blocking(
         Ok(tree)
     };
     let new = build().map_err(|e| (e, state_dir::scan(&paths.snap).ok()))?;
+    // Until the second rename `S` holds the old state, which `S.ran` names
+    // as `before`; from it on, the new one.
     let swap = || -> io::Result<()> {
         std::fs::write(&paths.ran_tmp, record)?;
         std::fs::rename(&paths.ran_tmp, &paths.ran)?;
@@ -506,9 +521,18 @@ fn install_blocking(
             std::fs::remove_dir_all(&paths.old)?;
         }
         std::fs::rename(&paths.dir, &paths.old)?;
-        std::fs::rename(&paths.snap, &paths.dir)?;
-        std::fs::rename(&paths.old, &paths.snap)
+        if let Err(e) = std::fs::rename(&paths.snap, &paths.dir) {
+            std::fs::rename(&paths.old, &paths.dir)?;
+            return Err(e);
+        }
+        Ok(())
     };
-    swap().map_err(|e| (e.into(), None))?;
-    Ok((new, cur.clone()))
+    swap().map_err(|e| (e.into(), Some(new.clone())))?;
+    // The new state is in place: a failure from here on only costs the
+    // next snapshot a full copy.
+    if let Err(e) = std::fs::rename(&paths.old, &paths.snap) {
+        tracing::warn!(error = %e, "could not keep the old state as the next snapshot's base");
+        return Ok((new, None));
+    }
+    Ok((new, Some(cur.clone())))
 }

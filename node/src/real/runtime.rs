@@ -69,6 +69,10 @@ impl Observer for LogObserver {
                 behind,
                 "contract state far behind: fetching the certified state"
             ),
+            Event::StateSyncAbandoned { seq } => tracing::warn!(
+                seq,
+                "no peer could serve the certified state; running the ledgers instead"
+            ),
             Event::StateSynced { seq, fetched, .. } => tracing::info!(
                 seq,
                 bytes = fetched.bytes,

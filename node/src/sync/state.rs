@@ -10,7 +10,7 @@
 //! moves on to a newer ledger mid-fetch, the walk starts again at the new
 //! root and fetches only what changed since.
 
-use crate::consensus::ExecResult;
+use crate::consensus::{ExecResult, MAX_FRAME_BYTES};
 use crate::contract::{dir_hash, file_leaf, link_leaf, StateNode};
 use crate::crypto::Hash;
 use serde::{Deserialize, Serialize};
@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 /// Largest piece of a file asked for or sent in one message.
 pub const CHUNK_BYTES: u32 = 512 * 1024;
 /// Most entries a directory listing may have: its answer must fit a frame.
-pub const MAX_DIR_ENTRIES: usize = 65_536;
+pub const MAX_DIR_ENTRIES: usize = 200_000;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum StateRequest {
@@ -229,16 +229,32 @@ impl StateFetch {
         self.result = result;
     }
 
-    pub fn step(&self) -> Step {
+    /// What to ask for next; once nothing is missing, the patch, which
+    /// takes the fetched files with it (the fetch is then spent).
+    pub fn step(&mut self) -> Step {
         let mut w = Walk::default();
         self.walk(self.result.state, Some(&self.local), &[], &mut w);
         if !w.want.is_empty() {
             return Step::Want(w.want);
         }
+        let mut uses: BTreeMap<[u8; 32], usize> = BTreeMap::new();
+        for (_, d) in &w.files {
+            *uses.entry(*d).or_default() += 1;
+        }
         let files = w
             .files
             .into_iter()
-            .map(|(p, d)| (p, self.contents.get(&d).cloned().unwrap_or_default()))
+            .map(|(p, d)| {
+                let left = uses.get_mut(&d).expect("counted above");
+                *left -= 1;
+                // Moved out at its last use: a diff is held once, not twice.
+                let bytes = if *left == 0 {
+                    self.contents.remove(&d)
+                } else {
+                    self.contents.get(&d).cloned()
+                };
+                (p, bytes.unwrap_or_default())
+            })
             .collect();
         Step::Done(StatePatch {
             seq: self.seq,
@@ -366,12 +382,6 @@ impl StateFetch {
             _ => Err(FetchError::Unasked),
         }
     }
-
-    /// Forgets a half-assembled file, so it is asked for again from the
-    /// start (from another peer: a piece that never came cannot be skipped).
-    pub fn drop_partial(&mut self, digest: &[u8; 32]) {
-        self.partial.remove(digest);
-    }
 }
 
 /// Lists directories and reads files of the states a host keeps, by hash,
@@ -440,13 +450,19 @@ pub fn serve<E>(
     let missing = StateResponse::Missing(req.clone());
     match req {
         StateRequest::Dir(hash) => {
-            states
-                .iter()
-                .find_map(|s| s.listing(hash))
-                .map_or(missing, |entries| StateResponse::Dir {
-                    hash: *hash,
-                    entries: entries.clone(),
-                })
+            let Some(entries) = states.iter().find_map(|s| s.listing(hash)) else {
+                return missing;
+            };
+            // A listing too big for one frame cannot be sent: the asker
+            // gives up on this sync and runs the ledgers instead.
+            let size = postcard::experimental::serialized_size(entries).unwrap_or(usize::MAX);
+            if entries.len() > MAX_DIR_ENTRIES || size > MAX_FRAME_BYTES - 1024 {
+                return missing;
+            }
+            StateResponse::Dir {
+                hash: *hash,
+                entries: entries.clone(),
+            }
         }
         StateRequest::Chunk {
             digest,
