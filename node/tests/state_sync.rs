@@ -3,69 +3,15 @@
 //! `StateFetch` and swaps them in; then what a crash in the middle of that
 //! swap leaves behind is recovered on open.
 
+#[path = "support/state.rs"]
+mod support;
+
 use hotpocket_node::consensus::ExecResult;
-use hotpocket_node::contract::{FdlistFormat, RunLimits};
-use hotpocket_node::crypto::{Hash, Keypair};
+use hotpocket_node::crypto::Hash;
 use hotpocket_node::env::{ContractHost, InstallError};
-use hotpocket_node::real::contract::ProcessContract;
-use hotpocket_node::real::host::ProcessHost;
 use hotpocket_node::real::state_dir::scan;
-use hotpocket_node::sync::state::{StateFetch, StatePatch, Step};
-use std::path::{Path, PathBuf};
-
-fn dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("hp-sync-{tag}-{}", std::process::id()));
-    for suffix in ["", ".prev", ".ran", ".rolledback"] {
-        let p = PathBuf::from(format!("{}{suffix}", d.display()));
-        let _ = std::fs::remove_dir_all(&p);
-        let _ = std::fs::remove_file(&p);
-    }
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn sibling(d: &Path, suffix: &str) -> PathBuf {
-    PathBuf::from(format!("{}.{suffix}", d.display()))
-}
-
-fn open(d: &Path) -> ProcessContract {
-    let host = ProcessHost {
-        binary: "true".into(),
-        args: vec![],
-        state_dir: d.to_path_buf(),
-        format: FdlistFormat::Json,
-        limits: RunLimits::default(),
-    };
-    let me = Keypair::from_seed([1; 32]).public();
-    ProcessContract::open(host, me, vec![me]).unwrap()
-}
-
-fn write(d: &Path, path: &str, bytes: &[u8]) {
-    let p = d.join(path);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, bytes).unwrap();
-}
-
-/// Fetches what `from` holds into a patch for `to`, as a node would.
-fn fetch(from: &mut ProcessContract, to: &mut ProcessContract, seq: u64) -> (StatePatch, u64) {
-    let result = ExecResult {
-        state: from.ran().state,
-        output: Hash([4; 32]),
-    };
-    let mut f = StateFetch::new(seq, result, &to.state_tree());
-    for _ in 0..100 {
-        match f.step() {
-            Step::Done(p) => return (p, f.stats.files),
-            Step::Want(reqs) => {
-                for r in reqs {
-                    let resp = from.serve_state(&r);
-                    f.on_response(&r, resp).expect("the serving host is honest");
-                }
-            }
-        }
-    }
-    panic!("the fetch did not finish");
-}
+use hotpocket_node::sync::state::StatePatch;
+use support::{dir, fetch, open, sibling, write};
 
 #[tokio::test]
 async fn a_host_fetches_only_what_differs_and_swaps_it_in() {
@@ -85,8 +31,11 @@ async fn a_host_fetches_only_what_differs_and_swaps_it_in() {
     let (mut src, mut dst) = (open(&a), open(&b));
     assert_ne!(src.ran().state, dst.ran().state);
 
-    let (patch, files) = fetch(&mut src, &mut dst, 9);
-    assert_eq!(files, 3, "data/changed, data/new and shape; not same/*");
+    let (patch, stats) = fetch(&mut src, &mut dst, 9);
+    assert_eq!(
+        stats.files, 3,
+        "data/changed, data/new and shape; not same/*"
+    );
     dst.install_state(patch).await.unwrap();
     assert_eq!(scan(&b).unwrap().hash(), src.ran().state);
     assert_eq!(dst.ran().seq, 9);

@@ -1,0 +1,78 @@
+//! How fast a node takes in fetched state on this machine, between two real
+//! process hosts in one process (no network): serving reads pieces from
+//! disk, fetching checks every listing and file, installing writes the
+//! patch beside the state, hashes it and swaps it in.
+//!
+//! `cargo bench -p hotpocket-node --bench state_sync [-- FILES KIB_EACH CHANGED]`
+
+#[path = "../tests/support/state.rs"]
+mod support;
+
+use hotpocket_node::env::ContractHost;
+use std::time::Instant;
+
+fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let (files, kib, changed) = match args[..] {
+        [f, m, c] => (f, m, c),
+        _ => (64, 1024, 4),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (a, b) = (support::dir("bench-a"), support::dir("bench-b"));
+    let blob = |i: usize, salt: u8| -> Vec<u8> {
+        (0..kib << 10)
+            .map(|j| (j as u32).wrapping_mul(2_654_435_761).to_le_bytes()[0] ^ i as u8 ^ salt)
+            .collect()
+    };
+    for i in 0..files {
+        support::write(&a, &format!("d{}/f{i}", i % 8), &blob(i, 0));
+    }
+    let total = (files * kib) as f64 / 1024.0;
+    let (mut src, mut dst) = (support::open(&a), support::open(&b));
+    let t = Instant::now();
+    let (patch, stats) = support::fetch(&mut src, &mut dst, 1);
+    let fetched = t.elapsed();
+    rt.block_on(dst.install_state(patch)).unwrap();
+    let all = t.elapsed();
+    println!(
+        "full state, {files} files of {kib} KiB ({total:.0} MiB): fetched {} bytes in {:.0} ms, installed after {:.0} ms: {:.0} MiB/s",
+        stats.bytes,
+        fetched.as_secs_f64() * 1e3,
+        all.as_secs_f64() * 1e3,
+        total / all.as_secs_f64()
+    );
+
+    for i in 0..changed {
+        support::write(&a, &format!("d{}/f{i}", i % 8), &blob(i, 1));
+    }
+    drop(src);
+    // Changed behind the host's back: it would refuse the directory.
+    std::fs::remove_file(support::sibling(&a, "ran")).unwrap();
+    let mut src = support::open(&a);
+    let t = Instant::now();
+    let (patch, stats) = support::fetch(&mut src, &mut dst, 2);
+    let fetched = t.elapsed();
+    rt.block_on(dst.install_state(patch)).unwrap();
+    let all = t.elapsed();
+    println!(
+        "{changed} of {files} files changed: fetched {} bytes ({} files, {} listings) in {:.0} ms, installed after {:.0} ms",
+        stats.bytes,
+        stats.files,
+        stats.dirs,
+        fetched.as_secs_f64() * 1e3,
+        all.as_secs_f64() * 1e3
+    );
+    for d in [&a, &b] {
+        for suffix in ["", ".prev", ".ran"] {
+            let p = std::path::PathBuf::from(format!("{}{suffix}", d.display()));
+            let _ = std::fs::remove_dir_all(&p);
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+}

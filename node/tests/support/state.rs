@@ -1,0 +1,69 @@
+//! Two real process hosts and a fetch between them, for the state sync
+//! tests and bench.
+
+use hotpocket_node::consensus::ExecResult;
+use hotpocket_node::contract::{FdlistFormat, RunLimits};
+use hotpocket_node::crypto::{Hash, Keypair};
+use hotpocket_node::env::ContractHost;
+use hotpocket_node::real::contract::ProcessContract;
+use hotpocket_node::real::host::ProcessHost;
+use hotpocket_node::sync::state::{FetchStats, StateFetch, StatePatch, Step};
+use std::path::{Path, PathBuf};
+
+pub fn dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("hp-sync-{tag}-{}", std::process::id()));
+    for suffix in ["", ".prev", ".ran", ".rolledback"] {
+        let p = PathBuf::from(format!("{}{suffix}", d.display()));
+        let _ = std::fs::remove_dir_all(&p);
+        let _ = std::fs::remove_file(&p);
+    }
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn sibling(d: &Path, suffix: &str) -> PathBuf {
+    PathBuf::from(format!("{}.{suffix}", d.display()))
+}
+
+pub fn open(d: &Path) -> ProcessContract {
+    let host = ProcessHost {
+        binary: "true".into(),
+        args: vec![],
+        state_dir: d.to_path_buf(),
+        format: FdlistFormat::Json,
+        limits: RunLimits::default(),
+    };
+    let me = Keypair::from_seed([1; 32]).public();
+    ProcessContract::open(host, me, vec![me]).unwrap()
+}
+
+pub fn write(d: &Path, path: &str, bytes: &[u8]) {
+    let p = d.join(path);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, bytes).unwrap();
+}
+
+/// Fetches what `from` holds into a patch for `to`, as a node would.
+pub fn fetch(
+    from: &mut ProcessContract,
+    to: &mut ProcessContract,
+    seq: u64,
+) -> (StatePatch, FetchStats) {
+    let result = ExecResult {
+        state: from.ran().state,
+        output: Hash([4; 32]),
+    };
+    let mut f = StateFetch::new(seq, result, &to.state_tree());
+    for _ in 0..100_000 {
+        match f.step() {
+            Step::Done(p) => return (p, f.stats),
+            Step::Want(reqs) => {
+                for r in reqs {
+                    let resp = from.serve_state(&r);
+                    f.on_response(&r, resp).expect("the serving host is honest");
+                }
+            }
+        }
+    }
+    panic!("the fetch did not finish");
+}
