@@ -141,11 +141,26 @@ impl Net {
     }
 
     fn run_until(&mut self, end: u64) {
-        let mut t = T0;
+        self.run_between(T0, end);
+    }
+
+    fn run_between(&mut self, start: u64, end: u64) {
+        let mut t = start;
         while t <= end {
             self.step(t);
             t += 50;
         }
+    }
+
+    /// Node `i` restarts from an empty disk, with these settings.
+    fn restart_empty(&mut self, i: usize, cfg: ConsensusConfig) {
+        self.nodes[i] = Node::new(cfg, self.keys[i].clone(), vec![], initial()).unwrap();
+        self.closed[i].clear();
+        self.runs[i].clear();
+    }
+
+    fn config(&self) -> ConsensusConfig {
+        ConsensusConfig::new(self.keys.iter().map(|k| k.public()).collect())
     }
 }
 
@@ -274,14 +289,8 @@ fn a_node_that_restarts_behind_catches_up_with_verified_history() {
     let head = net.nodes[0].lcl();
     assert!(head.seq >= 6);
     // Node 4 restarts from an empty disk: it must fetch every ledger.
-    let cfg = ConsensusConfig::new(net.keys.iter().map(|k| k.public()).collect());
-    net.nodes[4] = Node::new(cfg, net.keys[4].clone(), vec![], initial()).unwrap();
-    net.closed[4].clear();
-    let mut t = T0 + 8_050;
-    while t <= T0 + 12_000 {
-        net.step(t);
-        t += 50;
-    }
+    net.restart_empty(4, net.config());
+    net.run_between(T0 + 8_050, T0 + 12_000);
     assert_eq!(net.nodes[4].lcl(), net.nodes[0].lcl());
     assert!(net.nodes[4].stats().history_adopted >= head.seq);
     assert_eq!(net.nodes[4].chain(), net.nodes[0].chain());
@@ -294,15 +303,10 @@ fn a_state_sync_nobody_serves_is_given_up_and_the_ledgers_are_run() {
     let head = net.nodes[0].lcl();
     // Node 4 restarts with an empty disk and a low gap: it wants the state
     // from its peers, but no peer here answers state requests.
-    let mut cfg = ConsensusConfig::new(net.keys.iter().map(|k| k.public()).collect());
+    let mut cfg = net.config();
     cfg.state_sync_gap = 2;
-    net.nodes[4] = Node::new(cfg, net.keys[4].clone(), vec![], initial()).unwrap();
-    net.runs[4].clear();
-    let mut t = T0 + 8_050;
-    while t <= T0 + 40_000 {
-        net.step(t);
-        t += 50;
-    }
+    net.restart_empty(4, cfg);
+    net.run_between(T0 + 8_050, T0 + 40_000);
     assert_eq!(net.abandoned[4].len(), 1, "{:?}", net.abandoned[4]);
     assert!(net.abandoned[4][0] >= head.seq - 1);
     // Then it ran every ledger itself, in order, and rejoined.

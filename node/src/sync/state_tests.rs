@@ -14,8 +14,13 @@ fn target_of(files: &Files) -> ExecResult {
     }
 }
 
-/// Serves from `files` and feeds every answer back until the fetch is done.
-fn fetch_all(fetch: &mut StateFetch, files: &Files) -> StatePatch {
+/// Serves from `files` and feeds every answer back until the fetch is done
+/// (the patch), or `stop` holds after a batch of answers (`None`).
+fn fetch_until(
+    fetch: &mut StateFetch,
+    files: &Files,
+    stop: impl Fn(&FetchStats) -> bool,
+) -> Option<StatePatch> {
     let index = StateIndex::new(&tree(files));
     let read = |_: usize, path: &[u8], off: u64, len: u32| -> Result<Vec<u8>, ()> {
         let f = files.get(std::str::from_utf8(path).unwrap()).ok_or(())?;
@@ -23,16 +28,32 @@ fn fetch_all(fetch: &mut StateFetch, files: &Files) -> StatePatch {
     };
     for _ in 0..1000 {
         match fetch.step() {
-            Step::Done(patch) => return patch,
+            Step::Done(patch) => return Some(patch),
             Step::Want(reqs) => {
                 for r in reqs {
                     let resp = serve(&[&index], &r, read);
                     fetch.on_response(&r, resp).expect("an honest answer holds");
                 }
+                if stop(&fetch.stats) {
+                    return None;
+                }
             }
         }
     }
     panic!("fetch never finished");
+}
+
+fn fetch_all(fetch: &mut StateFetch, files: &Files) -> StatePatch {
+    fetch_until(fetch, files, |_| false).expect("runs to the end")
+}
+
+/// Fetches all of `remote` and checks that the patch turns `local` into it.
+fn fetch_exactly(fetch: &mut StateFetch, local: &Files, remote: &Files) -> StatePatch {
+    let patch = fetch_all(fetch, remote);
+    let mut got = local.clone();
+    apply_to_files(&mut got, &patch);
+    assert_eq!(&got, remote);
+    patch
 }
 
 fn big_state() -> Files {
@@ -53,15 +74,12 @@ fn fetches_only_the_differing_files() {
     remote.remove("data/2/blob2");
     remote.remove("top");
     let mut fetch = StateFetch::new(7, target_of(&remote), &tree(&local));
-    let patch = fetch_all(&mut fetch, &remote);
+    let patch = fetch_exactly(&mut fetch, &local, &remote);
+    assert_eq!(patch.seq, 7);
     assert_eq!(fetch.stats.files, 2);
     assert!(fetch.stats.bytes < 1_310_000, "{:?}", fetch.stats);
     // root, data, data/1, data/2, data/new; data/0 and data/3 are skipped
     assert_eq!(fetch.stats.dirs, 5);
-    let mut got = local.clone();
-    apply_to_files(&mut got, &patch);
-    assert_eq!(got, remote);
-    assert_eq!(patch.seq, 7);
 }
 
 #[test]
@@ -81,10 +99,7 @@ fn a_file_where_a_directory_was_replaces_it() {
     let mut remote = Files::new();
     remote.insert("a".into(), b"2".to_vec());
     let mut fetch = StateFetch::new(1, target_of(&remote), &tree(&local));
-    let patch = fetch_all(&mut fetch, &remote);
-    let mut got = local;
-    apply_to_files(&mut got, &patch);
-    assert_eq!(got, remote);
+    fetch_exactly(&mut fetch, &local, &remote);
 }
 
 #[test]
@@ -159,10 +174,7 @@ fn lies_are_rejected() {
         Err(FetchError::ChunkOffset { .. })
     ));
     // Nothing false was kept: the fetch still completes and is exact.
-    let patch = fetch_all(&mut fetch, &remote);
-    let mut got = local;
-    apply_to_files(&mut got, &patch);
-    assert_eq!(got, remote);
+    fetch_exactly(&mut fetch, &local, &remote);
 }
 
 #[test]
@@ -172,32 +184,16 @@ fn a_new_target_reuses_what_was_fetched() {
     let mut fetch = StateFetch::new(1, target_of(&first), &tree(&local));
     // Everything of the first target arrives, but before the patch is
     // taken a newer ledger is certified.
-    let index = StateIndex::new(&tree(&first));
-    let read = |_: usize, path: &[u8], off: u64, len: u32| -> Result<Vec<u8>, ()> {
-        let f = first.get(std::str::from_utf8(path).unwrap()).ok_or(())?;
-        Ok(f[off as usize..off as usize + len as usize].to_vec())
-    };
-    while let Step::Want(reqs) = fetch.step() {
-        for r in reqs {
-            let resp = serve(&[&index], &r, read);
-            fetch.on_response(&r, resp).unwrap();
-        }
-        if fetch.stats.files == 41 {
-            break;
-        }
-    }
+    assert!(fetch_until(&mut fetch, &first, |s| s.files == 41).is_none());
     let before = fetch.stats;
     assert_eq!((before.files, before.dirs), (41, 6));
     let mut second = first.clone();
     second.insert("data/3/blob3".into(), b"changed".to_vec());
     fetch.retarget(2, target_of(&second));
-    let patch = fetch_all(&mut fetch, &second);
+    fetch_exactly(&mut fetch, &local, &second);
     assert_eq!(fetch.stats.files - before.files, 1);
     // root, data, data/3 listed again; nothing else
     assert_eq!(fetch.stats.dirs - before.dirs, 3);
-    let mut got = local;
-    apply_to_files(&mut got, &patch);
-    assert_eq!(got, second);
 }
 
 #[test]
