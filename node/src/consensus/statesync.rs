@@ -191,10 +191,6 @@ impl Node {
         let stalled =
             now.saturating_sub(self.state.progress_at) > STALL_ROUNDS * self.cfg.roundtime_ms;
         if stalled || peers.is_empty() {
-            tracing::warn!(
-                seq = fetch.seq,
-                "no peer could serve the certified state; running the ledgers instead"
-            );
             self.state.inflight.clear();
             self.state.retry_at = now + STALL_ROUNDS * self.cfg.roundtime_ms;
             self.out
