@@ -78,6 +78,13 @@ fn checkers_catch_a_real_violation() {
     );
 }
 
+#[test]
+fn adopted_ledgers_keep_the_bodies_the_node_holds() {
+    // The seed the file was cut from (see its header).
+    let r = run(&load("lost-bodies"), 98);
+    assert!(r.passed, "{:?}", r.violations);
+}
+
 fn sweep(name: &str, seeds: std::ops::Range<u64>) {
     let base = load(name);
     let mut failed = Vec::new();

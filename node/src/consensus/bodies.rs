@@ -14,6 +14,7 @@
 use super::message::{input_hash, PeerMessage, MAX_FRAME_BYTES};
 use super::node::{Action, Node};
 use crate::crypto::{Hash, PubKey};
+use crate::ledger::LedgerRecord;
 use std::collections::BTreeSet;
 
 /// Most hashes asked for, or bodies sent, in one message.
@@ -48,15 +49,20 @@ impl Node {
     /// before it have all their bodies; `bodies_tick`, at the end of every
     /// event, hands it over or asks for what is missing.
     pub(super) fn schedule_run(&mut self, seq: u64) {
-        // Bodies this node still holds in its pool count, too.
-        let missing = self.missing_bodies(seq);
-        for h in missing {
-            if let Some((b, _)) = self.pool.get(&h) {
-                let b = b.clone();
-                self.chain[seq as usize].bodies.insert(h, b);
+        self.bodies.waiting.insert(seq);
+    }
+
+    /// Puts the bodies of `rec`'s inputs that this node holds in its pool
+    /// into `rec`. Must come before `append`, which drops them from the
+    /// pool: a crash of the only other holders would lose them for good.
+    pub(super) fn fill_from_pool(&self, rec: &mut LedgerRecord) {
+        for h in &rec.ledger.inputs {
+            if !rec.bodies.contains_key(h) {
+                if let Some((b, _)) = self.pool.get(h) {
+                    rec.bodies.insert(*h, b.clone());
+                }
             }
         }
-        self.bodies.waiting.insert(seq);
     }
 
     fn run_ready(&mut self) {

@@ -831,17 +831,13 @@ impl Node {
         }
         let ledger = group[0].proposal.candidate();
         let proof: Vec<SignedProposal> = group.into_iter().cloned().collect();
-        let bodies = ledger
-            .inputs
-            .iter()
-            .filter_map(|h| self.pool.get(h).map(|(b, _)| (*h, b.clone())))
-            .collect();
-        let record = LedgerRecord {
+        let mut record = LedgerRecord {
             ledger,
             hash,
             proof,
-            bodies,
+            bodies: BTreeMap::new(),
         };
+        self.fill_from_pool(&mut record);
         self.append(record.clone());
         self.out.push(Action::Persist(Box::new(record.clone())));
         self.out.push(Action::Sync);
