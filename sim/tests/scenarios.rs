@@ -85,6 +85,12 @@ fn adopted_ledgers_keep_the_bodies_the_node_holds() {
     assert!(r.passed, "{:?}", r.violations);
 }
 
+#[test]
+fn every_retry_of_a_state_request_reaches_another_peer() {
+    let r = run(&load("liar-rotation"), 303);
+    assert!(r.passed, "{:?}", r.violations);
+}
+
 fn sweep(name: &str, seeds: std::ops::Range<u64>) {
     let base = load(name);
     let mut failed = Vec::new();

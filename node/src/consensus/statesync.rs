@@ -36,10 +36,13 @@ const STALL_ROUNDS: u64 = 20;
 pub struct StateSync {
     phase: Phase,
     inflight: BTreeMap<StateRequest, (PubKey, u64)>,
-    /// Requests a peer could not answer (missing, lost or wrong), so the
-    /// next try goes to another peer.
+    /// Times each request came back missing, wrong or not at all.
     misses: BTreeMap<StateRequest, usize>,
-    attempt: usize,
+    /// Where a request goes if it is sent again: the peer after the one
+    /// that had it last, so every peer gets its turn whatever their number.
+    next_peer: BTreeMap<StateRequest, usize>,
+    /// Requests sent, so first tries spread over the peers.
+    sent: usize,
     /// After a failed or abandoned sync, when to try again.
     retry_at: u64,
     /// When the fetch last verified something (or started).
@@ -48,7 +51,8 @@ pub struct StateSync {
     /// sync is never used for a later one.
     reads: u64,
     /// Files whose digest failed once: all their pieces then come from
-    /// one peer (`attempt` picks it), as which piece was bad cannot be told.
+    /// one peer (the next one after each failure), as which piece was bad
+    /// cannot be told.
     pinned: BTreeMap<[u8; 32], usize>,
     /// Something changed since the last walk of the target tree (an
     /// answer, a timeout, a new target): walking it on every message
@@ -145,6 +149,7 @@ impl Node {
         self.state.phase = Phase::Fetching { from, fetch };
         self.state.inflight.clear();
         self.state.misses.clear();
+        self.state.next_peer.clear();
         self.state.pinned.clear();
         self.state.progress_at = now;
         self.state.dirty = true;
@@ -183,6 +188,7 @@ impl Node {
                 );
                 fetch.retarget(seq, result);
                 self.state.misses.clear();
+                self.state.next_peer.clear();
                 self.state.inflight.clear();
                 self.state.dirty = true;
                 self.forget_runs_upto(seq);
@@ -233,13 +239,14 @@ impl Node {
             if st.inflight.contains_key(&r) {
                 continue;
             }
-            let misses = st.misses.get(&r).copied().unwrap_or(0);
             let pin = match &r {
                 StateRequest::Chunk { digest, .. } => st.pinned.get(digest).copied(),
                 StateRequest::Dir(_) => None,
             };
-            let peer = peers[pin.unwrap_or(st.attempt + misses) % peers.len()];
-            st.attempt += 1;
+            let turn = pin.unwrap_or_else(|| st.next_peer.get(&r).copied().unwrap_or(st.sent));
+            let peer = peers[turn % peers.len()];
+            st.sent += 1;
+            st.next_peer.insert(r.clone(), turn + 1);
             let bytes = PeerMessage::StateRequest(r.clone()).encode();
             self.out.push(Action::Send { to: peer, bytes });
             st.inflight.insert(r, (peer, now + patience));
@@ -255,7 +262,6 @@ impl Node {
             }
         }
         *self.state.misses.entry(r).or_default() += 1;
-        self.state.attempt += 1;
     }
 
     /// UNL peers that closed the ledger certifying `target`, so they ran
@@ -317,10 +323,10 @@ impl Node {
                 if let (Some(FetchError::FileDigest), StateRequest::Chunk { digest, .. }) =
                     (&e, &asked)
                 {
-                    // The file starts over, all of it from one peer.
-                    let next = self.state.attempt;
-                    let pin = self.state.pinned.entry(*digest).or_insert(next);
-                    *pin += 1;
+                    // The file starts over, all of it from one peer (the
+                    // next one each time it fails: see `state_miss`).
+                    let next = self.state.sent;
+                    self.state.pinned.entry(*digest).or_insert(next);
                 }
                 self.state_miss(asked);
             }
