@@ -64,11 +64,6 @@ fn main() {
         "{changed} of {files} files changed: fetched {} bytes ({} files, {} listings) in {fetched:.0} ms, installed after {all:.0} ms",
         stats.bytes, stats.files, stats.dirs,
     );
-    for d in [&a, &b] {
-        for suffix in ["", ".prev", ".ran"] {
-            let p = std::path::PathBuf::from(format!("{}{suffix}", d.display()));
-            let _ = std::fs::remove_dir_all(&p);
-            let _ = std::fs::remove_file(&p);
-        }
-    }
+    support::remove(&a);
+    support::remove(&b);
 }

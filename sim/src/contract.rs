@@ -23,12 +23,11 @@ use std::sync::Arc;
 /// Runs kept, so the contract can step back; the protocol asks for one.
 const KEPT_RUNS: usize = 3;
 
-/// The state one run left, with each file's digest so the next run hashes
-/// only what it changed (states of several MiB are hashed after every run).
+/// The state one run left, with its tree, so the next run hashes only the
+/// files it changed (states of several MiB are hashed after every run).
 #[derive(Clone)]
 pub struct Kept {
     pub state: MemState,
-    digests: BTreeMap<String, [u8; 32]>,
     pub tree: StateNode,
     pub result: ExecResult,
 }
@@ -37,35 +36,21 @@ impl Kept {
     /// `state` as a new run left it; `before` is what it started from.
     fn new(state: MemState, before: Option<&Kept>, output: Hash) -> Kept {
         use sha2::Digest;
-        let digests: BTreeMap<String, [u8; 32]> = state
-            .0
-            .iter()
-            .map(|(k, v)| {
-                let same = before.and_then(|b| {
-                    (b.state.0.get(k) == Some(v))
-                        .then(|| b.digests.get(k))
-                        .flatten()
-                });
-                (
-                    k.clone(),
-                    same.copied()
-                        .unwrap_or_else(|| sha2::Sha256::digest(v).into()),
-                )
-            })
-            .collect();
-        let tree = StateNode::from_digests(
-            state
-                .0
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.len() as u64, digests[k])),
-        );
+        let tree = StateNode::from_digests(state.0.iter().map(|(k, v)| {
+            let same = before
+                .filter(|b| b.state.0.get(k) == Some(v))
+                .and_then(|b| b.tree.digest_at(k));
+            let digest = same
+                .copied()
+                .unwrap_or_else(|| sha2::Sha256::digest(v).into());
+            (k.as_str(), v.len() as u64, digest)
+        }));
         let result = ExecResult {
             state: tree.hash(),
             output,
         };
         Kept {
             state,
-            digests,
             tree,
             result,
         }

@@ -14,7 +14,6 @@
 use super::message::{input_hash, PeerMessage, MAX_FRAME_BYTES};
 use super::node::{Action, Node};
 use crate::crypto::{Hash, PubKey};
-use crate::ledger::LedgerRecord;
 use std::collections::BTreeSet;
 
 /// Most hashes asked for, or bodies sent, in one message.
@@ -50,19 +49,6 @@ impl Node {
     /// event, hands it over or asks for what is missing.
     pub(super) fn schedule_run(&mut self, seq: u64) {
         self.bodies.waiting.insert(seq);
-    }
-
-    /// Puts the bodies of `rec`'s inputs that this node holds in its pool
-    /// into `rec`. Must come before `append`, which drops them from the
-    /// pool: a crash of the only other holders would lose them for good.
-    pub(super) fn fill_from_pool(&self, rec: &mut LedgerRecord) {
-        for h in &rec.ledger.inputs {
-            if !rec.bodies.contains_key(h) {
-                if let Some((b, _)) = self.pool.get(h) {
-                    rec.bodies.insert(*h, b.clone());
-                }
-            }
-        }
     }
 
     fn run_ready(&mut self) {

@@ -148,11 +148,7 @@ impl Node {
             match result {
                 Ok(()) => {
                     self.stats.signature_checks += rec.proof.len() as u64;
-                    // The peer's record may lack bodies we hold: `append`
-                    // drops them from the pool, so they go in first.
-                    let mut rec = rec;
-                    self.fill_from_pool(&mut rec);
-                    self.append(rec.clone());
+                    let rec = self.append(rec).clone();
                     adopted.push(rec);
                 }
                 Err(e) => {

@@ -245,9 +245,30 @@ pub struct Node {
     final_seq: u64,
     pub(super) stats: Stats,
     pub(super) out: Vec<Action>,
-    /// Requests served to each peer in the current round, so a UNL member
-    /// cannot make this node send 16 MiB answers back to back.
-    served: BTreeMap<PubKey, (u64, u32)>,
+    /// History and body requests served to each peer in the current
+    /// round, so a UNL member cannot make this node send 16 MiB answers
+    /// back to back.
+    served: Served,
+}
+
+/// Requests served to each peer, counted per round.
+#[derive(Debug, Default)]
+pub(super) struct Served(BTreeMap<PubKey, (u64, u32)>);
+
+impl Served {
+    /// Counts one more request from `peer` in `round`, unless `cap` were
+    /// served already; returns whether it may be served.
+    pub(super) fn take(&mut self, peer: PubKey, round: u64, cap: u32) -> bool {
+        let entry = self.0.entry(peer).or_insert((round, 0));
+        if entry.0 != round {
+            *entry = (round, 0);
+        }
+        if entry.1 >= cap {
+            return false;
+        }
+        entry.1 += 1;
+        true
+    }
 }
 
 /// Rounds an input may wait in the pool before it is dropped.
@@ -321,7 +342,7 @@ impl Node {
             final_seq: 0,
             stats: Stats::default(),
             out: Vec::new(),
-            served: BTreeMap::new(),
+            served: Served::default(),
         };
         let lcl = node.lcl();
         let (ran_seq, result) = ran;
@@ -831,14 +852,14 @@ impl Node {
         }
         let ledger = group[0].proposal.candidate();
         let proof: Vec<SignedProposal> = group.into_iter().cloned().collect();
-        let mut record = LedgerRecord {
-            ledger,
-            hash,
-            proof,
-            bodies: BTreeMap::new(),
-        };
-        self.fill_from_pool(&mut record);
-        self.append(record.clone());
+        let record = self
+            .append(LedgerRecord {
+                ledger,
+                hash,
+                proof,
+                bodies: BTreeMap::new(),
+            })
+            .clone();
         self.out.push(Action::Persist(Box::new(record.clone())));
         self.out.push(Action::Sync);
         self.out.push(Action::Notify(Event::LedgerClosed {
@@ -857,11 +878,15 @@ impl Node {
     }
 
     /// Adds a verified ledger to the chain in memory and forgets its inputs.
-    pub(super) fn append(&mut self, record: LedgerRecord) {
+    /// Bodies the record lacks move into it from the pool: a peer's record
+    /// may lack some this node holds, and if the only other holders crash,
+    /// these copies are the last ones.
+    pub(super) fn append(&mut self, mut record: LedgerRecord) -> &LedgerRecord {
         let seq = record.ledger.seq;
         for h in &record.ledger.inputs {
             if let Some((b, _)) = self.pool.remove(h) {
                 self.pool_bytes -= b.len();
+                record.bodies.entry(*h).or_insert(b);
             }
             self.included.insert(*h, seq);
         }
@@ -876,6 +901,7 @@ impl Node {
         self.final_seq = self.final_seq.max(seq - 1);
         self.chain.push(record);
         self.exec = None;
+        self.chain.last().expect("just pushed")
     }
 
     fn on_executed(&mut self, seq: u64, hash: Hash, report: RunReport) {
@@ -915,16 +941,11 @@ impl Node {
     /// round; counts it if so.
     pub(super) fn may_serve(&mut self, peer: PubKey) -> bool {
         let round = self.slot.map_or(0, |s| s.round);
-        let entry = self.served.entry(peer).or_insert((round, 0));
-        if entry.0 != round {
-            *entry = (round, 0);
-        }
-        if entry.1 >= MAX_REQUESTS_PER_ROUND {
+        let ok = self.served.take(peer, round, MAX_REQUESTS_PER_ROUND);
+        if !ok {
             self.stats.requests_refused += 1;
-            return false;
         }
-        entry.1 += 1;
-        true
+        ok
     }
 
     /// Hands over the outputs of every run the next ledger has certified.

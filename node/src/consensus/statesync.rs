@@ -59,7 +59,7 @@ pub struct StateSync {
     /// would cost a pass over the differing tree each time.
     dirty: bool,
     /// Requests served per peer in the current round.
-    served: BTreeMap<PubKey, (u64, u32)>,
+    served: super::node::Served,
 }
 
 #[derive(Default)]
@@ -412,18 +412,17 @@ impl Node {
             return;
         }
         let round = self.slot.map_or(0, |s| s.round);
-        let entry = self.state.served.entry(from).or_insert((round, 0));
-        if entry.0 != round {
-            *entry = (round, 0);
-        }
-        if entry.1 >= MAX_STATE_REQUESTS_PER_ROUND {
+        if !self
+            .state
+            .served
+            .take(from, round, MAX_STATE_REQUESTS_PER_ROUND)
+        {
             // Said at once, so the asker tries elsewhere instead of waiting.
             self.stats.requests_refused += 1;
             let bytes = PeerMessage::StateResponse(StateResponse::Missing(req)).encode();
             self.out.push(Action::Send { to: from, bytes });
             return;
         }
-        entry.1 += 1;
         self.stats.state_served += 1;
         self.out.push(Action::ServeState { to: from, req });
     }

@@ -88,6 +88,21 @@ impl StateNode {
         }
     }
 
+    /// The content digest of the file at `path` (`/`-separated), if any.
+    pub fn digest_at(&self, path: &str) -> Option<&[u8; 32]> {
+        let mut node = self;
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            let StateNode::Dir { children } = node else {
+                return None;
+            };
+            node = children.get(part.as_bytes())?;
+        }
+        match node {
+            StateNode::File { digest, .. } => Some(digest),
+            _ => None,
+        }
+    }
+
     /// Paths (joined with `/`) of files and links whose content differs
     /// between `self` and `other`, or exist in only one; identical subtrees
     /// are skipped by hash.
@@ -234,6 +249,13 @@ mod tests {
             ("top", file(b"2")),
         ]);
         assert_eq!(t.hash(), want.hash());
+        let StateNode::File { digest, .. } = file(b"1") else {
+            unreachable!()
+        };
+        assert_eq!(t.digest_at("kv/a"), Some(&digest));
+        assert_eq!(t.digest_at("kv"), None, "a directory has no digest");
+        assert_eq!(t.digest_at("kv/a/x"), None);
+        assert_eq!(t.digest_at("nope"), None);
     }
 
     #[test]

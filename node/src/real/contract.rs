@@ -48,6 +48,14 @@ struct RanFile {
     before: Option<Ran>,
 }
 
+impl RanFile {
+    /// Replaces `path` whole, through `tmp`: never half written.
+    fn write(&self, tmp: &Path, path: &Path) -> io::Result<()> {
+        std::fs::write(tmp, serde_json::to_vec(self).expect("serializes"))?;
+        std::fs::rename(tmp, path)
+    }
+}
+
 pub struct ProcessContract {
     pub host: ProcessHost,
     pub node: PubKey,
@@ -154,9 +162,7 @@ impl ProcessContract {
             latest: self.ran,
             before,
         };
-        let tmp = self.sibling("ran.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(&f).expect("serializes"))?;
-        std::fs::rename(&tmp, self.sibling("ran"))
+        f.write(&self.sibling("ran.tmp"), &self.sibling("ran"))
     }
 
     /// `<state dir>.<suffix>`, beside the state directory (never inside it,
@@ -397,11 +403,10 @@ impl ContractHost for ProcessContract {
         };
         // If a crash falls before the swap, `open` finds the old state
         // and takes `before`; after it, `latest`.
-        let record = serde_json::to_vec(&RanFile {
+        let record = RanFile {
             latest,
             before: Some(self.ran),
-        })
-        .expect("serializes");
+        };
         self.snapshot = None;
         self.index = None;
         self.snap_index = None;
@@ -467,7 +472,7 @@ fn install_blocking(
     snap_tree: Option<StateNode>,
     cur: &StateNode,
     patch: &StatePatch,
-    record: &[u8],
+    record: &RanFile,
 ) -> Result<(StateNode, Option<StateNode>), (InstallError, Option<StateNode>)> {
     let build = || -> Result<StateNode, InstallError> {
         refresh_snapshot(&paths.dir, &paths.snap, snap_tree, cur)?;
@@ -515,8 +520,7 @@ fn install_blocking(
     // Until the second rename `S` holds the old state, which `S.ran` names
     // as `before`; from it on, the new one.
     let swap = || -> io::Result<()> {
-        std::fs::write(&paths.ran_tmp, record)?;
-        std::fs::rename(&paths.ran_tmp, &paths.ran)?;
+        record.write(&paths.ran_tmp, &paths.ran)?;
         if paths.old.exists() {
             std::fs::remove_dir_all(&paths.old)?;
         }

@@ -76,6 +76,15 @@ impl Entry {
 
 pub type Listing = Vec<(Vec<u8>, Entry)>;
 
+/// The Merkle hash of a directory with these entries.
+fn listing_hash(entries: &Listing) -> Hash {
+    dir_hash(
+        entries
+            .iter()
+            .map(|(n, e)| (n.as_slice(), e.kind(), e.hash())),
+    )
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StateResponse {
     Dir {
@@ -136,50 +145,13 @@ pub enum Step {
     Done(StatePatch),
 }
 
-/// The local tree with every hash computed once.
-struct Local {
-    hash: Hash,
-    node: Entry,
-    children: BTreeMap<Vec<u8>, Local>,
-}
-
-impl Local {
-    fn new(node: &StateNode) -> Local {
-        match node {
-            StateNode::Dir { children } => {
-                let children: BTreeMap<Vec<u8>, Local> = children
-                    .iter()
-                    .map(|(n, c)| (n.clone(), Local::new(c)))
-                    .collect();
-                let hash = dir_hash(
-                    children
-                        .iter()
-                        .map(|(n, c)| (n.as_slice(), c.node.kind(), c.hash)),
-                );
-                Local {
-                    hash,
-                    node: Entry::Dir(hash),
-                    children,
-                }
-            }
-            leaf => {
-                let node = Entry::of(leaf);
-                Local {
-                    hash: node.hash(),
-                    node,
-                    children: BTreeMap::new(),
-                }
-            }
-        }
-    }
-}
-
 /// The fetch of one target state, sans I/O: [`StateFetch::step`] says what
 /// to ask for, [`StateFetch::on_response`] checks what came back.
 pub struct StateFetch {
     pub seq: u64,
     pub result: ExecResult,
-    local: Local,
+    /// The tree this node holds, hashed once, listed by directory hash.
+    local: StateIndex,
     listings: BTreeMap<Hash, Listing>,
     contents: BTreeMap<[u8; 32], Vec<u8>>,
     /// Files being assembled, by digest: the bytes so far.
@@ -193,6 +165,13 @@ struct Walk {
     remove: Vec<Vec<u8>>,
     files: Vec<(Vec<u8>, [u8; 32])>,
     links: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// The entry named `name` in a listing (listings are sorted by name).
+fn find<'a>(list: &'a Listing, name: &[u8]) -> Option<&'a Entry> {
+    list.binary_search_by(|(n, _)| n.as_slice().cmp(name))
+        .ok()
+        .map(|i| &list[i].1)
 }
 
 fn join(path: &[u8], name: &[u8]) -> Vec<u8> {
@@ -215,7 +194,7 @@ impl StateFetch {
         StateFetch {
             seq,
             result,
-            local: Local::new(local),
+            local: StateIndex::new(local),
             listings: BTreeMap::new(),
             contents: BTreeMap::new(),
             partial: BTreeMap::new(),
@@ -233,7 +212,7 @@ impl StateFetch {
     /// takes the fetched files with it (the fetch is then spent).
     pub fn step(&mut self) -> Step {
         let mut w = Walk::default();
-        self.walk(self.result.state, Some(&self.local), &[], &mut w);
+        self.walk(self.result.state, Some(self.local.root), &[], &mut w);
         if !w.want.is_empty() {
             return Step::Want(w.want);
         }
@@ -265,28 +244,29 @@ impl StateFetch {
         })
     }
 
-    fn walk(&self, hash: Hash, local: Option<&Local>, path: &[u8], w: &mut Walk) {
-        if local.is_some_and(|l| l.hash == hash) {
+    /// Walks the target directory `hash` against the local directory
+    /// `local` (its hash, if the path is a directory here).
+    fn walk(&self, hash: Hash, local: Option<Hash>, path: &[u8], w: &mut Walk) {
+        if local == Some(hash) {
             return;
         }
         let Some(entries) = self.listings.get(&hash) else {
             w.want.push(StateRequest::Dir(hash));
             return;
         };
-        let mine = local.map(|l| &l.children);
+        let mine = local.and_then(|h| self.local.listing(&h));
         for (name, child) in mine.into_iter().flatten() {
-            let keep = entries
-                .binary_search_by(|(n, _)| n.as_slice().cmp(name))
-                .is_ok_and(|i| entries[i].1.kind() == child.node.kind());
+            let keep = find(entries, name).is_some_and(|e| e.kind() == child.kind());
             if !keep {
                 w.remove.push(join(path, name));
             }
         }
         for (name, entry) in entries {
             let have = mine
-                .and_then(|c| c.get(name))
-                .filter(|c| c.node.kind() == entry.kind());
-            if have.is_some_and(|c| c.hash == entry.hash()) {
+                .and_then(|c| find(c, name))
+                .filter(|c| c.kind() == entry.kind());
+            let have = have.map(|c| c.hash());
+            if have == Some(entry.hash()) {
                 continue;
             }
             let p = join(path, name);
@@ -325,11 +305,7 @@ impl StateFetch {
                 if !sorted || !entries.iter().all(|(n, _)| valid_name(n)) {
                     return Err(FetchError::BadName);
                 }
-                let got = dir_hash(
-                    entries
-                        .iter()
-                        .map(|(n, e)| (n.as_slice(), e.kind(), e.hash())),
-                );
+                let got = listing_hash(&entries);
                 if got != hash {
                     return Err(FetchError::DirHash(hash));
                 }
@@ -388,6 +364,8 @@ impl StateFetch {
 /// to answer peers' [`StateRequest`]s.
 #[derive(Default)]
 pub struct StateIndex {
+    /// The indexed tree's root hash.
+    pub root: Hash,
     listings: BTreeMap<Hash, Listing>,
     /// Digest -> a path holding that content.
     files: BTreeMap<[u8; 32], Vec<u8>>,
@@ -396,7 +374,7 @@ pub struct StateIndex {
 impl StateIndex {
     pub fn new(tree: &StateNode) -> StateIndex {
         let mut idx = StateIndex::default();
-        idx.add(tree, &[]);
+        idx.root = idx.add(tree, &[]);
         idx
     }
 
@@ -414,11 +392,7 @@ impl StateIndex {
                         (n.clone(), e)
                     })
                     .collect();
-                let hash = dir_hash(
-                    entries
-                        .iter()
-                        .map(|(n, e)| (n.as_slice(), e.kind(), e.hash())),
-                );
+                let hash = listing_hash(&entries);
                 self.listings.insert(hash, entries);
                 hash
             }

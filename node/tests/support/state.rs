@@ -10,15 +10,21 @@ use hotpocket_node::real::host::ProcessHost;
 use hotpocket_node::sync::state::{FetchStats, StateFetch, StatePatch, Step};
 use std::path::{Path, PathBuf};
 
+/// A new, empty state directory.
 pub fn dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("hp-sync-{tag}-{}", std::process::id()));
+    remove(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Removes a state directory and everything the host keeps beside it.
+pub fn remove(d: &Path) {
     for suffix in ["", ".prev", ".ran", ".rolledback"] {
         let p = PathBuf::from(format!("{}{suffix}", d.display()));
         let _ = std::fs::remove_dir_all(&p);
         let _ = std::fs::remove_file(&p);
     }
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 pub fn sibling(d: &Path, suffix: &str) -> PathBuf {
