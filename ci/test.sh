@@ -7,4 +7,8 @@ cd "$(dirname "$0")/.."
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The seam, enforced: the protocol and the simulator build without the real
+# runtime's crates (tokio, SQLite, websockets, OS randomness).
+cargo clippy -p hotpocket-node --no-default-features --all-targets -- -D warnings
+cargo check -p hotpocket-sim
 cargo test --workspace

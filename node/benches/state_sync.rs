@@ -4,12 +4,14 @@
 //! patch beside the state, hashes it and swaps it in.
 //!
 //! `cargo bench -p hotpocket-node --bench state_sync [-- FILES KIB_EACH CHANGED]`
+// A bench times real work on the wall clock.
+#![allow(clippy::disallowed_methods)]
 
 #[path = "../tests/support/state.rs"]
 mod support;
 
 use hotpocket_node::env::ContractHost;
-use hotpocket_node::real::contract::ProcessContract;
+use hotpocket_node::real::contract_host::ProcessContract;
 use std::time::Instant;
 
 fn main() {

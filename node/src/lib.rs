@@ -2,12 +2,16 @@
 //! it is driven through, and the driver loop shared by the real runtime and
 //! the simulator.
 
+#[cfg(feature = "runtime")]
+pub mod cli;
 pub mod consensus;
 pub mod contract;
 pub mod crypto;
 pub mod driver;
 pub mod env;
 pub mod ledger;
+#[cfg(feature = "runtime")]
 pub mod real;
 pub mod sync;
 pub mod users;
+pub mod wire;

@@ -3,8 +3,9 @@
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use hotpocket_node::cli::{bench, client, cluster};
 use hotpocket_node::real::config::Config;
-use hotpocket_node::real::{bench, client, cluster, random_key, runtime};
+use hotpocket_node::real::{random_key, runtime};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use tokio::sync::watch;

@@ -1,4 +1,5 @@
 //! The `hotpocket` binary's commands and their errors.
+#![cfg(feature = "runtime")]
 
 use std::process::Command;
 

@@ -1,13 +1,14 @@
 //! The real contract host against real processes: the Python and shell
 //! example contracts in `fixtures/contracts`, both description formats.
+#![cfg(feature = "runtime")]
 
 use hotpocket_node::consensus::input_hash;
 use hotpocket_node::contract::{FdlistFormat, RunLimits, RunOutcome, RunRequest, Stamper};
 use hotpocket_node::crypto::{Hash, Keypair, PubKey};
 use hotpocket_node::env::ContractHost;
 use hotpocket_node::ledger::LedgerRecord;
-use hotpocket_node::real::contract::ProcessContract;
-use hotpocket_node::real::host::ProcessHost;
+use hotpocket_node::real::contract_host::ProcessContract;
+use hotpocket_node::real::process::ProcessHost;
 use std::path::PathBuf;
 
 fn fixture(name: &str) -> String {

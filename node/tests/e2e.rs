@@ -3,10 +3,13 @@
 //! alone (sign the challenge string, send helo, send inputs) gets outputs;
 //! every node's SQLite ledger agrees; after a SIGKILL the rest keep closing
 //! ledgers; a peer whose key is not in the UNL is refused.
+#![cfg(feature = "runtime")]
+// Real processes on real time.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use futures_util::{SinkExt, StreamExt};
+use hotpocket_node::cli::cluster::{node_dir, prepare, Plan};
 use hotpocket_node::crypto::Keypair;
-use hotpocket_node::real::cluster::{node_dir, prepare, Plan};
 use hotpocket_node::real::peers::handshake;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

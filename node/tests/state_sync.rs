@@ -2,15 +2,16 @@
 //! directory, the other fetches the differences through the protocol's
 //! `StateFetch` and swaps them in; then what a crash in the middle of that
 //! swap leaves behind is recovered on open.
+#![cfg(feature = "runtime")]
 
 #[path = "support/state.rs"]
 mod support;
 
-use hotpocket_node::consensus::ExecResult;
+use hotpocket_node::contract::ExecResult;
 use hotpocket_node::crypto::Hash;
 use hotpocket_node::env::{ContractHost, InstallError};
 use hotpocket_node::real::state_dir::scan;
-use hotpocket_node::sync::state::StatePatch;
+use hotpocket_node::sync::state_transfer::StatePatch;
 use support::{dir, fetch, open, sibling, write};
 
 #[tokio::test]

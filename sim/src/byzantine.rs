@@ -5,7 +5,7 @@
 use crate::scenario::Role;
 use hotpocket_node::consensus::PeerMessage;
 use hotpocket_node::crypto::{Hash, Keypair, PubKey};
-use hotpocket_node::sync::state::{Entry, StateRequest, StateResponse};
+use hotpocket_node::sync::state_transfer::{Entry, StateRequest, StateResponse};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use std::collections::VecDeque;

@@ -8,12 +8,12 @@
 use crate::world::World;
 use hotpocket_contract::{Contract, Description, MemState, Run};
 use hotpocket_kv_contract::Kv;
-use hotpocket_node::consensus::ExecResult;
+use hotpocket_node::contract::ExecResult;
 use hotpocket_node::contract::{RunOutcome, RunReport, RunRequest, RunResult, StateNode};
 use hotpocket_node::crypto::{Hash, PubKey};
 use hotpocket_node::env::{ContractHost, InstallError};
 use hotpocket_node::ledger::LedgerRecord;
-use hotpocket_node::sync::state::{
+use hotpocket_node::sync::state_transfer::{
     apply_to_files, serve, StateIndex, StatePatch, StateRequest, StateResponse,
 };
 use std::collections::BTreeMap;

@@ -1,4 +1,6 @@
 //! `hotpocket-sim`: run, fuzz and benchmark consensus scenarios.
+// `bench` times the simulator against the wall clock.
+#![allow(clippy::disallowed_methods)]
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};

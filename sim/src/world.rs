@@ -167,7 +167,7 @@ impl World {
                 inputs_dropped: 0,
                 print_events: false,
             }),
-            start: Instant::now(),
+            start: sim_now(),
             wire: Mutex::new(Some(wire)),
         })
     }
@@ -180,7 +180,7 @@ impl World {
 
     /// Simulated milliseconds since the start.
     pub fn now(&self) -> u64 {
-        Instant::now().duration_since(self.start).as_millis() as u64
+        sim_now().duration_since(self.start).as_millis() as u64
     }
 
     pub fn instant_at(&self, sim_ms: u64) -> Instant {
@@ -455,4 +455,11 @@ fn sample(rng: &mut ChaCha8Rng, l: Latency) -> u64 {
             }
         }
     }
+}
+
+/// Simulated time: madsim's `Instant` is std's type, but inside a madsim
+/// runtime its clock is the simulation's, never the wall clock.
+#[allow(clippy::disallowed_methods)]
+fn sim_now() -> Instant {
+    Instant::now()
 }

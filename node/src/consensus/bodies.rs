@@ -11,9 +11,11 @@
 //! patience each, and checks every body against its hash. Ledgers run in
 //! order, so a ledger waiting for bodies holds back the ones after it.
 
-use super::message::{input_hash, PeerMessage, MAX_FRAME_BYTES};
+use super::message::PeerMessage;
 use super::node::{Action, Node};
+use crate::contract::input_hash;
 use crate::crypto::{Hash, PubKey};
+use crate::wire::MAX_FRAME_BYTES;
 use std::collections::BTreeSet;
 
 /// Most hashes asked for, or bodies sent, in one message.

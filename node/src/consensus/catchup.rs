@@ -5,11 +5,12 @@
 //! answer, then moves on to the next peer; every fetched ledger is checked by
 //! [`crate::sync::verify_record`] before it joins the chain.
 
-use super::message::{PeerMessage, MAX_FRAME_BYTES};
+use super::message::PeerMessage;
 use super::node::{Action, CloseVia, Event, Node};
 use crate::crypto::PubKey;
 use crate::ledger::{ChainError, LedgerId, LedgerRecord};
 use crate::sync::{verify_record, SyncError};
+use crate::wire::MAX_FRAME_BYTES;
 use std::collections::BTreeMap;
 
 #[derive(Debug, Default)]
@@ -124,7 +125,13 @@ impl Node {
             if rec.ledger.seq <= self.lcl().seq {
                 continue;
             }
-            let mut result = verify_record(&self.cfg, &self.ring, &self.lcl(), &rec);
+            let mut result = verify_record(
+                &self.cfg.unl,
+                self.cfg.needed(self.cfg.close_threshold_pct),
+                &self.ring,
+                &self.lcl(),
+                &rec,
+            );
             if let Err(SyncError::Chain(ChainError::Prev { .. })) = result {
                 // A proven ledger on top of another parent at our seq means
                 // the UNL finalised that parent, not our lcl.
@@ -137,13 +144,26 @@ impl Node {
                 // contradicts itself, and is rejected below.
                 if adopted.is_empty()
                     && parent.seq == self.lcl().seq
-                    && verify_record(&self.cfg, &self.ring, &parent, &rec).is_ok()
+                    && verify_record(
+                        &self.cfg.unl,
+                        self.cfg.needed(self.cfg.close_threshold_pct),
+                        &self.ring,
+                        &parent,
+                        &rec,
+                    )
+                    .is_ok()
                     && self.rollback(true)
                 {
                     self.stats.signature_checks += rec.proof.len() as u64;
                     break; // ask again from the seq we now lack
                 }
-                result = verify_record(&self.cfg, &self.ring, &self.lcl(), &rec);
+                result = verify_record(
+                    &self.cfg.unl,
+                    self.cfg.needed(self.cfg.close_threshold_pct),
+                    &self.ring,
+                    &self.lcl(),
+                    &rec,
+                );
             }
             match result {
                 Ok(()) => {

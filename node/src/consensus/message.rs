@@ -1,13 +1,12 @@
 //! Messages between nodes and their wire encoding.
 
-use super::SignedProposal;
 use crate::crypto::Hash;
 use crate::ledger::LedgerRecord;
-use crate::sync::state::{StateRequest, StateResponse};
+use crate::ledger::SignedProposal;
+use crate::sync::state_transfer::{StateRequest, StateResponse};
+use crate::wire::MAX_FRAME_BYTES;
 use serde::{Deserialize, Serialize};
 
-/// Largest frame a node decodes; anything bigger is dropped unread.
-pub const MAX_FRAME_BYTES: usize = 16 << 20;
 const WIRE_VERSION: u8 = 1;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,11 +65,6 @@ impl PeerMessage {
         }
         Ok(msg)
     }
-}
-
-/// The hash that names an input body in proposals and ledgers.
-pub fn input_hash(body: &[u8]) -> Hash {
-    Hash::of("hotpocket/input/v1", &[body])
 }
 
 #[cfg(test)]

@@ -1,13 +1,15 @@
 //! The consensus state machine of one node.
 
-use super::message::{input_hash, PeerMessage, MAX_FRAME_BYTES};
+use super::message::PeerMessage;
 use super::timing::{Slot, Timing};
 use super::votes::{agreed_time, best_candidate, inputs_with_votes, lcl_votes};
 use super::{ConsensusConfig, Proposal, SignedProposal};
-use crate::contract::{RunReport, RunResult, StateNode};
+use crate::contract::input_hash;
+use crate::contract::{ExecResult, RunReport, RunResult, StateNode};
 use crate::crypto::{Hash, KeyRing, Keypair, PubKey};
 use crate::ledger::{check_link, ChainError, Ledger, LedgerId, LedgerRecord};
-use crate::sync::state::{FetchStats, StatePatch, StateRequest};
+use crate::sync::state_transfer::{FetchStats, StatePatch, StateRequest};
+use crate::wire::MAX_FRAME_BYTES;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -30,13 +32,6 @@ pub enum Input {
     LocalState { id: u64, tree: StateNode },
     /// The contract host finished `Action::InstallState` for ledger `seq`.
     StateInstalled { seq: u64, error: Option<String> },
-}
-
-/// State and output hashes of one contract run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct ExecResult {
-    pub state: Hash,
-    pub output: Hash,
 }
 
 /// Something the driver must do, in order.
@@ -226,7 +221,7 @@ pub struct Node {
     pub(super) peer_lcl: BTreeMap<PubKey, (LedgerId, u64)>,
     pub(super) sync: super::catchup::Catchup,
     pub(super) bodies: super::bodies::BodyFetch,
-    pub(super) state: super::statesync::StateSync,
+    pub(super) state: super::state_sync::StateSync,
     status: VoteStatus,
     forks_reported: BTreeMap<u64, Hash>,
     /// The lcl this node signed a stage-3 proposal on. Such an lcl is never

@@ -7,6 +7,11 @@ use crate::ledger::LedgerRecord;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// The hash that names an input body in proposals and ledgers.
+pub fn input_hash(body: &[u8]) -> Hash {
+    Hash::of("hotpocket/input/v1", &[body])
+}
+
 /// The body the UNL agrees on: who sent it, a nonce, and what they sent.
 /// The ledger names it by `input_hash` of this encoding.
 ///
@@ -96,7 +101,7 @@ impl RunRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::consensus::input_hash;
+    use crate::contract::input_hash;
 
     #[test]
     fn inputs_reach_their_user_in_nonce_order_and_junk_is_skipped() {

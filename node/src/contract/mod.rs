@@ -3,9 +3,11 @@
 
 mod input;
 mod run;
-mod state;
+mod state_tree;
 
-pub use input::{Stamper, UserInput};
+pub use input::{input_hash, Stamper, UserInput};
 
-pub use run::{describe, FdlistFormat, RunLimits, RunOutcome, RunReport, RunRequest, RunResult};
-pub use state::{dir_hash, file_leaf, link_leaf, StateNode};
+pub use run::{
+    describe, ExecResult, FdlistFormat, RunLimits, RunOutcome, RunReport, RunRequest, RunResult,
+};
+pub use state_tree::{dir_hash, file_leaf, link_leaf, StateNode};

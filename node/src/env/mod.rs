@@ -9,7 +9,7 @@ use crate::consensus::{Event, Stats};
 use crate::contract::{RunReport, RunResult, StateNode};
 use crate::crypto::{Hash, PubKey};
 use crate::ledger::LedgerRecord;
-use crate::sync::state::{StatePatch, StateRequest, StateResponse};
+use crate::sync::state_transfer::{StatePatch, StateRequest, StateResponse};
 use std::future::Future;
 
 /// Node-local time. It may be offset from, and drift against, other nodes'.

@@ -3,10 +3,13 @@
 //! Ledger N+1 certifies the state and output hashes produced by running ledger
 //! N, so a ledger's `state` and `output` fields describe its predecessor's run.
 
-use crate::consensus::SignedProposal;
 use crate::crypto::{Hash, Hasher};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+mod proposal;
+
+pub use proposal::{Proposal, SignedProposal};
 
 const LEDGER_DOMAIN: &str = "hotpocket/ledger/v1";
 

@@ -8,7 +8,7 @@
 //! "challenge":"…","timestamp":<unix s>}`, `sig` being ed25519 over the
 //! challenge string. Every later message is one input.
 
-use crate::consensus::input_hash;
+use crate::contract::input_hash;
 use crate::crypto::{verify_raw, Hash, Keypair, PubKey, Sig};
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, VecDeque};

@@ -1,13 +1,13 @@
 //! Two real process hosts and a fetch between them, for the state sync
 //! tests and bench.
 
-use hotpocket_node::consensus::ExecResult;
+use hotpocket_node::contract::ExecResult;
 use hotpocket_node::contract::{FdlistFormat, RunLimits};
 use hotpocket_node::crypto::{Hash, Keypair};
 use hotpocket_node::env::ContractHost;
-use hotpocket_node::real::contract::ProcessContract;
-use hotpocket_node::real::host::ProcessHost;
-use hotpocket_node::sync::state::{FetchStats, StateFetch, StatePatch, Step};
+use hotpocket_node::real::contract_host::ProcessContract;
+use hotpocket_node::real::process::ProcessHost;
+use hotpocket_node::sync::state_transfer::{FetchStats, StateFetch, StatePatch, Step};
 use std::path::{Path, PathBuf};
 
 /// A new, empty state directory.

@@ -2,7 +2,7 @@
 //! Measures input-to-output latency (ms and rounds), answered inputs per
 //! second and node memory. A measurement, not a test: run it `--release`.
 
-use crate::real::cluster::{node_dir, prepare, spawn_nodes, stop_nodes, Plan};
+use crate::cli::cluster::{node_dir, prepare, spawn_nodes, stop_nodes, Plan};
 use crate::real::config::Config;
 use crate::real::random_key;
 use crate::real::users_ws::now_ms;

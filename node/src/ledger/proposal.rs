@@ -1,7 +1,7 @@
 //! Signed consensus proposals.
 
+use super::{Ledger, LedgerId};
 use crate::crypto::{self, CryptoError, Hash, KeyRing, Keypair, PubKey, Sig};
-use crate::ledger::{Ledger, LedgerId};
 use serde::{Deserialize, Serialize};
 
 const PROPOSAL_DOMAIN: &str = "hotpocket/proposal/v1";

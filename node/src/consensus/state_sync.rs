@@ -10,10 +10,11 @@
 //! Then the node runs the ledgers after it as usual.
 
 use super::message::PeerMessage;
-use super::node::{Action, Event, ExecResult, Node};
+use super::node::{Action, Event, Node};
+use crate::contract::ExecResult;
 use crate::contract::StateNode;
 use crate::crypto::PubKey;
-use crate::sync::state::{
+use crate::sync::state_transfer::{
     FetchError, FetchStats, StateFetch, StateRequest, StateResponse, Step, CHUNK_BYTES,
 };
 use std::collections::BTreeMap;

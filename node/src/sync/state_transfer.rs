@@ -10,9 +10,10 @@
 //! moves on to a newer ledger mid-fetch, the walk starts again at the new
 //! root and fetches only what changed since.
 
-use crate::consensus::{ExecResult, MAX_FRAME_BYTES};
+use crate::contract::ExecResult;
 use crate::contract::{dir_hash, file_leaf, link_leaf, StateNode};
 use crate::crypto::Hash;
+use crate::wire::MAX_FRAME_BYTES;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -481,5 +482,5 @@ pub fn apply_to_files(files: &mut BTreeMap<String, Vec<u8>>, patch: &StatePatch)
 }
 
 #[cfg(test)]
-#[path = "state_tests.rs"]
+#[path = "state_transfer_tests.rs"]
 mod tests;
