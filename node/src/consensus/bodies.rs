@@ -12,19 +12,15 @@
 //! order, so a ledger waiting for bodies holds back the ones after it.
 
 use super::message::PeerMessage;
-use super::node::{Action, Node};
-use crate::contract::input_hash;
+use super::Action;
 use crate::crypto::{Hash, PubKey};
 use crate::wire::MAX_FRAME_BYTES;
-use std::collections::BTreeSet;
 
 /// Most hashes asked for, or bodies sent, in one message.
-const MAX_BODIES_PER_MESSAGE: usize = 4096;
+pub const MAX_BODIES_PER_MESSAGE: usize = 4096;
 
 #[derive(Debug, Default)]
 pub struct BodyFetch {
-    /// Appended ledgers not yet handed to the contract, in seq order.
-    pub(super) waiting: BTreeSet<u64>,
     inflight: Option<(PubKey, u64)>,
     attempt: usize,
 }
@@ -33,139 +29,95 @@ impl BodyFetch {
     pub fn deadline(&self) -> Option<u64> {
         self.inflight.map(|(_, d)| d)
     }
-}
 
-impl Node {
-    fn missing_bodies(&self, seq: u64) -> Vec<Hash> {
-        let r = &self.chain[seq as usize];
-        r.ledger
-            .inputs
-            .iter()
-            .filter(|h| !r.bodies.contains_key(h))
-            .copied()
-            .collect()
-    }
-
-    /// Ledger `seq` (already appended) runs as soon as it and every ledger
-    /// before it have all their bodies; `bodies_tick`, at the end of every
-    /// event, hands it over or asks for what is missing.
-    pub(super) fn schedule_run(&mut self, seq: u64) {
-        self.bodies.waiting.insert(seq);
-    }
-
-    fn run_ready(&mut self) {
-        if self.state.active() {
-            return; // the contract state is being replaced
-        }
-        while let Some(&seq) = self.bodies.waiting.first() {
-            if !self.missing_bodies(seq).is_empty() {
-                return;
-            }
-            self.bodies.waiting.pop_first();
-            let record = self.chain[seq as usize].clone();
-            self.out.push(Action::Execute(Box::new(record)));
-        }
-    }
-
-    /// After a rollback: ledgers above the new lcl will never run.
-    pub(super) fn forget_runs_above(&mut self, seq: u64) {
-        self.bodies.waiting.retain(|s| *s <= seq);
-    }
-
-    /// Asks the next UNL peer for what the first waiting ledger lacks.
-    pub(super) fn bodies_tick(&mut self, now: u64) {
-        self.deliver_certified();
-        self.maybe_start_state_sync(now);
-        self.run_ready();
-        if let Some((_, deadline)) = self.bodies.inflight {
+    /// Asks the next of `peers` for `missing` (what the first ledger to run
+    /// lacks), unless a request is still in time.
+    pub fn tick(
+        &mut self,
+        now: u64,
+        patience: u64,
+        missing: Vec<Hash>,
+        peers: &[PubKey],
+    ) -> Option<Action> {
+        if let Some((_, deadline)) = self.inflight {
             if now < deadline {
-                return;
+                return None;
             }
-            self.bodies.inflight = None;
-            self.bodies.attempt += 1;
+            self.inflight = None;
+            self.attempt += 1;
         }
-        let Some(&seq) = self.bodies.waiting.first() else {
-            return;
-        };
-        let missing = self.missing_bodies(seq);
-        if missing.is_empty() {
-            return;
+        if missing.is_empty() || peers.is_empty() {
+            return None;
         }
-        let me = self.key.public();
-        let peers: Vec<PubKey> = self.cfg.unl.iter().filter(|k| **k != me).copied().collect();
-        if peers.is_empty() {
-            return;
-        }
-        let peer = peers[self.bodies.attempt % peers.len()];
+        let peer = peers[self.attempt % peers.len()];
         let hashes: Vec<Hash> = missing.into_iter().take(MAX_BODIES_PER_MESSAGE).collect();
-        self.out.push(Action::Send {
+        self.inflight = Some((peer, now + patience));
+        Some(Action::Send {
             to: peer,
             bytes: PeerMessage::BodyRequest(hashes).encode(),
-        });
-        self.bodies.inflight = Some((peer, now + self.patience()));
+        })
     }
 
-    pub(super) fn serve_bodies(&mut self, from: PubKey, hashes: Vec<Hash>) {
-        if !self.cfg.in_unl(&from) {
-            self.stats.dropped_not_unl += 1;
-            return;
-        }
-        if !self.may_serve(from) {
-            return;
-        }
-        let mut budget = MAX_FRAME_BYTES - 1024;
-        let mut bodies = Vec::new();
-        for h in hashes.iter().take(MAX_BODIES_PER_MESSAGE) {
-            let body = match self.pool.get(h) {
-                Some((b, _)) => Some(b),
-                None => self
-                    .included
-                    .get(h)
-                    .and_then(|seq| self.chain.get(*seq as usize))
-                    .and_then(|r| r.bodies.get(h)),
-            };
-            if let Some(b) = body {
-                if b.len() + 16 > budget {
-                    break;
-                }
-                budget -= b.len() + 16;
-                bodies.push(b.clone());
-            }
-        }
-        if !bodies.is_empty() {
-            self.out.push(Action::Send {
-                to: from,
-                bytes: PeerMessage::BodyResponse(bodies).encode(),
-            });
+    /// `from` answered: if it was the peer asked, the next request may go.
+    pub fn answered(&mut self, from: &PubKey) {
+        if self.inflight.is_some_and(|(p, _)| p == *from) {
+            self.inflight = None;
         }
     }
+}
 
-    pub(super) fn on_bodies(&mut self, now: u64, from: PubKey, bodies: Vec<Vec<u8>>) {
-        let mut useful = false;
-        for body in bodies.into_iter().take(MAX_BODIES_PER_MESSAGE) {
-            let h = input_hash(&body);
-            // Only bodies a waiting ledger names are kept: the hash check
-            // is all the trust a body needs.
-            let owner = self.bodies.waiting.iter().copied().find(|s| {
-                self.chain[*s as usize]
-                    .ledger
-                    .inputs
-                    .binary_search(&h)
-                    .is_ok()
-            });
-            if let Some(seq) = owner {
-                if self.chain[seq as usize].bodies.insert(h, body).is_none() {
-                    self.stats.bodies_fetched += 1;
-                }
-                useful = true;
+/// Answers a body request with the bodies `lookup` finds, within one
+/// frame: the encoded answer, or `None` if none was found.
+pub fn serve<'a>(
+    hashes: &[Hash],
+    lookup: impl Fn(&Hash) -> Option<&'a Vec<u8>>,
+) -> Option<Vec<u8>> {
+    let mut budget = MAX_FRAME_BYTES - 1024;
+    let mut bodies = Vec::new();
+    for h in hashes.iter().take(MAX_BODIES_PER_MESSAGE) {
+        if let Some(b) = lookup(h) {
+            if b.len() + 16 > budget {
+                break;
             }
+            budget -= b.len() + 16;
+            bodies.push(b.clone());
         }
-        if !useful {
-            self.stats.dropped_duplicate += 1;
-        }
-        if self.bodies.inflight.is_some_and(|(p, _)| p == from) {
-            self.bodies.inflight = None;
-        }
-        self.bodies_tick(now);
+    }
+    (!bodies.is_empty()).then(|| PeerMessage::BodyResponse(bodies).encode())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn asks_peers_in_turn_with_patience() {
+        let mut f = BodyFetch::default();
+        let peers = [PubKey([1; 32]), PubKey([2; 32])];
+        let want = vec![Hash([9; 32])];
+        let Some(Action::Send { to, .. }) = f.tick(0, 50, want.clone(), &peers) else {
+            panic!("expected a request");
+        };
+        assert_eq!(to, peers[0]);
+        assert!(
+            f.tick(49, 50, want.clone(), &peers).is_none(),
+            "still in time"
+        );
+        let Some(Action::Send { to, .. }) = f.tick(50, 50, want.clone(), &peers) else {
+            panic!("expected a retry");
+        };
+        assert_eq!(to, peers[1], "the retry goes to the next peer");
+        f.answered(&peers[1]);
+        assert!(f.tick(51, 50, vec![], &peers).is_none(), "nothing missing");
+    }
+
+    #[test]
+    fn serves_what_it_has() {
+        let held = vec![1u8, 2, 3];
+        let have = Hash([1; 32]);
+        let got = serve(&[Hash([0; 32]), have], |h| (*h == have).then_some(&held));
+        let msg = PeerMessage::decode(&got.expect("one body found")).unwrap();
+        assert_eq!(msg, PeerMessage::BodyResponse(vec![held.clone()]));
+        assert!(serve(&[Hash([0; 32])], |_| None).is_none());
     }
 }

@@ -6,8 +6,8 @@
 //! [`crate::sync::verify_record`] before it joins the chain.
 
 use super::message::PeerMessage;
-use super::node::{Action, CloseVia, Event, Node};
-use crate::crypto::PubKey;
+use super::{Action, ConsensusConfig};
+use crate::crypto::{KeyRing, PubKey};
 use crate::ledger::{ChainError, LedgerId, LedgerRecord};
 use crate::sync::{verify_record, SyncError};
 use crate::wire::MAX_FRAME_BYTES;
@@ -29,184 +29,169 @@ struct Inflight {
     deadline: u64,
 }
 
+/// What a history answer holds, checked against our lcl.
+#[derive(Debug)]
+pub enum Answer {
+    /// The ledgers that extend our chain, in order (maybe none), and why
+    /// the rest was refused, if it was.
+    Extends {
+        ledgers: Vec<LedgerRecord>,
+        refused: Option<SyncError>,
+    },
+    /// A ledger proven on top of another parent at our lcl's seq: the UNL
+    /// finalised that parent, not our lcl. `signers` checked the proof.
+    OtherParent {
+        signers: usize,
+        /// Why the answer is refused if our lcl cannot be rolled back.
+        refused: SyncError,
+    },
+}
+
 impl Catchup {
     pub fn deadline(&self) -> Option<u64> {
         self.inflight.as_ref().map(|f| f.deadline)
     }
-}
 
-impl Node {
-    /// How long a peer gets to answer a history or body request: one stage
-    /// is several round trips on any sane link, while waiting a whole round
-    /// for a lost request cost a ledger under loss.
-    pub(super) fn patience(&self) -> u64 {
-        self.cfg.stage_ms().max(50)
-    }
-
-    /// Starts or retries a history request if a recent proposal showed a
-    /// peer ahead of us.
-    pub(super) fn catchup_tick(&mut self, now: u64) {
-        if let Some(f) = &self.sync.inflight {
+    /// Asks the next of the peers `ahead` for the ledgers after `my_seq`,
+    /// unless a request is still in time. `ahead` is only read when a
+    /// request may go.
+    pub fn tick(
+        &mut self,
+        cfg: &ConsensusConfig,
+        now: u64,
+        my_seq: u64,
+        ahead: impl FnOnce() -> Vec<PubKey>,
+    ) -> Option<Action> {
+        if let Some(f) = &self.inflight {
             if now < f.deadline {
-                return;
+                return None;
             }
-            self.sync.inflight = None;
-            self.sync.attempt += 1;
+            self.inflight = None;
+            self.attempt += 1;
         }
-        let me = self.key.public();
-        let my_seq = self.lcl().seq;
-        let round = self.slot.map_or(0, |s| s.round);
-        let skew = self.cfg.max_round_skew;
-        let ahead: Vec<PubKey> = self
-            .peer_lcl
-            .iter()
-            .filter(|(k, (id, r))| **k != me && id.seq > my_seq && r + skew >= round)
-            .map(|(k, _)| *k)
-            .collect();
+        let ahead = ahead();
         if ahead.is_empty() {
-            return;
+            return None;
         }
-        let peer = ahead[self.sync.attempt % ahead.len()];
+        let peer = ahead[self.attempt % ahead.len()];
         let bytes = PeerMessage::HistoryRequest {
             from_seq: my_seq + 1,
-            count: self.cfg.history_batch,
+            count: cfg.history_batch,
         }
         .encode();
-        self.out.push(Action::Send { to: peer, bytes });
-        self.sync.inflight = Some(Inflight {
+        self.inflight = Some(Inflight {
             peer,
-            deadline: now + self.patience(),
+            deadline: now + patience(cfg),
         });
-        self.sync.asked.insert(peer, now);
-        let horizon = now.saturating_sub(self.cfg.roundtime_ms * 2);
-        self.sync.asked.retain(|_, at| *at >= horizon);
+        self.asked.insert(peer, now);
+        let horizon = now.saturating_sub(cfg.roundtime_ms * 2);
+        self.asked.retain(|_, at| *at >= horizon);
+        Some(Action::Send { to: peer, bytes })
     }
 
-    pub(super) fn serve_history(&mut self, from: PubKey, from_seq: u64, count: u64) {
-        if !self.cfg.in_unl(&from) {
-            self.stats.dropped_not_unl += 1;
-            return;
+    /// Whether an answer from `from` was asked for; if it is the one in
+    /// flight, the next request may go at once.
+    pub fn answered(&mut self, from: &PubKey) -> bool {
+        if !self.asked.contains_key(from) {
+            return false;
         }
-        if !self.may_serve(from) {
-            return;
+        if self.inflight.as_ref().is_some_and(|f| f.peer == *from) {
+            self.inflight = None;
         }
-        let count = count.min(self.cfg.history_batch) as usize;
-        let start = from_seq.min(self.chain.len() as u64) as usize;
-        // Measured, not estimated: a proof repeats the ledger's input list
-        // once per signer, so sizes vary a lot.
-        let mut budget = MAX_FRAME_BYTES - 1024;
-        let mut records: Vec<LedgerRecord> = Vec::new();
-        for r in self.chain[start..].iter().take(count) {
-            let size = postcard::experimental::serialized_size(r).unwrap_or(usize::MAX);
-            if size > budget {
-                break;
-            }
-            budget -= size;
-            records.push(r.clone());
-        }
-        if records.is_empty() {
-            return;
-        }
-        self.stats.history_served += 1;
-        let bytes = PeerMessage::HistoryResponse(records).encode();
-        self.out.push(Action::Send { to: from, bytes });
+        true
     }
 
-    pub(super) fn on_history(&mut self, now: u64, from: PubKey, records: Vec<LedgerRecord>) {
-        if !self.sync.asked.contains_key(&from) {
-            self.stats.dropped_duplicate += 1; // unsolicited
-            return;
+    /// The answer did not help: the next request goes to the next peer.
+    pub fn failed(&mut self) {
+        self.attempt += 1;
+    }
+}
+
+/// How long a peer gets to answer a history or body request: one stage
+/// is several round trips on any sane link, while waiting a whole round
+/// for a lost request cost a ledger under loss.
+pub fn patience(cfg: &ConsensusConfig) -> u64 {
+    cfg.stage_ms().max(50)
+}
+
+/// Checks a history answer against our lcl: each ledger must extend the
+/// one before, with its close proof. Nothing is adopted here.
+pub fn check_answer(
+    cfg: &ConsensusConfig,
+    ring: &KeyRing,
+    lcl: LedgerId,
+    records: Vec<LedgerRecord>,
+) -> Answer {
+    let needed = cfg.needed(cfg.close_threshold_pct);
+    let verify =
+        |lcl: &LedgerId, rec: &LedgerRecord| verify_record(&cfg.unl, needed, ring, lcl, rec);
+    let mut tip = lcl;
+    let mut ledgers: Vec<LedgerRecord> = Vec::new();
+    for rec in records {
+        if rec.ledger.seq <= tip.seq {
+            continue;
         }
-        if self.sync.inflight.as_ref().is_some_and(|f| f.peer == from) {
-            self.sync.inflight = None;
-        }
-        let mut adopted = Vec::new();
-        for rec in records {
-            if rec.ledger.seq <= self.lcl().seq {
-                continue;
+        match verify(&tip, &rec) {
+            Ok(()) => {
+                tip = rec.id();
+                ledgers.push(rec);
             }
-            let mut result = verify_record(
-                &self.cfg.unl,
-                self.cfg.needed(self.cfg.close_threshold_pct),
-                &self.ring,
-                &self.lcl(),
-                &rec,
-            );
-            if let Err(SyncError::Chain(ChainError::Prev { .. })) = result {
-                // A proven ledger on top of another parent at our seq means
-                // the UNL finalised that parent, not our lcl.
+            Err(e) => {
                 let parent = LedgerId {
                     seq: rec.ledger.seq - 1,
                     hash: rec.ledger.prev,
                 };
-                // Only before anything from this answer was adopted: a batch
-                // that extends our chain and then proves another parent
-                // contradicts itself, and is rejected below.
-                if adopted.is_empty()
-                    && parent.seq == self.lcl().seq
-                    && verify_record(
-                        &self.cfg.unl,
-                        self.cfg.needed(self.cfg.close_threshold_pct),
-                        &self.ring,
-                        &parent,
-                        &rec,
-                    )
-                    .is_ok()
-                    && self.rollback(true)
+                // Only before anything from this answer extended the chain:
+                // a batch that extends our chain and then proves another
+                // parent contradicts itself, and is refused.
+                if matches!(e, SyncError::Chain(ChainError::Prev { .. }))
+                    && ledgers.is_empty()
+                    && parent.seq == tip.seq
+                    && verify(&parent, &rec).is_ok()
                 {
-                    self.stats.signature_checks += rec.proof.len() as u64;
-                    break; // ask again from the seq we now lack
+                    return Answer::OtherParent {
+                        signers: rec.proof.len(),
+                        refused: e,
+                    };
                 }
-                result = verify_record(
-                    &self.cfg.unl,
-                    self.cfg.needed(self.cfg.close_threshold_pct),
-                    &self.ring,
-                    &self.lcl(),
-                    &rec,
-                );
-            }
-            match result {
-                Ok(()) => {
-                    self.stats.signature_checks += rec.proof.len() as u64;
-                    let rec = self.append(rec).clone();
-                    adopted.push(rec);
-                }
-                Err(e) => {
-                    self.stats.history_rejected += 1;
-                    self.sync.attempt += 1;
-                    tracing::warn!(peer = ?from, error = %e, "rejecting history");
-                    self.out.push(Action::Notify(Event::HistoryRejected {
-                        peer: from,
-                        reason: e.to_string(),
-                    }));
-                    break;
-                }
+                return Answer::Extends {
+                    ledgers,
+                    refused: Some(e),
+                };
             }
         }
-        if adopted.is_empty() {
-            if !matches!(
-                self.out.last(),
-                Some(Action::Notify(Event::RolledBack { .. }))
-            ) {
-                self.sync.attempt += 1;
-            }
-        } else {
-            self.stats.history_adopted += adopted.len() as u64;
-            for r in &adopted {
-                self.out.push(Action::Persist(Box::new(r.clone())));
-            }
-            self.out.push(Action::Sync);
-            for r in &adopted {
-                self.out.push(Action::Notify(Event::LedgerClosed {
-                    ledger: r.ledger.clone(),
-                    hash: r.hash,
-                    via: CloseVia::History,
-                }));
-            }
-            for r in adopted {
-                self.schedule_run(r.ledger.seq);
-            }
-        }
-        self.catchup_tick(now);
     }
+    Answer::Extends {
+        ledgers,
+        refused: None,
+    }
+}
+
+/// Answers a history request from our chain: at most `history_batch`
+/// ledgers from `from_seq`, within one frame: the encoded answer, or
+/// `None` if there are none.
+pub fn serve(
+    cfg: &ConsensusConfig,
+    chain: &[LedgerRecord],
+    from_seq: u64,
+    count: u64,
+) -> Option<Vec<u8>> {
+    let count = count.min(cfg.history_batch) as usize;
+    let start = from_seq.min(chain.len() as u64) as usize;
+    // Measured, not estimated: a proof repeats the ledger's input list
+    // once per signer, so sizes vary a lot.
+    let mut budget = MAX_FRAME_BYTES - 1024;
+    let mut records: Vec<LedgerRecord> = Vec::new();
+    for r in chain[start..].iter().take(count) {
+        let size = postcard::experimental::serialized_size(r).unwrap_or(usize::MAX);
+        if size > budget {
+            break;
+        }
+        budget -= size;
+        records.push(r.clone());
+    }
+    if records.is_empty() {
+        return None;
+    }
+    Some(PeerMessage::HistoryResponse(records).encode())
 }

@@ -2,22 +2,32 @@
 //!
 //! Everything here is sans-IO. [`Node`] takes events (a tick, a peer message,
 //! a user input, a finished contract run) with the node-local time and returns
-//! [`Action`]s for its driver to carry out.
+//! [`Action`]s for its driver to carry out. It owns its parts, each in its
+//! own file with its own state: the input pool, the proposal book, the chain,
+//! the execution tracker, and the catch-up, body fetch and state sync
+//! sub-machines; vote counting is pure functions in `tally`.
 
 mod bodies;
+mod book;
 mod catchup;
+mod chain;
 mod config;
+mod exec;
+mod interface;
 mod message;
 mod node;
+mod pool;
+mod served;
 mod state_sync;
+mod tally;
 mod timing;
-mod votes;
 
 pub use crate::contract::{input_hash, ExecResult};
 pub use crate::ledger::{Proposal, SignedProposal};
 pub use crate::wire::MAX_FRAME_BYTES;
 pub use config::{threshold, ConfigError, ConsensusConfig};
+pub use interface::{Action, CloseVia, Event, Input, NodeError, Stats};
 pub use message::{PeerMessage, WireError};
-pub use node::{Action, CloseVia, Event, Input, Node, NodeError, Stats, VoteStatus};
+pub use node::Node;
+pub use tally::{agreed_time, best_candidate, inputs_with_votes, lcl_votes, VoteStatus};
 pub use timing::{Slot, Timing};
-pub use votes::{agreed_time, best_candidate, inputs_with_votes, lcl_votes};

@@ -9,10 +9,11 @@
 //! verified patch goes to the contract host, which swaps it in atomically.
 //! Then the node runs the ledgers after it as usual.
 
+use super::book::ProposalBook;
+use super::chain::Chain;
 use super::message::PeerMessage;
-use super::node::{Action, Event, Node};
-use crate::contract::ExecResult;
-use crate::contract::StateNode;
+use super::{Action, ConsensusConfig, Event, Stats};
+use crate::contract::{ExecResult, StateNode};
 use crate::crypto::PubKey;
 use crate::sync::state_transfer::{
     FetchError, FetchStats, StateFetch, StateRequest, StateResponse, Step, CHUNK_BYTES,
@@ -60,7 +61,7 @@ pub struct StateSync {
     /// would cost a pass over the differing tree each time.
     dirty: bool,
     /// Requests served per peer in the current round.
-    served: super::node::Served,
+    served: super::served::Served,
 }
 
 #[derive(Default)]
@@ -86,6 +87,35 @@ enum Phase {
     },
 }
 
+/// What the sync reads of the rest of the node.
+pub struct View<'a> {
+    pub cfg: &'a ConsensusConfig,
+    pub me: PubKey,
+    pub chain: &'a Chain,
+    pub book: &'a ProposalBook,
+    pub now: u64,
+    /// The node's current round.
+    pub round: u64,
+}
+
+/// What the sync wants done, in order, besides counting.
+#[derive(Debug)]
+pub enum Effect {
+    Do(Action),
+    /// Runs up to this seq will not happen: the fetched state replaces them.
+    SkipRuns(u64),
+    /// Runs `from..=to` are due again (a sync gave up on skipping them).
+    RestoreRuns {
+        from: u64,
+        to: u64,
+    },
+    /// The state certified as ledger `seq`'s run is installed.
+    Installed {
+        seq: u64,
+        result: ExecResult,
+    },
+}
+
 impl StateSync {
     pub fn deadline(&self) -> Option<u64> {
         self.inflight.values().map(|(_, d)| *d).min()
@@ -95,31 +125,19 @@ impl StateSync {
     pub fn active(&self) -> bool {
         !matches!(self.phase, Phase::Idle)
     }
-}
-
-impl Node {
-    /// The newest state the chain certifies: the lcl's predecessor's run.
-    fn certified_target(&self) -> Option<(u64, ExecResult)> {
-        let lcl = self.chain.last()?;
-        let seq = lcl.ledger.seq.checked_sub(1)?;
-        let result = ExecResult {
-            state: lcl.ledger.state,
-            output: lcl.ledger.output,
-        };
-        Some((seq, result))
-    }
 
     /// Called before runs are handed out: starts a state sync if the
-    /// contract is too far behind.
-    pub(super) fn maybe_start_state_sync(&mut self, now: u64) {
-        let gap = self.cfg.state_sync_gap;
-        if gap == 0 || self.state.active() || now < self.state.retry_at {
+    /// contract is too far behind. `first_waiting` is the first ledger
+    /// still to run.
+    pub fn maybe_start(&mut self, v: &View, first_waiting: Option<u64>, fx: &mut Vec<Effect>) {
+        let gap = v.cfg.state_sync_gap;
+        if gap == 0 || self.active() || v.now < self.retry_at {
             return;
         }
-        let Some(&from) = self.bodies.waiting.first() else {
+        let Some(from) = first_waiting else {
             return;
         };
-        let Some((seq, result)) = self.certified_target() else {
+        let Some((seq, result)) = v.chain.certified_target() else {
             return;
         };
         // `from - 1` is what the contract holds once queued runs are done.
@@ -127,60 +145,58 @@ impl Node {
             return;
         }
         tracing::debug!(from, seq, "skipping runs for a state sync");
-        self.forget_runs_upto(seq);
-        self.state.phase = Phase::Reading { from, seq, result };
-        self.state.reads += 1;
-        self.out.push(Action::ReadState {
-            id: self.state.reads,
-        });
-        self.out.push(Action::Notify(Event::StateSyncStarted {
+        fx.push(Effect::SkipRuns(seq));
+        self.phase = Phase::Reading { from, seq, result };
+        self.reads += 1;
+        fx.push(Effect::Do(Action::ReadState { id: self.reads }));
+        fx.push(Effect::Do(Action::Notify(Event::StateSyncStarted {
             seq,
             behind: seq + 1 - from,
-        }));
+        })));
     }
 
-    pub(super) fn on_local_state(&mut self, now: u64, id: u64, tree: StateNode) {
-        let Phase::Reading { from, seq, result } = self.state.phase else {
+    pub fn on_local_state(&mut self, v: &View, id: u64, tree: StateNode, fx: &mut Vec<Effect>) {
+        let Phase::Reading { from, seq, result } = self.phase else {
             return;
         };
-        if id != self.state.reads {
+        if id != self.reads {
             return; // read for a sync given up since
         }
         let fetch = Box::new(StateFetch::new(seq, result, &tree));
-        self.state.phase = Phase::Fetching { from, fetch };
-        self.state.inflight.clear();
-        self.state.misses.clear();
-        self.state.next_peer.clear();
-        self.state.pinned.clear();
-        self.state.progress_at = now;
-        self.state.dirty = true;
-        self.statesync_tick(now);
+        self.phase = Phase::Fetching { from, fetch };
+        self.inflight.clear();
+        self.misses.clear();
+        self.next_peer.clear();
+        self.pinned.clear();
+        self.progress_at = v.now;
+        self.dirty = true;
+        self.tick(v, fx);
     }
 
     /// Expires lost requests, moves the target on if it fell behind, and
     /// sends what the fetch needs next, or hands over the finished patch.
-    pub(super) fn statesync_tick(&mut self, now: u64) {
-        if !matches!(self.state.phase, Phase::Fetching { .. }) {
+    pub fn tick(&mut self, v: &View, fx: &mut Vec<Effect>) {
+        if !matches!(self.phase, Phase::Fetching { .. }) {
             return;
         }
-        let Phase::Fetching { from, mut fetch } = std::mem::take(&mut self.state.phase) else {
+        let Phase::Fetching { from, mut fetch } = std::mem::take(&mut self.phase) else {
             unreachable!("checked above");
         };
+        let now = v.now;
         let expired: Vec<StateRequest> = self
-            .state
             .inflight
             .iter()
             .filter(|(_, (_, d))| *d <= now)
             .map(|(r, _)| r.clone())
             .collect();
         for r in expired {
-            self.state.inflight.remove(&r);
-            self.state_miss(r);
-            self.state.dirty = true;
+            self.inflight.remove(&r);
+            self.miss(r);
+            self.dirty = true;
         }
-        let peers = self.state_peers(fetch.seq);
-        if let Some((seq, result)) = self.certified_target().filter(|(s, _)| *s > fetch.seq) {
-            let stuck = self.state.misses.values().any(|&m| m >= peers.len().max(1));
+        let peers = peers_past(v, fetch.seq);
+        if let Some((seq, result)) = v.chain.certified_target().filter(|(s, _)| *s > fetch.seq) {
+            let stuck = self.misses.values().any(|&m| m >= peers.len().max(1));
             if stuck || seq - fetch.seq >= MAX_TARGET_LAG {
                 tracing::debug!(
                     from = fetch.seq,
@@ -188,24 +204,28 @@ impl Node {
                     "state sync moves to a newer state"
                 );
                 fetch.retarget(seq, result);
-                self.state.misses.clear();
-                self.state.next_peer.clear();
-                self.state.inflight.clear();
-                self.state.dirty = true;
-                self.forget_runs_upto(seq);
+                self.misses.clear();
+                self.next_peer.clear();
+                self.inflight.clear();
+                self.dirty = true;
+                fx.push(Effect::SkipRuns(seq));
             }
         }
-        let stalled =
-            now.saturating_sub(self.state.progress_at) > STALL_ROUNDS * self.cfg.roundtime_ms;
+        let stalled = now.saturating_sub(self.progress_at) > STALL_ROUNDS * v.cfg.roundtime_ms;
         if stalled || peers.is_empty() {
-            self.state.inflight.clear();
-            self.state.retry_at = now + STALL_ROUNDS * self.cfg.roundtime_ms;
-            self.out
-                .push(Action::Notify(Event::StateSyncAbandoned { seq: fetch.seq }));
-            return self.restore_runs(from, fetch.seq);
+            self.inflight.clear();
+            self.retry_at = now + STALL_ROUNDS * v.cfg.roundtime_ms;
+            fx.push(Effect::Do(Action::Notify(Event::StateSyncAbandoned {
+                seq: fetch.seq,
+            })));
+            fx.push(Effect::RestoreRuns {
+                from,
+                to: fetch.seq,
+            });
+            return;
         }
-        if !std::mem::take(&mut self.state.dirty) {
-            self.state.phase = Phase::Fetching { from, fetch };
+        if !std::mem::take(&mut self.dirty) {
+            self.phase = Phase::Fetching { from, fetch };
             return;
         }
         let reqs = match fetch.step() {
@@ -213,218 +233,216 @@ impl Node {
             Step::Done(patch) => {
                 let (seq, result, stats) = (patch.seq, patch.result, fetch.stats);
                 tracing::debug!(seq, ?stats, "state fetched; installing");
-                self.state.inflight.clear();
-                self.state.phase = Phase::Installing {
+                self.inflight.clear();
+                self.phase = Phase::Installing {
                     from,
                     seq,
                     result,
                     stats,
                 };
-                self.out.push(Action::InstallState(Box::new(patch)));
+                fx.push(Effect::Do(Action::InstallState(Box::new(patch))));
                 return;
             }
         };
-        let peers = self.state_peers(fetch.seq);
-        self.state.phase = Phase::Fetching { from, fetch };
+        let peers = peers_past(v, fetch.seq);
+        self.phase = Phase::Fetching { from, fetch };
         if peers.is_empty() {
             return;
         }
         // A whole round: a 512 KiB piece may take a while on a slow link,
         // and the other requests in flight go on meanwhile.
-        let patience = self.cfg.roundtime_ms;
-        let st = &mut self.state;
+        let patience = v.cfg.roundtime_ms;
         for r in reqs {
-            if st.inflight.len() >= WINDOW {
+            if self.inflight.len() >= WINDOW {
                 break;
             }
-            if st.inflight.contains_key(&r) {
+            if self.inflight.contains_key(&r) {
                 continue;
             }
             let pin = match &r {
-                StateRequest::Chunk { digest, .. } => st.pinned.get(digest).copied(),
+                StateRequest::Chunk { digest, .. } => self.pinned.get(digest).copied(),
                 StateRequest::Dir(_) => None,
             };
-            let turn = pin.unwrap_or_else(|| st.next_peer.get(&r).copied().unwrap_or(st.sent));
+            let turn = pin.unwrap_or_else(|| self.next_peer.get(&r).copied().unwrap_or(self.sent));
             let peer = peers[turn % peers.len()];
-            st.sent += 1;
-            st.next_peer.insert(r.clone(), turn + 1);
+            self.sent += 1;
+            self.next_peer.insert(r.clone(), turn + 1);
             let bytes = PeerMessage::StateRequest(r.clone()).encode();
-            self.out.push(Action::Send { to: peer, bytes });
-            st.inflight.insert(r, (peer, now + patience));
+            fx.push(Effect::Do(Action::Send { to: peer, bytes }));
+            self.inflight.insert(r, (peer, now + patience));
         }
     }
 
     /// A request came back empty or not at all: the next try goes to
     /// another peer (a pinned file's next try, to the next pinned peer).
-    fn state_miss(&mut self, r: StateRequest) {
+    fn miss(&mut self, r: StateRequest) {
         if let StateRequest::Chunk { digest, .. } = &r {
-            if let Some(p) = self.state.pinned.get_mut(digest) {
+            if let Some(p) = self.pinned.get_mut(digest) {
                 *p += 1;
             }
         }
-        *self.state.misses.entry(r).or_default() += 1;
+        *self.misses.entry(r).or_default() += 1;
     }
 
-    /// UNL peers that closed the ledger certifying `target`, so they ran
-    /// it; every other peer if none is known to have.
-    fn state_peers(&self, target: u64) -> Vec<PubKey> {
-        let me = self.key.public();
-        let others: Vec<PubKey> = self.cfg.unl.iter().filter(|k| **k != me).copied().collect();
-        let ahead: Vec<PubKey> = others
-            .iter()
-            .filter(|k| self.peer_lcl.get(*k).is_some_and(|(id, _)| id.seq > target))
-            .copied()
-            .collect();
-        if ahead.is_empty() {
-            others
-        } else {
-            ahead
-        }
-    }
-
-    pub(super) fn on_state_response(&mut self, now: u64, from: PubKey, resp: StateResponse) {
+    pub fn on_response(
+        &mut self,
+        v: &View,
+        from: PubKey,
+        resp: StateResponse,
+        stats: &mut Stats,
+        fx: &mut Vec<Effect>,
+    ) {
         let asked = match &resp {
             StateResponse::Dir { hash, .. } => Some(StateRequest::Dir(*hash)),
             StateResponse::Missing(r) => Some(r.clone()),
             StateResponse::Chunk { digest, offset, .. } => {
-                self.state.inflight.keys().find(|r| {
+                self.inflight.keys().find(|r| {
                     matches!(r, StateRequest::Chunk { digest: d, offset: o, .. } if d == digest && o == offset)
                 }).cloned()
             }
         };
         // Only answers to requests in flight, from the peer asked.
-        let Some(asked) =
-            asked.filter(|a| self.state.inflight.get(a).is_some_and(|(p, _)| *p == from))
+        let Some(asked) = asked.filter(|a| self.inflight.get(a).is_some_and(|(p, _)| *p == from))
         else {
-            self.stats.dropped_duplicate += 1;
+            stats.dropped_duplicate += 1;
             return;
         };
-        if !matches!(self.state.phase, Phase::Fetching { .. }) {
+        if !matches!(self.phase, Phase::Fetching { .. }) {
             return; // requests are in flight only while fetching
         }
         let Phase::Fetching {
             from: first,
             mut fetch,
-        } = std::mem::take(&mut self.state.phase)
+        } = std::mem::take(&mut self.phase)
         else {
             unreachable!("checked above");
         };
-        self.state.inflight.remove(&asked);
+        self.inflight.remove(&asked);
         let result = match resp {
             StateResponse::Missing(_) => Err(None),
             resp => fetch.on_response(&asked, resp).map_err(Some),
         };
         match result {
-            Ok(()) => self.state.progress_at = now,
+            Ok(()) => self.progress_at = v.now,
             Err(e) => {
                 if let Some(e) = &e {
-                    self.stats.state_rejected += 1;
+                    stats.state_rejected += 1;
                     tracing::warn!(peer = ?from, error = %e, "rejecting a state sync answer");
                 }
                 if let (Some(FetchError::FileDigest), StateRequest::Chunk { digest, .. }) =
                     (&e, &asked)
                 {
                     // The file starts over, all of it from one peer (the
-                    // next one each time it fails: see `state_miss`).
-                    let next = self.state.sent;
-                    self.state.pinned.entry(*digest).or_insert(next);
+                    // next one each time it fails: see `miss`).
+                    let next = self.sent;
+                    self.pinned.entry(*digest).or_insert(next);
                 }
-                self.state_miss(asked);
+                self.miss(asked);
             }
         }
-        self.state.phase = Phase::Fetching { from: first, fetch };
-        self.state.dirty = true;
-        self.statesync_tick(now);
+        self.phase = Phase::Fetching { from: first, fetch };
+        self.dirty = true;
+        self.tick(v, fx);
     }
 
-    pub(super) fn on_state_installed(&mut self, now: u64, seq: u64, error: Option<String>) {
+    pub fn on_installed(
+        &mut self,
+        v: &View,
+        seq: u64,
+        error: Option<String>,
+        stats: &mut Stats,
+        fx: &mut Vec<Effect>,
+    ) {
         let Phase::Installing {
             from,
             seq: want,
             result,
-            stats,
-        } = self.state.phase
+            stats: fetched,
+        } = self.phase
         else {
             return;
         };
         if seq != want {
             return;
         }
-        self.state.phase = Phase::Idle;
+        self.phase = Phase::Idle;
         if let Some(e) = error {
             tracing::error!(seq, error = %e, "could not install the fetched state; will retry");
-            self.state.retry_at = now + self.cfg.roundtime_ms;
-            self.restore_runs(from, seq);
+            self.retry_at = v.now + v.cfg.roundtime_ms;
+            fx.push(Effect::RestoreRuns { from, to: seq });
             return;
         }
-        self.stats.state_syncs += 1;
-        self.stats.state_bytes_fetched += stats.bytes;
-        self.stats.state_files_fetched += stats.files;
-        self.exec_history.insert(seq, result);
-        self.out.push(Action::Notify(Event::StateSynced {
+        stats.state_syncs += 1;
+        stats.state_bytes_fetched += fetched.bytes;
+        stats.state_files_fetched += fetched.files;
+        fx.push(Effect::Do(Action::Notify(Event::StateSynced {
             seq,
             state: result.state,
-            fetched: stats,
-        }));
-        if seq == self.lcl().seq {
-            self.exec = Some(result);
-            if let Some(slot) = self.slot {
-                self.propose(slot);
-            }
-        }
+            fetched,
+        })));
+        fx.push(Effect::Installed { seq, result });
     }
 
     /// After a rollback to `to`: a sync whose target a dropped ledger
     /// certified starts over later, and the skipped runs are due again.
-    pub(super) fn abort_state_sync_above(&mut self, to: u64) {
-        let (from, seq) = match &self.state.phase {
+    pub fn abort_above(&mut self, to: u64, fx: &mut Vec<Effect>) {
+        let (from, seq) = match &self.phase {
             Phase::Idle => return,
             Phase::Reading { from, seq, .. } | Phase::Installing { from, seq, .. } => (*from, *seq),
             Phase::Fetching { from, fetch } => (*from, fetch.seq),
         };
-        if seq < to || matches!(self.state.phase, Phase::Installing { .. }) {
+        if seq < to || matches!(self.phase, Phase::Installing { .. }) {
             return; // still certified; an install in flight goes through
         }
-        self.state.phase = Phase::Idle;
-        self.state.inflight.clear();
-        self.restore_runs(from, to);
-    }
-
-    /// Runs up to `seq` will not happen: the fetched state replaces them.
-    fn forget_runs_upto(&mut self, seq: u64) {
-        self.bodies.waiting.retain(|s| *s > seq);
-    }
-
-    /// Runs `from..=to` are due again (a sync gave up on skipping them).
-    fn restore_runs(&mut self, from: u64, to: u64) {
-        for seq in from..=to.min(self.lcl().seq) {
-            self.schedule_run(seq);
-        }
+        self.phase = Phase::Idle;
+        self.inflight.clear();
+        fx.push(Effect::RestoreRuns { from, to });
     }
 
     /// A peer asks for part of our state: the driver answers from the host.
-    pub(super) fn serve_state(&mut self, from: PubKey, req: StateRequest) {
-        if !self.cfg.in_unl(&from) {
-            self.stats.dropped_not_unl += 1;
+    pub fn serve(
+        &mut self,
+        v: &View,
+        from: PubKey,
+        req: StateRequest,
+        stats: &mut Stats,
+        fx: &mut Vec<Effect>,
+    ) {
+        if !v.cfg.in_unl(&from) {
+            stats.dropped_not_unl += 1;
             return;
         }
         if matches!(req, StateRequest::Chunk { len, .. } if len > CHUNK_BYTES) {
-            self.stats.dropped_malformed += 1;
+            stats.dropped_malformed += 1;
             return;
         }
-        let round = self.slot.map_or(0, |s| s.round);
         if !self
-            .state
             .served
-            .take(from, round, MAX_STATE_REQUESTS_PER_ROUND)
+            .take(from, v.round, MAX_STATE_REQUESTS_PER_ROUND)
         {
             // Said at once, so the asker tries elsewhere instead of waiting.
-            self.stats.requests_refused += 1;
+            stats.requests_refused += 1;
             let bytes = PeerMessage::StateResponse(StateResponse::Missing(req)).encode();
-            self.out.push(Action::Send { to: from, bytes });
+            fx.push(Effect::Do(Action::Send { to: from, bytes }));
             return;
         }
-        self.stats.state_served += 1;
-        self.out.push(Action::ServeState { to: from, req });
+        stats.state_served += 1;
+        fx.push(Effect::Do(Action::ServeState { to: from, req }));
+    }
+}
+
+/// UNL peers that closed the ledger certifying `target`, so they ran it;
+/// every other peer if none is known to have.
+fn peers_past(v: &View, target: u64) -> Vec<PubKey> {
+    let others: Vec<PubKey> = v.cfg.unl.iter().filter(|k| **k != v.me).copied().collect();
+    let ahead: Vec<PubKey> = others
+        .iter()
+        .filter(|k| v.book.seen_past(k, target))
+        .copied()
+        .collect();
+    if ahead.is_empty() {
+        others
+    } else {
+        ahead
     }
 }

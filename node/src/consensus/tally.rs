@@ -1,9 +1,93 @@
-//! Pure vote counting over one stage's proposals.
+//! Pure vote counting over one stage's proposals, and the vote status it
+//! gives a node.
 
-use super::{Proposal, SignedProposal};
+use super::{ConsensusConfig, Proposal, SignedProposal};
 use crate::crypto::Hash;
-use crate::ledger::LedgerId;
+use crate::ledger::{Ledger, LedgerId};
+use serde::Serialize;
 use std::collections::BTreeMap;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum VoteStatus {
+    /// Enough of the UNL proposes on our lcl.
+    Synced,
+    /// A threshold of the UNL is on another lcl: catching up, not proposing.
+    Desync,
+    /// Too few proposals on our lcl to ever close.
+    Unreliable,
+}
+
+/// The status a node on `lcl` has, given how many of the previous stage's
+/// proposals named each lcl: desync when a majority (`majority` or more,
+/// and more than on ours) is on another lcl at least as far, unreliable
+/// when fewer than `close` are on ours. With desync at our own seq, also
+/// the ledger the UNL built instead of ours.
+///
+/// A node ahead of the others stays synced (or unreliable) and keeps
+/// proposing: that is how they learn there is history to fetch.
+pub fn status(
+    votes: &BTreeMap<LedgerId, usize>,
+    lcl: LedgerId,
+    majority: usize,
+    close: usize,
+) -> (VoteStatus, Option<LedgerId>) {
+    let mine = votes.get(&lcl).copied().unwrap_or(0);
+    // max_by_key keeps the last maximum: ties go to the larger ledger id.
+    let other = votes
+        .iter()
+        .filter(|(id, _)| **id != lcl)
+        .max_by_key(|(_, &n)| n)
+        .map(|(id, &n)| (*id, n));
+    match other {
+        Some((id, n)) if n >= majority && n > mine && id.seq >= lcl.seq => {
+            (VoteStatus::Desync, (id.seq == lcl.seq).then_some(id))
+        }
+        _ if mine < close => (VoteStatus::Unreliable, None),
+        _ => (VoteStatus::Synced, None),
+    }
+}
+
+/// What a stage-1..3 proposal says, from the previous stage's proposals
+/// `prev`: the inputs at least the stage's threshold of the UNL proposed
+/// on `lcl`, and the agreed time (at most `round_start`).
+pub fn follow(
+    cfg: &ConsensusConfig,
+    prev: &[&SignedProposal],
+    lcl: LedgerId,
+    stage: u8,
+    round_start: u64,
+) -> (Vec<Hash>, u64) {
+    let on_lcl: Vec<&Proposal> = prev
+        .iter()
+        .map(|sp| &sp.proposal)
+        .filter(|p| p.lcl == lcl)
+        .collect();
+    let needed = cfg.needed(cfg.stage_thresholds_pct[stage as usize - 1]);
+    let inputs = inputs_with_votes(&on_lcl, needed);
+    let time = agreed_time(&on_lcl, round_start).unwrap_or(round_start);
+    (inputs, time)
+}
+
+/// The ledger that closes on `lcl` if at least `needed` of the stage-3
+/// proposals `stage3` name one identical candidate: the ledger, its hash
+/// and its close proof.
+pub fn closing(
+    stage3: &[&SignedProposal],
+    lcl: LedgerId,
+    needed: usize,
+) -> Option<(Ledger, Hash, Vec<SignedProposal>)> {
+    let on_lcl: Vec<&SignedProposal> = stage3
+        .iter()
+        .copied()
+        .filter(|sp| sp.proposal.lcl == lcl)
+        .collect();
+    let (hash, group) = best_candidate(&on_lcl)?;
+    if group.len() < needed {
+        return None;
+    }
+    let proof: Vec<SignedProposal> = group.iter().map(|sp| (*sp).clone()).collect();
+    Some((group[0].proposal.candidate(), hash, proof))
+}
 
 /// Input hashes proposed by at least `needed` of `props`, sorted.
 pub fn inputs_with_votes(props: &[&Proposal], needed: usize) -> Vec<Hash> {
@@ -62,6 +146,33 @@ pub fn best_candidate<'a>(props: &[&'a SignedProposal]) -> Option<(Hash, Vec<&'a
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn id(seq: u64, h: u8) -> LedgerId {
+        LedgerId {
+            seq,
+            hash: Hash([h; 32]),
+        }
+    }
+
+    #[test]
+    fn vote_status() {
+        let ours = id(5, 1);
+        let votes = BTreeMap::from([(ours, 4), (id(5, 2), 1)]);
+        assert_eq!(status(&votes, ours, 3, 4), (VoteStatus::Synced, None));
+        assert_eq!(status(&votes, ours, 3, 5), (VoteStatus::Unreliable, None));
+        // A majority on another ledger at our seq: a fork, ours never final.
+        let votes = BTreeMap::from([(ours, 1), (id(5, 2), 3)]);
+        assert_eq!(
+            status(&votes, ours, 3, 4),
+            (VoteStatus::Desync, Some(id(5, 2)))
+        );
+        // Ahead of the majority: not desync, they will fetch from us.
+        let votes = BTreeMap::from([(ours, 1), (id(4, 2), 3)]);
+        assert_eq!(status(&votes, ours, 3, 4), (VoteStatus::Unreliable, None));
+        // Behind: desync with no fork.
+        let votes = BTreeMap::from([(id(6, 2), 3)]);
+        assert_eq!(status(&votes, ours, 3, 4), (VoteStatus::Desync, None));
+    }
     use crate::crypto::{Keypair, PubKey};
 
     fn prop(inputs: &[u8], time: u64) -> Proposal {

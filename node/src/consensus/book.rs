@@ -1,0 +1,217 @@
+//! The proposal book: at most one signed proposal per author and slot
+//! (round, stage), what each arriving proposal is, and the latest lcl each
+//! peer proposed on.
+
+use super::tally::lcl_votes;
+use super::{ConsensusConfig, Proposal, SignedProposal};
+use crate::crypto::{KeyRing, PubKey};
+use crate::ledger::LedgerId;
+use std::collections::BTreeMap;
+
+/// What an arriving proposal turned out to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arrival {
+    /// New, valid, stored.
+    Accepted,
+    /// A copy of the one stored for its author and slot.
+    Duplicate,
+    /// A second, validly signed, different proposal for a slot.
+    Equivocation,
+    /// Too many rounds away from ours.
+    Stale,
+    BadSignature,
+    /// A stage past 3, too many inputs, or inputs not sorted and distinct.
+    Malformed,
+    /// Its author is not in the UNL.
+    NotUnl,
+}
+
+impl Arrival {
+    /// Whether telling it cost one signature verification.
+    pub fn verified(self) -> bool {
+        matches!(
+            self,
+            Arrival::Accepted | Arrival::Equivocation | Arrival::BadSignature
+        )
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct ProposalBook {
+    slots: BTreeMap<(u64, u8), BTreeMap<PubKey, SignedProposal>>,
+    /// Latest lcl each peer proposed on, and in which round.
+    peer_lcl: BTreeMap<PubKey, (LedgerId, u64)>,
+}
+
+impl ProposalBook {
+    /// Checks and, if valid and new, stores a peer's proposal. `round` is
+    /// the node's current round.
+    pub fn arrive(
+        &mut self,
+        cfg: &ConsensusConfig,
+        ring: &KeyRing,
+        round: u64,
+        sp: SignedProposal,
+    ) -> Arrival {
+        let p = &sp.proposal;
+        if !cfg.in_unl(&p.author) {
+            return Arrival::NotUnl;
+        }
+        let skew = cfg.max_round_skew;
+        if p.round.saturating_add(skew) < round || p.round > round.saturating_add(skew) {
+            return Arrival::Stale;
+        }
+        if p.stage > 3
+            || p.inputs.len() > cfg.max_inputs_per_ledger
+            || !p.inputs.windows(2).all(|w| w[0] < w[1])
+        {
+            return Arrival::Malformed;
+        }
+        if let Some(existing) = self.get(p.round, p.stage, &p.author) {
+            // Identical copies are free to drop; a different one must carry a
+            // valid signature before we call it equivocation.
+            if *existing == sp {
+                return Arrival::Duplicate;
+            }
+            return match sp.verify_with(ring) {
+                Ok(()) => Arrival::Equivocation,
+                Err(_) => Arrival::BadSignature,
+            };
+        }
+        if sp.verify_with(ring).is_err() {
+            return Arrival::BadSignature;
+        }
+        let (author, round, lcl) = (p.author, p.round, p.lcl);
+        if self.peer_lcl.get(&author).is_none_or(|&(_, r)| r <= round) {
+            self.peer_lcl.insert(author, (lcl, round));
+        }
+        self.insert(sp);
+        Arrival::Accepted
+    }
+
+    /// Stores this node's own proposal.
+    pub fn insert(&mut self, sp: SignedProposal) {
+        let p = &sp.proposal;
+        self.slots
+            .entry((p.round, p.stage))
+            .or_default()
+            .insert(p.author, sp);
+    }
+
+    fn get(&self, round: u64, stage: u8, author: &PubKey) -> Option<&SignedProposal> {
+        self.slots.get(&(round, stage))?.get(author)
+    }
+
+    /// The proposals of one slot, by author.
+    pub fn slot(&self, round: u64, stage: u8) -> Vec<&SignedProposal> {
+        self.slots
+            .get(&(round, stage))
+            .map(|m| m.values().collect())
+            .unwrap_or_default()
+    }
+
+    /// How many of one slot's proposals name each lcl.
+    pub fn lcl_votes(&self, round: u64, stage: u8) -> BTreeMap<LedgerId, usize> {
+        let props: Vec<&Proposal> = self
+            .slot(round, stage)
+            .into_iter()
+            .map(|sp| &sp.proposal)
+            .collect();
+        lcl_votes(&props)
+    }
+
+    /// Forgets slots of rounds before `oldest`.
+    pub fn prune(&mut self, oldest: u64) {
+        self.slots = self.slots.split_off(&(oldest, 0));
+    }
+
+    /// Peers other than `me` that proposed on a ledger past `seq` in the
+    /// last `skew` rounds before `round`: they have history to give.
+    pub fn peers_ahead(&self, me: &PubKey, seq: u64, round: u64, skew: u64) -> Vec<PubKey> {
+        self.peer_lcl
+            .iter()
+            .filter(|(k, (id, r))| *k != me && id.seq > seq && r + skew >= round)
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
+    /// Whether `peer` was last seen on a ledger past `seq`.
+    pub fn seen_past(&self, peer: &PubKey, seq: u64) -> bool {
+        self.peer_lcl.get(peer).is_some_and(|(id, _)| id.seq > seq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{Hash, Keypair};
+    use crate::ledger::LedgerRecord;
+
+    fn setup() -> (ConsensusConfig, KeyRing, Vec<Keypair>) {
+        let keys: Vec<Keypair> = (1..=4).map(|i| Keypair::from_seed([i; 32])).collect();
+        let cfg = ConsensusConfig::new(keys.iter().map(|k| k.public()).collect());
+        let ring = KeyRing::new(&cfg.unl);
+        (cfg, ring, keys)
+    }
+
+    fn proposal(k: &Keypair, round: u64, stage: u8, time: u64) -> SignedProposal {
+        Proposal {
+            author: k.public(),
+            round,
+            stage,
+            time,
+            lcl: LedgerRecord::genesis().id(),
+            inputs: vec![],
+            state: Hash::ZERO,
+            output: Hash::ZERO,
+        }
+        .sign(k)
+    }
+
+    #[test]
+    fn tells_each_kind_of_arrival() {
+        let (cfg, ring, keys) = setup();
+        let mut book = ProposalBook::default();
+        let p = proposal(&keys[0], 10, 1, 5);
+        assert_eq!(book.arrive(&cfg, &ring, 10, p.clone()), Arrival::Accepted);
+        assert_eq!(book.arrive(&cfg, &ring, 10, p.clone()), Arrival::Duplicate);
+        let other = proposal(&keys[0], 10, 1, 6);
+        assert_eq!(
+            book.arrive(&cfg, &ring, 10, other.clone()),
+            Arrival::Equivocation
+        );
+        let mut forged = other;
+        forged.proposal.time = 7;
+        assert_eq!(book.arrive(&cfg, &ring, 10, forged), Arrival::BadSignature);
+        let mut bad_new = proposal(&keys[1], 10, 1, 5);
+        bad_new.proposal.time = 9;
+        assert_eq!(book.arrive(&cfg, &ring, 10, bad_new), Arrival::BadSignature);
+        let far = proposal(&keys[1], 10 + cfg.max_round_skew + 1, 1, 5);
+        assert_eq!(book.arrive(&cfg, &ring, 10, far), Arrival::Stale);
+        let stage9 = proposal(&keys[1], 10, 9, 5);
+        assert_eq!(book.arrive(&cfg, &ring, 10, stage9), Arrival::Malformed);
+        let outsider = proposal(&Keypair::from_seed([99; 32]), 10, 1, 5);
+        assert_eq!(book.arrive(&cfg, &ring, 10, outsider), Arrival::NotUnl);
+        // Only the first stays in the book.
+        assert_eq!(book.slot(10, 1), vec![&p]);
+    }
+
+    #[test]
+    fn remembers_where_peers_are_and_prunes_old_rounds() {
+        let (cfg, ring, keys) = setup();
+        let mut book = ProposalBook::default();
+        let mut p = proposal(&keys[1], 10, 0, 5).proposal;
+        p.lcl.seq = 7;
+        book.arrive(&cfg, &ring, 10, p.sign(&keys[1]));
+        let me = keys[0].public();
+        assert_eq!(book.peers_ahead(&me, 6, 10, 3), vec![keys[1].public()]);
+        assert!(book.peers_ahead(&me, 7, 10, 3).is_empty());
+        assert!(
+            book.peers_ahead(&me, 6, 14, 3).is_empty(),
+            "seen too long ago"
+        );
+        assert!(book.seen_past(&keys[1].public(), 6));
+        book.prune(11);
+        assert!(book.slot(10, 0).is_empty());
+    }
+}

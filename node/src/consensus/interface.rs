@@ -1,0 +1,172 @@
+//! What the node takes in ([`Input`]) and gives out ([`Action`], with the
+//! typed [`Event`]s and [`Stats`] its observers see).
+
+use super::{ConfigError, VoteStatus};
+use crate::contract::{RunReport, RunResult, StateNode};
+use crate::crypto::{Hash, PubKey};
+use crate::ledger::{ChainError, Ledger, LedgerId, LedgerRecord};
+use crate::sync::state_transfer::{FetchStats, StatePatch, StateRequest};
+use serde::Serialize;
+
+/// An event fed to the node by its driver.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// Time has passed; the driver sends this when `next_deadline` is reached.
+    Tick,
+    /// A frame from an authenticated peer connection.
+    Peer { from: PubKey, bytes: Vec<u8> },
+    /// An input body submitted by a user connected to this node.
+    Submit(Vec<u8>),
+    /// The contract finished running ledger `seq`, whose hash was `hash`.
+    Executed {
+        seq: u64,
+        hash: Hash,
+        report: RunReport,
+    },
+    /// The contract state's tree, read for `Action::ReadState { id }`.
+    LocalState { id: u64, tree: StateNode },
+    /// The contract host finished `Action::InstallState` for ledger `seq`.
+    StateInstalled { seq: u64, error: Option<String> },
+}
+
+/// Something the driver must do, in order.
+#[derive(Clone, Debug)]
+pub enum Action {
+    Send {
+        to: PubKey,
+        bytes: Vec<u8>,
+    },
+    /// Send to every other UNL member.
+    Broadcast {
+        bytes: Vec<u8>,
+    },
+    /// Write a ledger; it becomes durable at the next `Sync`.
+    Persist(Box<LedgerRecord>),
+    /// Durability point: everything persisted before must be on disk.
+    Sync,
+    /// Drop every stored ledger after `to`, and return the contract state to
+    /// what running `to` left. Only ever the unfinal lcl (see `rollback`).
+    Rollback {
+        to: LedgerId,
+    },
+    /// Run the contract for this ledger, then feed back `Input::Executed`.
+    Execute(Box<LedgerRecord>),
+    /// Once queued runs are done, feed back `Input::LocalState`.
+    ReadState {
+        id: u64,
+    },
+    /// Answer a peer's state request from the contract host.
+    ServeState {
+        to: PubKey,
+        req: StateRequest,
+    },
+    /// Swap the fetched state in, then feed back `Input::StateInstalled`.
+    InstallState(Box<StatePatch>),
+    /// Hand ledger `seq`'s outputs to the users connected here: the ledger
+    /// after it, durably stored, certified exactly these.
+    Deliver {
+        seq: u64,
+        run: RunResult,
+    },
+    /// A typed event for logs, traces and the simulator's checkers.
+    Notify(Event),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum CloseVia {
+    Consensus,
+    History,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum Event {
+    /// The node (re)started from its durable chain.
+    Started {
+        lcl: LedgerId,
+    },
+    /// A ledger is durably part of this node's chain.
+    LedgerClosed {
+        ledger: Ledger,
+        hash: Hash,
+        via: CloseVia,
+    },
+    Status(VoteStatus),
+    /// A threshold of the UNL closed a different ledger at our lcl's seq.
+    ForkSeen {
+        seq: u64,
+        ours: Hash,
+        theirs: Hash,
+    },
+    /// The node dropped its unfinal lcl `from`, which the UNL did not build
+    /// on, and is back on `to`.
+    RolledBack {
+        from: LedgerId,
+        to: LedgerId,
+    },
+    /// Our run of ledger `seq` disagrees with what the next ledger certified.
+    StateMismatch {
+        seq: u64,
+    },
+    /// The contract is `behind` ledgers behind: fetching the state running
+    /// ledger `seq` left, which the lcl certifies.
+    StateSyncStarted {
+        seq: u64,
+        behind: u64,
+    },
+    /// No peer could serve the state of ledger `seq`: the node runs the
+    /// ledgers itself.
+    StateSyncAbandoned {
+        seq: u64,
+    },
+    /// The fetched state of ledger `seq`, hashing to `state`, is installed.
+    StateSynced {
+        seq: u64,
+        state: Hash,
+        fetched: FetchStats,
+    },
+    /// A peer sent history that failed verification.
+    HistoryRejected {
+        peer: PubKey,
+        reason: String,
+    },
+}
+
+/// Counters of what the node dropped and why.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    pub proposals_accepted: u64,
+    pub dropped_not_unl: u64,
+    pub dropped_bad_signature: u64,
+    pub dropped_stale: u64,
+    pub dropped_malformed: u64,
+    pub dropped_duplicate: u64,
+    pub equivocations: u64,
+    pub foreign_lcl: u64,
+    pub inputs_rejected: u64,
+    pub history_served: u64,
+    pub history_adopted: u64,
+    pub history_rejected: u64,
+    pub signature_checks: u64,
+    pub rollbacks: u64,
+    pub bodies_fetched: u64,
+    /// History, body and state requests refused: the peer asked too often.
+    pub requests_refused: u64,
+    /// Contract states fetched and installed instead of running ledgers.
+    pub state_syncs: u64,
+    pub state_bytes_fetched: u64,
+    pub state_files_fetched: u64,
+    /// State sync answers that failed verification.
+    pub state_rejected: u64,
+    /// State requests passed to the contract host to answer.
+    pub state_served: u64,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NodeError {
+    #[error("invalid consensus settings: {0}")]
+    Config(#[from] ConfigError),
+    #[error("stored chain is broken: {0}")]
+    Chain(#[from] ChainError),
+    #[error("the contract state is from ledger {ran}, past the stored chain's last ledger {lcl}; roll it back first")]
+    ContractAhead { ran: u64, lcl: u64 },
+}

@@ -1,0 +1,298 @@
+//! The input pool: bodies waiting for consensus, with admission limits,
+//! expiry, and the batching and re-sending of this node's own users'
+//! inputs.
+
+use super::message::PeerMessage;
+use super::{Action, ConsensusConfig};
+use crate::contract::input_hash;
+use crate::crypto::Hash;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Rounds an input may wait in the pool before it is dropped.
+const INPUT_TTL_ROUNDS: u64 = 20;
+/// Largest batch of inputs sent in one message.
+pub(super) const BATCH_BYTES: usize = 1 << 20;
+
+/// What became of a body offered to the pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Pooled now.
+    New,
+    /// Already pooled, or already in a recent ledger.
+    Known,
+    /// Over a size limit: too big, or the pool is full.
+    Refused,
+}
+
+#[derive(Debug, Default)]
+pub struct InputPool {
+    /// Bodies by input hash, with the round each arrived in.
+    bodies: BTreeMap<Hash, (Vec<u8>, u64)>,
+    bytes: usize,
+    /// Pooled inputs this node took from its own users: it re-sends them
+    /// while they wait, since a lost broadcast would otherwise keep them
+    /// below the stage-1 threshold for good.
+    mine: BTreeSet<Hash>,
+    /// Users' inputs taken since the last broadcast, and when they go out:
+    /// one message for many inputs, so a busy node signs and sends a few
+    /// frames a stage rather than one per input.
+    outgoing: Vec<Vec<u8>>,
+    outgoing_bytes: usize,
+    flush_at: Option<u64>,
+}
+
+impl InputPool {
+    pub fn len(&self) -> usize {
+        self.bodies.len()
+    }
+
+    pub fn get(&self, h: &Hash) -> Option<&Vec<u8>> {
+        self.bodies.get(h).map(|(b, _)| b)
+    }
+
+    /// When the batch of users' inputs is due to go out.
+    pub fn deadline(&self) -> Option<u64> {
+        self.flush_at
+    }
+
+    /// Offers a body; `included` says whether a recent ledger holds it.
+    pub fn admit(
+        &mut self,
+        cfg: &ConsensusConfig,
+        body: Vec<u8>,
+        round: u64,
+        mine: bool,
+        included: impl Fn(&Hash) -> bool,
+    ) -> Admission {
+        if body.len() > cfg.max_input_bytes
+            || self.bodies.len() >= cfg.max_pool_inputs
+            || self.bytes + body.len() > cfg.max_pool_bytes
+        {
+            return Admission::Refused;
+        }
+        let h = input_hash(&body);
+        if included(&h) || self.bodies.contains_key(&h) {
+            return Admission::Known;
+        }
+        if mine {
+            self.mine.insert(h);
+        }
+        self.bytes += body.len();
+        self.bodies.insert(h, (body, round));
+        Admission::New
+    }
+
+    /// A body a user submitted here: pooled, and queued for the UNL within
+    /// a few ms (an eighth of a stage at most).
+    pub fn submit(
+        &mut self,
+        cfg: &ConsensusConfig,
+        now: u64,
+        body: Vec<u8>,
+        round: u64,
+        included: impl Fn(&Hash) -> bool,
+    ) -> Admission {
+        let admission = self.admit(cfg, body.clone(), round, true, included);
+        if admission == Admission::New {
+            self.outgoing_bytes += body.len();
+            self.outgoing.push(body);
+            let wait = (cfg.stage_ms() / 8).clamp(1, 10);
+            self.flush_at.get_or_insert(now + wait);
+        }
+        admission
+    }
+
+    /// The queued users' inputs, once their time has come or they fill a
+    /// batch.
+    pub fn flush(&mut self, now: u64) -> Option<Action> {
+        if !(self.flush_at.is_some_and(|t| now >= t) || self.outgoing_bytes >= BATCH_BYTES) {
+            return None;
+        }
+        self.flush_at = None;
+        self.outgoing_bytes = 0;
+        if self.outgoing.is_empty() {
+            return None;
+        }
+        let bytes = PeerMessage::Inputs(std::mem::take(&mut self.outgoing)).encode();
+        Some(Action::Broadcast { bytes })
+    }
+
+    /// Moves a body out: its ledger closed.
+    pub fn take(&mut self, h: &Hash) -> Option<Vec<u8>> {
+        let (b, _) = self.bodies.remove(h)?;
+        self.bytes -= b.len();
+        Some(b)
+    }
+
+    /// Puts back the body of an input whose ledger was rolled back.
+    pub fn put_back(&mut self, h: Hash, body: Vec<u8>, round: u64) {
+        self.bytes += body.len();
+        self.bodies.insert(h, (body, round));
+    }
+
+    /// What a stage-0 proposal offers: the oldest waiting inputs first (so
+    /// grinding input hashes cannot jump the queue) within the ledger's
+    /// count and byte budget (so a ledger always fits in a frame), sorted.
+    pub fn proposable(&self, cfg: &ConsensusConfig, included: impl Fn(&Hash) -> bool) -> Vec<Hash> {
+        let mut waiting: Vec<(u64, Hash, usize)> = self
+            .bodies
+            .iter()
+            .filter(|(h, _)| !included(h))
+            .map(|(h, (b, arrived))| (*arrived, *h, b.len()))
+            .collect();
+        waiting.sort();
+        let mut budget = cfg.max_ledger_input_bytes;
+        let mut inputs: Vec<Hash> = Vec::new();
+        for (_, h, len) in waiting {
+            if inputs.len() == cfg.max_inputs_per_ledger || len > budget {
+                break;
+            }
+            budget -= len;
+            inputs.push(h);
+        }
+        inputs.sort();
+        inputs
+    }
+
+    /// At stage 0: drops inputs that waited too long, and returns the
+    /// re-sends of this node's own users' inputs still waiting, every
+    /// other round.
+    pub fn expire(&mut self, round: u64) -> Vec<Action> {
+        self.bodies
+            .retain(|_, (_, arrived)| arrived.saturating_add(INPUT_TTL_ROUNDS) > round);
+        self.bytes = self.bodies.values().map(|(b, _)| b.len()).sum();
+        let bodies = &self.bodies;
+        self.mine.retain(|h| bodies.contains_key(h));
+        let mut out = Vec::new();
+        let mut batch = Vec::new();
+        let mut size = 0;
+        for h in &self.mine {
+            let (body, arrived) = &self.bodies[h];
+            let waited = round.saturating_sub(*arrived);
+            if waited < 2 || waited % 2 != 0 {
+                continue;
+            }
+            if size + body.len() > BATCH_BYTES && !batch.is_empty() {
+                let bytes = PeerMessage::Inputs(std::mem::take(&mut batch)).encode();
+                out.push(Action::Broadcast { bytes });
+                size = 0;
+            }
+            size += body.len() + 8;
+            batch.push(body.clone());
+        }
+        if !batch.is_empty() {
+            let bytes = PeerMessage::Inputs(batch).encode();
+            out.push(Action::Broadcast { bytes });
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::Keypair;
+
+    fn cfg() -> ConsensusConfig {
+        ConsensusConfig::new(vec![Keypair::from_seed([1; 32]).public()])
+    }
+
+    fn none(_: &Hash) -> bool {
+        false
+    }
+
+    #[test]
+    fn admits_once_within_limits() {
+        let mut cfg = cfg();
+        cfg.max_pool_inputs = 2;
+        let mut pool = InputPool::default();
+        assert_eq!(
+            pool.admit(&cfg, b"a".to_vec(), 0, false, none),
+            Admission::New
+        );
+        assert_eq!(
+            pool.admit(&cfg, b"a".to_vec(), 0, false, none),
+            Admission::Known
+        );
+        let h = input_hash(b"b");
+        assert_eq!(
+            pool.admit(&cfg, b"b".to_vec(), 0, false, |x| *x == h),
+            Admission::Known
+        );
+        assert_eq!(
+            pool.admit(&cfg, b"c".to_vec(), 0, false, none),
+            Admission::New
+        );
+        assert_eq!(
+            pool.admit(&cfg, b"d".to_vec(), 0, false, none),
+            Admission::Refused
+        );
+        let big = vec![0; cfg.max_input_bytes + 1];
+        assert_eq!(pool.take(&input_hash(b"a")), Some(b"a".to_vec()));
+        assert_eq!(pool.admit(&cfg, big, 0, false, none), Admission::Refused);
+        assert_eq!(pool.len(), 1);
+    }
+
+    #[test]
+    fn byte_budget_counts_what_is_pooled() {
+        let mut cfg = cfg();
+        cfg.max_pool_bytes = 10;
+        let mut pool = InputPool::default();
+        assert_eq!(pool.admit(&cfg, vec![1; 6], 0, false, none), Admission::New);
+        assert_eq!(
+            pool.admit(&cfg, vec![2; 6], 0, false, none),
+            Admission::Refused
+        );
+        pool.take(&input_hash(&[1; 6]));
+        assert_eq!(pool.admit(&cfg, vec![2; 6], 0, false, none), Admission::New);
+        // Expiry recounts: the bytes of dropped bodies free up.
+        assert!(pool.expire(INPUT_TTL_ROUNDS).is_empty());
+        assert_eq!(pool.len(), 0);
+        assert_eq!(
+            pool.admit(&cfg, vec![3; 10], 0, false, none),
+            Admission::New
+        );
+    }
+
+    #[test]
+    fn submitted_inputs_go_out_in_one_batch_and_are_resent_while_waiting() {
+        let cfg = cfg();
+        let mut pool = InputPool::default();
+        pool.submit(&cfg, 100, b"x".to_vec(), 0, none);
+        pool.submit(&cfg, 101, b"y".to_vec(), 0, none);
+        let due = pool.deadline().expect("a flush is due");
+        assert!(pool.flush(due - 1).is_none());
+        let Some(Action::Broadcast { bytes }) = pool.flush(due) else {
+            panic!("expected one broadcast");
+        };
+        let sent = PeerMessage::decode(&bytes).unwrap();
+        assert_eq!(
+            sent,
+            PeerMessage::Inputs(vec![b"x".to_vec(), b"y".to_vec()])
+        );
+        assert!(pool.flush(due + 100).is_none());
+        // Waiting inputs are re-sent every other round, from the second on.
+        assert!(pool.expire(1).is_empty());
+        assert_eq!(pool.expire(2).len(), 1);
+        assert!(pool.expire(3).is_empty());
+        // Inputs from peers are never re-sent by this node.
+        let mut peer = InputPool::default();
+        peer.admit(&cfg, b"z".to_vec(), 0, false, none);
+        assert!(peer.expire(2).is_empty());
+    }
+
+    #[test]
+    fn proposes_oldest_first_within_the_budget_sorted() {
+        let mut cfg = cfg();
+        cfg.max_inputs_per_ledger = 2;
+        let mut pool = InputPool::default();
+        for (i, round) in [(1u8, 5), (2, 3), (3, 4)] {
+            pool.admit(&cfg, vec![i], round, false, none);
+        }
+        let mut want = vec![input_hash(&[2]), input_hash(&[3])];
+        want.sort();
+        assert_eq!(pool.proposable(&cfg, none), want);
+        let skip = input_hash(&[2]);
+        assert!(!pool.proposable(&cfg, |h| *h == skip).contains(&skip));
+    }
+}
