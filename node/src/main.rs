@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use hotpocket_node::cli::signals::{Stop, StopSignals};
 use hotpocket_node::cli::{bench, client, cluster};
 use hotpocket_node::real::config::Config;
 use hotpocket_node::real::{random_key, runtime};
@@ -41,7 +42,7 @@ enum Command {
         #[arg(long, default_value_t = 8080)]
         pubport: u16,
     },
-    /// Run the node in DIR until Ctrl-C (or SIGTERM), then shut down cleanly.
+    /// Run the node in DIR until Ctrl-C (or SIGTERM or SIGHUP), then shut down cleanly.
     Run {
         /// A directory made by `hotpocket new` or `hotpocket cluster`.
         dir: PathBuf,
@@ -169,10 +170,13 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run { dir } => {
+            // Registered before the node starts, so a stop that comes while
+            // it starts up is still a clean one.
+            let mut stop = StopSignals::install(&[Stop::Int, Stop::Term, Stop::Hup])?;
             let (tx, rx) = watch::channel(false);
             tokio::spawn(async move {
-                stop_signal().await;
-                tracing::info!("shutting down");
+                let signal = stop.recv().await;
+                tracing::info!(%signal, "shutting down");
                 let _ = tx.send(true);
             });
             runtime::run_node(&dir, rx).await
@@ -275,13 +279,4 @@ fn default_contract() -> anyhow::Result<PathBuf> {
         );
     }
     Ok(kv)
-}
-
-async fn stop_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

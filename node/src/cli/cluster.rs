@@ -1,9 +1,11 @@
 //! `hotpocket cluster`: N nodes with one UNL on loopback, each a child
 //! process running `hotpocket run`, logging to its own directory.
 
+use crate::cli::signals::{Stop, StopSignals};
 use crate::crypto::Keypair;
 use crate::real::config::Config;
 use anyhow::{bail, Context};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -68,12 +70,24 @@ pub fn prepare(plan: &Plan, mut new_key: impl FnMut() -> Keypair) -> anyhow::Res
 
 /// Starts `hotpocket run` (this binary) for nodes `0..nodes` under `root`,
 /// each logging to its `node.log`; `log_level` sets their `RUST_LOG`, else
-/// they inherit ours.
+/// they inherit ours. Each node gets SIGTERM, its clean shutdown, when this
+/// process dies, however it dies.
+///
+/// Must run on the main thread: the kernel sends `PR_SET_PDEATHSIG` when the
+/// *thread* that forked the child exits, not the process, so a node forked
+/// from a tokio worker or blocking thread would be stopped whenever the
+/// runtime retires that thread. The main thread lives exactly as long as the
+/// process; callers awaiting this directly in `Runtime::block_on` are on it.
 pub fn spawn_nodes(
     root: &Path,
     nodes: usize,
     log_level: Option<&str>,
 ) -> anyhow::Result<Vec<tokio::process::Child>> {
+    // SAFETY: getpid and gettid have no preconditions.
+    let (parent, thread) = unsafe { (libc::getpid(), libc::gettid()) };
+    if parent != thread {
+        bail!("cluster nodes must be started from the main thread, so they are not stopped when the starting thread exits");
+    }
     let exe = std::env::current_exe().context("locating this binary")?;
     let mut children = Vec::new();
     for i in 0..nodes {
@@ -90,9 +104,41 @@ pub fn spawn_nodes(
         if let Some(level) = log_level {
             cmd.env("RUST_LOG", level);
         }
+        // SAFETY: runs in the forked child before exec; prctl and getppid
+        // are async-signal-safe and nothing here allocates.
+        unsafe {
+            cmd.pre_exec(move || die_with_parent(parent));
+        }
         children.push(cmd.spawn().with_context(|| format!("starting node {i}"))?);
     }
     Ok(children)
+}
+
+/// In a just-forked child: have the kernel send SIGTERM (which `hotpocket
+/// run` takes as a request for a clean shutdown) when the parent dies.
+fn die_with_parent(parent: libc::pid_t) -> std::io::Result<()> {
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number and changes nothing but
+    // this process's own death signal.
+    let set = unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGTERM as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    if set == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // A parent that died between fork and prctl will never send the signal:
+    // this child has already been handed to another process. Refusing to
+    // exec makes it exit at once instead of running on unwatched.
+    // SAFETY: getppid has no preconditions.
+    if unsafe { libc::getppid() } != parent {
+        return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    Ok(())
 }
 
 /// Asks every node to stop (SIGTERM: a clean shutdown) and waits for it.
@@ -110,8 +156,13 @@ pub async fn stop_nodes(children: &mut [tokio::process::Child]) {
     }
 }
 
+/// Runs the cluster until SIGINT, SIGTERM or SIGHUP, or until a node exits,
+/// then stops every node cleanly.
 pub async fn run(plan: &Plan, new_key: impl FnMut() -> Keypair) -> anyhow::Result<()> {
     prepare(plan, new_key)?;
+    // Before any node exists, so no stop signal can end this process by its
+    // default action while nodes are running.
+    let mut stop = StopSignals::install(&[Stop::Int, Stop::Term, Stop::Hup])?;
     let mut children = spawn_nodes(&plan.dir, plan.nodes, None)?;
     let first = Config::load(&node_dir(&plan.dir, 0))?;
     println!(
@@ -130,14 +181,20 @@ pub async fn run(plan: &Plan, new_key: impl FnMut() -> Keypair) -> anyhow::Resul
     let mut exited = Box::pin(futures_util::future::select_all(
         children.iter_mut().map(|c| Box::pin(c.wait())),
     ));
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        (status, i, _) = &mut exited => {
-            eprintln!("node {i} exited ({status:?}); see {}/node.log", node_dir(&plan.dir, i).display());
-        }
-    }
+    // From here on writes ignore errors rather than panic (as `println!`
+    // does): after a SIGHUP the terminal is gone and writes to it fail, and
+    // a panic would drop the children, which kills them instead of letting
+    // them shut down.
+    let why = tokio::select! {
+        signal = stop.recv() => format!("{signal}: stopping the nodes"),
+        (status, i, _) = &mut exited => format!(
+            "node {i} exited ({status:?}); see {}/node.log",
+            node_dir(&plan.dir, i).display()
+        ),
+    };
+    let _ = writeln!(std::io::stderr(), "{why}");
     drop(exited);
     stop_nodes(&mut children).await;
-    println!("cluster stopped");
+    let _ = writeln!(std::io::stdout(), "cluster stopped");
     Ok(())
 }

@@ -7,3 +7,4 @@
 pub mod bench;
 pub mod client;
 pub mod cluster;
+pub mod signals;
