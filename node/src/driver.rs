@@ -1,14 +1,22 @@
 //! The one event loop that runs a [`Node`] against an environment.
 //!
-//! Both the simulator and the real runtime call [`run`]; they differ only in
-//! the trait implementations they pass. The loop waits for a peer frame, a
-//! user input or the node's next deadline, feeds it in, and carries out the
-//! returned actions in order. Contract runs go on beside all that, one at
-//! a time and in ledger order, and their results are fed back as they end.
+//! Both the simulator and the real runtime call [`boot`] and [`run`]; they
+//! differ only in the trait implementations they pass. The loop waits for a
+//! peer frame, a user input, the running contract or the node's next
+//! deadline, feeds it in, and carries out the returned actions in order.
+//! Contract jobs go on beside all that, one at a time and in the order the
+//! node asked for them; a run is a session that may emit messages while
+//! it runs and receive the node's.
 
-use crate::consensus::{Action, Input, Node, PeerMessage};
-use crate::env::{Clock, ContractHost, Observer, PeerNetwork, Store, StoreError, Users};
-use std::collections::VecDeque;
+use crate::consensus::{
+    Action, ConsensusConfig, ContractJobs, Input, Job, Node, NodeError, PeerMessage,
+};
+use crate::contract::RunReport;
+use crate::crypto::{Hash, Keypair};
+use crate::env::{
+    Clock, ContractHost, Observer, PeerNetwork, RollbackError, RunEvent, RunLink, RunSession,
+    Store, StoreError, Users,
+};
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
 use std::task::Poll;
@@ -34,19 +42,64 @@ pub enum DriverError {
     Store(#[from] StoreError),
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error("loading the ledger: {0}")]
+    Store(#[from] StoreError),
+    #[error("the contract state is from ledger {ran}, past the durable ledger {lcl}, and cannot be rolled back: {source}")]
+    Rollback {
+        ran: u64,
+        lcl: u64,
+        source: RollbackError,
+    },
+    #[error(transparent)]
+    Node(#[from] NodeError),
+}
+
+/// Starts a node from what its store and contract host kept. A contract
+/// that ran a ledger the store never made durable (a crash between the
+/// run and the sync) is rolled back to the durable lcl first; the ledgers
+/// it has not run yet are run again.
+pub fn boot(
+    cfg: ConsensusConfig,
+    key: Keypair,
+    store: &mut impl Store,
+    contract: &mut impl ContractHost,
+) -> Result<Node, BootError> {
+    let stored = store.load()?;
+    let lcl = stored.last().map_or(0, |r| r.ledger.seq);
+    let (ran, _) = contract.ran();
+    if ran > lcl {
+        tracing::info!(ran, lcl, "the contract ran past the durable ledger: rolling it back");
+        contract
+            .rollback(lcl)
+            .map_err(|source| BootError::Rollback { ran, lcl, source })?;
+    }
+    Ok(Node::new(cfg, key, stored, contract.ran())?)
+}
+
 /// What the driver waits for next.
 enum Wake<R> {
     Input(Option<Input>),
     /// The contract job in flight (a run or a state install) finished.
-    Ran(R),
+    Done(R),
+}
+
+/// A contract job in flight, holding the host until it ends.
+enum Running<'a, X> {
+    Run {
+        seq: u64,
+        hash: Hash,
+        session: RunSession<'a, (&'a mut X, RunReport)>,
+    },
+    Install(Pin<Box<dyn Future<Output = (&'a mut X, Input)> + 'a>>),
 }
 
 /// Runs until the peer network shuts down (`Ok`) or the store fails.
 ///
 /// A contract run goes on beside consensus: the node keeps taking in and
 /// casting votes while it runs (only its stage-3 vote waits for the
-/// result). Runs and rollbacks reach the contract one at a time, in the
-/// order the node asked for them.
+/// result).
 pub async fn run<C, N, U, S, X, O>(
     node: &mut Node,
     env: &mut Env<C, N, U, S, X, O>,
@@ -67,68 +120,80 @@ where
         contract,
         observer,
     } = env;
-    let mut pending: VecDeque<Action> = node.handle(clock.now_ms(), Input::Tick).into();
+    let mut pending: Vec<Action> = node.handle(clock.now_ms(), Input::Tick);
     let mut streak = 0usize;
-    let mut jobs: VecDeque<Action> = VecDeque::new();
-    // The contract while idle; a run in flight owns it and hands it back.
+    let mut jobs = ContractJobs::default();
+    // The contract while idle; a job in flight owns it and hands it back.
     let mut idle: Option<&mut X> = Some(contract);
-    type Running<'a, X> = Pin<Box<dyn Future<Output = (&'a mut X, Input)> + 'a>>;
     let mut running: Option<Running<'_, X>> = None;
-    // What quick contract jobs (reading the state tree) gave back.
-    let mut fed: VecDeque<Input> = VecDeque::new();
+    // What quick contract jobs (reading the state tree, a failed
+    // rollback) gave back.
+    let mut fed: Vec<Input> = Vec::new();
     loop {
-        while let Some(action) = pending.pop_front() {
+        for action in pending.drain(..) {
             match action {
                 Action::Send { to, bytes } => net.send(&to, bytes),
                 Action::Broadcast { bytes } => net.broadcast(bytes),
                 Action::Persist(record) => store.append(&record)?,
                 Action::Sync => store.sync()?,
-                Action::Rollback { to } => {
-                    store.truncate(to.seq)?;
-                    // Queued runs of the dropped ledgers would be wasted.
-                    jobs.retain(|j| !matches!(j, Action::Execute(r) if r.ledger.seq > to.seq));
-                    jobs.push_back(Action::Rollback { to });
-                }
-                job @ (Action::Execute(_)
-                | Action::ReadState { .. }
-                | Action::ServeState { .. }
-                | Action::InstallState(_)) => jobs.push_back(job),
+                Action::ToContract { seq, bytes } => match running.as_mut() {
+                    Some(Running::Run { seq: s, session, .. }) if *s == seq => {
+                        session.deliver(bytes)
+                    }
+                    _ => tracing::trace!(seq, "no run of that ledger in progress: dropped"),
+                },
                 Action::Deliver { seq, run } => users.deliver(seq, &run),
                 Action::Notify(event) => observer.notify(&event),
+                Action::Contract(job) => {
+                    if let Job::Rollback { to } = &job {
+                        // The ledgers go at once (durable at the `Sync` that
+                        // follows); the contract state when its turn comes.
+                        store.truncate(to.seq)?;
+                    }
+                    jobs.push(job);
+                }
             }
         }
         while let Some(host) = idle.take() {
-            match jobs.pop_front() {
-                Some(Action::Rollback { to }) => {
-                    host.rollback(to.seq);
+            match jobs.pop() {
+                Some(Job::Rollback { to }) => {
+                    if let Err(e) = host.rollback(to.seq) {
+                        tracing::error!(seq = to.seq, error = %e, "contract state rollback failed");
+                        let error = e.to_string();
+                        fed.push(Input::RollbackFailed { seq: to.seq, error });
+                    }
                     idle = Some(host);
                 }
-                Some(Action::Execute(record)) => {
-                    running = Some(Box::pin(async move {
-                        let report = host.execute(&record).await;
-                        let (seq, hash) = (record.ledger.seq, record.hash);
-                        (host, Input::Executed { seq, hash, report })
-                    }));
+                Some(Job::Execute(record)) => {
+                    let (seq, hash) = (record.ledger.seq, record.hash);
+                    let link = RunLink::default();
+                    let run_link = link.clone();
+                    let run = async move {
+                        let report = host.execute(&record, run_link).await;
+                        (host, report)
+                    };
+                    let session = RunSession::new(run, link);
+                    running = Some(Running::Run { seq, hash, session });
                 }
-                Some(Action::InstallState(patch)) => {
-                    running = Some(Box::pin(async move {
+                Some(Job::InstallState(patch)) => {
+                    running = Some(Running::Install(Box::pin(async move {
                         let seq = patch.seq;
                         let error = host.install_state(*patch).await.err();
                         let error = error.map(|e| e.to_string());
                         (host, Input::StateInstalled { seq, error })
-                    }));
+                    })));
                 }
-                Some(Action::ReadState { id }) => {
+                Some(Job::ReadState { id }) => {
                     let tree = host.state_tree();
-                    fed.push_back(Input::LocalState { id, tree });
+                    fed.push(Input::LocalState { id, tree });
                     idle = Some(host);
                 }
-                Some(Action::ServeState { to, req }) => {
+                Some(Job::ServeState { to, req }) => {
                     let resp = host.serve_state(&req);
                     net.send(&to, PeerMessage::StateResponse(resp).encode());
                     idle = Some(host);
                 }
-                _ => idle = Some(host),
+                None => idle = Some(host),
             }
             if running.is_some() || jobs.is_empty() {
                 break;
@@ -139,8 +204,8 @@ where
         // enters a stage only on a tick), but a flood cannot hold the tick
         // back for ever.
         let overdue = streak >= MAX_STREAK && clock.now_ms() >= deadline;
-        let wake = if let Some(input) = fed.pop_front() {
-            Wake::Input(Some(input))
+        let wake = if !fed.is_empty() {
+            Wake::Input(Some(fed.remove(0)))
         } else if overdue {
             Wake::Input(Some(Input::Tick))
         } else {
@@ -149,10 +214,28 @@ where
             let mut timer = pin!(clock.sleep_until(deadline));
             // Polled in a fixed order so a simulation replays identically.
             poll_fn(|cx| {
-                if let Some(r) = running.as_mut() {
-                    if let Poll::Ready(done) = r.as_mut().poll(cx) {
-                        return Poll::Ready(Wake::Ran(done));
+                match running.as_mut() {
+                    Some(Running::Run { seq, hash, session }) => match session.poll_event(cx) {
+                        Poll::Ready(RunEvent::Message(bytes)) => {
+                            let seq = *seq;
+                            return Poll::Ready(Wake::Input(Some(Input::FromContract {
+                                seq,
+                                bytes,
+                            })));
+                        }
+                        Poll::Ready(RunEvent::Finished((host, report))) => {
+                            let (seq, hash) = (*seq, *hash);
+                            let done = Input::Executed { seq, hash, report };
+                            return Poll::Ready(Wake::Done((host, done)));
+                        }
+                        Poll::Pending => {}
+                    },
+                    Some(Running::Install(f)) => {
+                        if let Poll::Ready(done) = f.as_mut().poll(cx) {
+                            return Poll::Ready(Wake::Done(done));
+                        }
                     }
+                    None => {}
                 }
                 if let Poll::Ready(m) = peer.as_mut().poll(cx) {
                     let m = m.map(|(from, bytes)| Input::Peer { from, bytes });
@@ -169,7 +252,7 @@ where
             .await
         };
         let input = match wake {
-            Wake::Ran((host, input)) => {
+            Wake::Done((host, input)) => {
                 running = None;
                 idle = Some(host);
                 input
@@ -181,7 +264,7 @@ where
         if matches!(input, Input::Tick | Input::Peer { .. } | Input::Submit(_)) {
             streak = if tick { 0 } else { streak + 1 };
         }
-        pending.extend(node.handle(clock.now_ms(), input));
+        pending = node.handle(clock.now_ms(), input);
         if tick {
             observer.stats(node.stats());
         }

@@ -2,6 +2,7 @@
 //! perfect, instant bus and a stepped clock. This is what sans-IO buys.
 
 use hotpocket_node::consensus::{
+    Job,
     input_hash, Action, ConsensusConfig, Event, ExecResult, Input, Node, NodeError, PeerMessage,
     Proposal,
 };
@@ -96,7 +97,7 @@ impl Net {
                     let j = self.index(&to);
                     self.queue.push_back((j, me, bytes));
                 }
-                Action::Execute(r) => {
+                Action::Contract(Job::Execute(r)) => {
                     let complete = r.ledger.inputs.iter().all(|h| r.bodies.contains_key(h));
                     self.runs[i].push((r.ledger.seq, complete));
                     let more = self.nodes[i].handle(
@@ -119,7 +120,7 @@ impl Net {
                 Action::Notify(Event::StateSyncAbandoned { seq }) => self.abandoned[i].push(seq),
                 // No contract host here: the state is an empty directory,
                 // and nobody answers state requests.
-                Action::ReadState { id } => {
+                Action::Contract(Job::ReadState { id }) => {
                     let tree = StateNode::empty_dir();
                     pending.extend(self.nodes[i].handle(now, Input::LocalState { id, tree }));
                 }
@@ -402,7 +403,7 @@ fn a_self_contradicting_history_answer_is_rejected_and_a_proven_fork_rolls_back(
     // whole lie after c, with no rollback of what it just adopted.
     let out = answer(&mut net, now + 10, vec![c.clone(), d2.clone()]);
     assert!(
-        !out.iter().any(|a| matches!(a, Action::Rollback { .. })),
+        !out.iter().any(|a| matches!(a, Action::Contract(Job::Rollback { .. }))),
         "{out:?}"
     );
     assert_eq!(net.nodes[0].lcl(), c.id());
@@ -415,7 +416,7 @@ fn a_self_contradicting_history_answer_is_rejected_and_a_proven_fork_rolls_back(
     let out = answer(&mut net, now + 20, vec![d2.clone()]);
     assert!(
         out.iter()
-            .any(|a| matches!(a, Action::Rollback { to } if *to == base)),
+            .any(|a| matches!(a, Action::Contract(Job::Rollback { to }) if *to == base)),
         "{out:?}"
     );
     assert_eq!(net.nodes[0].lcl(), base);

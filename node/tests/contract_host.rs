@@ -5,7 +5,7 @@
 use hotpocket_node::consensus::input_hash;
 use hotpocket_node::contract::{FdlistFormat, RunLimits, RunOutcome, RunRequest, Stamper};
 use hotpocket_node::crypto::{Hash, Keypair, PubKey};
-use hotpocket_node::env::ContractHost;
+use hotpocket_node::env::{ContractHost, RollbackError, RunLink};
 use hotpocket_node::ledger::LedgerRecord;
 use hotpocket_node::real::contract_host::ProcessContract;
 use hotpocket_node::real::process::ProcessHost;
@@ -226,7 +226,7 @@ async fn the_host_behind_the_seam_runs_ledgers_and_rolls_back_one() {
         RunLimits::default(),
     );
     let mut contract = ProcessContract::open(h, user(100), vec![user(100)]).unwrap();
-    let first = contract.execute(&ledger(1, user(1), &[b"ab", b"cd"])).await;
+    let first = contract.execute(&ledger(1, user(1), &[b"ab", b"cd"]), RunLink::default()).await;
     // Both inputs reach user 1's fd, in order, and only user 1 answers.
     let out = String::from_utf8(first.run.outputs[&user(1)].clone()).unwrap();
     assert!(
@@ -235,17 +235,21 @@ async fn the_host_behind_the_seam_runs_ledgers_and_rolls_back_one() {
     );
     assert_eq!(first.run.outputs.len(), 1);
     assert_eq!(first.state, contract.state_hash().unwrap());
-    let second = contract.execute(&ledger(2, user(2), &[b"x"])).await;
+    let second = contract.execute(&ledger(2, user(2), &[b"x"]), RunLink::default()).await;
     assert_ne!(second.state, first.state);
     assert_eq!(std::fs::read_to_string(dir.join("count")).unwrap(), "2");
-    contract.rollback(1);
+    contract.rollback(1).unwrap();
     assert_eq!(contract.state_hash().unwrap(), first.state);
     assert_eq!(std::fs::read_to_string(dir.join("count")).unwrap(), "1");
-    // Only one step back is kept: the protocol never asks for more.
-    contract.rollback(0);
+    // Only one step back is kept: the protocol never asks for more, and a
+    // rollback past it fails without touching the state.
+    assert!(matches!(
+        contract.rollback(0),
+        Err(RollbackError::NoSnapshot { want: 0, ran: 1 })
+    ));
     assert_eq!(contract.state_hash().unwrap(), first.state);
     // A crash between the rollback's two renames: the snapshot is kept.
-    let second = contract.execute(&ledger(2, user(2), &[b"y"])).await;
+    let second = contract.execute(&ledger(2, user(2), &[b"y"]), RunLink::default()).await;
     let snap = dir.with_extension("prev");
     assert!(snap.is_dir());
     std::fs::rename(&dir, dir.with_extension("rolledback")).unwrap();
@@ -256,7 +260,7 @@ async fn the_host_behind_the_seam_runs_ledgers_and_rolls_back_one() {
     assert!(!dir.with_extension("rolledback").exists());
     // A crash in the middle of a run: the half-written state is undone.
     let mut contract = reopened;
-    let again = contract.execute(&ledger(2, user(2), &[b"y"])).await;
+    let again = contract.execute(&ledger(2, user(2), &[b"y"]), RunLink::default()).await;
     assert_eq!(again.state, second.state);
     std::fs::remove_dir_all(&snap).unwrap();
     let copied = std::process::Command::new("cp")

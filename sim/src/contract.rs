@@ -5,13 +5,16 @@
 //! so it survives a crash like a disk does. A run is written at once (a run
 //! is synchronous here, so a crash cannot split one).
 
-use crate::world::World;
+use crate::scenario::Latency;
+use crate::world::{sample, World};
 use hotpocket_contract::{Contract, Description, MemState, Run};
 use hotpocket_kv_contract::Kv;
 use hotpocket_node::contract::ExecResult;
 use hotpocket_node::contract::{RunOutcome, RunReport, RunRequest, RunResult, StateNode};
 use hotpocket_node::crypto::{Hash, PubKey};
-use hotpocket_node::env::{ContractHost, InstallError};
+use hotpocket_node::env::{ContractHost, InstallError, RollbackError, RunLink};
+use madsim::time::Duration;
+use rand_chacha::ChaCha8Rng;
 use hotpocket_node::ledger::LedgerRecord;
 use hotpocket_node::sync::state_transfer::{
     apply_to_files, serve, StateIndex, StatePatch, StateRequest, StateResponse,
@@ -90,17 +93,19 @@ impl ContractDisk {
         }
     }
 
-    /// Steps back to what running `seq` left; to the initial state if that
-    /// is older than what is kept (the node then runs everything again).
-    /// A contract that has not run `seq` yet has nothing to undo.
-    pub fn rollback(&mut self, seq: u64) {
-        if self.latest().0 <= seq {
-            return;
+    /// Steps back to what running `seq` left. A contract that has not run
+    /// `seq` yet has nothing to undo; one that no longer keeps that state
+    /// stays as it is and says so, like the process host.
+    pub fn rollback(&mut self, seq: u64) -> Result<(), RollbackError> {
+        let (ran, _) = self.latest();
+        if ran <= seq {
+            return Ok(());
+        }
+        if !self.runs.contains_key(&seq) {
+            return Err(RollbackError::NoSnapshot { want: seq, ran });
         }
         self.runs.retain(|s, _| *s <= seq);
-        if self.runs.last_key_value().is_none_or(|(s, _)| *s != seq) {
-            *self = ContractDisk::default();
-        }
+        Ok(())
     }
 }
 
@@ -110,6 +115,10 @@ pub struct SimContract {
     pub node: usize,
     pub key: PubKey,
     pub unl: Vec<PubKey>,
+    /// How long a run takes (none: no simulated time at all), drawn from
+    /// `rng`, which nothing else draws from.
+    pub run_ms: Option<Latency>,
+    pub rng: ChaCha8Rng,
 }
 
 impl SimContract {
@@ -175,7 +184,18 @@ fn run_kv(req: &RunRequest, state: &mut MemState) -> RunResult {
 }
 
 impl ContractHost for SimContract {
-    fn execute(&mut self, record: &LedgerRecord) -> impl Future<Output = RunReport> {
+    fn ran(&self) -> (u64, ExecResult) {
+        self.world.lock().nodes[self.node].contract.latest()
+    }
+
+    /// A run that takes time sleeps first and then runs: a crash meanwhile
+    /// leaves the state as it was, as the process host's `open` does.
+    /// Nothing passes over `link` yet.
+    fn execute(
+        &mut self,
+        record: &LedgerRecord,
+        _link: RunLink,
+    ) -> impl Future<Output = RunReport> {
         let missing = record
             .ledger
             .inputs
@@ -189,11 +209,17 @@ impl ContractHost for SimContract {
                 self.node, record.ledger.seq
             ));
         }
-        std::future::ready(self.run(record))
+        let delay = self.run_ms.map_or(0, |l| sample(&mut self.rng, l));
+        async move {
+            if delay > 0 {
+                madsim::time::sleep(Duration::from_millis(delay)).await;
+            }
+            self.run(record)
+        }
     }
 
-    fn rollback(&mut self, seq: u64) {
-        self.world.lock().nodes[self.node].contract.rollback(seq);
+    fn rollback(&mut self, seq: u64) -> Result<(), RollbackError> {
+        self.world.lock().nodes[self.node].contract.rollback(seq)
     }
 
     fn state_tree(&mut self) -> StateNode {

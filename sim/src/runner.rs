@@ -3,10 +3,10 @@
 use crate::byzantine::Byzantine;
 use crate::contract::SimContract;
 use crate::env::{SimClock, SimNet, SimObserver, SimStore};
-use crate::scenario::{Fault, Role, Scenario};
+use crate::scenario::{Fault, Latency, Role, Scenario};
 use crate::users::SimUsers;
 use crate::world::{NetStats, World};
-use hotpocket_node::consensus::{ConsensusConfig, Node, Stats, VoteStatus};
+use hotpocket_node::consensus::{ConsensusConfig, Stats, VoteStatus};
 use hotpocket_node::crypto::Keypair;
 use hotpocket_node::driver::{self, Env};
 use hotpocket_node::users::SessionLimits;
@@ -92,11 +92,11 @@ async fn simulate(s: Scenario, seed: u64, print_events: bool) -> Report {
 
     let nodes: Vec<NodeHandle> = (0..s.nodes)
         .map(|i| {
-            let (w, cfg) = (world.clone(), cfg.clone());
+            let (w, cfg, run_ms) = (world.clone(), cfg.clone(), s.contract.run_ms);
             handle
                 .create_node()
                 .name(format!("n{i}"))
-                .init(move || node_main(w.clone(), i, cfg.clone(), seed))
+                .init(move || node_main(w.clone(), i, cfg.clone(), seed, run_ms))
                 .build()
         })
         .collect();
@@ -183,7 +183,13 @@ fn apply(handle: &Handle, world: &Arc<World>, nodes: &[NodeHandle], fault: Fault
 }
 
 /// One node's life from boot (or reboot) until it is killed.
-async fn node_main(world: Arc<World>, i: usize, cfg: ConsensusConfig, seed: u64) {
+async fn node_main(
+    world: Arc<World>,
+    i: usize,
+    cfg: ConsensusConfig,
+    seed: u64,
+    run_ms: Option<Latency>,
+) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let (utx, urx) = tokio::sync::mpsc::unbounded_channel();
     let (key, role, unl, boots) = {
@@ -199,24 +205,15 @@ async fn node_main(world: Arc<World>, i: usize, cfg: ConsensusConfig, seed: u64)
         world: world.clone(),
         node: i,
     };
-    let stored =
-        hotpocket_node::env::Store::load(&mut store).expect("the simulated store cannot fail");
-    // The contract's state survived the crash, maybe ahead of the store:
-    // a ledger it ran may not have been synced.
-    let lcl = stored.last().map_or(0, |r| r.ledger.seq);
-    let ran = {
-        let mut g = world.lock();
-        let disk = &mut g.nodes[i].contract;
-        if disk.latest().0 > lcl {
-            disk.rollback(lcl);
-        }
-        disk.latest()
-    };
-    let contract = SimContract {
+    // Its own stream, so a scenario without run times draws nothing.
+    let salt = seed ^ 0x7275_6e73 ^ ((i as u64) << 40) ^ (boots << 20);
+    let mut contract = SimContract {
         world: world.clone(),
         node: i,
         key: key.public(),
         unl: unl.clone(),
+        run_ms,
+        rng: ChaCha8Rng::seed_from_u64(salt),
     };
     let limits = SessionLimits {
         roundtime_ms: cfg.roundtime_ms,
@@ -234,14 +231,16 @@ async fn node_main(world: Arc<World>, i: usize, cfg: ConsensusConfig, seed: u64)
         limits,
     };
     let roundtime = cfg.roundtime_ms;
-    let mut node = match Node::new(cfg, key.clone(), stored, ran) {
+    // The contract's state survived the crash, maybe ahead of the store
+    // (a ledger it ran may not have been synced): boot rolls it back.
+    let mut node = match driver::boot(cfg, key.clone(), &mut store, &mut contract) {
         Ok(n) => n,
         Err(e) => {
             world
                 .lock()
                 .checker
                 .violations
-                .push(format!("node {i} could not load its store: {e}"));
+                .push(format!("node {i} could not start: {e}"));
             return;
         }
     };

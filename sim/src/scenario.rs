@@ -22,6 +22,8 @@ pub struct Scenario {
     pub consensus: ConsensusSettings,
     #[serde(default)]
     pub network: NetworkSettings,
+    #[serde(default, skip_serializing_if = "ContractSettings::is_default")]
+    pub contract: ContractSettings,
     #[serde(default, rename = "link")]
     pub links: Vec<LinkOverride>,
     #[serde(default, rename = "node")]
@@ -53,6 +55,22 @@ impl Default for ConsensusSettings {
             stage_thresholds_pct: [50, 65, 80],
             close_threshold_pct: 80,
         }
+    }
+}
+
+/// How the simulated contract behaves.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContractSettings {
+    /// How long each run takes, drawn per run (same forms as a link's
+    /// latency); absent, a run takes no simulated time at all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_ms: Option<Latency>,
+}
+
+impl ContractSettings {
+    fn is_default(&self) -> bool {
+        *self == ContractSettings::default()
     }
 }
 

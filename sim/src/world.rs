@@ -437,7 +437,7 @@ impl World {
     }
 }
 
-fn sample(rng: &mut ChaCha8Rng, l: Latency) -> u64 {
+pub(crate) fn sample(rng: &mut ChaCha8Rng, l: Latency) -> u64 {
     let between = |rng: &mut ChaCha8Rng, lo: u64, hi: u64| lo + rng.next_u64() % (hi - lo + 1);
     match l {
         Latency::Fixed { ms } => ms,

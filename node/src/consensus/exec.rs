@@ -3,7 +3,7 @@
 //! the next ledger certified it, and which outputs may go to users.
 
 use super::chain::Chain;
-use super::{Action, Event};
+use super::{Action, Event, Job};
 use crate::contract::{ExecResult, RunReport, RunResult};
 use crate::crypto::Hash;
 use crate::ledger::Ledger;
@@ -80,7 +80,7 @@ impl Execution {
             }
             self.waiting.pop_first();
             let record = chain.get(seq).expect("waiting ledgers are in the chain");
-            out.push(Action::Execute(Box::new(record.clone())));
+            out.push(Action::Contract(Job::Execute(Box::new(record.clone()))));
         }
         out
     }

@@ -1,11 +1,11 @@
 //! What the node takes in ([`Input`]) and gives out ([`Action`], with the
 //! typed [`Event`]s and [`Stats`] its observers see).
 
-use super::{ConfigError, VoteStatus};
+use super::{ConfigError, Job, VoteStatus};
 use crate::contract::{RunReport, RunResult, StateNode};
 use crate::crypto::{Hash, PubKey};
 use crate::ledger::{ChainError, Ledger, LedgerId, LedgerRecord};
-use crate::sync::state_transfer::{FetchStats, StatePatch, StateRequest};
+use crate::sync::state_transfer::FetchStats;
 use serde::Serialize;
 
 /// An event fed to the node by its driver.
@@ -23,10 +23,16 @@ pub enum Input {
         hash: Hash,
         report: RunReport,
     },
-    /// The contract state's tree, read for `Action::ReadState { id }`.
+    /// The contract state's tree, read for `Job::ReadState { id }`.
     LocalState { id: u64, tree: StateNode },
-    /// The contract host finished `Action::InstallState` for ledger `seq`.
+    /// The contract host finished `Job::InstallState` for ledger `seq`.
     StateInstalled { seq: u64, error: Option<String> },
+    /// `Job::Rollback { to }` could not return the contract state to
+    /// what running `seq` left: it is still what a later run left.
+    RollbackFailed { seq: u64, error: String },
+    /// The contract running ledger `seq` emitted a message (the node party
+    /// line's traffic, once it exists).
+    FromContract { seq: u64, bytes: Vec<u8> },
 }
 
 /// Something the driver must do, in order.
@@ -44,24 +50,14 @@ pub enum Action {
     Persist(Box<LedgerRecord>),
     /// Durability point: everything persisted before must be on disk.
     Sync,
-    /// Drop every stored ledger after `to`, and return the contract state to
-    /// what running `to` left. Only ever the unfinal lcl (see `rollback`).
-    Rollback {
-        to: LedgerId,
+    /// Work for the contract host, queued in order.
+    Contract(Job),
+    /// Hand a message to the contract running ledger `seq`, if it still
+    /// runs.
+    ToContract {
+        seq: u64,
+        bytes: Vec<u8>,
     },
-    /// Run the contract for this ledger, then feed back `Input::Executed`.
-    Execute(Box<LedgerRecord>),
-    /// Once queued runs are done, feed back `Input::LocalState`.
-    ReadState {
-        id: u64,
-    },
-    /// Answer a peer's state request from the contract host.
-    ServeState {
-        to: PubKey,
-        req: StateRequest,
-    },
-    /// Swap the fetched state in, then feed back `Input::StateInstalled`.
-    InstallState(Box<StatePatch>),
     /// Hand ledger `seq`'s outputs to the users connected here: the ledger
     /// after it, durably stored, certified exactly these.
     Deliver {

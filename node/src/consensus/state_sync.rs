@@ -12,7 +12,7 @@
 use super::book::ProposalBook;
 use super::chain::Chain;
 use super::message::PeerMessage;
-use super::{Action, ConsensusConfig, Event, Stats};
+use super::{Action, ConsensusConfig, Event, Job, Stats};
 use crate::contract::{ExecResult, StateNode};
 use crate::crypto::PubKey;
 use crate::sync::state_transfer::{
@@ -60,6 +60,10 @@ pub struct StateSync {
     /// answer, a timeout, a new target): walking it on every message
     /// would cost a pass over the differing tree each time.
     dirty: bool,
+    /// The contract state is not what the chain says (a rollback failed):
+    /// sync before the next run, however small the gap, until a fetched
+    /// state is installed.
+    forced: bool,
     /// Requests served per peer in the current round.
     served: super::served::Served,
 }
@@ -126,12 +130,17 @@ impl StateSync {
         !matches!(self.phase, Phase::Idle)
     }
 
+    /// Makes the next run wait for a state sync, whatever the gap.
+    pub fn force(&mut self) {
+        self.forced = true;
+    }
+
     /// Called before runs are handed out: starts a state sync if the
-    /// contract is too far behind. `first_waiting` is the first ledger
-    /// still to run.
+    /// contract is too far behind (or forced). `first_waiting` is the
+    /// first ledger still to run.
     pub fn maybe_start(&mut self, v: &View, first_waiting: Option<u64>, fx: &mut Vec<Effect>) {
         let gap = v.cfg.state_sync_gap;
-        if gap == 0 || self.active() || v.now < self.retry_at {
+        if (gap == 0 && !self.forced) || self.active() || v.now < self.retry_at {
             return;
         }
         let Some(from) = first_waiting else {
@@ -140,15 +149,17 @@ impl StateSync {
         let Some((seq, result)) = v.chain.certified_target() else {
             return;
         };
-        // `from - 1` is what the contract holds once queued runs are done.
-        if seq < from || seq - (from - 1) <= gap {
+        // `from - 1` is what the contract holds once queued runs are done;
+        // forced, the state of `from - 1` itself is worth fetching.
+        let far = seq >= from && seq - (from - 1) > gap;
+        if !(far || (self.forced && seq + 1 >= from)) {
             return;
         }
         tracing::debug!(from, seq, "skipping runs for a state sync");
         fx.push(Effect::SkipRuns(seq));
         self.phase = Phase::Reading { from, seq, result };
         self.reads += 1;
-        fx.push(Effect::Do(Action::ReadState { id: self.reads }));
+        fx.push(Effect::Do(Action::Contract(Job::ReadState { id: self.reads })));
         fx.push(Effect::Do(Action::Notify(Event::StateSyncStarted {
             seq,
             behind: seq + 1 - from,
@@ -240,7 +251,7 @@ impl StateSync {
                     result,
                     stats,
                 };
-                fx.push(Effect::Do(Action::InstallState(Box::new(patch))));
+                fx.push(Effect::Do(Action::Contract(Job::InstallState(Box::new(patch)))));
                 return;
             }
         };
@@ -372,6 +383,7 @@ impl StateSync {
             fx.push(Effect::RestoreRuns { from, to: seq });
             return;
         }
+        self.forced = false;
         stats.state_syncs += 1;
         stats.state_bytes_fetched += fetched.bytes;
         stats.state_files_fetched += fetched.files;
@@ -427,7 +439,7 @@ impl StateSync {
             return;
         }
         stats.state_served += 1;
-        fx.push(Effect::Do(Action::ServeState { to: from, req }));
+        fx.push(Effect::Do(Action::Contract(Job::ServeState { to: from, req })));
     }
 }
 

@@ -5,8 +5,12 @@
 //! with virtual time, a lossy link model and an in-memory store; the real
 //! runtime with the system clock, TCP, SQLite and child processes.
 
+mod session;
+
+pub use session::{RunEvent, RunLink, RunSession};
+
 use crate::consensus::{Event, Stats};
-use crate::contract::{RunReport, RunResult, StateNode};
+use crate::contract::{ExecResult, RunReport, RunResult, StateNode};
 use crate::crypto::{Hash, PubKey};
 use crate::ledger::LedgerRecord;
 use crate::sync::state_transfer::{StatePatch, StateRequest, StateResponse};
@@ -63,10 +67,20 @@ pub trait Store {
 
 /// Runs the contract for a closed ledger.
 pub trait ContractHost {
-    /// Runs `record` (every input body present) on the current state.
-    fn execute(&mut self, record: &LedgerRecord) -> impl Future<Output = RunReport>;
-    /// Returns the contract state to what running ledger `seq` left.
-    fn rollback(&mut self, seq: u64);
+    /// Which ledger's run left the contract state (0 for the initial
+    /// state), and that run's result.
+    fn ran(&self) -> (u64, ExecResult);
+    /// Runs `record` (every input body present) on the current state, as
+    /// a session: the run may take time, and while it runs it receives
+    /// what the node delivers on `link` and sends on it what the contract
+    /// emits.
+    fn execute(&mut self, record: &LedgerRecord, link: RunLink)
+        -> impl Future<Output = RunReport>;
+    /// Returns the contract state to what running ledger `seq` left; a
+    /// state not past `seq` is left as it is. With no copy of that state
+    /// kept, it fails and leaves the state as it is: the node then takes
+    /// the certified state from its peers.
+    fn rollback(&mut self, seq: u64) -> Result<(), RollbackError>;
     /// The tree of the state the latest run, rollback or install left.
     fn state_tree(&mut self) -> StateNode;
     /// Answers a peer's state sync request from the states kept: what the
@@ -79,6 +93,14 @@ pub trait ContractHost {
         &mut self,
         patch: StatePatch,
     ) -> impl Future<Output = Result<(), InstallError>>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RollbackError {
+    #[error("no copy of the state ledger {want} left is kept (the state is from ledger {ran})")]
+    NoSnapshot { want: u64, ran: u64 },
+    #[error("contract state rollback failed: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 #[derive(Debug, thiserror::Error)]

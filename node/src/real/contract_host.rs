@@ -12,7 +12,7 @@
 use crate::consensus::ExecResult;
 use crate::contract::{RunOutcome, RunReport, RunRequest, StateNode};
 use crate::crypto::{Hash, PubKey};
-use crate::env::{ContractHost, InstallError};
+use crate::env::{ContractHost, InstallError, RollbackError, RunLink};
 use crate::ledger::LedgerRecord;
 use crate::real::process::ProcessHost;
 use crate::real::state_dir;
@@ -265,7 +265,17 @@ fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
 }
 
 impl ContractHost for ProcessContract {
-    fn execute(&mut self, record: &LedgerRecord) -> impl Future<Output = RunReport> {
+    fn ran(&self) -> (u64, ExecResult) {
+        (self.ran.seq, self.ran.result())
+    }
+
+    /// Nothing passes over `link` yet: the process gets no NPL fds that
+    /// carry anything until the node party line exists.
+    fn execute(
+        &mut self,
+        record: &LedgerRecord,
+        _link: RunLink,
+    ) -> impl Future<Output = RunReport> {
         let req = RunRequest::for_ledger(record, self.node, &self.unl);
         let seq = record.ledger.seq;
         async move {
@@ -323,36 +333,28 @@ impl ContractHost for ProcessContract {
         }
     }
 
-    fn rollback(&mut self, seq: u64) {
+    fn rollback(&mut self, seq: u64) -> Result<(), RollbackError> {
         if self.ran.seq <= seq {
-            return; // not run that far yet: nothing to undo
+            return Ok(()); // not run that far yet: nothing to undo
         }
         let Some(snapshot) = self.snapshot.filter(|s| s.seq == seq) else {
-            tracing::error!(
-                seq,
-                snapshot = ?self.snapshot,
-                "cannot roll the contract state back: no snapshot of that ledger"
-            );
-            return;
+            return Err(RollbackError::NoSnapshot {
+                want: seq,
+                ran: self.ran.seq,
+            });
         };
         let (snap, old) = (self.sibling("prev"), self.sibling("rolledback"));
         let dir = self.host.state_dir.clone();
         if old.exists() {
-            if let Err(e) = std::fs::remove_dir_all(&old) {
-                tracing::error!(error = %e, "cannot clear an old rolled-back state");
-                return;
-            }
+            std::fs::remove_dir_all(&old)?;
         }
         // Two renames, so at no point is the directory half old, half new;
         // `open` finishes the job if a crash falls between them.
-        if let Err(e) = std::fs::rename(&dir, &old) {
-            tracing::error!(error = %e, "contract state rollback failed");
-            return;
-        }
+        std::fs::rename(&dir, &old)?;
         if let Err(e) = std::fs::rename(&snap, &dir) {
-            tracing::error!(error = %e, "contract state rollback failed; keeping the rolled-back state");
+            // Keep the state it was: the failed rollback is reported.
             let _ = std::fs::rename(&old, &dir);
-            return;
+            return Err(e.into());
         }
         self.ran = snapshot;
         self.snapshot = None;
@@ -362,12 +364,14 @@ impl ContractHost for ProcessContract {
         }
         self.index = None;
         self.snap_index = None;
-        if let Err(e) = self.write_ran(None) {
-            tracing::error!(error = %e, "could not record the contract rollback");
-        }
         if let Err(e) = std::fs::remove_dir_all(&old) {
             tracing::warn!(error = %e, "could not remove the rolled-back state");
         }
+        // The state is rolled back, but if its record is not, a restart
+        // would take it for the later run's: reported as a failure, so the
+        // node installs the certified state, which writes the record anew.
+        self.write_ran(None)?;
+        Ok(())
     }
 
     fn state_tree(&mut self) -> StateNode {

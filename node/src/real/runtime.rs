@@ -1,16 +1,16 @@
 //! The real node: the same driver the simulator runs, over the system
 //! clock, TCP peers, websocket users, SQLite and a child-process contract.
 
-use crate::consensus::{Event, Node};
+use crate::consensus::Event;
 use crate::driver::{self, Env};
-use crate::env::{Clock, ContractHost, Observer, Store};
+use crate::env::{Clock, Observer};
 use crate::real::config::Config;
 use crate::real::contract_host::ProcessContract;
 use crate::real::peers::TcpPeers;
 use crate::real::process::ProcessHost;
 use crate::real::store::SqliteStore;
 use crate::real::users_ws::{now_ms, WsUsers};
-use anyhow::{bail, Context};
+use anyhow::Context;
 use std::path::Path;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -92,9 +92,6 @@ pub async fn run_node(dir: &Path, shutdown: watch::Receiver<bool>) -> anyhow::Re
     let unl = checked.consensus.unl.clone();
 
     let mut store = SqliteStore::open(&dir.join("ledger.sqlite")).context("opening the ledger")?;
-    let stored = store.load().context("loading the ledger")?;
-    let lcl = stored.last().map_or(0, |r| r.ledger.seq);
-
     let host = ProcessHost {
         binary: checked.binary.clone(),
         args: cfg.binargs.split_whitespace().map(String::from).collect(),
@@ -104,24 +101,9 @@ pub async fn run_node(dir: &Path, shutdown: watch::Receiver<bool>) -> anyhow::Re
     };
     let mut contract = ProcessContract::open(host, key.public(), unl.clone())
         .context("opening the contract state")?;
-    if contract.ran().seq > lcl {
-        // It ran a ledger the store never made durable.
-        contract.rollback(lcl);
-    }
-    let ran = contract.ran();
-    if ran.seq > lcl {
-        bail!(
-            "the contract state is from ledger {} but the ledger ends at {lcl}, and no snapshot of ledger {lcl} is left",
-            ran.seq
-        );
-    }
-    let mut node = Node::new(
-        checked.consensus.clone(),
-        key.clone(),
-        stored,
-        (ran.seq, ran.result()),
-    )
-    .context("starting consensus")?;
+    let mut node = driver::boot(checked.consensus.clone(), key.clone(), &mut store, &mut contract)
+        .context("starting the node")?;
+    let lcl = node.lcl().seq;
 
     let peer_addr = format!("{}:{}", cfg.ip, cfg.peerport);
     let peer_listener = TcpListener::bind(&peer_addr)

@@ -14,7 +14,7 @@ use crate::consensus::pool::{Admission, InputPool};
 use crate::consensus::served::Served;
 use crate::consensus::state_sync::{Effect, StateSync, View};
 use crate::consensus::timing::{Slot, Timing};
-use crate::consensus::{Action, CloseVia, ConsensusConfig, Event, Input, NodeError, Stats};
+use crate::consensus::{Action, CloseVia, ConsensusConfig, Event, Input, Job, NodeError, Stats};
 use crate::consensus::{SignedProposal, VoteStatus};
 use crate::contract::{input_hash, ExecResult};
 use crate::crypto::{Hash, KeyRing, Keypair, PubKey};
@@ -171,6 +171,18 @@ impl Node {
             }
             Input::StateInstalled { seq, error } => {
                 self.state_sync(now, |s, v, st, fx| s.on_installed(v, seq, error, st, fx))
+            }
+            Input::RollbackFailed { seq, error } => {
+                // The contract state is a later run's, not what the chain
+                // now says: take the certified state from peers before the
+                // next run.
+                tracing::error!(seq, error, "contract state not rolled back; will fetch it");
+                self.state.force();
+            }
+            Input::FromContract { seq, bytes } => {
+                // Nothing listens to a running contract yet (the node party
+                // line will).
+                tracing::trace!(seq, len = bytes.len(), "contract message dropped");
             }
         }
         self.advance(now, tick);
@@ -463,7 +475,7 @@ impl Node {
         let mut fx = Vec::new();
         self.state.abort_above(to.seq, &mut fx);
         self.apply(fx);
-        self.out.push(Action::Rollback { to });
+        self.out.push(Action::Contract(Job::Rollback { to }));
         self.out.push(Action::Sync);
         self.out
             .push(Action::Notify(Event::RolledBack { from, to }));
