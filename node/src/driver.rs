@@ -8,9 +8,7 @@
 //! node asked for them; a run is a session that may emit messages while
 //! it runs and receive the node's.
 
-use crate::consensus::{
-    Action, ConsensusConfig, ContractJobs, Input, Job, Node, NodeError, PeerMessage,
-};
+use crate::consensus::{Action, ConsensusConfig, ContractJobs, Input, Job, Node, NodeError};
 use crate::contract::RunReport;
 use crate::crypto::{Hash, Keypair};
 use crate::env::{
@@ -70,7 +68,11 @@ pub fn boot(
     let lcl = stored.last().map_or(0, |r| r.ledger.seq);
     let (ran, _) = contract.ran();
     if ran > lcl {
-        tracing::info!(ran, lcl, "the contract ran past the durable ledger: rolling it back");
+        tracing::info!(
+            ran,
+            lcl,
+            "the contract ran past the durable ledger: rolling it back"
+        );
         contract
             .rollback(lcl)
             .map_err(|source| BootError::Rollback { ran, lcl, source })?;
@@ -126,8 +128,8 @@ where
     // The contract while idle; a job in flight owns it and hands it back.
     let mut idle: Option<&mut X> = Some(contract);
     let mut running: Option<Running<'_, X>> = None;
-    // What quick contract jobs (reading the state tree, a failed
-    // rollback) gave back.
+    // What quick contract jobs (reading the state tree, answering a
+    // peer's state request, a failed rollback) gave back.
     let mut fed: Vec<Input> = Vec::new();
     loop {
         for action in pending.drain(..) {
@@ -137,9 +139,9 @@ where
                 Action::Persist(record) => store.append(&record)?,
                 Action::Sync => store.sync()?,
                 Action::ToContract { seq, bytes } => match running.as_mut() {
-                    Some(Running::Run { seq: s, session, .. }) if *s == seq => {
-                        session.deliver(bytes)
-                    }
+                    Some(Running::Run {
+                        seq: s, session, ..
+                    }) if *s == seq => session.deliver(bytes),
                     _ => tracing::trace!(seq, "no run of that ledger in progress: dropped"),
                 },
                 Action::Deliver { seq, run } => users.deliver(seq, &run),
@@ -190,7 +192,7 @@ where
                 }
                 Some(Job::ServeState { to, req }) => {
                     let resp = host.serve_state(&req);
-                    net.send(&to, PeerMessage::StateResponse(resp).encode());
+                    fed.push(Input::StateServed { to, resp });
                     idle = Some(host);
                 }
                 None => idle = Some(host),

@@ -2,9 +2,8 @@
 //! perfect, instant bus and a stepped clock. This is what sans-IO buys.
 
 use hotpocket_node::consensus::{
-    Job,
-    input_hash, Action, ConsensusConfig, Event, ExecResult, Input, Node, NodeError, PeerMessage,
-    Proposal,
+    input_hash, Action, ConsensusConfig, Event, ExecResult, Input, Job, Node, NodeError,
+    PeerMessage, Proposal,
 };
 use hotpocket_node::contract::{RunOutcome, RunReport, RunRequest, RunResult, Stamper, StateNode};
 use hotpocket_node::crypto::{Hash, Keypair, PubKey};
@@ -403,7 +402,8 @@ fn a_self_contradicting_history_answer_is_rejected_and_a_proven_fork_rolls_back(
     // whole lie after c, with no rollback of what it just adopted.
     let out = answer(&mut net, now + 10, vec![c.clone(), d2.clone()]);
     assert!(
-        !out.iter().any(|a| matches!(a, Action::Contract(Job::Rollback { .. }))),
+        !out.iter()
+            .any(|a| matches!(a, Action::Contract(Job::Rollback { .. }))),
         "{out:?}"
     );
     assert_eq!(net.nodes[0].lcl(), c.id());

@@ -226,7 +226,9 @@ async fn the_host_behind_the_seam_runs_ledgers_and_rolls_back_one() {
         RunLimits::default(),
     );
     let mut contract = ProcessContract::open(h, user(100), vec![user(100)]).unwrap();
-    let first = contract.execute(&ledger(1, user(1), &[b"ab", b"cd"]), RunLink::default()).await;
+    let first = contract
+        .execute(&ledger(1, user(1), &[b"ab", b"cd"]), RunLink::default())
+        .await;
     // Both inputs reach user 1's fd, in order, and only user 1 answers.
     let out = String::from_utf8(first.run.outputs[&user(1)].clone()).unwrap();
     assert!(
@@ -235,7 +237,9 @@ async fn the_host_behind_the_seam_runs_ledgers_and_rolls_back_one() {
     );
     assert_eq!(first.run.outputs.len(), 1);
     assert_eq!(first.state, contract.state_hash().unwrap());
-    let second = contract.execute(&ledger(2, user(2), &[b"x"]), RunLink::default()).await;
+    let second = contract
+        .execute(&ledger(2, user(2), &[b"x"]), RunLink::default())
+        .await;
     assert_ne!(second.state, first.state);
     assert_eq!(std::fs::read_to_string(dir.join("count")).unwrap(), "2");
     contract.rollback(1).unwrap();
@@ -249,7 +253,9 @@ async fn the_host_behind_the_seam_runs_ledgers_and_rolls_back_one() {
     ));
     assert_eq!(contract.state_hash().unwrap(), first.state);
     // A crash between the rollback's two renames: the snapshot is kept.
-    let second = contract.execute(&ledger(2, user(2), &[b"y"]), RunLink::default()).await;
+    let second = contract
+        .execute(&ledger(2, user(2), &[b"y"]), RunLink::default())
+        .await;
     let snap = dir.with_extension("prev");
     assert!(snap.is_dir());
     std::fs::rename(&dir, dir.with_extension("rolledback")).unwrap();
@@ -260,7 +266,9 @@ async fn the_host_behind_the_seam_runs_ledgers_and_rolls_back_one() {
     assert!(!dir.with_extension("rolledback").exists());
     // A crash in the middle of a run: the half-written state is undone.
     let mut contract = reopened;
-    let again = contract.execute(&ledger(2, user(2), &[b"y"]), RunLink::default()).await;
+    let again = contract
+        .execute(&ledger(2, user(2), &[b"y"]), RunLink::default())
+        .await;
     assert_eq!(again.state, second.state);
     std::fs::remove_dir_all(&snap).unwrap();
     let copied = std::process::Command::new("cp")

@@ -13,12 +13,12 @@ use hotpocket_node::contract::ExecResult;
 use hotpocket_node::contract::{RunOutcome, RunReport, RunRequest, RunResult, StateNode};
 use hotpocket_node::crypto::{Hash, PubKey};
 use hotpocket_node::env::{ContractHost, InstallError, RollbackError, RunLink};
-use madsim::time::Duration;
-use rand_chacha::ChaCha8Rng;
 use hotpocket_node::ledger::LedgerRecord;
 use hotpocket_node::sync::state_transfer::{
     apply_to_files, serve, StateIndex, StatePatch, StateRequest, StateResponse,
 };
+use madsim::time::Duration;
+use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;

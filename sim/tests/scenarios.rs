@@ -111,7 +111,7 @@ fn sweep(name: &str, seeds: std::ops::Range<u64>) {
     );
 }
 
-// 435 fuzzed runs in all, split so the test harness runs them in parallel.
+// 475 fuzzed runs in all, split so the test harness runs them in parallel.
 #[test]
 fn fuzz_lossy() {
     sweep("lossy", 0..50);
@@ -163,4 +163,12 @@ fn fuzz_state_restart() {
 #[test]
 fn fuzz_state_liar() {
     sweep("state-liar", 0..10);
+}
+#[test]
+fn fuzz_slow_contract_lossy() {
+    sweep("slow-contract-lossy", 0..20);
+}
+#[test]
+fn fuzz_slow_contract_crash() {
+    sweep("slow-contract-crash", 0..20);
 }

@@ -5,7 +5,7 @@ use super::{ConfigError, Job, VoteStatus};
 use crate::contract::{RunReport, RunResult, StateNode};
 use crate::crypto::{Hash, PubKey};
 use crate::ledger::{ChainError, Ledger, LedgerId, LedgerRecord};
-use crate::sync::state_transfer::FetchStats;
+use crate::sync::state_transfer::{FetchStats, StateResponse};
 use serde::Serialize;
 
 /// An event fed to the node by its driver.
@@ -27,6 +27,8 @@ pub enum Input {
     LocalState { id: u64, tree: StateNode },
     /// The contract host finished `Job::InstallState` for ledger `seq`.
     StateInstalled { seq: u64, error: Option<String> },
+    /// The contract host's answer to `Job::ServeState`, for peer `to`.
+    StateServed { to: PubKey, resp: StateResponse },
     /// `Job::Rollback { to }` could not return the contract state to
     /// what running `seq` left: it is still what a later run left.
     RollbackFailed { seq: u64, error: String },

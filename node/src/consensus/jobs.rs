@@ -18,7 +18,8 @@ pub enum Job {
     Rollback { to: LedgerId },
     /// Once the jobs before it are done, feed back `Input::LocalState`.
     ReadState { id: u64 },
-    /// Answer a peer's state request from the contract host.
+    /// Answer a peer's state request from the contract host, then feed
+    /// back `Input::StateServed`.
     ServeState { to: PubKey, req: StateRequest },
     /// Swap the fetched state in, then feed back `Input::StateInstalled`.
     InstallState(Box<StatePatch>),

@@ -159,7 +159,9 @@ impl StateSync {
         fx.push(Effect::SkipRuns(seq));
         self.phase = Phase::Reading { from, seq, result };
         self.reads += 1;
-        fx.push(Effect::Do(Action::Contract(Job::ReadState { id: self.reads })));
+        fx.push(Effect::Do(Action::Contract(Job::ReadState {
+            id: self.reads,
+        })));
         fx.push(Effect::Do(Action::Notify(Event::StateSyncStarted {
             seq,
             behind: seq + 1 - from,
@@ -251,7 +253,9 @@ impl StateSync {
                     result,
                     stats,
                 };
-                fx.push(Effect::Do(Action::Contract(Job::InstallState(Box::new(patch)))));
+                fx.push(Effect::Do(Action::Contract(Job::InstallState(Box::new(
+                    patch,
+                )))));
                 return;
             }
         };
@@ -439,7 +443,10 @@ impl StateSync {
             return;
         }
         stats.state_served += 1;
-        fx.push(Effect::Do(Action::Contract(Job::ServeState { to: from, req })));
+        fx.push(Effect::Do(Action::Contract(Job::ServeState {
+            to: from,
+            req,
+        })));
     }
 }
 

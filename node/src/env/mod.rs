@@ -74,8 +74,7 @@ pub trait ContractHost {
     /// a session: the run may take time, and while it runs it receives
     /// what the node delivers on `link` and sends on it what the contract
     /// emits.
-    fn execute(&mut self, record: &LedgerRecord, link: RunLink)
-        -> impl Future<Output = RunReport>;
+    fn execute(&mut self, record: &LedgerRecord, link: RunLink) -> impl Future<Output = RunReport>;
     /// Returns the contract state to what running ledger `seq` left; a
     /// state not past `seq` is left as it is. With no copy of that state
     /// kept, it fails and leaves the state as it is: the node then takes

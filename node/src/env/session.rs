@@ -156,7 +156,10 @@ mod tests {
         };
         let mut session = RunSession::new(run, link);
         let flag = Arc::new(Flag(Mutex::new(false)));
-        assert!(poll(&mut session, &flag).is_pending(), "waits for a message");
+        assert!(
+            poll(&mut session, &flag).is_pending(),
+            "waits for a message"
+        );
         session.deliver(b"hello".to_vec());
         assert!(*flag.0.lock().unwrap(), "delivering wakes the run");
         match poll(&mut session, &flag) {

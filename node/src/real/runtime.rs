@@ -101,8 +101,13 @@ pub async fn run_node(dir: &Path, shutdown: watch::Receiver<bool>) -> anyhow::Re
     };
     let mut contract = ProcessContract::open(host, key.public(), unl.clone())
         .context("opening the contract state")?;
-    let mut node = driver::boot(checked.consensus.clone(), key.clone(), &mut store, &mut contract)
-        .context("starting the node")?;
+    let mut node = driver::boot(
+        checked.consensus.clone(),
+        key.clone(),
+        &mut store,
+        &mut contract,
+    )
+    .context("starting the node")?;
     let lcl = node.lcl().seq;
 
     let peer_addr = format!("{}:{}", cfg.ip, cfg.peerport);

@@ -172,6 +172,10 @@ impl Node {
             Input::StateInstalled { seq, error } => {
                 self.state_sync(now, |s, v, st, fx| s.on_installed(v, seq, error, st, fx))
             }
+            Input::StateServed { to, resp } => {
+                let bytes = PeerMessage::StateResponse(resp).encode();
+                self.out.push(Action::Send { to, bytes });
+            }
             Input::RollbackFailed { seq, error } => {
                 // The contract state is a later run's, not what the chain
                 // now says: take the certified state from peers before the
