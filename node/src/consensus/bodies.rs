@@ -30,14 +30,15 @@ impl BodyFetch {
         self.inflight.map(|(_, d)| d)
     }
 
-    /// Asks the next of `peers` for `missing` (what the first ledger to run
-    /// lacks), unless a request is still in time.
+    /// Asks the next of the peers for what the first ledger to run lacks,
+    /// unless a request is still in time. `want` gives both (missing
+    /// hashes, peers), and is only called when a request may go: this runs
+    /// after every event.
     pub fn tick(
         &mut self,
         now: u64,
         patience: u64,
-        missing: Vec<Hash>,
-        peers: &[PubKey],
+        want: impl FnOnce() -> (Vec<Hash>, Vec<PubKey>),
     ) -> Option<Action> {
         if let Some((_, deadline)) = self.inflight {
             if now < deadline {
@@ -46,6 +47,7 @@ impl BodyFetch {
             self.inflight = None;
             self.attempt += 1;
         }
+        let (missing, peers) = want();
         if missing.is_empty() || peers.is_empty() {
             return None;
         }
@@ -94,21 +96,19 @@ mod tests {
     fn asks_peers_in_turn_with_patience() {
         let mut f = BodyFetch::default();
         let peers = [PubKey([1; 32]), PubKey([2; 32])];
-        let want = vec![Hash([9; 32])];
-        let Some(Action::Send { to, .. }) = f.tick(0, 50, want.clone(), &peers) else {
+        let want = || (vec![Hash([9; 32])], peers.to_vec());
+        let Some(Action::Send { to, .. }) = f.tick(0, 50, want) else {
             panic!("expected a request");
         };
         assert_eq!(to, peers[0]);
-        assert!(
-            f.tick(49, 50, want.clone(), &peers).is_none(),
-            "still in time"
-        );
-        let Some(Action::Send { to, .. }) = f.tick(50, 50, want.clone(), &peers) else {
+        assert!(f.tick(49, 50, want).is_none(), "still in time");
+        let Some(Action::Send { to, .. }) = f.tick(50, 50, want) else {
             panic!("expected a retry");
         };
         assert_eq!(to, peers[1], "the retry goes to the next peer");
         f.answered(&peers[1]);
-        assert!(f.tick(51, 50, vec![], &peers).is_none(), "nothing missing");
+        let nothing = || (vec![], peers.to_vec());
+        assert!(f.tick(51, 50, nothing).is_none(), "nothing missing");
     }
 
     #[test]

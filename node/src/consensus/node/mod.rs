@@ -499,16 +499,14 @@ impl Node {
         if !self.state.active() {
             self.out.extend(self.exec.ready_runs(&self.chain));
         }
-        let me = self.key.public();
-        let peers: Vec<PubKey> = self.cfg.unl.iter().filter(|k| **k != me).copied().collect();
-        let missing = self
-            .exec
-            .first_waiting()
-            .map(|seq| self.chain.missing_bodies(seq))
-            .unwrap_or_default();
-        let patience = catchup::patience(&self.cfg);
-        self.out
-            .extend(self.bodies.tick(now, patience, missing, &peers));
+        let (me, cfg, chain, exec) = (self.key.public(), &self.cfg, &self.chain, &self.exec);
+        let want = || {
+            let missing = exec.first_waiting().map(|seq| chain.missing_bodies(seq));
+            let peers = cfg.unl.iter().filter(|k| **k != me).copied().collect();
+            (missing.unwrap_or_default(), peers)
+        };
+        let patience = catchup::patience(cfg);
+        self.out.extend(self.bodies.tick(now, patience, want));
     }
 
     fn on_bodies(&mut self, now: u64, from: PubKey, bodies: Vec<Vec<u8>>) {
