@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use hotpocket_node::cli::signals::{Stop, StopSignals};
 use hotpocket_node::cli::{bench, client, cluster};
 use hotpocket_node::real::config::Config;
-use hotpocket_node::real::{random_key, runtime};
+use hotpocket_node::real::{random_key, runtime, OsEntropy};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use tokio::sync::watch;
@@ -142,6 +142,7 @@ fn main() {
 }
 
 async fn real_main(cli: Cli) -> anyhow::Result<()> {
+    let mut entropy = OsEntropy;
     match cli.command {
         Command::New {
             dir,
@@ -156,7 +157,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 }
                 None => (default_contract()?, String::new()),
             };
-            let key = random_key();
+            let key = random_key(&mut entropy);
             let mut cfg = Config::new_node(&key, binary.display().to_string(), args);
             cfg.peerport = peerport;
             cfg.pubport = pubport;
@@ -182,7 +183,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             runtime::run_node(&dir, rx).await
         }
         Command::Keygen => {
-            let key = random_key();
+            let key = random_key(&mut entropy);
             println!(
                 "{}",
                 serde_json::json!({"pubkey": key.public().to_hex(), "seckey": key.secret_hex()})
@@ -193,7 +194,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             let key = match key {
                 Some(path) => client::read_key(&path)?,
                 None => {
-                    let k = random_key();
+                    let k = random_key(&mut entropy);
                     eprintln!("user key {}", k.public().to_hex());
                     k
                 }
@@ -220,7 +221,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 peerport,
                 pubport,
             };
-            cluster::run(&plan, random_key).await
+            cluster::run(&plan, || random_key(&mut entropy)).await
         }
         Command::Bench {
             nodes,

@@ -8,6 +8,7 @@
 pub mod byzantine;
 pub mod checker;
 pub mod contract;
+pub mod entropy;
 pub mod env;
 pub mod fuzz;
 pub mod outputs;

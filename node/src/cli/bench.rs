@@ -4,8 +4,8 @@
 
 use crate::cli::cluster::{node_dir, prepare, spawn_nodes, stop_nodes, Plan};
 use crate::real::config::Config;
-use crate::real::random_key;
 use crate::real::users_ws::now_ms;
+use crate::real::{random_key, OsEntropy};
 use crate::users::answer_challenge;
 use anyhow::bail;
 use futures_util::{SinkExt, StreamExt};
@@ -67,7 +67,7 @@ async fn client(
     stop: Instant,
     latencies: Arc<Mutex<Vec<(u64, u64)>>>,
 ) -> anyhow::Result<()> {
-    let key = random_key();
+    let key = random_key(&mut OsEntropy);
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}")).await?;
     let Some(Ok(Message::Text(challenge))) = ws.next().await else {
         bail!("no challenge");
@@ -159,7 +159,7 @@ pub async fn run(o: &Options) -> anyhow::Result<()> {
         peerport: o.peerport,
         pubport: o.pubport,
     };
-    prepare(&plan, random_key)?;
+    prepare(&plan, || random_key(&mut OsEntropy))?;
     for i in 0..o.nodes {
         let dir = node_dir(&root, i);
         let mut cfg = Config::load(&dir)?.cfg;

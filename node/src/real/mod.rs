@@ -14,10 +14,22 @@ pub mod store;
 pub mod users_ws;
 
 use crate::crypto::Keypair;
+use crate::env::Entropy;
 
-/// A new key pair from the OS's randomness.
-pub fn random_key() -> Keypair {
-    let mut seed = [0u8; 32];
-    getrandom::getrandom(&mut seed).expect("the OS has randomness");
-    Keypair::from_seed(seed)
+/// The OS's randomness. The only caller of `getrandom` in the node, so
+/// every key and challenge is drawn through `Entropy`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OsEntropy;
+
+impl Entropy for OsEntropy {
+    fn fill(&mut self, buf: &mut [u8]) {
+        // `Entropy` has no error path: without the OS's randomness a node
+        // could only make keys and challenges others can guess.
+        getrandom::getrandom(buf).expect("the OS has randomness");
+    }
+}
+
+/// A new key pair from `entropy`.
+pub fn random_key(entropy: &mut impl Entropy) -> Keypair {
+    Keypair::from_seed(entropy.seed32())
 }

@@ -8,7 +8,8 @@
 
 use crate::consensus::MAX_FRAME_BYTES;
 use crate::crypto::{verify, Hash, Keypair, PubKey, Sig};
-use crate::env::PeerNetwork;
+use crate::env::{Entropy, PeerNetwork};
+use crate::real::OsEntropy;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -158,9 +159,7 @@ struct Shared {
 }
 
 fn challenge() -> [u8; 32] {
-    let mut c = [0u8; 32];
-    getrandom::getrandom(&mut c).expect("the OS has randomness");
-    c
+    OsEntropy.seed32()
 }
 
 impl TcpPeers {
