@@ -2,6 +2,7 @@
 
 use crate::byzantine::Byzantine;
 use crate::contract::SimContract;
+use crate::entropy::SimEntropy;
 use crate::env::{SimClock, SimNet, SimObserver, SimStore};
 use crate::scenario::{Fault, Latency, Role, Scenario};
 use crate::users::SimUsers;
@@ -9,7 +10,7 @@ use crate::world::{NetStats, World};
 use hotpocket_node::consensus::{ConsensusConfig, Stats, VoteStatus};
 use hotpocket_node::crypto::Keypair;
 use hotpocket_node::driver::{self, Env};
-use hotpocket_node::users::SessionLimits;
+use hotpocket_node::users::{Intake, SessionLimits};
 use madsim::runtime::{Handle, NodeHandle, Runtime};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -226,9 +227,7 @@ async fn node_main(
         node: i,
         rx: urx,
         sessions: Default::default(),
-        stamper: Default::default(),
-        entropy: ChaCha8Rng::seed_from_u64(seed ^ 0x6368_616c ^ ((i as u64) << 32) ^ boots),
-        limits,
+        intake: Intake::new(limits, SimEntropy::for_boot(seed, i, boots)),
     };
     let roundtime = cfg.roundtime_ms;
     // The contract's state survived the crash, maybe ahead of the store

@@ -3,13 +3,12 @@
 //! certified outputs. The node side here is what the websocket server is to
 //! the real node; the checks on what users receive live in `outputs`.
 
+use crate::entropy::SimEntropy;
 use crate::world::{World, EPOCH_MS};
-use hotpocket_node::contract::{RunResult, Stamper};
+use hotpocket_node::contract::RunResult;
 use hotpocket_node::crypto::Keypair;
 use hotpocket_node::env::Users;
-use hotpocket_node::users::{answer_challenge, Reply, Session, SessionLimits};
-use rand_chacha::ChaCha8Rng;
-use rand_core::RngCore;
+use hotpocket_node::users::{answer_challenge, outputs_for, Action, Intake, Session};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -30,10 +29,8 @@ pub struct SimUsers {
     pub node: usize,
     pub rx: UnboundedReceiver<UserMsg>,
     pub sessions: BTreeMap<usize, Session>,
-    pub stamper: Stamper,
-    /// The node's entropy, for challenges.
-    pub entropy: ChaCha8Rng,
-    pub limits: SessionLimits,
+    /// What the websocket server also does: challenges and stamps.
+    pub intake: Intake<SimEntropy>,
 }
 
 impl SimUsers {
@@ -45,9 +42,7 @@ impl SimUsers {
     /// Connects user `u`: the node challenges, the user signs, the node
     /// checks. Any refusal is a violation: these users are honest.
     fn connect(&mut self, u: usize, now: u64) -> Option<Session> {
-        let mut challenge = [0u8; 16];
-        self.entropy.fill_bytes(&mut challenge);
-        let (mut session, msg) = Session::open(self.limits.clone(), challenge);
+        let (mut session, msg) = self.intake.open();
         let key = self.world.lock().users[u].key.clone();
         let Ok(helo) = answer_challenge(&key, &msg, (EPOCH_MS + self.world.now()) / 1000) else {
             self.world.violation(format!(
@@ -76,14 +71,14 @@ impl SimUsers {
             self.sessions.insert(u, s);
         }
         let session = self.sessions.get_mut(&u).expect("inserted above");
-        for reply in session.on_message(now, &payload, false) {
-            match reply {
-                Reply::Input { user, body } => {
-                    let body = self.stamper.stamp(now, user, body);
+        let replies = session.on_message(now, &payload, false);
+        for action in self.intake.act(now, replies) {
+            match action {
+                Action::Submit(body) => {
                     self.world.input_taken(self.node, u, key, &body);
                     return Some(body);
                 }
-                Reply::Send(m) | Reply::Close(m) => {
+                Action::Send(m) | Action::Close(m) => {
                     self.world
                         .violation(format!("node {} answered user {u}: {m}", self.node));
                 }
@@ -105,13 +100,13 @@ impl Users for SimUsers {
     }
 
     fn deliver(&mut self, seq: u64, run: &RunResult) {
-        let here: Vec<(usize, Vec<u8>)> = self
+        let connected = self
             .sessions
             .iter()
-            .filter_map(|(u, s)| {
-                let out = run.outputs.get(&s.user()?)?;
-                Some((*u, out.clone()))
-            })
+            .filter_map(|(u, s)| Some((*u, s.user()?)));
+        let here = outputs_for(run, connected)
+            .into_iter()
+            .map(|(u, out)| (u, out.to_vec()))
             .collect();
         self.world.outputs_delivered(self.node, seq, run, here);
     }

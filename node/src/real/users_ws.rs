@@ -5,10 +5,11 @@
 //! Certified outputs go back as binary messages on every connection the
 //! user has open to this node.
 
-use crate::contract::{RunResult, Stamper};
+use crate::contract::RunResult;
 use crate::crypto::PubKey;
 use crate::env::Users;
-use crate::users::{Reply, Session, SessionLimits};
+use crate::real::OsEntropy;
+use crate::users::{outputs_for, Action, Intake, SessionLimits};
 use futures_util::{SinkExt, StreamExt};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -40,10 +41,9 @@ pub struct WsUsers {
 
 #[derive(Clone)]
 struct Shared {
-    limits: SessionLimits,
     inputs: mpsc::Sender<Vec<u8>>,
     conns: Conns,
-    stamper: Arc<Mutex<Stamper>>,
+    intake: Arc<Mutex<Intake<OsEntropy>>>,
     next_id: Arc<AtomicU64>,
     open: Arc<AtomicUsize>,
     queued: Arc<AtomicUsize>,
@@ -93,10 +93,9 @@ impl WsUsers {
         let conns: Conns = Default::default();
         let queued = Arc::new(AtomicUsize::new(0));
         let shared = Shared {
-            limits,
+            intake: Arc::new(Mutex::new(Intake::new(limits, OsEntropy))),
             inputs: tx,
             conns: conns.clone(),
-            stamper: Default::default(),
             next_id: Default::default(),
             open: Default::default(),
             queued: queued.clone(),
@@ -119,14 +118,12 @@ impl Users for WsUsers {
 
     fn deliver(&mut self, seq: u64, run: &RunResult) {
         let conns = self.conns.lock().expect("not poisoned");
-        for (user, out) in &run.outputs {
-            if out.is_empty() {
-                continue;
-            }
-            for tx in conns.get(user).into_iter().flat_map(|m| m.values()) {
-                if tx.try_send(Message::Binary(out.clone())).is_err() {
-                    tracing::warn!(user = %user.short(), seq, "user too slow: output dropped");
-                }
+        let here = conns
+            .iter()
+            .flat_map(|(user, m)| m.values().map(move |tx| ((user, tx), *user)));
+        for ((user, tx), out) in outputs_for(run, here) {
+            if tx.try_send(Message::Binary(out.to_vec())).is_err() {
+                tracing::warn!(user = %user.short(), seq, "user too slow: output dropped");
             }
         }
     }
@@ -172,11 +169,13 @@ async fn serve(
     let mut config = WebSocketConfig::default();
     // Twice the session's limit: the session answers a moderately oversized
     // message with a clear error; anything beyond this never gets buffered.
-    let cap = shared
-        .limits
-        .max_message_bytes
-        .saturating_mul(2)
-        .saturating_add(4096);
+    let max_message_bytes = shared
+        .intake
+        .lock()
+        .expect("not poisoned")
+        .limits()
+        .max_message_bytes;
+    let cap = max_message_bytes.saturating_mul(2).saturating_add(4096);
     config.max_message_size = Some(cap);
     config.max_frame_size = Some(cap);
     let upgrade = tokio_tungstenite::accept_async_with_config(stream, Some(config));
@@ -185,9 +184,7 @@ async fn serve(
     };
     let mut ws = ws?;
     let helo_by = tokio::time::Instant::now() + HELO_TIMEOUT;
-    let mut challenge = [0u8; 16];
-    getrandom::getrandom(&mut challenge).expect("the OS has randomness");
-    let (mut session, hello) = Session::open(shared.limits.clone(), challenge);
+    let (mut session, hello) = shared.intake.lock().expect("not poisoned").open();
     ws.send(Message::Text(hello)).await?;
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let (out_tx, mut out_rx) = mpsc::channel::<Message>(OUT_QUEUE);
@@ -219,21 +216,24 @@ async fn serve(
             Some(Ok(_)) => continue, // ping/pong: tungstenite answers pings
         };
         let mut close = false;
-        for reply in session.on_message(now_ms(), &bytes, text) {
-            match reply {
-                Reply::Send(m) => ws.send(Message::Text(m)).await?,
-                Reply::Close(m) => {
+        let now = now_ms();
+        // The session runs outside the lock: it verifies signatures and
+        // hashes inputs, which other connections need not wait for.
+        let replies = session.on_message(now, &bytes, text);
+        let actions = shared
+            .intake
+            .lock()
+            .expect("not poisoned")
+            .act(now, replies);
+        for action in actions {
+            match action {
+                Action::Send(m) => ws.send(Message::Text(m)).await?,
+                Action::Close(m) => {
                     tracing::info!(user = ?session.user().map(|u| u.short()), reason = %m, "closing a user connection");
                     ws.send(Message::Text(m)).await?;
                     close = true;
                 }
-                Reply::Input { user, body } => {
-                    let body =
-                        shared
-                            .stamper
-                            .lock()
-                            .expect("not poisoned")
-                            .stamp(now_ms(), user, body);
+                Action::Submit(body) => {
                     let len = body.len();
                     let room =
                         shared.queued.fetch_add(len, Ordering::Relaxed) + len <= MAX_QUEUED_BYTES;

@@ -13,6 +13,9 @@ use crate::crypto::{verify_raw, Hash, Keypair, PubKey, Sig};
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, VecDeque};
 
+mod intake;
+pub use intake::{outputs_for, Action, Intake};
+
 pub const PROTOCOL_VERSION: &str = "0.1";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -274,5 +277,7 @@ fn helo(
     Ok(user)
 }
 
+#[cfg(test)]
+mod intake_tests;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,96 @@
+use super::*;
+use crate::contract::{RunOutcome, RunResult, UserInput};
+use crate::env::Entropy;
+use std::collections::BTreeMap;
+
+const NOW: u64 = 1_700_000_000_000;
+
+/// Counts up from 0, so every challenge is known in advance.
+struct Counting(u8);
+
+impl Entropy for Counting {
+    fn fill(&mut self, buf: &mut [u8]) {
+        for b in buf {
+            *b = self.0;
+            self.0 = self.0.wrapping_add(1);
+        }
+    }
+}
+
+fn intake() -> Intake<Counting> {
+    Intake::new(SessionLimits::default(), Counting(0))
+}
+
+/// A session of `key` through `intake`, past the handshake.
+fn connected(intake: &mut Intake<Counting>, key: &Keypair) -> Session {
+    let (mut s, msg) = intake.open();
+    let helo = answer_challenge(key, &msg, NOW / 1000).unwrap();
+    let replies = s.on_message(NOW, helo.as_bytes(), true);
+    assert!(intake.act(NOW, replies).is_empty());
+    assert_eq!(s.user(), Some(key.public()));
+    s
+}
+
+#[test]
+fn every_connection_is_challenged_with_fresh_entropy() {
+    let mut intake = intake();
+    let challenge = |msg: &str| {
+        let v: Value = serde_json::from_str(msg).unwrap();
+        v["challenge"].as_str().unwrap().to_string()
+    };
+    let (_, first) = intake.open();
+    let (_, second) = intake.open();
+    assert_eq!(challenge(&first), hex::encode((0..16).collect::<Vec<u8>>()));
+    assert_eq!(
+        challenge(&second),
+        hex::encode((16..32).collect::<Vec<u8>>())
+    );
+    assert_eq!(intake.limits(), &SessionLimits::default());
+}
+
+#[test]
+fn inputs_are_stamped_for_the_node_and_messages_pass_through() {
+    let mut intake = intake();
+    let (a, b) = (Keypair::from_seed([1; 32]), Keypair::from_seed([2; 32]));
+    let mut sa = connected(&mut intake, &a);
+    let mut sb = connected(&mut intake, &b);
+    let mut submitted = Vec::new();
+    for (s, body) in [(&mut sa, &b"set x 1"[..]), (&mut sb, b"get x")] {
+        let replies = s.on_message(NOW, body, false);
+        match &intake.act(NOW, replies)[..] {
+            [Action::Submit(stamped)] => submitted.push(UserInput::decode(stamped).unwrap()),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(submitted[0].user, a.public());
+    assert_eq!(submitted[0].payload, b"set x 1");
+    assert_eq!(submitted[1].user, b.public());
+    assert!(
+        submitted[1].nonce > submitted[0].nonce,
+        "one stamper for all of the node's users"
+    );
+    let replies = vec![Reply::Send("s".into()), Reply::Close("c".into())];
+    assert_eq!(
+        intake.act(NOW, replies),
+        vec![Action::Send("s".into()), Action::Close("c".into())]
+    );
+}
+
+#[test]
+fn outputs_go_to_every_connection_of_their_user_except_empty_ones() {
+    let (a, b, c) = (PubKey([1; 32]), PubKey([2; 32]), PubKey([3; 32]));
+    let run = RunResult {
+        outcome: RunOutcome::Exited(Some(0)),
+        outputs: BTreeMap::from([
+            (a, b"to a".to_vec()),
+            (b, Vec::new()),
+            (PubKey([9; 32]), b"not here".to_vec()),
+        ]),
+    };
+    let connected = [("a1", a), ("b", b), ("c", c), ("a2", a)];
+    assert_eq!(
+        outputs_for(&run, connected),
+        vec![("a1", &b"to a"[..]), ("a2", &b"to a"[..])]
+    );
+    assert!(outputs_for(&run, Vec::<(u8, PubKey)>::new()).is_empty());
+}
