@@ -2,14 +2,15 @@
 //! `kv-contract` binary runs under the real host, over an in-memory state.
 //!
 //! Its state is the simulated node's state directory: it lives in the world,
-//! so it survives a crash like a disk does. A run is written at once (a run
-//! is synchronous here, so a crash cannot split one).
+//! so it survives a crash like a disk does. A run is written at once, at
+//! its end (a run that takes time sleeps first), so a crash cannot split
+//! one.
 
 use crate::scenario::Latency;
 use crate::world::{sample, World};
-use hotpocket_contract::{Contract, Description, MemState, Run};
+use hotpocket_contract::{parse_description, Contract, MemState, Run};
 use hotpocket_kv_contract::Kv;
-use hotpocket_node::contract::ExecResult;
+use hotpocket_node::contract::{describe, ExecResult, FdlistFormat};
 use hotpocket_node::contract::{RunOutcome, RunReport, RunRequest, RunResult, StateNode};
 use hotpocket_node::crypto::{Hash, PubKey};
 use hotpocket_node::env::{ContractHost, InstallError, RollbackError, RunLink};
@@ -149,16 +150,23 @@ impl SimContract {
     }
 }
 
-/// One run of the kv contract, as the SDK runs it in a process.
+/// In-process runs have no file descriptors: the inputs and outputs are
+/// handed over directly, so the description names none.
+const NO_FD: i32 = -1;
+
+/// One run of the kv contract, as the SDK runs it in a process: the
+/// description is the one the real host writes to the contract's stdin, in
+/// the default format, parsed as the SDK parses it.
 fn run_kv(req: &RunRequest, state: &mut MemState) -> RunResult {
-    let description = Description {
-        lcl: req.lcl.to_string(),
-        seq: req.seq,
-        time: req.time_ms / 1000,
-        pubkey: req.node.to_hex(),
-        unl: req.unl.iter().map(|k| k.to_hex()).collect(),
-        rand: req.rand.map(|r| r.to_string()),
-        users: BTreeMap::new(),
+    // As the SDK's binary exits before writing any output.
+    let failed = RunResult {
+        outcome: RunOutcome::Exited(Some(1)),
+        outputs: BTreeMap::new(),
+    };
+    let fds = req.inputs.keys().map(|k| (*k, (NO_FD, NO_FD))).collect();
+    let text = describe(FdlistFormat::default(), req, (NO_FD, NO_FD), &fds);
+    let Ok(description) = parse_description(&text) else {
+        return failed;
     };
     let inputs = req
         .inputs
@@ -166,13 +174,8 @@ fn run_kv(req: &RunRequest, state: &mut MemState) -> RunResult {
         .map(|(user, ins)| (user.to_hex(), ins.concat()))
         .collect();
     let mut run = Run::in_memory(description, inputs, state);
-    let failed = Kv.run(&mut run).is_err();
-    if failed {
-        // As the SDK's binary exits before writing any output.
-        return RunResult {
-            outcome: RunOutcome::Exited(Some(1)),
-            outputs: BTreeMap::new(),
-        };
+    if Kv.run(&mut run).is_err() {
+        return failed;
     }
     let outcome = RunOutcome::Exited(Some(0));
     let outputs = run
