@@ -38,6 +38,9 @@ pub enum DriverError {
     /// The node cannot promise durability any more, so it stops.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The contract state directory is gone: nothing can run any more.
+    #[error(transparent)]
+    ContractLost(RollbackError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +164,13 @@ where
                 Some(Job::Rollback { to }) => {
                     if let Err(e) = host.rollback(to.seq) {
                         tracing::error!(seq = to.seq, error = %e, "contract state rollback failed");
+                        if let RollbackError::Lost(_) = e {
+                            return Err(DriverError::ContractLost(e));
+                        }
+                        // Runs queued behind it would run on the wrong
+                        // state; the node hands them out again once it has
+                        // the certified state.
+                        jobs.drop_runs();
                         let error = e.to_string();
                         fed.push(Input::RollbackFailed { seq: to.seq, error });
                     }
@@ -263,7 +273,10 @@ where
             Wake::Input(Some(input)) => input,
         };
         let tick = matches!(input, Input::Tick);
-        if matches!(input, Input::Tick | Input::Peer { .. } | Input::Submit(_)) {
+        if matches!(
+            input,
+            Input::Tick | Input::Peer { .. } | Input::Submit(_) | Input::FromContract { .. }
+        ) {
             streak = if tick { 0 } else { streak + 1 };
         }
         pending = node.handle(clock.now_ms(), input);

@@ -319,6 +319,42 @@ fn a_state_sync_nobody_serves_is_given_up_and_the_ledgers_are_run() {
 }
 
 #[test]
+fn after_a_failed_rollback_no_ledger_runs_until_the_certified_state_is_fetched() {
+    let mut net = Net::new(5);
+    net.run_until(T0 + 6_000);
+    let lcl = net.nodes[3].lcl();
+    let ran_before = net.runs[3].len();
+    // The host could not return node 3's state to ledger lcl - 1: it holds
+    // a later run than the chain says. Nobody here answers state requests.
+    let now = T0 + 6_010;
+    let fed = Input::RollbackFailed {
+        seq: lcl.seq - 1,
+        error: "no snapshot".into(),
+    };
+    let a = net.nodes[3].handle(now, fed);
+    let started = a.iter().any(
+        |a| matches!(a, Action::Notify(Event::StateSyncStarted { seq, .. }) if *seq == lcl.seq - 1),
+    );
+    assert!(
+        started,
+        "a forced sync of the certified state starts: {a:?}"
+    );
+    assert!(
+        !a.iter()
+            .any(|a| matches!(a, Action::Contract(Job::Execute(_)))),
+        "no run goes first"
+    );
+    net.apply(3, now, a);
+    // Rounds go by, and the sync is given up (nobody serves state), but no
+    // run happens on the wrong state: the node keeps waiting for it.
+    net.run_between(T0 + 6_050, T0 + 40_000);
+    assert!(!net.abandoned[3].is_empty(), "the sync was given up");
+    assert_eq!(net.runs[3].len(), ran_before, "no run on the wrong state");
+    // Consensus goes on without its runs; its stage-3 votes wait for them.
+    assert!(net.nodes[0].lcl().seq > lcl.seq + 20);
+}
+
+#[test]
 fn a_corrupt_stored_chain_is_refused_at_start() {
     let mut net = Net::new(4);
     net.run_until(T0 + 5_000);

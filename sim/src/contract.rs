@@ -289,3 +289,38 @@ impl ContractHost for SimContract {
         std::future::ready(result)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disk_with_runs(seqs: &[u64]) -> ContractDisk {
+        let mut disk = ContractDisk::default();
+        for &seq in seqs {
+            let mut state = MemState::default();
+            state.0.insert(format!("kv/{seq}"), vec![seq as u8]);
+            let kept = Kept::new(state, Some(disk.latest_kept()), Hash::ZERO);
+            disk.keep(seq, kept);
+        }
+        disk
+    }
+
+    #[test]
+    fn rolls_back_to_a_kept_run_and_refuses_past_it_like_the_process_host() {
+        let mut disk = disk_with_runs(&[1, 2, 3, 4]);
+        let third = disk.runs[&3].result;
+        assert!(
+            disk.rollback(5).is_ok(),
+            "not run that far: nothing to undo"
+        );
+        assert_eq!(disk.latest().0, 4);
+        disk.rollback(3).unwrap();
+        assert_eq!(disk.latest(), (3, third));
+        // Run 1 is no longer kept: the state stays as it is.
+        assert!(matches!(
+            disk.rollback(1),
+            Err(RollbackError::NoSnapshot { want: 1, ran: 3 })
+        ));
+        assert_eq!(disk.latest(), (3, third));
+    }
+}

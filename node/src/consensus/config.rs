@@ -102,6 +102,11 @@ impl ConsensusConfig {
         self.roundtime_ms * self.stage_slice_pct / 100
     }
 
+    /// The UNL members other than `me`.
+    pub fn peers_of(&self, me: &PubKey) -> Vec<PubKey> {
+        self.unl.iter().filter(|k| *k != me).copied().collect()
+    }
+
     pub fn in_unl(&self, k: &PubKey) -> bool {
         self.unl.binary_search(k).is_ok()
     }

@@ -39,6 +39,11 @@ impl ContractJobs {
         self.0.push_back(job);
     }
 
+    /// A rollback failed: the queued runs would run on the wrong state.
+    pub fn drop_runs(&mut self) {
+        self.0.retain(|j| !matches!(j, Job::Execute(_)));
+    }
+
     pub fn pop(&mut self) -> Option<Job> {
         self.0.pop_front()
     }
@@ -74,6 +79,11 @@ mod tests {
         assert!(matches!(jobs.pop(), Some(Job::Execute(r)) if r.ledger.seq == 4));
         assert!(matches!(jobs.pop(), Some(Job::ReadState { id: 1 })));
         assert!(matches!(jobs.pop(), Some(Job::Rollback { .. })));
+        assert!(jobs.is_empty());
+        jobs.push(run(5));
+        jobs.push(Job::ReadState { id: 2 });
+        jobs.drop_runs();
+        assert!(matches!(jobs.pop(), Some(Job::ReadState { id: 2 })));
         assert!(jobs.is_empty());
     }
 }

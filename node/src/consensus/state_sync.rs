@@ -135,6 +135,12 @@ impl StateSync {
         self.forced = true;
     }
 
+    /// Whether runs must wait for a sync that has not installed yet (even
+    /// one given up on, until a retry succeeds): the state is wrong.
+    pub fn forced(&self) -> bool {
+        self.forced
+    }
+
     /// Called before runs are handed out: starts a state sync if the
     /// contract is too far behind (or forced). `first_waiting` is the
     /// first ledger still to run.
@@ -149,10 +155,12 @@ impl StateSync {
         let Some((seq, result)) = v.chain.certified_target() else {
             return;
         };
-        // `from - 1` is what the contract holds once queued runs are done;
-        // forced, the state of `from - 1` itself is worth fetching.
+        // `from - 1` is what the contract holds once queued runs are done.
+        // Forced, any certified state will do: runs wait only for ledgers
+        // up to the lcl, so `seq` (the lcl's predecessor) is at least
+        // `from - 1`, and the runs after it follow the install.
         let far = seq >= from && seq - (from - 1) > gap;
-        if !(far || (self.forced && seq + 1 >= from)) {
+        if !(far || self.forced) {
             return;
         }
         tracing::debug!(from, seq, "skipping runs for a state sync");
@@ -453,7 +461,7 @@ impl StateSync {
 /// UNL peers that closed the ledger certifying `target`, so they ran it;
 /// every other peer if none is known to have.
 fn peers_past(v: &View, target: u64) -> Vec<PubKey> {
-    let others: Vec<PubKey> = v.cfg.unl.iter().filter(|k| **k != v.me).copied().collect();
+    let others = v.cfg.peers_of(&v.me);
     let ahead: Vec<PubKey> = others
         .iter()
         .filter(|k| v.book.seen_past(k, target))

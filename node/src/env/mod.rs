@@ -100,6 +100,10 @@ pub enum RollbackError {
     NoSnapshot { want: u64, ran: u64 },
     #[error("contract state rollback failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The rollback failed half way and could not put the state back: the
+    /// state directory is gone until a restart repairs it.
+    #[error("contract state lost in a failed rollback: {0}")]
+    Lost(std::io::Error),
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -352,25 +352,27 @@ impl ContractHost for ProcessContract {
         // `open` finishes the job if a crash falls between them.
         std::fs::rename(&dir, &old)?;
         if let Err(e) = std::fs::rename(&snap, &dir) {
-            // Keep the state it was: the failed rollback is reported.
-            let _ = std::fs::rename(&old, &dir);
+            // Keep the state it was: the failed rollback is reported. If
+            // even that fails, there is no state directory to run in.
+            std::fs::rename(&old, &dir).map_err(RollbackError::Lost)?;
             return Err(e.into());
         }
         self.ran = snapshot;
         self.snapshot = None;
-        // The directories swapped places, and so do their trees.
-        if let Some(t) = self.snap_tree.take() {
-            self.snap_tree = Some(std::mem::replace(&mut self.tree, t));
-        }
+        // The snapshot's tree is the state's now, and `S.prev` is gone.
+        self.tree = match self.snap_tree.take() {
+            Some(t) => t,
+            None => state_dir::scan(&dir)?,
+        };
         self.index = None;
         self.snap_index = None;
+        // The state is rolled back; if its record cannot say so, a restart
+        // would not know which run it holds. Reported as a failure, so the
+        // node installs the certified state, which writes the record anew.
+        self.write_ran(None)?;
         if let Err(e) = std::fs::remove_dir_all(&old) {
             tracing::warn!(error = %e, "could not remove the rolled-back state");
         }
-        // The state is rolled back, but if its record is not, a restart
-        // would take it for the later run's: reported as a failure, so the
-        // node installs the certified state, which writes the record anew.
-        self.write_ran(None)?;
         Ok(())
     }
 

@@ -178,9 +178,12 @@ impl Node {
             }
             Input::RollbackFailed { seq, error } => {
                 // The contract state is a later run's, not what the chain
-                // now says: take the certified state from peers before the
-                // next run.
+                // now says: no run goes until the certified state is fetched
+                // and installed. The driver dropped the runs it had queued.
                 tracing::error!(seq, error, "contract state not rolled back; will fetch it");
+                for s in seq + 1..=self.chain.lcl().seq {
+                    self.exec.schedule(s);
+                }
                 self.state.force();
             }
             Input::FromContract { seq, bytes } => {
@@ -206,13 +209,14 @@ impl Node {
         now: u64,
         f: impl FnOnce(&mut StateSync, &View, &mut Stats, &mut Vec<Effect>),
     ) {
+        let round = self.round();
         let v = View {
             cfg: &self.cfg,
             me: self.key.public(),
             chain: &self.chain,
             book: &self.book,
             now,
-            round: self.slot.map_or(0, |s| s.round),
+            round,
         };
         let mut fx = Vec::new();
         f(&mut self.state, &v, &mut self.stats, &mut fx);
@@ -496,13 +500,15 @@ impl Node {
         self.out.extend(self.exec.deliver_certified(&self.chain));
         let first = self.exec.first_waiting();
         self.state_sync(now, |s, v, _, fx| s.maybe_start(v, first, fx));
-        if !self.state.active() {
+        // Not while the contract state is being replaced, nor while it is
+        // known to be wrong and waits for a sync.
+        if !self.state.active() && !self.state.forced() {
             self.out.extend(self.exec.ready_runs(&self.chain));
         }
         let (me, cfg, chain, exec) = (self.key.public(), &self.cfg, &self.chain, &self.exec);
         let want = || {
             let missing = exec.first_waiting().map(|seq| chain.missing_bodies(seq));
-            let peers = cfg.unl.iter().filter(|k| **k != me).copied().collect();
+            let peers = cfg.peers_of(&me);
             (missing.unwrap_or_default(), peers)
         };
         let patience = catchup::patience(cfg);
