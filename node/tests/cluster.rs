@@ -64,36 +64,41 @@ impl Cluster {
     }
 
     fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + STOP;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
+        poll(STOP, || match self.child.try_wait().unwrap() {
+            Some(status) => Ok(status),
+            None => Err(format!(
                 "the cluster is still running {STOP:?} after the signal; its output:\n{}",
-                self.output()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+                std::fs::read_to_string(self.root.join("cluster.log")).unwrap_or_default()
+            )),
+        })
     }
 
     fn wait_nodes_gone(&self) {
-        let deadline = Instant::now() + STOP;
-        loop {
+        poll(STOP, || {
             let left: Vec<u32> = (0..NODES)
                 .filter(|&i| running_node(self.nodes[i], &node_dir(&self.root, i)))
                 .map(|i| self.nodes[i])
                 .collect();
-            if left.is_empty() {
-                return;
+            match left.is_empty() {
+                true => Ok(()),
+                false => Err(format!(
+                    "nodes {left:?} still running {STOP:?} after the cluster exited"
+                )),
             }
-            assert!(
-                Instant::now() < deadline,
-                "nodes {left:?} still running {STOP:?} after the cluster exited"
-            );
-            std::thread::sleep(Duration::from_millis(100));
+        })
+    }
+}
+
+/// Calls `step` every 100 ms until it gives a value; past `limit`, fails
+/// with what it said was still missing.
+fn poll<T>(limit: Duration, mut step: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        match step() {
+            Ok(v) => return v,
+            Err(why) => assert!(Instant::now() < deadline, "{why}"),
         }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -189,9 +194,8 @@ fn start(name: &str, salt: usize) -> Cluster {
         nodes: Vec::new(),
     };
     let pid = cluster.child.id();
-    let deadline = Instant::now() + START;
     let mut found: Vec<Option<u32>> = vec![None; NODES];
-    loop {
+    poll(START, || {
         if let Some(status) = cluster.child.try_wait().unwrap() {
             panic!(
                 "the cluster exited ({status}) while starting; its output:\n{}",
@@ -209,15 +213,14 @@ fn start(name: &str, salt: usize) -> Cluster {
         cluster.nodes = found.iter().flatten().copied().collect();
         let all = found.iter().all(Option::is_some);
         if all && (0..NODES).all(|i| cluster.node_log(i).contains("node listening")) {
-            return cluster;
+            return Ok(());
         }
-        assert!(
-            Instant::now() < deadline,
+        Err(format!(
             "nodes not up after {START:?}; found {found:?}; cluster output:\n{}",
             cluster.output()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        ))
+    });
+    cluster
 }
 
 #[test]

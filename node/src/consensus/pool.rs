@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Rounds an input may wait in the pool before it is dropped.
 const INPUT_TTL_ROUNDS: u64 = 20;
 /// Largest batch of inputs sent in one message.
-pub(super) const BATCH_BYTES: usize = 1 << 20;
+const BATCH_BYTES: usize = 1 << 20;
 
 /// What became of a body offered to the pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

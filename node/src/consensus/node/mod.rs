@@ -181,9 +181,7 @@ impl Node {
                 // now says: no run goes until the certified state is fetched
                 // and installed. The driver dropped the runs it had queued.
                 tracing::error!(seq, error, "contract state not rolled back; will fetch it");
-                for s in seq + 1..=self.chain.lcl().seq {
-                    self.exec.schedule(s);
-                }
+                self.restore_runs(seq + 1, self.chain.lcl().seq);
                 self.state.force();
             }
             Input::FromContract { seq, bytes } => {
@@ -229,17 +227,20 @@ impl Node {
             match e {
                 Effect::Do(a) => self.out.push(a),
                 Effect::SkipRuns(seq) => self.exec.forget_upto(seq),
-                Effect::RestoreRuns { from, to } => {
-                    for seq in from..=to.min(self.chain.lcl().seq) {
-                        self.exec.schedule(seq);
-                    }
-                }
+                Effect::RestoreRuns { from, to } => self.restore_runs(from, to),
                 Effect::Installed { seq, result } => {
                     if self.exec.installed(seq, result, self.chain.lcl().seq) {
                         self.propose_again();
                     }
                 }
             }
+        }
+    }
+
+    /// Runs `from..=to` (up to the lcl) are due again.
+    fn restore_runs(&mut self, from: u64, to: u64) {
+        for seq in from..=to.min(self.chain.lcl().seq) {
+            self.exec.schedule(seq);
         }
     }
 
