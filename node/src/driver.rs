@@ -148,6 +148,7 @@ where
                     _ => tracing::trace!(seq, "no run of that ledger in progress: dropped"),
                 },
                 Action::Deliver { seq, run } => users.deliver(seq, &run),
+                Action::Withhold { seq, run, why } => users.withhold(seq, &run, why),
                 Action::Notify(event) => observer.notify(&event),
                 Action::Contract(job) => {
                     if let Job::Rollback { to } = &job {

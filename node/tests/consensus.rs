@@ -227,8 +227,7 @@ fn bad_proposals_are_dropped_and_counted() {
         time: round * 1000,
         lcl,
         inputs: vec![],
-        state: Hash::ZERO,
-        output: Hash::ZERO,
+        results: vec![],
     };
     let send = |net: &mut Net, p: PeerMessage| {
         let from = net.keys[1].public();
@@ -376,8 +375,7 @@ fn proven(net: &Net, parent: LedgerId, time: u64) -> LedgerRecord {
                 time,
                 lcl: parent,
                 inputs: vec![],
-                state: Hash::ZERO,
-                output: Hash::ZERO,
+                results: vec![],
             }
             .sign(k)
         })
@@ -418,8 +416,7 @@ fn a_self_contradicting_history_answer_is_rejected_and_a_proven_fork_rolls_back(
         time: now / 1000 * 1000,
         lcl: d2.id(),
         inputs: vec![],
-        state: Hash::ZERO,
-        output: Hash::ZERO,
+        results: vec![],
     };
     let ask = net.nodes[0].handle(
         now,

@@ -3,8 +3,9 @@
 //! the hardest kind of wrong.
 
 use crate::scenario::Role;
-use hotpocket_node::consensus::PeerMessage;
+use hotpocket_node::consensus::{ExecResult, PeerMessage};
 use hotpocket_node::crypto::{Hash, Keypair, PubKey};
+use hotpocket_node::ledger::Verdict;
 use hotpocket_node::sync::state_transfer::{Entry, StateRequest, StateResponse};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -100,7 +101,17 @@ impl Byzantine {
             _ => {
                 let mut fake = [0u8; 32];
                 self.rng.fill_bytes(&mut fake);
-                p.state = Hash(fake);
+                let result = Some(ExecResult {
+                    state: Hash(fake),
+                    output: Hash(fake),
+                });
+                match p.results.first_mut() {
+                    Some(v) => v.result = result,
+                    None => p.results.push(Verdict {
+                        seq: p.lcl.seq,
+                        result,
+                    }),
+                }
             }
         }
         PeerMessage::Proposal(Box::new(p.sign(&self.key))).encode()

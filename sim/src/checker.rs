@@ -30,8 +30,9 @@ pub struct Checker {
     /// Inputs, outputs and what users received.
     pub outputs: OutputChecker,
     pub violations: Vec<String>,
-    /// The state hash of each ledger's run, as the next ledger certified it.
-    certified: BTreeMap<u64, Hash>,
+    /// The state hash of each ledger's run, as the next ledger certified
+    /// it (`None`: certified as having no agreed result).
+    certified: BTreeMap<u64, Option<Hash>>,
     /// Per node: state syncs installed, and bytes they fetched.
     pub state_synced: BTreeMap<usize, (u64, u64)>,
 }
@@ -97,16 +98,19 @@ impl Checker {
                     None => self.violate(t, format!("node {node} closed a ledger before starting")),
                     _ => {}
                 }
-                // This close finalises its parent, and certifies its run.
+                // This close finalises its parent; its verdicts decide runs.
                 let fin = ledger.seq - 1;
-                match self.certified.get(&fin) {
-                    Some(c) if *c != ledger.state => self.violate(
-                        t,
-                        format!("node {node} closed seq {} certifying state {:?} for {fin}; another ledger certified {c:?}", ledger.seq, ledger.state),
-                    ),
-                    Some(_) => {}
-                    None => {
-                        self.certified.insert(fin, ledger.state);
+                for v in &ledger.verdicts {
+                    let state = v.result.map(|c| c.state);
+                    match self.certified.get(&v.seq) {
+                        Some(c) if *c != state => self.violate(
+                            t,
+                            format!("node {node} closed seq {} certifying state {state:?} for {}; another ledger certified {c:?}", ledger.seq, v.seq),
+                        ),
+                        Some(_) => {}
+                        None => {
+                            self.certified.insert(v.seq, state);
+                        }
                     }
                 }
                 match self.agreed.get(&fin) {
@@ -155,17 +159,18 @@ impl Checker {
                 s.0 += 1;
                 s.1 += fetched.bytes;
                 match self.certified.get(seq) {
-                    Some(c) if c != state => self.violate(
+                    Some(c) if *c != Some(*state) => self.violate(
                         t,
                         format!("node {node} installed state {state:?} for ledger {seq}; the UNL certified {c:?}"),
                     ),
                     Some(_) => {}
                     None => {
-                        self.certified.insert(*seq, *state);
+                        self.certified.insert(*seq, Some(*state));
                     }
                 }
             }
             Event::Started { .. }
+            | Event::OutputsWithheld { .. }
             | Event::Status(_)
             | Event::HistoryRejected { .. }
             | Event::StateSyncStarted { .. }
@@ -298,8 +303,7 @@ mod tests {
             prev: prev.hash,
             time,
             inputs: vec![],
-            state: Hash::ZERO,
-            output: Hash::ZERO,
+            verdicts: vec![],
         };
         let ev = Event::LedgerClosed {
             hash: ledger.hash(),

@@ -22,8 +22,9 @@ pub struct InputInfo {
 /// A ledger as far as these checks care.
 struct Closed {
     inputs: Vec<Hash>,
-    /// The certified output hash of the run before it.
-    output: Hash,
+    /// Its verdicts: run seq and certified output hash (`None`: the run
+    /// went uncertified).
+    verdicts: Vec<(u64, Option<Hash>)>,
 }
 
 #[derive(Default)]
@@ -58,7 +59,11 @@ impl OutputChecker {
             ledger.seq,
             Closed {
                 inputs: ledger.inputs.clone(),
-                output: ledger.output,
+                verdicts: ledger
+                    .verdicts
+                    .iter()
+                    .map(|v| (v.seq, v.result.map(|c| c.output)))
+                    .collect(),
             },
         );
     }
@@ -81,8 +86,12 @@ impl OutputChecker {
     ) {
         let chain = self.chains.get(&node);
         let certified = chain
-            .and_then(|c| c.get(&(seq + 1)))
-            .is_some_and(|next| next.output == run.output_hash());
+            .and_then(|c| {
+                c.values()
+                    .rev()
+                    .find_map(|l| l.verdicts.iter().find(|(s, _)| *s == seq))
+            })
+            .is_some_and(|(_, output)| *output == Some(run.output_hash()));
         if !certified {
             out.push(format!(
                 "node {node} delivered outputs of ledger {seq} before a ledger certified them"
@@ -161,8 +170,9 @@ impl OutputChecker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hotpocket_node::contract::RunOutcome;
+    use hotpocket_node::contract::{ExecResult, RunOutcome};
     use hotpocket_node::crypto::PubKey;
+    use hotpocket_node::ledger::Verdict;
 
     fn run(outputs: &[(u8, &str)]) -> RunResult {
         RunResult {
@@ -182,8 +192,13 @@ mod tests {
             prev: Hash::ZERO,
             time: 0,
             inputs,
-            state: Hash::ZERO,
-            output,
+            verdicts: vec![Verdict {
+                seq: seq - 1,
+                result: Some(ExecResult {
+                    state: Hash::ZERO,
+                    output,
+                }),
+            }],
         }
     }
 

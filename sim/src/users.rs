@@ -5,6 +5,7 @@
 
 use crate::entropy::SimEntropy;
 use crate::world::{World, EPOCH_MS};
+use hotpocket_node::consensus::Withheld;
 use hotpocket_node::contract::RunResult;
 use hotpocket_node::crypto::Keypair;
 use hotpocket_node::env::Users;
@@ -109,5 +110,17 @@ impl Users for SimUsers {
             .map(|(u, out)| (u, out.to_vec()))
             .collect();
         self.world.outputs_delivered(self.node, seq, run, here);
+    }
+
+    fn withhold(&mut self, seq: u64, run: &RunResult, _why: Withheld) {
+        let connected = self
+            .sessions
+            .iter()
+            .filter_map(|(u, s)| Some((*u, s.user()?)));
+        let told = outputs_for(run, connected)
+            .into_iter()
+            .map(|(u, _)| u)
+            .collect();
+        self.world.outputs_withheld(self.node, seq, told);
     }
 }

@@ -413,7 +413,8 @@ impl World {
             .synced
             .iter()
             .rev()
-            .any(|r| r.ledger.seq == seq + 1 && r.ledger.output == run.output_hash());
+            .flat_map(|r| &r.ledger.verdicts)
+            .any(|v| v.seq == seq && v.result.map(|c| c.output) == Some(run.output_hash()));
         if honest && !durable {
             g.checker.violate(
                 t,
@@ -421,6 +422,18 @@ impl World {
             );
         }
         g.checker.on_delivered(t, i, seq, run, &to, honest);
+    }
+
+    /// Node `i` told its users `told` that their outputs of ledger `seq`
+    /// were not certified there.
+    pub fn outputs_withheld(&self, i: usize, seq: u64, told: Vec<usize>) {
+        let mut g = self.lock();
+        for u in told {
+            let mut tag = vec![b'w'];
+            tag.extend_from_slice(&seq.to_le_bytes());
+            tag.extend_from_slice(&(u as u64).to_le_bytes());
+            self.record(&mut g, i, &tag);
+        }
     }
 
     /// Marks node `i` dead and loses what its disk had not synced.

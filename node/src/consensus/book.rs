@@ -5,7 +5,7 @@
 use super::tally::lcl_votes;
 use super::{ConsensusConfig, Proposal, SignedProposal};
 use crate::crypto::{KeyRing, PubKey};
-use crate::ledger::LedgerId;
+use crate::ledger::{LedgerId, MAX_VERDICTS};
 use std::collections::BTreeMap;
 
 /// What an arriving proposal turned out to be.
@@ -20,7 +20,8 @@ pub enum Arrival {
     /// Too many rounds away from ours.
     Stale,
     BadSignature,
-    /// A stage past 3, too many inputs, or inputs not sorted and distinct.
+    /// A stage past 3, too many inputs, inputs not sorted and distinct, or
+    /// too many results, out of order or past its lcl.
     Malformed,
     /// Its author is not in the UNL.
     NotUnl,
@@ -64,6 +65,9 @@ impl ProposalBook {
         if p.stage > 3
             || p.inputs.len() > cfg.max_inputs_per_ledger
             || !p.inputs.windows(2).all(|w| w[0] < w[1])
+            || p.results.len() > MAX_VERDICTS
+            || !p.results.windows(2).all(|w| w[0].seq < w[1].seq)
+            || p.results.last().is_some_and(|v| v.seq > p.lcl.seq)
         {
             return Arrival::Malformed;
         }
@@ -144,7 +148,7 @@ impl ProposalBook {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::{Hash, Keypair};
+    use crate::crypto::Keypair;
     use crate::ledger::LedgerRecord;
 
     fn setup() -> (ConsensusConfig, KeyRing, Vec<Keypair>) {
@@ -162,8 +166,7 @@ mod tests {
             time,
             lcl: LedgerRecord::genesis().id(),
             inputs: vec![],
-            state: Hash::ZERO,
-            output: Hash::ZERO,
+            results: vec![],
         }
         .sign(k)
     }

@@ -5,7 +5,7 @@
 use super::pool::InputPool;
 use crate::contract::ExecResult;
 use crate::crypto::Hash;
-use crate::ledger::{check_link, ChainError, LedgerId, LedgerRecord};
+use crate::ledger::{check_link, ChainError, LedgerId, LedgerRecord, Verdict};
 use std::collections::BTreeMap;
 
 /// Seqs an included input hash is remembered for, to refuse replays.
@@ -25,6 +25,48 @@ pub struct Chain {
     /// The lcl this node signed a stage-3 proposal on. Such an lcl is never
     /// rolled back: that one-shot vote is what makes finality safe.
     voted_on: Option<LedgerId>,
+    verdicts: Verdicts,
+}
+
+/// The verdicts on runs that the chain's ledgers carry.
+#[derive(Debug, Default)]
+struct Verdicts {
+    by_seq: BTreeMap<u64, Option<ExecResult>>,
+    /// The first run without a verdict.
+    undecided: u64,
+    /// The newest certified run, with its result.
+    certified: Option<(u64, ExecResult)>,
+}
+
+impl Verdicts {
+    fn of(records: &[LedgerRecord]) -> Verdicts {
+        let mut v = Verdicts::default();
+        for r in records {
+            v.take(&r.ledger.verdicts);
+        }
+        v
+    }
+
+    /// Takes a new ledger's verdicts. They start at the first undecided
+    /// run in every ledger the UNL closed (the candidate is built that
+    /// way); any others are ignored rather than trusted.
+    fn take(&mut self, verdicts: &[Verdict]) {
+        for v in verdicts {
+            if v.seq != self.undecided {
+                tracing::warn!(
+                    seq = v.seq,
+                    undecided = self.undecided,
+                    "verdict out of order ignored"
+                );
+                continue;
+            }
+            self.by_seq.insert(v.seq, v.result);
+            if let Some(r) = v.result {
+                self.certified = Some((v.seq, r));
+            }
+            self.undecided += 1;
+        }
+    }
 }
 
 impl Chain {
@@ -48,6 +90,7 @@ impl Chain {
             }
         }
         Ok(Chain {
+            verdicts: Verdicts::of(&records),
             records,
             included,
             final_seq: lcl_seq.saturating_sub(1),
@@ -68,11 +111,6 @@ impl Chain {
         self.records.get(usize::try_from(seq).ok()?)
     }
 
-    /// The lcl this incarnation started from.
-    pub fn restored_seq(&self) -> u64 {
-        self.restored_seq
-    }
-
     /// Whether a ledger in the replay window holds input `h`.
     pub fn includes(&self, h: &Hash) -> bool {
         self.included.contains_key(h)
@@ -84,15 +122,22 @@ impl Chain {
         self.get(*seq)?.bodies.get(h)
     }
 
-    /// The newest state the chain certifies: the lcl's predecessor's run.
+    /// The newest state the chain certifies: usually the lcl's
+    /// predecessor's run, older if the runs since have no verdict yet or
+    /// went uncertified.
     pub fn certified_target(&self) -> Option<(u64, ExecResult)> {
-        let lcl = &self.records.last()?.ledger;
-        let seq = lcl.seq.checked_sub(1)?;
-        let result = ExecResult {
-            state: lcl.state,
-            output: lcl.output,
-        };
-        Some((seq, result))
+        self.verdicts.certified
+    }
+
+    /// The verdict on running ledger `seq`: `None` while there is none,
+    /// `Some(None)` if the run went uncertified.
+    pub fn verdict(&self, seq: u64) -> Option<Option<ExecResult>> {
+        self.verdicts.by_seq.get(&seq).copied()
+    }
+
+    /// The first run the chain has no verdict on.
+    pub fn undecided(&self) -> u64 {
+        self.verdicts.undecided
     }
 
     /// Input hashes ledger `seq` names whose bodies it lacks.
@@ -139,6 +184,7 @@ impl Chain {
         }
         self.included.retain(|_, s| *s + INCLUDED_WINDOW > seq);
         self.final_seq = self.final_seq.max(seq - 1);
+        self.verdicts.take(&record.ledger.verdicts);
         self.records.push(record);
         self.records.last().expect("just pushed")
     }
@@ -165,6 +211,9 @@ impl Chain {
         for h in &dropped.ledger.inputs {
             self.included.remove(h);
         }
+        if !dropped.ledger.verdicts.is_empty() {
+            self.verdicts = Verdicts::of(&self.records);
+        }
         Some(dropped)
     }
 }
@@ -181,8 +230,7 @@ mod tests {
             prev: prev.hash,
             time: salt,
             inputs,
-            state: Hash::ZERO,
-            output: Hash::ZERO,
+            verdicts: vec![],
         };
         LedgerRecord {
             hash: ledger.hash(),
@@ -199,7 +247,7 @@ mod tests {
         let b = next(&a.id(), vec![], 2);
         let chain = Chain::restore(vec![a.clone(), b.clone()]).unwrap();
         assert_eq!(chain.lcl(), b.id());
-        assert_eq!(chain.restored_seq(), 2);
+        assert_eq!(chain.restored_seq, 2);
         assert!(Chain::restore(vec![b]).is_err());
     }
 

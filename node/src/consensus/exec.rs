@@ -3,45 +3,63 @@
 //! the next ledger certified it, and which outputs may go to users.
 
 use super::chain::Chain;
-use super::{Action, Event, Job};
+use super::{Action, Event, Job, Withheld};
 use crate::contract::{ExecResult, RunReport, RunResult};
 use crate::crypto::Hash;
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, Verdict, MAX_VERDICTS};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Run results kept to compare with what later ledgers certify.
-const KEPT_RESULTS: u64 = 8;
+/// Run results kept to vote on and to compare with what later ledgers
+/// certify: twice the runs a ledger may carry verdicts on.
+const KEPT_RESULTS: u64 = 2 * MAX_VERDICTS as u64;
 
 #[derive(Debug, Default)]
 pub struct Execution {
     /// Appended ledgers not yet handed to the contract, in seq order.
     waiting: BTreeSet<u64>,
-    /// Result of running the lcl; `None` while that run is pending.
-    lcl_result: Option<ExecResult>,
     /// Recent run results, by seq.
     results: BTreeMap<u64, ExecResult>,
     /// Outputs of runs whose certifying ledger has not closed here yet.
     undelivered: BTreeMap<u64, RunResult>,
+    /// Runs up to here had their outputs delivered or withheld: a run done
+    /// again (after a state install) never reaches users a second time.
+    settled_through: u64,
 }
 
 impl Execution {
     /// Where the contract state is at start: what running ledger `ran`
-    /// left. Ledgers after it, up to the lcl, run again.
+    /// left. Ledgers after it, up to the lcl, run again. Outputs up to the
+    /// lcl may have reached users before a restart (a ledger certifying
+    /// the lcl can be delivered on, then rolled back), and whether they did
+    /// is not on disk: at most once means never sending them again.
     pub fn restore(ran: u64, result: ExecResult, lcl: u64) -> Execution {
-        let mut exec = Execution::default();
+        let mut exec = Execution {
+            settled_through: lcl,
+            ..Execution::default()
+        };
         exec.results.insert(ran, result);
-        if ran == lcl {
-            exec.lcl_result = Some(result);
-        }
         for seq in ran + 1..=lcl {
             exec.schedule(seq);
         }
         exec
     }
 
-    /// The lcl's run result, once it ran (or its state was installed).
-    pub fn lcl_result(&self) -> Option<ExecResult> {
-        self.lcl_result
+    /// Our result of running ledger `seq`, once it ran (or its state was
+    /// installed).
+    pub fn result(&self, seq: u64) -> Option<ExecResult> {
+        self.results.get(&seq).copied()
+    }
+
+    /// Our results of the runs from `from` to `to` that we have, to vote on.
+    pub fn own_results(&self, from: u64, to: u64) -> Vec<Verdict> {
+        let to = to.min(from + MAX_VERDICTS as u64 - 1);
+        self.results
+            .range(from..=to)
+            .map(|(&seq, &r)| Verdict {
+                seq,
+                result: Some(r),
+            })
+            .collect()
     }
 
     /// Ledger `seq` (appended) runs once it and every ledger before it
@@ -85,98 +103,86 @@ impl Execution {
         out
     }
 
-    /// A ledger was appended: it certifies its predecessor's run, and the
-    /// new lcl has not run yet. Returns the mismatch, if ours differs.
+    /// A ledger was appended with its verdicts. Returns the first mismatch:
+    /// a run of ours that differs from a certified result.
     pub fn on_append(&mut self, ledger: &Ledger) -> Option<Event> {
-        self.lcl_result = None;
-        let seq = ledger.seq - 1;
-        let r = self.results.get(&seq)?;
-        (r.state != ledger.state || r.output != ledger.output)
-            .then_some(Event::StateMismatch { seq })
+        ledger.verdicts.iter().find_map(|v| {
+            let ours = self.results.get(&v.seq)?;
+            differs(ours, v.result).then_some(Event::StateMismatch { seq: v.seq })
+        })
     }
 
     /// The contract finished ledger `seq`, whose hash was `hash`. Returns
-    /// the events it causes and whether the lcl's result is now known.
+    /// the mismatch, if the next ledger already certified another result.
     pub fn on_executed(
         &mut self,
         chain: &Chain,
         seq: u64,
         hash: Hash,
         report: RunReport,
-    ) -> (Option<Event>, bool) {
+    ) -> Option<Event> {
         // A run queued before its ledger was rolled back: the rollback
         // that follows it returns the contract state too.
         if chain.get(seq).is_none_or(|r| r.hash != hash) {
-            return (None, false);
+            return None;
         }
         let result = ExecResult {
             state: report.state,
             output: report.run.output_hash(),
         };
-        // Outputs up to the restored lcl may have reached users before a
-        // restart (a ledger certifying the lcl can be delivered on, then
-        // rolled back), and whether they did is not on disk: at most once
-        // means never sending them again.
-        if seq > chain.restored_seq() {
+        if seq > self.settled_through {
             self.undelivered.insert(seq, report.run);
         }
         self.results.insert(seq, result);
         self.results = self.results.split_off(&seq.saturating_sub(KEPT_RESULTS));
-        let mismatch = chain
-            .get(seq + 1)
-            .filter(|next| next.ledger.state != result.state || next.ledger.output != result.output)
-            .map(|_| Event::StateMismatch { seq });
-        let lcl = seq == chain.lcl().seq;
-        if lcl {
-            self.lcl_result = Some(result);
-        }
-        (mismatch, lcl)
+        chain
+            .verdict(seq)
+            .filter(|v| differs(&result, *v))
+            .map(|_| Event::StateMismatch { seq })
     }
 
     /// A fetched state, certified as ledger `seq`'s run, is installed.
-    /// Returns whether it is the lcl's.
-    pub fn installed(&mut self, seq: u64, result: ExecResult, lcl: u64) -> bool {
+    pub fn installed(&mut self, seq: u64, result: ExecResult) {
         self.results.insert(seq, result);
-        if seq == lcl {
-            self.lcl_result = Some(result);
-        }
-        seq == lcl
     }
 
-    /// The lcl `seq` was dropped: its run and outputs go, and the new lcl's
-    /// result is the one kept, if any (after a restart, none: the node then
-    /// waits for the next ledger's run before proposing).
+    /// The lcl `seq` was dropped: its run and outputs go.
     pub fn on_rollback(&mut self, seq: u64) {
         self.results.remove(&seq);
         self.undelivered.retain(|s, _| *s < seq);
-        self.lcl_result = seq
-            .checked_sub(1)
-            .and_then(|s| self.results.get(&s).copied());
     }
 
-    /// The outputs of every run the next ledger has certified, to hand to
-    /// users. Outputs nobody certified are dropped, never delivered (the
-    /// mismatch was reported when it was found).
+    /// Settles every run the chain has a verdict on: outputs the UNL
+    /// certified go to users; outputs nobody certified, or that differ from
+    /// what was certified, are withheld (users are told), never delivered.
     pub fn deliver_certified(&mut self, chain: &Chain) -> Vec<Action> {
-        let len = chain.records().len() as u64;
-        let ready: Vec<u64> = self
+        let ready: Vec<(u64, Option<ExecResult>)> = self
             .undelivered
             .keys()
-            .copied()
-            .filter(|s| len > s + 1)
+            .filter_map(|&s| Some((s, chain.verdict(s)?)))
             .collect();
         let mut out = Vec::new();
-        for seq in ready {
+        for (seq, certified) in ready {
             let run = self.undelivered.remove(&seq).expect("key listed above");
-            if chain
-                .get(seq + 1)
-                .is_some_and(|n| n.ledger.output == run.output_hash())
-            {
-                out.push(Action::Deliver { seq, run });
-            }
+            self.settled_through = self.settled_through.max(seq);
+            let why = match certified {
+                Some(c) if c.output == run.output_hash() => {
+                    out.push(Action::Deliver { seq, run });
+                    continue;
+                }
+                Some(_) => Withheld::Differs,
+                None => Withheld::NoAgreement,
+            };
+            out.push(Action::Notify(Event::OutputsWithheld { seq, why }));
+            out.push(Action::Withhold { seq, run, why });
         }
         out
     }
+}
+
+/// Whether a verdict certifies a result other than `ours`.
+fn differs(ours: &ExecResult, verdict: Option<ExecResult>) -> bool {
+    verdict.is_some_and(|c| c != *ours)
 }
 
 #[cfg(test)]
@@ -197,19 +203,31 @@ mod tests {
         }
     }
 
-    fn append(chain: &mut Chain, certifies: Option<ExecResult>, inputs: Vec<Hash>) -> LedgerId {
+    /// Appends a ledger with a verdict on its predecessor's run: `None`
+    /// for no verdict, `Some(None)` for "uncertified".
+    fn append(
+        chain: &mut Chain,
+        certifies: Option<Option<ExecResult>>,
+        inputs: Vec<Hash>,
+    ) -> LedgerId {
         let lcl = chain.lcl();
-        let r = certifies.unwrap_or(ExecResult {
-            state: Hash::ZERO,
-            output: Hash::ZERO,
-        });
+        // Earlier runs without a verdict go uncertified first: verdicts
+        // come in order.
+        let verdicts = match certifies {
+            None => vec![],
+            Some(last) => (chain.undecided()..=lcl.seq)
+                .map(|seq| Verdict {
+                    seq,
+                    result: if seq == lcl.seq { last } else { None },
+                })
+                .collect(),
+        };
         let ledger = Ledger {
             seq: lcl.seq + 1,
             prev: lcl.hash,
             time: 0,
             inputs,
-            state: r.state,
-            output: r.output,
+            verdicts,
         };
         let rec = LedgerRecord {
             hash: ledger.hash(),
@@ -232,8 +250,9 @@ mod tests {
             0,
         );
         let one = append(&mut chain, None, vec![]);
-        let (mismatch, lcl) = exec.on_executed(&chain, 1, one.hash, run(b"hi"));
-        assert!(mismatch.is_none() && lcl);
+        let mismatch = exec.on_executed(&chain, 1, one.hash, run(b"hi"));
+        assert!(mismatch.is_none());
+        assert!(exec.result(1).is_some());
         assert!(
             exec.deliver_certified(&chain).is_empty(),
             "not certified yet"
@@ -243,7 +262,7 @@ mod tests {
             state: report.state,
             output: report.run.output_hash(),
         };
-        append(&mut chain, Some(result), vec![]);
+        append(&mut chain, Some(Some(result)), vec![]);
         let out = exec.deliver_certified(&chain);
         assert!(matches!(out.as_slice(), [Action::Deliver { seq: 1, .. }]));
         assert!(exec.deliver_certified(&chain).is_empty(), "at most once");
@@ -259,15 +278,55 @@ mod tests {
             state: Hash([9; 32]),
             output: Hash([9; 32]),
         };
-        let two = append(&mut chain, Some(other), vec![]);
+        let two = append(&mut chain, Some(Some(other)), vec![]);
         let rec = chain.get(two.seq).unwrap().ledger.clone();
         assert_eq!(exec.on_append(&rec), Some(Event::StateMismatch { seq: 1 }));
-        assert!(exec.deliver_certified(&chain).is_empty());
-        // A stale run of a ledger no longer in the chain is ignored.
-        assert_eq!(
-            exec.on_executed(&chain, 2, Hash([3; 32]), run(b"x")),
-            (None, false)
+        let out = exec.deliver_certified(&chain);
+        assert!(
+            matches!(
+                out.as_slice(),
+                [
+                    Action::Notify(Event::OutputsWithheld {
+                        seq: 1,
+                        why: Withheld::Differs
+                    }),
+                    Action::Withhold { seq: 1, .. }
+                ]
+            ),
+            "{out:?}"
         );
+        // A stale run of a ledger no longer in the chain is ignored.
+        assert_eq!(exec.on_executed(&chain, 2, Hash([3; 32]), run(b"x")), None);
+    }
+
+    #[test]
+    fn an_uncertified_run_is_withheld_and_a_run_done_again_is_not_delivered_twice() {
+        let mut chain = Chain::restore(vec![]).unwrap();
+        let mut exec = Execution::default();
+        let one = append(&mut chain, None, vec![]);
+        exec.on_executed(&chain, 1, one.hash, run(b"mine"));
+        let two = append(&mut chain, None, vec![]);
+        assert!(exec.deliver_certified(&chain).is_empty(), "no verdict yet");
+        let _ = two;
+        // A later ledger decides run 1: uncertified.
+        let three = append(&mut chain, Some(None), vec![]);
+        let rec = chain.get(three.seq).unwrap().ledger.clone();
+        assert_eq!(rec.verdicts.len(), 3, "runs 0 to 2");
+        assert_eq!(exec.on_append(&rec), None, "uncertified: no mismatch");
+        let out = exec.deliver_certified(&chain);
+        assert!(matches!(
+            out.as_slice(),
+            [
+                Action::Notify(Event::OutputsWithheld {
+                    seq: 1,
+                    why: Withheld::NoAgreement
+                }),
+                Action::Withhold { seq: 1, .. }
+            ]
+        ));
+        // Ledger 1 runs again (after a state install): settled already.
+        exec.on_executed(&chain, 1, one.hash, run(b"mine"));
+        assert!(exec.deliver_certified(&chain).is_empty());
     }
 
     #[test]

@@ -66,8 +66,34 @@ pub enum Action {
         seq: u64,
         run: RunResult,
     },
+    /// Tell the users with outputs in our run of ledger `seq` that those
+    /// outputs were not certified on this node, and will never come.
+    Withhold {
+        seq: u64,
+        run: RunResult,
+        why: Withheld,
+    },
     /// A typed event for logs, traces and the simulator's checkers.
     Notify(Event),
+}
+
+/// Why a run's outputs were not delivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Withheld {
+    /// No result of that run had enough votes: the next ledger certifies
+    /// none (the copies diverged, or too few ran it in time).
+    NoAgreement,
+    /// The UNL certified another result than this node's run.
+    Differs,
+}
+
+impl Withheld {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Withheld::NoAgreement => "no-agreement",
+            Withheld::Differs => "differs",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -101,9 +127,15 @@ pub enum Event {
         from: LedgerId,
         to: LedgerId,
     },
-    /// Our run of ledger `seq` disagrees with what the next ledger certified.
+    /// Our run of ledger `seq` disagrees with what the next ledger
+    /// certified: the node fetches the certified state.
     StateMismatch {
         seq: u64,
+    },
+    /// Our outputs of ledger `seq` were not certified, so users get none.
+    OutputsWithheld {
+        seq: u64,
+        why: Withheld,
     },
     /// The contract is `behind` ledgers behind: fetching the state running
     /// ledger `seq` left, which the lcl certifies.

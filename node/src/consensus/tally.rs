@@ -1,9 +1,10 @@
 //! Pure vote counting over one stage's proposals, and the vote status it
 //! gives a node.
 
-use super::{ConsensusConfig, Proposal, SignedProposal};
+use super::{ConsensusConfig, ExecResult, Proposal, SignedProposal};
 use crate::crypto::Hash;
 use crate::ledger::{Ledger, LedgerId};
+use crate::ledger::{Verdict, MAX_VERDICTS};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -66,6 +67,76 @@ pub fn follow(
     let inputs = inputs_with_votes(&on_lcl, needed);
     let time = agreed_time(&on_lcl, round_start).unwrap_or(round_start);
     (inputs, time)
+}
+
+/// The verdicts a stage-2 or stage-3 proposal votes for, on runs from
+/// `undecided` (the chain's first run without one) up to the lcl.
+///
+/// Results climb the ladder one stage behind inputs, as the lcl's run only
+/// starts at stage 0: stage 1 carries each author's own results; stage 2
+/// certifies a result that the first threshold of the UNL reported, calls
+/// a run uncertified once no result can reach that threshold even if every
+/// node yet to report agreed, and leaves it pending otherwise; stage 3
+/// keeps each verdict the second threshold voted for, as a run of
+/// consecutive seqs from `undecided`. The close threshold does the rest.
+/// Whatever the copies computed, the ladder ends on one value for every
+/// node that saw the same votes, so diverging contracts never stop the
+/// chain, and a slow one only delays its verdict to a later ledger.
+pub fn verdicts(
+    cfg: &ConsensusConfig,
+    prev: &[&SignedProposal],
+    lcl: LedgerId,
+    stage: u8,
+    undecided: u64,
+) -> Vec<Verdict> {
+    let on_lcl: Vec<&Proposal> = prev
+        .iter()
+        .map(|sp| &sp.proposal)
+        .filter(|p| p.lcl == lcl)
+        .collect();
+    let needed = cfg.needed(cfg.stage_thresholds_pct[stage as usize - 2]);
+    let last = lcl.seq.min(undecided + MAX_VERDICTS as u64 - 1);
+    let mut out = Vec::new();
+    for seq in undecided..=last {
+        // Votes per value: `None` is "uncertified" (stage 2's votes only).
+        let mut votes: BTreeMap<Option<(Hash, Hash)>, usize> = BTreeMap::new();
+        let mut reported = 0;
+        for p in &on_lcl {
+            if let Some(v) = p.results.iter().find(|v| v.seq == seq) {
+                reported += 1;
+                *votes
+                    .entry(v.result.map(|r| (r.state, r.output)))
+                    .or_default() += 1;
+            }
+        }
+        // At most one value reaches a threshold over half the UNL; below
+        // that, the first in order is as good as any, and the same on every
+        // node that saw the same votes.
+        let top = votes.iter().find(|(_, &n)| n >= needed).map(|(v, _)| *v);
+        let verdict = match (stage, top) {
+            (_, Some(v)) => Some(v),
+            (2, None) => {
+                let best = votes
+                    .iter()
+                    .filter(|(v, _)| v.is_some())
+                    .map(|(_, &n)| n)
+                    .max()
+                    .unwrap_or(0);
+                let silent = cfg.unl.len().saturating_sub(reported);
+                (best + silent < needed).then_some(None)
+            }
+            _ => None,
+        };
+        match verdict {
+            Some(v) => out.push(Verdict {
+                seq,
+                result: v.map(|(state, output)| ExecResult { state, output }),
+            }),
+            None if stage == 3 => break,
+            None => {}
+        }
+    }
+    out
 }
 
 /// The ledger that closes on `lcl` if at least `needed` of the stage-3
@@ -186,8 +257,7 @@ mod tests {
                 hash: Hash::ZERO,
             },
             inputs: inputs.iter().map(|&b| Hash([b; 32])).collect(),
-            state: Hash::ZERO,
-            output: Hash::ZERO,
+            results: vec![],
         }
     }
 
@@ -227,6 +297,52 @@ mod tests {
         let tie = [prop(&[], 10), prop(&[], 20)];
         let refs: Vec<&Proposal> = tie.iter().collect();
         assert_eq!(agreed_time(&refs, 100), Some(20));
+    }
+
+    #[test]
+    fn verdicts_follow_the_stage_thresholds() {
+        let keys: Vec<Keypair> = (0..5).map(|i| Keypair::from_seed([i; 32])).collect();
+        let cfg = ConsensusConfig::new(keys.iter().map(|k| k.public()).collect());
+        let r = |b: u8| {
+            Some(ExecResult {
+                state: Hash([b; 32]),
+                output: Hash([b; 32]),
+            })
+        };
+        // Each author's vote on run 0 (`None`: nothing reported), and the
+        // verdict the next stage draws from them.
+        let verdict = |results: &[Option<Option<ExecResult>>], stage: u8| {
+            let sps: Vec<SignedProposal> = results
+                .iter()
+                .zip(&keys)
+                .map(|(res, k)| {
+                    let mut p = prop(&[], 5);
+                    p.author = k.public();
+                    p.stage = stage;
+                    p.results = res
+                        .iter()
+                        .map(|&result| Verdict { seq: 0, result })
+                        .collect();
+                    p.sign(k)
+                })
+                .collect();
+            let refs: Vec<&SignedProposal> = sps.iter().collect();
+            let v = verdicts(&cfg, &refs, sps[0].proposal.lcl, stage + 1, 0);
+            assert!(v.len() <= 1);
+            v.first().map(|v| v.result)
+        };
+        let (a, b, c) = (Some(r(1)), Some(r(2)), Some(r(3)));
+        // Copies split 3/2: the majority's result goes on (3 of 5 >= 50%).
+        assert_eq!(verdict(&[a, a, a, b, b], 1), Some(r(1)));
+        // Split 2/2/1: no result can reach 3; the run is uncertified.
+        assert_eq!(verdict(&[a, a, b, b, c], 1), Some(None));
+        // Two agree, three not done: pending, a later ledger decides.
+        assert_eq!(verdict(&[a, a, None, None, None], 1), None);
+        // Stage 3 asks 65% of stage 2: 3 of 5 is not enough.
+        assert_eq!(verdict(&[a, a, a, None, None], 2), None);
+        assert_eq!(verdict(&[a, a, a, a, None], 2), Some(r(1)));
+        let unc = Some(None);
+        assert_eq!(verdict(&[unc, unc, unc, unc, a], 2), Some(None));
     }
 
     #[test]

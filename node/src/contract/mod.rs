@@ -7,7 +7,6 @@ mod state_tree;
 
 pub use input::{input_hash, Stamper, UserInput};
 
-pub use run::{
-    describe, ExecResult, FdlistFormat, RunLimits, RunOutcome, RunReport, RunRequest, RunResult,
-};
+pub use crate::ledger::ExecResult;
+pub use run::{describe, FdlistFormat, RunLimits, RunOutcome, RunReport, RunRequest, RunResult};
 pub use state_tree::{dir_hash, file_leaf, link_leaf, StateNode};

@@ -5,14 +5,6 @@ use crate::crypto::{Hash, Hasher, PubKey};
 use serde_json::json;
 use std::collections::BTreeMap;
 
-/// State and output hashes of one contract run: what the next ledger
-/// certifies.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ExecResult {
-    pub state: Hash,
-    pub output: Hash,
-}
-
 /// How the run's description is written to the contract's stdin.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -9,7 +9,7 @@ mod session;
 
 pub use session::{RunEvent, RunLink, RunSession};
 
-use crate::consensus::{Event, Stats};
+use crate::consensus::{Event, Stats, Withheld};
 use crate::contract::{ExecResult, RunReport, RunResult, StateNode};
 use crate::crypto::{Hash, PubKey};
 use crate::ledger::LedgerRecord;
@@ -43,6 +43,10 @@ pub trait Users {
     /// The outputs of running ledger `seq`, now certified by the ledger
     /// after it: each goes to its user if that user is connected here.
     fn deliver(&mut self, seq: u64, run: &RunResult);
+    /// The outputs of our run of ledger `seq` were not certified: each of
+    /// its users connected here is told (`users::withheld_message`) that
+    /// they will not come.
+    fn withhold(&mut self, seq: u64, run: &RunResult, why: Withheld);
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,10 @@
 //! Ledgers and the hash chain they form.
 //!
-//! Ledger N+1 certifies the state and output hashes produced by running ledger
-//! N, so a ledger's `state` and `output` fields describe its predecessor's run.
+//! Ledgers carry verdicts on earlier runs: the state and output hashes of
+//! running ledger N, once enough of the UNL agreed on them (usually in
+//! ledger N+1), or that the copies disagreed and run N is uncertified.
+//! Input ordering never waits for a verdict: contracts that talk over the
+//! node party line may diverge, and the chain goes on.
 
 use crate::crypto::{Hash, Hasher};
 use serde::{Deserialize, Serialize};
@@ -10,6 +13,14 @@ use std::collections::BTreeMap;
 mod proposal;
 
 pub use proposal::{Proposal, SignedProposal};
+
+/// State and output hashes of one contract run: what the next ledger
+/// certifies. Here rather than in `contract` because ledgers carry it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecResult {
+    pub state: Hash,
+    pub output: Hash,
+}
 
 const LEDGER_DOMAIN: &str = "hotpocket/ledger/v1";
 
@@ -23,11 +34,23 @@ pub struct Ledger {
     pub time: u64,
     /// Agreed input hashes, sorted and distinct.
     pub inputs: Vec<Hash>,
-    /// State hash after running ledger `seq - 1`.
-    pub state: Hash,
-    /// Output hash of running ledger `seq - 1`.
-    pub output: Hash,
+    /// Verdicts on the runs of ledgers before this one: consecutive seqs
+    /// from the first run the chain had no verdict on.
+    pub verdicts: Vec<Verdict>,
 }
+
+/// What the UNL agreed about running ledger `seq`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub seq: u64,
+    /// The certified result, or `None`: the copies' results differ so that
+    /// none can reach the threshold, and the run stays uncertified.
+    pub result: Option<ExecResult>,
+}
+
+/// Most verdicts one ledger (or proposal) carries: runs a ledger may
+/// catch up on after rounds without one.
+pub const MAX_VERDICTS: usize = 16;
 
 impl Ledger {
     pub fn genesis() -> Ledger {
@@ -36,8 +59,7 @@ impl Ledger {
             prev: Hash::ZERO,
             time: 0,
             inputs: vec![],
-            state: Hash::ZERO,
-            output: Hash::ZERO,
+            verdicts: vec![],
         }
     }
 
@@ -50,7 +72,14 @@ impl Ledger {
         for i in &self.inputs {
             h.hash(i);
         }
-        h.hash(&self.state).hash(&self.output);
+        h.u64(self.verdicts.len() as u64);
+        for v in &self.verdicts {
+            h.u64(v.seq);
+            match &v.result {
+                None => h.u64(0),
+                Some(r) => h.u64(1).hash(&r.state).hash(&r.output),
+            };
+        }
         h.finish()
     }
 }
@@ -104,6 +133,8 @@ pub enum ChainError {
     },
     #[error("ledger {seq} inputs are not sorted and distinct")]
     Inputs { seq: u64 },
+    #[error("ledger {seq} has verdicts that are not consecutive runs before it")]
+    Verdicts { seq: u64 },
 }
 
 /// Checks that `next` extends `prev`: consecutive seq, linked hash, hash that
@@ -133,7 +164,20 @@ pub fn check_link(prev: &LedgerId, next: &Ledger, claimed: &Hash) -> Result<(), 
     if !next.inputs.windows(2).all(|w| w[0] < w[1]) {
         return Err(ChainError::Inputs { seq: next.seq });
     }
+    if !verdicts_well_formed(&next.verdicts, next.seq) {
+        return Err(ChainError::Verdicts { seq: next.seq });
+    }
     Ok(())
+}
+
+/// At most `MAX_VERDICTS`, on consecutive runs before ledger `seq`. Which
+/// run they start at is the chain's to check.
+pub fn verdicts_well_formed(verdicts: &[Verdict], seq: u64) -> bool {
+    verdicts.len() <= MAX_VERDICTS
+        && verdicts
+            .windows(2)
+            .all(|w| w[0].seq.checked_add(1) == Some(w[1].seq))
+        && verdicts.last().is_none_or(|v| v.seq < seq)
 }
 
 #[cfg(test)]
@@ -146,8 +190,17 @@ mod tests {
             prev: prev.hash,
             time: 1000,
             inputs: vec![Hash([1; 32]), Hash([2; 32])],
-            state: Hash([3; 32]),
-            output: Hash([4; 32]),
+            verdicts: vec![verdict(0, 3, 4)],
+        }
+    }
+
+    fn verdict(seq: u64, state: u8, output: u8) -> Verdict {
+        Verdict {
+            seq,
+            result: Some(ExecResult {
+                state: Hash([state; 32]),
+                output: Hash([output; 32]),
+            }),
         }
     }
 
@@ -173,11 +226,22 @@ mod tests {
                 ..base.clone()
             },
             Ledger {
-                state: Hash([5; 32]),
+                verdicts: vec![verdict(0, 5, 4)],
                 ..base.clone()
             },
             Ledger {
-                output: Hash([5; 32]),
+                verdicts: vec![verdict(0, 3, 5)],
+                ..base.clone()
+            },
+            Ledger {
+                verdicts: vec![Verdict {
+                    seq: 0,
+                    result: None,
+                }],
+                ..base.clone()
+            },
+            Ledger {
+                verdicts: vec![],
                 ..base.clone()
             },
         ];
@@ -192,7 +256,7 @@ mod tests {
         // Golden value: changing the ledger encoding must be a conscious act.
         assert_eq!(
             Ledger::genesis().hash().to_string(),
-            "4a09c981c1f190207a14834a57e915f57d9b0a8a83d291a9971b6d12bbbd6d67"
+            "11f4d179ec82b2ce52166090fa2554f54281bac75171889d1f1006d76715393e"
         );
     }
 

@@ -1,6 +1,6 @@
 //! Signed consensus proposals.
 
-use super::{Ledger, LedgerId};
+use super::{Ledger, LedgerId, Verdict};
 use crate::crypto::{self, CryptoError, Hash, KeyRing, Keypair, PubKey, Sig};
 use serde::{Deserialize, Serialize};
 
@@ -18,9 +18,10 @@ pub struct Proposal {
     pub lcl: LedgerId,
     /// Proposed input hashes, sorted and distinct.
     pub inputs: Vec<Hash>,
-    /// State and output hashes of the author's run of `lcl`.
-    pub state: Hash,
-    pub output: Hash,
+    /// Runs without a verdict yet: in stages 0 and 1 the author's own
+    /// results of those it has run; in stages 2 and 3 the verdicts it
+    /// votes for (see `tally::verdicts`).
+    pub results: Vec<Verdict>,
 }
 
 impl Proposal {
@@ -33,8 +34,7 @@ impl Proposal {
             prev: self.lcl.hash,
             time: self.time,
             inputs: self.inputs.clone(),
-            state: self.state,
-            output: self.output,
+            verdicts: self.results.clone(),
         }
     }
 
@@ -97,8 +97,13 @@ mod tests {
                 hash: Hash([4; 32]),
             },
             inputs: vec![Hash([1; 32])],
-            state: Hash([2; 32]),
-            output: Hash([3; 32]),
+            results: vec![Verdict {
+                seq: 4,
+                result: Some(crate::ledger::ExecResult {
+                    state: Hash([2; 32]),
+                    output: Hash([3; 32]),
+                }),
+            }],
         }
     }
 

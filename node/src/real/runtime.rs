@@ -58,9 +58,15 @@ impl Observer for LogObserver {
                     "rolled back an unfinal ledger"
                 )
             }
-            Event::StateMismatch { seq } => {
-                tracing::error!(seq, "our contract run differs from what the UNL certified")
-            }
+            Event::StateMismatch { seq } => tracing::warn!(
+                seq,
+                "our contract run differs from what the UNL certified; fetching that state"
+            ),
+            Event::OutputsWithheld { seq, why } => tracing::warn!(
+                seq,
+                why = why.as_str(),
+                "outputs not certified on this node; users told"
+            ),
             Event::HistoryRejected { peer, reason } => {
                 tracing::warn!(peer = %peer.short(), reason, "rejected history")
             }

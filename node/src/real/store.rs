@@ -5,7 +5,7 @@
 //! `Sync` action returns, and a crash loses whole ledgers, never half of one.
 
 use crate::env::{Store, StoreError};
-use crate::ledger::LedgerRecord;
+use crate::ledger::{LedgerRecord, Verdict};
 use rusqlite::{params, Connection};
 use std::path::Path;
 
@@ -21,13 +21,27 @@ CREATE TABLE IF NOT EXISTS ledgers (
     time    INTEGER NOT NULL,
     -- agreed input hashes, a JSON array of hex strings
     inputs  TEXT NOT NULL,
-    -- state and output hashes of running the previous ledger, certified here
-    state   TEXT NOT NULL,
-    output  TEXT NOT NULL,
+    -- verdicts on earlier runs, a JSON array of {seq, state, output}
+    -- (hex; both null when the run went uncertified)
+    verdicts TEXT NOT NULL,
     -- the whole record (close proof and input bodies), postcard-encoded
     record  BLOB NOT NULL
 );
 ";
+
+fn verdicts_json(verdicts: &[Verdict]) -> String {
+    let list: Vec<serde_json::Value> = verdicts
+        .iter()
+        .map(|v| {
+            serde_json::json!({
+                "seq": v.seq,
+                "state": v.result.map(|r| r.state.to_string()),
+                "output": v.result.map(|r| r.output.to_string()),
+            })
+        })
+        .collect();
+    serde_json::Value::Array(list).to_string()
+}
 
 fn io(e: rusqlite::Error) -> StoreError {
     StoreError::Io(e.to_string())
@@ -95,16 +109,15 @@ impl Store for SqliteStore {
         let blob = postcard::to_allocvec(r).map_err(|e| StoreError::Io(e.to_string()))?;
         self.conn
             .execute(
-                "INSERT OR REPLACE INTO ledgers (seq, hash, prev, time, inputs, state, output, record)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT OR REPLACE INTO ledgers (seq, hash, prev, time, inputs, verdicts, record)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     r.ledger.seq as i64,
                     r.hash.to_string(),
                     r.ledger.prev.to_string(),
                     r.ledger.time as i64,
                     serde_json::to_string(&inputs).expect("strings serialize"),
-                    r.ledger.state.to_string(),
-                    r.ledger.output.to_string(),
+                    verdicts_json(&r.ledger.verdicts),
                     blob,
                 ],
             )

@@ -5,11 +5,12 @@
 //! Certified outputs go back as binary messages on every connection the
 //! user has open to this node.
 
+use crate::consensus::Withheld;
 use crate::contract::RunResult;
 use crate::crypto::PubKey;
 use crate::env::Users;
 use crate::real::OsEntropy;
-use crate::users::{outputs_for, Action, Intake, SessionLimits};
+use crate::users::{outputs_for, withheld_message, Action, Intake, SessionLimits};
 use futures_util::{SinkExt, StreamExt};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -124,6 +125,19 @@ impl Users for WsUsers {
         for ((user, tx), out) in outputs_for(run, here) {
             if tx.try_send(Message::Binary(out.to_vec())).is_err() {
                 tracing::warn!(user = %user.short(), seq, "user too slow: output dropped");
+            }
+        }
+    }
+
+    fn withhold(&mut self, seq: u64, run: &RunResult, why: Withheld) {
+        let conns = self.conns.lock().expect("not poisoned");
+        let msg = withheld_message(seq, why);
+        let here = conns
+            .iter()
+            .flat_map(|(user, m)| m.values().map(move |tx| ((user, tx), *user)));
+        for ((user, tx), _) in outputs_for(run, here) {
+            if tx.try_send(Message::Text(msg.clone())).is_err() {
+                tracing::warn!(user = %user.short(), seq, "user too slow: notice dropped");
             }
         }
     }

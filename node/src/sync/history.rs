@@ -126,8 +126,7 @@ mod tests {
                     time: 3000,
                     lcl: g.id(),
                     inputs: vec![ih],
-                    state: Hash([1; 32]),
-                    output: Hash([2; 32]),
+                    results: vec![],
                 }
                 .sign(k)
             })

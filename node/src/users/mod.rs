@@ -8,6 +8,7 @@
 //! "challenge":"…","timestamp":<unix s>}`, `sig` being ed25519 over the
 //! challenge string. Every later message is one input.
 
+use crate::consensus::Withheld;
 use crate::contract::input_hash;
 use crate::crypto::{verify_raw, Hash, Keypair, PubKey, Sig};
 use serde_json::{json, Value};
@@ -77,6 +78,13 @@ pub struct Session {
 }
 
 const RECENT_INPUTS: usize = 1024;
+
+/// What a user hears when its outputs of ledger `seq` were not certified
+/// on this node (copies of the contract diverged): they will never come.
+pub fn withheld_message(seq: u64, why: Withheld) -> String {
+    json!({"hotpocket": PROTOCOL_VERSION, "type": "uncertified", "seq": seq, "reason": why.as_str()})
+        .to_string()
+}
 
 fn error(msg: &str) -> String {
     json!({"hotpocket": PROTOCOL_VERSION, "type": "error", "error": msg}).to_string()

@@ -50,6 +50,8 @@ pub struct Node {
     /// maybe differently: an equivocation, and a break in the one-vote
     /// rule the close threshold's safety rests on.
     vote_from_round: Option<u64>,
+    /// Until when the stage-1 proposal waits for the lcl's run.
+    result_wait: Option<u64>,
     /// History and body requests served to each peer in the current
     /// round, so a UNL member cannot make this node send 16 MiB answers
     /// back to back.
@@ -97,6 +99,7 @@ impl Node {
             status: VoteStatus::Synced,
             forks_reported: BTreeMap::new(),
             vote_from_round: None,
+            result_wait: None,
             served: Served::default(),
             stats: Stats::default(),
             out: vec![Action::Notify(Event::Started { lcl })],
@@ -133,6 +136,7 @@ impl Node {
             self.bodies.deadline(),
             self.state.deadline(),
             self.pool.deadline(),
+            self.result_wait,
         ]
         .into_iter()
         .flatten()
@@ -160,11 +164,9 @@ impl Node {
                 self.count_admission(admitted);
             }
             Input::Executed { seq, hash, report } => {
-                let (mismatch, lcl_ran) = self.exec.on_executed(&self.chain, seq, hash, report);
-                self.out.extend(mismatch.map(Action::Notify));
-                if lcl_ran {
-                    self.propose_again();
-                }
+                let mismatch = self.exec.on_executed(&self.chain, seq, hash, report);
+                self.mismatch(mismatch);
+                self.propose_waiting(now);
             }
             Input::LocalState { id, tree } => {
                 self.state_sync(now, |s, v, _, fx| s.on_local_state(v, id, tree, fx))
@@ -229,9 +231,10 @@ impl Node {
                 Effect::SkipRuns(seq) => self.exec.forget_upto(seq),
                 Effect::RestoreRuns { from, to } => self.restore_runs(from, to),
                 Effect::Installed { seq, result } => {
-                    if self.exec.installed(seq, result, self.chain.lcl().seq) {
-                        self.propose_again();
-                    }
+                    self.exec.installed(seq, result);
+                    // Runs after it that went on the replaced state (a
+                    // diverged run's successors) are due again.
+                    self.restore_runs(seq + 1, self.chain.lcl().seq);
                 }
             }
         }
@@ -254,14 +257,24 @@ impl Node {
         // and sign in, a stage it has already voted in.
         if tick && self.slot.is_none_or(|s| slot > s) {
             self.slot = Some(slot);
-            self.enter(slot);
+            self.enter(slot, now);
+        } else if tick && self.result_wait.is_some_and(|t| now >= t) {
+            self.propose_waiting(now);
         }
         self.catchup_tick(now);
         self.state_sync(now, |s, v, _, fx| s.tick(v, fx));
         self.progress_runs(now);
     }
 
-    fn enter(&mut self, slot: Slot) {
+    /// The stage-1 proposal that waited for the lcl's run goes out, with
+    /// the result if it is known by now.
+    fn propose_waiting(&mut self, now: u64) {
+        if let Some(slot) = self.slot.filter(|_| self.result_wait.is_some()) {
+            self.propose(slot, now);
+        }
+    }
+
+    fn enter(&mut self, slot: Slot, now: u64) {
         self.book
             .prune(slot.round.saturating_sub(self.cfg.max_round_skew));
         if slot.stage == 0 {
@@ -272,7 +285,7 @@ impl Node {
         } else {
             self.update_status(slot);
         }
-        self.propose(slot);
+        self.propose(slot, now);
     }
 
     fn on_peer(&mut self, now: u64, from: PubKey, bytes: &[u8]) {
@@ -454,8 +467,23 @@ impl Node {
     /// run: a run of ours that differs is reported.
     fn append(&mut self, record: LedgerRecord) -> &LedgerRecord {
         let mismatch = self.exec.on_append(&record.ledger);
-        self.out.extend(mismatch.map(Action::Notify));
-        self.chain.append(record, &mut self.pool)
+        let appended = self.chain.append(record, &mut self.pool).ledger.seq;
+        self.mismatch(mismatch);
+        self.chain.get(appended).expect("just appended")
+    }
+
+    /// Our run differs from what the UNL certified: copies may diverge
+    /// (what a contract heard on the party line is not agreed), so the
+    /// node takes the certified state before its next run.
+    fn mismatch(&mut self, event: Option<Event>) {
+        if let Some(e) = event {
+            tracing::warn!(
+                ?e,
+                "our run differs from the certified one; fetching that state"
+            );
+            self.out.push(Action::Notify(e));
+            self.state.force();
+        }
     }
 
     /// Drops the lcl if the chain's rollback rule allows it; returns

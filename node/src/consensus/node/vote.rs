@@ -6,10 +6,15 @@ use crate::consensus::message::PeerMessage;
 use crate::consensus::tally;
 use crate::consensus::timing::Slot;
 use crate::consensus::{Action, CloseVia, Event, Proposal, VoteStatus};
-use crate::contract::ExecResult;
-use crate::crypto::Hash;
 use crate::ledger::LedgerRecord;
 use std::collections::BTreeMap;
+
+/// How far into stage 1 a node waits for its run of the lcl before it
+/// proposes without that result. The run starts at stage 0; stage 1
+/// carries each node's own result, the first rung of the ladder that
+/// certifies it. Waiting longer gives slow contracts more time, but the
+/// proposal must still reach the others before stage 2.
+const RESULT_WAIT_PCT: u64 = 60;
 
 impl Node {
     pub(super) fn update_status(&mut self, slot: Slot) {
@@ -37,17 +42,21 @@ impl Node {
         }
     }
 
-    /// The lcl's result just became known: the stage-3 proposal that
-    /// waited for it goes out now.
-    pub(super) fn propose_again(&mut self) {
-        if let Some(slot) = self.slot {
-            self.propose(slot);
-        }
-    }
-
-    pub(super) fn propose(&mut self, slot: Slot) {
+    /// Proposes in `slot` unless it did already, or (stage 1) waits a
+    /// while for the lcl's run: see `RESULT_WAIT_PCT`.
+    pub(super) fn propose(&mut self, slot: Slot, now: u64) {
         if !self.cfg.in_unl(&self.key.public()) || self.proposed == Some(slot) {
             return;
+        }
+        self.result_wait = None;
+        let lcl = self.chain.lcl();
+        let undecided = self.chain.undecided();
+        if slot.stage == 1 && undecided <= lcl.seq && self.exec.result(lcl.seq).is_none() {
+            let until = self.timing.slot_start(slot) + self.cfg.stage_ms() * RESULT_WAIT_PCT / 100;
+            if now < until {
+                self.result_wait = Some(until);
+                return;
+            }
         }
         if self.vote_from_round.is_none_or(|r| slot.round < r) {
             return; // the round this node (re)started in
@@ -55,18 +64,6 @@ impl Node {
         if slot.stage > 0 && self.status == VoteStatus::Desync {
             return;
         }
-        // Only the stage-3 proposal is a candidate, so only it must carry
-        // the lcl's run. Earlier stages go out while the contract still
-        // runs: input agreement does not wait for it, and a run may take
-        // most of a round.
-        let exec = match self.exec.lcl_result() {
-            Some(e) => e,
-            None if slot.stage < 3 => ExecResult {
-                state: Hash::ZERO,
-                output: Hash::ZERO,
-            },
-            None => return, // proposed once the run finishes
-        };
         let lcl = self.chain.lcl();
         if slot.stage == 3 && self.majority_elsewhere(slot) {
             // Ahead of a majority: keep announcing our lcl in stages 0-2 so
@@ -88,6 +85,18 @@ impl Node {
                 self.timing.round_start(slot.round),
             ),
         };
+        // Nothing else waits for the contract: a run not done by then is
+        // voted on in a later round, and stages 2-3 follow the votes.
+        let results = match slot.stage {
+            0 | 1 => self.exec.own_results(undecided, lcl.seq),
+            _ => tally::verdicts(
+                &self.cfg,
+                &self.book.slot(slot.round, slot.stage - 1),
+                lcl,
+                slot.stage,
+                undecided,
+            ),
+        };
         let proposal = Proposal {
             author: self.key.public(),
             round: slot.round,
@@ -95,8 +104,7 @@ impl Node {
             time,
             lcl,
             inputs,
-            state: exec.state,
-            output: exec.output,
+            results,
         };
         tracing::trace!(
             round = slot.round,
