@@ -10,6 +10,7 @@ pub mod crypto;
 pub mod driver;
 pub mod env;
 pub mod ledger;
+pub mod npl;
 #[cfg(feature = "runtime")]
 pub mod real;
 pub mod sync;
