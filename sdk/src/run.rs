@@ -1,7 +1,8 @@
 //! One run as a contract sees it, and the traits contracts implement.
 
-use crate::{Description, SdkError, State};
+use crate::{Description, Npl, SdkError, State};
 use std::collections::BTreeMap;
+use std::future::Future;
 
 /// One run as the contract sees it.
 pub struct Run<'a> {
@@ -52,4 +53,15 @@ impl<'a> Run<'a> {
 
 pub trait Contract {
     fn run(&mut self, run: &mut Run<'_>) -> Result<(), SdkError>;
+}
+
+/// A contract that talks to its copies on the other UNL nodes during the
+/// run. Async so the simulator can run it on simulated time; a binary
+/// drives it with [`crate::main_npl`]. Implement it with `async fn run`.
+pub trait NplContract {
+    fn run(
+        &mut self,
+        run: &mut Run<'_>,
+        npl: &mut Npl<'_>,
+    ) -> impl Future<Output = Result<(), SdkError>>;
 }
