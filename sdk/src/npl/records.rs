@@ -99,7 +99,7 @@ impl RecordParser {
         Ok(())
     }
 
-    /// Consumes at least one byte of `bytes`.
+    /// Consumes at least one byte of `bytes` (`feed` never passes none).
     fn step(
         &mut self,
         bytes: &mut &[u8],
@@ -124,8 +124,10 @@ impl RecordParser {
                 len,
                 author,
             } => {
-                let b = bytes[0];
-                *bytes = &bytes[1..];
+                let Some((&b, rest)) = bytes.split_first() else {
+                    return Ok(());
+                };
+                *bytes = rest;
                 if b != b'\n' {
                     if line.len() == MAX_LINE {
                         return Err(NplError::BadRecord(format!(

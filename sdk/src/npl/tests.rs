@@ -228,3 +228,29 @@ fn fd_transport_reads_pipes_with_a_timeout() {
     std::io::Read::read_to_end(&mut std::io::BufReader::new(out_r), &mut sent).unwrap();
     assert_eq!(sent, framed(&[b"ping"]));
 }
+
+#[test]
+fn arbitrary_input_never_panics() {
+    // Valid records with bytes flipped, cut at odd points: every outcome
+    // is messages, None or a BadRecord, never a panic.
+    let (stream, _) = sample();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..2000 {
+        let mut s = stream.clone();
+        for _ in 0..3 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let at = (x >> 33) as usize % s.len();
+            s[at] = (x >> 13) as u8;
+        }
+        let mem = MemTransport::new();
+        let cut = (x >> 40) as usize % s.len();
+        mem.push_input(&s[..cut]);
+        mem.push_input(&s[cut..]);
+        let mut npl = Npl::new(Box::new(mem));
+        if let Err(e) = drain(&mut npl) {
+            assert!(matches!(e, SdkError::Npl(NplError::BadRecord(_))), "{e}");
+        }
+    }
+}
