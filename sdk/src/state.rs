@@ -1,0 +1,87 @@
+//! The contract's persistent state: the state directory on disk for a real
+//! run, a map in memory for the simulator.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+/// The contract's persistent state: files under relative paths.
+pub trait State {
+    fn read(&self, path: &str) -> io::Result<Option<Vec<u8>>>;
+    fn write(&mut self, path: &str, data: &[u8]) -> io::Result<()>;
+    fn remove(&mut self, path: &str) -> io::Result<()>;
+}
+
+/// Refuses absolute paths and `..`, so a contract cannot leave its state.
+fn checked(path: &str) -> io::Result<&Path> {
+    let p = Path::new(path);
+    if path.is_empty() || !p.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("state path {path:?} must be relative and plain"),
+        ));
+    }
+    Ok(p)
+}
+
+/// State in a directory on disk (the real node's state directory).
+pub struct DirState(pub PathBuf);
+
+impl State for DirState {
+    fn read(&self, path: &str) -> io::Result<Option<Vec<u8>>> {
+        match std::fs::read(self.0.join(checked(path)?)) {
+            Ok(d) => Ok(Some(d)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+    fn write(&mut self, path: &str, data: &[u8]) -> io::Result<()> {
+        let p = self.0.join(checked(path)?);
+        if let Some(dir) = p.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(p, data)
+    }
+    fn remove(&mut self, path: &str) -> io::Result<()> {
+        match std::fs::remove_file(self.0.join(checked(path)?)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// State in memory: relative path -> bytes (the simulator's).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemState(pub BTreeMap<String, Vec<u8>>);
+
+impl State for MemState {
+    fn read(&self, path: &str) -> io::Result<Option<Vec<u8>>> {
+        checked(path)?;
+        Ok(self.0.get(path).cloned())
+    }
+    fn write(&mut self, path: &str, data: &[u8]) -> io::Result<()> {
+        checked(path)?;
+        self.0.insert(path.to_string(), data.to_vec());
+        Ok(())
+    }
+    fn remove(&mut self, path: &str) -> io::Result<()> {
+        checked(path)?;
+        self.0.remove(path);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_paths_cannot_escape() {
+        let mut m = MemState::default();
+        for p in ["../x", "/etc/passwd", "", "a/../../b"] {
+            assert!(m.write(p, b"x").is_err(), "{p}");
+        }
+        m.write("kv/a", b"1").unwrap();
+        assert_eq!(m.read("kv/a").unwrap(), Some(b"1".to_vec()));
+    }
+}
