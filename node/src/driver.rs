@@ -187,6 +187,7 @@ where
                     };
                     let session = RunSession::new(run, link);
                     running = Some(Running::Run { seq, hash, session });
+                    fed.push(Input::RunStarted { seq });
                 }
                 Some(Job::InstallState(patch)) => {
                     running = Some(Running::Install(Box::pin(async move {

@@ -53,6 +53,7 @@ fn request(inputs: Vec<(PubKey, Vec<Vec<u8>>)>) -> RunRequest {
         node: user(100),
         unl: vec![user(100)],
         rand: None,
+        contract_seed: None,
         inputs: inputs.into_iter().collect(),
     }
 }

@@ -1,6 +1,7 @@
 //! Consensus settings shared by every node of a network.
 
 use crate::crypto::PubKey;
+use crate::npl::{LimitsError, NplLimits};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +36,8 @@ pub struct ConsensusConfig {
     /// fetches the certified state from peers instead of running them all
     /// (0: always run them).
     pub state_sync_gap: u64,
+    /// Bounds on the node party line; the same on every node.
+    pub npl: NplLimits,
     /// Sorted, distinct UNL.
     pub unl: Vec<PubKey>,
 }
@@ -51,6 +54,8 @@ pub enum ConfigError {
     CloseThreshold(u64),
     #[error("the UNL is empty")]
     EmptyUnl,
+    #[error("node party line: {0}")]
+    Npl(#[from] LimitsError),
 }
 
 impl ConsensusConfig {
@@ -72,6 +77,7 @@ impl ConsensusConfig {
             max_ledger_input_bytes: 4 << 20,
             history_batch: 64,
             state_sync_gap: 32,
+            npl: NplLimits::default(),
             unl,
         }
     }
@@ -94,6 +100,7 @@ impl ConsensusConfig {
         if self.unl.is_empty() {
             return Err(ConfigError::EmptyUnl);
         }
+        self.npl.validate()?;
         Ok(())
     }
 

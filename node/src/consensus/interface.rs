@@ -5,6 +5,7 @@ use super::{ConfigError, Job, VoteStatus};
 use crate::contract::{RunReport, RunResult, StateNode};
 use crate::crypto::{Hash, PubKey};
 use crate::ledger::{ChainError, Ledger, LedgerId, LedgerRecord};
+use crate::npl::NplStats;
 use crate::sync::state_transfer::{FetchStats, StateResponse};
 use serde::Serialize;
 
@@ -32,8 +33,9 @@ pub enum Input {
     /// `Job::Rollback { to }` could not return the contract state to
     /// what running `seq` left: it is still what a later run left.
     RollbackFailed { seq: u64, error: String },
-    /// The contract running ledger `seq` emitted a message (the node party
-    /// line's traffic, once it exists).
+    /// The contract started running ledger `seq` (its session is open).
+    RunStarted { seq: u64 },
+    /// The contract running ledger `seq` wrote this to its node party line.
     FromContract { seq: u64, bytes: Vec<u8> },
 }
 
@@ -189,6 +191,8 @@ pub struct Stats {
     pub state_rejected: u64,
     /// State requests passed to the contract host to answer.
     pub state_served: u64,
+    /// The node party line's counters.
+    pub npl: NplStats,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -197,6 +201,8 @@ pub enum NodeError {
     Config(#[from] ConfigError),
     #[error("stored chain is broken: {0}")]
     Chain(#[from] ChainError),
+    #[error("node party line settings: {0}")]
+    Npl(#[from] crate::npl::LimitsError),
     #[error("the contract state is from ledger {ran}, past the stored chain's last ledger {lcl}; roll it back first")]
     ContractAhead { ran: u64, lcl: u64 },
 }

@@ -3,6 +3,7 @@
 use crate::crypto::Hash;
 use crate::ledger::LedgerRecord;
 use crate::ledger::SignedProposal;
+use crate::npl::NplEnvelope;
 use crate::sync::state_transfer::{StateRequest, StateResponse};
 use crate::wire::MAX_FRAME_BYTES;
 use serde::{Deserialize, Serialize};
@@ -26,6 +27,8 @@ pub enum PeerMessage {
     /// State sync: a directory listing or file piece, asked for by hash.
     StateRequest(StateRequest),
     StateResponse(StateResponse),
+    /// A signed chunk of a contract's node party line output.
+    Npl(Box<NplEnvelope>),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

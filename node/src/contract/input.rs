@@ -93,6 +93,7 @@ impl RunRequest {
             node,
             unl: unl.to_vec(),
             rand: None,
+            contract_seed: None,
             inputs,
         }
     }

@@ -45,6 +45,9 @@ pub struct RunRequest {
     pub node: PubKey,
     pub unl: Vec<PubKey>,
     pub rand: Option<Hash>,
+    /// The contract's own signing seed on this node (`Keypair::
+    /// contract_seed`), for contracts that sign over the party line.
+    pub contract_seed: Option<[u8; 32]>,
     /// Each user's inputs in this ledger, in ledger order.
     pub inputs: BTreeMap<PubKey, Vec<Vec<u8>>>,
 }
@@ -133,6 +136,9 @@ pub fn describe(
             if let Some(r) = req.rand {
                 v["rand"] = json!(r.to_string());
             }
+            if let Some(seed) = req.contract_seed {
+                v["contract_seed"] = json!(hex::encode(seed));
+            }
             v.to_string()
         }
     }
@@ -150,6 +156,7 @@ mod tests {
             node: PubKey([2; 32]),
             unl: vec![PubKey([2; 32]), PubKey([3; 32])],
             rand: None,
+            contract_seed: None,
             inputs: BTreeMap::new(),
         }
     }

@@ -178,6 +178,12 @@ impl Keypair {
     pub fn secret_hex(&self) -> String {
         hex::encode(self.signing.to_bytes())
     }
+    /// A signing seed for this node's contract, derived from the node's
+    /// secret so it survives restarts, but never the node key itself: a
+    /// contract that leaks it cannot sign proposals or NPL chunks.
+    pub fn contract_seed(&self) -> [u8; 32] {
+        Hash::of("hotpocket/contract-seed/v1", &[&self.signing.to_bytes()]).0
+    }
     /// Signs `msg` as it is, with no domain: only for the user handshake,
     /// whose format the prototype fixed.
     pub fn sign_raw(&self, msg: &[u8]) -> Sig {

@@ -227,6 +227,7 @@ impl Config {
                 crate::consensus::ConfigError::Threshold(_) => "stage_thresholds",
                 crate::consensus::ConfigError::CloseThreshold(_) => "close_threshold",
                 crate::consensus::ConfigError::EmptyUnl => "unl",
+                crate::consensus::ConfigError::Npl(_) => "npl",
             };
             (field, e.to_string())
         })?;

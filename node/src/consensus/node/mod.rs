@@ -2,6 +2,7 @@
 //! dispatches each event to them. Every part keeps its own state and
 //! returns what it wants done; only this file moves results between parts.
 
+mod party;
 mod vote;
 
 use crate::consensus::bodies::{self, BodyFetch, MAX_BODIES_PER_MESSAGE};
@@ -19,6 +20,7 @@ use crate::consensus::{SignedProposal, VoteStatus};
 use crate::contract::{input_hash, ExecResult};
 use crate::crypto::{Hash, KeyRing, Keypair, PubKey};
 use crate::ledger::{LedgerId, LedgerRecord};
+use crate::npl::PartyLine;
 use crate::wire::MAX_FRAME_BYTES;
 use std::collections::BTreeMap;
 
@@ -39,6 +41,7 @@ pub struct Node {
     catchup: Catchup,
     bodies: BodyFetch,
     state: StateSync,
+    npl: PartyLine,
     /// The stage the node is in, and the last one it proposed in.
     slot: Option<Slot>,
     proposed: Option<Slot>,
@@ -82,7 +85,10 @@ impl Node {
                 lcl: lcl.seq,
             });
         }
+        let mut npl = PartyLine::new(cfg.npl.clone(), key.public())?;
+        npl.expect(ran_seq + 1);
         Ok(Node {
+            npl,
             ring: KeyRing::new(&cfg.unl),
             timing: Timing::new(&cfg),
             cfg,
@@ -164,6 +170,7 @@ impl Node {
                 self.count_admission(admitted);
             }
             Input::Executed { seq, hash, report } => {
+                self.npl_run_finished(seq);
                 let mismatch = self.exec.on_executed(&self.chain, seq, hash, report);
                 self.mismatch(mismatch);
                 self.propose_waiting(now);
@@ -186,14 +193,12 @@ impl Node {
                 self.restore_runs(seq + 1, self.chain.lcl().seq);
                 self.state.force();
             }
-            Input::FromContract { seq, bytes } => {
-                // Nothing listens to a running contract yet (the node party
-                // line will).
-                tracing::trace!(seq, len = bytes.len(), "contract message dropped");
-            }
+            Input::RunStarted { seq } => self.npl_run_started(seq),
+            Input::FromContract { seq, bytes } => self.npl_from_contract(seq, &bytes),
         }
         self.advance(now, tick);
         self.out.extend(self.pool.flush(now));
+        self.stats.npl = self.npl.stats().clone();
         std::mem::take(&mut self.out)
     }
 
@@ -232,6 +237,9 @@ impl Node {
                 Effect::RestoreRuns { from, to } => self.restore_runs(from, to),
                 Effect::Installed { seq, result } => {
                     self.exec.installed(seq, result);
+                    if self.npl.running().is_none() {
+                        self.npl.expect(seq + 1);
+                    }
                     // Runs after it that went on the replaced state (a
                     // diverged run's successors) are due again.
                     self.restore_runs(seq + 1, self.chain.lcl().seq);
@@ -313,6 +321,7 @@ impl Node {
             PeerMessage::HistoryResponse(records) => self.on_history(now, from, records),
             PeerMessage::BodyResponse(bodies) => self.on_bodies(now, from, bodies),
             _ if !in_unl => self.stats.dropped_not_unl += 1,
+            PeerMessage::Npl(env) => self.npl_from_peer(from, *env),
             PeerMessage::Inputs(bodies) => {
                 let round = self.round();
                 for b in bodies {
