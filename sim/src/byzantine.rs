@@ -6,6 +6,7 @@ use crate::scenario::Role;
 use hotpocket_node::consensus::{ExecResult, PeerMessage};
 use hotpocket_node::crypto::{Hash, Keypair, PubKey};
 use hotpocket_node::ledger::Verdict;
+use hotpocket_node::npl::{NplChunk, NplEnvelope};
 use hotpocket_node::sync::state_transfer::{Entry, StateRequest, StateResponse};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -67,6 +68,8 @@ impl Byzantine {
             Role::Forger => vec![(to, self.forge(bytes))],
             Role::HistoryLiar => vec![(to, self.lie_about_history(bytes))],
             Role::StateLiar => vec![(to, self.lie_about_state(bytes))],
+            Role::NplSpammer => self.spam_npl(to, bytes),
+            Role::NplEquivocator => vec![(to, self.equivocate_npl(to, bytes))],
             Role::Replayer => {
                 self.remember(bytes.clone());
                 let mut out = vec![(to, bytes)];
@@ -77,6 +80,73 @@ impl Byzantine {
                 out
             }
         }
+    }
+
+    /// With each party line chunk it sends, one kind of abuse besides:
+    /// a flood past the per-run limits, an oversize chunk, a chunk in
+    /// another node's name, or a replay for an older ledger. Each must be
+    /// refused and cost honest nodes nothing but the counting.
+    fn spam_npl(&mut self, to: usize, bytes: Vec<u8>) -> Vec<(usize, Vec<u8>)> {
+        let Ok(PeerMessage::Npl(env)) = PeerMessage::decode(&bytes) else {
+            return vec![(to, bytes)];
+        };
+        let mut out = vec![(to, bytes)];
+        let base = env.chunk.chunk.clone();
+        let sign = |c: NplChunk, key: &Keypair| {
+            let env = NplEnvelope {
+                hops: 0,
+                chunk: c.sign(key),
+            };
+            PeerMessage::Npl(Box::new(env)).encode()
+        };
+        match self.rng.next_u64() % 4 {
+            0 => {
+                for k in 0..40 {
+                    let mut c = base.clone();
+                    c.index += 1 + k * 40;
+                    c.data = vec![b'#'; 32 << 10];
+                    out.push((to, sign(c, &self.key)));
+                }
+            }
+            1 => {
+                let mut c = base;
+                c.index += 1;
+                c.data = vec![b'!'; (64 << 10) + 1];
+                out.push((to, sign(c, &self.key)));
+            }
+            2 => {
+                let other = self.unl[(self.rng.next_u64() % self.unl.len() as u64) as usize];
+                let mut c = base;
+                c.author = other;
+                out.push((to, sign(c, &self.key)));
+            }
+            _ => {
+                let mut c = base;
+                c.seq = c.seq.saturating_sub(1 + self.rng.next_u64() % 3);
+                out.push((to, sign(c, &self.key)));
+            }
+        }
+        out
+    }
+
+    /// Different party line data for odd and even peers, both validly
+    /// signed: the copies of the contract hear different things.
+    fn equivocate_npl(&mut self, to: usize, bytes: Vec<u8>) -> Vec<u8> {
+        let Ok(PeerMessage::Npl(env)) = PeerMessage::decode(&bytes) else {
+            return bytes;
+        };
+        if to.is_multiple_of(2) {
+            return bytes;
+        }
+        let mut c = env.chunk.chunk;
+        for b in c.data.iter_mut() {
+            *b = b.wrapping_add(1);
+        }
+        let env = NplEnvelope {
+            hops: 0,
+            chunk: c.sign(&self.key),
+        };
+        PeerMessage::Npl(Box::new(env)).encode()
     }
 
     /// Half the time, a different but validly signed proposal.

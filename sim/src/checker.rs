@@ -2,6 +2,7 @@
 //! expectations evaluated at the end of a run. They live only here: the
 //! protocol just emits typed events.
 
+use crate::npl_check::NplChecker;
 use crate::outputs::OutputChecker;
 use crate::scenario::Expectation;
 use hotpocket_node::consensus::Event;
@@ -35,7 +36,23 @@ pub struct Checker {
     certified: BTreeMap<u64, Option<Hash>>,
     /// Per node: state syncs installed, and bytes they fetched.
     pub state_synced: BTreeMap<usize, (u64, u64)>,
+    /// What contracts wrote and heard on the node party line.
+    pub npl: NplChecker,
+    /// Whether the contract's copies may diverge (they talk over the NPL):
+    /// then a run that differs from the certified one is not a bug, but
+    /// the node must take the certified state within `RECOVERY_LEDGERS`.
+    pub may_diverge: bool,
+    /// Per node: the first run it found diverged and has not yet replaced
+    /// by a certified state, and its closes since.
+    diverged: BTreeMap<usize, (u64, u64)>,
+    /// Per node: runs found diverged, and runs whose outputs it withheld.
+    pub divergences: BTreeMap<usize, u64>,
+    pub withheld: BTreeMap<usize, u64>,
 }
+
+/// Ledgers a node with a diverged run may close before it must have
+/// installed the certified state.
+pub const RECOVERY_LEDGERS: u64 = 20;
 
 impl Checker {
     /// Tracks every node's chain; only honest nodes' events can violate.
@@ -77,6 +94,16 @@ impl Checker {
     fn check(&mut self, t: u64, node: usize, ev: &Event) {
         match ev {
             Event::LedgerClosed { ledger, hash, via } => {
+                if let Some((from, closes)) = self.diverged.get_mut(&node) {
+                    *closes += 1;
+                    if *closes == RECOVERY_LEDGERS + 1 {
+                        let from = *from;
+                        self.violate(
+                            t,
+                            format!("node {node}'s run of ledger {from} diverged and it has not installed the certified state {RECOVERY_LEDGERS} ledgers later"),
+                        );
+                    }
+                }
                 let actual = ledger.hash();
                 if actual != *hash {
                     self.violate(
@@ -146,10 +173,19 @@ impl Checker {
                 }
             }
             Event::ForkSeen { .. } => {}
-            Event::StateMismatch { seq } => self.violate(
-                t,
-                format!("node {node}: its run of ledger {seq} differs from the certified state"),
-            ),
+            Event::StateMismatch { seq } => {
+                *self.divergences.entry(node).or_default() += 1;
+                if !self.may_diverge {
+                    self.violate(
+                        t,
+                        format!(
+                            "node {node}: its run of ledger {seq} differs from the certified state"
+                        ),
+                    );
+                }
+                self.diverged.entry(node).or_insert((*seq, 0));
+            }
+            Event::OutputsWithheld { .. } => *self.withheld.entry(node).or_default() += 1,
             Event::StateSynced {
                 seq,
                 state,
@@ -158,6 +194,13 @@ impl Checker {
                 let s = self.state_synced.entry(node).or_default();
                 s.0 += 1;
                 s.1 += fetched.bytes;
+                if self
+                    .diverged
+                    .get(&node)
+                    .is_some_and(|(from, _)| from <= seq)
+                {
+                    self.diverged.remove(&node);
+                }
                 match self.certified.get(seq) {
                     Some(c) if *c != Some(*state) => self.violate(
                         t,
@@ -169,9 +212,12 @@ impl Checker {
                     }
                 }
             }
-            Event::Started { .. }
-            | Event::OutputsWithheld { .. }
-            | Event::Status(_)
+            Event::Started { .. } => {
+                // A restart replays its runs; a divergence found then counts
+                // afresh.
+                self.diverged.remove(&node);
+            }
+            Event::Status(_)
             | Event::HistoryRejected { .. }
             | Event::StateSyncStarted { .. }
             | Event::StateSyncAbandoned { .. } => {}
@@ -234,6 +280,32 @@ impl Checker {
                         .check_all_answered(steady, *sent_by_ms, &mut found);
                     self.violations
                         .extend(found.into_iter().map(|v| format!("liveness: {v}")));
+                }
+                Expectation::Signatures { min } => match self.outputs.fewest_signatures {
+                    None => self
+                        .violations
+                        .push("liveness: no multisig output was delivered".into()),
+                    Some(n) if n < *min => self.violations.push(format!(
+                        "a delivered multisig output had {n} signatures, expected at least {min}"
+                    )),
+                    Some(_) => {}
+                },
+                Expectation::NoneWithheld => {
+                    for n in honest {
+                        if let Some(w) = self.withheld.get(n) {
+                            self.violations.push(format!(
+                                "node {n} withheld the outputs of {w} runs: its copy was not certified"
+                            ));
+                        }
+                    }
+                }
+                Expectation::Diverged => {
+                    if !honest.iter().any(|n| self.withheld.contains_key(n)) {
+                        self.violations.push(
+                            "expected an honest copy to diverge and withhold its outputs; none did"
+                                .into(),
+                        );
+                    }
                 }
                 Expectation::StateSynced { node, max_bytes } => {
                     match self.state_synced.get(node) {

@@ -6,7 +6,8 @@
 //! its end (a run that takes time sleeps first), so a crash cannot split
 //! one.
 
-use crate::scenario::Latency;
+use crate::npl_host::{run_multisig, SimTransport};
+use crate::scenario::{ContractKind, Latency};
 use crate::world::{sample, World};
 use hotpocket_contract::{parse_description, Contract, MemState, Run};
 use hotpocket_kv_contract::Kv;
@@ -120,29 +121,37 @@ pub struct SimContract {
     /// `rng`, which nothing else draws from.
     pub run_ms: Option<Latency>,
     pub rng: ChaCha8Rng,
+    pub kind: ContractKind,
+    /// The multisig contract's wait for signatures.
+    pub npl_timeout_ms: u64,
+    /// The contract's signing seed on this node (`Keypair::contract_seed`).
+    pub contract_seed: [u8; 32],
 }
 
 impl SimContract {
-    fn run(&self, record: &LedgerRecord) -> RunReport {
-        let req = RunRequest::for_ledger(record, self.key, &self.unl);
+    /// The state the next run starts from.
+    fn current_state(&self) -> MemState {
+        let g = self.world.lock();
+        g.nodes[self.node].contract.latest_kept().state.clone()
+    }
+
+    /// Keeps what run `seq` left, all at once, as the process host's
+    /// snapshot does.
+    fn finish(&self, seq: u64, state: MemState, run: RunResult) -> RunReport {
         let mut g = self.world.lock();
-        let disk = &mut g.nodes[self.node].contract;
-        let (ran, _) = disk.latest();
-        if ran + 1 != req.seq {
+        let (ran, _) = g.nodes[self.node].contract.latest();
+        if ran + 1 != seq {
             drop(g);
             self.world.violation(format!(
-                "node {} ran ledger {} on the state of ledger {ran}",
-                self.node, req.seq
+                "node {} ran ledger {seq} on the state of ledger {ran}",
+                self.node
             ));
             g = self.world.lock();
         }
         let disk = &mut g.nodes[self.node].contract;
-        let before = disk.latest_kept();
-        let mut state = before.state.clone();
-        let run = run_kv(&req, &mut state);
-        let kept = Kept::new(state, Some(before), run.output_hash());
+        let kept = Kept::new(state, Some(disk.latest_kept()), run.output_hash());
         let result = kept.result;
-        disk.keep(req.seq, kept);
+        disk.keep(seq, kept);
         RunReport {
             state: result.state,
             run,
@@ -192,13 +201,9 @@ impl ContractHost for SimContract {
     }
 
     /// A run that takes time sleeps first and then runs: a crash meanwhile
-    /// leaves the state as it was, as the process host's `open` does.
-    /// Nothing passes over `link` yet.
-    fn execute(
-        &mut self,
-        record: &LedgerRecord,
-        _link: RunLink,
-    ) -> impl Future<Output = RunReport> {
+    /// leaves the state as it was, as the process host's `open` does. The
+    /// multisig contract talks over `link` while it runs.
+    fn execute(&mut self, record: &LedgerRecord, link: RunLink) -> impl Future<Output = RunReport> {
         let missing = record
             .ledger
             .inputs
@@ -213,11 +218,27 @@ impl ContractHost for SimContract {
             ));
         }
         let delay = self.run_ms.map_or(0, |l| sample(&mut self.rng, l));
+        let mut req = RunRequest::for_ledger(record, self.key, &self.unl);
+        req.contract_seed = Some(self.contract_seed);
         async move {
             if delay > 0 {
                 madsim::time::sleep(Duration::from_millis(delay)).await;
             }
-            self.run(record)
+            let mut state = self.current_state();
+            let run = match self.kind {
+                ContractKind::Kv => run_kv(&req, &mut state),
+                ContractKind::Multisig => {
+                    self.world.npl_run_opened(self.node, req.seq);
+                    let transport = SimTransport {
+                        link,
+                        world: self.world.clone(),
+                        node: self.node,
+                        seq: req.seq,
+                    };
+                    run_multisig(&req, &mut state, transport, self.npl_timeout_ms).await
+                }
+            };
+            self.finish(req.seq, state, run)
         }
     }
 

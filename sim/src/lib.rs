@@ -11,6 +11,8 @@ pub mod contract;
 pub mod entropy;
 pub mod env;
 pub mod fuzz;
+pub mod npl_check;
+pub mod npl_host;
 pub mod outputs;
 pub mod runner;
 pub mod scenario;

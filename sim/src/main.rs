@@ -220,6 +220,23 @@ fn print_report(r: &Report) {
             s.dropped_malformed,
             s.equivocations,
         );
+        let p = &s.npl;
+        if p.chunks_sent + p.chunks_delivered > 0 {
+            println!(
+                "           npl: {} chunks sent, {} delivered, {} relayed; dropped: stale {} dup {} sig {} cut-off {} ({} authors), equivocations {}; runs diverged {}, withheld {}",
+                p.chunks_sent,
+                p.chunks_delivered,
+                p.relayed,
+                p.dropped_stale,
+                p.dropped_duplicate,
+                p.dropped_bad_signature,
+                p.dropped_cut_off,
+                p.cut_off,
+                p.equivocations,
+                n.diverged,
+                n.withheld,
+            );
+        }
         if s.state_syncs > 0 || s.state_rejected > 0 {
             println!(
                 "           state sync: {} installed, {} bytes and {} files fetched, {} answers rejected",

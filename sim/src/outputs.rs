@@ -3,10 +3,12 @@
 //! ledger certified it; and (as an expectation) every input's answer does
 //! reach its user.
 //!
-//! The contract is the kv example, so every input `set KEY VALUE` is
-//! answered `ok KEY`, and KEY names the input: that is how an output is tied
-//! back to the input that caused it.
+//! With the kv example, every input `set KEY VALUE` is answered `ok KEY`,
+//! and KEY names the input: that is how an output is tied back to the
+//! input that caused it. With the multisig example, every output must be
+//! for its ledger and carry only valid signatures, each by another node.
 
+use crate::scenario::ContractKind;
 use hotpocket_node::contract::RunResult;
 use hotpocket_node::crypto::Hash;
 use hotpocket_node::ledger::Ledger;
@@ -36,6 +38,45 @@ pub struct OutputChecker {
     landed: BTreeMap<(usize, Hash), u64>,
     /// What each user received for each seq.
     pub delivered: BTreeMap<(usize, u64), Vec<u8>>,
+    pub kind: ContractKind,
+    /// The fewest valid signatures a delivered multisig output carried.
+    pub fewest_signatures: Option<usize>,
+}
+
+/// Checks a multisig output for ledger `seq`: returns how many valid
+/// signatures, by distinct nodes, it carries.
+pub fn multisig_signatures(seq: u64, bytes: &[u8]) -> Result<usize, String> {
+    use ed25519_dalek::{Signature, VerifyingKey};
+    let v: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+    if v.get("seq").and_then(|s| s.as_u64()) != Some(seq) {
+        return Err(format!("not for ledger {seq}: {v}"));
+    }
+    let hex_of = |v: &serde_json::Value, k: &str| -> Option<Vec<u8>> {
+        hex::decode(v.get(k)?.as_str()?).ok()
+    };
+    let digest = hex_of(&v, "digest").ok_or("no digest")?;
+    let sigs = v
+        .get("signatures")
+        .and_then(|s| s.as_array())
+        .ok_or("no signatures")?;
+    let mut nodes = std::collections::BTreeSet::new();
+    for s in sigs {
+        let key: [u8; 32] = hex_of(s, "key")
+            .and_then(|k| k.try_into().ok())
+            .ok_or("bad key")?;
+        let sig: [u8; 64] = hex_of(s, "sig")
+            .and_then(|k| k.try_into().ok())
+            .ok_or("bad sig")?;
+        VerifyingKey::from_bytes(&key)
+            .map_err(|_| "bad key")?
+            .verify_strict(&digest, &Signature::from_bytes(&sig))
+            .map_err(|_| format!("a signature that does not verify: {s}"))?;
+        if !nodes.insert(hex_of(s, "node").ok_or("no node")?) {
+            return Err(format!("two signatures by one node: {s}"));
+        }
+    }
+    Ok(sigs.len())
 }
 
 impl OutputChecker {
@@ -104,6 +145,18 @@ impl OutputChecker {
             if self.delivered.insert((*user, seq), bytes.clone()).is_some() {
                 out.push(format!("user {user} got the outputs of ledger {seq} twice"));
             }
+            if self.kind == ContractKind::Multisig {
+                match multisig_signatures(seq, bytes) {
+                    Ok(n) => {
+                        self.fewest_signatures =
+                            Some(self.fewest_signatures.map_or(n, |f| f.min(n)))
+                    }
+                    Err(e) => out.push(format!(
+                        "user {user} got a bad multisig output from node {node}: {e}"
+                    )),
+                }
+                continue;
+            }
             let mut expected: Vec<&str> = inputs
                 .iter()
                 .filter_map(|h| self.inputs.get(h))
@@ -137,9 +190,10 @@ impl OutputChecker {
 
     fn answered(&self, h: &Hash, i: &InputInfo) -> bool {
         self.landed.get(&(i.node, *h)).is_some_and(|seq| {
-            self.delivered
-                .get(&(i.user, *seq))
-                .is_some_and(|b| String::from_utf8_lossy(b).contains(&format!("ok {}\n", i.key)))
+            self.delivered.get(&(i.user, *seq)).is_some_and(|b| {
+                self.kind == ContractKind::Multisig
+                    || String::from_utf8_lossy(b).contains(&format!("ok {}\n", i.key))
+            })
         })
     }
 

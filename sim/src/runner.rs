@@ -4,12 +4,14 @@ use crate::byzantine::Byzantine;
 use crate::contract::SimContract;
 use crate::entropy::SimEntropy;
 use crate::env::{SimClock, SimNet, SimObserver, SimStore};
-use crate::scenario::{Fault, Latency, Role, Scenario};
+use crate::scenario::{ContractKind, ContractSettings, Fault, Role, Scenario};
 use crate::users::SimUsers;
 use crate::world::{NetStats, World};
+use hotpocket_multisig_contract::DEFAULT_TIMEOUT_MS;
 use hotpocket_node::consensus::{ConsensusConfig, Stats, VoteStatus};
 use hotpocket_node::crypto::Keypair;
 use hotpocket_node::driver::{self, Env};
+use hotpocket_node::npl::NplLimits;
 use hotpocket_node::users::{Intake, SessionLimits};
 use madsim::runtime::{Handle, NodeHandle, Runtime};
 use rand_chacha::ChaCha8Rng;
@@ -25,6 +27,10 @@ pub struct NodeReport {
     pub lcl: String,
     pub status: Option<VoteStatus>,
     pub stats: Stats,
+    /// Runs of this node that differed from the certified result, and runs
+    /// whose outputs it withheld.
+    pub diverged: u64,
+    pub withheld: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -79,6 +85,10 @@ fn consensus_config(s: &Scenario, world: &World) -> ConsensusConfig {
         stage_slice_pct: c.stage_slice_pct,
         stage_thresholds_pct: c.stage_thresholds_pct,
         close_threshold_pct: c.close_threshold_pct,
+        npl: NplLimits {
+            max_hops: c.npl_max_hops,
+            ..NplLimits::default()
+        },
         ..ConsensusConfig::new(world.lock().unl.clone())
     }
 }
@@ -89,15 +99,17 @@ async fn simulate(s: Scenario, seed: u64, print_events: bool) -> Report {
     let user_keys = derive_keys(seed, 0x7573_6572_0000_0000, s.users().len());
     let world = World::new(&s, seed, derive_keys(seed, 0, s.nodes), user_keys, wire);
     world.lock().print_events = print_events;
+    world.lock().checker.may_diverge = s.contract.kind == ContractKind::Multisig;
+    world.lock().checker.outputs.kind = s.contract.kind;
     let cfg = consensus_config(&s, &world);
 
     let nodes: Vec<NodeHandle> = (0..s.nodes)
         .map(|i| {
-            let (w, cfg, run_ms) = (world.clone(), cfg.clone(), s.contract.run_ms);
+            let (w, cfg, contract) = (world.clone(), cfg.clone(), s.contract.clone());
             handle
                 .create_node()
                 .name(format!("n{i}"))
-                .init(move || node_main(w.clone(), i, cfg.clone(), seed, run_ms))
+                .init(move || node_main(w.clone(), i, cfg.clone(), seed, contract.clone()))
                 .build()
         })
         .collect();
@@ -157,7 +169,7 @@ async fn simulate(s: Scenario, seed: u64, print_events: bool) -> Report {
 fn apply(handle: &Handle, world: &Arc<World>, nodes: &[NodeHandle], fault: Fault) {
     match fault {
         Fault::Partition { groups } => world.partition(&groups),
-        Fault::Block { from, to } => world.block(&from, &to),
+        Fault::Block { from, to, npl_only } => world.block(&from, &to, npl_only),
         Fault::Heal => world.heal(),
         Fault::Crash { node } => {
             world.crash(node);
@@ -189,7 +201,7 @@ async fn node_main(
     i: usize,
     cfg: ConsensusConfig,
     seed: u64,
-    run_ms: Option<Latency>,
+    settings: ContractSettings,
 ) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let (utx, urx) = tokio::sync::mpsc::unbounded_channel();
@@ -213,8 +225,11 @@ async fn node_main(
         node: i,
         key: key.public(),
         unl: unl.clone(),
-        run_ms,
+        run_ms: settings.run_ms,
         rng: ChaCha8Rng::seed_from_u64(salt),
+        kind: settings.kind,
+        npl_timeout_ms: settings.npl_timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
+        contract_seed: key.contract_seed(),
     };
     let limits = SessionLimits {
         roundtime_ms: cfg.roundtime_ms,
@@ -315,6 +330,8 @@ fn report(s: &Scenario, seed: u64, world: &Arc<World>) -> Report {
                 lcl: lcl.map_or_else(String::new, |l| l.hash.to_string()),
                 status: n.status,
                 stats: n.stats.clone(),
+                diverged: g.checker.divergences.get(&i).copied().unwrap_or(0),
+                withheld: g.checker.withheld.get(&i).copied().unwrap_or(0),
             }
         })
         .collect();

@@ -45,6 +45,8 @@ pub struct ConsensusSettings {
     pub stage_slice_pct: u64,
     pub stage_thresholds_pct: [u64; 3],
     pub close_threshold_pct: u64,
+    /// How often a node party line chunk is relayed (0: direct links only).
+    pub npl_max_hops: u8,
 }
 
 impl Default for ConsensusSettings {
@@ -54,6 +56,7 @@ impl Default for ConsensusSettings {
             stage_slice_pct: 25,
             stage_thresholds_pct: [50, 65, 80],
             close_threshold_pct: 80,
+            npl_max_hops: hotpocket_node::npl::NplLimits::default().max_hops,
         }
     }
 }
@@ -66,6 +69,25 @@ pub struct ContractSettings {
     /// latency); absent, a run takes no simulated time at all.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run_ms: Option<Latency>,
+    /// Which contract the nodes run.
+    pub kind: ContractKind,
+    /// The multisig contract's wait for the others' signatures, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub npl_timeout_ms: Option<u64>,
+}
+
+/// The example contracts the simulator runs in-process, on the SDK.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContractKind {
+    /// The key-value store: deterministic, so copies never diverge, and a
+    /// run that differs from the certified one is a bug.
+    #[default]
+    Kv,
+    /// The seed's multisig over the node party line: what each copy heard
+    /// before its timeout may differ, so divergence is allowed, and every
+    /// diverged node must take the certified state.
+    Multisig,
 }
 
 impl ContractSettings {
@@ -149,6 +171,12 @@ pub enum Role {
     HistoryLiar,
     /// Lies in every answer to a state sync request.
     StateLiar,
+    /// Honest, but with every party line chunk it also floods: chunks
+    /// past the limits, oversize ones, chunks in another node's name and
+    /// replays for an older ledger.
+    NplSpammer,
+    /// Sends different party line data to different peers, validly signed.
+    NplEquivocator,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -211,10 +239,13 @@ pub enum Fault {
     Partition {
         groups: Vec<Vec<usize>>,
     },
-    /// One-way partition: messages from `from` to `to` are lost.
+    /// One-way partition: messages from `from` to `to` are lost (with
+    /// `npl_only`, only node party line chunks: consensus still flows).
     Block {
         from: Vec<usize>,
         to: Vec<usize>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        npl_only: bool,
     },
     /// Removes every partition and block.
     Heal,
@@ -267,6 +298,14 @@ pub enum Expectation {
     /// `node` installed a state fetched from peers at least once, and all
     /// its state syncs together fetched at most `max_bytes`.
     StateSynced { node: usize, max_bytes: u64 },
+    /// Every output an honest node delivered carries at least `min` valid
+    /// signatures (the multisig contract).
+    Signatures { min: usize },
+    /// Honest nodes withheld no outputs: every run they made was certified.
+    NoneWithheld,
+    /// At least one honest node withheld outputs (its copy diverged) and
+    /// took the certified state instead.
+    Diverged,
 }
 
 /// Ranges the fuzzer draws from, one draw per seed.
@@ -409,7 +448,7 @@ impl Scenario {
                         node_ok(i, "partition")?;
                     }
                 }
-                Fault::Block { from, to } => {
+                Fault::Block { from, to, .. } => {
                     for &i in from.iter().chain(to) {
                         node_ok(i, "block")?;
                     }

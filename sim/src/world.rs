@@ -8,7 +8,7 @@ use crate::outputs::InputInfo;
 use crate::scenario::{Latency, NetworkSettings, Role, Scenario};
 use crate::users::{SimUser, UserMsg};
 use hotpocket_node::consensus::input_hash;
-use hotpocket_node::consensus::{Event, Stats, VoteStatus};
+use hotpocket_node::consensus::{Event, PeerMessage, Stats, VoteStatus};
 use hotpocket_node::contract::RunResult;
 use hotpocket_node::crypto::{Hash, Hasher, Keypair, PubKey};
 use hotpocket_node::ledger::LedgerRecord;
@@ -69,6 +69,8 @@ pub struct Inner {
     links: BTreeMap<(usize, usize), (Option<Latency>, Option<f64>)>,
     /// Directed pairs that cannot talk.
     blocked: BTreeSet<(usize, usize)>,
+    /// Links that lose node party line chunks only.
+    npl_blocked: BTreeSet<(usize, usize)>,
     rng: ChaCha8Rng,
     pub checker: Checker,
     trace: Hasher,
@@ -158,6 +160,7 @@ impl World {
                 network: scenario.network.clone(),
                 links,
                 blocked: BTreeSet::new(),
+                npl_blocked: BTreeSet::new(),
                 rng: ChaCha8Rng::seed_from_u64(seed ^ 0x6e65_7477_6f72_6b21),
                 checker: Checker::default(),
                 trace,
@@ -252,7 +255,10 @@ impl World {
         tag[1..9].copy_from_slice(&(to as u64).to_le_bytes());
         tag[9..].copy_from_slice(&(bytes.len() as u64).to_le_bytes());
         self.record(&mut g, from, &tag);
-        if g.blocked.contains(&(from, to)) {
+        if g.blocked.contains(&(from, to))
+            || (g.npl_blocked.contains(&(from, to))
+                && matches!(PeerMessage::decode(&bytes), Ok(PeerMessage::Npl(_))))
+        {
             g.net.blocked += 1;
             return;
         }
@@ -310,6 +316,41 @@ impl World {
         }
     }
 
+    /// Node `i` started running ledger `seq`'s NPL contract.
+    pub fn npl_run_opened(&self, i: usize, seq: u64) {
+        self.lock().checker.npl.run_opened(i, seq);
+    }
+
+    /// Node `i`'s contract wrote `bytes` on its NPL in its run of `seq`.
+    pub fn npl_written(&self, i: usize, seq: u64, bytes: &[u8]) {
+        let mut g = self.lock();
+        let mut tag = vec![b'n'];
+        tag.extend_from_slice(&seq.to_le_bytes());
+        tag.extend_from_slice(bytes);
+        self.record(&mut g, i, &tag);
+        g.checker.npl.written(i, seq, bytes);
+    }
+
+    /// Node `i`'s contract, running `seq`, was handed NPL record `record`.
+    pub fn npl_heard(&self, i: usize, seq: u64, record: &[u8]) {
+        let t = self.now();
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let honest = |n: usize| inner.nodes[n].role == Role::Honest;
+        let author = |hex: &str| {
+            let key = PubKey::from_hex(hex).ok()?;
+            let n = *inner.index.get(&key)?;
+            inner.unl.contains(&key).then(|| (n, honest(n)))
+        };
+        let mut found = Vec::new();
+        inner.checker.npl.heard(i, seq, record, author, &mut found);
+        if honest(i) {
+            for v in found {
+                inner.checker.violate(t, v);
+            }
+        }
+    }
+
     /// A violation found outside the event checkers.
     pub fn violation(&self, what: String) {
         let t = self.now();
@@ -343,19 +384,25 @@ impl World {
         }
     }
 
-    pub fn block(&self, from: &[usize], to: &[usize]) {
+    pub fn block(&self, from: &[usize], to: &[usize], npl_only: bool) {
         let mut g = self.lock();
         for &x in from {
             for &y in to {
                 if x != y {
-                    g.blocked.insert((x, y));
+                    if npl_only {
+                        g.npl_blocked.insert((x, y));
+                    } else {
+                        g.blocked.insert((x, y));
+                    }
                 }
             }
         }
     }
 
     pub fn heal(&self) {
-        self.lock().blocked.clear();
+        let mut g = self.lock();
+        g.blocked.clear();
+        g.npl_blocked.clear();
     }
 
     /// User `u` sends `payload` (setting `key`) to its node, if it is up.

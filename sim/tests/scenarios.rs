@@ -111,7 +111,7 @@ fn sweep(name: &str, seeds: std::ops::Range<u64>) {
     );
 }
 
-// 475 fuzzed runs in all, split so the test harness runs them in parallel.
+// 535 fuzzed runs in all, split so the test harness runs them in parallel.
 #[test]
 fn fuzz_lossy() {
     sweep("lossy", 0..50);
@@ -171,4 +171,28 @@ fn fuzz_slow_contract_lossy() {
 #[test]
 fn fuzz_slow_contract_crash() {
     sweep("slow-contract-crash", 0..20);
+}
+#[test]
+fn fuzz_npl_multisig() {
+    sweep("npl-multisig", 0..10);
+}
+#[test]
+fn fuzz_npl_lossy() {
+    sweep("npl-lossy", 0..10);
+}
+#[test]
+fn fuzz_npl_partition() {
+    sweep("npl-partition", 0..10);
+}
+#[test]
+fn fuzz_npl_spammer() {
+    sweep("npl-spammer", 0..10);
+}
+#[test]
+fn fuzz_npl_equivocator() {
+    sweep("npl-equivocator", 0..10);
+}
+#[test]
+fn fuzz_npl_split() {
+    sweep("npl-split", 0..10);
 }

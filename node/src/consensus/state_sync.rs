@@ -149,8 +149,13 @@ impl StateSync {
         if (gap == 0 && !self.forced) || self.active() || v.now < self.retry_at {
             return;
         }
-        let Some(from) = first_waiting else {
-            return;
+        // Forced with nothing waiting (a run found diverged after the
+        // contract caught up): the runs after the fetched state are
+        // queued again once it is installed.
+        let from = match first_waiting {
+            Some(f) => f,
+            None if self.forced => v.chain.lcl().seq + 1,
+            None => return,
         };
         let Some((seq, result)) = v.chain.certified_target() else {
             return;
@@ -172,7 +177,7 @@ impl StateSync {
         })));
         fx.push(Effect::Do(Action::Notify(Event::StateSyncStarted {
             seq,
-            behind: seq + 1 - from,
+            behind: (seq + 1).saturating_sub(from),
         })));
     }
 
