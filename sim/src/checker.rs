@@ -392,6 +392,46 @@ mod tests {
         }
     }
 
+    /// Node 0 finds run 1 diverged, then closes `closes` ledgers, and
+    /// installs the certified state of run `synced` if given.
+    fn diverge(may_diverge: bool, closes: u64, synced: Option<u64>) -> Vec<String> {
+        let mut c = Checker {
+            may_diverge,
+            ..Checker::default()
+        };
+        let mut lcl = LedgerRecord::genesis().id();
+        c.on_event(0, 0, &Event::Started { lcl }, true);
+        c.on_event(0, 0, &Event::StateMismatch { seq: 1 }, true);
+        if let Some(seq) = synced {
+            let fetched = Default::default();
+            let ev = Event::StateSynced {
+                seq,
+                state: Hash::ZERO,
+                fetched,
+            };
+            c.on_event(0, 0, &ev, true);
+        }
+        for t in 0..closes {
+            let (l, ev) = closed(&lcl, t);
+            c.on_event(t, 0, &ev, true);
+            lcl = id(&l);
+        }
+        c.violations
+    }
+
+    #[test]
+    fn a_diverged_run_must_be_replaced_by_the_certified_state() {
+        // A deterministic contract never diverges.
+        assert!(diverge(false, 0, None)[0].contains("differs from the certified"));
+        // One that talks over the NPL may, if it then takes the state.
+        assert!(diverge(true, RECOVERY_LEDGERS, None).is_empty());
+        assert!(diverge(true, 50, Some(1)).is_empty());
+        let v = diverge(true, RECOVERY_LEDGERS + 1, None);
+        assert!(v[0].contains("has not installed the certified state"), "{v:?}");
+        // A state older than the diverged run does not count.
+        assert_eq!(diverge(true, 50, Some(0)).len(), 1);
+    }
+
     #[test]
     fn detects_a_fork_of_final_ledgers_and_a_broken_chain() {
         let g = LedgerRecord::genesis().id();

@@ -316,6 +316,36 @@ mod tests {
     }
 
     #[test]
+    fn multisig_outputs_must_carry_valid_signatures_by_distinct_nodes() {
+        use ed25519_dalek::{Signer, SigningKey};
+        let digest = [7u8; 32];
+        let entry = |node: u8, key: u8, signed: &[u8; 32]| {
+            let k = SigningKey::from_bytes(&[key; 32]);
+            format!(
+                r#"{{"node":"{}","key":"{}","sig":"{}"}}"#,
+                hex::encode([node; 32]),
+                hex::encode(k.verifying_key().as_bytes()),
+                hex::encode(k.sign(signed).to_bytes())
+            )
+        };
+        let out = |seq: u64, entries: &[String]| {
+            format!(
+                r#"{{"seq":{seq},"digest":"{}","signatures":[{}]}}"#,
+                hex::encode(digest),
+                entries.join(",")
+            )
+        };
+        let good = [entry(1, 1, &digest), entry(2, 2, &digest)];
+        assert_eq!(multisig_signatures(3, out(3, &good).as_bytes()), Ok(2));
+        assert!(multisig_signatures(4, out(3, &good).as_bytes()).is_err());
+        let forged = [entry(1, 1, &digest), entry(2, 2, &[8; 32])];
+        assert!(multisig_signatures(3, out(3, &forged).as_bytes()).is_err());
+        let twice = [entry(1, 1, &digest), entry(1, 2, &digest)];
+        assert!(multisig_signatures(3, out(3, &twice).as_bytes()).is_err());
+        assert!(multisig_signatures(3, b"ok a").is_err());
+    }
+
+    #[test]
     fn an_input_in_two_ledgers_is_reported_unless_the_first_was_rolled_back() {
         let (mut c, h) = setup(&run(&[]));
         let mut v = Vec::new();

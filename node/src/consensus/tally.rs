@@ -69,6 +69,10 @@ pub fn follow(
     (inputs, time)
 }
 
+/// Ledgers a run's verdict may stay pending: a run of ledger N with no
+/// verdict in the ledgers up to N + `VERDICT_PATIENCE` is uncertified.
+pub const VERDICT_PATIENCE: u64 = 8;
+
 /// The verdicts a stage-2 or stage-3 proposal votes for, on runs from
 /// `undecided` (the chain's first run without one) up to the lcl.
 ///
@@ -98,6 +102,13 @@ pub fn verdicts(
     let last = lcl.seq.min(undecided + MAX_VERDICTS as u64 - 1);
     let mut out = Vec::new();
     for seq in undecided..=last {
+        // Still pending this long after: uncertified, decided from the lcl
+        // alone, so no vote (a byzantine one included) can hold it open and
+        // every verdict after it with it.
+        if lcl.seq >= seq + VERDICT_PATIENCE {
+            out.push(Verdict { seq, result: None });
+            continue;
+        }
         // Votes per value: `None` is "uncertified" (stage 2's votes only).
         let mut votes: BTreeMap<Option<(Hash, Hash)>, usize> = BTreeMap::new();
         let mut reported = 0;
@@ -343,6 +354,13 @@ mod tests {
         assert_eq!(verdict(&[a, a, a, a, None], 2), Some(r(1)));
         let unc = Some(None);
         assert_eq!(verdict(&[unc, unc, unc, unc, a], 2), Some(None));
+        // Pending too long: uncertified whatever the votes.
+        let mut lcl = prop(&[], 5).lcl;
+        lcl.seq = VERDICT_PATIENCE;
+        assert_eq!(
+            verdicts(&cfg, &[], lcl, 3, 0),
+            vec![Verdict { seq: 0, result: None }]
+        );
     }
 
     #[test]
