@@ -359,7 +359,10 @@ mod tests {
         lcl.seq = VERDICT_PATIENCE;
         assert_eq!(
             verdicts(&cfg, &[], lcl, 3, 0),
-            vec![Verdict { seq: 0, result: None }]
+            vec![Verdict {
+                seq: 0,
+                result: None
+            }]
         );
     }
 
