@@ -110,8 +110,9 @@ impl Bridge {
                 "a process the contract left behind holds its NPL output open: stopped reading"
             ),
         }
-        // Drop aborts whatever is left; awaiting the writer makes sure it is
-        // gone (and its pipe end closed) before the run reports its end.
+        // A reader past its grace stops here; awaiting the aborted writer
+        // makes sure it is gone, and its pipe end closed, before the run
+        // reports its end.
         self.reader.abort();
         let _ = (&mut self.writer).await;
     }
