@@ -1,15 +1,18 @@
 //! The real contract host against real processes: the Python and shell
-//! example contracts in `fixtures/contracts`, both description formats.
+//! example contracts in `fixtures/contracts`, both description formats,
+//! and the node party line's pipes.
 #![cfg(feature = "runtime")]
 
 use hotpocket_node::consensus::input_hash;
 use hotpocket_node::contract::{FdlistFormat, RunLimits, RunOutcome, RunRequest, Stamper};
 use hotpocket_node::crypto::{Hash, Keypair, PubKey};
-use hotpocket_node::env::{ContractHost, RollbackError, RunLink};
+use hotpocket_node::env::{ContractHost, RollbackError, RunEvent, RunLink, RunSession};
 use hotpocket_node::ledger::LedgerRecord;
+use hotpocket_node::npl::frame;
 use hotpocket_node::real::contract_host::ProcessContract;
 use hotpocket_node::real::process::ProcessHost;
 use std::path::PathBuf;
+use std::time::Duration;
 
 fn fixture(name: &str) -> String {
     format!(
@@ -285,4 +288,139 @@ async fn the_host_behind_the_seam_runs_ledgers_and_rolls_back_one() {
     assert_eq!(reopened.state_hash().unwrap(), second.state);
     let _ = std::fs::remove_dir_all(&snap);
     let _ = std::fs::remove_file(dir.with_extension("ran"));
+}
+
+/// The next thing a run in progress did: a message it emitted on the
+/// party line, or its end.
+async fn next_event<'a, T: 'a>(session: &mut RunSession<'a, T>) -> RunEvent<T> {
+    std::future::poll_fn(|cx| session.poll_event(cx)).await
+}
+
+/// What the SDK writes on the party line for one message: length, bytes.
+fn sdk_frame(msg: &[u8]) -> Vec<u8> {
+    let mut out = (msg.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(msg);
+    out
+}
+
+#[tokio::test]
+async fn npl_bytes_pass_both_ways_between_the_link_and_the_process() {
+    let me = user(100);
+    let peer = user(101);
+    let h = host(
+        "python3",
+        &[&fixture("npl.py")],
+        state_dir("npl"),
+        FdlistFormat::Json,
+        RunLimits::default(),
+    );
+    let mut req = request(vec![(user(1), vec![b"hi".to_vec()])]);
+    req.unl = vec![me, peer];
+    let link = RunLink::default();
+    let mut session = RunSession::new(h.run_with_link(&req, link.clone()), link);
+    // A peer's message, delivered before the contract even starts, cut in
+    // two records as chunk boundaries may fall anywhere.
+    let from_peer = sdk_frame(br#"{"node":"peer"}"#);
+    session.deliver(frame(&peer, &from_peer[..3]));
+    session.deliver(frame(&peer, &from_peer[3..]));
+    // npl.py sends one message, then waits for every UNL node to be heard:
+    // its own message comes back from the node, as the node echoes it.
+    let mut emitted = Vec::new();
+    let result = loop {
+        match next_event(&mut session).await {
+            RunEvent::Message(bytes) => {
+                session.deliver(frame(&me, &bytes));
+                emitted.extend_from_slice(&bytes);
+            }
+            RunEvent::Finished(r) => break r,
+        }
+    };
+    assert_eq!(result.outcome, RunOutcome::Exited(Some(0)));
+    let len = u32::from_be_bytes(emitted[..4].try_into().unwrap()) as usize;
+    assert_eq!(emitted.len(), 4 + len, "one whole message");
+    let sent: serde_json::Value = serde_json::from_slice(&emitted[4..]).unwrap();
+    assert_eq!(sent["node"], me.to_hex());
+    let out: serde_json::Value = serde_json::from_slice(&result.outputs[&user(1)]).unwrap();
+    let mut both = vec![me.to_hex(), peer.to_hex()];
+    both.sort();
+    assert_eq!(out["heard"], serde_json::json!(both), "{out}");
+}
+
+#[tokio::test]
+async fn a_contract_deaf_to_its_npl_input_still_finishes() {
+    let h = host(
+        "python3",
+        &[&fixture("npl_rude.py"), "deaf"],
+        state_dir("npl-deaf"),
+        FdlistFormat::Json,
+        RunLimits {
+            time_limit_ms: 20_000,
+            ..RunLimits::default()
+        },
+    );
+    let req = request(vec![(user(1), vec![b"x".to_vec()])]);
+    let link = RunLink::default();
+    let mut session = RunSession::new(h.run_with_link(&req, link.clone()), link);
+    // 8 MiB in 64 KiB records: far past both the pipe and the host's queue.
+    let chunk = frame(&user(101), &[7u8; 64 << 10]);
+    for _ in 0..64 {
+        session.deliver(chunk.clone());
+    }
+    let mut pushed = 64;
+    let run = async {
+        loop {
+            let event = tokio::time::timeout(Duration::from_millis(20), next_event(&mut session));
+            match event.await {
+                Ok(RunEvent::Finished(r)) => return r,
+                Ok(RunEvent::Message(m)) => panic!("it sends nothing, got {} bytes", m.len()),
+                // Still running: the node goes on delivering, and never waits.
+                Err(_) if pushed < 128 => {
+                    session.deliver(chunk.clone());
+                    pushed += 1;
+                }
+                Err(_) => {}
+            }
+        }
+    };
+    // Well inside the time limit: the run ends when the contract exits,
+    // whatever is still queued for it.
+    let result = tokio::time::timeout(Duration::from_secs(15), run)
+        .await
+        .expect("the run ends when the contract does");
+    assert_eq!(result.outcome, RunOutcome::Exited(Some(0)));
+    assert_eq!(result.outputs[&user(1)], b"done deaf\n");
+}
+
+#[tokio::test]
+async fn npl_output_past_the_bound_is_drained_not_sent() {
+    let limits = RunLimits {
+        time_limit_ms: 20_000,
+        ..RunLimits::default()
+    };
+    let cap = limits.max_npl_out_bytes;
+    let total = 3 << 20;
+    assert!(total > cap);
+    let h = host(
+        "python3",
+        &[&fixture("npl_rude.py"), "flood", &total.to_string()],
+        state_dir("npl-flood"),
+        FdlistFormat::Json,
+        limits,
+    );
+    let req = request(vec![(user(1), vec![b"x".to_vec()])]);
+    let link = RunLink::default();
+    let mut session = RunSession::new(h.run_with_link(&req, link.clone()), link);
+    let mut got = Vec::new();
+    let result = loop {
+        match next_event(&mut session).await {
+            RunEvent::Message(m) => got.extend_from_slice(&m),
+            RunEvent::Finished(r) => break r,
+        }
+    };
+    // It wrote all it wanted (a host that stopped reading would have left
+    // it blocked until the time limit); the node got the first `cap` bytes.
+    assert_eq!(result.outcome, RunOutcome::Exited(Some(0)));
+    assert_eq!(result.outputs[&user(1)], b"done flood\n");
+    assert_eq!(got.len(), cap);
+    assert!(got.iter().enumerate().all(|(i, b)| *b as usize == i % 251));
 }

@@ -2,6 +2,7 @@
 //! named by a hash every node can compare.
 
 use crate::crypto::{Hash, Hasher, PubKey};
+use crate::npl::NplLimits;
 use serde_json::json;
 use std::collections::BTreeMap;
 
@@ -22,6 +23,31 @@ pub struct RunLimits {
     pub time_limit_ms: u64,
     /// Bytes it may write to all user outputs together before it is killed.
     pub max_output_bytes: usize,
+    /// Bytes of its NPL output one run hands the node. Past it the host
+    /// reads on and discards, so the contract never blocks on a full pipe;
+    /// it is not killed, as what it said to peers is not part of the
+    /// result nodes agree on.
+    pub max_npl_out_bytes: usize,
+    /// Bytes the host holds for a contract that reads its NPL input slower
+    /// than the node delivers. Past it the rest of the run's NPL input is
+    /// dropped, so the contract sees a prefix of the line, never a stream
+    /// with a hole.
+    pub max_npl_in_queue_bytes: usize,
+}
+
+impl RunLimits {
+    /// The NPL bounds that match the party line's `npl`: one read past its
+    /// per-run limit (so it sees the overrun and cuts its own node off, as
+    /// its peers do), and its buffer size.
+    pub fn with_npl(self, npl: &NplLimits) -> RunLimits {
+        RunLimits {
+            max_npl_out_bytes: npl
+                .max_bytes_per_author_per_run
+                .saturating_add(npl.max_chunk_bytes),
+            max_npl_in_queue_bytes: npl.max_buffered_bytes,
+            ..self
+        }
+    }
 }
 
 impl Default for RunLimits {
@@ -29,7 +55,10 @@ impl Default for RunLimits {
         RunLimits {
             time_limit_ms: 5_000,
             max_output_bytes: 16 << 20,
+            max_npl_out_bytes: 0,
+            max_npl_in_queue_bytes: 0,
         }
+        .with_npl(&NplLimits::default())
     }
 }
 

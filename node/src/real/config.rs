@@ -234,7 +234,9 @@ impl Config {
         let limits = RunLimits {
             time_limit_ms: self.contract_time_limit_ms,
             max_output_bytes: self.contract_max_output_bytes,
-        };
+            ..RunLimits::default()
+        }
+        .with_npl(&consensus.npl);
         let session = SessionLimits {
             max_message_bytes: self.pubmaxsize,
             max_messages_per_minute: self.pubmaxcpm,

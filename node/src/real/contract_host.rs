@@ -60,6 +60,9 @@ pub struct ProcessContract {
     pub host: ProcessHost,
     pub node: PubKey,
     pub unl: Vec<PubKey>,
+    /// The contract's signing seed on this node (`Keypair::contract_seed`),
+    /// written into every run's description; None leaves it out.
+    pub contract_seed: Option<[u8; 32]>,
     ran: Ran,
     /// The run whose state `S.prev` holds, if it is a valid snapshot.
     snapshot: Option<Ran>,
@@ -85,6 +88,7 @@ impl ProcessContract {
             host,
             node,
             unl,
+            contract_seed: None,
             ran: Ran {
                 seq: 0,
                 state: Hash::ZERO,
@@ -269,14 +273,10 @@ impl ContractHost for ProcessContract {
         (self.ran.seq, self.ran.result())
     }
 
-    /// Nothing passes over `link` yet: the process gets no NPL fds that
-    /// carry anything until the node party line exists.
-    fn execute(
-        &mut self,
-        record: &LedgerRecord,
-        _link: RunLink,
-    ) -> impl Future<Output = RunReport> {
-        let req = RunRequest::for_ledger(record, self.node, &self.unl);
+    /// The process's NPL fds are joined to `link` for the run.
+    fn execute(&mut self, record: &LedgerRecord, link: RunLink) -> impl Future<Output = RunReport> {
+        let mut req = RunRequest::for_ledger(record, self.node, &self.unl);
+        req.contract_seed = self.contract_seed;
         let seq = record.ledger.seq;
         async move {
             if self.ran.seq + 1 != seq {
@@ -289,7 +289,7 @@ impl ContractHost for ProcessContract {
                 tracing::error!(error = %e, "could not snapshot the contract state");
             }
             let t1 = std::time::Instant::now();
-            let run = self.host.run(&req).await;
+            let run = self.host.run_with_link(&req, link).await;
             let t2 = std::time::Instant::now();
             let dir = self.host.state_dir.clone();
             let scanned = tokio::task::spawn_blocking(move || state_dir::scan(&dir))

@@ -4,15 +4,18 @@
 //! stdin (closed after). Each user's inputs sit in a sealed in-memory file
 //! whose read end is the user's input fd: fully written before the contract
 //! starts, whatever the size, so it can read to EOF or ask FIONREAD. Each
-//! output fd is a pipe the host reads concurrently. A run over its time or
-//! output limit is killed with its whole process group; its outputs are then
-//! discarded, because where concurrent readers stopped is not something two
-//! nodes would agree on, while "timed out" is.
+//! output fd is a pipe the host reads concurrently. The NPL fds are two
+//! pipes joined to the run's [`RunLink`] while it runs (`npl_pipes`). A run
+//! over its time or output limit is killed with its whole process group;
+//! its outputs are then discarded, because where concurrent readers stopped
+//! is not something two nodes would agree on, while "timed out" is.
 
 use crate::contract::{
     describe, FdlistFormat, RunLimits, RunOutcome, RunRequest, RunResult, StateNode,
 };
 use crate::crypto::PubKey;
+use crate::env::RunLink;
+use crate::real::npl_pipes;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Write};
@@ -87,8 +90,17 @@ impl ProcessHost {
         crate::real::state_dir::scan(&self.state_dir)
     }
 
+    /// Runs `req` with nobody on the party line: what the contract writes
+    /// to its NPL output is read and dropped, and its input stays empty.
     pub async fn run(&self, req: &RunRequest) -> RunResult {
-        match self.try_run(req).await {
+        self.run_with_link(req, RunLink::default()).await
+    }
+
+    /// Runs `req`, its party line joined to `link`: what the contract
+    /// writes to its NPL output is sent on `link` as it comes, and what the
+    /// node delivers on `link` is written to its NPL input.
+    pub async fn run_with_link(&self, req: &RunRequest, link: RunLink) -> RunResult {
+        match self.try_run(req, link).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(binary = %self.binary.display(), error = %e, "contract could not be started");
@@ -100,7 +112,7 @@ impl ProcessHost {
         }
     }
 
-    async fn try_run(&self, req: &RunRequest) -> io::Result<RunResult> {
+    async fn try_run(&self, req: &RunRequest, link: RunLink) -> io::Result<RunResult> {
         // Child-side fds: kept open until the child has them, then dropped
         // here so each output pipe reaches EOF when the contract is done.
         let mut child_side: Vec<OwnedFd> = Vec::new();
@@ -118,13 +130,10 @@ impl ProcessHost {
                 tokio::net::unix::pipe::Receiver::from_owned_fd(r.into())?,
             ));
         }
-        // The node party line arrives with issue 7: until then the contract
-        // gets an empty input and a sink, so prototype contracts still run.
-        let npl_in = input_fd(&[])?;
-        let npl_out: OwnedFd = File::options().write(true).open("/dev/null")?.into();
-        let npl = (npl_in.as_raw_fd(), npl_out.as_raw_fd());
-        child_side.push(npl_in);
-        child_side.push(npl_out);
+        let (npl_child, npl_node) = npl_pipes::open()?;
+        let npl = (npl_child.input.as_raw_fd(), npl_child.output.as_raw_fd());
+        child_side.push(npl_child.input);
+        child_side.push(npl_child.output);
         let description = describe(self.format, req, npl, &fds);
 
         let inherit: Vec<RawFd> = child_side.iter().map(|f| f.as_raw_fd()).collect();
@@ -152,6 +161,16 @@ impl ProcessHost {
         let mut child = cmd.spawn()?;
         drop(child_side);
         let pid = child.id();
+        // Started only now: a spawn that failed leaves no task behind. What
+        // the node delivered meanwhile waits on the link.
+        let npl = match npl_node.start(req.seq, link, &self.limits) {
+            Ok(npl) => npl,
+            Err(e) => {
+                kill_group(pid);
+                let _ = child.wait().await;
+                return Err(e);
+            }
+        };
 
         if let Some(mut stdin) = child.stdin.take() {
             tokio::spawn(async move {
@@ -205,6 +224,7 @@ impl ProcessHost {
         if !matches!(outcome, RunOutcome::Exited(_)) {
             let _ = child.wait().await;
         }
+        npl.finish(req.seq).await;
         let mut outputs = BTreeMap::new();
         for t in tasks {
             if let Ok((user, out)) = t.await {

@@ -107,6 +107,9 @@ pub async fn run_node(dir: &Path, shutdown: watch::Receiver<bool>) -> anyhow::Re
     };
     let mut contract = ProcessContract::open(host, key.public(), unl.clone())
         .context("opening the contract state")?;
+    // Contracts that sign over the party line (the multisig example) sign
+    // with this, never with the node key.
+    contract.contract_seed = Some(key.contract_seed());
     let mut node = driver::boot(
         checked.consensus.clone(),
         key.clone(),
