@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README): formatting, lints, then every test —
 # unit tests, the protocol harness, every scenario in scenarios/, the
-# determinism test and a 475-seed fuzz sweep, real and simulated together.
+# determinism test and a 535-seed fuzz sweep, real and simulated together.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
@@ -12,6 +12,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy -p hotpocket-node --no-default-features --all-targets -- -D warnings
 cargo check -p hotpocket-sim
 python3 ci/import-cycles.py
+python3 fixtures/contracts/npl.py --selftest
 # Files a reader can take in at one sitting.
 long=$(find node/src sim/src -name '*.rs' -exec wc -l {} + | awk '$2 != "total" && $1 > 600')
 if [ -n "$long" ]; then echo "files over 600 lines:"; echo "$long"; exit 1; fi

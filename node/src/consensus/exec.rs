@@ -108,7 +108,7 @@ impl Execution {
     pub fn on_append(&mut self, ledger: &Ledger) -> Option<Event> {
         ledger.verdicts.iter().find_map(|v| {
             let ours = self.results.get(&v.seq)?;
-            differs(ours, v.result).then_some(Event::StateMismatch { seq: v.seq })
+            mismatch(v.seq, ours, v.result)
         })
     }
 
@@ -135,15 +135,16 @@ impl Execution {
         }
         self.results.insert(seq, result);
         self.results = self.results.split_off(&seq.saturating_sub(KEPT_RESULTS));
-        chain
-            .verdict(seq)
-            .filter(|v| differs(&result, *v))
-            .map(|_| Event::StateMismatch { seq })
+        mismatch(seq, &result, chain.verdict(seq)?)
     }
 
     /// A fetched state, certified as ledger `seq`'s run, is installed.
+    /// Results and outputs of runs after it went on the replaced state:
+    /// they go, and those runs are done again.
     pub fn installed(&mut self, seq: u64, result: ExecResult) {
+        self.results.retain(|s, _| *s < seq);
         self.results.insert(seq, result);
+        self.undelivered.retain(|s, _| *s <= seq);
     }
 
     /// The lcl `seq` was dropped: its run and outputs go.
@@ -180,9 +181,16 @@ impl Execution {
     }
 }
 
-/// Whether a verdict certifies a result other than `ours`.
-fn differs(ours: &ExecResult, verdict: Option<ExecResult>) -> bool {
-    verdict.is_some_and(|c| c != *ours)
+/// How our run of `seq` differs from a verdict that certified a result:
+/// in its state (the node must fetch the certified one) or only in its
+/// outputs (withheld; the state is already right).
+fn mismatch(seq: u64, ours: &ExecResult, verdict: Option<ExecResult>) -> Option<Event> {
+    let c = verdict?;
+    if c.state != ours.state {
+        Some(Event::StateMismatch { seq })
+    } else {
+        (c.output != ours.output).then_some(Event::OutputMismatch { seq })
+    }
 }
 
 #[cfg(test)]
@@ -281,6 +289,21 @@ mod tests {
         let two = append(&mut chain, Some(Some(other)), vec![]);
         let rec = chain.get(two.seq).unwrap().ledger.clone();
         assert_eq!(exec.on_append(&rec), Some(Event::StateMismatch { seq: 1 }));
+        // The same state with other outputs needs no fetch.
+        let ours = exec.result(1).unwrap();
+        let same_state = Verdict {
+            seq: 1,
+            result: Some(ExecResult {
+                state: ours.state,
+                output: Hash([9; 32]),
+            }),
+        };
+        let mut other_outputs = rec.clone();
+        other_outputs.verdicts = vec![same_state];
+        assert_eq!(
+            exec.on_append(&other_outputs),
+            Some(Event::OutputMismatch { seq: 1 })
+        );
         let out = exec.deliver_certified(&chain);
         assert!(
             matches!(

@@ -134,6 +134,11 @@ pub enum Event {
     StateMismatch {
         seq: u64,
     },
+    /// Our run of ledger `seq` left the certified state but other outputs:
+    /// those are withheld; nothing needs fetching.
+    OutputMismatch {
+        seq: u64,
+    },
     /// Our outputs of ledger `seq` were not certified, so users get none.
     OutputsWithheld {
         seq: u64,

@@ -1,9 +1,10 @@
 //! Catching up contract state from peers instead of running every ledger.
 //!
 //! A node whose contract is more than `state_sync_gap` ledgers behind its
-//! lcl (after a long partition, or a restart with an old state) fetches the
-//! state the lcl certifies: ledger N carries the state hash of running
-//! N-1, signed by the close threshold of the UNL. The driver reads the
+//! lcl (after a long partition, or a restart with an old state), or whose
+//! run left another state than the certified one, fetches the newest state
+//! its chain certifies: a ledger's verdicts carry the state hashes of
+//! earlier runs, signed by the close threshold of the UNL. The driver reads the
 //! local tree, [`StateFetch`] walks the differences hash by hash, asking
 //! the peers that are past that ledger a few requests at a time, and the
 //! verified patch goes to the contract host, which swaps it in atomically.
@@ -60,12 +61,20 @@ pub struct StateSync {
     /// answer, a timeout, a new target): walking it on every message
     /// would cost a pass over the differing tree each time.
     dirty: bool,
-    /// The contract state is not what the chain says (a rollback failed):
-    /// sync before the next run, however small the gap, until a fetched
-    /// state is installed.
-    forced: bool,
+    /// The contract state is not what the chain says: sync before the
+    /// next run, however small the gap.
+    forced: Option<Forced>,
     /// Requests served per peer in the current round.
     served: super::served::Served,
+}
+
+/// Why a sync must come before the next run, weakest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Forced {
+    /// A run differed from the certified state (copies may diverge).
+    Mismatch,
+    /// A rollback failed: the state is a later run's.
+    Rollback,
 }
 
 #[derive(Default)]
@@ -130,15 +139,16 @@ impl StateSync {
         !matches!(self.phase, Phase::Idle)
     }
 
-    /// Makes the next run wait for a state sync, whatever the gap.
-    pub fn force(&mut self) {
-        self.forced = true;
+    /// Makes the next run wait for a state sync, whatever the gap. A
+    /// stronger reason is never weakened by a later one.
+    pub fn force(&mut self, why: Forced) {
+        self.forced = self.forced.max(Some(why));
     }
 
-    /// Whether runs must wait for a sync that has not installed yet (even
-    /// one given up on, until a retry succeeds): the state is wrong.
+    /// Whether runs must wait for a sync that has not installed yet: the
+    /// state is wrong.
     pub fn forced(&self) -> bool {
-        self.forced
+        self.forced.is_some()
     }
 
     /// Called before runs are handed out: starts a state sync if the
@@ -146,7 +156,8 @@ impl StateSync {
     /// first ledger still to run.
     pub fn maybe_start(&mut self, v: &View, first_waiting: Option<u64>, fx: &mut Vec<Effect>) {
         let gap = v.cfg.state_sync_gap;
-        if (gap == 0 && !self.forced) || self.active() || v.now < self.retry_at {
+        let forced = self.forced.is_some();
+        if (gap == 0 && !forced) || self.active() || v.now < self.retry_at {
             return;
         }
         // Forced with nothing waiting (a run found diverged after the
@@ -154,18 +165,17 @@ impl StateSync {
         // queued again once it is installed.
         let from = match first_waiting {
             Some(f) => f,
-            None if self.forced => v.chain.lcl().seq + 1,
+            None if forced => v.chain.lcl().seq + 1,
             None => return,
         };
         let Some((seq, result)) = v.chain.certified_target() else {
             return;
         };
         // `from - 1` is what the contract holds once queued runs are done.
-        // Forced, any certified state will do: runs wait only for ledgers
-        // up to the lcl, so `seq` (the lcl's predecessor) is at least
-        // `from - 1`, and the runs after it follow the install.
+        // Forced, any certified state will do, even one older than the
+        // runs done: the runs after it are done again once it is in.
         let far = seq >= from && seq - (from - 1) > gap;
-        if !(far || self.forced) {
+        if !(far || forced) {
             return;
         }
         tracing::debug!(from, seq, "skipping runs for a state sync");
@@ -248,6 +258,12 @@ impl StateSync {
                 from,
                 to: fetch.seq,
             });
+            // A diverged run is worth a fetch, not a halt: runs go on, and
+            // the next differing verdict forces a sync again. A failed
+            // rollback keeps them waiting: the state is known to be wrong.
+            if self.forced == Some(Forced::Mismatch) {
+                self.forced = None;
+            }
             return;
         }
         if !std::mem::take(&mut self.dirty) {
@@ -400,7 +416,7 @@ impl StateSync {
             fx.push(Effect::RestoreRuns { from, to: seq });
             return;
         }
-        self.forced = false;
+        self.forced = None;
         stats.state_syncs += 1;
         stats.state_bytes_fetched += fetched.bytes;
         stats.state_files_fetched += fetched.files;
@@ -412,16 +428,23 @@ impl StateSync {
         fx.push(Effect::Installed { seq, result });
     }
 
-    /// After a rollback to `to`: a sync whose target a dropped ledger
+    /// After a rollback: a sync whose target only the dropped ledger
     /// certified starts over later, and the skipped runs are due again.
-    pub fn abort_above(&mut self, to: u64, fx: &mut Vec<Effect>) {
-        let (from, seq) = match &self.phase {
+    pub fn abort_above(&mut self, chain: &Chain, fx: &mut Vec<Effect>) {
+        let to = chain.lcl().seq;
+        let (from, seq, result) = match &self.phase {
             Phase::Idle => return,
-            Phase::Reading { from, seq, .. } | Phase::Installing { from, seq, .. } => (*from, *seq),
-            Phase::Fetching { from, fetch } => (*from, fetch.seq),
+            Phase::Reading {
+                from, seq, result, ..
+            }
+            | Phase::Installing {
+                from, seq, result, ..
+            } => (*from, *seq, *result),
+            Phase::Fetching { from, fetch } => (*from, fetch.seq, fetch.result),
         };
-        if seq < to || matches!(self.phase, Phase::Installing { .. }) {
-            return; // still certified; an install in flight goes through
+        let certified = chain.verdict(seq) == Some(Some(result));
+        if certified || matches!(self.phase, Phase::Installing { .. }) {
+            return; // an install in flight goes through
         }
         self.phase = Phase::Idle;
         self.inflight.clear();

@@ -98,7 +98,11 @@ pub fn verdicts(
         .map(|sp| &sp.proposal)
         .filter(|p| p.lcl == lcl)
         .collect();
-    let needed = cfg.needed(cfg.stage_thresholds_pct[stage as usize - 2]);
+    // Over half the UNL at least, whatever the settings: with an even UNL
+    // a 50% threshold would let two results tie, and the lower hash win.
+    let needed = cfg
+        .needed(cfg.stage_thresholds_pct[stage as usize - 2])
+        .max(cfg.unl.len() / 2 + 1);
     let last = lcl.seq.min(undecided + MAX_VERDICTS as u64 - 1);
     let mut out = Vec::new();
     for seq in undecided..=last {
@@ -120,9 +124,7 @@ pub fn verdicts(
                     .or_default() += 1;
             }
         }
-        // At most one value reaches a threshold over half the UNL; below
-        // that, the first in order is as good as any, and the same on every
-        // node that saw the same votes.
+        // At most one value reaches a threshold over half the UNL.
         let top = votes.iter().find(|(_, &n)| n >= needed).map(|(v, _)| *v);
         let verdict = match (stage, top) {
             (_, Some(v)) => Some(v),
@@ -354,6 +356,32 @@ mod tests {
         assert_eq!(verdict(&[a, a, a, a, None], 2), Some(r(1)));
         let unc = Some(None);
         assert_eq!(verdict(&[unc, unc, unc, unc, a], 2), Some(None));
+        // With an even UNL half is not enough: a 2/2 split cannot certify.
+        let four = ConsensusConfig::new(keys[..4].iter().map(|k| k.public()).collect());
+        let sps: Vec<SignedProposal> = [r(1), r(1), r(2), r(2)]
+            .iter()
+            .zip(&keys)
+            .map(|(res, k)| {
+                let mut p = prop(&[], 5);
+                p.author = k.public();
+                p.stage = 1;
+                p.results = vec![Verdict {
+                    seq: 0,
+                    result: *res,
+                }];
+                p.sign(k)
+            })
+            .collect();
+        let refs: Vec<&SignedProposal> = sps.iter().collect();
+        let v = verdicts(&four, &refs, sps[0].proposal.lcl, 2, 0);
+        assert_eq!(
+            v,
+            vec![Verdict {
+                seq: 0,
+                result: None
+            }],
+            "uncertified"
+        );
         // Pending too long: uncertified whatever the votes.
         let mut lcl = prop(&[], 5).lcl;
         lcl.seq = VERDICT_PATIENCE;

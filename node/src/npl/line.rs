@@ -161,6 +161,11 @@ impl PartyLine {
         }
     }
 
+    /// The run chunks are accepted for while none is in progress.
+    pub fn expected(&self) -> u64 {
+        self.expected
+    }
+
     /// No run is in progress and `seq` is the next to run: after a restart,
     /// or when a fetched state skips runs. Forgets every other run.
     pub fn expect(&mut self, seq: u64) {

@@ -62,6 +62,10 @@ impl Observer for LogObserver {
                 seq,
                 "our contract run differs from what the UNL certified; fetching that state"
             ),
+            Event::OutputMismatch { seq } => tracing::warn!(
+                seq,
+                "our contract run's outputs differ from what the UNL certified"
+            ),
             Event::OutputsWithheld { seq, why } => tracing::warn!(
                 seq,
                 why = why.as_str(),

@@ -13,7 +13,7 @@ use crate::consensus::exec::Execution;
 use crate::consensus::message::PeerMessage;
 use crate::consensus::pool::{Admission, InputPool};
 use crate::consensus::served::Served;
-use crate::consensus::state_sync::{Effect, StateSync, View};
+use crate::consensus::state_sync::{Effect, Forced, StateSync, View};
 use crate::consensus::timing::{Slot, Timing};
 use crate::consensus::{Action, CloseVia, ConsensusConfig, Event, Input, Job, NodeError, Stats};
 use crate::consensus::{SignedProposal, VoteStatus};
@@ -87,6 +87,16 @@ impl Node {
         }
         let mut npl = PartyLine::new(cfg.npl.clone(), key.public())?;
         npl.expect(ran_seq + 1);
+        let mut state = StateSync::default();
+        // A restart between finding a diverged run and installing the
+        // certified state must not forget it: the state on disk is wrong.
+        if chain
+            .verdict(ran_seq)
+            .flatten()
+            .is_some_and(|c| c.state != result.state)
+        {
+            state.force(Forced::Mismatch);
+        }
         Ok(Node {
             npl,
             ring: KeyRing::new(&cfg.unl),
@@ -99,7 +109,7 @@ impl Node {
             exec: Execution::restore(ran_seq, result, lcl.seq),
             catchup: Catchup::default(),
             bodies: BodyFetch::default(),
-            state: StateSync::default(),
+            state,
             slot: None,
             proposed: None,
             status: VoteStatus::Synced,
@@ -191,7 +201,7 @@ impl Node {
                 // and installed. The driver dropped the runs it had queued.
                 tracing::error!(seq, error, "contract state not rolled back; will fetch it");
                 self.restore_runs(seq + 1, self.chain.lcl().seq);
-                self.state.force();
+                self.state.force(Forced::Rollback);
             }
             Input::RunStarted { seq } => self.npl_run_started(seq),
             Input::FromContract { seq, bytes } => self.npl_from_contract(seq, &bytes),
@@ -237,7 +247,10 @@ impl Node {
                 Effect::RestoreRuns { from, to } => self.restore_runs(from, to),
                 Effect::Installed { seq, result } => {
                     self.exec.installed(seq, result);
-                    if self.npl.running().is_none() {
+                    // Only forwards: runs done again after an install have
+                    // no party line left, and chunks held for the next run
+                    // must stay.
+                    if self.npl.running().is_none() && self.npl.expected() < seq + 1 {
                         self.npl.expect(seq + 1);
                     }
                     // Runs after it that went on the replaced state (a
@@ -482,16 +495,16 @@ impl Node {
     }
 
     /// Our run differs from what the UNL certified: copies may diverge
-    /// (what a contract heard on the party line is not agreed), so the
-    /// node takes the certified state before its next run.
+    /// (what a contract heard on the party line is not agreed). With
+    /// another state, the node takes the certified one before its next
+    /// run; with only other outputs, withholding them is all there is.
     fn mismatch(&mut self, event: Option<Event>) {
         if let Some(e) = event {
-            tracing::warn!(
-                ?e,
-                "our run differs from the certified one; fetching that state"
-            );
+            tracing::warn!(?e, "our run differs from the certified one");
+            if matches!(e, Event::StateMismatch { .. }) {
+                self.state.force(Forced::Mismatch);
+            }
             self.out.push(Action::Notify(e));
-            self.state.force();
         }
     }
 
@@ -519,7 +532,7 @@ impl Node {
         );
         self.exec.forget_above(to.seq);
         let mut fx = Vec::new();
-        self.state.abort_above(to.seq, &mut fx);
+        self.state.abort_above(&self.chain, &mut fx);
         self.apply(fx);
         self.out.push(Action::Contract(Job::Rollback { to }));
         self.out.push(Action::Sync);
