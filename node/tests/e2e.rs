@@ -8,32 +8,20 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use futures_util::{SinkExt, StreamExt};
-use hotpocket_node::cli::cluster::{node_dir, prepare, Plan};
+
 use hotpocket_node::crypto::Keypair;
 use hotpocket_node::real::peers::handshake;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
+#[path = "support/cluster.rs"]
+mod cluster;
+
+use cluster::{head, ledger, node_dir, wait_for, Cluster};
+
 const NODES: usize = 5;
-
-struct Cluster {
-    root: PathBuf,
-    children: Vec<Child>,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::env::var_os("HP_E2E_KEEP").is_none() {
-            let _ = std::fs::remove_dir_all(&self.root);
-        }
-    }
-}
 
 /// Ports from the process id, so parallel test runs rarely collide.
 fn base_port() -> u16 {
@@ -41,70 +29,8 @@ fn base_port() -> u16 {
 }
 
 fn start() -> Cluster {
-    let root = std::env::temp_dir().join(format!("hp-e2e-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
     let contract = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/contracts/echo.py");
-    let base = base_port();
-    let plan = Plan {
-        nodes: NODES,
-        dir: root.clone(),
-        contract: std::fs::canonicalize(contract).unwrap(),
-        roundtime: 1000,
-        peerport: base,
-        pubport: base + 5,
-    };
-    let mut n = 0u8;
-    prepare(&plan, || {
-        n += 1;
-        Keypair::from_seed([n; 32])
-    })
-    .unwrap();
-    let children = (0..NODES)
-        .map(|i| {
-            let dir = node_dir(&root, i);
-            let log = std::fs::File::create(dir.join("node.log")).unwrap();
-            Command::new(env!("CARGO_BIN_EXE_hotpocket"))
-                .arg("run")
-                .arg(&dir)
-                .env(
-                    "RUST_LOG",
-                    std::env::var("HP_E2E_LOG").unwrap_or_else(|_| "info".into()),
-                )
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    Cluster { root, children }
-}
-
-/// (seq, hash) of every ledger in a node's SQLite file.
-fn ledger(dir: &Path) -> Vec<(i64, String)> {
-    let db = rusqlite::Connection::open_with_flags(
-        dir.join("ledger.sqlite"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    );
-    let Ok(db) = db else { return vec![] };
-    let Ok(mut q) = db.prepare("SELECT seq, hash FROM ledgers ORDER BY seq") else {
-        return vec![];
-    };
-    q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .map(|rows| rows.filter_map(Result::ok).collect())
-        .unwrap_or_default()
-}
-
-fn head(dir: &Path) -> i64 {
-    ledger(dir).last().map_or(0, |l| l.0)
-}
-
-fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    cluster::start("e2e", NODES, base_port(), &contract, "")
 }
 
 /// A user exactly as the seed README describes one.

@@ -14,15 +14,19 @@
 
 use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
 use futures_util::{SinkExt, StreamExt};
-use hotpocket_node::cli::cluster::{node_dir, prepare, Plan};
-use hotpocket_node::crypto::Keypair;
+
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+#[path = "support/cluster.rs"]
+mod cluster;
+
+use cluster::{head, node_dir, node_key, wait_for, Cluster};
 
 const NODES: usize = 5;
 
@@ -67,101 +71,16 @@ fn multisig_binary() -> PathBuf {
         .expect("cargo names the multisig-contract executable")
 }
 
-struct Cluster {
-    root: PathBuf,
-    children: Vec<Child>,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::env::var_os("HP_E2E_KEEP").is_none() {
-            let _ = std::fs::remove_dir_all(&self.root);
-        }
-    }
-}
-
 /// Ports from the process id, so parallel test runs rarely collide (and
 /// not where e2e.rs puts its own).
 fn base_port() -> u16 {
     40_000 + (std::process::id() % 2_000) as u16 * 10
 }
 
-fn node_key(i: usize) -> Keypair {
-    Keypair::from_seed([i as u8 + 1; 32])
-}
-
 fn start(contract: &Path) -> Cluster {
-    let root = std::env::temp_dir().join(format!("hp-e2e-multisig-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    let base = base_port();
-    let plan = Plan {
-        nodes: NODES,
-        dir: root.clone(),
-        contract: contract.to_path_buf(),
-        roundtime: 1000,
-        peerport: base,
-        pubport: base + 5,
-    };
-    let mut n = 0;
-    prepare(&plan, || {
-        n += 1;
-        node_key(n - 1)
-    })
-    .unwrap();
-    let children = (0..NODES)
-        .map(|i| {
-            let dir = node_dir(&root, i);
-            // Every node shares the contract's arguments, as they must.
-            let cfg_path = dir.join("cfg/hp.cfg");
-            let mut cfg: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
-            cfg["binargs"] = format!("--timeout-ms {SIGN_TIMEOUT_MS}").into();
-            std::fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
-            let log = std::fs::File::create(dir.join("node.log")).unwrap();
-            Command::new(env!("CARGO_BIN_EXE_hotpocket"))
-                .arg("run")
-                .arg(&dir)
-                .env(
-                    "RUST_LOG",
-                    std::env::var("HP_E2E_LOG").unwrap_or_else(|_| "info".into()),
-                )
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    Cluster { root, children }
-}
-
-/// The highest ledger seq in a node's SQLite file.
-fn head(dir: &Path) -> i64 {
-    let db = rusqlite::Connection::open_with_flags(
-        dir.join("ledger.sqlite"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    );
-    db.ok()
-        .and_then(|db| {
-            db.query_row("SELECT MAX(seq) FROM ledgers", [], |r| {
-                r.get::<_, Option<i64>>(0)
-            })
-            .ok()
-        })
-        .flatten()
-        .unwrap_or(0)
-}
-
-fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // Every node shares the contract's arguments, as they must.
+    let args = format!("--timeout-ms {SIGN_TIMEOUT_MS}");
+    cluster::start("e2e-multisig", NODES, base_port(), contract, &args)
 }
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;

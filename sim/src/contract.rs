@@ -163,36 +163,46 @@ impl SimContract {
 /// handed over directly, so the description names none.
 const NO_FD: i32 = -1;
 
-/// One run of the kv contract, as the SDK runs it in a process: the
-/// description is the one the real host writes to the contract's stdin, in
-/// the default format, parsed as the SDK parses it.
-fn run_kv(req: &RunRequest, state: &mut MemState) -> RunResult {
-    // As the SDK's binary exits before writing any output.
-    let failed = RunResult {
-        outcome: RunOutcome::Exited(Some(1)),
-        outputs: BTreeMap::new(),
-    };
+/// The run an SDK contract sees for `req`, as in a process: the
+/// description the real host writes, in the default format, parsed as the
+/// SDK parses it. `None` if it does not parse.
+pub(crate) fn sdk_run<'a>(req: &RunRequest, state: &'a mut MemState) -> Option<Run<'a>> {
     let fds = req.inputs.keys().map(|k| (*k, (NO_FD, NO_FD))).collect();
     let text = describe(FdlistFormat::default(), req, (NO_FD, NO_FD), &fds);
-    let Ok(description) = parse_description(&text) else {
-        return failed;
-    };
+    let description = parse_description(&text).ok()?;
     let inputs = req
         .inputs
         .iter()
         .map(|(user, ins)| (user.to_hex(), ins.concat()))
         .collect();
-    let mut run = Run::in_memory(description, inputs, state);
-    if Kv.run(&mut run).is_err() {
-        return failed;
-    }
-    let outcome = RunOutcome::Exited(Some(0));
+    Some(Run::in_memory(description, inputs, state))
+}
+
+/// What the node gets from a finished SDK run: its outputs, or (`None`,
+/// the contract failed) nothing, as the SDK's binary exits 1 before
+/// writing any output.
+pub(crate) fn sdk_result(run: Option<Run<'_>>) -> RunResult {
+    let Some(run) = run else {
+        return RunResult {
+            outcome: RunOutcome::Exited(Some(1)),
+            outputs: BTreeMap::new(),
+        };
+    };
     let outputs = run
         .into_outputs()
         .into_iter()
         .filter_map(|(user, out)| PubKey::from_hex(&user).ok().map(|k| (k, out)))
         .collect();
-    RunResult { outcome, outputs }
+    RunResult {
+        outcome: RunOutcome::Exited(Some(0)),
+        outputs,
+    }
+}
+
+/// One run of the kv contract.
+fn run_kv(req: &RunRequest, state: &mut MemState) -> RunResult {
+    let run = sdk_run(req, state).and_then(|mut run| Kv.run(&mut run).is_ok().then_some(run));
+    sdk_result(run)
 }
 
 impl ContractHost for SimContract {

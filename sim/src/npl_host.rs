@@ -4,16 +4,13 @@
 //! delivers comes back through it, so NPL chunks cross the simulated
 //! network with its latency, loss and partitions like any other frame.
 
+use crate::contract::{sdk_result, sdk_run};
 use crate::world::World;
-use hotpocket_contract::{
-    parse_description, MemState, Npl, NplContract, NplTransport, RecvFuture, Run,
-};
+use hotpocket_contract::{MemState, Npl, NplContract, NplTransport, RecvFuture};
 use hotpocket_multisig_contract::Multisig;
-use hotpocket_node::contract::{describe, FdlistFormat, RunOutcome, RunRequest, RunResult};
-use hotpocket_node::crypto::PubKey;
+use hotpocket_node::contract::{RunRequest, RunResult};
 use hotpocket_node::env::RunLink;
 use madsim::time::Duration;
-use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
 
@@ -54,45 +51,21 @@ impl NplTransport for SimTransport {
     }
 }
 
-/// In-process runs have no file descriptors.
-const NO_FD: i32 = -1;
-
-/// One run of the multisig contract over `state`, as the SDK runs it in a
-/// process: the description is the one the real host writes, parsed as the
-/// SDK parses it.
+/// One run of the multisig contract over `state`, talking through
+/// `transport`.
 pub async fn run_multisig(
     req: &RunRequest,
     state: &mut MemState,
     transport: SimTransport,
     timeout_ms: u64,
 ) -> RunResult {
-    let failed = RunResult {
-        outcome: RunOutcome::Exited(Some(1)),
-        outputs: BTreeMap::new(),
+    let Some(mut run) = sdk_run(req, state) else {
+        return sdk_result(None);
     };
-    let fds = req.inputs.keys().map(|k| (*k, (NO_FD, NO_FD))).collect();
-    let text = describe(FdlistFormat::default(), req, (NO_FD, NO_FD), &fds);
-    let Ok(description) = parse_description(&text) else {
-        return failed;
-    };
-    let inputs = req
-        .inputs
-        .iter()
-        .map(|(user, ins)| (user.to_hex(), ins.concat()))
-        .collect();
-    let mut run = Run::in_memory(description, inputs, state);
     let mut npl = Npl::new(Box::new(transport));
-    let mut contract = Multisig { timeout_ms };
-    if contract.run(&mut run, &mut npl).await.is_err() {
-        return failed;
-    }
-    let outputs = run
-        .into_outputs()
-        .into_iter()
-        .filter_map(|(user, out)| PubKey::from_hex(&user).ok().map(|k| (k, out)))
-        .collect();
-    RunResult {
-        outcome: RunOutcome::Exited(Some(0)),
-        outputs,
-    }
+    let ok = Multisig { timeout_ms }
+        .run(&mut run, &mut npl)
+        .await
+        .is_ok();
+    sdk_result(ok.then_some(run))
 }
