@@ -184,6 +184,15 @@ impl Keypair {
     pub fn contract_seed(&self) -> [u8; 32] {
         Hash::of("hotpocket/contract-seed/v1", &[&self.signing.to_bytes()]).0
     }
+    /// A secret keyed by this node's secret key, for one purpose (`domain`)
+    /// and one occasion (`context`): unpredictable to anyone without the
+    /// key, and the same every time, so a node that restarts recomputes it
+    /// rather than having to store it (the beacon's per-ledger secrets).
+    /// Distinct from `contract_seed` (another domain, two parts), so a
+    /// contract that knows its seed learns nothing of these.
+    pub fn derive_secret(&self, domain: &str, context: &[u8]) -> [u8; 32] {
+        Hash::of(domain, &[&self.signing.to_bytes(), context]).0
+    }
     /// Signs `msg` as it is, with no domain: only for the user handshake,
     /// whose format the prototype fixed.
     pub fn sign_raw(&self, msg: &[u8]) -> Sig {
@@ -329,5 +338,16 @@ mod tests {
     fn hash_parts_are_unambiguous() {
         assert_ne!(Hash::of("d", &[b"ab", b"c"]), Hash::of("d", &[b"a", b"bc"]));
         assert_ne!(Hash::of("d1", &[b"x"]), Hash::of("d2", &[b"x"]));
+    }
+
+    #[test]
+    fn derived_secrets_depend_on_key_domain_and_context() {
+        let k = Keypair::from_seed([1; 32]);
+        let s = k.derive_secret("d", b"c");
+        assert_eq!(s, Keypair::from_seed([1; 32]).derive_secret("d", b"c"));
+        assert_ne!(s, Keypair::from_seed([2; 32]).derive_secret("d", b"c"));
+        assert_ne!(s, k.derive_secret("e", b"c"));
+        assert_ne!(s, k.derive_secret("d", b"x"));
+        assert_ne!(s, k.contract_seed());
     }
 }
