@@ -2,6 +2,7 @@
 //! it is driven through, and the driver loop shared by the real runtime and
 //! the simulator.
 
+pub mod beacon;
 #[cfg(feature = "runtime")]
 pub mod cli;
 pub mod consensus;

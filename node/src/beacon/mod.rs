@@ -1,0 +1,30 @@
+//! The commit-reveal random beacon (DESIGN §7, after the datdot note in
+//! `seeds/`): pure functions of their inputs; not yet carried in proposals
+//! or ledgers.
+//!
+//! One session per ledger, named by the last closed ledger the
+//! commitments are proposed on: each UNL node commits to its
+//! [`secret_for`] that lcl, and reveals it once the ledger holding the
+//! agreed commits has closed.
+
+mod commit;
+
+pub use commit::{commitment, secret_for, SignedCommit, SignedReveal};
+
+#[cfg(test)]
+mod testkit {
+    use crate::crypto::{Hash, Keypair};
+    use crate::ledger::LedgerId;
+
+    /// `n` node keys, always the same for the same index.
+    pub fn keys(n: u8) -> Vec<Keypair> {
+        (0..n).map(|i| Keypair::from_seed([i + 1; 32])).collect()
+    }
+
+    pub fn lcl(seq: u64) -> LedgerId {
+        LedgerId {
+            seq,
+            hash: Hash([seq as u8; 32]),
+        }
+    }
+}
