@@ -8,8 +8,10 @@
 //! agreed commits has closed.
 
 mod commit;
+mod fraud;
 
 pub use commit::{commitment, secret_for, SignedCommit, SignedReveal};
+pub use fraud::{FraudError, FraudProof};
 
 #[cfg(test)]
 mod testkit {
