@@ -1,18 +1,54 @@
 //! The commit-reveal random beacon (DESIGN §7, after the datdot note in
-//! `seeds/`): pure functions of their inputs; not yet carried in proposals
-//! or ledgers.
+//! `seeds/`): its messages, fraud proofs, the outcome of a session, and the
+//! counting consensus does over them. Pure functions of their inputs; not
+//! yet carried in proposals or ledgers.
 //!
 //! One session per ledger, named by the last closed ledger the
-//! commitments are proposed on: each UNL node commits to its
-//! [`secret_for`] that lcl, and reveals it once the ledger holding the
-//! agreed commits has closed.
+//! commitments are proposed on; call it `L`:
+//!
+//! 1. In the rounds on lcl `L`, each UNL node proposes a [`SignedCommit`]
+//!    to its [`secret_for`] `L`. The agreed set of commits goes into ledger
+//!    `N = L + 1`.
+//! 2. In the rounds on lcl `N`, each node whose commit is in `N` proposes
+//!    its [`SignedReveal`], which still names `L`. The agreed set of
+//!    reveals goes into ledger `N + 1`, with the [`Outcome`] that
+//!    [`decide`] draws from the two sets: the beacon value of `N + 1`.
+//!
+//! So every ledger carries the commits of one session and the reveals of
+//! the one before. [`tally::carried_by`] is the stage ladder's counting
+//! for both; [`tally::double_commits`] turns two different signed commits
+//! from one node into evidence.
+//!
+//! The exits are the note's three, recorded identically on every node
+//! that saw the same agreed sets: success, every committer revealed;
+//! offline, a committer whose reveal did not make the agreed set is
+//! recorded absent and the value is made from the reveals that did; fraud,
+//! a node with two different commitments or a reveal that does not open
+//! its commitment is recorded with a [`FraudProof`] and its secret left
+//! out. A session is never re-rolled: a re-roll would let a withholder pick
+//! among as many outcomes as it can force re-rolls. Withholding still
+//! gives a node that reveals last a choice of two values (with its secret
+//! or without it; a coalition of k, 2^k), at the price of being recorded
+//! absent; [`Absences`] counts that per node so operators can see who
+//! does it.
+//!
+//! Secrets come from the node key ([`secret_for`]), not the entropy seam:
+//! a node restarted between commit and reveal must reveal the secret it
+//! committed to, and nothing needs to be stored for that.
 
+mod absences;
 mod commit;
 mod fraud;
+mod outcome;
 pub mod tally;
 
+pub use absences::{AbsenceError, Absences};
 pub use commit::{commitment, secret_for, SignedCommit, SignedReveal};
 pub use fraud::{FraudError, FraudProof};
+pub use outcome::{decide, value, Outcome};
+
+#[cfg(test)]
+mod tests;
 
 #[cfg(test)]
 mod testkit {
