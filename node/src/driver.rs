@@ -283,7 +283,7 @@ where
         }
         pending = node.handle(clock.now_ms(), input);
         if tick {
-            observer.stats(node.stats());
+            observer.stats(&node.stats());
         }
     }
 }

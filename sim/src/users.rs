@@ -7,7 +7,7 @@ use crate::entropy::SimEntropy;
 use crate::world::{World, EPOCH_MS};
 use hotpocket_node::consensus::Withheld;
 use hotpocket_node::contract::RunResult;
-use hotpocket_node::crypto::Keypair;
+use hotpocket_node::crypto::{Keypair, PubKey};
 use hotpocket_node::env::Users;
 use hotpocket_node::users::{answer_challenge, outputs_for, Action, Intake, Session};
 use std::collections::BTreeMap;
@@ -35,6 +35,13 @@ pub struct SimUsers {
 }
 
 impl SimUsers {
+    /// (connection, its user) for every session past its handshake.
+    fn connected(&self) -> impl Iterator<Item = (usize, PubKey)> + '_ {
+        self.sessions
+            .iter()
+            .filter_map(|(u, s)| Some((*u, s.user()?)))
+    }
+
     fn now_ms(&self) -> u64 {
         let g = self.world.lock();
         World::local_time(&g, self.node, self.world.now())
@@ -101,11 +108,7 @@ impl Users for SimUsers {
     }
 
     fn deliver(&mut self, seq: u64, run: &RunResult) {
-        let connected = self
-            .sessions
-            .iter()
-            .filter_map(|(u, s)| Some((*u, s.user()?)));
-        let here = outputs_for(run, connected)
+        let here = outputs_for(run, self.connected())
             .into_iter()
             .map(|(u, out)| (u, out.to_vec()))
             .collect();
@@ -113,11 +116,7 @@ impl Users for SimUsers {
     }
 
     fn withhold(&mut self, seq: u64, run: &RunResult, _why: Withheld) {
-        let connected = self
-            .sessions
-            .iter()
-            .filter_map(|(u, s)| Some((*u, s.user()?)));
-        let told = outputs_for(run, connected)
+        let told = outputs_for(run, self.connected())
             .into_iter()
             .map(|(u, _)| u)
             .collect();

@@ -317,25 +317,21 @@ impl PartyLine {
             return Received::only(Verdict::AfterCutOff);
         }
         let content = env.chunk.content();
-        if let Some(first) = stream.marks.get(&index) {
-            // A copy costs no signature check; a different chunk must carry
-            // a valid signature before we call it equivocation.
-            if *first == content {
-                self.stats.dropped_duplicate += 1;
-                return Received::only(Verdict::Duplicate);
-            }
-            self.stats.signature_checks += 1;
-            if env.chunk.verify_with(ring).is_err() {
-                self.stats.dropped_bad_signature += 1;
-                return Received::only(Verdict::BadSignature);
-            }
-            self.stats.equivocations += 1;
-            return Received::only(Verdict::Equivocation);
+        // A copy costs no signature check; a different chunk must carry a
+        // valid signature before we call it equivocation.
+        let first = stream.marks.get(&index).copied();
+        if first == Some(content) {
+            self.stats.dropped_duplicate += 1;
+            return Received::only(Verdict::Duplicate);
         }
         self.stats.signature_checks += 1;
         if env.chunk.verify_with(ring).is_err() {
             self.stats.dropped_bad_signature += 1;
             return Received::only(Verdict::BadSignature);
+        }
+        if first.is_some() {
+            self.stats.equivocations += 1;
+            return Received::only(Verdict::Equivocation);
         }
         // Only now, with the author's signature on it, may a chunk cut its
         // author off: otherwise any relay could silence an honest node.

@@ -118,26 +118,32 @@ impl Users for WsUsers {
     }
 
     fn deliver(&mut self, seq: u64, run: &RunResult) {
+        self.to_output_owners(seq, run, "output", |out| Message::Binary(out.to_vec()));
+    }
+
+    fn withhold(&mut self, seq: u64, run: &RunResult, why: Withheld) {
+        let notice = withheld_message(seq, why);
+        self.to_output_owners(seq, run, "notice", |_| Message::Text(notice.clone()));
+    }
+}
+
+impl WsUsers {
+    /// Sends `msg(output)` to every connection of each user with an output
+    /// in `run`; a connection too slow to take it loses it (`what`, logged).
+    fn to_output_owners(
+        &self,
+        seq: u64,
+        run: &RunResult,
+        what: &str,
+        msg: impl Fn(&[u8]) -> Message,
+    ) {
         let conns = self.conns.lock().expect("not poisoned");
         let here = conns
             .iter()
             .flat_map(|(user, m)| m.values().map(move |tx| ((user, tx), *user)));
         for ((user, tx), out) in outputs_for(run, here) {
-            if tx.try_send(Message::Binary(out.to_vec())).is_err() {
-                tracing::warn!(user = %user.short(), seq, "user too slow: output dropped");
-            }
-        }
-    }
-
-    fn withhold(&mut self, seq: u64, run: &RunResult, why: Withheld) {
-        let conns = self.conns.lock().expect("not poisoned");
-        let msg = withheld_message(seq, why);
-        let here = conns
-            .iter()
-            .flat_map(|(user, m)| m.values().map(move |tx| ((user, tx), *user)));
-        for ((user, tx), _) in outputs_for(run, here) {
-            if tx.try_send(Message::Text(msg.clone())).is_err() {
-                tracing::warn!(user = %user.short(), seq, "user too slow: notice dropped");
+            if tx.try_send(msg(out)).is_err() {
+                tracing::warn!(user = %user.short(), seq, "user too slow: {what} dropped");
             }
         }
     }

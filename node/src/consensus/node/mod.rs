@@ -131,8 +131,13 @@ impl Node {
     pub fn chain(&self) -> &[LedgerRecord] {
         self.chain.records()
     }
-    pub fn stats(&self) -> &Stats {
-        &self.stats
+    /// The node's counters, the party line's included: a snapshot, taken
+    /// when an observer asks rather than after every event.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            npl: self.npl.stats().clone(),
+            ..self.stats.clone()
+        }
     }
     pub fn status(&self) -> VoteStatus {
         self.status
@@ -180,7 +185,7 @@ impl Node {
                 self.count_admission(admitted);
             }
             Input::Executed { seq, hash, report } => {
-                self.npl_run_finished(seq);
+                self.npl.run_finished(seq);
                 let mismatch = self.exec.on_executed(&self.chain, seq, hash, report);
                 self.mismatch(mismatch);
                 self.propose_waiting(now);
@@ -208,7 +213,6 @@ impl Node {
         }
         self.advance(now, tick);
         self.out.extend(self.pool.flush(now));
-        self.stats.npl = self.npl.stats().clone();
         std::mem::take(&mut self.out)
     }
 

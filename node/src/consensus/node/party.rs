@@ -17,10 +17,6 @@ impl Node {
         }
     }
 
-    pub(super) fn npl_run_finished(&mut self, seq: u64) {
-        self.npl.run_finished(seq);
-    }
-
     /// Our contract wrote `bytes` while running ledger `seq`: signed and
     /// sent to the UNL, and heard by our own contract too, as every other
     /// node's is (a multisig contract then treats its own signature like
