@@ -1,168 +1,16 @@
 //! The consensus state machine driven directly, with no runtime at all: a
 //! perfect, instant bus and a stepped clock. This is what sans-IO buys.
 
+#[path = "support/net.rs"]
+mod net;
+
 use hotpocket_node::consensus::{
-    input_hash, Action, ConsensusConfig, Event, ExecResult, Input, Job, Node, NodeError,
-    PeerMessage, Proposal,
+    input_hash, Action, ConsensusConfig, Event, Input, Job, Node, NodeError, PeerMessage, Proposal,
 };
-use hotpocket_node::contract::{RunOutcome, RunReport, RunRequest, RunResult, Stamper, StateNode};
+use hotpocket_node::contract::Stamper;
 use hotpocket_node::crypto::{Hash, Keypair, PubKey};
 use hotpocket_node::ledger::{LedgerId, LedgerRecord};
-use std::collections::VecDeque;
-
-const T0: u64 = 1_700_000_000_000;
-
-struct Net {
-    nodes: Vec<Node>,
-    keys: Vec<Keypair>,
-    closed: Vec<Vec<(u64, Hash)>>,
-    /// Per node: (seq run, whether every input body was there).
-    runs: Vec<Vec<(u64, bool)>>,
-    /// Per node: (seq, outputs, whether seq + 1 had closed there before).
-    delivered: Vec<Vec<(u64, RunResult, bool)>>,
-    /// Per node: state syncs given up, by target seq.
-    abandoned: Vec<Vec<u64>>,
-    /// Frames in flight: (to, from, bytes).
-    queue: VecDeque<(usize, PubKey, Vec<u8>)>,
-}
-
-/// An echo contract: each user gets back what they sent, joined by `|`.
-fn run_of(r: &LedgerRecord, node: PubKey) -> RunReport {
-    let req = RunRequest::for_ledger(r, node, &[]);
-    let outputs = req
-        .inputs
-        .into_iter()
-        .map(|(user, inputs)| (user, inputs.join(&b'|')))
-        .collect();
-    RunReport {
-        state: Hash::of("test-state", &[&r.ledger.seq.to_le_bytes()]),
-        run: RunResult {
-            outcome: RunOutcome::Exited(Some(0)),
-            outputs,
-        },
-    }
-}
-
-/// The contract state every node starts from.
-fn initial() -> (u64, ExecResult) {
-    let state = Hash::of("test-state", &[&0u64.to_le_bytes()]);
-    (
-        0,
-        ExecResult {
-            state,
-            output: Hash::ZERO,
-        },
-    )
-}
-
-impl Net {
-    fn new(n: usize) -> Net {
-        let keys: Vec<Keypair> = (0..n)
-            .map(|i| Keypair::from_seed([i as u8 + 1; 32]))
-            .collect();
-        let cfg = ConsensusConfig::new(keys.iter().map(|k| k.public()).collect());
-        let nodes = keys
-            .iter()
-            .map(|k| Node::new(cfg.clone(), k.clone(), vec![], initial()).unwrap())
-            .collect();
-        Net {
-            nodes,
-            keys,
-            closed: vec![vec![]; n],
-            runs: vec![vec![]; n],
-            delivered: vec![vec![]; n],
-            abandoned: vec![vec![]; n],
-            queue: VecDeque::new(),
-        }
-    }
-
-    fn index(&self, k: &PubKey) -> usize {
-        self.keys.iter().position(|x| x.public() == *k).unwrap()
-    }
-
-    fn apply(&mut self, i: usize, now: u64, actions: Vec<Action>) {
-        let mut pending: VecDeque<Action> = actions.into();
-        while let Some(a) = pending.pop_front() {
-            let me = self.keys[i].public();
-            match a {
-                Action::Broadcast { bytes } => {
-                    for j in 0..self.nodes.len() {
-                        if j != i {
-                            self.queue.push_back((j, me, bytes.clone()));
-                        }
-                    }
-                }
-                Action::Send { to, bytes } => {
-                    let j = self.index(&to);
-                    self.queue.push_back((j, me, bytes));
-                }
-                Action::Contract(Job::Execute(r)) => {
-                    let complete = r.ledger.inputs.iter().all(|h| r.bodies.contains_key(h));
-                    self.runs[i].push((r.ledger.seq, complete));
-                    let more = self.nodes[i].handle(
-                        now,
-                        Input::Executed {
-                            seq: r.ledger.seq,
-                            hash: r.hash,
-                            report: run_of(&r, me),
-                        },
-                    );
-                    pending.extend(more);
-                }
-                Action::Deliver { seq, run } => {
-                    let certified = self.closed[i].iter().any(|(s, _)| *s == seq + 1);
-                    self.delivered[i].push((seq, run, certified));
-                }
-                Action::Notify(Event::LedgerClosed { ledger, hash, .. }) => {
-                    self.closed[i].push((ledger.seq, hash))
-                }
-                Action::Notify(Event::StateSyncAbandoned { seq }) => self.abandoned[i].push(seq),
-                // No contract host here: the state is an empty directory,
-                // and nobody answers state requests.
-                Action::Contract(Job::ReadState { id }) => {
-                    let tree = StateNode::empty_dir();
-                    pending.extend(self.nodes[i].handle(now, Input::LocalState { id, tree }));
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// Advances every node to `now` and delivers everything sent meanwhile.
-    fn step(&mut self, now: u64) {
-        for i in 0..self.nodes.len() {
-            let a = self.nodes[i].handle(now, Input::Tick);
-            self.apply(i, now, a);
-        }
-        while let Some((to, from, bytes)) = self.queue.pop_front() {
-            let a = self.nodes[to].handle(now, Input::Peer { from, bytes });
-            self.apply(to, now, a);
-        }
-    }
-
-    fn run_until(&mut self, end: u64) {
-        self.run_between(T0, end);
-    }
-
-    fn run_between(&mut self, start: u64, end: u64) {
-        let mut t = start;
-        while t <= end {
-            self.step(t);
-            t += 50;
-        }
-    }
-
-    /// Node `i` restarts from an empty disk, with these settings.
-    fn restart_empty(&mut self, i: usize, cfg: ConsensusConfig) {
-        self.nodes[i] = Node::new(cfg, self.keys[i].clone(), vec![], initial()).unwrap();
-        self.closed[i].clear();
-        self.runs[i].clear();
-    }
-
-    fn config(&self) -> ConsensusConfig {
-        ConsensusConfig::new(self.keys.iter().map(|k| k.public()).collect())
-    }
-}
+use net::{initial, run_of, Net, T0};
 
 #[test]
 fn four_nodes_close_the_same_ledgers_every_round() {
@@ -228,6 +76,7 @@ fn bad_proposals_are_dropped_and_counted() {
         lcl,
         inputs: vec![],
         results: vec![],
+        beacon: Default::default(),
     };
     let send = |net: &mut Net, p: PeerMessage| {
         let from = net.keys[1].public();
@@ -376,6 +225,7 @@ fn proven(net: &Net, parent: LedgerId, time: u64) -> LedgerRecord {
                 lcl: parent,
                 inputs: vec![],
                 results: vec![],
+                beacon: Default::default(),
             }
             .sign(k)
         })
@@ -417,6 +267,7 @@ fn a_self_contradicting_history_answer_is_rejected_and_a_proven_fork_rolls_back(
         lcl: d2.id(),
         inputs: vec![],
         results: vec![],
+        beacon: Default::default(),
     };
     let ask = net.nodes[0].handle(
         now,

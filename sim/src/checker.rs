@@ -380,6 +380,7 @@ mod tests {
             time,
             inputs: vec![],
             verdicts: vec![],
+            beacon: Default::default(),
         };
         let ev = Event::LedgerClosed {
             hash: ledger.hash(),

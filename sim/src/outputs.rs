@@ -253,6 +253,7 @@ mod tests {
                     output,
                 }),
             }],
+            beacon: Default::default(),
         }
     }
 

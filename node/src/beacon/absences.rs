@@ -3,8 +3,8 @@
 //! offline), but one that is absent far more often than the others is
 //! worth a look.
 
-use super::outcome::Outcome;
 use crate::crypto::PubKey;
+use crate::ledger::beacon::Outcome;
 use std::collections::{BTreeMap, VecDeque};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -87,6 +87,13 @@ impl Absences {
     }
 
     /// Ledgers with an outcome in the window.
+    /// Every node convicted in the window, most often first.
+    pub fn convicted(&self) -> Vec<(PubKey, u64)> {
+        let mut v: Vec<(PubKey, u64)> = self.fraud.iter().map(|(k, &n)| (*k, n)).collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v
+    }
+
     pub fn recorded(&self) -> usize {
         self.recent.len()
     }

@@ -37,21 +37,20 @@
 //! committed to, and nothing needs to be stored for that.
 
 mod absences;
-mod commit;
-mod fraud;
 mod outcome;
 pub mod tally;
 
+pub use crate::ledger::beacon::{
+    commitment, secret_for, Beacon, FraudError, FraudProof, Outcome, SignedCommit, SignedReveal,
+};
 pub use absences::{AbsenceError, Absences};
-pub use commit::{commitment, secret_for, SignedCommit, SignedReveal};
-pub use fraud::{FraudError, FraudProof};
-pub use outcome::{decide, value, Outcome};
+pub use outcome::{decide, value};
 
 #[cfg(test)]
 mod tests;
 
 #[cfg(test)]
-mod testkit {
+pub(crate) mod testkit {
     use crate::crypto::{Hash, Keypair, PubKey};
     use crate::ledger::LedgerId;
 

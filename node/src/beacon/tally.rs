@@ -2,9 +2,8 @@
 //! ladder keeps, and the double commits among everything seen. Mirrors
 //! `consensus::tally::inputs_with_votes` for inputs.
 
-use super::commit::{SignedCommit, SignedReveal};
-use super::fraud::FraudProof;
 use crate::crypto::{CryptoError, Hash, KeyRing, PubKey};
+use crate::ledger::beacon::{FraudProof, SignedCommit, SignedReveal};
 use crate::ledger::LedgerId;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -123,15 +122,35 @@ pub fn double_commits<'a>(
     proofs
 }
 
-/// Whether `entries` are as a proposal or ledger must carry them: all for
-/// the session on `lcl`, at most `max`, and strictly sorted by `(author,
-/// said)`, so one copy per entry. Signatures are not checked.
-pub fn well_formed<T: Entry>(entries: &[T], lcl: LedgerId, max: usize) -> bool {
-    entries.len() <= max
-        && entries.iter().all(|e| e.lcl() == lcl)
-        && entries
-            .windows(2)
-            .all(|w| (w[0].author(), w[0].said()) < (w[1].author(), w[1].said()))
+/// The fraud proofs a stage's proposals vote for in the session on `lcl`:
+/// a node is convicted when at least `needed` of `votes` accuse it, by the
+/// least of their proofs that holds. Counted by the accused rather than by
+/// the proof, since honest nodes that saw different pairs of one node's
+/// commits hold different proofs of the same fraud. Sorted by accused.
+pub fn convicted(
+    ring: &KeyRing,
+    lcl: LedgerId,
+    votes: &[&[FraudProof]],
+    needed: usize,
+) -> Vec<FraudProof> {
+    let mut tally: BTreeMap<PubKey, (usize, BTreeSet<&FraudProof>)> = BTreeMap::new();
+    for vote in votes {
+        let mut accused: BTreeMap<PubKey, BTreeSet<&FraudProof>> = BTreeMap::new();
+        for p in vote.iter().filter(|p| p.lcl() == lcl) {
+            accused.entry(p.accused()).or_default().insert(p);
+        }
+        for (node, proofs) in accused {
+            let slot = tally.entry(node).or_default();
+            slot.0 += 1;
+            slot.1.extend(proofs);
+        }
+    }
+    tally
+        .into_values()
+        .filter(|(n, _)| *n >= needed)
+        .filter_map(|(_, proofs)| proofs.into_iter().find(|p| p.verify(ring).is_ok()))
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]
@@ -161,7 +180,7 @@ mod tests {
             let kept = carried_by(&ring, lcl(4), &refs, needed);
             let want: Vec<SignedCommit> = c[..(6 - needed).min(5)].to_vec();
             assert_eq!(kept, want, "needed {needed}");
-            assert!(well_formed(&kept, lcl(4), 5));
+            assert!(commits_ok(&kept, 4, 5));
         }
         // Carried for another session: not counted for this one.
         assert!(carried_by(&ring, lcl(5), &refs, 1).is_empty());
@@ -197,7 +216,7 @@ mod tests {
         let both = [c.clone(), other.clone()];
         let kept = carried_by(&ring, lcl(4), &[&both[..], &both[..]], 2);
         assert_eq!(kept.len(), 2);
-        assert!(well_formed(&kept, lcl(4), 2));
+        assert!(commits_ok(&kept, 4, 2));
     }
 
     #[test]
@@ -234,18 +253,28 @@ mod tests {
         assert_eq!(proofs[0].verify(&ring), Ok(a.public()));
     }
 
+    /// Whether `c` is a well-formed set of commits for `session` in a
+    /// UNL with room for `max` (two per node, so `max` rounds up to even).
+    fn commits_ok(c: &[SignedCommit], session: u64, max: usize) -> bool {
+        let b = crate::ledger::Beacon {
+            commits: c.to_vec(),
+            ..Default::default()
+        };
+        b.well_formed(lcl(session), max.div_ceil(2))
+    }
+
     #[test]
     fn well_formed_rejects_unsorted_duplicate_foreign_and_too_many() {
         let ks = keys(3);
         let c = commits(&ks, 4);
-        assert!(well_formed(&c, lcl(4), 3));
-        assert!(well_formed::<SignedCommit>(&[], lcl(4), 0));
-        assert!(!well_formed(&c, lcl(4), 2));
-        assert!(!well_formed(&c, lcl(5), 3));
+        assert!(commits_ok(&c, 4, 3));
+        assert!(commits_ok(&[], 4, 0));
+        assert!(!commits_ok(&c, 4, 2));
+        assert!(!commits_ok(&c, 5, 3));
         let mut rev = c.clone();
         rev.reverse();
-        assert!(!well_formed(&rev, lcl(4), 3));
+        assert!(!commits_ok(&rev, 4, 3));
         let dup = vec![c[0].clone(), c[0].clone()];
-        assert!(!well_formed(&dup, lcl(4), 3));
+        assert!(!commits_ok(&dup, 4, 3));
     }
 }

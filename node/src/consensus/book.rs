@@ -68,6 +68,7 @@ impl ProposalBook {
             || p.results.len() > MAX_VERDICTS
             || !p.results.windows(2).all(|w| w[0].seq < w[1].seq)
             || p.results.last().is_some_and(|v| v.seq > p.lcl.seq)
+            || !p.beacon.well_formed(p.lcl, cfg.unl.len())
         {
             return Arrival::Malformed;
         }
@@ -167,6 +168,7 @@ mod tests {
             lcl: LedgerRecord::genesis().id(),
             inputs: vec![],
             results: vec![],
+            beacon: Default::default(),
         }
         .sign(k)
     }

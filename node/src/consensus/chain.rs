@@ -231,6 +231,7 @@ mod tests {
             time: salt,
             inputs,
             verdicts: vec![],
+            beacon: Default::default(),
         };
         LedgerRecord {
             hash: ledger.hash(),

@@ -236,6 +236,7 @@ mod tests {
             time: 0,
             inputs,
             verdicts,
+            beacon: Default::default(),
         };
         let rec = LedgerRecord {
             hash: ledger.hash(),

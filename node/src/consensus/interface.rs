@@ -198,6 +198,18 @@ pub struct Stats {
     pub state_served: u64,
     /// The node party line's counters.
     pub npl: NplStats,
+    pub beacon: BeaconStats,
+}
+
+/// Who the random beacon left out of its value over the last
+/// `ABSENCE_WINDOW` ledgers, most often first: repeated absences are what
+/// a withholder looks like.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct BeaconStats {
+    /// Nodes recorded absent, and in how many ledgers.
+    pub absent: Vec<(PubKey, u64)>,
+    /// Nodes convicted of fraud, and in how many ledgers.
+    pub convicted: Vec<(PubKey, u64)>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

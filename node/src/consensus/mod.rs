@@ -27,7 +27,7 @@ pub use crate::contract::{input_hash, ExecResult};
 pub use crate::ledger::{Proposal, SignedProposal};
 pub use crate::wire::MAX_FRAME_BYTES;
 pub use config::{threshold, ConfigError, ConsensusConfig};
-pub use interface::{Action, CloseVia, Event, Input, NodeError, Stats, Withheld};
+pub use interface::{Action, BeaconStats, CloseVia, Event, Input, NodeError, Stats, Withheld};
 pub use jobs::{ContractJobs, Job};
 pub use message::{PeerMessage, WireError};
 pub use node::Node;

@@ -271,6 +271,7 @@ mod tests {
             },
             inputs: inputs.iter().map(|&b| Hash([b; 32])).collect(),
             results: vec![],
+            beacon: Default::default(),
         }
     }
 

@@ -92,7 +92,11 @@ impl RunRequest {
             time_ms: record.ledger.time,
             node,
             unl: unl.to_vec(),
-            rand: None,
+            // Only a value some secret went into: without one it is a
+            // function of the chain, predictable to anyone.
+            rand: (record.ledger.beacon.outcome.as_ref())
+                .filter(|o| o.is_random())
+                .map(|o| o.value),
             contract_seed: None,
             inputs,
         }

@@ -10,8 +10,10 @@ use crate::crypto::{Hash, Hasher};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+pub mod beacon;
 mod proposal;
 
+pub use beacon::Beacon;
 pub use proposal::{Proposal, SignedProposal};
 
 /// State and output hashes of one contract run: what the next ledger
@@ -37,6 +39,8 @@ pub struct Ledger {
     /// Verdicts on the runs of ledgers before this one: consecutive seqs
     /// from the first run the chain had no verdict on.
     pub verdicts: Vec<Verdict>,
+    /// The random beacon's commits, reveals, frauds and outcome.
+    pub beacon: Beacon,
 }
 
 /// What the UNL agreed about running ledger `seq`.
@@ -60,6 +64,7 @@ impl Ledger {
             time: 0,
             inputs: vec![],
             verdicts: vec![],
+            beacon: Beacon::default(),
         }
     }
 
@@ -80,6 +85,7 @@ impl Ledger {
                 Some(r) => h.u64(1).hash(&r.state).hash(&r.output),
             };
         }
+        h.hash(&self.beacon.digest());
         h.finish()
     }
 }
@@ -135,6 +141,8 @@ pub enum ChainError {
     Inputs { seq: u64 },
     #[error("ledger {seq} has verdicts that are not consecutive runs before it")]
     Verdicts { seq: u64 },
+    #[error("ledger {seq} has beacon entries out of order or for other sessions")]
+    Beacon { seq: u64 },
 }
 
 /// Checks that `next` extends `prev`: consecutive seq, linked hash, hash that
@@ -167,6 +175,10 @@ pub fn check_link(prev: &LedgerId, next: &Ledger, claimed: &Hash) -> Result<(), 
     if !verdicts_well_formed(&next.verdicts, next.seq) {
         return Err(ChainError::Verdicts { seq: next.seq });
     }
+    // The UNL's size is not known here; the close proof bounds the rest.
+    if !next.beacon.well_formed(*prev, usize::MAX / 4) {
+        return Err(ChainError::Beacon { seq: next.seq });
+    }
     Ok(())
 }
 
@@ -191,6 +203,7 @@ mod tests {
             time: 1000,
             inputs: vec![Hash([1; 32]), Hash([2; 32])],
             verdicts: vec![verdict(0, 3, 4)],
+            beacon: Beacon::default(),
         }
     }
 
@@ -244,6 +257,18 @@ mod tests {
                 verdicts: vec![],
                 ..base.clone()
             },
+            Ledger {
+                beacon: Beacon {
+                    outcome: Some(Box::new(beacon::Outcome {
+                        value: Hash([1; 32]),
+                        revealed: vec![],
+                        absent: vec![],
+                        fraud: vec![],
+                    })),
+                    ..Beacon::default()
+                },
+                ..base.clone()
+            },
         ];
         for v in variants {
             assert_ne!(v.hash(), h, "{v:?}");
@@ -256,7 +281,7 @@ mod tests {
         // Golden value: changing the ledger encoding must be a conscious act.
         assert_eq!(
             Ledger::genesis().hash().to_string(),
-            "11f4d179ec82b2ce52166090fa2554f54281bac75171889d1f1006d76715393e"
+            "78d1f854ba906c2cb170ea0a27f2b228e88b228473b60e46339ee7386c9fa2ac"
         );
     }
 

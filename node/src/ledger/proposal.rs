@@ -1,6 +1,6 @@
 //! Signed consensus proposals.
 
-use super::{Ledger, LedgerId, Verdict};
+use super::{Beacon, Ledger, LedgerId, Verdict};
 use crate::crypto::{self, CryptoError, Hash, KeyRing, Keypair, PubKey, Sig};
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +22,10 @@ pub struct Proposal {
     /// results of those it has run; in stages 2 and 3 the verdicts it
     /// votes for (see `tally::verdicts`).
     pub results: Vec<Verdict>,
+    /// The beacon: in stage 0 the author's own commit (and reveal), in
+    /// stage 1 all it saw, in stages 2 and 3 what it votes for, and in
+    /// stage 3 the outcome (see `consensus/node/beacon.rs`).
+    pub beacon: Beacon,
 }
 
 impl Proposal {
@@ -35,6 +39,7 @@ impl Proposal {
             time: self.time,
             inputs: self.inputs.clone(),
             verdicts: self.results.clone(),
+            beacon: self.beacon.clone(),
         }
     }
 
@@ -104,6 +109,7 @@ mod tests {
                     output: Hash([3; 32]),
                 }),
             }],
+            beacon: Default::default(),
         }
     }
 

@@ -4,7 +4,9 @@
 //! `synchronous=FULL`, so a ledger is durable exactly when the node's
 //! `Sync` action returns, and a crash loses whole ledgers, never half of one.
 
+use crate::crypto::PubKey;
 use crate::env::{Store, StoreError};
+use crate::ledger::beacon::{Beacon, FraudProof};
 use crate::ledger::{LedgerRecord, Verdict};
 use rusqlite::{params, Connection};
 use std::path::Path;
@@ -24,6 +26,10 @@ CREATE TABLE IF NOT EXISTS ledgers (
     -- verdicts on earlier runs, a JSON array of {seq, state, output}
     -- (hex; both null when the run went uncertified)
     verdicts TEXT NOT NULL,
+    -- the random beacon's outcome, a JSON object: rand (hex, null when no
+    -- secret went in, as before ledger 2), and the nodes revealed, absent
+    -- and convicted of fraud (with the kind of fraud), by key in hex
+    beacon  TEXT NOT NULL,
     -- the whole record (close proof and input bodies), postcard-encoded
     record  BLOB NOT NULL
 );
@@ -41,6 +47,26 @@ fn verdicts_json(verdicts: &[Verdict]) -> String {
         })
         .collect();
     serde_json::Value::Array(list).to_string()
+}
+
+fn beacon_json(b: &Beacon) -> String {
+    let keys = |ks: &[PubKey]| ks.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+    let v = match &b.outcome {
+        None => serde_json::json!({"rand": null, "revealed": [], "absent": [], "fraud": []}),
+        Some(o) => serde_json::json!({
+            "rand": o.is_random().then(|| o.value.to_string()),
+            "revealed": keys(&o.revealed),
+            "absent": keys(&o.absent),
+            "fraud": o.fraud.iter().map(|p| serde_json::json!({
+                "node": p.accused().to_string(),
+                "kind": match p {
+                    FraudProof::DoubleCommit(..) => "double-commit",
+                    FraudProof::BadReveal(..) => "bad-reveal",
+                },
+            })).collect::<Vec<_>>(),
+        }),
+    };
+    v.to_string()
 }
 
 fn io(e: rusqlite::Error) -> StoreError {
@@ -109,8 +135,9 @@ impl Store for SqliteStore {
         let blob = postcard::to_allocvec(r).map_err(|e| StoreError::Io(e.to_string()))?;
         self.conn
             .execute(
-                "INSERT OR REPLACE INTO ledgers (seq, hash, prev, time, inputs, verdicts, record)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT OR REPLACE INTO ledgers
+                 (seq, hash, prev, time, inputs, verdicts, beacon, record)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     r.ledger.seq as i64,
                     r.hash.to_string(),
@@ -118,6 +145,7 @@ impl Store for SqliteStore {
                     r.ledger.time as i64,
                     serde_json::to_string(&inputs).expect("strings serialize"),
                     verdicts_json(&r.ledger.verdicts),
+                    beacon_json(&r.ledger.beacon),
                     blob,
                 ],
             )

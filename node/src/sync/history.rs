@@ -127,6 +127,7 @@ mod tests {
                     lcl: g.id(),
                     inputs: vec![ih],
                     results: vec![],
+                    beacon: Default::default(),
                 }
                 .sign(k)
             })

@@ -2,6 +2,7 @@
 //! dispatches each event to them. Every part keeps its own state and
 //! returns what it wants done; only this file moves results between parts.
 
+mod beacon;
 mod party;
 mod vote;
 
@@ -59,6 +60,8 @@ pub struct Node {
     /// round, so a UNL member cannot make this node send 16 MiB answers
     /// back to back.
     served: Served,
+    /// Who the beacon recorded absent or convicted, over recent ledgers.
+    absences: crate::beacon::Absences,
     stats: Stats,
     out: Vec<Action>,
 }
@@ -117,6 +120,7 @@ impl Node {
             vote_from_round: None,
             result_wait: None,
             served: Served::default(),
+            absences: crate::beacon::Absences::new(beacon::ABSENCE_WINDOW),
             stats: Stats::default(),
             out: vec![Action::Notify(Event::Started { lcl })],
         })
@@ -136,6 +140,10 @@ impl Node {
     pub fn stats(&self) -> Stats {
         Stats {
             npl: self.npl.stats().clone(),
+            beacon: crate::consensus::BeaconStats {
+                absent: self.absences.withholders(1),
+                convicted: self.absences.convicted(),
+            },
             ..self.stats.clone()
         }
     }
@@ -495,6 +503,8 @@ impl Node {
         let mismatch = self.exec.on_append(&record.ledger);
         let appended = self.chain.append(record, &mut self.pool).ledger.seq;
         self.mismatch(mismatch);
+        let outcome = (self.chain.get(appended)).and_then(|r| r.ledger.beacon.outcome.clone());
+        self.note_beacon(appended, outcome.as_deref());
         self.chain.get(appended).expect("just appended")
     }
 

@@ -105,6 +105,7 @@ impl Node {
             lcl,
             inputs,
             results,
+            beacon: self.beacon_vote(slot, lcl),
         };
         tracing::trace!(
             round = slot.round,

@@ -1,0 +1,138 @@
+//! The node's part in the random beacon (`crate::beacon`): what each of
+//! its proposals carries of it, and the record of who was absent.
+//!
+//! Commits, reveals and fraud proofs climb the stage ladder like verdicts,
+//! one stage behind inputs, since each node's own only appear at stage 0:
+//! stage 1 gathers every valid entry the stage-0 proposals carried, stages
+//! 2 and 3 keep what the first and second thresholds voted for, and the
+//! close threshold does the rest. A stage-3 proposal also carries the
+//! outcome it computes from its lcl's commits and the reveals it votes
+//! for, so the value is part of the candidate every closing node signs.
+
+use super::Node;
+use crate::beacon::{self, tally, Beacon, FraudProof, Outcome, SignedCommit, SignedReveal};
+use crate::consensus::timing::Slot;
+use crate::ledger::{Ledger, LedgerId};
+
+/// Ledgers over which absences are counted for operators.
+pub(super) const ABSENCE_WINDOW: u64 = 1000;
+
+impl Node {
+    /// This node's beacon part for `slot`, on `lcl`.
+    pub(super) fn beacon_vote(&self, slot: Slot, lcl: LedgerId) -> Beacon {
+        let Some(tip) = self.chain.get(lcl.seq).map(|r| &r.ledger) else {
+            return Beacon::default();
+        };
+        let session = reveal_session(tip);
+        let committed = |author| tip.beacon.commits.iter().any(|c| c.author == author);
+        if slot.stage == 0 {
+            let me = self.key.public();
+            return Beacon {
+                commits: vec![SignedCommit::new(&self.key, lcl)],
+                reveals: session
+                    .filter(|_| committed(me))
+                    .map(|s| vec![SignedReveal::new(&self.key, s)])
+                    .unwrap_or_default(),
+                frauds: vec![],
+                outcome: None,
+            };
+        }
+        let prev: Vec<&Beacon> = self
+            .book
+            .slot(slot.round, slot.stage - 1)
+            .into_iter()
+            .filter(|sp| sp.proposal.lcl == lcl)
+            .map(|sp| &sp.proposal.beacon)
+            .collect();
+        // Stage 1 gathers; signatures keep forgeries out of what it adds.
+        let needed = match slot.stage {
+            1 => 1,
+            s => self
+                .cfg
+                .needed(self.cfg.stage_thresholds_pct[s as usize - 2]),
+        };
+        let votes: Vec<&[SignedCommit]> = prev.iter().map(|b| b.commits.as_slice()).collect();
+        let mut commits = tally::carried_by(&self.ring, lcl, &votes, needed);
+        commits.retain(|c| self.cfg.in_unl(&c.author));
+        let reveals = match session {
+            Some(s) => {
+                let votes: Vec<&[SignedReveal]> =
+                    prev.iter().map(|b| b.reveals.as_slice()).collect();
+                let mut r = tally::carried_by(&self.ring, s, &votes, needed);
+                r.retain(|r| committed(r.author));
+                r
+            }
+            None => vec![],
+        };
+        let frauds = self.frauds(slot.stage, lcl, &prev, needed);
+        let outcome = match session {
+            Some(s) if slot.stage == 3 => Some(Box::new(beacon::decide(
+                &self.ring,
+                &self.cfg.unl,
+                s,
+                &tip.beacon.commits,
+                &reveals,
+                &tip.beacon.frauds,
+            ))),
+            _ => None,
+        };
+        Beacon {
+            commits,
+            frauds,
+            reveals,
+            outcome,
+        }
+    }
+
+    /// Double commits in the session on `lcl`: stages 1 and 2 add those
+    /// the previous stage's commits show to every proof it carried (a node
+    /// that sent each half of the UNL another commitment shows up once the
+    /// halves' stage-1 proposals meet); stage 3 keeps what the threshold
+    /// voted for.
+    fn frauds(&self, stage: u8, lcl: LedgerId, prev: &[&Beacon], needed: usize) -> Vec<FraudProof> {
+        let mut votes: Vec<&[FraudProof]> = prev.iter().map(|b| b.frauds.as_slice()).collect();
+        let found;
+        let needed = if stage < 3 {
+            let seen = prev.iter().flat_map(|b| &b.commits);
+            found = tally::double_commits(&self.ring, seen);
+            votes.push(&found);
+            1
+        } else {
+            needed
+        };
+        let mut proofs = tally::convicted(&self.ring, lcl, &votes, needed);
+        proofs.retain(|p| self.cfg.in_unl(&p.accused()));
+        proofs
+    }
+
+    /// Counts a new ledger's absences and frauds for operators, and says
+    /// so in the log.
+    pub(super) fn note_beacon(&mut self, seq: u64, outcome: Option<&Outcome>) {
+        let Some(outcome) = outcome else {
+            return;
+        };
+        if !outcome.absent.is_empty() || !outcome.fraud.is_empty() {
+            tracing::info!(
+                seq,
+                absent = ?outcome.absent,
+                fraud = ?outcome.fraud.iter().map(FraudProof::accused).collect::<Vec<_>>(),
+                "beacon: nodes left out of the value"
+            );
+        }
+        // After a rollback the same seq comes again: start the count over.
+        if self.absences.record(seq, outcome).is_err() {
+            self.absences = beacon::Absences::new(ABSENCE_WINDOW);
+            let _ = self.absences.record(seq, outcome);
+        }
+    }
+}
+
+/// The session whose reveals go into the ledger after `tip`: the one on
+/// `tip`'s parent, whose commits `tip` carries. None at genesis.
+fn reveal_session(tip: &Ledger) -> Option<LedgerId> {
+    let seq = tip.seq.checked_sub(1)?;
+    Some(LedgerId {
+        seq,
+        hash: tip.prev,
+    })
+}
