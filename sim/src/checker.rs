@@ -2,6 +2,7 @@
 //! expectations evaluated at the end of a run. They live only here: the
 //! protocol just emits typed events.
 
+use crate::beacon_check::BeaconChecker;
 use crate::npl_check::NplChecker;
 use crate::outputs::OutputChecker;
 use crate::scenario::Expectation;
@@ -48,6 +49,8 @@ pub struct Checker {
     /// Per node: runs found diverged, and runs whose outputs it withheld.
     pub divergences: BTreeMap<usize, u64>,
     pub withheld: BTreeMap<usize, u64>,
+    /// The random beacon's outcomes.
+    pub beacon: BeaconChecker,
 }
 
 /// Ledgers a node with a diverged run may close by consensus (rounds it
@@ -128,6 +131,11 @@ impl Checker {
                     None => self.violate(t, format!("node {node} closed a ledger before starting")),
                     _ => {}
                 }
+                let mut found = Vec::new();
+                self.beacon.on_closed(t, node, ledger, *hash, &mut found);
+                for v in found {
+                    self.violate(t, v);
+                }
                 // This close finalises its parent; its verdicts decide runs.
                 let fin = ledger.seq - 1;
                 for v in &ledger.verdicts {
@@ -154,6 +162,7 @@ impl Checker {
                     Some(_) => {}
                     None => {
                         self.agreed.insert(fin, (ledger.prev, node));
+                        self.beacon.on_final(&ledger.prev);
                     }
                 }
                 self.final_seq.insert(node, fin);
@@ -349,6 +358,14 @@ impl Checker {
                             ));
                         }
                     }
+                }
+                Expectation::Beacon {
+                    absent,
+                    convicted,
+                    min_random_pct,
+                } => {
+                    let found = self.beacon.expect(absent, convicted, *min_random_pct);
+                    self.violations.extend(found);
                 }
                 Expectation::MaxLag { ledgers } => {
                     let seqs: Vec<u64> = honest

@@ -83,7 +83,9 @@ impl PeerNetwork for SimNet {
     async fn recv(&mut self) -> Option<(PubKey, Vec<u8>)> {
         let frame = self.rx.recv().await?;
         if let Some(b) = &mut self.byzantine {
-            b.observe(&frame.1);
+            for (to, bytes) in b.observe(&frame.1) {
+                self.world.send(self.node, to, bytes);
+            }
         }
         Some(frame)
     }

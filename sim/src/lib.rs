@@ -5,6 +5,7 @@
 //! A seed fixes everything: task order, link fates, keys and fault draws, so
 //! a run's trace hash is a fingerprint of the whole execution.
 
+pub mod beacon_check;
 pub mod byzantine;
 pub mod checker;
 pub mod contract;
@@ -14,6 +15,7 @@ pub mod fuzz;
 pub mod npl_check;
 pub mod npl_host;
 pub mod outputs;
+pub mod randomness;
 pub mod runner;
 pub mod scenario;
 pub mod users;

@@ -60,6 +60,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Measure the random beacon over many runs: the bits of every final
+    /// ledger's value (monobit and chi-square tests), and how often the
+    /// value's lowest bit is clear, the bit a `beacon_withholder` bends.
+    Randomness {
+        /// Scenario files; every final ledger with a random value counts.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Seeds, as A..B (B exclusive) or N; each run is fuzzed as `fuzz`
+        /// would run it.
+        #[arg(long, default_value = "0..180")]
+        seeds: String,
+        /// Exit 1 if a test fails (p < 0.001) or a run has a violation.
+        #[arg(long)]
+        check: bool,
+    },
     /// Measure simulated time per wall-clock time (5 nodes, lossy network,
     /// roundtime 1000 ms). Build with --release for meaningful numbers.
     Bench {
@@ -163,8 +178,66 @@ fn real_main() -> Result<()> {
             }
             Ok(())
         }
+        Command::Randomness {
+            files,
+            seeds,
+            check,
+        } => randomness(&files, &seeds, check),
         Command::Bench { seconds, scenario } => bench(seconds, scenario.as_deref()),
     }
+}
+
+fn randomness(files: &[PathBuf], seeds: &str, check: bool) -> Result<()> {
+    let range = parse_seeds(seeds).map_err(anyhow::Error::msg)?;
+    let (mut values, mut runs, mut failed, mut predictable) = (Vec::new(), 0, 0, 0);
+    for file in files {
+        let base = Scenario::load(file)?;
+        for seed in range.clone() {
+            let report = run(&fuzzed(&base, seed), seed);
+            runs += 1;
+            if !report.passed {
+                failed += 1;
+                eprintln!(
+                    "FAIL {} seed {seed}: {}",
+                    base.name,
+                    report.violations.join("; ")
+                );
+            }
+            predictable += report.beacon.outcomes - report.beacon.random;
+            values.extend(report.beacon.values);
+        }
+    }
+    let s = hotpocket_sim::randomness::summarise(&values);
+    let verdict = |t: &hotpocket_sim::randomness::Test| if t.passed() { "pass" } else { "FAIL" };
+    println!(
+        "{runs} runs ({failed} with violations): {} final ledgers with a random value, {predictable} without",
+        s.values
+    );
+    println!(
+        "  monobit: {} ones in {} bits ({:.5}), z = {:.2}, p = {:.3}: {}",
+        s.ones,
+        s.bits,
+        s.ones as f64 / s.bits.max(1) as f64,
+        s.monobit.statistic,
+        s.monobit.p,
+        verdict(&s.monobit)
+    );
+    println!(
+        "  chi-square over byte values: {:.1} on 255 degrees of freedom, p = {:.3}: {}",
+        s.chi_square.statistic,
+        s.chi_square.p,
+        verdict(&s.chi_square)
+    );
+    let (share, se) = s.liked_share();
+    println!(
+        "  lowest bit clear: {:.2}% ± {:.2}% (uniform 50%; one withholder that always reveals last gets at most 75%)",
+        share * 100.0,
+        se * 100.0
+    );
+    if check && (failed > 0 || !s.monobit.passed() || !s.chi_square.passed() || s.values == 0) {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 fn repro_command(file: &Path, seed: u64, fuzzed: bool) -> String {
@@ -255,6 +328,11 @@ fn print_report(r: &Report) {
         r.inputs_dropped,
         r.inputs_taken,
         r.inputs_answered
+    );
+    let b = &r.beacon;
+    println!(
+        "  beacon: {} final outcomes, {} random; absent {:?}, convicted {:?} (node: ledgers); {} honest absences excused (away or behind)",
+        b.outcomes, b.random, b.absent, b.fraud, b.excused
     );
     if r.violations.is_empty() {
         println!("  no violations");

@@ -9,7 +9,7 @@ use crate::users::SimUsers;
 use crate::world::{NetStats, World};
 use hotpocket_multisig_contract::DEFAULT_TIMEOUT_MS;
 use hotpocket_node::consensus::{ConsensusConfig, Stats, VoteStatus};
-use hotpocket_node::crypto::Keypair;
+use hotpocket_node::crypto::{Hash, Keypair};
 use hotpocket_node::driver::{self, Env};
 use hotpocket_node::npl::NplLimits;
 use hotpocket_node::users::{Intake, SessionLimits};
@@ -17,6 +17,7 @@ use madsim::runtime::{Handle, NodeHandle, Runtime};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 #[derive(Clone, Debug, Serialize)]
@@ -52,6 +53,24 @@ pub struct Report {
     pub inputs_answered: u64,
     /// Closes that a node later rolled back (never final ones).
     pub rolled_back: u64,
+    pub beacon: BeaconSummary,
+}
+
+/// The random beacon over the run's final ledgers.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct BeaconSummary {
+    /// Final ledgers with an outcome, and how many of them are random.
+    pub outcomes: u64,
+    pub random: u64,
+    /// Per node: final ledgers recording it absent, and convicting it.
+    pub absent: BTreeMap<usize, u64>,
+    pub fraud: BTreeMap<usize, u64>,
+    /// Honest nodes recorded absent while away or behind (any ledger
+    /// closed, final or not).
+    pub excused: u64,
+    /// Each random value, by seq: for the statistics, not the report.
+    #[serde(skip)]
+    pub values: Vec<Hash>,
 }
 
 /// Node keys come from the seed, so a seed names one whole world; `salt`
@@ -102,6 +121,14 @@ async fn simulate(s: Scenario, seed: u64, print_events: bool) -> Report {
     world.lock().checker.may_diverge = s.contract.kind == ContractKind::Multisig;
     world.lock().checker.outputs.kind = s.contract.kind;
     let cfg = consensus_config(&s, &world);
+    {
+        let mut g = world.lock();
+        let keys: Vec<_> = g.nodes.iter().map(|n| n.key.public()).collect();
+        let honest = (0..s.nodes).map(|i| s.honest().contains(&i)).collect();
+        let unl = g.unl.clone();
+        let b = &mut g.checker.beacon;
+        b.init(&unl, &keys, honest, cfg.roundtime_ms, cfg.stage_ms());
+    }
 
     let nodes: Vec<NodeHandle> = (0..s.nodes)
         .map(|i| {
@@ -167,6 +194,7 @@ async fn simulate(s: Scenario, seed: u64, print_events: bool) -> Report {
 }
 
 fn apply(handle: &Handle, world: &Arc<World>, nodes: &[NodeHandle], fault: Fault) {
+    note_away(world, &fault);
     match fault {
         Fault::Partition { groups } => world.partition(&groups),
         Fault::Block { from, to, npl_only } => world.block(&from, &to, npl_only),
@@ -192,6 +220,30 @@ fn apply(handle: &Handle, world: &Arc<World>, nodes: &[NodeHandle], fault: Fault
             g.nodes[node].clock_drift_ppm = drift_ppm;
         }
         Fault::Network(n) => world.set_network(n),
+    }
+}
+
+/// Tells the beacon checker who a fault keeps from taking part, so an
+/// honest node recorded absent then is not a violation.
+fn note_away(world: &Arc<World>, fault: &Fault) {
+    let t = world.now();
+    let mut g = world.lock();
+    let b = &mut g.checker.beacon;
+    match fault {
+        Fault::Partition { groups } => groups.iter().flatten().for_each(|&n| b.away(n, t)),
+        Fault::Block { npl_only: true, .. } => {}
+        Fault::Block { from, to, .. } => from.iter().chain(to).for_each(|&n| b.away(n, t)),
+        Fault::Heal => b.all_back(t),
+        Fault::Crash { node } | Fault::CrashMidWrite { node } | Fault::Pause { node } => {
+            b.away(*node, t)
+        }
+        // Away only a moment: the grace covers its catching up.
+        Fault::Restart { node } | Fault::Clock { node, .. } => {
+            b.away(*node, t);
+            b.back(*node, t);
+        }
+        Fault::Resume { node } => b.back(*node, t),
+        Fault::Network(_) => {}
     }
 }
 
@@ -350,5 +402,17 @@ fn report(s: &Scenario, seed: u64, world: &Arc<World>) -> Report {
         inputs_taken,
         inputs_answered,
         rolled_back: g.checker.rolled_back,
+        beacon: {
+            let b = &g.checker.beacon;
+            let values: Vec<Hash> = b.values.values().flatten().copied().collect();
+            BeaconSummary {
+                outcomes: b.values.len() as u64,
+                random: values.len() as u64,
+                absent: b.absent.clone(),
+                fraud: b.fraud.clone(),
+                excused: b.excused,
+                values,
+            }
+        },
     }
 }

@@ -177,6 +177,14 @@ pub enum Role {
     NplSpammer,
     /// Sends different party line data to different peers, validly signed.
     NplEquivocator,
+    /// Commits, then holds its stage-0 proposals until it has seen the
+    /// others' reveals and reveals only if that gives a value it likes
+    /// (lowest bit clear): the one-bit bias commit-reveal allows.
+    BeaconWithholder,
+    /// Commits to one secret with its odd peers, another with the rest.
+    BeaconEquivocator,
+    /// Reveals a secret that does not open its commitment.
+    BeaconLiar,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -306,6 +314,17 @@ pub enum Expectation {
     /// At least one honest node withheld outputs (its copy diverged) and
     /// took the certified state instead.
     Diverged,
+    /// The random beacon: each node in `absent` is recorded absent, and
+    /// each in `convicted` convicted of fraud, in some final ledger; at
+    /// least `min_random_pct` of final ledgers with an outcome are random.
+    Beacon {
+        #[serde(default)]
+        absent: Vec<usize>,
+        #[serde(default)]
+        convicted: Vec<usize>,
+        #[serde(default)]
+        min_random_pct: u64,
+    },
 }
 
 /// Ranges the fuzzer draws from, one draw per seed.

@@ -111,7 +111,7 @@ fn sweep(name: &str, seeds: std::ops::Range<u64>) {
     );
 }
 
-// 535 fuzzed runs in all, split so the test harness runs them in parallel.
+// 585 fuzzed runs in all, split so the test harness runs them in parallel.
 #[test]
 fn fuzz_lossy() {
     sweep("lossy", 0..50);
@@ -195,4 +195,29 @@ fn fuzz_npl_equivocator() {
 #[test]
 fn fuzz_npl_split() {
     sweep("npl-split", 0..10);
+}
+
+#[test]
+fn fuzz_beacon() {
+    sweep("beacon", 0..10);
+}
+
+#[test]
+fn fuzz_beacon_withholder() {
+    sweep("beacon-withholder", 0..10);
+}
+
+#[test]
+fn fuzz_beacon_equivocator() {
+    sweep("beacon-equivocator", 0..10);
+}
+
+#[test]
+fn fuzz_beacon_liar() {
+    sweep("beacon-liar", 0..10);
+}
+
+#[test]
+fn fuzz_beacon_crash() {
+    sweep("beacon-crash", 0..10);
 }

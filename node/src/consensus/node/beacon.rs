@@ -13,6 +13,7 @@ use super::Node;
 use crate::beacon::{self, tally, Beacon, FraudProof, Outcome, SignedCommit, SignedReveal};
 use crate::consensus::timing::Slot;
 use crate::ledger::{Ledger, LedgerId};
+use std::collections::BTreeSet;
 
 /// Ledgers over which absences are counted for operators.
 pub(super) const ABSENCE_WINDOW: u64 = 1000;
@@ -55,13 +56,7 @@ impl Node {
         let mut commits = tally::carried_by(&self.ring, lcl, &votes, needed);
         commits.retain(|c| self.cfg.in_unl(&c.author));
         let reveals = match session {
-            Some(s) => {
-                let votes: Vec<&[SignedReveal]> =
-                    prev.iter().map(|b| b.reveals.as_slice()).collect();
-                let mut r = tally::carried_by(&self.ring, s, &votes, needed);
-                r.retain(|r| committed(r.author));
-                r
-            }
+            Some(s) => self.reveals(slot, lcl, s, &tip.beacon.commits, &prev, needed),
             None => vec![],
         };
         let frauds = self.frauds(slot.stage, lcl, &prev, needed);
@@ -82,6 +77,60 @@ impl Node {
             reveals,
             outcome,
         }
+    }
+
+    /// The reveals of `session` a stage-1..3 proposal carries. One that
+    /// opens its author's commitment in the lcl ledger is kept once seen
+    /// in any proposal on `lcl`, in any stage of any round still in the
+    /// book: there is only one such secret per commitment, so every node
+    /// converges on the same set whatever order reveals arrive in, and a
+    /// reveal lost on the way to some nodes still reaches them through the
+    /// others' proposals, or in the next round if this one fails to close.
+    /// Counting votes instead would record honest nodes absent whenever a
+    /// few messages are lost, with no later ledger to put it right. A
+    /// reveal that opens nothing is evidence of fraud, which a node could
+    /// make up anew every round: those climb the ladder of votes.
+    fn reveals(
+        &self,
+        slot: Slot,
+        lcl: LedgerId,
+        session: LedgerId,
+        commits: &[SignedCommit],
+        prev: &[&Beacon],
+        needed: usize,
+    ) -> Vec<SignedReveal> {
+        let opens = |r: &SignedReveal| commits.iter().any(|c| r.opens(c));
+        let committed = |r: &SignedReveal| commits.iter().any(|c| c.author == r.author);
+        let oldest = slot.round.saturating_sub(self.cfg.max_round_skew);
+        let mut seen: BTreeSet<&SignedReveal> = BTreeSet::new();
+        for round in oldest..=slot.round {
+            for stage in 0..=3 {
+                for sp in self.book.slot(round, stage) {
+                    if sp.proposal.lcl == lcl {
+                        seen.extend(
+                            sp.proposal
+                                .beacon
+                                .reveals
+                                .iter()
+                                .filter(|r| r.lcl == session),
+                        );
+                    }
+                }
+            }
+        }
+        let mut opening: Vec<SignedReveal> =
+            seen.into_iter().filter(|r| opens(r)).cloned().collect();
+        let me = self.key.public();
+        // Not in the book if this node missed stage 0 (it started late).
+        if commits.iter().any(|c| c.author == me) && !opening.iter().any(|r| r.author == me) {
+            opening.push(SignedReveal::new(&self.key, session));
+        }
+        let mut kept = tally::carried_by(&self.ring, session, &[&opening], 1);
+        let votes: Vec<&[SignedReveal]> = prev.iter().map(|b| b.reveals.as_slice()).collect();
+        let lies = tally::carried_by(&self.ring, session, &votes, needed);
+        kept.extend(lies.into_iter().filter(|r| committed(r) && !opens(r)));
+        kept.sort_by_key(|r| (r.author, r.secret));
+        kept
     }
 
     /// Double commits in the session on `lcl`: stages 1 and 2 add those

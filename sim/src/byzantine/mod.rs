@@ -2,6 +2,10 @@
 //! rewrites what it sends, so its messages are well-timed and plausible:
 //! the hardest kind of wrong.
 
+mod beacon;
+
+pub use beacon::liked;
+
 use crate::scenario::Role;
 use hotpocket_node::consensus::{ExecResult, PeerMessage};
 use hotpocket_node::crypto::{Hash, Keypair, PubKey};
@@ -20,6 +24,7 @@ pub struct Byzantine {
     rng: ChaCha8Rng,
     /// Frames sent and received, for the replayer.
     seen: VecDeque<Vec<u8>>,
+    withholding: beacon::Withholding,
 }
 
 const SEEN_CAP: usize = 512;
@@ -39,6 +44,7 @@ impl Byzantine {
             roundtime_ms,
             rng: ChaCha8Rng::seed_from_u64(seed),
             seen: VecDeque::new(),
+            withholding: Default::default(),
         })
     }
 
@@ -46,10 +52,14 @@ impl Byzantine {
         self.rng.next_u64() % 100 < percent
     }
 
-    pub fn observe(&mut self, frame: &[u8]) {
-        if self.role == Role::Replayer {
-            self.remember(frame.to_vec());
+    /// Sees a frame that arrived; returns frames it now sends.
+    pub fn observe(&mut self, frame: &[u8]) -> Vec<(usize, Vec<u8>)> {
+        match self.role {
+            Role::Replayer => self.remember(frame.to_vec()),
+            Role::BeaconWithholder => return self.beacon_observe(frame),
+            _ => {}
         }
+        vec![]
     }
 
     fn remember(&mut self, frame: Vec<u8>) {
@@ -70,6 +80,9 @@ impl Byzantine {
             Role::StateLiar => vec![(to, self.lie_about_state(bytes))],
             Role::NplSpammer => self.spam_npl(to, bytes),
             Role::NplEquivocator => vec![(to, self.equivocate_npl(to, bytes))],
+            Role::BeaconWithholder | Role::BeaconEquivocator | Role::BeaconLiar => {
+                self.beacon_outgoing(to, bytes)
+            }
             Role::Replayer => {
                 self.remember(bytes.clone());
                 let mut out = vec![(to, bytes)];

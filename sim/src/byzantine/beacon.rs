@@ -1,0 +1,162 @@
+//! Byzantine play on the random beacon. Each role rewrites the beacon part
+//! of the proposals its honest node signs, and signs them again with its
+//! own key, so they pass every signature check.
+
+use super::Byzantine;
+use crate::scenario::Role;
+use hotpocket_node::beacon::{self, SignedCommit, SignedReveal};
+use hotpocket_node::consensus::{PeerMessage, Proposal};
+use hotpocket_node::crypto::{Hash, PubKey};
+use hotpocket_node::ledger::LedgerId;
+use std::collections::BTreeMap;
+
+/// What a withholder knows about one session.
+#[derive(Default)]
+pub struct Withholding {
+    /// The session its held proposals reveal for, and the lcl they are on.
+    session: Option<(LedgerId, LedgerId)>,
+    /// Stage-0 proposals held back until it has seen the others' reveals.
+    held: Vec<(usize, Proposal)>,
+    /// Secrets the others revealed for the session, by author.
+    seen: BTreeMap<PubKey, [u8; 32]>,
+    /// Per session: whether it reveals.
+    decided: BTreeMap<LedgerId, bool>,
+}
+
+/// Whether the withholder likes a value: it wants the lowest bit clear,
+/// as a contract drawing heads or tails from `rand` would read it.
+pub fn liked(value: &Hash) -> bool {
+    value.0[31] & 1 == 0
+}
+
+impl Byzantine {
+    /// What leaves for peer `to` when a beacon role sends `bytes`.
+    pub(super) fn beacon_outgoing(&mut self, to: usize, bytes: Vec<u8>) -> Vec<(usize, Vec<u8>)> {
+        let Ok(PeerMessage::Proposal(sp)) = PeerMessage::decode(&bytes) else {
+            return vec![(to, bytes)];
+        };
+        let mut p = sp.proposal;
+        let me = self.key.public();
+        match self.role {
+            Role::BeaconEquivocator if p.stage == 0 && to % 2 == 1 => {
+                // Another commitment for odd peers, the same one each time
+                // for a session: a second commit, not a stream of them.
+                for c in p.beacon.commits.iter_mut().filter(|c| c.author == me) {
+                    let other = Hash::of("equivocate", &[&c.commitment.0]);
+                    *c = SignedCommit::sign(&self.key, c.lcl, other);
+                }
+                p.beacon.commits.sort_by_key(|c| (c.author, c.commitment));
+            }
+            Role::BeaconLiar => {
+                for r in p.beacon.reveals.iter_mut().filter(|r| r.author == me) {
+                    let mut lie = r.secret;
+                    lie[0] ^= 1;
+                    *r = SignedReveal::sign(&self.key, r.lcl, lie);
+                }
+                p.beacon.reveals.sort_by_key(|r| (r.author, r.secret));
+            }
+            Role::BeaconWithholder => return self.withhold(to, p),
+            _ => return vec![(to, bytes)],
+        }
+        vec![(
+            to,
+            PeerMessage::Proposal(Box::new(p.sign(&self.key))).encode(),
+        )]
+    }
+
+    /// Holds stage-0 proposals that reveal until it has seen the others'
+    /// reveals, then sends them with its reveal or without, whichever
+    /// gives a value it likes; later proposals follow the choice.
+    fn withhold(&mut self, to: usize, mut p: Proposal) -> Vec<(usize, Vec<u8>)> {
+        let me = self.key.public();
+        let Some(mine) = p.beacon.reveals.iter().find(|r| r.author == me) else {
+            return vec![(
+                to,
+                PeerMessage::Proposal(Box::new(p.sign(&self.key))).encode(),
+            )];
+        };
+        let session = mine.lcl;
+        match self.withholding.decided.get(&session) {
+            Some(true) => {}
+            Some(false) => p.beacon.reveals.retain(|r| r.author != me),
+            None if p.stage == 0 => {
+                let w = &mut self.withholding;
+                if w.session != Some((session, p.lcl)) {
+                    w.session = Some((session, p.lcl));
+                    w.held.clear();
+                    w.seen.clear();
+                }
+                w.held.push((to, p));
+                return vec![];
+            }
+            // Later stages before it decided: decide on what it has.
+            None => {
+                let w = &mut self.withholding;
+                if w.session != Some((session, p.lcl)) {
+                    w.session = Some((session, p.lcl));
+                    w.held.clear();
+                    w.seen.clear();
+                }
+                self.decide_withholding();
+                return self.withhold(to, p);
+            }
+        }
+        vec![(
+            to,
+            PeerMessage::Proposal(Box::new(p.sign(&self.key))).encode(),
+        )]
+    }
+
+    /// Notes the others' reveals; once all have been seen, or the others
+    /// moved past stage 0, decides and lets the held proposals go.
+    pub(super) fn beacon_observe(&mut self, frame: &[u8]) -> Vec<(usize, Vec<u8>)> {
+        let Some((session, lcl)) = self.withholding.session else {
+            return vec![];
+        };
+        if self.withholding.decided.contains_key(&session) {
+            return vec![];
+        }
+        let Ok(PeerMessage::Proposal(sp)) = PeerMessage::decode(frame) else {
+            return vec![];
+        };
+        let p = &sp.proposal;
+        if p.lcl != lcl || sp.verify().is_err() {
+            return vec![];
+        }
+        for r in p.beacon.reveals.iter().filter(|r| r.lcl == session) {
+            self.withholding.seen.insert(r.author, r.secret);
+        }
+        let others = self.unl.len() - 1;
+        if p.stage == 0 && self.withholding.seen.len() < others {
+            return vec![];
+        }
+        self.decide_withholding();
+        let held = std::mem::take(&mut self.withholding.held);
+        held.into_iter()
+            .flat_map(|(to, p)| self.withhold(to, p))
+            .collect()
+    }
+
+    fn decide_withholding(&mut self) {
+        let Some((session, _)) = self.withholding.session else {
+            return;
+        };
+        let me = self.key.public();
+        let mut with: Vec<(PubKey, [u8; 32])> = self
+            .withholding
+            .seen
+            .iter()
+            .filter(|(k, _)| **k != me)
+            .map(|(k, s)| (*k, *s))
+            .collect();
+        let without = beacon::value(&session, &with);
+        with.push((me, beacon::secret_for(&self.key, &session)));
+        with.sort();
+        let reveal = liked(&beacon::value(&session, &with)) || !liked(&without);
+        self.withholding.decided.insert(session, reveal);
+        // Sessions are one per ledger; old choices are of no more use.
+        while self.withholding.decided.len() > 8 {
+            self.withholding.decided.pop_first();
+        }
+    }
+}
