@@ -13,6 +13,7 @@ cargo clippy -p hotpocket-node --no-default-features --all-targets -- -D warning
 cargo check -p hotpocket-sim
 python3 ci/import-cycles.py
 python3 fixtures/contracts/npl.py --selftest
+python3 fixtures/contracts/rand.py --selftest
 # Files a reader can take in at one sitting.
 long=$(find node/src sim/src -name '*.rs' -exec wc -l {} + | awk '$2 != "total" && $1 > 600')
 if [ -n "$long" ]; then echo "files over 600 lines:"; echo "$long"; exit 1; fi

@@ -85,12 +85,27 @@ pub fn start(tag: &str, nodes: usize, base: u16, contract: &Path, binargs: &str)
 
 /// (seq, hash) of every ledger in a node's SQLite file.
 pub fn ledger(dir: &Path) -> Vec<(i64, String)> {
+    column(dir, "hash")
+}
+
+/// (seq, beacon) of every ledger in a node's SQLite file: the `beacon`
+/// column's JSON (`rand`, `revealed`, `absent`, `fraud`).
+pub fn beacons(dir: &Path) -> Vec<(i64, serde_json::Value)> {
+    column(dir, "beacon")
+        .into_iter()
+        .map(|(seq, text)| (seq, serde_json::from_str(&text).unwrap()))
+        .collect()
+}
+
+/// (seq, a text column) of every ledger in a node's SQLite file; empty
+/// while the file or its table is not there yet.
+fn column(dir: &Path, name: &str) -> Vec<(i64, String)> {
     let db = rusqlite::Connection::open_with_flags(
         dir.join("ledger.sqlite"),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
     );
     let Ok(db) = db else { return vec![] };
-    let Ok(mut q) = db.prepare("SELECT seq, hash FROM ledgers ORDER BY seq") else {
+    let Ok(mut q) = db.prepare(&format!("SELECT seq, {name} FROM ledgers ORDER BY seq")) else {
         return vec![];
     };
     q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
