@@ -41,6 +41,9 @@ impl Observer for LogObserver {
                 seq = ledger.seq,
                 hash = %hash.short(),
                 inputs = ledger.inputs.len(),
+                rand = %ledger.beacon.outcome.as_ref()
+                    .filter(|o| o.is_random())
+                    .map_or_else(|| "none".to_string(), |o| o.value.short()),
                 ?via,
                 "ledger closed"
             ),

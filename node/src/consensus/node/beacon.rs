@@ -155,23 +155,37 @@ impl Node {
     }
 
     /// Counts a new ledger's absences and frauds for operators, and says
-    /// so in the log.
+    /// so in the log: a node absent again and again is what a withholder
+    /// looks like.
     pub(super) fn note_beacon(&mut self, seq: u64, outcome: Option<&Outcome>) {
         let Some(outcome) = outcome else {
             return;
         };
-        if !outcome.absent.is_empty() || !outcome.fraud.is_empty() {
-            tracing::info!(
-                seq,
-                absent = ?outcome.absent,
-                fraud = ?outcome.fraud.iter().map(FraudProof::accused).collect::<Vec<_>>(),
-                "beacon: nodes left out of the value"
-            );
-        }
         // After a rollback the same seq comes again: start the count over.
         if self.absences.record(seq, outcome).is_err() {
             self.absences = beacon::Absences::new(ABSENCE_WINDOW);
             let _ = self.absences.record(seq, outcome);
+        }
+        for k in &outcome.absent {
+            tracing::warn!(
+                seq,
+                node = %k.short(),
+                times = self.absences.absent(k),
+                window = ABSENCE_WINDOW,
+                "beacon: a node committed and did not reveal; its secret is left out"
+            );
+        }
+        for p in &outcome.fraud {
+            let kind = match p {
+                FraudProof::DoubleCommit(..) => "two commitments",
+                FraudProof::BadReveal(..) => "a reveal that does not match its commitment",
+            };
+            tracing::warn!(
+                seq,
+                node = %p.accused().short(),
+                kind,
+                "beacon: fraud proven; the node's secret is left out"
+            );
         }
     }
 }
