@@ -6,9 +6,10 @@
 #[path = "support/net.rs"]
 mod net;
 
-use hotpocket_node::beacon;
+use hotpocket_node::beacon::{self, FraudProof, SignedCommit};
+use hotpocket_node::consensus::{Input, Proposal};
 use hotpocket_node::contract::RunRequest;
-use hotpocket_node::crypto::{KeyRing, PubKey};
+use hotpocket_node::crypto::{Hash, KeyRing, PubKey, Sig};
 use hotpocket_node::ledger::LedgerRecord;
 use net::{Net, T0};
 use std::collections::BTreeSet;
@@ -107,4 +108,129 @@ fn a_node_that_stops_is_recorded_absent_and_the_value_still_comes() {
     assert_eq!(absent_in.len(), 1, "absent in {absent_in:?}");
     let stats = net.nodes[0].stats().beacon;
     assert_eq!(stats.absent, vec![(gone, 1)]);
+}
+
+// A byzantine node (4 of 5) that plays with the beacon's signed entries.
+// Each attack stalled consensus or took `rand` over before the ledger hash
+// named entries by content and copies were checked one by one.
+
+/// Ledgers node 0 closed, and whether any honest node was recorded absent
+/// or convicted, after 3 s of honest play and `secs` of the attack.
+fn under_attack(secs: u64, rewrite: &mut dyn FnMut(usize, &mut Proposal)) -> (usize, usize, bool) {
+    let mut net = Net::new(5);
+    net.run_until(T0 + 3_000);
+    let before = net.nodes[0].chain().len();
+    net.run_rewriting(T0 + 3_050, T0 + 3_000 + secs * 1000, 4, rewrite);
+    let chain = net.nodes[0].chain();
+    let byz = net.keys[4].public();
+    let honest_hurt = chain
+        .iter()
+        .filter_map(|r| r.ledger.beacon.outcome.as_deref())
+        .any(|o| o.absent.iter().any(|k| *k != byz) || o.fraud.iter().any(|p| p.accused() != byz));
+    (before, chain.len(), honest_hurt)
+}
+
+#[test]
+fn forged_copies_of_honest_reveals_change_nothing() {
+    for to_all in [true, false] {
+        let (before, after, hurt) = under_attack(10, &mut |to, p| {
+            if to_all || to < 2 {
+                let me = p.author;
+                for r in p.beacon.reveals.iter_mut().filter(|r| r.author != me) {
+                    r.sig.0 = [0; 64];
+                }
+            }
+        });
+        assert!(after >= before + 9, "to all {to_all}: {before} -> {after}");
+        assert!(!hurt, "to all {to_all}: an honest node was left out");
+    }
+}
+
+/// Another valid signature on `bytes` under `seed`'s key (another nonce),
+/// lower than `than`: what only the key's owner can make.
+fn second_signature(seed: [u8; 32], domain: &str, bytes: &[u8], than: &Sig) -> Sig {
+    use ed25519_dalek::hazmat::{raw_sign, ExpandedSecretKey};
+    let vk = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
+    let mut esk = ExpandedSecretKey::from(&seed);
+    let mut msg = domain.as_bytes().to_vec();
+    msg.push(0);
+    msg.extend_from_slice(bytes);
+    for i in 0u32.. {
+        esk.hash_prefix = [0; 32];
+        esk.hash_prefix[..4].copy_from_slice(&i.to_le_bytes());
+        let s = raw_sign::<sha2::Sha512>(&esk, &msg, &vk).to_bytes();
+        if s < than.0 {
+            return Sig(s);
+        }
+    }
+    unreachable!()
+}
+
+#[test]
+fn a_second_valid_signature_sent_to_some_does_not_split_the_candidates() {
+    // Node 4's key is Keypair::from_seed([5; 32]) in the harness.
+    let (before, after, hurt) = under_attack(10, &mut |to, p| {
+        let me = p.author;
+        if p.stage == 2 && to < 2 {
+            for c in p.beacon.commits.iter_mut().filter(|c| c.author == me) {
+                let bytes = postcard::to_allocvec(&(&c.author, &c.lcl, &c.commitment)).unwrap();
+                c.sig = second_signature([5; 32], "hotpocket/beacon-commit/v1", &bytes, &c.sig);
+                assert!(c.verify().is_ok());
+            }
+        }
+    });
+    assert!(after >= before + 9, "{before} -> {after}");
+    assert!(!hurt);
+}
+
+#[test]
+fn a_flood_of_its_own_commits_is_refused_and_costs_nothing() {
+    let mut net = Net::new(5);
+    for k in 0..10usize {
+        let a = net.nodes[k % 4].handle(T0 + 10, Input::Submit(format!("in {k}").into_bytes()));
+        net.apply(k % 4, T0 + 10, a);
+    }
+    let key = net.keys[4].clone();
+    net.run_rewriting(T0, T0 + 13_000, 4, &mut |_, p| {
+        if p.stage == 0 {
+            let lcl = p.lcl;
+            p.beacon.commits = (0..10u8)
+                .map(|i| SignedCommit::sign(&key, lcl, Hash([i; 32])))
+                .collect();
+        }
+    });
+    let chain = net.nodes[0].chain();
+    let inputs: usize = chain.iter().map(|r| r.ledger.inputs.len()).sum();
+    assert_eq!(inputs, 10);
+    let honest = chain[2..]
+        .iter()
+        .filter_map(|r| r.ledger.beacon.outcome.as_deref())
+        .filter(|o| o.revealed.len() >= 4)
+        .count();
+    assert!(honest + 2 >= chain.len() - 2, "{honest} of {}", chain.len());
+    assert!(net.nodes[0].stats().dropped_malformed > 0);
+}
+
+#[test]
+fn proofs_against_itself_sent_to_some_do_not_split_the_candidates() {
+    let key = hotpocket_node::crypto::Keypair::from_seed([5; 32]);
+    let (before, after, hurt) = under_attack(10, &mut |to, p| {
+        let (me, lcl) = (p.author, p.lcl);
+        if p.stage == 0 {
+            p.beacon
+                .commits
+                .push(SignedCommit::sign(&key, lcl, Hash([0xff; 32])));
+            p.beacon.commits.sort_by_key(|c| (c.author, c.commitment));
+        } else if p.stage == 2 && to < 2 {
+            let low = FraudProof::double_commit(
+                SignedCommit::sign(&key, lcl, Hash([0; 32])),
+                SignedCommit::sign(&key, lcl, Hash([1; 32])),
+            );
+            p.beacon.frauds.retain(|f| f.accused() != me);
+            p.beacon.frauds.push(low);
+            p.beacon.frauds.sort_by_key(|f| f.accused());
+        }
+    });
+    assert!(after >= before + 9, "{before} -> {after}");
+    assert!(!hurt);
 }

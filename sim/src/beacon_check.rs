@@ -37,6 +37,9 @@ pub struct BeaconChecker {
     honest: Vec<bool>,
     roundtime_ms: u64,
     stage_ms: u64,
+    /// Nodes that can close a ledger together: a partition group smaller
+    /// than this cuts its members off.
+    close_needed: usize,
     /// When each honest node closed each ledger, by (hash, node).
     closed_at: BTreeMap<(Hash, usize), u64>,
     /// Honest nodes recorded absent while away or behind: not violations.
@@ -60,8 +63,10 @@ impl BeaconChecker {
         honest: Vec<bool>,
         roundtime_ms: u64,
         stage_ms: u64,
+        close_needed: usize,
     ) {
         self.stage_ms = stage_ms;
+        self.close_needed = close_needed;
         self.ring = Some(KeyRing::new(unl));
         self.unl = unl.to_vec();
         self.index = keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
@@ -83,6 +88,15 @@ impl BeaconChecker {
             if until.is_none() {
                 *until = Some(t);
             }
+        }
+    }
+
+    /// A partition into `groups`: members of a group too small to close a
+    /// ledger are cut off; the others are not.
+    pub fn partition(&mut self, groups: &[Vec<usize>], t: u64) {
+        let needed = self.close_needed;
+        for g in groups.iter().filter(|g| g.len() < needed) {
+            g.iter().for_each(|&n| self.away(n, t));
         }
     }
 
@@ -272,7 +286,7 @@ mod tests {
         let mut unl = pubs.clone();
         unl.sort();
         let mut checker = BeaconChecker::default();
-        checker.init(&unl, &pubs, vec![true; 3], 1000, 250);
+        checker.init(&unl, &pubs, vec![true; 3], 1000, 250, 3);
         let session = LedgerId {
             seq: 4,
             hash: Hash([4; 32]),

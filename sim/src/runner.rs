@@ -127,7 +127,8 @@ async fn simulate(s: Scenario, seed: u64, print_events: bool) -> Report {
         let honest = (0..s.nodes).map(|i| s.honest().contains(&i)).collect();
         let unl = g.unl.clone();
         let b = &mut g.checker.beacon;
-        b.init(&unl, &keys, honest, cfg.roundtime_ms, cfg.stage_ms());
+        let close = cfg.needed(cfg.close_threshold_pct);
+        b.init(&unl, &keys, honest, cfg.roundtime_ms, cfg.stage_ms(), close);
     }
 
     let nodes: Vec<NodeHandle> = (0..s.nodes)
@@ -230,7 +231,7 @@ fn note_away(world: &Arc<World>, fault: &Fault) {
     let mut g = world.lock();
     let b = &mut g.checker.beacon;
     match fault {
-        Fault::Partition { groups } => groups.iter().flatten().for_each(|&n| b.away(n, t)),
+        Fault::Partition { groups } => b.partition(groups, t),
         Fault::Block { npl_only: true, .. } => {}
         Fault::Block { from, to, .. } => from.iter().chain(to).for_each(|&n| b.away(n, t)),
         Fault::Heal => b.all_back(t),

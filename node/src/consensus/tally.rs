@@ -3,7 +3,7 @@
 
 use super::{ConsensusConfig, ExecResult, Proposal, SignedProposal};
 use crate::crypto::Hash;
-use crate::ledger::{Ledger, LedgerId};
+use crate::ledger::LedgerId;
 use crate::ledger::{Verdict, MAX_VERDICTS};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -152,25 +152,22 @@ pub fn verdicts(
     out
 }
 
-/// The ledger that closes on `lcl` if at least `needed` of the stage-3
-/// proposals `stage3` name one identical candidate: the ledger, its hash
-/// and its close proof.
-pub fn closing(
-    stage3: &[&SignedProposal],
+/// The candidate that closes on `lcl` if at least `needed` of the stage-3
+/// proposals `stage3` name it: its hash and the proposals naming it (the
+/// close proof). They agree on the ledger's content; which one's copy of
+/// the signed beacon entries to keep is the caller's choice.
+pub fn closing<'a>(
+    stage3: &[&'a SignedProposal],
     lcl: LedgerId,
     needed: usize,
-) -> Option<(Ledger, Hash, Vec<SignedProposal>)> {
+) -> Option<(Hash, Vec<&'a SignedProposal>)> {
     let on_lcl: Vec<&SignedProposal> = stage3
         .iter()
         .copied()
         .filter(|sp| sp.proposal.lcl == lcl)
         .collect();
     let (hash, group) = best_candidate(&on_lcl)?;
-    if group.len() < needed {
-        return None;
-    }
-    let proof: Vec<SignedProposal> = group.iter().map(|sp| (*sp).clone()).collect();
-    Some((group[0].proposal.candidate(), hash, proof))
+    (group.len() >= needed).then_some((hash, group))
 }
 
 /// Input hashes proposed by at least `needed` of `props`, sorted.

@@ -32,6 +32,8 @@ pub enum SyncError {
     },
     #[error("ledger {seq}: carries a body that is not one of its inputs")]
     StrayBody { seq: u64 },
+    #[error("ledger {seq}: a beacon signature or fraud proof does not hold")]
+    BeaconEvidence { seq: u64 },
 }
 
 /// Checks that `rec` may follow `lcl`. Signatures are checked last: they are
@@ -92,6 +94,10 @@ pub fn verify_record(
                 signer: sp.proposal.author,
                 err,
             })?;
+    }
+    // The ledger hash names the beacon entries but not their signatures.
+    if !rec.ledger.beacon.verify_evidence(ring) {
+        return Err(SyncError::BeaconEvidence { seq });
     }
     Ok(())
 }

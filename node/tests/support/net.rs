@@ -2,7 +2,9 @@
 //! perfect, instant bus and a stepped clock. This is what sans-IO buys.
 #![allow(dead_code)] // each test file uses its own part
 
-use hotpocket_node::consensus::{Action, ConsensusConfig, Event, ExecResult, Input, Job, Node};
+use hotpocket_node::consensus::{
+    Action, ConsensusConfig, Event, ExecResult, Input, Job, Node, PeerMessage, Proposal,
+};
 use hotpocket_node::contract::{RunOutcome, RunReport, RunRequest, RunResult, StateNode};
 use hotpocket_node::crypto::{Hash, Keypair, PubKey};
 use hotpocket_node::ledger::LedgerRecord;
@@ -143,6 +145,48 @@ impl Net {
             }
             let a = self.nodes[to].handle(now, Input::Peer { from, bytes });
             self.apply(to, now, a);
+        }
+    }
+
+    /// Like `step`, with node `byz` byzantine: each proposal it sends to
+    /// node `to` goes through `rewrite(to, proposal)`, and is signed again
+    /// with its key.
+    pub fn step_rewriting(
+        &mut self,
+        now: u64,
+        byz: usize,
+        rewrite: &mut dyn FnMut(usize, &mut Proposal),
+    ) {
+        for i in 0..self.nodes.len() {
+            let a = self.nodes[i].handle(now, Input::Tick);
+            self.apply(i, now, a);
+        }
+        let key = self.keys[byz].clone();
+        while let Some((to, from, mut bytes)) = self.queue.pop_front() {
+            if from == key.public() {
+                if let Ok(PeerMessage::Proposal(sp)) = PeerMessage::decode(&bytes) {
+                    let mut p = sp.proposal;
+                    rewrite(to, &mut p);
+                    bytes = PeerMessage::Proposal(Box::new(p.sign(&key))).encode();
+                }
+            }
+            let a = self.nodes[to].handle(now, Input::Peer { from, bytes });
+            self.apply(to, now, a);
+        }
+    }
+
+    /// Runs `step_rewriting` every 50 ms from `start` to `end`.
+    pub fn run_rewriting(
+        &mut self,
+        start: u64,
+        end: u64,
+        byz: usize,
+        rewrite: &mut dyn FnMut(usize, &mut Proposal),
+    ) {
+        let mut t = start;
+        while t <= end {
+            self.step_rewriting(t, byz, rewrite);
+            t += 50;
         }
     }
 

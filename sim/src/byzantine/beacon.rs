@@ -98,7 +98,13 @@ impl Byzantine {
                     w.seen.clear();
                 }
                 self.decide_withholding();
-                return self.withhold(to, p);
+                // The held stage-0 proposals go too, now it has decided.
+                let mut out: Vec<(usize, Vec<u8>)> = std::mem::take(&mut self.withholding.held)
+                    .into_iter()
+                    .flat_map(|(to, p)| self.withhold(to, p))
+                    .collect();
+                out.extend(self.withhold(to, p));
+                return out;
             }
         }
         vec![(

@@ -12,8 +12,10 @@
 use super::Node;
 use crate::beacon::{self, tally, Beacon, FraudProof, Outcome, SignedCommit, SignedReveal};
 use crate::consensus::timing::Slot;
+use crate::crypto::PubKey;
+use crate::ledger::beacon::two_each;
 use crate::ledger::{Ledger, LedgerId};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Ledgers over which absences are counted for operators.
 pub(super) const ABSENCE_WINDOW: u64 = 1000;
@@ -55,6 +57,8 @@ impl Node {
         let votes: Vec<&[SignedCommit]> = prev.iter().map(|b| b.commits.as_slice()).collect();
         let mut commits = tally::carried_by(&self.ring, lcl, &votes, needed);
         commits.retain(|c| self.cfg.in_unl(&c.author));
+        // Sorted by (author, commitment): a double committer's two least.
+        two_each(&mut commits, |c| c.author);
         let reveals = match session {
             Some(s) => self.reveals(slot, lcl, s, &tip.beacon.commits, &prev, needed),
             None => vec![],
@@ -118,18 +122,27 @@ impl Node {
                 }
             }
         }
-        let mut opening: Vec<SignedReveal> =
-            seen.into_iter().filter(|r| opens(r)).cloned().collect();
+        // One checked copy per secret: a forged copy of an honest reveal
+        // (which sorts anywhere) must not stand in for the real one.
+        let mut opening: BTreeMap<(PubKey, [u8; 32]), SignedReveal> = BTreeMap::new();
+        for r in seen.into_iter().filter(|r| opens(r)) {
+            let key = (r.author, r.secret);
+            if !opening.contains_key(&key) && r.verify_with(&self.ring).is_ok() {
+                opening.insert(key, r.clone());
+            }
+        }
         let me = self.key.public();
         // Not in the book if this node missed stage 0 (it started late).
-        if commits.iter().any(|c| c.author == me) && !opening.iter().any(|r| r.author == me) {
-            opening.push(SignedReveal::new(&self.key, session));
+        if commits.iter().any(|c| c.author == me) && !opening.keys().any(|(a, _)| *a == me) {
+            let r = SignedReveal::new(&self.key, session);
+            opening.insert((me, r.secret), r);
         }
-        let mut kept = tally::carried_by(&self.ring, session, &[&opening], 1);
         let votes: Vec<&[SignedReveal]> = prev.iter().map(|b| b.reveals.as_slice()).collect();
         let lies = tally::carried_by(&self.ring, session, &votes, needed);
+        let mut kept: Vec<SignedReveal> = opening.into_values().collect();
         kept.extend(lies.into_iter().filter(|r| committed(r) && !opens(r)));
         kept.sort_by_key(|r| (r.author, r.secret));
+        two_each(&mut kept, |r| r.author);
         kept
     }
 

@@ -139,9 +139,20 @@ impl Node {
         let lcl = self.chain.lcl();
         let stage3 = self.book.slot(round, 3);
         let needed = self.cfg.needed(self.cfg.close_threshold_pct);
-        let Some((ledger, hash, proof)) = tally::closing(&stage3, lcl, needed) else {
+        let Some((hash, group)) = tally::closing(&stage3, lcl, needed) else {
             return;
         };
+        // The hash does not cover the beacon's signatures: keep our own
+        // copy, whose entries we checked as we voted, or else one whose
+        // signatures hold, so the ledger's evidence convicts on its own.
+        let me = self.key.public();
+        let Some(chosen) = (group.iter().find(|sp| sp.proposal.author == me))
+            .or_else(|| (group.iter()).find(|sp| sp.proposal.beacon.verify_evidence(&self.ring)))
+        else {
+            return;
+        };
+        let ledger = chosen.proposal.candidate();
+        let proof: Vec<_> = group.iter().map(|sp| (*sp).clone()).collect();
         let record = self
             .append(LedgerRecord {
                 ledger,

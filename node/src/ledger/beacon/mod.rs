@@ -8,7 +8,7 @@ mod fraud;
 pub use commit::{commitment, secret_for, SignedCommit, SignedReveal};
 pub use fraud::{FraudError, FraudProof};
 
-use crate::crypto::{Hash, Hasher, PubKey};
+use crate::crypto::{Hash, Hasher, KeyRing, PubKey};
 use crate::ledger::LedgerId;
 use serde::{Deserialize, Serialize};
 
@@ -55,27 +55,82 @@ pub struct Beacon {
 }
 
 impl Beacon {
-    /// What the ledger hash chains: postcard is deterministic for a value.
+    /// What the ledger hash chains: the content of every entry, not its
+    /// signature. A node may sign its own message any number of ways (and
+    /// make any number of proofs against itself), so two honest nodes can
+    /// hold different valid copies of one entry; if the copies were hashed,
+    /// a byzantine node could split the candidates with a second signature
+    /// sent to some of them. Each node keeps copies whose signatures it
+    /// checked (see `verify_evidence`): the evidence, not the name.
     pub fn digest(&self) -> Hash {
-        let bytes = postcard::to_allocvec(self).expect("encoding into a Vec cannot fail");
-        Hasher::new(BEACON_DOMAIN).bytes(&bytes).finish()
+        let mut h = Hasher::new(BEACON_DOMAIN);
+        h.u64(self.commits.len() as u64);
+        for c in &self.commits {
+            h.bytes(&c.author.0)
+                .u64(c.lcl.seq)
+                .hash(&c.lcl.hash)
+                .hash(&c.commitment);
+        }
+        h.u64(self.frauds.len() as u64);
+        for p in &self.frauds {
+            let lcl = p.lcl();
+            h.bytes(&p.accused().0).u64(lcl.seq).hash(&lcl.hash);
+        }
+        h.u64(self.reveals.len() as u64);
+        for r in &self.reveals {
+            h.bytes(&r.author.0)
+                .u64(r.lcl.seq)
+                .hash(&r.lcl.hash)
+                .bytes(&r.secret);
+        }
+        match &self.outcome {
+            None => h.u64(0),
+            Some(o) => {
+                h.u64(1).hash(&o.value);
+                for keys in [&o.revealed, &o.absent] {
+                    h.u64(keys.len() as u64);
+                    keys.iter().for_each(|k| {
+                        h.bytes(&k.0);
+                    });
+                }
+                h.u64(o.fraud.len() as u64);
+                o.fraud.iter().for_each(|p| {
+                    h.bytes(&p.accused().0);
+                });
+                &mut h
+            }
+        };
+        h.finish()
+    }
+
+    /// Whether every signature and proof holds: what a node checks before
+    /// it keeps a ledger it did not build itself, since the hash does not
+    /// cover signatures.
+    pub fn verify_evidence(&self, ring: &KeyRing) -> bool {
+        self.commits.iter().all(|c| c.verify_with(ring).is_ok())
+            && self.reveals.iter().all(|r| r.verify_with(ring).is_ok())
+            && (self.frauds.iter())
+                .chain(self.outcome.iter().flat_map(|o| &o.fraud))
+                .all(|p| p.verify(ring).is_ok())
     }
 
     /// Whether a peer's beacon part on `lcl` is within bounds for a UNL of
-    /// `unl` nodes: at most two commits or reveals per node (one more than
-    /// an honest node makes, so a double commit can be shown), sorted and
-    /// distinct, for the right sessions. Signatures are checked where
-    /// entries are counted.
+    /// `unl` nodes: at most two commits and two reveals per author (one
+    /// more than an honest node makes, so a double commit can be shown)
+    /// and two per UNL node in all, sorted and distinct, for the right
+    /// sessions. Signatures are checked where entries are counted.
     pub fn well_formed(&self, lcl: LedgerId, unl: usize) -> bool {
         let most = unl.saturating_mul(2);
         let reveal_session = |r: &SignedReveal| r.lcl.seq.checked_add(1) == Some(lcl.seq);
         self.commits.len() <= most
             && self.commits.iter().all(|c| c.lcl == lcl)
             && increasing(&self.commits, |c| (c.author, c.commitment.0))
+            && at_most_two_each(&self.commits, |c| c.author)
             && self.reveals.len() <= most
             && self.reveals.iter().all(reveal_session)
             && self.reveals.windows(2).all(|w| w[0].lcl == w[1].lcl)
             && increasing(&self.reveals, |r| (r.author, r.secret))
+            && at_most_two_each(&self.reveals, |r| r.author)
             && self.frauds.len() <= unl
             && self.frauds.iter().all(|p| p.lcl() == lcl)
             && increasing(&self.frauds, FraudProof::accused)
@@ -86,6 +141,26 @@ impl Beacon {
                     && increasing(&o.fraud, FraudProof::accused)
             })
     }
+}
+
+/// Keeps at most the first two entries of each author in `items` (sorted
+/// by author), so what a node proposes is always well formed.
+pub fn two_each<T>(items: &mut Vec<T>, author: impl Fn(&T) -> PubKey) {
+    let mut last: Option<(PubKey, usize)> = None;
+    items.retain(|x| {
+        let a = author(x);
+        let n = match last {
+            Some((k, n)) if k == a => n + 1,
+            _ => 1,
+        };
+        last = Some((a, n));
+        n <= 2
+    });
+}
+
+/// In a list sorted by author, no author has more than two entries.
+fn at_most_two_each<T>(items: &[T], author: impl Fn(&T) -> PubKey) -> bool {
+    items.windows(3).all(|w| author(&w[0]) != author(&w[2]))
 }
 
 fn increasing<T, K: Ord>(items: &[T], key: impl Fn(&T) -> K) -> bool {
