@@ -281,7 +281,7 @@ mod tests {
         // Golden value: changing the ledger encoding must be a conscious act.
         assert_eq!(
             Ledger::genesis().hash().to_string(),
-            "78d1f854ba906c2cb170ea0a27f2b228e88b228473b60e46339ee7386c9fa2ac"
+            "9c61447e1d7877e6848d8a6ff21e680a2062caffc0efd31402559b69cbe7edca"
         );
     }
 

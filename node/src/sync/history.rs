@@ -133,7 +133,10 @@ mod tests {
                     lcl: g.id(),
                     inputs: vec![ih],
                     results: vec![],
-                    beacon: Default::default(),
+                    beacon: crate::ledger::Beacon {
+                        commits: vec![crate::beacon::SignedCommit::new(&keys[0], g.id())],
+                        ..Default::default()
+                    },
                 }
                 .sign(k)
             })
@@ -152,6 +155,20 @@ mod tests {
     fn accepts_a_proven_ledger() {
         let (cfg, _, g, rec) = setup();
         assert_eq!(check(&cfg, &g.id(), &rec), Ok(()));
+    }
+
+    #[test]
+    fn rejects_a_ledger_whose_beacon_evidence_was_tampered_with() {
+        // The hash names the commit, not its signature: only the evidence
+        // check sees a copy whose signature was broken on the way.
+        let (cfg, _, g, rec) = setup();
+        let mut r = rec;
+        r.ledger.beacon.commits[0].sig.0[0] ^= 1;
+        assert_eq!(r.ledger.hash(), r.hash);
+        assert_eq!(
+            check(&cfg, &g.id(), &r),
+            Err(SyncError::BeaconEvidence { seq: 1 })
+        );
     }
 
     #[test]

@@ -166,3 +166,74 @@ fn at_most_two_each<T>(items: &[T], author: impl Fn(&T) -> PubKey) -> bool {
 fn increasing<T, K: Ord>(items: &[T], key: impl Fn(&T) -> K) -> bool {
     items.windows(2).all(|w| key(&w[0]) < key(&w[1]))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::beacon::testkit::{keys, lcl, unl};
+
+    fn sample() -> Beacon {
+        let ks = keys(3);
+        let mut commits: Vec<SignedCommit> =
+            ks.iter().map(|k| SignedCommit::new(k, lcl(5))).collect();
+        commits.sort_by_key(|c| (c.author, c.commitment));
+        let mut reveals: Vec<SignedReveal> =
+            ks.iter().map(|k| SignedReveal::new(k, lcl(4))).collect();
+        reveals.sort_by_key(|r| (r.author, r.secret));
+        Beacon {
+            commits,
+            reveals,
+            ..Beacon::default()
+        }
+    }
+
+    #[test]
+    fn the_digest_names_content_not_signatures() {
+        let b = sample();
+        let ring = KeyRing::new(&unl(&keys(3)));
+        assert!(b.verify_evidence(&ring));
+        // Another signature on the same entry: same digest, and the forged
+        // copy fails the evidence check instead.
+        let mut forged = b.clone();
+        forged.reveals[0].sig.0 = [0; 64];
+        assert_eq!(forged.digest(), b.digest());
+        assert!(!forged.verify_evidence(&ring));
+        // Any change of content: another digest.
+        let changes: [fn(&mut Beacon); 4] = [
+            |b| b.reveals[1].secret[0] ^= 1,
+            |b| b.commits[2].commitment.0[0] ^= 1,
+            |b| {
+                b.commits.pop();
+            },
+            |b| {
+                b.outcome = Some(Box::new(Outcome {
+                    value: Hash::ZERO,
+                    revealed: vec![],
+                    absent: vec![],
+                    fraud: vec![],
+                }))
+            },
+        ];
+        for change in changes {
+            let mut c = b.clone();
+            change(&mut c);
+            assert_ne!(c.digest(), b.digest(), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn two_entries_per_author_at_most() {
+        let k = &keys(1)[0];
+        let mut three: Vec<SignedCommit> = (0..3u8)
+            .map(|i| SignedCommit::sign(k, lcl(5), Hash([i; 32])))
+            .collect();
+        let b = |commits: Vec<SignedCommit>| Beacon {
+            commits,
+            ..Beacon::default()
+        };
+        assert!(!b(three.clone()).well_formed(lcl(5), 4));
+        two_each(&mut three, |c| c.author);
+        assert_eq!(three.len(), 2);
+        assert!(b(three).well_formed(lcl(5), 4));
+    }
+}
