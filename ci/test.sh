@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README): formatting, lints, then every test —
 # unit tests, the protocol harness, every scenario in scenarios/, the
-# determinism test and a 585-seed fuzz sweep, real and simulated together.
+# determinism test and a 595-seed fuzz sweep, real and simulated together.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rustup component add rustfmt clippy >/dev/null 2>&1 || true

@@ -12,7 +12,7 @@
 //!
 //! It also keeps the values of final ledgers, for the statistics.
 
-use hotpocket_node::beacon::{self, Beacon, FraudProof};
+use hotpocket_node::beacon::{self, Beacon, FraudProof, Outcome};
 use hotpocket_node::crypto::{Hash, KeyRing, PubKey};
 use hotpocket_node::ledger::{Ledger, LedgerId};
 use std::collections::BTreeMap;
@@ -153,7 +153,9 @@ impl BeaconChecker {
                     &pb.frauds,
                 )
             });
-            if expected.as_ref() != b.outcome.as_deref() {
+            // Which proof convicts a node may differ (it may have made
+            // many); who is convicted may not.
+            if expected.as_ref().map(content) != b.outcome.as_deref().map(content) {
                 found.push(format!(
                     "node {node} closed ledger {seq} with beacon outcome {:?}; its commits and reveals give {expected:?}",
                     b.outcome
@@ -263,6 +265,12 @@ impl BeaconChecker {
         }
         found
     }
+}
+
+/// An outcome as the ledger hash names it: the convicted, not the proofs.
+fn content(o: &Outcome) -> (Hash, &[PubKey], &[PubKey], Vec<PubKey>) {
+    let convicted = o.fraud.iter().map(FraudProof::accused).collect();
+    (o.value, &o.revealed, &o.absent, convicted)
 }
 
 #[cfg(test)]

@@ -185,6 +185,10 @@ pub enum Role {
     BeaconEquivocator,
     /// Reveals a secret that does not open its commitment.
     BeaconLiar,
+    /// Plays with the beacon's signed entries: forged copies of the
+    /// others' reveals and commits, a flood of its own commitments, other
+    /// proofs against itself; to all peers or some.
+    BeaconForger,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

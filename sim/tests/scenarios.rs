@@ -118,7 +118,7 @@ fn sweep(name: &str, seeds: std::ops::Range<u64>) -> Vec<Hash> {
     values
 }
 
-// 585 fuzzed runs in all, split so the test harness runs them in parallel.
+// 595 fuzzed runs in all, split so the test harness runs them in parallel.
 #[test]
 fn fuzz_lossy() {
     sweep("lossy", 0..50);
@@ -236,4 +236,9 @@ fn fuzz_beacon_liar() {
 #[test]
 fn fuzz_beacon_crash() {
     sweep("beacon-crash", 0..10);
+}
+
+#[test]
+fn fuzz_beacon_forger() {
+    sweep("beacon-forger", 0..10);
 }

@@ -4,10 +4,11 @@
 
 use super::Byzantine;
 use crate::scenario::Role;
-use hotpocket_node::beacon::{self, SignedCommit, SignedReveal};
+use hotpocket_node::beacon::{self, FraudProof, SignedCommit, SignedReveal};
 use hotpocket_node::consensus::{PeerMessage, Proposal};
 use hotpocket_node::crypto::{Hash, PubKey};
 use hotpocket_node::ledger::LedgerId;
+use rand_core::RngCore;
 use std::collections::BTreeMap;
 
 /// What a withholder knows about one session.
@@ -56,12 +57,59 @@ impl Byzantine {
                 p.beacon.reveals.sort_by_key(|r| (r.author, r.secret));
             }
             Role::BeaconWithholder => return self.withhold(to, p),
+            Role::BeaconForger => self.forge_beacon(to, &mut p),
             _ => return vec![(to, bytes)],
         }
         vec![(
             to,
             PeerMessage::Proposal(Box::new(p.sign(&self.key))).encode(),
         )]
+    }
+
+    /// One of the attacks a second reader found, at random, each to all
+    /// peers or to the odd ones only: forged copies of the others' reveals
+    /// and commits (a zero signature sorts first), two commitments of its
+    /// own for each peer, and another proof of its own double commit.
+    fn forge_beacon(&mut self, to: usize, p: &mut Proposal) {
+        let me = self.key.public();
+        let subset = self.coin(50) || to % 2 == 1;
+        if !subset {
+            return;
+        }
+        match self.rng.next_u64() % 3 {
+            0 => {
+                for r in p.beacon.reveals.iter_mut().filter(|r| r.author != me) {
+                    r.sig.0 = [0; 64];
+                }
+                for c in p.beacon.commits.iter_mut().filter(|c| c.author != me) {
+                    c.sig.0 = [0; 64];
+                }
+            }
+            1 if p.stage == 0 => {
+                let lcl = p.lcl;
+                p.beacon.commits.retain(|c| c.author != me);
+                // Two each (the most a proposal may carry), other ones for
+                // each peer: honest stage-2 votes then carry up to four.
+                for i in 0..2u8 {
+                    let fake = Hash::of("flood", &[&[i, to as u8], &lcl.hash.0]);
+                    p.beacon
+                        .commits
+                        .push(SignedCommit::sign(&self.key, lcl, fake));
+                }
+                p.beacon.commits.sort_by_key(|c| (c.author, c.commitment));
+            }
+            _ => {
+                let lcl = p.lcl;
+                let (a, b) = (self.rng.next_u64(), self.rng.next_u64());
+                let proof = FraudProof::double_commit(
+                    SignedCommit::sign(&self.key, lcl, Hash::of("a", &[&a.to_le_bytes()])),
+                    SignedCommit::sign(&self.key, lcl, Hash::of("b", &[&b.to_le_bytes()])),
+                );
+                p.beacon.frauds.retain(|f| f.accused() != me);
+                p.beacon.frauds.push(proof);
+                p.beacon.frauds.sort_by_key(|f| f.accused());
+            }
+        }
     }
 
     /// Holds stage-0 proposals that reveal until it has seen the others'

@@ -80,9 +80,10 @@ impl Byzantine {
             Role::StateLiar => vec![(to, self.lie_about_state(bytes))],
             Role::NplSpammer => self.spam_npl(to, bytes),
             Role::NplEquivocator => vec![(to, self.equivocate_npl(to, bytes))],
-            Role::BeaconWithholder | Role::BeaconEquivocator | Role::BeaconLiar => {
-                self.beacon_outgoing(to, bytes)
-            }
+            Role::BeaconWithholder
+            | Role::BeaconEquivocator
+            | Role::BeaconLiar
+            | Role::BeaconForger => self.beacon_outgoing(to, bytes),
             Role::Replayer => {
                 self.remember(bytes.clone());
                 let mut out = vec![(to, bytes)];
