@@ -44,6 +44,9 @@ pub struct BeaconChecker {
     closed_at: BTreeMap<(Hash, usize), u64>,
     /// Honest nodes recorded absent while away or behind: not violations.
     pub excused: u64,
+    /// Honest nodes up and in time whose commit missed the next ledger.
+    pub commits_missed: u64,
+    keys: Vec<PubKey>,
     /// Every ledger an honest node closed, by hash.
     seen: BTreeMap<Hash, Seen>,
     /// Per node, the times it was away: (from, until; open while away).
@@ -70,6 +73,7 @@ impl BeaconChecker {
         self.ring = Some(KeyRing::new(unl));
         self.unl = unl.to_vec();
         self.index = keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
+        self.keys = keys.to_vec();
         self.honest = honest;
         self.roundtime_ms = roundtime_ms;
     }
@@ -179,6 +183,16 @@ impl BeaconChecker {
                     found.push(format!(
                         "honest node {i} recorded absent in ledger {seq}, though it was up, connected and in time"
                     ));
+                }
+            }
+            // Commits climb the vote ladder like inputs, so a few lost
+            // messages may drop an honest one: counted, not a violation.
+            for i in (0..self.honest.len()).filter(|&i| self.honest[i]) {
+                let key = self.keys[i];
+                let closed = self.closed_at.get(&(ledger.prev, i));
+                let in_round = closed.is_some_and(|&c| c <= in_time) && !self.was_away(i, due, t);
+                if in_round && !b.commits.iter().any(|c| c.author == key) {
+                    self.commits_missed += 1;
                 }
             }
         }

@@ -331,8 +331,8 @@ fn print_report(r: &Report) {
     );
     let b = &r.beacon;
     println!(
-        "  beacon: {} final outcomes, {} random; absent {:?}, convicted {:?} (node: ledgers); {} honest absences excused (away or behind)",
-        b.outcomes, b.random, b.absent, b.fraud, b.excused
+        "  beacon: {} final outcomes, {} random; absent {:?}, convicted {:?} (node: ledgers); {} honest absences excused (away or behind), {} honest commits missed a ledger",
+        b.outcomes, b.random, b.absent, b.fraud, b.excused, b.commits_missed
     );
     if r.violations.is_empty() {
         println!("  no violations");

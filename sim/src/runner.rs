@@ -68,6 +68,8 @@ pub struct BeaconSummary {
     /// Honest nodes recorded absent while away or behind (any ledger
     /// closed, final or not).
     pub excused: u64,
+    /// Commits of honest nodes, up and in time, that missed the ledger.
+    pub commits_missed: u64,
     /// Each random value, by seq: for the statistics, not the report.
     #[serde(skip)]
     pub values: Vec<Hash>,
@@ -412,6 +414,7 @@ fn report(s: &Scenario, seed: u64, world: &Arc<World>) -> Report {
                 absent: b.absent.clone(),
                 fraud: b.fraud.clone(),
                 excused: b.excused,
+                commits_missed: b.commits_missed,
                 values,
             }
         },
