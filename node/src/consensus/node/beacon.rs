@@ -10,8 +10,9 @@
 //! for, so the value is part of the candidate every closing node signs.
 
 use super::Node;
-use crate::beacon::{self, tally, Beacon, FraudProof, Outcome, SignedCommit, SignedReveal};
+use crate::beacon::{self, tally, Beacon, FraudProof, SignedCommit, SignedReveal};
 use crate::consensus::timing::Slot;
+use crate::consensus::BeaconStats;
 use crate::crypto::PubKey;
 use crate::ledger::beacon::two_each;
 use crate::ledger::{Ledger, LedgerId};
@@ -167,13 +168,22 @@ impl Node {
         proofs
     }
 
+    pub(super) fn beacon_stats(&self) -> BeaconStats {
+        BeaconStats {
+            absent: self.absences.withholders(1),
+            convicted: self.absences.convicted(),
+        }
+    }
+
     /// Counts a new ledger's absences and frauds for operators, and says
     /// so in the log: a node absent again and again is what a withholder
     /// looks like.
-    pub(super) fn note_beacon(&mut self, seq: u64, outcome: Option<&Outcome>) {
-        let Some(outcome) = outcome else {
+    pub(super) fn note_beacon(&mut self, seq: u64) {
+        let Some(outcome) = (self.chain.get(seq)).and_then(|r| r.ledger.beacon.outcome.clone())
+        else {
             return;
         };
+        let outcome = &*outcome;
         // After a rollback the same seq comes again: start the count over.
         if self.absences.record(seq, outcome).is_err() {
             self.absences = beacon::Absences::new(ABSENCE_WINDOW);

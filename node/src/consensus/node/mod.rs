@@ -140,10 +140,7 @@ impl Node {
     pub fn stats(&self) -> Stats {
         Stats {
             npl: self.npl.stats().clone(),
-            beacon: crate::consensus::BeaconStats {
-                absent: self.absences.withholders(1),
-                convicted: self.absences.convicted(),
-            },
+            beacon: self.beacon_stats(),
             ..self.stats.clone()
         }
     }
@@ -503,8 +500,7 @@ impl Node {
         let mismatch = self.exec.on_append(&record.ledger);
         let appended = self.chain.append(record, &mut self.pool).ledger.seq;
         self.mismatch(mismatch);
-        let outcome = (self.chain.get(appended)).and_then(|r| r.ledger.beacon.outcome.clone());
-        self.note_beacon(appended, outcome.as_deref());
+        self.note_beacon(appended);
         self.chain.get(appended).expect("just appended")
     }
 
