@@ -12,6 +12,9 @@ use std::collections::VecDeque;
 
 pub const T0: u64 = 1_700_000_000_000;
 
+/// How a byzantine node rewrites a proposal to one peer.
+pub type Rewrite<'a> = &'a mut dyn FnMut(usize, &mut Proposal);
+
 pub struct Net {
     pub nodes: Vec<Node>,
     pub keys: Vec<Keypair>,
@@ -133,41 +136,31 @@ impl Net {
 
     /// Advances every node to `now` and delivers everything sent meanwhile.
     pub fn step(&mut self, now: u64) {
+        self.step_with(now, None);
+    }
+
+    /// `step`, and if `byz` is (node, rewrite): each proposal that node
+    /// sends to node `to` goes through `rewrite(to, proposal)` and is
+    /// signed again with its key.
+    fn step_with(&mut self, now: u64, mut byz: Option<(usize, Rewrite)>) {
         for i in 0..self.nodes.len() {
             if !self.down[i] {
                 let a = self.nodes[i].handle(now, Input::Tick);
                 self.apply(i, now, a);
             }
         }
-        while let Some((to, from, bytes)) = self.queue.pop_front() {
+        while let Some((to, from, mut bytes)) = self.queue.pop_front() {
             if self.down[to] {
                 continue;
             }
-            let a = self.nodes[to].handle(now, Input::Peer { from, bytes });
-            self.apply(to, now, a);
-        }
-    }
-
-    /// Like `step`, with node `byz` byzantine: each proposal it sends to
-    /// node `to` goes through `rewrite(to, proposal)`, and is signed again
-    /// with its key.
-    pub fn step_rewriting(
-        &mut self,
-        now: u64,
-        byz: usize,
-        rewrite: &mut dyn FnMut(usize, &mut Proposal),
-    ) {
-        for i in 0..self.nodes.len() {
-            let a = self.nodes[i].handle(now, Input::Tick);
-            self.apply(i, now, a);
-        }
-        let key = self.keys[byz].clone();
-        while let Some((to, from, mut bytes)) = self.queue.pop_front() {
-            if from == key.public() {
-                if let Ok(PeerMessage::Proposal(sp)) = PeerMessage::decode(&bytes) {
-                    let mut p = sp.proposal;
-                    rewrite(to, &mut p);
-                    bytes = PeerMessage::Proposal(Box::new(p.sign(&key))).encode();
+            if let Some((b, rewrite)) = byz.as_mut() {
+                let key = &self.keys[*b];
+                if from == key.public() {
+                    if let Ok(PeerMessage::Proposal(sp)) = PeerMessage::decode(&bytes) {
+                        let mut p = sp.proposal;
+                        rewrite(to, &mut p);
+                        bytes = PeerMessage::Proposal(Box::new(p.sign(key))).encode();
+                    }
                 }
             }
             let a = self.nodes[to].handle(now, Input::Peer { from, bytes });
@@ -175,17 +168,12 @@ impl Net {
         }
     }
 
-    /// Runs `step_rewriting` every 50 ms from `start` to `end`.
-    pub fn run_rewriting(
-        &mut self,
-        start: u64,
-        end: u64,
-        byz: usize,
-        rewrite: &mut dyn FnMut(usize, &mut Proposal),
-    ) {
+    /// Steps every 50 ms from `start` to `end` with node `byz` byzantine,
+    /// as `step_with` says.
+    pub fn run_rewriting(&mut self, start: u64, end: u64, byz: usize, rewrite: Rewrite) {
         let mut t = start;
         while t <= end {
-            self.step_rewriting(t, byz, rewrite);
+            self.step_with(t, Some((byz, &mut *rewrite)));
             t += 50;
         }
     }

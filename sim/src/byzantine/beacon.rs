@@ -24,6 +24,17 @@ pub struct Withholding {
     decided: BTreeMap<LedgerId, bool>,
 }
 
+impl Withholding {
+    /// Starts following `session` (revealed on `lcl`), unless it does.
+    fn begin(&mut self, session: LedgerId, lcl: LedgerId) {
+        if self.session != Some((session, lcl)) {
+            self.session = Some((session, lcl));
+            self.held.clear();
+            self.seen.clear();
+        }
+    }
+}
+
 /// Whether the withholder likes a value: it wants the lowest bit clear,
 /// as a contract drawing heads or tails from `rand` would read it.
 pub fn liked(value: &Hash) -> bool {
@@ -128,23 +139,13 @@ impl Byzantine {
             Some(true) => {}
             Some(false) => p.beacon.reveals.retain(|r| r.author != me),
             None if p.stage == 0 => {
-                let w = &mut self.withholding;
-                if w.session != Some((session, p.lcl)) {
-                    w.session = Some((session, p.lcl));
-                    w.held.clear();
-                    w.seen.clear();
-                }
-                w.held.push((to, p));
+                self.withholding.begin(session, p.lcl);
+                self.withholding.held.push((to, p));
                 return vec![];
             }
             // Later stages before it decided: decide on what it has.
             None => {
-                let w = &mut self.withholding;
-                if w.session != Some((session, p.lcl)) {
-                    w.session = Some((session, p.lcl));
-                    w.held.clear();
-                    w.seen.clear();
-                }
+                self.withholding.begin(session, p.lcl);
                 self.decide_withholding();
                 // The held stage-0 proposals go too, now it has decided.
                 let mut out: Vec<(usize, Vec<u8>)> = std::mem::take(&mut self.withholding.held)
