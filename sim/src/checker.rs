@@ -288,10 +288,13 @@ impl Checker {
     ) {
         for e in expectations {
             match e {
-                Expectation::AllAnswered { sent_by_ms } => {
+                Expectation::AllAnswered {
+                    sent_by_ms,
+                    sent_from_ms,
+                } => {
                     let mut found = Vec::new();
-                    self.outputs
-                        .check_all_answered(steady, *sent_by_ms, &mut found);
+                    let window = *sent_from_ms..=*sent_by_ms;
+                    self.outputs.check_all_answered(steady, window, &mut found);
                     self.violations
                         .extend(found.into_iter().map(|v| format!("liveness: {v}")));
                 }
@@ -339,6 +342,16 @@ impl Checker {
                         if got < *seq {
                             self.violations.push(format!(
                                 "liveness: node {n} reached seq {got} by {by_ms}ms, expected {seq}"
+                            ));
+                        }
+                    }
+                }
+                Expectation::Progress { from_ms, ledgers } => {
+                    for &n in honest {
+                        let (from, to) = (self.seq_at(n, *from_ms), self.seq_at(n, u64::MAX));
+                        if to < from + ledgers {
+                            self.violations.push(format!(
+                                "liveness: node {n} went from seq {from} at {from_ms}ms to {to}, expected {ledgers} more"
                             ));
                         }
                     }

@@ -62,7 +62,8 @@ impl PeerNetwork for SimNet {
         match &mut self.byzantine {
             None => self.world.send(self.node, to, bytes),
             Some(b) => {
-                for (dest, frame) in b.outgoing(to, bytes) {
+                let fault = self.world.mutation(self.node, to);
+                for (dest, frame) in b.outgoing(to, bytes, fault) {
                     self.world.send(self.node, dest, frame);
                 }
             }

@@ -12,18 +12,31 @@ fn pick_f(rng: &mut ChaCha8Rng, [lo, hi]: [f64; 2]) -> f64 {
     lo + (rng.next_u64() % (steps + 1)) as f64 / 100.0
 }
 
-fn pick_u(rng: &mut ChaCha8Rng, [lo, hi]: [u64; 2]) -> u64 {
+pub(crate) fn pick_u(rng: &mut ChaCha8Rng, [lo, hi]: [u64; 2]) -> u64 {
     lo + rng.next_u64() % (hi.saturating_sub(lo) + 1)
 }
 
-fn pick_i(rng: &mut ChaCha8Rng, [lo, hi]: [i64; 2]) -> i64 {
+pub(crate) fn pick_i(rng: &mut ChaCha8Rng, [lo, hi]: [i64; 2]) -> i64 {
     lo + (rng.next_u64() % ((hi - lo).max(0) as u64 + 1)) as i64
 }
 
 /// The concrete scenario fuzz seed `seed` runs. Without a `[fuzz]` table,
 /// only the seed varies.
 pub fn fuzzed(base: &Scenario, seed: u64) -> Scenario {
-    let mut s = base.clone();
+    let mut s = match &base.swarm {
+        Some(r) => crate::swarm::draw(base, r, seed),
+        None => base.clone(),
+    };
+    if let Some(t) = s.twins.as_mut().filter(|t| t.search_steps.is_some()) {
+        t.split = t.enumerated(s.nodes, seed);
+        t.search_steps = None;
+        s.description = format!(
+            "{} [twins schedule {seed} of {}: {:?}]",
+            s.description,
+            base.twins.as_ref().map_or(0, |b| b.space(s.nodes)),
+            t.split
+        );
+    }
     let Some(f) = base.fuzz.clone() else {
         return s;
     };
@@ -97,27 +110,43 @@ pub fn fuzzed(base: &Scenario, seed: u64) -> Scenario {
         } else {
             pick_u(&mut rng, r)
         };
-        for _ in 0..crashes {
-            let node = honest[(rng.next_u64() % honest.len() as u64) as usize];
-            let at = rng.next_u64() % (s.duration_ms * 7 / 10).max(1);
-            let down = pick_u(&mut rng, [200, 5000]);
-            // Half of them in the middle of the node's next ledger write.
-            let fault = if rng.next_u64() % 2 == 0 {
-                Fault::Crash { node }
-            } else {
-                Fault::CrashMidWrite { node }
-            };
-            s.timeline.push(TimelineEvent { at_ms: at, fault });
-            s.timeline.push(TimelineEvent {
-                at_ms: at + down,
-                fault: Fault::Restart { node },
-            });
-        }
-        s.timeline.sort_by_key(|e| e.at_ms);
+        let window = s.duration_ms * 7 / 10;
+        add_crashes(&mut s, &mut rng, crashes, &honest, window);
     }
     s.fuzz = None;
     s.description = format!("{} [fuzz seed {seed} of {}]", base.description, base.name);
     s
+}
+
+/// Adds `count` crash-and-restart pairs of nodes from `candidates`, each
+/// at a random time before `window_ms` and down 0.2 to 5 s; half of them
+/// in the middle of the node's next ledger write.
+pub(crate) fn add_crashes(
+    s: &mut Scenario,
+    rng: &mut ChaCha8Rng,
+    count: u64,
+    candidates: &[usize],
+    window_ms: u64,
+) {
+    if candidates.is_empty() {
+        return;
+    }
+    for _ in 0..count {
+        let node = candidates[(rng.next_u64() % candidates.len() as u64) as usize];
+        let at = rng.next_u64() % window_ms.max(1);
+        let down = pick_u(rng, [200, 5000]);
+        let fault = if rng.next_u64().is_multiple_of(2) {
+            Fault::Crash { node }
+        } else {
+            Fault::CrashMidWrite { node }
+        };
+        s.timeline.push(TimelineEvent { at_ms: at, fault });
+        s.timeline.push(TimelineEvent {
+            at_ms: at + down,
+            fault: Fault::Restart { node },
+        });
+    }
+    s.timeline.sort_by_key(|e| e.at_ms);
 }
 
 /// Parses `A..B` (B exclusive) or a single seed.

@@ -18,6 +18,8 @@ pub mod outputs;
 pub mod randomness;
 pub mod runner;
 pub mod scenario;
+pub mod swarm;
+pub mod twins;
 pub mod users;
 pub mod world;
 

@@ -60,6 +60,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the concrete scenario `fuzz` runs for a seed (every value its
+    /// [fuzz] or [swarm] table drew) as a scenario file.
+    Draw {
+        /// Scenario file with a [fuzz] or [swarm] table.
+        file: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Write it here instead of to stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Measure the random beacon over many runs: the bits of every final
     /// ledger's value (monobit and chi-square tests), and how often the
     /// value's lowest bit is clear, the bit a `beacon_withholder` bends.
@@ -111,6 +122,9 @@ fn real_main() -> Result<()> {
         } => {
             let base = Scenario::load(&file)?;
             let s = if f { fuzzed(&base, seed) } else { base };
+            if f && !json {
+                println!("drawn: {}", s.description);
+            }
             let report = hotpocket_sim::runner::run_with(&s, seed, events);
             let repro = repro_command(&file, seed, f);
             if json {
@@ -175,6 +189,20 @@ fn real_main() -> Result<()> {
             }
             if !failures.is_empty() {
                 std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Draw { file, seed, out } => {
+            let s = fuzzed(&Scenario::load(&file)?, seed);
+            let text = format!(
+                "# {}\n# hotpocket-sim run FILE --seed {seed}\n{}",
+                s.description,
+                toml::to_string_pretty(&s).context("serialising the drawn scenario")?
+            );
+            match out {
+                Some(path) => std::fs::write(&path, text)
+                    .with_context(|| format!("writing {}", path.display()))?,
+                None => print!("{text}"),
             }
             Ok(())
         }

@@ -197,11 +197,16 @@ impl OutputChecker {
         })
     }
 
-    /// Every input taken by one of `nodes` by `by_ms` was answered.
-    pub fn check_all_answered(&self, nodes: &[usize], by_ms: u64, out: &mut Vec<String>) {
+    /// Every input taken by one of `nodes` in `sent` (ms) was answered.
+    pub fn check_all_answered(
+        &self,
+        nodes: &[usize],
+        sent: std::ops::RangeInclusive<u64>,
+        out: &mut Vec<String>,
+    ) {
         let mut missing = 0;
         for (h, i) in &self.inputs {
-            if i.at_ms > by_ms || !nodes.contains(&i.node) {
+            if !sent.contains(&i.at_ms) || !nodes.contains(&i.node) {
                 continue;
             }
             if !self.answered(h, i) {
@@ -285,7 +290,7 @@ mod tests {
         let mut v = Vec::new();
         c.on_delivered(0, 1, &r, &[(0, b"ok a\n".to_vec())], &mut v);
         assert!(v.is_empty(), "{v:?}");
-        c.check_all_answered(&[0], 100, &mut v);
+        c.check_all_answered(&[0], 0..=100, &mut v);
         assert!(v.is_empty(), "{v:?}");
         assert_eq!(c.summary(), (1, 1));
     }
@@ -312,7 +317,7 @@ mod tests {
         // Never.
         let (c, _) = setup(&r);
         let mut v = Vec::new();
-        c.check_all_answered(&[0], 100, &mut v);
+        c.check_all_answered(&[0], 0..=100, &mut v);
         assert!(v[0].contains("never got the answer to a"), "{v:?}");
     }
 

@@ -1,6 +1,6 @@
 //! Runs one scenario with one seed on a fresh madsim runtime.
 
-use crate::byzantine::Byzantine;
+use crate::byzantine::{Byzantine, MutationFault};
 use crate::contract::SimContract;
 use crate::entropy::SimEntropy;
 use crate::env::{SimClock, SimNet, SimObserver, SimStore};
@@ -106,6 +106,7 @@ fn consensus_config(s: &Scenario, world: &World) -> ConsensusConfig {
         stage_slice_pct: c.stage_slice_pct,
         stage_thresholds_pct: c.stage_thresholds_pct,
         close_threshold_pct: c.close_threshold_pct,
+        planted_bug: c.planted_bug,
         npl: NplLimits {
             max_hops: c.npl_max_hops,
             ..NplLimits::default()
@@ -118,14 +119,24 @@ async fn simulate(s: Scenario, seed: u64, print_events: bool) -> Report {
     let handle = Handle::current();
     let wire = handle.create_node().name("wire").build();
     let user_keys = derive_keys(seed, 0x7573_6572_0000_0000, s.users().len());
-    let world = World::new(&s, seed, derive_keys(seed, 0, s.nodes), user_keys, wire);
+    let mut keys = derive_keys(seed, 0, s.nodes);
+    if let Some(t) = &s.twins {
+        keys.push(keys[t.node].clone());
+    }
+    let slots = keys.len();
+    let world = World::new(&s, seed, keys, user_keys, wire);
     world.lock().print_events = print_events;
     world.lock().checker.may_diverge = s.contract.kind == ContractKind::Multisig;
     world.lock().checker.outputs.kind = s.contract.kind;
     let cfg = consensus_config(&s, &world);
     {
         let mut g = world.lock();
-        let keys: Vec<_> = g.nodes.iter().map(|n| n.key.public()).collect();
+        let keys: Vec<_> = g
+            .nodes
+            .iter()
+            .take(s.nodes)
+            .map(|n| n.key.public())
+            .collect();
         let honest = (0..s.nodes).map(|i| s.honest().contains(&i)).collect();
         let unl = g.unl.clone();
         let b = &mut g.checker.beacon;
@@ -133,7 +144,7 @@ async fn simulate(s: Scenario, seed: u64, print_events: bool) -> Report {
         b.init(&unl, &keys, honest, cfg.roundtime_ms, cfg.stage_ms(), close);
     }
 
-    let nodes: Vec<NodeHandle> = (0..s.nodes)
+    let nodes: Vec<NodeHandle> = (0..slots)
         .map(|i| {
             let (w, cfg, contract) = (world.clone(), cfg.clone(), s.contract.clone());
             handle
@@ -223,6 +234,13 @@ fn apply(handle: &Handle, world: &Arc<World>, nodes: &[NodeHandle], fault: Fault
             g.nodes[node].clock_drift_ppm = drift_ppm;
         }
         Fault::Network(n) => world.set_network(n),
+        Fault::Mutate {
+            node,
+            to,
+            seed,
+            for_ms,
+            any_scope,
+        } => world.open_mutation(node, to, for_ms, MutationFault { seed, any_scope }),
     }
 }
 
@@ -246,7 +264,7 @@ fn note_away(world: &Arc<World>, fault: &Fault) {
             b.back(*node, t);
         }
         Fault::Resume { node } => b.back(*node, t),
-        Fault::Network(_) => {}
+        Fault::Network(_) | Fault::Mutate { .. } => {}
     }
 }
 
@@ -313,13 +331,18 @@ async fn node_main(
             return;
         }
     };
-    let byzantine = Byzantine::new(
+    let keys: Vec<_> = world.lock().nodes.iter().map(|n| n.key.public()).collect();
+    let mut byzantine = Byzantine::new(
         role,
         key,
         unl,
         roundtime,
         seed ^ (i as u64).wrapping_mul(0x9e37_79b9),
+        seed,
     );
+    if let Some(b) = byzantine.as_mut() {
+        b.set_peers(keys);
+    }
     let mut env = Env {
         clock: SimClock {
             world: world.clone(),
@@ -374,7 +397,7 @@ fn report(s: &Scenario, seed: u64, world: &Arc<World>) -> Report {
         }
     }
     let (inputs_taken, inputs_answered) = g.checker.outputs.summary();
-    let nodes = (0..s.nodes)
+    let nodes = (0..g.nodes.len())
         .map(|i| {
             let lcl = g.checker.lcl.get(&i).copied();
             let n = &g.nodes[i];

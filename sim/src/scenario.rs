@@ -36,6 +36,12 @@ pub struct Scenario {
     pub expectations: Vec<Expectation>,
     #[serde(default)]
     pub fuzz: Option<FuzzRanges>,
+    /// Draws the whole world from the seed; see `swarm.rs`.
+    #[serde(default)]
+    pub swarm: Option<crate::swarm::SwarmRanges>,
+    /// Runs a second copy of one node under its key; see `twins.rs`.
+    #[serde(default)]
+    pub twins: Option<crate::twins::Twins>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -47,6 +53,9 @@ pub struct ConsensusSettings {
     pub close_threshold_pct: u64,
     /// How often a node party line chunk is relayed (0: direct links only).
     pub npl_max_hops: u8,
+    /// A check switched off to show an adversary exploits it (tests only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub planted_bug: Option<hotpocket_node::consensus::PlantedBug>,
 }
 
 impl Default for ConsensusSettings {
@@ -57,6 +66,7 @@ impl Default for ConsensusSettings {
             stage_thresholds_pct: [50, 65, 80],
             close_threshold_pct: 80,
             npl_max_hops: hotpocket_node::npl::NplLimits::default().max_hops,
+            planted_bug: None,
         }
     }
 }
@@ -189,6 +199,25 @@ pub enum Role {
     /// others' reveals and commits, a flood of its own commitments, other
     /// proofs against itself; to all peers or some.
     BeaconForger,
+    /// Honest, except inside its `mutate` timeline windows: then each
+    /// message it sends to the named peers gets one small-scope (or
+    /// any-scope) mutation, re-signed with its own key (ByzzFuzz).
+    Mutator,
+    /// One of a coalition with one plan: every colluder splits the honest
+    /// nodes the same way each round and shows one half the real
+    /// candidate, the other half one without inputs, at every stage.
+    Colluder,
+    /// Sends its victim stage-3 votes for a candidate nobody else sees,
+    /// in the other members' names, signed with its own key: each fails
+    /// the signature check and nothing else.
+    VoteForger,
+    /// The same votes, validly signed by keys outside the UNL: each fails
+    /// the membership check and nothing else.
+    Sybil,
+    /// Runs as two honest copies under one key (`[twins]`), each with its
+    /// own state, the other nodes split between them round by round: the
+    /// equivocation and forgetting a real fault produces, from correct code.
+    Twin,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -224,6 +253,10 @@ pub struct Workload {
     /// state at users x keys x size.
     #[serde(default = "default_keys")]
     pub keys: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 fn default_input_size() -> usize {
@@ -288,6 +321,17 @@ pub enum Fault {
     },
     /// Replaces the default network settings.
     Network(NetworkSettings),
+    /// For `for_ms`, each message the `mutator` `node` sends to a peer in
+    /// `to` (every peer when empty) is mutated, drawn from `seed`.
+    Mutate {
+        node: usize,
+        #[serde(default)]
+        to: Vec<usize>,
+        seed: u64,
+        for_ms: u64,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        any_scope: bool,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -304,9 +348,18 @@ pub enum Expectation {
     NoProgress { from_ms: u64, to_ms: u64 },
     /// At the end, honest nodes are at most `ledgers` apart.
     MaxLag { ledgers: u64 },
+    /// Every honest node closes at least `ledgers` ledgers after `from_ms`
+    /// (liveness once the faults are over).
+    Progress { from_ms: u64, ledgers: u64 },
     /// Every input sent by `sent_by_ms` to an honest node that never
     /// crashed has been answered: its output reached its user.
-    AllAnswered { sent_by_ms: u64 },
+    AllAnswered {
+        sent_by_ms: u64,
+        /// Only inputs sent from then on (a run uncertified while nodes
+        /// were down is withheld, and its users told so).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        sent_from_ms: u64,
+    },
     /// `node` installed a state fetched from peers at least once, and all
     /// its state syncs together fetched at most `max_bytes`.
     StateSynced { node: usize, max_bytes: u64 },
@@ -484,7 +537,19 @@ impl Scenario {
                 | Fault::Clock { node, .. } => node_ok(*node, "timeline")?,
                 Fault::Network(n) => check_network(n)?,
                 Fault::Heal => {}
+                Fault::Mutate { node, to, .. } => {
+                    node_ok(*node, "mutate")?;
+                    if self.role(*node) != Role::Mutator {
+                        return bad(format!("mutate names node {node}, which is not a mutator"));
+                    }
+                    for &i in to {
+                        node_ok(i, "mutate")?;
+                    }
+                }
             }
+        }
+        if let Some(t) = &self.twins {
+            t.validate(self)?;
         }
         for e in &self.expectations {
             if let Expectation::ReachSeq { nodes, .. } = e {

@@ -2,10 +2,12 @@
 //! the trace. Node tasks die on a crash; the world, like disks and wires,
 //! does not.
 
+use crate::byzantine::MutationFault;
 use crate::checker::Checker;
 use crate::contract::ContractDisk;
 use crate::outputs::InputInfo;
 use crate::scenario::{Latency, NetworkSettings, Role, Scenario};
+use crate::twins::Twins;
 use crate::users::{SimUser, UserMsg};
 use hotpocket_node::consensus::input_hash;
 use hotpocket_node::consensus::{Event, PeerMessage, Stats, VoteStatus};
@@ -80,6 +82,10 @@ pub struct Inner {
     pub inputs_dropped: u64,
     /// Print every protocol event as it happens (`run --events`).
     pub print_events: bool,
+    /// Open `mutate` windows: (node, peers, until ms, the fault).
+    mutations: Vec<(usize, Vec<usize>, u64, MutationFault)>,
+    /// Twins: the schedule, the second copy's slot and the round length.
+    twins: Option<(Twins, usize, u64)>,
 }
 
 pub struct World {
@@ -115,10 +121,13 @@ impl World {
             .into_iter()
             .enumerate()
             .map(|(i, key)| {
-                let s = scenario.node_settings.iter().find(|n| n.id == i);
+                // Slots past the scenario's nodes are second copies of twins.
+                let of = scenario.twins.as_ref().filter(|_| i >= scenario.nodes);
+                let id = of.map_or(i, |t| t.node);
+                let s = scenario.node_settings.iter().find(|n| n.id == id);
                 NodeSlot {
                     key,
-                    role: scenario.role(i),
+                    role: scenario.role(id),
                     clock_offset_ms: s.map_or(0, |s| s.clock_offset_ms),
                     clock_drift_ppm: s.map_or(0, |s| s.clock_drift_ppm),
                     inbox: None,
@@ -133,8 +142,10 @@ impl World {
                 }
             })
             .collect();
+        // A twin's key names its first copy.
         let index = nodes
             .iter()
+            .take(scenario.nodes)
             .enumerate()
             .map(|(i, n)| (n.key.public(), i))
             .collect();
@@ -169,6 +180,9 @@ impl World {
                 inputs_submitted: 0,
                 inputs_dropped: 0,
                 print_events: false,
+                mutations: Vec::new(),
+                twins: (scenario.twins.clone())
+                    .map(|t| (t, scenario.nodes, scenario.consensus.roundtime_ms.max(1))),
             }),
             start: sim_now(),
             wire: Mutex::new(Some(wire)),
@@ -247,7 +261,16 @@ impl World {
 
     /// Sends one frame through the link model.
     pub fn send(self: &Arc<World>, from: usize, to: usize, bytes: Vec<u8>) {
+        let now = self.now();
         let mut g = self.lock();
+        let (to, cut) = match &g.twins {
+            Some(tw) => twin_route(tw, from, to, now),
+            None => (to, false),
+        };
+        if cut {
+            g.net.blocked += 1;
+            return;
+        }
         g.net.sent += 1;
         g.net.bytes += bytes.len() as u64;
         let mut tag = [0u8; 17];
@@ -399,6 +422,26 @@ impl World {
         }
     }
 
+    /// Opens a `mutate` window on `node`'s links to `to` (all when empty).
+    pub fn open_mutation(&self, node: usize, to: Vec<usize>, for_ms: u64, fault: MutationFault) {
+        let until = self.now() + for_ms;
+        let mut g = self.lock();
+        g.mutations.retain(|m| m.2 > until - for_ms);
+        g.mutations.push((node, to, until, fault));
+    }
+
+    /// The `mutate` window open now on the link `from` → `to`, if any.
+    pub fn mutation(&self, from: usize, to: usize) -> Option<MutationFault> {
+        let now = self.now();
+        let g = self.lock();
+        g.mutations
+            .iter()
+            .find(|(n, peers, until, _)| {
+                *n == from && now < *until && (peers.is_empty() || peers.contains(&to))
+            })
+            .map(|m| m.3)
+    }
+
     pub fn heal(&self) {
         let mut g = self.lock();
         g.blocked.clear();
@@ -495,6 +538,26 @@ impl World {
         n.disk.unsynced.clear();
         self.record(&mut g, i, b"crash");
     }
+}
+
+/// Where a frame from `from` to `to` goes with twins about, and whether
+/// the split cuts it: a node's frames for the twin's key reach the copy it
+/// is with this round, and each copy reaches only the nodes with it.
+fn twin_route(
+    (t, second, roundtime): &(Twins, usize, u64),
+    from: usize,
+    to: usize,
+    now: u64,
+) -> (usize, bool) {
+    let round = now / roundtime;
+    let to = if to == t.node && t.with_second(from, round) {
+        *second
+    } else {
+        to
+    };
+    let cut = (from == t.node && t.with_second(to, round))
+        || (from == *second && (!t.second_alive(round) || !t.with_second(to, round)));
+    (to, cut)
 }
 
 pub(crate) fn sample(rng: &mut ChaCha8Rng, l: Latency) -> u64 {

@@ -118,7 +118,7 @@ fn sweep(name: &str, seeds: std::ops::Range<u64>) -> Vec<Hash> {
     values
 }
 
-// 595 fuzzed runs in all, split so the test harness runs them in parallel.
+// 670 fuzzed runs in all, split so the test harness runs them in parallel.
 #[test]
 fn fuzz_lossy() {
     sweep("lossy", 0..50);
@@ -241,4 +241,24 @@ fn fuzz_beacon_crash() {
 #[test]
 fn fuzz_beacon_forger() {
     sweep("beacon-forger", 0..10);
+}
+
+// Issue 13: the swarm draws whole worlds (sizes 4 to 10, byzantine nodes up
+// to the safety bound); ByzzFuzz mutators; coalitions; check-probers.
+#[test]
+fn fuzz_swarm() {
+    sweep("swarm", 0..30);
+}
+#[test]
+fn fuzz_byzzfuzz() {
+    sweep("byzzfuzz", 0..20);
+}
+#[test]
+fn fuzz_coalition() {
+    sweep("coalition", 0..15);
+}
+#[test]
+fn fuzz_check_probers() {
+    sweep("vote-forger", 0..5);
+    sweep("sybil", 0..5);
 }

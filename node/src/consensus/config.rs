@@ -40,6 +40,24 @@ pub struct ConsensusConfig {
     pub npl: NplLimits,
     /// Sorted, distinct UNL.
     pub unl: Vec<PubKey>,
+    /// A check switched off on purpose. Only the simulator's tests set it,
+    /// to show that an adversary exploits the check's absence (a fuzzer
+    /// that cannot catch a planted bug has no teeth); the node's config
+    /// file has no such field.
+    pub planted_bug: Option<PlantedBug>,
+}
+
+/// The checks a test may switch off; each names what the node then skips.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlantedBug {
+    /// A peer's proposal is taken without checking its signature.
+    NoSignatureCheck,
+    /// A proposal by a key outside the UNL is taken and counted.
+    NoUnlCheck,
+    /// A ledger closes when a majority of the stage-3 proposals received
+    /// agree, rather than the close threshold of the whole UNL.
+    CloseOnReceived,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -79,7 +97,12 @@ impl ConsensusConfig {
             state_sync_gap: 32,
             npl: NplLimits::default(),
             unl,
+            planted_bug: None,
         }
+    }
+
+    pub(crate) fn planted(&self, bug: PlantedBug) -> bool {
+        self.planted_bug == Some(bug)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {

@@ -26,7 +26,7 @@ mod timing;
 pub use crate::contract::{input_hash, ExecResult};
 pub use crate::ledger::{Proposal, SignedProposal};
 pub use crate::wire::MAX_FRAME_BYTES;
-pub use config::{threshold, ConfigError, ConsensusConfig};
+pub use config::{threshold, ConfigError, ConsensusConfig, PlantedBug};
 pub use interface::{Action, BeaconStats, CloseVia, Event, Input, NodeError, Stats, Withheld};
 pub use jobs::{ContractJobs, Job};
 pub use message::{PeerMessage, WireError};

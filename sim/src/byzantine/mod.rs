@@ -3,8 +3,12 @@
 //! the hardest kind of wrong.
 
 mod beacon;
+mod collude;
+mod mutate;
+mod votes;
 
 pub use beacon::liked;
+pub use mutate::MutationFault;
 
 use crate::scenario::Role;
 use hotpocket_node::consensus::{ExecResult, PeerMessage};
@@ -25,6 +29,13 @@ pub struct Byzantine {
     /// Frames sent and received, for the replayer.
     seen: VecDeque<Vec<u8>>,
     withholding: beacon::Withholding,
+    /// The coalition's plan, the same for every colluder in a run.
+    plan: u64,
+    memory: mutate::Memory,
+    mutation_rngs: std::collections::BTreeMap<u64, ChaCha8Rng>,
+    /// Every node's key, by node number.
+    peers: Vec<PubKey>,
+    victim: votes::Victim,
 }
 
 const SEEN_CAP: usize = 512;
@@ -36,6 +47,7 @@ impl Byzantine {
         unl: Vec<PubKey>,
         roundtime_ms: u64,
         seed: u64,
+        plan: u64,
     ) -> Option<Byzantine> {
         (role != Role::Honest).then(|| Byzantine {
             role,
@@ -45,7 +57,17 @@ impl Byzantine {
             rng: ChaCha8Rng::seed_from_u64(seed),
             seen: VecDeque::new(),
             withholding: Default::default(),
+            plan,
+            memory: Default::default(),
+            mutation_rngs: Default::default(),
+            peers: vec![],
+            victim: Default::default(),
         })
+    }
+
+    /// Every node's key, by node number (for roles that pick a victim).
+    pub fn set_peers(&mut self, keys: Vec<PubKey>) {
+        self.peers = keys;
     }
 
     fn coin(&mut self, percent: u64) -> bool {
@@ -56,7 +78,13 @@ impl Byzantine {
     pub fn observe(&mut self, frame: &[u8]) -> Vec<(usize, Vec<u8>)> {
         match self.role {
             Role::Replayer => self.remember(frame.to_vec()),
+            Role::Mutator => {
+                if let Ok(PeerMessage::Proposal(sp)) = PeerMessage::decode(frame) {
+                    self.memory.proposal(&sp.proposal);
+                }
+            }
             Role::BeaconWithholder => return self.beacon_observe(frame),
+            Role::VoteForger | Role::Sybil => self.watch_victim(frame),
             _ => {}
         }
         vec![]
@@ -69,10 +97,22 @@ impl Byzantine {
         self.seen.push_back(frame);
     }
 
-    /// What actually leaves for peer `to` when the protocol sends `bytes`.
-    pub fn outgoing(&mut self, to: usize, bytes: Vec<u8>) -> Vec<(usize, Vec<u8>)> {
+    /// What actually leaves for peer `to` when the protocol sends `bytes`;
+    /// `fault` is the `mutate` window open on that link, if any.
+    pub fn outgoing(
+        &mut self,
+        to: usize,
+        bytes: Vec<u8>,
+        fault: Option<MutationFault>,
+    ) -> Vec<(usize, Vec<u8>)> {
         match self.role {
-            Role::Honest => vec![(to, bytes)],
+            Role::Honest | Role::Twin => vec![(to, bytes)],
+            Role::Mutator => match fault {
+                Some(f) => self.mutate(bytes, f).into_iter().map(|b| (to, b)).collect(),
+                None => vec![(to, bytes)],
+            },
+            Role::Colluder => vec![(to, self.collude(to, bytes))],
+            Role::VoteForger | Role::Sybil => self.forge_votes(to, bytes),
             Role::Silent => vec![],
             Role::Equivocator => vec![(to, self.equivocate(bytes))],
             Role::Forger => vec![(to, self.forge(bytes))],

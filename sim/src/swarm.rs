@@ -1,0 +1,301 @@
+//! Swarm testing, after TigerBeetle's `options_swarm`: one seed draws the
+//! whole world (node count, which nodes are byzantine and how, consensus
+//! settings, network, workload, partitions, crashes and ByzzFuzz mutation
+//! windows) within the ranges a scenario's `[swarm]` table gives, and what
+//! the run must satisfy follows from what was drawn:
+//! - safety always, with byzantine nodes up to one below the bound the
+//!   README claims (a fork needs `2 * needed(close) - n` double-voters);
+//! - liveness only when the honest nodes alone reach the close threshold:
+//!   then every honest node must close ledgers after the last fault ends.
+
+use crate::fuzz::{add_crashes, pick_u};
+use crate::scenario::{
+    ConsensusSettings, Expectation, Fault, Latency, NetworkSettings, NodeSettings, Role, Scenario,
+    TimelineEvent, Workload,
+};
+use hotpocket_node::consensus::threshold;
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+/// Ranges the swarm draws from; a range `[x, x]` pins a value.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SwarmRanges {
+    /// Nodes, all in the UNL (default 4 to 10).
+    pub nodes: Option<[u64; 2]>,
+    /// Byzantine nodes (default 0 to the most the safety bound allows;
+    /// never more than that, whatever the range says).
+    pub byzantine: Option<[u64; 2]>,
+    /// Roles byzantine nodes play (default every consensus role).
+    pub roles: Option<Vec<Role>>,
+    pub roundtime_ms: Option<[u64; 2]>,
+    pub stage_slice_pct: Option<[u64; 2]>,
+    pub close_threshold_pct: Option<[u64; 2]>,
+    /// Run length in rounds (default 40 to 60).
+    pub rounds: Option<[u64; 2]>,
+    /// All faults fall in the first `fault_pct` percent of the rounds
+    /// (ByzzFuzz's r; default 50).
+    pub fault_pct: Option<u64>,
+    /// Workload: one input every this many ms (default 20 to 200).
+    pub every_ms: Option<[u64; 2]>,
+    /// Random two-way partitions (ByzzFuzz's d; default 0 to 2), each
+    /// lasting `partition_rounds` rounds (default 1 to 6).
+    pub partitions: Option<[u64; 2]>,
+    pub partition_rounds: Option<[u64; 2]>,
+    /// Crash-and-restart pairs of honest nodes (default 0 to 2).
+    pub crashes: Option<[u64; 2]>,
+    /// One-round `mutate` windows per mutator (ByzzFuzz's c; default 1 to
+    /// 4), each to a random set of peers; `any_scope_pct` of them any-scope.
+    pub mutations: Option<[u64; 2]>,
+    pub any_scope_pct: Option<u64>,
+    pub loss_pct: Option<[u64; 2]>,
+}
+
+/// Every role that plays against consensus with the key-value contract.
+const ROLES: [Role; 12] = [
+    Role::Equivocator,
+    Role::Forger,
+    Role::Replayer,
+    Role::Silent,
+    Role::HistoryLiar,
+    Role::StateLiar,
+    Role::BeaconWithholder,
+    Role::BeaconEquivocator,
+    Role::BeaconLiar,
+    Role::BeaconForger,
+    Role::Mutator,
+    Role::Colluder,
+];
+
+/// Byzantine nodes at which two conflicting final ledgers become possible:
+/// two close quorums of `needed` among `n` share `2 * needed - n` nodes,
+/// all of whom must double-vote.
+pub fn safety_bound(n: usize, close_pct: u64) -> usize {
+    (2 * threshold(n, close_pct)).saturating_sub(n)
+}
+
+fn pick(rng: &mut ChaCha8Rng, r: Option<[u64; 2]>, default: [u64; 2]) -> u64 {
+    pick_u(rng, r.unwrap_or(default))
+}
+
+/// The concrete scenario swarm seed `seed` draws from `base`.
+pub fn draw(base: &Scenario, r: &SwarmRanges, seed: u64) -> Scenario {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7377_6172_6d21);
+    let mut s = base.clone();
+    let n = pick(&mut rng, r.nodes, [4, 10]).max(1) as usize;
+    s.nodes = n;
+    s.unl = None;
+    let roundtime = pick(&mut rng, r.roundtime_ms, [300, 1000]) / 10 * 10;
+    let slice = pick(&mut rng, r.stage_slice_pct, [15, 30]);
+    let close = pick(&mut rng, r.close_threshold_pct, [60, 90]);
+    let t1 = pick_u(&mut rng, [40, 60]);
+    let t2 = pick_u(&mut rng, [t1.max(55), 75]);
+    let t3 = pick_u(&mut rng, [t2.max(65).min(close), close]);
+    s.consensus = ConsensusSettings {
+        roundtime_ms: roundtime,
+        stage_slice_pct: slice,
+        stage_thresholds_pct: [t1, t2, t3],
+        close_threshold_pct: close,
+        ..base.consensus.clone()
+    };
+    let stage_ms = roundtime * slice / 100;
+
+    let bound = safety_bound(n, close);
+    let most = (bound.saturating_sub(1)).min(n - 1) as u64;
+    // Half the runs keep enough honest nodes for liveness; the others may
+    // go right up to the bound, where only safety is left to check.
+    let live_most = most.min((n - threshold(n, close)) as u64);
+    let top = if rng.next_u64().is_multiple_of(2) {
+        live_most
+    } else {
+        most
+    };
+    let [lo, hi] = r.byzantine.unwrap_or([0, top]);
+    let b = pick_u(&mut rng, [lo.min(most), hi.min(most)]) as usize;
+    let roles = r.roles.clone().unwrap_or(ROLES.to_vec());
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+    }
+    let mut byz: Vec<(usize, Role)> = order[..b]
+        .iter()
+        .map(|&id| (id, roles[(rng.next_u64() % roles.len() as u64) as usize]))
+        .collect();
+    byz.sort_by_key(|x| x.0);
+    let skew = (stage_ms / 6) as i64;
+    s.node_settings = (0..n)
+        .map(|id| NodeSettings {
+            id,
+            role: byz.iter().find(|x| x.0 == id).map_or(Role::Honest, |x| x.1),
+            clock_offset_ms: crate::fuzz::pick_i(&mut rng, [-skew, skew]),
+            clock_drift_ppm: crate::fuzz::pick_i(&mut rng, [-100, 100]),
+        })
+        .collect();
+
+    let min = pick_u(&mut rng, [1, 10]);
+    let max = pick_u(&mut rng, [min, (stage_ms / 2).max(min)]);
+    s.network = NetworkSettings {
+        latency_ms: Latency::Uniform { min, max },
+        loss_pct: pick(&mut rng, r.loss_pct, [0, 3]) as f64,
+        duplicate_pct: pick_u(&mut rng, [0, 2]) as f64,
+        reorder_pct: pick_u(&mut rng, [0, 10]) as f64,
+        reorder_extra_ms: (stage_ms / 2).max(1),
+    };
+    s.links.clear();
+
+    let rounds = pick(&mut rng, r.rounds, [40, 60]);
+    s.duration_ms = rounds * roundtime;
+    let fault_end = rounds * r.fault_pct.unwrap_or(50).min(90) / 100 * roundtime;
+    s.workload = vec![Workload {
+        nodes: vec![],
+        users: None,
+        every_ms: pick(&mut rng, r.every_ms, [20, 200]).max(1),
+        start_ms: 500,
+        stop_ms: s.duration_ms.saturating_sub(2 * roundtime),
+        size: 64,
+        keys: 100,
+    }];
+
+    s.timeline.clear();
+    let mut at = 2 * roundtime;
+    for _ in 0..pick(&mut rng, r.partitions, [0, 2]) {
+        let start = at + pick_u(&mut rng, [0, 4]) * roundtime;
+        let len = pick(&mut rng, r.partition_rounds, [1, 6]) * roundtime;
+        if start + len > fault_end {
+            break;
+        }
+        let side: Vec<bool> = (0..n).map(|_| rng.next_u64().is_multiple_of(2)).collect();
+        let (a, b): (Vec<usize>, Vec<usize>) = (0..n).partition(|&i| side[i]);
+        if !a.is_empty() && !b.is_empty() {
+            s.timeline
+                .push(ev(start, Fault::Partition { groups: vec![a, b] }));
+            s.timeline.push(ev(start + len, Fault::Heal));
+        }
+        at = start + len + roundtime;
+    }
+    let crashes = pick(&mut rng, r.crashes, [0, 2]);
+    let honest = s.honest();
+    add_crashes(
+        &mut s,
+        &mut rng,
+        crashes,
+        &honest,
+        fault_end.saturating_sub(4000),
+    );
+    for &(id, role) in &byz {
+        if role != Role::Mutator {
+            continue;
+        }
+        for _ in 0..pick(&mut rng, r.mutations, [1, 4]) {
+            let round = pick_u(&mut rng, [1, (fault_end / roundtime).max(2) - 1]);
+            let to: Vec<usize> = (0..n)
+                .filter(|&p| p != id && rng.next_u64().is_multiple_of(2))
+                .collect();
+            let any_scope = rng.next_u64() % 100 < r.any_scope_pct.unwrap_or(25);
+            let fault = Fault::Mutate {
+                node: id,
+                to,
+                // TOML integers are signed 64-bit.
+                seed: rng.next_u64() >> 16,
+                for_ms: roundtime,
+                any_scope,
+            };
+            s.timeline.push(ev(round * roundtime, fault));
+        }
+    }
+    s.timeline.sort_by_key(|e| e.at_ms);
+
+    let needed = threshold(n, close);
+    let live = n - b >= needed;
+    let quiet = s.timeline.iter().map(end_of).max().unwrap_or(0);
+    s.expectations.clear();
+    if live {
+        let from = quiet + 6 * roundtime;
+        let left = s.duration_ms.saturating_sub(from) / roundtime;
+        s.expectations.push(Expectation::Progress {
+            from_ms: from,
+            ledgers: (left / 4).max(2),
+        });
+        s.expectations.push(Expectation::MaxLag { ledgers: 2 });
+        // Inputs climb the stage ladder and results are certified by its
+        // thresholds: the honest nodes alone must reach all of them (and
+        // a majority) for every input to come back.
+        let top = t1.max(t2).max(t3).max(close);
+        if n - b >= threshold(n, top).max(n / 2 + 1) {
+            s.expectations.push(Expectation::AllAnswered {
+                sent_by_ms: s.duration_ms.saturating_sub(20 * roundtime),
+                sent_from_ms: from,
+            });
+        }
+    }
+    let roles: Vec<String> = byz
+        .iter()
+        .map(|(id, role)| format!("n{id} {}", role_name(*role)))
+        .collect();
+    s.description =
+        format!(
+        "swarm: {n} nodes, {b} byzantine [{}] (safety bound {bound}), roundtime {roundtime} ms, \
+         stage {slice}%, thresholds {t1}/{t2}/{t3}, close {close}% ({needed} of {n}), {} faults, \
+         liveness {}",
+        roles.join(", "),
+        s.timeline.len(),
+        if live { "expected" } else { "not expected (too few honest)" },
+    );
+    s.swarm = None;
+    s
+}
+
+fn ev(at_ms: u64, fault: Fault) -> TimelineEvent {
+    TimelineEvent { at_ms, fault }
+}
+
+/// When a timeline event's effect ends.
+fn end_of(e: &TimelineEvent) -> u64 {
+    match e.fault {
+        Fault::Mutate { for_ms, .. } => e.at_ms + for_ms,
+        _ => e.at_ms,
+    }
+}
+
+pub fn role_name(role: Role) -> String {
+    serde_json::to_value(role)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bound_matches_the_readme_claim() {
+        // 80% of 5 is 4; two quorums of 4 share 3 nodes: 3 of 5 = 60%.
+        assert_eq!(safety_bound(5, 80), 3);
+        assert_eq!(safety_bound(10, 80), 6);
+        assert_eq!(safety_bound(4, 60), 2);
+        assert_eq!(safety_bound(7, 51), 1);
+    }
+
+    #[test]
+    fn draws_stay_below_the_bound_and_replay() {
+        let base: Scenario =
+            toml::from_str("name = \"s\"\nduration_ms = 1000\nnodes = 4\n[swarm]\n").unwrap();
+        let r = base.swarm.clone().unwrap();
+        let mut sizes = std::collections::BTreeSet::new();
+        for seed in 0..200 {
+            let s = draw(&base, &r, seed);
+            s.validate().unwrap();
+            let b = s.nodes - s.honest().len();
+            assert!(b < safety_bound(s.nodes, s.consensus.close_threshold_pct));
+            sizes.insert(s.nodes);
+            let again = draw(&base, &r, seed);
+            assert_eq!(
+                toml::to_string(&s).unwrap(),
+                toml::to_string(&again).unwrap()
+            );
+        }
+        assert_eq!(sizes.len(), 7, "every size from 4 to 10 drawn: {sizes:?}");
+    }
+}
