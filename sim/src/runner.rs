@@ -331,7 +331,16 @@ async fn node_main(
             return;
         }
     };
-    let keys: Vec<_> = world.lock().nodes.iter().map(|n| n.key.public()).collect();
+    let (keys, coalition): (Vec<_>, Vec<_>) = {
+        let g = world.lock();
+        let keys = g.nodes.iter().map(|n| n.key.public()).collect();
+        let same = g
+            .nodes
+            .iter()
+            .filter(|n| n.role == role)
+            .map(|n| n.key.clone());
+        (keys, same.collect())
+    };
     let mut byzantine = Byzantine::new(
         role,
         key,
@@ -341,7 +350,7 @@ async fn node_main(
         seed,
     );
     if let Some(b) = byzantine.as_mut() {
-        b.set_peers(keys);
+        b.set_peers(keys, coalition);
     }
     let mut env = Env {
         clock: SimClock {

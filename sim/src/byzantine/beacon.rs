@@ -181,8 +181,13 @@ impl Byzantine {
         for r in p.beacon.reveals.iter().filter(|r| r.lcl == session) {
             self.withholding.seen.insert(r.author, r.secret);
         }
-        let others = self.unl.len() - 1;
-        if p.stage == 0 && self.withholding.seen.len() < others {
+        // It waits for every node outside the coalition.
+        let others = self.unl.len() - self.coalition.len().max(1);
+        let members: Vec<PubKey> = self.coalition.iter().map(|k| k.public()).collect();
+        let outside = (self.withholding.seen.keys())
+            .filter(|k| **k != self.key.public() && !members.contains(k))
+            .count();
+        if p.stage == 0 && outside < others {
             return vec![];
         }
         self.decide_withholding();
@@ -192,22 +197,49 @@ impl Byzantine {
             .collect()
     }
 
+    /// Decides for the coalition (every withholder of the run, sharing
+    /// keys): of the subsets of its members that could reveal, the largest
+    /// that gives a value it likes, else all; this member reveals if it is
+    /// in it. Alone, that is "reveal if it gives a liked value or hiding
+    /// does not"; k colluders choose among 2^k values.
     fn decide_withholding(&mut self) {
         let Some((session, _)) = self.withholding.session else {
             return;
         };
         let me = self.key.public();
-        let mut with: Vec<(PubKey, [u8; 32])> = self
-            .withholding
-            .seen
+        let mut members: Vec<(PubKey, [u8; 32])> = self
+            .coalition
             .iter()
-            .filter(|(k, _)| **k != me)
+            .map(|k| (k.public(), beacon::secret_for(k, &session)))
+            .collect();
+        if members.is_empty() {
+            members.push((me, beacon::secret_for(&self.key, &session)));
+        }
+        members.sort();
+        members.truncate(8);
+        let others: Vec<(PubKey, [u8; 32])> = (self.withholding.seen.iter())
+            .filter(|(k, _)| members.iter().all(|m| m.0 != **k))
             .map(|(k, s)| (*k, *s))
             .collect();
-        let without = beacon::value(&session, &with);
-        with.push((me, beacon::secret_for(&self.key, &session)));
-        with.sort();
-        let reveal = liked(&beacon::value(&session, &with)) || !liked(&without);
+        let value_with = |mask: usize| {
+            let mut v = others.clone();
+            v.extend(
+                (members.iter().enumerate())
+                    .filter(|(i, _)| mask >> i & 1 == 1)
+                    .map(|(_, m)| *m),
+            );
+            v.sort();
+            beacon::value(&session, &v)
+        };
+        let all = (1usize << members.len()) - 1;
+        let chosen = (0..=all)
+            .rev()
+            .find(|&m| liked(&value_with(m)))
+            .unwrap_or(all);
+        let reveal = members
+            .iter()
+            .position(|m| m.0 == me)
+            .is_none_or(|i| chosen >> i & 1 == 1);
         self.withholding.decided.insert(session, reveal);
         // Sessions are one per ledger; old choices are of no more use.
         while self.withholding.decided.len() > 8 {

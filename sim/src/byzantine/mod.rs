@@ -35,6 +35,9 @@ pub struct Byzantine {
     mutation_rngs: std::collections::BTreeMap<u64, ChaCha8Rng>,
     /// Every node's key, by node number.
     peers: Vec<PubKey>,
+    /// The keys of every node playing the same role, shared among them
+    /// (colluding withholders choose together).
+    coalition: Vec<Keypair>,
     victim: votes::Victim,
 }
 
@@ -61,13 +64,16 @@ impl Byzantine {
             memory: Default::default(),
             mutation_rngs: Default::default(),
             peers: vec![],
+            coalition: vec![],
             victim: Default::default(),
         })
     }
 
-    /// Every node's key, by node number (for roles that pick a victim).
-    pub fn set_peers(&mut self, keys: Vec<PubKey>) {
+    /// Every node's key, by node number (for roles that pick a victim),
+    /// and the keys of the nodes that play this node's role.
+    pub fn set_peers(&mut self, keys: Vec<PubKey>, coalition: Vec<Keypair>) {
         self.peers = keys;
+        self.coalition = coalition;
     }
 
     fn coin(&mut self, percent: u64) -> bool {
