@@ -214,6 +214,9 @@ pub enum Role {
     /// The same votes, validly signed by keys outside the UNL: each fails
     /// the membership check and nothing else.
     Sybil,
+    /// Answers every history request with a chain of its own, each ledger
+    /// proven by its own vote alone: fails the proof threshold only.
+    HistoryForger,
     /// Runs as two honest copies under one key (`[twins]`), each with its
     /// own state, the other nodes split between them round by round: the
     /// equivocation and forgetting a real fault produces, from correct code.

@@ -57,3 +57,8 @@ fn a_planted_bug_is_not_caught_by_an_adversary_that_does_not_probe_it() {
     let v = with_and_without("sybil", PlantedBug::NoSignatureCheck, 1);
     assert!(v.is_empty(), "{v:?}");
 }
+
+#[test]
+fn history_forger_forks_a_node_that_takes_a_weak_history_proof() {
+    assert_fork("history-forger", PlantedBug::WeakHistoryProof);
+}

@@ -118,7 +118,7 @@ fn sweep(name: &str, seeds: std::ops::Range<u64>) -> Vec<Hash> {
     values
 }
 
-// 675 fuzzed runs in all, split so the test harness runs them in parallel.
+// 680 fuzzed runs in all, split so the test harness runs them in parallel.
 #[test]
 fn fuzz_lossy() {
     sweep("lossy", 0..50);
@@ -270,4 +270,5 @@ fn fuzz_coalition() {
 fn fuzz_check_probers() {
     sweep("vote-forger", 0..5);
     sweep("sybil", 0..5);
+    sweep("history-forger", 0..5);
 }

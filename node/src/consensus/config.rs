@@ -58,6 +58,9 @@ pub enum PlantedBug {
     /// A ledger closes when a majority of the stage-3 proposals received
     /// agree, rather than the close threshold of the whole UNL.
     CloseOnReceived,
+    /// A ledger fetched from history is adopted on a proof with one valid
+    /// signer, rather than the close threshold.
+    WeakHistoryProof,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -4,6 +4,7 @@
 
 mod beacon;
 mod collude;
+mod history;
 mod mutate;
 mod votes;
 
@@ -119,6 +120,7 @@ impl Byzantine {
             },
             Role::Colluder => vec![(to, self.collude(to, bytes))],
             Role::VoteForger | Role::Sybil => self.forge_votes(to, bytes),
+            Role::HistoryForger => vec![(to, self.forge_history(bytes))],
             Role::Silent => vec![],
             Role::Equivocator => vec![(to, self.equivocate(bytes))],
             Role::Forger => vec![(to, self.forge(bytes))],

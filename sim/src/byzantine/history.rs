@@ -1,0 +1,46 @@
+//! A check-prober on history: every history answer is a chain of its own,
+//! linked to the asker's lcl and right in every respect but one: each
+//! ledger's close proof is its own stage-3 vote alone, validly signed. It
+//! fails the proof's threshold check and nothing else. With that check
+//! switched off (`planted_bug = "weak_history_proof"`), a node catching up
+//! adopts the forged chain and finalises ledgers nobody else has: a fork.
+
+use super::Byzantine;
+use hotpocket_node::consensus::PeerMessage;
+use hotpocket_node::ledger::{Beacon, LedgerId};
+
+impl Byzantine {
+    pub(super) fn forge_history(&mut self, bytes: Vec<u8>) -> Vec<u8> {
+        let Ok(PeerMessage::HistoryResponse(mut records)) = PeerMessage::decode(&bytes) else {
+            return bytes;
+        };
+        let Some(first) = records.first() else {
+            return bytes;
+        };
+        let mut prev = first.ledger.prev;
+        for r in records.iter_mut() {
+            // Another ledger: no inputs, no beacon entries (whose sessions
+            // name the real parents), linked to the forged one before.
+            r.ledger.prev = prev;
+            r.ledger.inputs.clear();
+            r.ledger.beacon = Beacon::default();
+            r.bodies.clear();
+            r.hash = r.ledger.hash();
+            let Some(vote) = r.proof.first() else {
+                continue;
+            };
+            let mut p = vote.proposal.clone();
+            p.author = self.key.public();
+            p.lcl = LedgerId {
+                seq: r.ledger.seq - 1,
+                hash: prev,
+            };
+            p.inputs.clear();
+            p.beacon = Beacon::default();
+            debug_assert_eq!(p.candidate().hash(), r.hash);
+            r.proof = vec![p.sign(&self.key)];
+            prev = r.hash;
+        }
+        PeerMessage::HistoryResponse(records).encode()
+    }
+}
