@@ -13,6 +13,7 @@ use crate::scenario::{
     ConsensusSettings, Expectation, Fault, Latency, NetworkSettings, NodeSettings, Role, Scenario,
     TimelineEvent, Workload,
 };
+use crate::twins::Twins;
 use hotpocket_node::consensus::threshold;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -52,7 +53,8 @@ pub struct SwarmRanges {
     pub loss_pct: Option<[u64; 2]>,
 }
 
-/// Every role that plays against consensus with the key-value contract.
+/// Every role that plays against consensus with the key-value contract
+/// (and `twin`, drawn apart: one run in six, at most one a run).
 const ROLES: [Role; 12] = [
     Role::Equivocator,
     Role::Forger,
@@ -123,6 +125,20 @@ pub fn draw(base: &Scenario, r: &SwarmRanges, seed: u64) -> Scenario {
         .map(|&id| (id, roles[(rng.next_u64() % roles.len() as u64) as usize]))
         .collect();
     byz.sort_by_key(|x| x.0);
+    // One run in six (when allowed) makes its first byzantine node a twin:
+    // Twins sampled over the swarm's sizes, beyond what `twins.toml`
+    // enumerates. A run has one twin; further twin draws equivocate.
+    let twins_ok = r.roles.as_ref().is_none_or(|x| x.contains(&Role::Twin));
+    if twins_ok && !byz.is_empty() && rng.next_u64().is_multiple_of(6) {
+        byz[0].1 = Role::Twin;
+    }
+    let twin = byz.iter().find(|x| x.1 == Role::Twin).map(|x| x.0);
+    for x in byz
+        .iter_mut()
+        .filter(|x| x.1 == Role::Twin && Some(x.0) != twin)
+    {
+        x.1 = Role::Equivocator;
+    }
     let skew = (stage_ms / 6) as i64;
     s.node_settings = (0..n)
         .map(|id| NodeSettings {
@@ -183,6 +199,27 @@ pub fn draw(base: &Scenario, r: &SwarmRanges, seed: u64) -> Scenario {
         &honest,
         fault_end.saturating_sub(4000),
     );
+    s.twins = twin.map(|node| {
+        let others: Vec<usize> = (0..n).filter(|&i| i != node).collect();
+        let step_rounds = pick_u(&mut rng, [1, 3]);
+        let steps = 3;
+        let last = (fault_end / roundtime)
+            .saturating_sub(steps * step_rounds)
+            .max(2);
+        Twins {
+            node,
+            step_rounds,
+            from_round: pick_u(&mut rng, [2, last]),
+            split: (0..steps)
+                .map(|_| {
+                    (others.iter().copied())
+                        .filter(|_| rng.next_u64().is_multiple_of(2))
+                        .collect()
+                })
+                .collect(),
+            search_steps: None,
+        }
+    });
     for &(id, role) in &byz {
         if role != Role::Mutator {
             continue;
@@ -208,7 +245,7 @@ pub fn draw(base: &Scenario, r: &SwarmRanges, seed: u64) -> Scenario {
 
     let needed = threshold(n, close);
     let live = n - b >= needed;
-    let quiet = s.timeline.iter().map(end_of).max().unwrap_or(0);
+    let quiet = (s.timeline.iter().map(end_of).max().unwrap_or(0)).max(twins_end(&s));
     s.expectations.clear();
     if live {
         let from = quiet + 6 * roundtime;
@@ -248,6 +285,13 @@ pub fn draw(base: &Scenario, r: &SwarmRanges, seed: u64) -> Scenario {
 
 fn ev(at_ms: u64, fault: Fault) -> TimelineEvent {
     TimelineEvent { at_ms, fault }
+}
+
+/// When the twins' split ends, if there are twins.
+fn twins_end(s: &Scenario) -> u64 {
+    s.twins.as_ref().map_or(0, |t| {
+        (t.from_round + t.split.len() as u64 * t.step_rounds) * s.consensus.roundtime_ms
+    })
 }
 
 /// When a timeline event's effect ends.

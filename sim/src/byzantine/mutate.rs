@@ -11,6 +11,7 @@ use hotpocket_node::consensus::{ExecResult, PeerMessage};
 use hotpocket_node::crypto::Hash;
 use hotpocket_node::ledger::{LedgerRecord, Proposal};
 use hotpocket_node::npl::NplEnvelope;
+use hotpocket_node::sync::state_transfer::{StateRequest, StateResponse};
 use rand_chacha::ChaCha8Rng;
 use rand_core::RngCore;
 use std::collections::VecDeque;
@@ -104,6 +105,9 @@ impl Byzantine {
                     _ => bodies[k].push(b'x'),
                 }
                 PeerMessage::BodyResponse(bodies).encode()
+            }
+            Ok(PeerMessage::StateResponse(resp)) => {
+                PeerMessage::StateResponse(mutate_state(&mut rng, resp)).encode()
             }
             Ok(PeerMessage::Npl(env)) => {
                 let mut c = env.chunk.chunk;
@@ -255,6 +259,44 @@ impl Byzantine {
             }
         }
         records
+    }
+}
+
+/// A listing with an entry dropped or doubled, a piece at the next offset
+/// or a byte short, or "missing" for what it has.
+fn mutate_state(rng: &mut ChaCha8Rng, resp: StateResponse) -> StateResponse {
+    match resp {
+        StateResponse::Dir { hash, mut entries } if !entries.is_empty() => {
+            let k = below(rng, entries.len());
+            if rng.next_u64().is_multiple_of(2) {
+                entries.remove(k);
+            } else {
+                entries.insert(k, entries[k].clone());
+            }
+            StateResponse::Dir { hash, entries }
+        }
+        StateResponse::Chunk {
+            digest,
+            offset,
+            mut bytes,
+        } => {
+            if rng.next_u64().is_multiple_of(2) {
+                bytes.pop();
+                StateResponse::Chunk {
+                    digest,
+                    offset,
+                    bytes,
+                }
+            } else {
+                StateResponse::Chunk {
+                    digest,
+                    offset: nudge(rng, offset),
+                    bytes,
+                }
+            }
+        }
+        StateResponse::Dir { hash, .. } => StateResponse::Missing(StateRequest::Dir(hash)),
+        other => other,
     }
 }
 
