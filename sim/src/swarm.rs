@@ -55,7 +55,7 @@ pub struct SwarmRanges {
 
 /// Every role that plays against consensus with the key-value contract
 /// (and `twin`, drawn apart: one run in six, at most one a run).
-const ROLES: [Role; 12] = [
+const ROLES: [Role; 15] = [
     Role::Equivocator,
     Role::Forger,
     Role::Replayer,
@@ -68,6 +68,9 @@ const ROLES: [Role; 12] = [
     Role::BeaconForger,
     Role::Mutator,
     Role::Colluder,
+    Role::VoteForger,
+    Role::Sybil,
+    Role::HistoryForger,
 ];
 
 /// Byzantine nodes at which two conflicting final ledgers become possible:
@@ -101,7 +104,13 @@ pub fn draw(base: &Scenario, r: &SwarmRanges, seed: u64) -> Scenario {
         close_threshold_pct: close,
         ..base.consensus.clone()
     };
-    let stage_ms = roundtime * slice / 100;
+    // The shortest stage: stage 0 gets what stages 1-3 leave. The protocol
+    // assumes clocks and links keep well inside it; one run in four breaks
+    // that (latency up to twice it, clocks half of it apart), and then
+    // only safety is checked.
+    let stage0_ms = roundtime * (100 - 3 * slice) / 100;
+    let window = (roundtime * slice / 100).min(stage0_ms).max(1);
+    let timely = !rng.next_u64().is_multiple_of(4);
 
     let bound = safety_bound(n, close);
     let most = (bound.saturating_sub(1)).min(n - 1) as u64;
@@ -139,7 +148,7 @@ pub fn draw(base: &Scenario, r: &SwarmRanges, seed: u64) -> Scenario {
     {
         x.1 = Role::Equivocator;
     }
-    let skew = (stage_ms / 6) as i64;
+    let skew = if timely { window / 6 } else { window / 2 } as i64;
     s.node_settings = (0..n)
         .map(|id| NodeSettings {
             id,
@@ -150,13 +159,14 @@ pub fn draw(base: &Scenario, r: &SwarmRanges, seed: u64) -> Scenario {
         .collect();
 
     let min = pick_u(&mut rng, [1, 10]);
-    let max = pick_u(&mut rng, [min, (stage_ms / 2).max(min)]);
+    let top = if timely { window / 2 } else { window * 2 };
+    let max = pick_u(&mut rng, [min, top.max(min)]);
     s.network = NetworkSettings {
         latency_ms: Latency::Uniform { min, max },
         loss_pct: pick(&mut rng, r.loss_pct, [0, 3]) as f64,
         duplicate_pct: pick_u(&mut rng, [0, 2]) as f64,
         reorder_pct: pick_u(&mut rng, [0, 10]) as f64,
-        reorder_extra_ms: (stage_ms / 2).max(1),
+        reorder_extra_ms: (window / 2).max(1),
     };
     s.links.clear();
 
@@ -244,7 +254,7 @@ pub fn draw(base: &Scenario, r: &SwarmRanges, seed: u64) -> Scenario {
     s.timeline.sort_by_key(|e| e.at_ms);
 
     let needed = threshold(n, close);
-    let live = n - b >= needed;
+    let live = timely && n - b >= needed;
     let quiet = (s.timeline.iter().map(end_of).max().unwrap_or(0)).max(twins_end(&s));
     s.expectations.clear();
     if live {
@@ -277,7 +287,11 @@ pub fn draw(base: &Scenario, r: &SwarmRanges, seed: u64) -> Scenario {
          liveness {}",
         roles.join(", "),
         s.timeline.len(),
-        if live { "expected" } else { "not expected (too few honest)" },
+        match (live, timely) {
+            (true, _) => "expected",
+            (false, true) => "not expected (too few honest)",
+            (false, false) => "not expected (latency and clocks beyond the shortest stage)",
+        },
     );
     s.swarm = None;
     s
