@@ -121,7 +121,7 @@ impl World {
                 key,
                 node,
                 byzantine,
-                seen: Vec::new(),
+                seen: None,
             })
             .collect();
         let overheard = (!scenario.byzantine_users.is_empty()).then(Overheard::default);

@@ -181,9 +181,6 @@ fn challenge_of(msg: &str) -> Option<String> {
     Some(v.get("challenge")?.as_str()?.to_string())
 }
 
-/// How many earlier challenges (with helos) a byzantine user remembers.
-const REMEMBERED: usize = 4;
-
 impl SimUsers {
     /// Byzantine user `u` tries `a` on this node: a new connection, its
     /// messages fed through the session one by one, each answer judged.
@@ -205,11 +202,7 @@ impl SimUsers {
                     helo: heard.and_then(|o| o.helos.get(&v).cloned()),
                 }
             });
-            (
-                g.users[u].key.clone(),
-                g.users[u].seen.last().cloned(),
-                victim,
-            )
+            (g.users[u].key.clone(), g.users[u].seen.clone(), victim)
         };
         let (mut session, msg) = self.intake.open();
         let Some(challenge) = challenge_of(&msg) else {
@@ -336,11 +329,7 @@ impl World {
         for (_, v) in tally.misjudged {
             g.checker.violate(t, v);
         }
-        let seen_list = &mut g.users[u].seen;
-        seen_list.push(seen);
-        if seen_list.len() > REMEMBERED {
-            seen_list.remove(0);
-        }
+        g.users[u].seen = Some(seen);
     }
 }
 

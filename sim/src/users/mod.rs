@@ -27,8 +27,8 @@ pub struct SimUser {
     /// The node this user connects to.
     pub node: usize,
     pub byzantine: bool,
-    /// A byzantine user's latest challenges, each with a helo answering it.
-    pub seen: Vec<(String, String)>,
+    /// A byzantine user's latest challenge, with a helo answering it.
+    pub seen: Option<(String, String)>,
 }
 
 pub enum UserMsg {
