@@ -7,7 +7,9 @@
 #   bash ci/trace-hashes.sh [SIM_BINARY] > hashes.txt
 set -euo pipefail
 cd "$(dirname "$0")/.."
-sim=${1:-target/release/hotpocket-sim}
+# The binary: the argument, else the release build in $CARGO_TARGET_DIR
+# (or ./target), where a worktree with its own target dir builds it.
+sim=${1:-${CARGO_TARGET_DIR:-target}/release/hotpocket-sim}
 [ -x "$sim" ] || { echo "build it first: cargo build --release -p hotpocket-sim" >&2; exit 2; }
 seeds=${SEEDS:-20}
 table=$(mktemp)

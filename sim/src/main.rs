@@ -298,6 +298,7 @@ fn json_report(r: &Report) -> serde_json::Value {
         "inputs_taken": r.inputs_taken,
         "inputs_answered": r.inputs_answered,
         "rolled_back": r.rolled_back,
+        "byzantine_users": r.byzantine_users,
     })
 }
 
@@ -357,6 +358,9 @@ fn print_report(r: &Report) {
         r.inputs_taken,
         r.inputs_answered
     );
+    if !r.byzantine_users.attacks.is_empty() {
+        println!("  {}", r.byzantine_users.line());
+    }
     let b = &r.beacon;
     println!(
         "  beacon: {} final outcomes, {} random; absent {:?}, convicted {:?} (node: ledgers); {} honest absences excused (away or behind), {} honest commits missed a ledger",

@@ -7,10 +7,14 @@
 //! and KEY names the input: that is how an output is tied back to the
 //! input that caused it. With the multisig example, every output must be
 //! for its ledger and carry only valid signatures, each by another node.
+//!
+//! Where inputs come from: every input in a ledger an honest node closes
+//! must have been taken by some node from a user's session, in the name of
+//! that session's user, and not be one the session should have refused.
 
 use crate::scenario::ContractKind;
 use hotpocket_node::contract::RunResult;
-use hotpocket_node::crypto::Hash;
+use hotpocket_node::crypto::{Hash, PubKey};
 use hotpocket_node::ledger::Ledger;
 use std::collections::BTreeMap;
 
@@ -19,6 +23,19 @@ pub struct InputInfo {
     pub node: usize,
     pub key: String,
     pub at_ms: u64,
+    pub source: Source,
+}
+
+/// Who sent an input, as far as the checks care.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    Honest,
+    /// A byzantine user's input the session was right to take: its own
+    /// key, within the limits. It may land, but need not be answered (its
+    /// sender may have been cut off since).
+    Byzantine,
+    /// A byzantine user's message the session should have refused, and why.
+    Refusable(String),
 }
 
 /// A ledger as far as these checks care.
@@ -41,6 +58,9 @@ pub struct OutputChecker {
     pub kind: ContractKind,
     /// The fewest valid signatures a delivered multisig output carried.
     pub fewest_signatures: Option<usize>,
+    /// Byzantine nodes may get inputs nobody sent agreed on: then an input
+    /// of unknown origin is no violation.
+    pub unsourced_ok: bool,
 }
 
 /// Checks a multisig output for ledger `seq`: returns how many valid
@@ -83,6 +103,17 @@ impl OutputChecker {
     pub fn on_closed(&mut self, node: usize, ledger: &Ledger, out: &mut Vec<String>) {
         let chain = self.chains.entry(node).or_default();
         for h in &ledger.inputs {
+            match self.inputs.get(h).map(|i| (i.user, &i.source)) {
+                None if !self.unsourced_ok => out.push(format!(
+                    "node {node} closed ledger {} with input {h:?}, which no node took from any user",
+                    ledger.seq
+                )),
+                Some((u, Source::Refusable(why))) => out.push(format!(
+                    "node {node} closed ledger {} with byzantine user {u}'s input {h:?}, which its session should have refused: {why}",
+                    ledger.seq
+                )),
+                _ => {}
+            }
             if let Some(&seq) = self.landed.get(&(node, *h)) {
                 let still_there = chain
                     .get(&seq)
@@ -107,6 +138,25 @@ impl OutputChecker {
                     .collect(),
             },
         );
+    }
+
+    /// A node took input `h` from user `info.user`'s session, whose key is
+    /// `owner`; the input's body names `claimed` as its sender.
+    pub fn taken(
+        &mut self,
+        h: Hash,
+        info: InputInfo,
+        claimed: Option<PubKey>,
+        owner: PubKey,
+        out: &mut Vec<String>,
+    ) {
+        if claimed != Some(owner) {
+            out.push(format!(
+                "user {}'s session gave an input in the name of {claimed:?}, not its own key {owner:?}",
+                info.user
+            ));
+        }
+        self.inputs.insert(h, info);
     }
 
     /// The node's chain now ends at `lcl` (a rollback or a restart).
@@ -178,14 +228,15 @@ impl OutputChecker {
         }
     }
 
-    /// (inputs taken, of them answered at their user).
+    /// (honest users' inputs taken, of them answered at their user).
     pub fn summary(&self) -> (u64, u64) {
-        let answered = self
-            .inputs
-            .iter()
-            .filter(|(h, i)| self.answered(h, i))
-            .count();
-        (self.inputs.len() as u64, answered as u64)
+        let honest = || {
+            self.inputs
+                .iter()
+                .filter(|(_, i)| i.source == Source::Honest)
+        };
+        let answered = honest().filter(|(h, i)| self.answered(h, i)).count();
+        (honest().count() as u64, answered as u64)
     }
 
     fn answered(&self, h: &Hash, i: &InputInfo) -> bool {
@@ -206,7 +257,7 @@ impl OutputChecker {
     ) {
         let mut missing = 0;
         for (h, i) in &self.inputs {
-            if !sent.contains(&i.at_ms) || !nodes.contains(&i.node) {
+            if !sent.contains(&i.at_ms) || !nodes.contains(&i.node) || i.source != Source::Honest {
                 continue;
             }
             if !self.answered(h, i) {
@@ -274,6 +325,7 @@ mod tests {
                 node: 0,
                 key: "a".into(),
                 at_ms: 10,
+                source: Source::Honest,
             },
         );
         let mut v = Vec::new();
@@ -319,6 +371,114 @@ mod tests {
         let mut v = Vec::new();
         c.check_all_answered(&[0], 0..=100, &mut v);
         assert!(v[0].contains("never got the answer to a"), "{v:?}");
+    }
+
+    #[test]
+    fn an_input_no_session_took_or_one_it_should_have_refused_is_reported() {
+        let (mut c, _) = setup(&run(&[]));
+        let stray = Hash([8; 32]);
+        let mut v = Vec::new();
+        c.on_closed(0, &ledger(3, &[stray], Hash::ZERO), &mut v);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].contains("which no node took from any user"), "{v:?}");
+        // Byzantine nodes may get such inputs agreed.
+        let (mut c, _) = setup(&run(&[]));
+        c.unsourced_ok = true;
+        let mut v = Vec::new();
+        c.on_closed(0, &ledger(3, &[stray], Hash::ZERO), &mut v);
+        assert!(v.is_empty(), "{v:?}");
+        // A byzantine user's input its session should have refused.
+        let (mut c, _) = setup(&run(&[]));
+        let bad = Hash([9; 32]);
+        c.inputs.insert(
+            bad,
+            InputInfo {
+                user: 5,
+                node: 0,
+                key: "b5-1".into(),
+                at_ms: 20,
+                source: Source::Refusable("oversize".into()),
+            },
+        );
+        let mut v = Vec::new();
+        c.on_closed(0, &ledger(3, &[bad], Hash::ZERO), &mut v);
+        assert!(
+            v[0].contains("user 5's input") && v[0].contains("should have refused"),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn an_input_in_another_users_name_is_reported() {
+        let mut c = OutputChecker::default();
+        let info = |user| InputInfo {
+            user,
+            node: 0,
+            key: "k".into(),
+            at_ms: 0,
+            source: Source::Byzantine,
+        };
+        let (me, victim) = (PubKey([1; 32]), PubKey([2; 32]));
+        let mut v = Vec::new();
+        c.taken(Hash([1; 32]), info(5), Some(me), me, &mut v);
+        assert!(v.is_empty(), "{v:?}");
+        c.taken(Hash([2; 32]), info(5), Some(victim), me, &mut v);
+        c.taken(Hash([3; 32]), info(5), None, me, &mut v);
+        assert_eq!(v.len(), 2, "{v:?}");
+        assert!(
+            v[0].contains("user 5's session gave an input in the name of"),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn a_byzantine_user_gets_only_its_own_answers_and_need_not_get_them() {
+        // User 0 (honest, "a") and user 5 (byzantine, "b5-1") both have an
+        // input in ledger 1, which ledger 2 certifies.
+        let r = run(&[(0, "ok a\n"), (5, "ok b5-1\n")]);
+        let both = || {
+            let mut c = OutputChecker::default();
+            for (h, user, key, source) in [
+                (Hash([7; 32]), 0, "a", Source::Honest),
+                (Hash([6; 32]), 5, "b5-1", Source::Byzantine),
+            ] {
+                let at_ms = 10;
+                let key = key.into();
+                c.inputs.insert(
+                    h,
+                    InputInfo {
+                        user,
+                        node: 0,
+                        key,
+                        at_ms,
+                        source,
+                    },
+                );
+            }
+            let mut v = Vec::new();
+            c.on_closed(
+                0,
+                &ledger(1, &[Hash([7; 32]), Hash([6; 32])], Hash::ZERO),
+                &mut v,
+            );
+            c.on_closed(0, &ledger(2, &[], r.output_hash()), &mut v);
+            assert!(v.is_empty(), "{v:?}");
+            c
+        };
+        // The honest user's answer reaching the byzantine one.
+        let mut v = Vec::new();
+        both().on_delivered(0, 1, &r, &[(5, b"ok b5-1\nok a\n".to_vec())], &mut v);
+        assert!(v.iter().any(|m| m.contains("user 5 got")), "{v:?}");
+        // Its own answer is fine; its unanswered input does not count
+        // against all_answered, the honest one does.
+        let mut c = both();
+        let mut v = Vec::new();
+        c.on_delivered(0, 1, &r, &[(5, b"ok b5-1\n".to_vec())], &mut v);
+        assert!(v.is_empty(), "{v:?}");
+        c.check_all_answered(&[0], 100, &mut v);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].contains("user 0 never got"), "{v:?}");
+        assert_eq!(c.summary(), (1, 0));
     }
 
     #[test]

@@ -5,6 +5,7 @@ use crate::contract::SimContract;
 use crate::entropy::SimEntropy;
 use crate::env::{SimClock, SimNet, SimObserver, SimStore};
 use crate::scenario::{ContractKind, ContractSettings, Fault, Role, Scenario};
+use crate::users::byzantine::{spawn_attackers, ByzUserStats};
 use crate::users::SimUsers;
 use crate::world::{NetStats, World};
 use hotpocket_multisig_contract::DEFAULT_TIMEOUT_MS;
@@ -54,6 +55,7 @@ pub struct Report {
     /// Closes that a node later rolled back (never final ones).
     pub rolled_back: u64,
     pub beacon: BeaconSummary,
+    pub byzantine_users: ByzUserStats,
 }
 
 /// The random beacon over the run's final ledgers.
@@ -118,7 +120,12 @@ fn consensus_config(s: &Scenario, world: &World) -> ConsensusConfig {
 async fn simulate(s: Scenario, seed: u64, print_events: bool) -> Report {
     let handle = Handle::current();
     let wire = handle.create_node().name("wire").build();
-    let user_keys = derive_keys(seed, 0x7573_6572_0000_0000, s.users().len());
+    let mut user_keys = derive_keys(seed, 0x7573_6572_0000_0000, s.users().len());
+    user_keys.extend(derive_keys(
+        seed,
+        0x6279_7a00_0000_0000,
+        s.byzantine_users().len(),
+    ));
     let mut keys = derive_keys(seed, 0, s.nodes);
     if let Some(t) = &s.twins {
         keys.push(keys[t.node].clone());
@@ -128,6 +135,7 @@ async fn simulate(s: Scenario, seed: u64, print_events: bool) -> Report {
     world.lock().print_events = print_events;
     world.lock().checker.may_diverge = s.contract.kind == ContractKind::Multisig;
     world.lock().checker.outputs.kind = s.contract.kind;
+    world.lock().checker.outputs.unsourced_ok = s.honest().len() < s.nodes;
     let cfg = consensus_config(&s, &world);
     {
         let mut g = world.lock();
@@ -187,6 +195,7 @@ async fn simulate(s: Scenario, seed: u64, print_events: bool) -> Report {
         });
     }
 
+    spawn_attackers(&world, &s, seed);
     let mut timeline = s.timeline.clone();
     timeline.sort_by_key(|e| e.at_ms);
     for ev in timeline {
@@ -306,8 +315,6 @@ async fn node_main(
     };
     let limits = SessionLimits {
         roundtime_ms: cfg.roundtime_ms,
-        // The scenarios test consensus, not a user's rate limit.
-        max_messages_per_minute: 1_000_000,
         ..SessionLimits::default()
     };
     let users = SimUsers {
@@ -315,7 +322,12 @@ async fn node_main(
         node: i,
         rx: urx,
         sessions: Default::default(),
+        honest_limits: SessionLimits {
+            max_messages_per_minute: 1_000_000,
+            ..limits.clone()
+        },
         intake: Intake::new(limits, SimEntropy::for_boot(seed, i, boots)),
+        pending: Default::default(),
     };
     let roundtime = cfg.roundtime_ms;
     // The contract's state survived the crash, maybe ahead of the store
@@ -437,6 +449,7 @@ fn report(s: &Scenario, seed: u64, world: &Arc<World>) -> Report {
         inputs_taken,
         inputs_answered,
         rolled_back: g.checker.rolled_back,
+        byzantine_users: g.byz_users.clone(),
         beacon: {
             let b = &g.checker.beacon;
             let values: Vec<Hash> = b.values.values().flatten().copied().collect();

@@ -1,6 +1,7 @@
 //! Scenario files: who runs, on what network, with which faults, expecting what.
 //! The format is documented in `scenarios/README.md`.
 
+pub use crate::users::attack::AttackKind;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -30,6 +31,9 @@ pub struct Scenario {
     pub node_settings: Vec<NodeSettings>,
     #[serde(default)]
     pub workload: Vec<Workload>,
+    /// Users that attack the nodes' user sessions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub byzantine_users: Vec<ByzantineUsers>,
     #[serde(default)]
     pub timeline: Vec<TimelineEvent>,
     #[serde(default, rename = "expect")]
@@ -262,6 +266,25 @@ fn is_zero(v: &u64) -> bool {
     *v == 0
 }
 
+/// Byzantine users: `users` of them (one per listed node when unset), each
+/// connected to one of `nodes` (all when empty) in turn. Together they make
+/// one attack every `every_ms` from `start_ms` until `stop_ms`, taking
+/// turns; each attack is drawn from `attacks` (all kinds when empty).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ByzantineUsers {
+    #[serde(default)]
+    pub nodes: Vec<usize>,
+    #[serde(default)]
+    pub users: Option<usize>,
+    pub every_ms: u64,
+    #[serde(default)]
+    pub start_ms: u64,
+    pub stop_ms: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attacks: Vec<AttackKind>,
+}
+
 fn default_input_size() -> usize {
     64
 }
@@ -463,6 +486,23 @@ impl Scenario {
         out
     }
 
+    /// Every byzantine user, in order: (its `[[byzantine_users]]` table,
+    /// the node it uses). They are numbered after the honest users.
+    pub fn byzantine_users(&self) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        for (gi, g) in self.byzantine_users.iter().enumerate() {
+            let targets: Vec<usize> = if g.nodes.is_empty() {
+                (0..self.nodes).collect()
+            } else {
+                g.nodes.clone()
+            };
+            for u in 0..g.users.unwrap_or(targets.len()) {
+                out.push((gi, targets[u % targets.len()]));
+            }
+        }
+        out
+    }
+
     pub fn honest(&self) -> Vec<usize> {
         (0..self.nodes)
             .filter(|&i| self.role(i) == Role::Honest)
@@ -518,6 +558,17 @@ impl Scenario {
             }
             for &i in &w.nodes {
                 node_ok(i, "workload")?;
+            }
+        }
+        for g in &self.byzantine_users {
+            if g.every_ms == 0 {
+                return bad("byzantine_users every_ms must be positive".into());
+            }
+            if g.users == Some(0) {
+                return bad("byzantine_users users must be positive".into());
+            }
+            for &i in &g.nodes {
+                node_ok(i, "byzantine_users")?;
             }
         }
         for ev in &self.timeline {

@@ -5,13 +5,14 @@
 use crate::byzantine::MutationFault;
 use crate::checker::Checker;
 use crate::contract::ContractDisk;
-use crate::outputs::InputInfo;
+use crate::outputs::{InputInfo, Source};
 use crate::scenario::{Latency, NetworkSettings, Role, Scenario};
 use crate::twins::Twins;
+use crate::users::byzantine::{Attack, ByzUserStats, Overheard};
 use crate::users::{SimUser, UserMsg};
 use hotpocket_node::consensus::input_hash;
 use hotpocket_node::consensus::{Event, PeerMessage, Stats, VoteStatus};
-use hotpocket_node::contract::RunResult;
+use hotpocket_node::contract::{RunResult, UserInput};
 use hotpocket_node::crypto::{Hash, Hasher, Keypair, PubKey};
 use hotpocket_node::ledger::LedgerRecord;
 use madsim::runtime::NodeHandle;
@@ -80,6 +81,11 @@ pub struct Inner {
     pub net: NetStats,
     pub inputs_submitted: u64,
     pub inputs_dropped: u64,
+    /// What byzantine users did and what the nodes answered.
+    pub byz_users: ByzUserStats,
+    /// What byzantine users may learn of honest users (only kept when
+    /// there are byzantine users).
+    pub overheard: Option<Overheard>,
     /// Print every protocol event as it happens (`run --events`).
     pub print_events: bool,
     /// Open `mutate` windows: (node, peers, until ms, the fault).
@@ -111,12 +117,20 @@ impl World {
         user_keys: Vec<Keypair>,
         wire: NodeHandle,
     ) -> Arc<World> {
-        let users = scenario
-            .users()
-            .into_iter()
+        // Honest users first, then byzantine ones: `user_keys` holds both.
+        let honest_users = scenario.users().into_iter().map(|u| (u, false));
+        let byz_users = scenario.byzantine_users().into_iter().map(|u| (u, true));
+        let users = honest_users
+            .chain(byz_users)
             .zip(user_keys)
-            .map(|((_, node), key)| SimUser { key, node })
+            .map(|(((_, node), byzantine), key)| SimUser {
+                key,
+                node,
+                byzantine,
+                seen: None,
+            })
             .collect();
+        let overheard = (!scenario.byzantine_users.is_empty()).then(Overheard::default);
         let nodes: Vec<NodeSlot> = keys
             .into_iter()
             .enumerate()
@@ -179,6 +193,8 @@ impl World {
                 net: NetStats::default(),
                 inputs_submitted: 0,
                 inputs_dropped: 0,
+                byz_users: ByzUserStats::default(),
+                overheard,
                 print_events: false,
                 mutations: Vec::new(),
                 twins: (scenario.twins.clone())
@@ -452,8 +468,16 @@ impl World {
     pub fn submit(&self, u: usize, key: String, payload: Vec<u8>) {
         let mut g = self.lock();
         let i = g.users[u].node;
+        if let Some(o) = &mut g.overheard {
+            o.keys.insert(u, key.clone());
+        }
+        let msg = UserMsg::Input {
+            user: u,
+            key,
+            payload,
+        };
         let ok = match &g.nodes[i].users {
-            Some(tx) if g.nodes[i].alive => tx.send((u, key, payload)).is_ok(),
+            Some(tx) if g.nodes[i].alive => tx.send(msg).is_ok(),
             _ => false,
         };
         if ok {
@@ -463,21 +487,40 @@ impl World {
         }
     }
 
-    /// Node `i` took user `u`'s input as `body` into consensus.
-    pub fn input_taken(&self, i: usize, u: usize, key: String, body: &[u8]) {
+    /// Byzantine user `u` tries `attack` on its node, if it is up.
+    pub fn attack(&self, u: usize, attack: Attack) {
+        let mut g = self.lock();
+        let i = g.users[u].node;
+        let ok = match &g.nodes[i].users {
+            Some(tx) if g.nodes[i].alive => tx.send(UserMsg::Attack { user: u, attack }).is_ok(),
+            _ => false,
+        };
+        if !ok {
+            g.byz_users.not_delivered += 1;
+        }
+    }
+
+    /// Node `i` took user `u`'s input as `body` into consensus; `source`
+    /// says whether the user was honest and the node right to take it.
+    pub fn input_taken(&self, i: usize, u: usize, key: String, body: &[u8], source: Source) {
         let at_ms = self.now();
         let h = input_hash(body);
         let mut g = self.lock();
         self.record(&mut g, i, &h.0);
-        g.checker.outputs.inputs.insert(
-            h,
-            InputInfo {
-                user: u,
-                node: i,
-                key,
-                at_ms,
-            },
-        );
+        let owner = g.users[u].key.public();
+        let claimed = UserInput::decode(body).map(|b| b.user);
+        let info = InputInfo {
+            user: u,
+            node: i,
+            key,
+            at_ms,
+            source,
+        };
+        let mut found = Vec::new();
+        g.checker.outputs.taken(h, info, claimed, owner, &mut found);
+        for v in found {
+            g.checker.violate(at_ms, format!("node {i}: {v}"));
+        }
     }
 
     /// Node `i` delivered ledger `seq`'s outputs to its users `to`.

@@ -4,6 +4,7 @@
 use hotpocket_node::crypto::Hash;
 use hotpocket_sim::fuzz::fuzzed;
 use hotpocket_sim::randomness::summarise;
+use hotpocket_sim::scenario::AttackKind;
 use hotpocket_sim::{run, Scenario};
 use std::path::PathBuf;
 
@@ -151,6 +152,58 @@ fn fuzz_users_partition() {
 fn fuzz_users_crash() {
     sweep("users-crash", 0..30);
 }
+#[test]
+fn fuzz_byzantine_users() {
+    sweep("byzantine-users", 0..20);
+}
+
+#[test]
+fn byzantine_users_attack_with_every_kind_and_are_refused() {
+    let r = run(&load("byzantine-users"), 4);
+    assert!(r.passed, "{:?}", r.violations);
+    let b = &r.byzantine_users;
+    assert_eq!((b.wrongly_accepted, b.misjudged), (0, 0));
+    for kind in AttackKind::ALL {
+        let refused = b.refused.get(kind.name()).copied().unwrap_or(0);
+        assert!(refused >= 5, "{}: {b:?}", kind.name());
+    }
+    assert!(b.inputs_taken > 100, "{b:?}");
+    // Honest users' inputs alone: every one answered.
+    assert!(
+        r.inputs_taken > 1000 && r.inputs_answered == r.inputs_taken,
+        "{r:?}"
+    );
+}
+
+#[test]
+fn byzantine_users_tables_are_checked() {
+    let dir = std::env::temp_dir().join(format!("hps-byz-users-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let base = "name = \"x\"\nduration_ms = 1000\nnodes = 3\n[[byzantine_users]]\nevery_ms = 100\nstop_ms = 900\n";
+    for (extra, why) in [
+        ("nodes = [3]\n", "byzantine_users names node 3"),
+        ("users = 0\n", "byzantine_users users must be positive"),
+        ("attacks = [\"bribery\"]\n", "unknown variant `bribery`"),
+        ("behaviour = \"evil\"\n", "unknown field `behaviour`"),
+    ] {
+        let f = dir.join("bad.toml");
+        std::fs::write(&f, format!("{base}{extra}")).unwrap();
+        let err = Scenario::load(&f).unwrap_err().to_string();
+        assert!(err.contains(why), "{extra}: {err}");
+    }
+    let f = dir.join("good.toml");
+    std::fs::write(
+        &f,
+        format!("{base}attacks = [\"oversize\", \"malformed\"]\n"),
+    )
+    .unwrap();
+    let s = Scenario::load(&f).unwrap();
+    assert_eq!(s.byzantine_users(), vec![(0, 0), (0, 1), (0, 2)]);
+    // every_ms = 0 is refused too.
+    std::fs::write(&f, base.replace("every_ms = 100", "every_ms = 0")).unwrap();
+    assert!(Scenario::load(&f).is_err());
+}
+
 #[test]
 fn fuzz_history_liar() {
     sweep("history-liar", 0..30);

@@ -94,3 +94,27 @@ fn outputs_go_to_every_connection_of_their_user_except_empty_ones() {
     );
     assert!(outputs_for(&run, Vec::<(u8, PubKey)>::new()).is_empty());
 }
+
+#[test]
+fn a_session_opened_with_other_limits_keeps_them_and_draws_the_same_entropy() {
+    let mut intake = intake();
+    let k = Keypair::from_seed([1; 32]);
+    let tight = SessionLimits {
+        max_messages_per_minute: 2,
+        ..SessionLimits::default()
+    };
+    let (mut s, msg) = intake.open_with(tight);
+    let v: Value = serde_json::from_str(&msg).unwrap();
+    assert_eq!(v["challenge"], hex::encode((0..16).collect::<Vec<u8>>()));
+    let helo = answer_challenge(&k, &msg, NOW / 1000).unwrap();
+    assert!(s.on_message(NOW, helo.as_bytes(), true).is_empty());
+    assert_eq!(s.on_message(NOW, b"a", false).len(), 1);
+    assert!(
+        matches!(&s.on_message(NOW, b"b", false)[..], [Reply::Close(m)] if m.contains("too many"))
+    );
+    // The intake's own sessions are unchanged, and the stream went on.
+    let (_, next) = intake.open();
+    let v: Value = serde_json::from_str(&next).unwrap();
+    assert_eq!(v["challenge"], hex::encode((16..32).collect::<Vec<u8>>()));
+    assert_eq!(intake.limits(), &SessionLimits::default());
+}

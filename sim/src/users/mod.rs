@@ -2,15 +2,23 @@
 //! handshake (`users::Session`), sends key-value commands and receives the
 //! certified outputs. The node side here is what the websocket server is to
 //! the real node; the checks on what users receive live in `outputs`.
+//! Byzantine users (`byzantine`) go through the same sessions.
+
+pub mod attack;
+pub mod byzantine;
 
 use crate::entropy::SimEntropy;
+use crate::outputs::Source;
 use crate::world::{World, EPOCH_MS};
+use byzantine::Attack;
 use hotpocket_node::consensus::Withheld;
 use hotpocket_node::contract::RunResult;
 use hotpocket_node::crypto::{Keypair, PubKey};
 use hotpocket_node::env::Users;
-use hotpocket_node::users::{answer_challenge, outputs_for, Action, Intake, Session};
-use std::collections::BTreeMap;
+use hotpocket_node::users::{
+    answer_challenge, outputs_for, Action, Intake, Session, SessionLimits,
+};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -18,10 +26,23 @@ pub struct SimUser {
     pub key: Keypair,
     /// The node this user connects to.
     pub node: usize,
+    pub byzantine: bool,
+    /// A byzantine user's latest challenge, with a helo answering it.
+    pub seen: Option<(String, String)>,
 }
 
-/// A command a user sends: (user, the kv key it sets, the whole message).
-pub type UserMsg = (usize, String, Vec<u8>);
+pub enum UserMsg {
+    /// An honest user's command, setting kv key `key`.
+    Input {
+        user: usize,
+        key: String,
+        payload: Vec<u8>,
+    },
+    Attack {
+        user: usize,
+        attack: Attack,
+    },
+}
 
 /// A node's user-facing side: one session per user that connected to it
 /// since it booted.
@@ -30,8 +51,15 @@ pub struct SimUsers {
     pub node: usize,
     pub rx: UnboundedReceiver<UserMsg>,
     pub sessions: BTreeMap<usize, Session>,
-    /// What the websocket server also does: challenges and stamps.
+    /// What the websocket server also does: challenges and stamps. Its
+    /// limits are the node's; byzantine users meet them.
     pub intake: Intake<SimEntropy>,
+    /// Honest users' sessions are let past the rate limits: the scenarios
+    /// load the nodes to test consensus, not a user's rate limit.
+    pub honest_limits: SessionLimits,
+    /// Inputs taken and not yet handed to the node (an attack may give
+    /// several at once).
+    pub pending: VecDeque<Vec<u8>>,
 }
 
 impl SimUsers {
@@ -50,7 +78,7 @@ impl SimUsers {
     /// Connects user `u`: the node challenges, the user signs, the node
     /// checks. Any refusal is a violation: these users are honest.
     fn connect(&mut self, u: usize, now: u64) -> Option<Session> {
-        let (mut session, msg) = self.intake.open();
+        let (mut session, msg) = self.intake.open_with(self.honest_limits.clone());
         let key = self.world.lock().users[u].key.clone();
         let Ok(helo) = answer_challenge(&key, &msg, (EPOCH_MS + self.world.now()) / 1000) else {
             self.world.violation(format!(
@@ -67,12 +95,15 @@ impl SimUsers {
             ));
             return None;
         }
+        if let Some(o) = &mut self.world.lock().overheard {
+            o.helos.insert(u, helo);
+        }
         Some(session)
     }
 
     /// Feeds one message through the user's session; returns the body to
     /// submit, if the session made it an input.
-    fn take(&mut self, (u, key, payload): UserMsg) -> Option<Vec<u8>> {
+    fn take(&mut self, u: usize, key: String, payload: Vec<u8>) -> Option<Vec<u8>> {
         let now = self.now_ms();
         if !self.sessions.contains_key(&u) {
             let s = self.connect(u, now)?;
@@ -83,7 +114,8 @@ impl SimUsers {
         for action in self.intake.act(now, replies) {
             match action {
                 Action::Submit(body) => {
-                    self.world.input_taken(self.node, u, key, &body);
+                    self.world
+                        .input_taken(self.node, u, key, &body, Source::Honest);
                     return Some(body);
                 }
                 Action::Send(m) | Action::Close(m) => {
@@ -99,10 +131,18 @@ impl SimUsers {
 impl Users for SimUsers {
     async fn recv(&mut self) -> Option<Vec<u8>> {
         loop {
+            if let Some(body) = self.pending.pop_front() {
+                return Some(body);
+            }
             let msg = self.rx.recv().await?;
             // Everything after the await is synchronous: cancel-safe.
-            if let Some(body) = self.take(msg) {
-                return Some(body);
+            match msg {
+                UserMsg::Input { user, key, payload } => {
+                    if let Some(body) = self.take(user, key, payload) {
+                        return Some(body);
+                    }
+                }
+                UserMsg::Attack { user, attack } => self.attack(user, attack),
             }
         }
     }
@@ -123,3 +163,6 @@ impl Users for SimUsers {
         self.world.outputs_withheld(self.node, seq, told);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,373 @@
+//! Byzantine users: they connect through the node's real `Session` and
+//! `Intake`, like honest ones, and try the attacks of `attack`. Every
+//! refusal the plan expects is counted; every message the node takes or
+//! lets pass when it should refuse it (or refuses for another reason, or
+//! refuses when it should take it) is a violation.
+
+use super::attack::{plan, Ctx, Expect, Victim};
+use super::SimUsers;
+use crate::outputs::Source;
+use crate::scenario::{AttackKind, Scenario};
+use crate::world::{World, EPOCH_MS};
+use hotpocket_node::contract::UserInput;
+use hotpocket_node::crypto::PubKey;
+use hotpocket_node::users::{helo_message, Action};
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// One attack, to be planned at the node once its challenge is known. The
+/// seed fixes every choice the plan makes.
+#[derive(Clone, Copy, Debug)]
+pub struct Attack {
+    pub kind: AttackKind,
+    pub seed: u64,
+}
+
+/// What byzantine users may learn of honest ones: a helo each sent (for
+/// its own challenge) and a kv key each wrote.
+#[derive(Default)]
+pub struct Overheard {
+    pub helos: BTreeMap<usize, String>,
+    pub keys: BTreeMap<usize, String>,
+}
+
+/// The run report's account of byzantine users, by attack kind.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ByzUserStats {
+    pub attacks: BTreeMap<String, u64>,
+    /// Attacks on a node that was down.
+    pub not_delivered: u64,
+    /// Messages the nodes refused, as they should.
+    pub refused: BTreeMap<String, u64>,
+    /// Inputs the nodes rightly took: in the sender's own key, within the
+    /// limits.
+    pub inputs_taken: u64,
+    /// Messages a node took or let pass that it should have refused.
+    pub wrongly_accepted: u64,
+    /// Messages a node misjudged otherwise: refused for another reason
+    /// than expected, or refused when it should have taken them.
+    pub misjudged: u64,
+}
+
+impl ByzUserStats {
+    pub fn refused_total(&self) -> u64 {
+        self.refused.values().sum()
+    }
+
+    /// One line for the text report.
+    pub fn line(&self) -> String {
+        let kinds: Vec<String> = self
+            .refused
+            .iter()
+            .map(|(k, n)| format!("{} {n}", k.replace('_', " ")))
+            .collect();
+        format!(
+            "byzantine users: {} attacks ({} on a node that was down), {} messages refused ({}), {} wrongly accepted, {} misjudged; {} inputs taken within the limits",
+            self.attacks.values().sum::<u64>(),
+            self.not_delivered,
+            self.refused_total(),
+            kinds.join(", "),
+            self.wrongly_accepted,
+            self.misjudged,
+            self.inputs_taken,
+        )
+    }
+}
+
+/// What the node did with one message, when it did what it should.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Opened,
+    Taken,
+    Ignored,
+    Refused,
+}
+
+/// What the node did with one message, when it did not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Misjudged {
+    /// It took the message, or let it through, instead of refusing it.
+    pub accepted: bool,
+    pub what: String,
+}
+
+/// The error text of a refusal (the session sends it as JSON).
+fn error_text(msg: &str) -> String {
+    serde_json::from_str::<Value>(msg)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(String::from))
+        .unwrap_or_else(|| msg.to_string())
+}
+
+/// Judges the node's `actions` for a message `sent` by the user holding
+/// `own`, after which its session is open for `user_after` (if anyone) and
+/// `closed_after`.
+pub fn judge(
+    expect: &Expect,
+    own: PubKey,
+    sent: &[u8],
+    actions: &[Action],
+    user_after: Option<PubKey>,
+    closed_after: bool,
+) -> Result<Outcome, Misjudged> {
+    let wrong = |accepted: bool, what: String| Err(Misjudged { accepted, what });
+    let took = actions.iter().any(|a| matches!(a, Action::Submit(_)));
+    let opened_other = user_after.is_some_and(|u| u != own);
+    if opened_other {
+        return wrong(
+            true,
+            format!("opened the session for {user_after:?}, not the sender's own key {own:?}"),
+        );
+    }
+    match expect {
+        Expect::Open => match (actions, user_after) {
+            ([], Some(_)) => Ok(Outcome::Opened),
+            _ => wrong(false, format!("refused a valid helo: {actions:?}")),
+        },
+        Expect::Input => match actions {
+            [Action::Submit(body)] => match UserInput::decode(body) {
+                Some(i) if i.user == own && i.payload == sent => Ok(Outcome::Taken),
+                Some(i) if i.user != own => {
+                    wrong(true, format!("took the input in the name of {:?}", i.user))
+                }
+                _ => wrong(true, "took another input than the one sent".into()),
+            },
+            _ => wrong(false, format!("did not take a valid input: {actions:?}")),
+        },
+        Expect::Nothing => match actions {
+            [] => Ok(Outcome::Ignored),
+            _ => wrong(took, format!("answered a message it should ignore: {actions:?}")),
+        },
+        Expect::Closed(why) => match actions {
+            [Action::Close(m)] if error_text(m).contains(why) && closed_after => {
+                Ok(Outcome::Refused)
+            }
+            [Action::Close(m)] => wrong(false, format!("refused it, but not for {why:?}: {m}")),
+            _ => wrong(
+                true,
+                format!("did not refuse it (it should close the session: {why}); it answered {actions:?}"),
+            ),
+        },
+        Expect::Dropped(why) => match actions {
+            [Action::Send(m)] if error_text(m).contains(why) && !closed_after => {
+                Ok(Outcome::Refused)
+            }
+            _ if took || actions.is_empty() => wrong(
+                true,
+                format!("did not drop it (it should say: {why}); it answered {actions:?}"),
+            ),
+            _ => wrong(false, format!("refused it, but not by dropping it ({why}): {actions:?}")),
+        },
+    }
+}
+
+/// The kv key a `set KEY VALUE` body sets ("" for anything else).
+fn kv_key(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body.get(..200).unwrap_or(body));
+    let mut parts = text.splitn(3, ' ');
+    match (parts.next(), parts.next()) {
+        (Some("set"), Some(k)) => k.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// The challenge string in a node's `public_challenge` message.
+fn challenge_of(msg: &str) -> Option<String> {
+    let v: Value = serde_json::from_str(msg).ok()?;
+    Some(v.get("challenge")?.as_str()?.to_string())
+}
+
+impl SimUsers {
+    /// Byzantine user `u` tries `a` on this node: a new connection, its
+    /// messages fed through the session one by one, each answer judged.
+    pub(super) fn attack(&mut self, u: usize, a: Attack) {
+        let now = self.now_ms();
+        let now_s = (EPOCH_MS + self.world.now()) / 1000;
+        let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
+        let (key, old, victim) = {
+            let g = self.world.lock();
+            let honest: Vec<usize> = (0..g.users.len())
+                .filter(|&v| !g.users[v].byzantine)
+                .collect();
+            let victim = (!honest.is_empty()).then(|| {
+                let v = honest[(rng.next_u64() % honest.len() as u64) as usize];
+                let heard = g.overheard.as_ref();
+                Victim {
+                    key: g.users[v].key.public(),
+                    kv_key: heard.and_then(|o| o.keys.get(&v).cloned()),
+                    helo: heard.and_then(|o| o.helos.get(&v).cloned()),
+                }
+            });
+            (g.users[u].key.clone(), g.users[u].seen.clone(), victim)
+        };
+        let (mut session, msg) = self.intake.open();
+        let Some(challenge) = challenge_of(&msg) else {
+            self.world.violation(format!(
+                "node {} sent a challenge with no challenge string: {msg}",
+                self.node
+            ));
+            return;
+        };
+        // A second connection, left unanswered, whose challenge the first
+        // answers.
+        let other = (a.kind == AttackKind::ReplayedChallenge)
+            .then(|| challenge_of(&self.intake.open().1))
+            .flatten();
+        let limits = self.intake.limits().clone();
+        let ctx = Ctx {
+            key: &key,
+            user: u,
+            challenge: &challenge,
+            other_challenge: other.as_deref(),
+            old: old.as_ref(),
+            victim: victim.as_ref(),
+            now_s,
+            limits: &limits,
+        };
+        let own = key.public();
+        let mut tally = Tally::default();
+        for step in plan(a.kind, &mut rng, &ctx) {
+            let replies = session.on_message(now, &step.bytes, step.text);
+            let actions = self.intake.act(now, replies);
+            let verdict = judge(
+                &step.expect,
+                own,
+                &step.bytes,
+                &actions,
+                session.user(),
+                session.is_closed(),
+            );
+            let source = match &verdict {
+                Ok(_) => Source::Byzantine,
+                Err(m) => {
+                    Source::Refusable(format!("{} ({}): {}", a.kind.name(), step.what, m.what))
+                }
+            };
+            for action in actions {
+                if let Action::Submit(body) = action {
+                    self.world.input_taken(
+                        self.node,
+                        u,
+                        kv_key(&step.bytes),
+                        &body,
+                        source.clone(),
+                    );
+                    self.pending.push_back(body);
+                }
+            }
+            match verdict {
+                Ok(Outcome::Refused) => tally.refused += 1,
+                Ok(Outcome::Taken) => tally.taken += 1,
+                Ok(_) => {}
+                Err(m) => tally.misjudged.push((
+                    m.accepted,
+                    format!(
+                        "node {} misjudged byzantine user {u}'s {} message ({}): {}",
+                        self.node,
+                        a.kind.name(),
+                        step.what,
+                        m.what
+                    ),
+                )),
+            }
+        }
+        // A session the node opened (for anyone) serves outputs from now
+        // on, as the websocket server's would: the output checks then see
+        // whatever a wrongly opened session receives.
+        if session.user().is_some() && !session.is_closed() {
+            self.sessions.insert(u, session);
+        }
+        let remembered = (challenge.clone(), helo_message(&key, &challenge, now_s));
+        self.world.attacked(self.node, u, a.kind, tally, remembered);
+    }
+}
+
+/// What one attack came to.
+#[derive(Default)]
+pub struct Tally {
+    pub refused: u64,
+    pub taken: u64,
+    /// (accepted, violation) for each misjudged message.
+    pub misjudged: Vec<(bool, String)>,
+}
+
+impl World {
+    /// Byzantine user `u`'s attack of `kind` at node `i` came to `tally`;
+    /// the user remembers `seen`, its challenge and a helo answering it.
+    pub fn attacked(
+        &self,
+        i: usize,
+        u: usize,
+        kind: AttackKind,
+        tally: Tally,
+        seen: (String, String),
+    ) {
+        let t = self.now();
+        let mut g = self.lock();
+        let mut tag = vec![b'a', kind as u8];
+        tag.extend_from_slice(&(u as u64).to_le_bytes());
+        tag.extend_from_slice(&tally.refused.to_le_bytes());
+        tag.extend_from_slice(&tally.taken.to_le_bytes());
+        self.record(&mut g, i, &tag);
+        let s = &mut g.byz_users;
+        *s.attacks.entry(kind.name().into()).or_default() += 1;
+        if tally.refused > 0 {
+            *s.refused.entry(kind.name().into()).or_default() += tally.refused;
+        }
+        s.inputs_taken += tally.taken;
+        for (accepted, _) in &tally.misjudged {
+            if *accepted {
+                s.wrongly_accepted += 1;
+            } else {
+                s.misjudged += 1;
+            }
+        }
+        for (_, v) in tally.misjudged {
+            g.checker.violate(t, v);
+        }
+        g.users[u].seen = Some(seen);
+    }
+}
+
+/// Starts each `[[byzantine_users]]` table's attackers: one attack every
+/// `every_ms`, the users taking turns, each kind and plan drawn from a
+/// stream of the run's seed.
+pub fn spawn_attackers(world: &Arc<World>, s: &Scenario, seed: u64) {
+    let all = s.byzantine_users();
+    let first = s.users().len();
+    for (gi, g) in s.byzantine_users.iter().enumerate() {
+        let mine: Vec<usize> = (0..all.len())
+            .filter(|&b| all[b].0 == gi)
+            .map(|b| first + b)
+            .collect();
+        let kinds = if g.attacks.is_empty() {
+            AttackKind::ALL.to_vec()
+        } else {
+            g.attacks.clone()
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6279_7a75_7365_7273 ^ ((gi as u64) << 48));
+        let (world, g) = (world.clone(), g.clone());
+        madsim::task::spawn(async move {
+            let mut k = 0usize;
+            let mut t = g.start_ms;
+            while t < g.stop_ms {
+                madsim::time::sleep_until(world.instant_at(t)).await;
+                let u = mine[k % mine.len()];
+                let kind = kinds[(rng.next_u64() % kinds.len() as u64) as usize];
+                world.attack(
+                    u,
+                    Attack {
+                        kind,
+                        seed: rng.next_u64(),
+                    },
+                );
+                k += 1;
+                t += g.every_ms;
+            }
+        });
+    }
+}
