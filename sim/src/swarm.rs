@@ -10,8 +10,8 @@
 
 use crate::fuzz::{add_crashes, pick_u};
 use crate::scenario::{
-    ConsensusSettings, Expectation, Fault, Latency, NetworkSettings, NodeSettings, Role, Scenario,
-    TimelineEvent, Workload,
+    ByzantineUsers, ConsensusSettings, Expectation, Fault, Latency, NetworkSettings, NodeSettings,
+    Role, Scenario, TimelineEvent, Workload,
 };
 use crate::twins::Twins;
 use hotpocket_node::consensus::threshold;
@@ -183,6 +183,18 @@ pub fn draw(base: &Scenario, r: &SwarmRanges, seed: u64) -> Scenario {
         keys: 100,
     }];
 
+    // One run in four adds byzantine users on every node.
+    s.byzantine_users.clear();
+    if rng.next_u64().is_multiple_of(4) {
+        s.byzantine_users.push(ByzantineUsers {
+            nodes: vec![],
+            users: None,
+            every_ms: pick_u(&mut rng, [50, 400]),
+            start_ms: 300,
+            stop_ms: s.duration_ms.saturating_sub(2 * roundtime),
+            attacks: vec![],
+        });
+    }
     s.timeline.clear();
     let mut at = 2 * roundtime;
     for _ in 0..pick(&mut rng, r.partitions, [0, 2]) {
@@ -280,13 +292,14 @@ pub fn draw(base: &Scenario, r: &SwarmRanges, seed: u64) -> Scenario {
         .iter()
         .map(|(id, role)| format!("n{id} {}", role_name(*role)))
         .collect();
-    s.description =
-        format!(
+    s.description = format!(
         "swarm: {n} nodes, {b} byzantine [{}] (safety bound {bound}), roundtime {roundtime} ms, \
          stage {slice}%, thresholds {t1}/{t2}/{t3}, close {close}% ({needed} of {n}), {} faults, \
+         {} byzantine user tables, \
          liveness {}",
         roles.join(", "),
         s.timeline.len(),
+        s.byzantine_users.len(),
         match (live, timely) {
             (true, _) => "expected",
             (false, true) => "not expected (too few honest)",
