@@ -475,7 +475,7 @@ mod tests {
         let mut v = Vec::new();
         c.on_delivered(0, 1, &r, &[(5, b"ok b5-1\n".to_vec())], &mut v);
         assert!(v.is_empty(), "{v:?}");
-        c.check_all_answered(&[0], 100, &mut v);
+        c.check_all_answered(&[0], 0..=100, &mut v);
         assert_eq!(v.len(), 1, "{v:?}");
         assert!(v[0].contains("user 0 never got"), "{v:?}");
         assert_eq!(c.summary(), (1, 0));
