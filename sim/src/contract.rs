@@ -6,9 +6,10 @@
 //! its end (a run that takes time sleeps first), so a crash cannot split
 //! one.
 
+use crate::latency::sample;
 use crate::npl_host::{run_multisig, SimTransport};
 use crate::scenario::{ContractKind, Latency};
-use crate::world::{sample, World};
+use crate::world::World;
 use hotpocket_contract::{parse_description, Contract, MemState, Run};
 use hotpocket_kv_contract::Kv;
 use hotpocket_node::contract::{describe, ExecResult, FdlistFormat};

@@ -12,6 +12,7 @@ pub mod contract;
 pub mod entropy;
 pub mod env;
 pub mod fuzz;
+pub mod latency;
 pub mod npl_check;
 pub mod npl_host;
 pub mod outputs;

@@ -1,7 +1,9 @@
 //! Scenario files: who runs, on what network, with which faults, expecting what.
 //! The format is documented in `scenarios/README.md`.
 
-pub use crate::users::attack::AttackKind;
+pub use crate::fuzz::FuzzRanges;
+pub use crate::latency::Latency;
+pub use crate::users::attack::{AttackKind, ByzantineUsers};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -108,27 +110,6 @@ impl ContractSettings {
     fn is_default(&self) -> bool {
         *self == ContractSettings::default()
     }
-}
-
-/// A one-way link delay distribution, in milliseconds.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "dist", rename_all = "lowercase", deny_unknown_fields)]
-pub enum Latency {
-    Fixed {
-        ms: u64,
-    },
-    Uniform {
-        min: u64,
-        max: u64,
-    },
-    /// Uniform in `min..=max`, except `tail_pct` percent of messages that
-    /// take up to `tail_max`: a congested or long-haul link.
-    Tail {
-        min: u64,
-        max: u64,
-        tail_pct: f64,
-        tail_max: u64,
-    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -266,25 +247,6 @@ fn is_zero(v: &u64) -> bool {
     *v == 0
 }
 
-/// Byzantine users: `users` of them (one per listed node when unset), each
-/// connected to one of `nodes` (all when empty) in turn. Together they make
-/// one attack every `every_ms` from `start_ms` until `stop_ms`, taking
-/// turns; each attack is drawn from `attacks` (all kinds when empty).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ByzantineUsers {
-    #[serde(default)]
-    pub nodes: Vec<usize>,
-    #[serde(default)]
-    pub users: Option<usize>,
-    pub every_ms: u64,
-    #[serde(default)]
-    pub start_ms: u64,
-    pub stop_ms: u64,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub attacks: Vec<AttackKind>,
-}
-
 fn default_input_size() -> usize {
     64
 }
@@ -408,26 +370,6 @@ pub enum Expectation {
         #[serde(default)]
         min_random_pct: u64,
     },
-}
-
-/// Ranges the fuzzer draws from, one draw per seed.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct FuzzRanges {
-    pub loss_pct: Option<[f64; 2]>,
-    pub duplicate_pct: Option<[f64; 2]>,
-    pub reorder_pct: Option<[f64; 2]>,
-    pub latency_min_ms: Option<[u64; 2]>,
-    pub latency_max_ms: Option<[u64; 2]>,
-    pub clock_offset_ms: Option<[i64; 2]>,
-    pub clock_drift_ppm: Option<[i64; 2]>,
-    /// Each timeline event moves by up to this much, either way.
-    pub timeline_jitter_ms: Option<u64>,
-    /// Adds this many crash-and-restart pairs of random honest nodes, at
-    /// random times in the first 70% of the run.
-    pub random_crashes: Option<[u64; 2]>,
-    /// The honest nodes random crashes pick from (all when unset).
-    pub random_crash_nodes: Option<Vec<usize>>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -97,6 +97,28 @@ impl Twins {
             .is_some_and(|g| g.contains(&node))
     }
 
+    /// Where a frame from `from` to `to` goes at `now` (ms), and whether
+    /// the split cuts it: a node's frames for the twin's key reach the copy
+    /// it is with this round, and each copy reaches only the nodes with it.
+    pub fn route(
+        &self,
+        second: usize,
+        roundtime: u64,
+        from: usize,
+        to: usize,
+        now: u64,
+    ) -> (usize, bool) {
+        let round = now / roundtime;
+        let to = if to == self.node && self.with_second(from, round) {
+            second
+        } else {
+            to
+        };
+        let cut = (from == self.node && self.with_second(to, round))
+            || (from == second && (!self.second_alive(round) || !self.with_second(to, round)));
+        (to, cut)
+    }
+
     /// Whether the second copy is still in the game in `round`.
     pub fn second_alive(&self, round: u64) -> bool {
         round < self.from_round + self.split.len() as u64 * self.step_rounds

@@ -89,7 +89,7 @@ pub struct Inner {
     /// Print every protocol event as it happens (`run --events`).
     pub print_events: bool,
     /// Open `mutate` windows: (node, peers, until ms, the fault).
-    mutations: Vec<(usize, Vec<usize>, u64, MutationFault)>,
+    pub(crate) mutations: Vec<(usize, Vec<usize>, u64, MutationFault)>,
     /// Twins: the schedule, the second copy's slot and the round length.
     twins: Option<(Twins, usize, u64)>,
 }
@@ -105,7 +105,7 @@ pub struct World {
 }
 
 /// Parts per million, for integer probability draws.
-fn ppm(pct: f64) -> u64 {
+pub(crate) fn ppm(pct: f64) -> u64 {
     (pct * 10_000.0).round().clamp(0.0, 1_000_000.0) as u64
 }
 
@@ -280,7 +280,7 @@ impl World {
         let now = self.now();
         let mut g = self.lock();
         let (to, cut) = match &g.twins {
-            Some(tw) => twin_route(tw, from, to, now),
+            Some((t, second, roundtime)) => t.route(*second, *roundtime, from, to, now),
             None => (to, false),
         };
         if cut {
@@ -320,7 +320,7 @@ impl World {
         };
         let sender = g.nodes[from].key.public();
         for _ in 0..copies {
-            let mut delay = sample(&mut g.rng, latency);
+            let mut delay = crate::latency::sample(&mut g.rng, latency);
             if g.rng.next_u64() % 1_000_000 < ppm(g.network.reorder_pct) {
                 delay += g.rng.next_u64() % (g.network.reorder_extra_ms + 1);
             }
@@ -436,26 +436,6 @@ impl World {
                 }
             }
         }
-    }
-
-    /// Opens a `mutate` window on `node`'s links to `to` (all when empty).
-    pub fn open_mutation(&self, node: usize, to: Vec<usize>, for_ms: u64, fault: MutationFault) {
-        let until = self.now() + for_ms;
-        let mut g = self.lock();
-        g.mutations.retain(|m| m.2 > until - for_ms);
-        g.mutations.push((node, to, until, fault));
-    }
-
-    /// The `mutate` window open now on the link `from` → `to`, if any.
-    pub fn mutation(&self, from: usize, to: usize) -> Option<MutationFault> {
-        let now = self.now();
-        let g = self.lock();
-        g.mutations
-            .iter()
-            .find(|(n, peers, until, _)| {
-                *n == from && now < *until && (peers.is_empty() || peers.contains(&to))
-            })
-            .map(|m| m.3)
     }
 
     pub fn heal(&self) {
@@ -580,46 +560,6 @@ impl World {
         n.users = None;
         n.disk.unsynced.clear();
         self.record(&mut g, i, b"crash");
-    }
-}
-
-/// Where a frame from `from` to `to` goes with twins about, and whether
-/// the split cuts it: a node's frames for the twin's key reach the copy it
-/// is with this round, and each copy reaches only the nodes with it.
-fn twin_route(
-    (t, second, roundtime): &(Twins, usize, u64),
-    from: usize,
-    to: usize,
-    now: u64,
-) -> (usize, bool) {
-    let round = now / roundtime;
-    let to = if to == t.node && t.with_second(from, round) {
-        *second
-    } else {
-        to
-    };
-    let cut = (from == t.node && t.with_second(to, round))
-        || (from == *second && (!t.second_alive(round) || !t.with_second(to, round)));
-    (to, cut)
-}
-
-pub(crate) fn sample(rng: &mut ChaCha8Rng, l: Latency) -> u64 {
-    let between = |rng: &mut ChaCha8Rng, lo: u64, hi: u64| lo + rng.next_u64() % (hi - lo + 1);
-    match l {
-        Latency::Fixed { ms } => ms,
-        Latency::Uniform { min, max } => between(rng, min, max),
-        Latency::Tail {
-            min,
-            max,
-            tail_pct,
-            tail_max,
-        } => {
-            if rng.next_u64() % 1_000_000 < ppm(tail_pct) {
-                between(rng, max, tail_max.max(max))
-            } else {
-                between(rng, min, max)
-            }
-        }
     }
 }
 

@@ -68,6 +68,28 @@ fn nudge(rng: &mut ChaCha8Rng, v: u64) -> u64 {
     }
 }
 
+impl crate::world::World {
+    /// Opens a `mutate` window on `node`'s links to `to` (all when empty).
+    pub fn open_mutation(&self, node: usize, to: Vec<usize>, for_ms: u64, fault: MutationFault) {
+        let until = self.now() + for_ms;
+        let mut g = self.lock();
+        g.mutations.retain(|m| m.2 > until - for_ms);
+        g.mutations.push((node, to, until, fault));
+    }
+
+    /// The `mutate` window open now on the link `from` → `to`, if any.
+    pub fn mutation(&self, from: usize, to: usize) -> Option<MutationFault> {
+        let now = self.now();
+        let g = self.lock();
+        g.mutations
+            .iter()
+            .find(|(n, peers, until, _)| {
+                *n == from && now < *until && (peers.is_empty() || peers.contains(&to))
+            })
+            .map(|m| m.3)
+    }
+}
+
 impl Byzantine {
     /// Applies `fault` to one outgoing frame; an empty result drops it.
     pub(super) fn mutate(&mut self, bytes: Vec<u8>, fault: MutationFault) -> Vec<Vec<u8>> {

@@ -539,3 +539,22 @@ fn malformed(rng: &mut ChaCha8Rng, c: &Ctx) -> Vec<Step> {
     };
     vec![step(bytes, Expect::Closed(expect), what)]
 }
+
+/// Byzantine users: `users` of them (one per listed node when unset), each
+/// connected to one of `nodes` (all when empty) in turn. Together they make
+/// one attack every `every_ms` from `start_ms` until `stop_ms`, taking
+/// turns; each attack is drawn from `attacks` (all kinds when empty).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ByzantineUsers {
+    #[serde(default)]
+    pub nodes: Vec<usize>,
+    #[serde(default)]
+    pub users: Option<usize>,
+    pub every_ms: u64,
+    #[serde(default)]
+    pub start_ms: u64,
+    pub stop_ms: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attacks: Vec<AttackKind>,
+}
