@@ -44,3 +44,41 @@ pub(crate) fn sample(rng: &mut ChaCha8Rng, l: Latency) -> u64 {
         }
     }
 }
+
+impl Latency {
+    /// The longest a message can take.
+    pub fn max_ms(&self) -> u64 {
+        match *self {
+            Latency::Fixed { ms } => ms,
+            Latency::Uniform { max, .. } => max,
+            Latency::Tail { max, tail_max, .. } => max.max(tail_max),
+        }
+    }
+}
+
+/// How far apart two nodes' views of one moment can be in a run of `s`:
+/// the slowest link (reordering included) plus the widest clock gap the
+/// offsets and drifts open over the run. The protocol assumes this stays
+/// inside the shortest stage; where it does not, a node up and in time
+/// may still miss a stage, and only safety is owed.
+pub fn timing_spread_ms(s: &crate::scenario::Scenario) -> u64 {
+    let links = s.links.iter().filter_map(|l| l.latency_ms);
+    let slowest = links
+        .chain([s.network.latency_ms])
+        .map(|l| l.max_ms())
+        .max()
+        .unwrap_or(0);
+    let reorder = if s.network.reorder_pct > 0.0 {
+        s.network.reorder_extra_ms
+    } else {
+        0
+    };
+    let drift_ms = |ppm: i64| ppm.unsigned_abs() * s.duration_ms / 1_000_000;
+    let ahead =
+        |n: &crate::scenario::NodeSettings| n.clock_offset_ms + drift_ms(n.clock_drift_ppm) as i64;
+    let behind =
+        |n: &crate::scenario::NodeSettings| n.clock_offset_ms - drift_ms(n.clock_drift_ppm) as i64;
+    let most = s.node_settings.iter().map(ahead).max().unwrap_or(0).max(0);
+    let least = s.node_settings.iter().map(behind).min().unwrap_or(0).min(0);
+    slowest + reorder + (most - least) as u64
+}

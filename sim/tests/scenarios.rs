@@ -325,3 +325,41 @@ fn fuzz_check_probers() {
     sweep("sybil", 0..5);
     sweep("history-forger", 0..5);
 }
+
+/// Every file in `scenarios/regressions/` runs with the seed its header
+/// names (`# hotpocket-sim run FILE --seed N`). A fixed finding must pass;
+/// a file headed "Known limitation" records a run the protocol does not
+/// survive and must fail exactly as it says: liveness only, never safety.
+#[test]
+fn regressions_stay_fixed_and_limitations_stay_known() {
+    let dir = scenario_dir().join("regressions");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 2, "{files:?}");
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let seed: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("# hotpocket-sim run FILE --seed "))
+            .unwrap_or_else(|| panic!("{}: no seed line", f.display()))
+            .trim()
+            .parse()
+            .unwrap();
+        let r = run(&Scenario::load(&f).unwrap(), seed);
+        if text.starts_with("# Known limitation") {
+            assert!(!r.passed, "{}: now passes; update it", f.display());
+            assert!(
+                r.violations.iter().all(|v| v.starts_with("liveness")),
+                "{}: {:?}",
+                f.display(),
+                r.violations
+            );
+        } else {
+            assert!(r.passed, "{}: {:?}", f.display(), r.violations);
+        }
+    }
+}
