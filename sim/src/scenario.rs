@@ -202,6 +202,9 @@ pub enum Role {
     /// Answers every history request with a chain of its own, each ledger
     /// proven by its own vote alone: fails the proof threshold only.
     HistoryForger,
+    /// Answers history with the real ledgers and proofs, every input's
+    /// body swapped for another real one: fails the body hash check only.
+    BodySwapper,
     /// Runs as two honest copies under one key (`[twins]`), each with its
     /// own state, the other nodes split between them round by round: the
     /// equivocation and forgetting a real fault produces, from correct code.

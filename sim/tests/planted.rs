@@ -1,6 +1,7 @@
 //! The fuzzer has teeth: with one of the protocol's checks switched off
 //! (`[consensus] planted_bug`, a knob only tests set), the adversary
-//! written to probe that check makes the run fail with a fork, while with
+//! written to probe that check makes the run fail with a fork (or, for
+//! bodies, an honest node running other inputs than its ledger), while with
 //! the check in place the same run passes. A prober that could not tell
 //! the difference would prove nothing.
 
@@ -61,4 +62,19 @@ fn a_planted_bug_is_not_caught_by_an_adversary_that_does_not_probe_it() {
 #[test]
 fn history_forger_forks_a_node_that_takes_a_weak_history_proof() {
     assert_fork("history-forger", PlantedBug::WeakHistoryProof);
+}
+
+#[test]
+fn body_swapper_makes_a_node_that_skips_body_checks_run_other_inputs() {
+    // No fork here: the ledgers are the real ones. The node that took the
+    // swapped bodies runs inputs the ledgers do not name, so its state
+    // leaves the certified one: the checker's execution-safety violation.
+    for seed in 1..=3 {
+        let v = with_and_without("body-swapper", PlantedBug::UncheckedBodies, seed);
+        assert!(
+            v.iter()
+                .any(|v| v.contains("differs from the certified one")),
+            "seed {seed}: expected a divergence, got {v:?}"
+        );
+    }
 }

@@ -324,6 +324,7 @@ fn fuzz_check_probers() {
     sweep("vote-forger", 0..5);
     sweep("sybil", 0..5);
     sweep("history-forger", 0..5);
+    sweep("body-swapper", 0..5);
 }
 
 /// Every file in `scenarios/regressions/` runs with the seed its header

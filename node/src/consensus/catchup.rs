@@ -126,8 +126,17 @@ pub fn check_answer(
     if cfg.planted(super::PlantedBug::WeakHistoryProof) {
         needed = 1;
     }
-    let verify =
-        |lcl: &LedgerId, rec: &LedgerRecord| verify_record(&cfg.unl, needed, ring, lcl, rec);
+    let unchecked_bodies = cfg.planted(super::PlantedBug::UncheckedBodies);
+    let verify = |lcl: &LedgerId, rec: &LedgerRecord| {
+        if unchecked_bodies {
+            let bare = LedgerRecord {
+                bodies: Default::default(),
+                ..rec.clone()
+            };
+            return verify_record(&cfg.unl, needed, ring, lcl, &bare);
+        }
+        verify_record(&cfg.unl, needed, ring, lcl, rec)
+    };
     let mut tip = lcl;
     let mut ledgers: Vec<LedgerRecord> = Vec::new();
     for rec in records {

@@ -61,6 +61,9 @@ pub enum PlantedBug {
     /// A ledger fetched from history is adopted on a proof with one valid
     /// signer, rather than the close threshold.
     WeakHistoryProof,
+    /// A ledger fetched from history is adopted with whatever bodies it
+    /// carries, unchecked against its input hashes.
+    UncheckedBodies,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

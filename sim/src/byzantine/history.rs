@@ -44,3 +44,32 @@ impl Byzantine {
         PeerMessage::HistoryResponse(records).encode()
     }
 }
+
+impl Byzantine {
+    /// A check-prober on bodies: the real ledgers with their real proofs,
+    /// each body moved to the next input of the answer, so every one is a
+    /// genuine signed input, under another input's hash. It fails the body
+    /// check and nothing else. With that check off (`planted_bug =
+    /// "unchecked_bodies"`) a node catching up runs other inputs than the
+    /// ledger's, and its state leaves the certified one.
+    pub(super) fn swap_bodies(&mut self, bytes: Vec<u8>) -> Vec<u8> {
+        let Ok(PeerMessage::HistoryResponse(mut records)) = PeerMessage::decode(&bytes) else {
+            return bytes;
+        };
+        let mut bodies: Vec<Vec<u8>> = records
+            .iter()
+            .flat_map(|r| r.bodies.values().cloned())
+            .collect();
+        if bodies.len() < 2 {
+            return bytes;
+        }
+        bodies.rotate_left(1);
+        let mut next = bodies.into_iter();
+        for r in records.iter_mut() {
+            for body in r.bodies.values_mut() {
+                *body = next.next().expect("as many as taken");
+            }
+        }
+        PeerMessage::HistoryResponse(records).encode()
+    }
+}
