@@ -41,10 +41,10 @@ pub struct BeaconChecker {
     /// Nodes that can close a ledger together: a partition group smaller
     /// than this cuts its members off.
     close_needed: usize,
-    /// Whether links and clocks keep inside the shortest stage
-    /// (`latency::timing_spread_ms`): where they do not, a reveal sent in
-    /// time may still arrive late, and an absence is no violation.
-    timely: bool,
+    /// Set when links and clocks exceed the shortest stage
+    /// (`latency::timing_spread_ms`): a reveal sent in time may then
+    /// arrive late, and an absence is no violation.
+    pub untimely: bool,
     /// When each honest node closed each ledger, by (hash, node).
     closed_at: BTreeMap<(Hash, usize), u64>,
     /// Honest nodes recorded absent while away or behind: not violations.
@@ -72,9 +72,7 @@ impl BeaconChecker {
         roundtime_ms: u64,
         stage_ms: u64,
         close_needed: usize,
-        timely: bool,
     ) {
-        self.timely = timely;
         self.stage_ms = stage_ms;
         self.close_needed = close_needed;
         self.ring = Some(KeyRing::new(unl));
@@ -184,7 +182,7 @@ impl BeaconChecker {
                 };
                 let closed = self.closed_at.get(&(ledger.prev, i));
                 let behind = closed.is_none_or(|&c| c > in_time);
-                if behind || !self.timely || self.was_away(i, due, t) {
+                if behind || self.untimely || self.was_away(i, due, t) {
                     self.excused += 1;
                 } else {
                     found.push(format!(
@@ -315,7 +313,7 @@ mod tests {
         let mut unl = pubs.clone();
         unl.sort();
         let mut checker = BeaconChecker::default();
-        checker.init(&unl, &pubs, vec![true; 3], 1000, 250, 3, true);
+        checker.init(&unl, &pubs, vec![true; 3], 1000, 250, 3);
         let session = LedgerId {
             seq: 4,
             hash: Hash([4; 32]),
@@ -413,7 +411,7 @@ mod tests {
         assert_eq!(f.checker.excused, 1);
         // Links or clocks wider than a stage: excused.
         let mut f = fixture();
-        f.checker.timely = false;
+        f.checker.untimely = true;
         assert!(close(&mut f, &child).is_empty());
         assert_eq!(f.checker.excused, 1);
     }
