@@ -82,3 +82,17 @@ pub fn timing_spread_ms(s: &crate::scenario::Scenario) -> u64 {
     let least = s.node_settings.iter().map(behind).min().unwrap_or(0).min(0);
     slowest + reorder + (most - least) as u64
 }
+
+/// The shortest stage, as the protocol's timing lays the round out: stages
+/// 1-3 get `stage_slice_pct` each, stage 0 the rest.
+pub fn shortest_stage_ms(roundtime_ms: u64, stage_slice_pct: u64) -> u64 {
+    let stage = roundtime_ms * stage_slice_pct / 100;
+    stage.min(roundtime_ms.saturating_sub(3 * stage))
+}
+
+/// Whether a run of `s` keeps the timing the protocol assumes: its
+/// `timing_spread_ms` fits in the shortest stage.
+pub fn timely(s: &crate::scenario::Scenario) -> bool {
+    let c = &s.consensus;
+    timing_spread_ms(s) <= shortest_stage_ms(c.roundtime_ms, c.stage_slice_pct)
+}

@@ -149,10 +149,8 @@ async fn simulate(s: Scenario, seed: u64, print_events: bool) -> Report {
         let unl = g.unl.clone();
         let b = &mut g.checker.beacon;
         let close = cfg.needed(cfg.close_threshold_pct);
-        let stage0 = cfg.roundtime_ms.saturating_sub(3 * cfg.stage_ms());
-        let timely = crate::latency::timing_spread_ms(&s) <= cfg.stage_ms().min(stage0);
         b.init(&unl, &keys, honest, cfg.roundtime_ms, cfg.stage_ms(), close);
-        b.untimely = !timely;
+        b.untimely = !crate::latency::timely(&s);
     }
 
     let nodes: Vec<NodeHandle> = (0..slots)

@@ -12,18 +12,24 @@ fn scenario_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios")
 }
 
+/// The scenario files directly in `dir`, sorted.
+fn toml_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
 fn load(name: &str) -> Scenario {
     Scenario::load(&scenario_dir().join(format!("{name}.toml"))).unwrap()
 }
 
 #[test]
 fn every_scenario_passes_with_seed_1_and_replays_identically() {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(scenario_dir())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    files.sort();
+    let files = toml_files(&scenario_dir());
     assert!(
         files.len() >= 8,
         "expected the issue's eight scenarios, found {files:?}"
@@ -333,13 +339,7 @@ fn fuzz_check_probers() {
 /// survive and must fail exactly as it says: liveness only, never safety.
 #[test]
 fn regressions_stay_fixed_and_limitations_stay_known() {
-    let dir = scenario_dir().join("regressions");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    files.sort();
+    let files = toml_files(&scenario_dir().join("regressions"));
     assert!(files.len() >= 2, "{files:?}");
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
