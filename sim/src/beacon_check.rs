@@ -23,8 +23,6 @@ use std::collections::BTreeMap;
 const GRACE_ROUNDS: u64 = 4;
 
 struct Seen {
-    /// When an honest node first closed it.
-    at: u64,
     seq: u64,
     prev: Hash,
     beacon: Beacon,
@@ -47,6 +45,9 @@ pub struct BeaconChecker {
     pub untimely: bool,
     /// When each honest node closed each ledger, by (hash, node).
     closed_at: BTreeMap<(Hash, usize), u64>,
+    /// When an honest node first closed each ledger by consensus: the
+    /// round rhythm reveals are timed against.
+    voted_at: BTreeMap<Hash, u64>,
     /// Honest nodes recorded absent while away or behind: not violations.
     pub excused: u64,
     /// Honest nodes up and in time whose commit missed the next ledger.
@@ -128,17 +129,22 @@ impl BeaconChecker {
         })
     }
 
-    /// An honest node closed `ledger` (hash `hash`) at `t`.
+    /// An honest node closed `ledger` (hash `hash`) at `t`, by consensus
+    /// if `voted`, else adopted from history.
     pub fn on_closed(
         &mut self,
         t: u64,
         node: usize,
         ledger: &Ledger,
         hash: Hash,
+        voted: bool,
         found: &mut Vec<String>,
     ) {
         let Some(ring) = &self.ring else { return };
         self.closed_at.entry((hash, node)).or_insert(t);
+        if voted {
+            self.voted_at.entry(hash).or_insert(t);
+        }
         // The checks depend on the ledger alone: once per ledger.
         if self.seen.contains_key(&hash) {
             return;
@@ -172,17 +178,30 @@ impl BeaconChecker {
             }
             // Its reveal was due in the rounds after the parent closed. A
             // node that closed the parent over a stage after the first
-            // did was behind: its reveal could come too late for the
-            // others' votes, like an input that misses a ledger.
-            let due = parent.at.saturating_sub(self.roundtime_ms);
-            let in_time = parent.at + self.stage_ms;
+            // honest node did by consensus was behind: its reveal could
+            // come too late for the others' votes, like an input that
+            // misses a ledger. Where no honest node closed the parent by
+            // consensus (byzantine votes closed it, the honest adopted it
+            // from history wherever in a round that left them), there is
+            // no rhythm to be in time for: every absence is excused.
+            let first = self.voted_at.get(&ledger.prev).copied();
+            let due = first.map(|a| a.saturating_sub(self.roundtime_ms));
+            let in_time: Vec<bool> = (0..self.honest.len())
+                .map(|i| {
+                    let closed = self.closed_at.get(&(ledger.prev, i));
+                    match (first, closed, due) {
+                        (Some(a), Some(&c), Some(due)) => {
+                            c <= a + self.stage_ms && !self.was_away(i, due, t)
+                        }
+                        _ => false,
+                    }
+                })
+                .collect();
             for k in b.outcome.iter().flat_map(|o| &o.absent) {
                 let Some(&i) = self.index.get(k).filter(|&&i| self.honest[i]) else {
                     continue;
                 };
-                let closed = self.closed_at.get(&(ledger.prev, i));
-                let behind = closed.is_none_or(|&c| c > in_time);
-                if behind || self.untimely || self.was_away(i, due, t) {
+                if self.untimely || !in_time[i] {
                     self.excused += 1;
                 } else {
                     found.push(format!(
@@ -194,9 +213,7 @@ impl BeaconChecker {
             // messages may drop an honest one: counted, not a violation.
             for i in (0..self.honest.len()).filter(|&i| self.honest[i]) {
                 let key = self.keys[i];
-                let closed = self.closed_at.get(&(ledger.prev, i));
-                let in_round = closed.is_some_and(|&c| c <= in_time) && !self.was_away(i, due, t);
-                if in_round && !b.commits.iter().any(|c| c.author == key) {
+                if in_time[i] && !b.commits.iter().any(|c| c.author == key) {
                     self.commits_missed += 1;
                 }
             }
@@ -209,7 +226,6 @@ impl BeaconChecker {
             self.check_proof(ring, seq, p, found);
         }
         self.seen.entry(hash).or_insert_with(|| Seen {
-            at: t,
             seq,
             prev: ledger.prev,
             beacon: b.clone(),
@@ -370,10 +386,11 @@ mod tests {
         let mut found = Vec::new();
         for node in 0..3 {
             let h = f.parent.hash();
-            f.checker.on_closed(10_000, node, &f.parent, h, &mut found);
+            f.checker
+                .on_closed(10_000, node, &f.parent, h, true, &mut found);
         }
         f.checker
-            .on_closed(11_000, 0, child, child.hash(), &mut found);
+            .on_closed(11_000, 0, child, child.hash(), true, &mut found);
         found
     }
 
@@ -403,10 +420,34 @@ mod tests {
         let mut found = Vec::new();
         let h = f.parent.hash();
         for (node, t) in [(0, 10_000), (1, 10_000), (2, 11_000)] {
-            f.checker.on_closed(t, node, &f.parent, h, &mut found);
+            f.checker.on_closed(t, node, &f.parent, h, true, &mut found);
         }
         f.checker
-            .on_closed(11_000, 0, &child, child.hash(), &mut found);
+            .on_closed(11_000, 0, &child, child.hash(), true, &mut found);
+        assert!(found.is_empty(), "{found:?}");
+        assert_eq!(f.checker.excused, 1);
+        // Adopted from history at the same instant as the others closed
+        // by consensus: in time, no excuse.
+        let mut f = fixture();
+        let mut found = Vec::new();
+        for (node, voted) in [(0, true), (1, true), (2, false)] {
+            f.checker
+                .on_closed(10_000, node, &f.parent, h, voted, &mut found);
+        }
+        f.checker
+            .on_closed(11_000, 0, &child, child.hash(), true, &mut found);
+        assert_eq!(found.len(), 1, "{found:?}");
+        // No honest node closed the parent by consensus (swarm seed 634:
+        // byzantine votes closed it, the honest adopted it from history
+        // late in the round that decided the child): no rhythm, excused.
+        let mut f = fixture();
+        let mut found = Vec::new();
+        for node in 0..3 {
+            f.checker
+                .on_closed(10_000, node, &f.parent, h, false, &mut found);
+        }
+        f.checker
+            .on_closed(11_000, 0, &child, child.hash(), true, &mut found);
         assert!(found.is_empty(), "{found:?}");
         assert_eq!(f.checker.excused, 1);
         // Links or clocks wider than a stage: excused.

@@ -132,7 +132,8 @@ impl Checker {
                     _ => {}
                 }
                 let mut found = Vec::new();
-                self.beacon.on_closed(t, node, ledger, *hash, &mut found);
+                self.beacon
+                    .on_closed(t, node, ledger, *hash, voted, &mut found);
                 for v in found {
                     self.violate(t, v);
                 }

@@ -286,9 +286,19 @@ pub fn draw(base: &Scenario, r: &SwarmRanges, seed: u64) -> Scenario {
     if live {
         let from = quiet + 6 * roundtime;
         let left = s.duration_ms.saturating_sub(from) / roundtime;
+        // With no honest node to spare at the top threshold, one lost
+        // vote fails a round: 7 of 7 at 3% loss close about 3 rounds in
+        // 10 (swarm seed 757: 8 ledgers in 39 rounds; 11 to 24 in 59
+        // over 24 seeds), so a quarter of the rounds is too much to owe.
+        let spare = n - b - threshold(n, top_pct);
+        let share = if spare == 0 && s.network.loss_pct > 0.0 {
+            8
+        } else {
+            4
+        };
         s.expectations.push(Expectation::Progress {
             from_ms: from,
-            ledgers: (left / 4).max(2),
+            ledgers: (left / share).max(2),
         });
         s.expectations.push(Expectation::MaxLag { ledgers: 2 });
         // Results are certified by a majority as well: the honest nodes

@@ -26,11 +26,22 @@ pub enum VoteStatus {
 ///
 /// A node ahead of the others stays synced (or unreliable) and keeps
 /// proposing: that is how they learn there is history to fetch.
+///
+/// A ledger at our seq with more votes than ours and more than `unl -
+/// close` (so ours could not reach `close` even if every node not seen
+/// voted for it) is also given back, with unreliable: ours is dead. Below
+/// the majority that happens when a byzantine node closes a ledger from
+/// honest votes the honest nodes did not see together, hands it to one of
+/// them as history, and the rest close another at that seq: with honest
+/// nodes just at the close threshold nobody reaches the majority again.
+/// Byzantine votes alone never outvote us so, while the honest reach the
+/// close threshold.
 pub fn status(
     votes: &BTreeMap<LedgerId, usize>,
     lcl: LedgerId,
     majority: usize,
     close: usize,
+    unl: usize,
 ) -> (VoteStatus, Option<LedgerId>) {
     let mine = votes.get(&lcl).copied().unwrap_or(0);
     // max_by_key keeps the last maximum: ties go to the larger ledger id.
@@ -42,6 +53,9 @@ pub fn status(
     match other {
         Some((id, n)) if n >= majority && n > mine && id.seq >= lcl.seq => {
             (VoteStatus::Desync, (id.seq == lcl.seq).then_some(id))
+        }
+        Some((id, n)) if id.seq == lcl.seq && n > mine && n + close > unl => {
+            (VoteStatus::Unreliable, Some(id))
         }
         _ if mine < close => (VoteStatus::Unreliable, None),
         _ => (VoteStatus::Synced, None),
@@ -239,20 +253,48 @@ mod tests {
     fn vote_status() {
         let ours = id(5, 1);
         let votes = BTreeMap::from([(ours, 4), (id(5, 2), 1)]);
-        assert_eq!(status(&votes, ours, 3, 4), (VoteStatus::Synced, None));
-        assert_eq!(status(&votes, ours, 3, 5), (VoteStatus::Unreliable, None));
+        assert_eq!(status(&votes, ours, 3, 4, 5), (VoteStatus::Synced, None));
+        assert_eq!(
+            status(&votes, ours, 3, 5, 5),
+            (VoteStatus::Unreliable, None)
+        );
         // A majority on another ledger at our seq: a fork, ours never final.
         let votes = BTreeMap::from([(ours, 1), (id(5, 2), 3)]);
         assert_eq!(
-            status(&votes, ours, 3, 4),
+            status(&votes, ours, 3, 4, 5),
             (VoteStatus::Desync, Some(id(5, 2)))
         );
         // Ahead of the majority: not desync, they will fetch from us.
         let votes = BTreeMap::from([(ours, 1), (id(4, 2), 3)]);
-        assert_eq!(status(&votes, ours, 3, 4), (VoteStatus::Unreliable, None));
+        assert_eq!(
+            status(&votes, ours, 3, 4, 5),
+            (VoteStatus::Unreliable, None)
+        );
         // Behind: desync with no fork.
         let votes = BTreeMap::from([(id(6, 2), 3)]);
-        assert_eq!(status(&votes, ours, 3, 4), (VoteStatus::Desync, None));
+        assert_eq!(status(&votes, ours, 3, 4, 5), (VoteStatus::Desync, None));
+        // Below the majority but ours is dead: 2 of 7 elsewhere leave ours
+        // at most 5 < 6 (close); 2 of 7 with close 5 do not.
+        let votes = BTreeMap::from([(ours, 1), (id(5, 2), 2)]);
+        assert_eq!(
+            status(&votes, ours, 5, 6, 7),
+            (VoteStatus::Unreliable, Some(id(5, 2)))
+        );
+        assert_eq!(
+            status(&votes, ours, 5, 5, 7),
+            (VoteStatus::Unreliable, None)
+        );
+        // Not with as many on ours, nor for a ledger ahead of ours.
+        let votes = BTreeMap::from([(ours, 2), (id(5, 2), 2)]);
+        assert_eq!(
+            status(&votes, ours, 5, 6, 7),
+            (VoteStatus::Unreliable, None)
+        );
+        let votes = BTreeMap::from([(ours, 1), (id(6, 2), 2)]);
+        assert_eq!(
+            status(&votes, ours, 5, 6, 7),
+            (VoteStatus::Unreliable, None)
+        );
     }
     use crate::crypto::{Keypair, PubKey};
 

@@ -23,7 +23,8 @@ impl Node {
         tracing::trace!(round = slot.round, stage = slot.stage, ?votes, "lcl votes");
         let majority = self.cfg.needed(self.cfg.stage_thresholds_pct[0]);
         let close = self.cfg.needed(self.cfg.close_threshold_pct);
-        let (status, fork) = tally::status(&votes, lcl, majority, close);
+        let unl = self.cfg.unl.len();
+        let (status, fork) = tally::status(&votes, lcl, majority, close, unl);
         if let Some(id) = fork {
             if self.forks_reported.insert(id.seq, id.hash) != Some(id.hash) {
                 self.out.push(Action::Notify(Event::ForkSeen {
@@ -33,7 +34,8 @@ impl Node {
                 }));
             }
             // The UNL built on another ledger at our seq: ours can never
-            // become final. Step back and fetch theirs.
+            // become final. Step back (unless we voted on ours: the
+            // rollback rule) and fetch theirs.
             self.rollback(false);
         }
         if status != self.status {
