@@ -254,6 +254,7 @@ pub fn draw(base: &Scenario, r: &SwarmRanges, seed: u64) -> Scenario {
                 })
                 .collect(),
             search_steps: None,
+            partition: false,
         }
     });
     for &(id, role) in &byz {

@@ -31,6 +31,11 @@ pub struct Twins {
     /// Steps start after this many rounds (a chain to disagree about).
     #[serde(default)]
     pub from_round: u64,
+    /// The split also partitions the other nodes (Twins §5): in each step
+    /// the nodes with the second copy hear only each other and it, the
+    /// rest only each other and the first copy.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partition: bool,
 }
 
 fn one() -> u64 {
@@ -114,7 +119,13 @@ impl Twins {
         } else {
             to
         };
-        let cut = (from == self.node && self.with_second(to, round))
+        let copy = |n: usize| n == self.node || n == second;
+        let apart = self.partition
+            && !copy(from)
+            && !copy(to)
+            && self.with_second(from, round) != self.with_second(to, round);
+        let cut = apart
+            || (from == self.node && self.with_second(to, round))
             || (from == second && (!self.second_alive(round) || !self.with_second(to, round)));
         (to, cut)
     }
@@ -137,6 +148,7 @@ mod tests {
             split: vec![],
             search_steps: Some(2),
             from_round: 0,
+            partition: false,
         };
         assert_eq!(t.space(4), 64);
         let all: std::collections::BTreeSet<_> = (0..64).map(|i| t.enumerated(4, i)).collect();
@@ -153,10 +165,37 @@ mod tests {
             split: vec![vec![0], vec![1, 2]],
             search_steps: None,
             from_round: 5,
+            partition: false,
         };
         assert!(!t.with_second(0, 4));
         assert!(t.with_second(0, 5) && t.with_second(0, 6) && !t.with_second(0, 7));
         assert!(t.with_second(2, 8) && !t.with_second(2, 9));
         assert!(t.second_alive(8) && !t.second_alive(9));
+    }
+
+    #[test]
+    fn a_partition_also_cuts_the_other_nodes_apart_during_the_steps() {
+        let mut t = Twins {
+            node: 3,
+            step_rounds: 1,
+            split: vec![vec![0]],
+            search_steps: None,
+            from_round: 2,
+            partition: false,
+        };
+        let second = 4;
+        // Round 2 (200 ms rounds): node 0 is with the second copy.
+        assert_eq!(t.route(second, 100, 0, 1, 200), (1, false));
+        t.partition = true;
+        assert_eq!(t.route(second, 100, 0, 1, 200), (1, true));
+        assert_eq!(t.route(second, 100, 1, 0, 200), (0, true));
+        assert_eq!(t.route(second, 100, 1, 2, 200), (2, false));
+        // Each side keeps its copy: 0 reaches the second, 1 the first.
+        assert_eq!(t.route(second, 100, 0, 3, 200), (4, false));
+        assert_eq!(t.route(second, 100, 1, 3, 200), (3, false));
+        assert_eq!(t.route(second, 100, 4, 1, 200), (1, true));
+        // Before and after the steps, nobody is apart.
+        assert_eq!(t.route(second, 100, 0, 1, 100), (1, false));
+        assert_eq!(t.route(second, 100, 0, 1, 300), (1, false));
     }
 }

@@ -78,3 +78,25 @@ fn body_swapper_makes_a_node_that_skips_body_checks_run_other_inputs() {
         );
     }
 }
+
+#[test]
+fn twins_with_partitions_fork_nodes_that_close_on_a_majority_of_what_they_received() {
+    // Schedules 3, 5 and 6 put two honest nodes with one copy and the
+    // third with the other: each side's received votes agree. With the
+    // split alone the honest nodes still hear each other and never fork.
+    use hotpocket_sim::fuzz::fuzzed;
+    let forks = |name: &str, seed: u64, bug: bool| {
+        let mut s = fuzzed(&load(name), seed);
+        if bug {
+            s.consensus.planted_bug = Some(PlantedBug::CloseOnReceived);
+        }
+        let r = run(&s, seed);
+        assert!(bug || r.passed, "{name} seed {seed}: {:?}", r.violations);
+        r.violations.iter().any(|v| v.contains("fork at seq"))
+    };
+    for seed in [3, 5, 6] {
+        assert!(!forks("twins-partition", seed, false));
+        assert!(forks("twins-partition", seed, true), "seed {seed}");
+        assert!(!forks("twins", seed, true), "seed {seed}");
+    }
+}
