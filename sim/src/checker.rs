@@ -6,6 +6,7 @@ use crate::beacon_check::BeaconChecker;
 use crate::npl_check::NplChecker;
 use crate::outputs::OutputChecker;
 use crate::scenario::Expectation;
+use crate::verdict_check::VerdictChecker;
 use hotpocket_node::consensus::{CloseVia, Event};
 use hotpocket_node::contract::RunResult;
 use hotpocket_node::crypto::Hash;
@@ -32,9 +33,8 @@ pub struct Checker {
     /// Inputs, outputs and what users received.
     pub outputs: OutputChecker,
     pub violations: Vec<String>,
-    /// The state hash of each ledger's run, as the next ledger certified
-    /// it (`None`: certified as having no agreed result).
-    certified: BTreeMap<u64, Option<Hash>>,
+    /// What closes certified each contract run as.
+    verdicts: VerdictChecker,
     /// Per node: state syncs installed, and bytes they fetched.
     pub state_synced: BTreeMap<usize, (u64, u64)>,
     /// What contracts wrote and heard on the node party line.
@@ -134,24 +134,12 @@ impl Checker {
                 let mut found = Vec::new();
                 self.beacon
                     .on_closed(t, node, ledger, *hash, voted, &mut found);
+                self.verdicts.on_closed(node, ledger, *hash, &mut found);
                 for v in found {
                     self.violate(t, v);
                 }
-                // This close finalises its parent; its verdicts decide runs.
+                // This close finalises its parent.
                 let fin = ledger.seq - 1;
-                for v in &ledger.verdicts {
-                    let state = v.result.map(|c| c.state);
-                    match self.certified.get(&v.seq) {
-                        Some(c) if *c != state => self.violate(
-                            t,
-                            format!("node {node} closed seq {} certifying state {state:?} for {}; another ledger certified {c:?}", ledger.seq, v.seq),
-                        ),
-                        Some(_) => {}
-                        None => {
-                            self.certified.insert(v.seq, state);
-                        }
-                    }
-                }
                 match self.agreed.get(&fin) {
                     Some((h, first)) if *h != ledger.prev => self.violate(
                         t,
@@ -216,15 +204,10 @@ impl Checker {
                 {
                     self.diverged.remove(&node);
                 }
-                match self.certified.get(seq) {
-                    Some(c) if *c != Some(*state) => self.violate(
-                        t,
-                        format!("node {node} installed state {state:?} for ledger {seq}; the UNL certified {c:?}"),
-                    ),
-                    Some(_) => {}
-                    None => {
-                        self.certified.insert(*seq, Some(*state));
-                    }
+                let mut found = Vec::new();
+                self.verdicts.on_installed(node, *seq, *state, &mut found);
+                for v in found {
+                    self.violate(t, v);
                 }
             }
             Event::Started { .. } => {

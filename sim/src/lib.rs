@@ -22,6 +22,7 @@ pub mod scenario;
 pub mod swarm;
 pub mod twins;
 pub mod users;
+pub mod verdict_check;
 pub mod world;
 
 pub use runner::{run, Report};
