@@ -19,6 +19,7 @@ pub mod outputs;
 pub mod randomness;
 pub mod runner;
 pub mod scenario;
+pub mod shrink;
 pub mod swarm;
 pub mod twins;
 pub mod users;

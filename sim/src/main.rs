@@ -5,7 +5,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use hotpocket_sim::fuzz::{fuzzed, parse_seeds};
-use hotpocket_sim::{run, Report, Scenario};
+use hotpocket_sim::{run, shrink, Report, Scenario};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -59,6 +59,31 @@ enum Command {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// Shrink the first failing seed of each kind of violation, making
+        /// at most this many runs for each (0: do not shrink); the result
+        /// goes beside the failing file as NAME-seed-N-min.toml.
+        #[arg(long, default_value_t = 200)]
+        shrink_runs: u64,
+    },
+    /// Shrink a failing run to a smaller scenario that fails the same way
+    /// with the same seed: fewer timeline events, byzantine nodes, nodes and
+    /// users, calmer network and clocks, a shorter run. Deterministic.
+    Shrink {
+        /// The failing scenario file.
+        file: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Start from the scenario `fuzz` draws for this seed.
+        #[arg(long)]
+        fuzzed: bool,
+        /// Make at most this many runs (the bound on its time: a run of a
+        /// 60 s swarm scenario takes about 2 s in a release build).
+        #[arg(long, default_value_t = 300)]
+        max_runs: u64,
+        /// Where to write the result (default: FILE's stem + "-min.toml"
+        /// beside it; with --fuzzed, in target/fuzz-failures).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Print the concrete scenario `fuzz` runs for a seed (every value its
     /// [fuzz] or [swarm] table drew) as a scenario file.
@@ -143,9 +168,11 @@ fn real_main() -> Result<()> {
             seeds,
             out,
             json,
+            shrink_runs,
         } => {
             let range = parse_seeds(&seeds).map_err(anyhow::Error::msg)?;
             let mut failures = Vec::new();
+            let mut shrunk_kinds = std::collections::BTreeSet::new();
             let mut runs = 0u64;
             for file in &files {
                 let base = Scenario::load(file)?;
@@ -155,6 +182,18 @@ fn real_main() -> Result<()> {
                     runs += 1;
                     if !report.passed {
                         let written = write_failure(&out, &s, seed)?;
+                        let kind = shrink::kind(&report.violations[0]);
+                        let min = if shrink_runs > 0 && shrunk_kinds.insert(kind) {
+                            let path =
+                                written.with_file_name(format!("{}-seed-{seed}-min.toml", s.name));
+                            shrink_to_file(&s, seed, shrink_runs, &path)?;
+                            Some(format!(
+                                "hotpocket-sim run {} --seed {seed}",
+                                path.display()
+                            ))
+                        } else {
+                            None
+                        };
                         let f = serde_json::json!({
                             "scenario": base.name,
                             "file": file.display().to_string(),
@@ -162,6 +201,7 @@ fn real_main() -> Result<()> {
                             "violations": report.violations,
                             "reproduce": repro_command(file, seed, true),
                             "reproduce_file": format!("hotpocket-sim run {} --seed {seed}", written.display()),
+                            "reproduce_shrunk": min,
                         });
                         if !json {
                             eprintln!(
@@ -173,6 +213,9 @@ fn real_main() -> Result<()> {
                                 "  reproduce: {}",
                                 f["reproduce"].as_str().unwrap_or_default()
                             );
+                            if let Some(m) = &min {
+                                eprintln!("  shrunk: {m}");
+                            }
                         }
                         failures.push(f);
                     }
@@ -191,6 +234,34 @@ fn real_main() -> Result<()> {
                 std::process::exit(1);
             }
             Ok(())
+        }
+        Command::Shrink {
+            file,
+            seed,
+            fuzzed: f,
+            max_runs,
+            out,
+        } => {
+            let base = Scenario::load(&file)?;
+            let s = if f { fuzzed(&base, seed) } else { base };
+            let stem = file
+                .file_stem()
+                .map_or("scenario".into(), |x| x.to_string_lossy());
+            let path = out.unwrap_or_else(|| {
+                if f {
+                    Path::new("target/fuzz-failures").join(format!("{stem}-seed-{seed}-min.toml"))
+                } else {
+                    file.with_file_name(format!("{stem}-min.toml"))
+                }
+            });
+            if shrink_to_file(&s, seed, max_runs, &path)? {
+                Ok(())
+            } else {
+                bail!(
+                    "{} passes with seed {seed}: nothing to shrink",
+                    file.display()
+                )
+            }
         }
         Command::Draw { file, seed, out } => {
             let s = fuzzed(&Scenario::load(&file)?, seed);
@@ -271,6 +342,45 @@ fn randomness(files: &[PathBuf], seeds: &str, check: bool) -> Result<()> {
 fn repro_command(file: &Path, seed: u64, fuzzed: bool) -> String {
     let flag = if fuzzed { " --fuzzed" } else { "" };
     format!("hotpocket-sim run {} --seed {seed}{flag}", file.display())
+}
+
+/// Shrinks `s`'s failing run with `seed` into `path`, with a header saying
+/// what still fails, how much went, and how to run it; false if it passes.
+fn shrink_to_file(s: &Scenario, seed: u64, max_runs: u64, path: &Path) -> Result<bool> {
+    let started = Instant::now();
+    let mut start = s.clone();
+    start.fuzz = None;
+    start.swarm = None;
+    let Some(m) = shrink::shrink(&start, seed, max_runs) else {
+        return Ok(false);
+    };
+    let secs = started.elapsed().as_secs_f64();
+    let budget = if m.exhausted {
+        ", the run budget spent"
+    } else {
+        ""
+    };
+    let header =
+        format!(
+        "# shrunk: {}\n# shrunk from {} to {} timeline events and {} to {} nodes in {secs:.0} s \
+         ({} runs{budget})\n# from: {}\n# hotpocket-sim run FILE --seed {seed}\n",
+        m.violation,
+        s.timeline.len(),
+        m.scenario.timeline.len(),
+        s.nodes,
+        m.scenario.nodes,
+        m.runs,
+        if s.description.is_empty() { &s.name } else { &s.description },
+    );
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let text = toml::to_string_pretty(&m.scenario).context("serialising the shrunk scenario")?;
+    std::fs::write(path, format!("{header}{text}"))
+        .with_context(|| format!("writing {}", path.display()))?;
+    eprint!("{header}");
+    println!("wrote {}", path.display());
+    Ok(true)
 }
 
 fn write_failure(dir: &Path, s: &Scenario, seed: u64) -> Result<PathBuf> {

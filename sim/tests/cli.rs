@@ -84,3 +84,54 @@ fn fuzz_reports_in_json() {
     assert_eq!(v["runs"], 3);
     assert_eq!(v["passed"], true);
 }
+
+#[test]
+fn shrink_writes_a_smaller_file_that_still_fails_and_refuses_a_passing_one() {
+    let dir = std::env::temp_dir().join(format!("hps-cli-shrink-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("slow.toml");
+    // Ledger 50 in 3 s cannot happen; the crash is beside the point.
+    std::fs::write(
+        &f,
+        "name = \"slow\"\nduration_ms = 3000\nnodes = 3\n\
+         [[timeline]]\nat_ms = 1000\naction = \"crash\"\nnode = 2\n\
+         [[expect]]\nkind = \"reach_seq\"\nseq = 50\nby_ms = 3000\nnodes = [0]\n",
+    )
+    .unwrap();
+    let out = sim()
+        .args(["shrink", f.to_str().unwrap(), "--seed", "4"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let min = std::fs::read_to_string(dir.join("slow-min.toml")).unwrap();
+    assert!(
+        min.contains("# shrunk: liveness: node 0 reached seq"),
+        "{min}"
+    );
+    assert!(
+        min.contains("from 1 to 0 timeline events and 3 to 1 nodes"),
+        "{min}"
+    );
+    assert!(min.contains("# hotpocket-sim run FILE --seed 4"), "{min}");
+    let out = sim()
+        .args([
+            "run",
+            dir.join("slow-min.toml").to_str().unwrap(),
+            "--seed",
+            "4",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+
+    let out = sim()
+        .args(["shrink", "scenarios/happy-path.toml", "--max-runs", "5"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to shrink"));
+}
