@@ -7,6 +7,7 @@
 
 pub mod beacon_check;
 pub mod byzantine;
+pub mod campaign;
 pub mod checker;
 pub mod contract;
 pub mod entropy;

@@ -5,7 +5,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use hotpocket_sim::fuzz::{fuzzed, parse_seeds};
-use hotpocket_sim::{run, shrink, Report, Scenario};
+use hotpocket_sim::{campaign, run, Report, Scenario};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -44,26 +44,47 @@ enum Command {
         #[arg(long)]
         events: bool,
     },
-    /// Run scenarios over a range of seeds, varying fault parameters within
-    /// each scenario's [fuzz] ranges; exits 1 if any seed fails.
+    /// Run scenarios over a range of seeds (or as many as a budget allows),
+    /// varying fault parameters within each scenario's [fuzz] or [swarm]
+    /// ranges; writes each failing seed's scenario and shrinks the first of
+    /// each kind of violation. Exits 1 if any seed fails.
     Fuzz {
         /// Scenario files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
-        /// Seeds to try, as A..B (B exclusive) or N.
-        #[arg(long, default_value = "0..100")]
-        seeds: String,
-        /// Where a failing seed's concrete scenario is written.
+        /// Seeds to try, as A..B (B exclusive) or N [default: 0..100, or
+        /// unbounded with --budget].
+        #[arg(long)]
+        seeds: Option<String>,
+        /// Stop starting runs after this much wall time (90s, 5m, 2h).
+        #[arg(long)]
+        budget: Option<String>,
+        /// Run only shard i of n (seeds with seed % n == i), so n machines
+        /// or jobs split one range with no coordinator; `merge` adds up
+        /// their reports.
+        #[arg(long, default_value = "0/1")]
+        shard: String,
+        /// Where failing seeds' scenarios (and the shrunk ones) go.
         #[arg(long, default_value = "target/fuzz-failures")]
         out: PathBuf,
-        /// Print one JSON object instead of text.
-        #[arg(long)]
-        json: bool,
-        /// Shrink the first failing seed of each kind of violation, making
-        /// at most this many runs for each (0: do not shrink); the result
-        /// goes beside the failing file as NAME-seed-N-min.toml.
+        /// Write the campaign report as JSON to this file (`--json` alone:
+        /// to stdout, instead of text): runs, simulated time, failures by
+        /// kind with their reproduction lines, faults and roles drawn.
+        #[arg(long, num_args = 0..=1, default_missing_value = "-")]
+        json: Option<PathBuf>,
+        /// Runs each shrink may make (0: do not shrink); the result goes
+        /// beside the failing file as NAME-seed-N-min.toml.
         #[arg(long, default_value_t = 200)]
         shrink_runs: u64,
+    },
+    /// Fold the JSON reports of a campaign's shards into one.
+    Merge {
+        /// Reports written by `fuzz --json FILE`.
+        #[arg(required = true)]
+        reports: Vec<PathBuf>,
+        /// Write the merged report here (default: stdout, as JSON).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Shrink a failing run to a smaller scenario that fails the same way
     /// with the same seed: fewer timeline events, byzantine nodes, nodes and
@@ -166,72 +187,56 @@ fn real_main() -> Result<()> {
         Command::Fuzz {
             files,
             seeds,
+            budget,
+            shard,
             out,
             json,
             shrink_runs,
         } => {
-            let range = parse_seeds(&seeds).map_err(anyhow::Error::msg)?;
-            let mut failures = Vec::new();
-            let mut shrunk_kinds = std::collections::BTreeSet::new();
-            let mut runs = 0u64;
-            for file in &files {
-                let base = Scenario::load(file)?;
-                for seed in range.clone() {
-                    let s = fuzzed(&base, seed);
-                    let report = run(&s, seed);
-                    runs += 1;
-                    if !report.passed {
-                        let written = write_failure(&out, &s, seed)?;
-                        let kind = shrink::kind(&report.violations[0]);
-                        let min = if shrink_runs > 0 && shrunk_kinds.insert(kind) {
-                            let path =
-                                written.with_file_name(format!("{}-seed-{seed}-min.toml", s.name));
-                            shrink_to_file(&s, seed, shrink_runs, &path)?;
-                            Some(format!(
-                                "hotpocket-sim run {} --seed {seed}",
-                                path.display()
-                            ))
-                        } else {
-                            None
-                        };
-                        let f = serde_json::json!({
-                            "scenario": base.name,
-                            "file": file.display().to_string(),
-                            "seed": seed,
-                            "violations": report.violations,
-                            "reproduce": repro_command(file, seed, true),
-                            "reproduce_file": format!("hotpocket-sim run {} --seed {seed}", written.display()),
-                            "reproduce_shrunk": min,
-                        });
-                        if !json {
-                            eprintln!(
-                                "FAIL {} seed {seed}: {}",
-                                base.name,
-                                report.violations.join("; ")
-                            );
-                            eprintln!(
-                                "  reproduce: {}",
-                                f["reproduce"].as_str().unwrap_or_default()
-                            );
-                            if let Some(m) = &min {
-                                eprintln!("  shrunk: {m}");
-                            }
-                        }
-                        failures.push(f);
-                    }
+            let budget = budget
+                .map(|b| campaign::parse_budget(&b))
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let seeds = match (seeds, budget) {
+                (Some(s), _) => parse_seeds(&s).map_err(anyhow::Error::msg)?,
+                (None, Some(_)) => 0..u64::MAX,
+                (None, None) => 0..100,
+            };
+            let to_stdout = json.as_deref() == Some(Path::new("-"));
+            let plan = campaign::Plan {
+                files,
+                seeds,
+                shard: campaign::Shard::parse(&shard).map_err(anyhow::Error::msg)?,
+                budget,
+                out,
+                shrink_runs,
+                verbose: !to_stdout,
+            };
+            let report = campaign::run(&plan)?;
+            match json {
+                Some(_) if to_stdout => println!("{}", serde_json::to_string_pretty(&report)?),
+                Some(path) => {
+                    std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    print_campaign(&report);
                 }
-                if !json {
-                    println!("{}: {} seeds", base.name, range.end - range.start);
-                }
+                None => print_campaign(&report),
             }
-            if json {
-                let v = serde_json::json!({"runs": runs, "passed": failures.is_empty(), "failures": failures});
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                println!("{runs} runs, {} failed", failures.len());
-            }
-            if !failures.is_empty() {
+            if !report.passed {
                 std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Merge { reports, out } => {
+            let report = campaign::merge(&reports)?;
+            let text = serde_json::to_string_pretty(&report)?;
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, text)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    print_campaign(&report);
+                }
+                None => println!("{text}"),
             }
             Ok(())
         }
@@ -254,7 +259,8 @@ fn real_main() -> Result<()> {
                     file.with_file_name(format!("{stem}-min.toml"))
                 }
             });
-            if shrink_to_file(&s, seed, max_runs, &path)? {
+            if campaign::shrink_to_file(&s, seed, max_runs, &path, true)? {
+                println!("wrote {}", path.display());
                 Ok(())
             } else {
                 bail!(
@@ -344,52 +350,26 @@ fn repro_command(file: &Path, seed: u64, fuzzed: bool) -> String {
     format!("hotpocket-sim run {} --seed {seed}{flag}", file.display())
 }
 
-/// Shrinks `s`'s failing run with `seed` into `path`, with a header saying
-/// what still fails, how much went, and how to run it; false if it passes.
-fn shrink_to_file(s: &Scenario, seed: u64, max_runs: u64, path: &Path) -> Result<bool> {
-    let started = Instant::now();
-    let mut start = s.clone();
-    start.fuzz = None;
-    start.swarm = None;
-    let Some(m) = shrink::shrink(&start, seed, max_runs) else {
-        return Ok(false);
-    };
-    let secs = started.elapsed().as_secs_f64();
-    let budget = if m.exhausted {
-        ", the run budget spent"
-    } else {
-        ""
-    };
-    let header =
-        format!(
-        "# shrunk: {}\n# shrunk from {} to {} timeline events and {} to {} nodes in {secs:.0} s \
-         ({} runs{budget})\n# from: {}\n# hotpocket-sim run FILE --seed {seed}\n",
-        m.violation,
-        s.timeline.len(),
-        m.scenario.timeline.len(),
-        s.nodes,
-        m.scenario.nodes,
-        m.runs,
-        if s.description.is_empty() { &s.name } else { &s.description },
+/// The text summary of a campaign report.
+fn print_campaign(r: &campaign::Report) {
+    println!(
+        "{} runs, {} failed ({} simulated s in {} s)",
+        r.runs,
+        r.failed,
+        r.simulated_ms / 1000,
+        r.wall_ms / 1000
     );
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for span in &r.spans {
+        if let Some(at) = span.stopped_at {
+            println!(
+                "  shard {} of {}..{}: budget spent, next seed {at}",
+                span.shard, span.from, span.to
+            );
+        }
     }
-    let text = toml::to_string_pretty(&m.scenario).context("serialising the shrunk scenario")?;
-    std::fs::write(path, format!("{header}{text}"))
-        .with_context(|| format!("writing {}", path.display()))?;
-    eprint!("{header}");
-    println!("wrote {}", path.display());
-    Ok(true)
-}
-
-fn write_failure(dir: &Path, s: &Scenario, seed: u64) -> Result<PathBuf> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join(format!("{}-seed-{seed}.toml", s.name));
-    let text = toml::to_string_pretty(s).context("serialising the failing scenario")?;
-    std::fs::write(&path, format!("# {}\n{text}", s.description))
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(path)
+    for (kind, n) in &r.by_kind {
+        println!("  {n} x {kind}");
+    }
 }
 
 fn json_report(r: &Report) -> serde_json::Value {

@@ -135,3 +135,46 @@ fn shrink_writes_a_smaller_file_that_still_fails_and_refuses_a_passing_one() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to shrink"));
 }
+
+#[test]
+fn shards_split_a_campaign_and_merge_adds_them_up() {
+    let dir = std::env::temp_dir().join(format!("hps-cli-shards-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let report = |i: u64| dir.join(format!("shard-{i}.json"));
+    for i in 0..2 {
+        let shard = format!("{i}/2");
+        let out = sim()
+            .args([
+                "fuzz",
+                "scenarios/silent.toml",
+                "--seeds",
+                "0..5",
+                "--shard",
+                &shard,
+            ])
+            .arg("--json")
+            .arg(report(i))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let merged = json_of(&[
+        "merge",
+        report(0).to_str().unwrap(),
+        report(1).to_str().unwrap(),
+    ]);
+    assert_eq!(merged["runs"], 5);
+    assert_eq!(merged["passed"], true);
+    assert_eq!(merged["spans"].as_array().unwrap().len(), 2);
+    assert_eq!(merged["roles"]["silent"], 5);
+
+    // A budget with no seed range ends (seeds are unbounded then) and says
+    // where it stopped.
+    let v = json_of(&["fuzz", "scenarios/silent.toml", "--budget", "0s", "--json"]);
+    assert_eq!(v["runs"], 0);
+    assert_eq!(v["spans"][0]["stopped_at"], 0);
+}
