@@ -35,7 +35,7 @@ pub struct NodeReport {
     pub withheld: u64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Report {
     pub scenario: String,
     pub seed: u64,
@@ -98,7 +98,22 @@ pub fn run(scenario: &Scenario, seed: u64) -> Report {
 pub fn run_with(scenario: &Scenario, seed: u64, print_events: bool) -> Report {
     let rt = Runtime::with_seed_and_config(seed, madsim::Config::default());
     let s = scenario.clone();
-    rt.block_on(simulate(s, seed, print_events))
+    // A panic in protocol code is a bug the run found: reported as a
+    // violation, so a campaign goes on and the shrinker can keep it.
+    let run = std::panic::AssertUnwindSafe(|| rt.block_on(simulate(s, seed, print_events)));
+    std::panic::catch_unwind(run).unwrap_or_else(|payload| {
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|m| m.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into());
+        Report {
+            scenario: scenario.name.clone(),
+            seed,
+            violations: vec![format!("a node panicked: {msg}")],
+            ..Report::default()
+        }
+    })
 }
 
 fn consensus_config(s: &Scenario, world: &World) -> ConsensusConfig {

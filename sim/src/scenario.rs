@@ -205,6 +205,10 @@ pub enum Role {
     /// Answers history with the real ledgers and proofs, every input's
     /// body swapped for another real one: fails the body hash check only.
     BodySwapper,
+    /// Answers history with the real ledgers and proofs, the second one
+    /// left out: the next does not follow the first, and fails the link
+    /// check only.
+    HistorySkipper,
     /// Runs as two honest copies under one key (`[twins]`), each with its
     /// own state, the other nodes split between them round by round: the
     /// equivocation and forgetting a real fault produces, from correct code.

@@ -80,6 +80,22 @@ fn body_swapper_makes_a_node_that_skips_body_checks_run_other_inputs() {
 }
 
 #[test]
+fn history_skipper_makes_a_node_that_skips_link_checks_break_its_chain() {
+    // The ledgers and proofs are real, one left out of each answer: taken
+    // without the link check, the next one lands two seqs above the node's
+    // lcl and the node's own chain (indexed by seq) breaks under it. The
+    // simulator reports the panic as a violation.
+    for seed in 1..=3 {
+        let v = with_and_without("history-skipper", PlantedBug::NoLinkCheck, seed);
+        assert!(
+            v.iter()
+                .any(|v| v.contains("a node panicked: just appended")),
+            "seed {seed}: expected the chain to break, got {v:?}"
+        );
+    }
+}
+
+#[test]
 fn twins_with_partitions_fork_nodes_that_close_on_a_majority_of_what_they_received() {
     // Schedules 3, 5 and 6 put two honest nodes with one copy and the
     // third with the other: each side's received votes agree. With the

@@ -127,7 +127,16 @@ pub fn check_answer(
         needed = 1;
     }
     let unchecked_bodies = cfg.planted(super::PlantedBug::UncheckedBodies);
+    let no_link_check = cfg.planted(super::PlantedBug::NoLinkCheck);
     let verify = |lcl: &LedgerId, rec: &LedgerRecord| {
+        if no_link_check {
+            // Checked against the parent it names, the link always holds.
+            let named = LedgerId {
+                seq: rec.ledger.seq - 1,
+                hash: rec.ledger.prev,
+            };
+            return verify_record(&cfg.unl, needed, ring, &named, rec);
+        }
         if unchecked_bodies {
             let bare = LedgerRecord {
                 bodies: Default::default(),

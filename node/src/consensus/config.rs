@@ -64,6 +64,9 @@ pub enum PlantedBug {
     /// A ledger fetched from history is adopted with whatever bodies it
     /// carries, unchecked against its input hashes.
     UncheckedBodies,
+    /// A ledger fetched from history is adopted without checking that it
+    /// follows the one before it (seq + 1, and its parent's hash).
+    NoLinkCheck,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -73,3 +73,21 @@ impl Byzantine {
         PeerMessage::HistoryResponse(records).encode()
     }
 }
+
+impl Byzantine {
+    /// A check-prober on links: the real ledgers with their real proofs,
+    /// the second of the answer left out, so the third names a parent the
+    /// asker does not have at the seq before it. It fails the link check
+    /// and nothing else. With that check off (`planted_bug =
+    /// "no_link_check"`) a node catching up skips a ledger: its chain jumps
+    /// a seq, and it never runs that ledger's inputs.
+    pub(super) fn skip_history(&mut self, bytes: Vec<u8>) -> Vec<u8> {
+        match PeerMessage::decode(&bytes) {
+            Ok(PeerMessage::HistoryResponse(mut records)) if records.len() >= 3 => {
+                records.remove(1);
+                PeerMessage::HistoryResponse(records).encode()
+            }
+            _ => bytes,
+        }
+    }
+}

@@ -122,6 +122,7 @@ impl Byzantine {
             Role::VoteForger | Role::Sybil => self.forge_votes(to, bytes),
             Role::HistoryForger => vec![(to, self.forge_history(bytes))],
             Role::BodySwapper => vec![(to, self.swap_bodies(bytes))],
+            Role::HistorySkipper => vec![(to, self.skip_history(bytes))],
             Role::Silent => vec![],
             Role::Equivocator => vec![(to, self.equivocate(bytes))],
             Role::Forger => vec![(to, self.forge(bytes))],
