@@ -17,4 +17,8 @@ python3 fixtures/contracts/rand.py --selftest
 # Files a reader can take in at one sitting.
 long=$(find node/src sim/src -name '*.rs' -exec wc -l {} + | awk '$2 != "total" && $1 > 600')
 if [ -n "$long" ]; then echo "files over 600 lines:"; echo "$long"; exit 1; fi
+# sim/tests/picture.rs opens a run's picture in headless Chromium.
+if ! command -v chromium >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 cargo test --workspace

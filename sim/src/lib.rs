@@ -17,6 +17,7 @@ pub mod latency;
 pub mod npl_check;
 pub mod npl_host;
 pub mod outputs;
+pub mod picture;
 pub mod randomness;
 pub mod runner;
 pub mod scenario;

@@ -5,7 +5,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use hotpocket_sim::fuzz::{fuzzed, parse_seeds};
-use hotpocket_sim::{campaign, run, Report, Scenario};
+use hotpocket_sim::{campaign, picture, run, Report, Scenario};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -43,6 +43,18 @@ enum Command {
         /// history) with its simulated time and node, as it happens.
         #[arg(long)]
         events: bool,
+        /// Draw the run as one self-contained HTML page: a lane per node,
+        /// messages as arrows, faults, closes and the violation marked.
+        #[arg(long)]
+        picture: Option<PathBuf>,
+        /// The picture's window in simulated ms, as FROM..TO (default: four
+        /// rounds before the first violation to one after, or the last
+        /// five rounds).
+        #[arg(long)]
+        window: Option<String>,
+        /// Write the run's sends and receives with vector clocks for ShiViz.
+        #[arg(long)]
+        shiviz: Option<PathBuf>,
     },
     /// Run scenarios over a range of seeds (or as many as a budget allows),
     /// varying fault parameters within each scenario's [fuzz] or [swarm]
@@ -165,13 +177,24 @@ fn real_main() -> Result<()> {
             fuzzed: f,
             json,
             events,
+            picture: picture_out,
+            window,
+            shiviz,
         } => {
             let base = Scenario::load(&file)?;
             let s = if f { fuzzed(&base, seed) } else { base };
             if f && !json {
                 println!("drawn: {}", s.description);
             }
-            let report = hotpocket_sim::runner::run_with(&s, seed, events);
+            let keep = picture_out.is_some() || shiviz.is_some();
+            let report = hotpocket_sim::runner::run_with(&s, seed, events, keep);
+            picture::write(
+                &s,
+                &report,
+                picture_out.as_deref(),
+                window.as_deref(),
+                shiviz.as_deref(),
+            )?;
             let repro = repro_command(&file, seed, f);
             if json {
                 println!("{}", serde_json::to_string_pretty(&json_report(&report))?);

@@ -4,6 +4,7 @@ use crate::byzantine::{Byzantine, MutationFault};
 use crate::contract::SimContract;
 use crate::entropy::SimEntropy;
 use crate::env::{SimClock, SimNet, SimObserver, SimStore};
+use crate::picture::log::Log;
 use crate::scenario::{ContractKind, ContractSettings, Fault, Role, Scenario};
 use crate::users::byzantine::{spawn_attackers, ByzUserStats};
 use crate::users::SimUsers;
@@ -56,6 +57,9 @@ pub struct Report {
     pub rolled_back: u64,
     pub beacon: BeaconSummary,
     pub byzantine_users: ByzUserStats,
+    /// Every message and mark of the run, when it was asked for.
+    #[serde(skip)]
+    pub log: Option<Log>,
 }
 
 /// The random beacon over the run's final ledgers.
@@ -91,16 +95,19 @@ pub fn derive_keys(seed: u64, salt: u64, n: usize) -> Vec<Keypair> {
 }
 
 pub fn run(scenario: &Scenario, seed: u64) -> Report {
-    run_with(scenario, seed, false)
+    run_with(scenario, seed, false, false)
 }
 
-/// Like [`run`], printing every protocol event to stdout if `print_events`.
-pub fn run_with(scenario: &Scenario, seed: u64, print_events: bool) -> Report {
+/// Like [`run`], printing every protocol event to stdout if `print_events`,
+/// and keeping every message and mark for a picture (`Report::log`) if
+/// `picture`.
+pub fn run_with(scenario: &Scenario, seed: u64, print_events: bool, picture: bool) -> Report {
     let rt = Runtime::with_seed_and_config(seed, madsim::Config::default());
     let s = scenario.clone();
     // A panic in protocol code is a bug the run found: reported as a
     // violation, so a campaign goes on and the shrinker can keep it.
-    let run = std::panic::AssertUnwindSafe(|| rt.block_on(simulate(s, seed, print_events)));
+    let run =
+        std::panic::AssertUnwindSafe(|| rt.block_on(simulate(s, seed, print_events, picture)));
     std::panic::catch_unwind(run).unwrap_or_else(|payload| {
         let msg = payload
             .downcast_ref::<&str>()
@@ -132,7 +139,7 @@ fn consensus_config(s: &Scenario, world: &World) -> ConsensusConfig {
     }
 }
 
-async fn simulate(s: Scenario, seed: u64, print_events: bool) -> Report {
+async fn simulate(s: Scenario, seed: u64, print_events: bool, picture: bool) -> Report {
     let handle = Handle::current();
     let wire = handle.create_node().name("wire").build();
     let mut user_keys = derive_keys(seed, 0x7573_6572_0000_0000, s.users().len());
@@ -148,6 +155,7 @@ async fn simulate(s: Scenario, seed: u64, print_events: bool) -> Report {
     let slots = keys.len();
     let world = World::new(&s, seed, keys, user_keys, wire);
     world.lock().print_events = print_events;
+    world.lock().log = picture.then(Log::default);
     world.lock().checker.may_diverge = s.contract.kind == ContractKind::Multisig;
     world.lock().checker.outputs.kind = s.contract.kind;
     world.lock().checker.outputs.unsourced_ok = s.honest().len() < s.nodes;
@@ -234,6 +242,9 @@ async fn simulate(s: Scenario, seed: u64, print_events: bool) -> Report {
 
 fn apply(handle: &Handle, world: &Arc<World>, nodes: &[NodeHandle], fault: Fault) {
     note_away(world, &fault);
+    if let Some(log) = world.lock().log.as_mut() {
+        log.fault(world.now(), &fault);
+    }
     match fault {
         Fault::Partition { groups } => world.partition(&groups),
         Fault::Block { from, to, npl_only } => world.block(&from, &to, npl_only),
@@ -466,6 +477,7 @@ fn report(s: &Scenario, seed: u64, world: &Arc<World>) -> Report {
         inputs_answered,
         rolled_back: g.checker.rolled_back,
         byzantine_users: g.byz_users.clone(),
+        log: g.log.take(),
         beacon: {
             let b = &g.checker.beacon;
             let values: Vec<Hash> = b.values.values().flatten().copied().collect();

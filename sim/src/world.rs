@@ -6,6 +6,7 @@ use crate::byzantine::MutationFault;
 use crate::checker::Checker;
 use crate::contract::ContractDisk;
 use crate::outputs::{InputInfo, Source};
+use crate::picture::log::{self, Fate, Log};
 use crate::scenario::{Latency, NetworkSettings, Role, Scenario};
 use crate::twins::Twins;
 use crate::users::byzantine::{Attack, ByzUserStats, Overheard};
@@ -88,6 +89,8 @@ pub struct Inner {
     pub overheard: Option<Overheard>,
     /// Print every protocol event as it happens (`run --events`).
     pub print_events: bool,
+    /// Every message and mark, for `run --picture`.
+    pub log: Option<Log>,
     /// Open `mutate` windows: (node, peers, until ms, the fault).
     pub(crate) mutations: Vec<(usize, Vec<usize>, u64, MutationFault)>,
     /// Twins: the schedule, the second copy's slot and the round length.
@@ -196,6 +199,7 @@ impl World {
                 byz_users: ByzUserStats::default(),
                 overheard,
                 print_events: false,
+                log: None,
                 mutations: Vec::new(),
                 twins: (scenario.twins.clone())
                     .map(|t| (t, scenario.nodes, scenario.consensus.roundtime_ms.max(1))),
@@ -272,6 +276,9 @@ impl World {
                 String::from_utf8_lossy(&encoded)
             );
         }
+        if let Some(log) = g.log.as_mut() {
+            log.event(t, node, ev);
+        }
         g.checker.on_event(t, node, ev, honest);
     }
 
@@ -285,6 +292,7 @@ impl World {
         };
         if cut {
             g.net.blocked += 1;
+            log::record(&mut g.log, now, from, to, &bytes, Some(Fate::Blocked(now)));
             return;
         }
         g.net.sent += 1;
@@ -299,6 +307,7 @@ impl World {
                 && matches!(PeerMessage::decode(&bytes), Ok(PeerMessage::Npl(_))))
         {
             g.net.blocked += 1;
+            log::record(&mut g.log, now, from, to, &bytes, Some(Fate::Blocked(now)));
             return;
         }
         let (latency, loss) = match g.links.get(&(from, to)) {
@@ -310,6 +319,7 @@ impl World {
         };
         if g.rng.next_u64() % 1_000_000 < ppm(loss) {
             g.net.lost += 1;
+            log::record(&mut g.log, now, from, to, &bytes, Some(Fate::Lost));
             return;
         }
         let copies = if g.rng.next_u64() % 1_000_000 < ppm(g.network.duplicate_pct) {
@@ -325,27 +335,39 @@ impl World {
                 delay += g.rng.next_u64() % (g.network.reorder_extra_ms + 1);
             }
             let world = self.clone();
+            let id = log::record(&mut g.log, now, from, to, &bytes, None);
             let bytes = bytes.clone();
             let wire = self.wire.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let Some(wire) = wire else { return };
             wire.spawn(async move {
                 madsim::time::sleep(Duration::from_millis(delay)).await;
-                world.deliver(from, to, sender, bytes);
+                world.deliver(from, to, sender, bytes, id);
             });
         }
     }
 
-    fn deliver(&self, from: usize, to: usize, sender: PubKey, bytes: Vec<u8>) {
+    fn deliver(&self, from: usize, to: usize, sender: PubKey, bytes: Vec<u8>, id: Option<usize>) {
         let mut g = self.lock();
+        let now = self.now();
+        let fate = |g: &mut Inner, f| g.log.as_mut().zip(id).map(|(l, i)| l.fate(i, f));
         // A partition raised while the frame was in flight drops it too.
         if g.blocked.contains(&(from, to)) {
             g.net.blocked += 1;
+            fate(&mut g, Fate::Blocked(now));
             return;
         }
         let delivered = match &g.nodes[to].inbox {
             Some(tx) if g.nodes[to].alive => tx.send((sender, bytes)).is_ok(),
             _ => false,
         };
+        fate(
+            &mut g,
+            if delivered {
+                Fate::Delivered(now)
+            } else {
+                Fate::Dead(now)
+            },
+        );
         if delivered {
             g.net.delivered += 1;
             let tag = [b'r', from as u8, to as u8];
