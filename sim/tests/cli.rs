@@ -8,6 +8,13 @@ fn sim() -> Command {
     c
 }
 
+/// A fresh directory for one test's files.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// Runs the binary with `args`, expects success, parses its JSON output.
 fn json_of(args: &[&str]) -> serde_json::Value {
     let out = sim().args(args).output().unwrap();
@@ -38,8 +45,7 @@ fn run_json_has_the_promised_fields() {
 
 #[test]
 fn a_failing_run_exits_1_and_says_how_to_reproduce() {
-    let dir = std::env::temp_dir().join(format!("hps-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("hps-cli");
     let f = dir.join("impossible.toml");
     std::fs::write(
         &f,
@@ -62,8 +68,7 @@ fn a_failing_run_exits_1_and_says_how_to_reproduce() {
 
 #[test]
 fn bad_scenarios_are_refused_with_the_reason() {
-    let dir = std::env::temp_dir().join(format!("hps-cli-bad-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("hps-cli-bad");
     let f = dir.join("bad.toml");
     std::fs::write(
         &f,
@@ -87,8 +92,7 @@ fn fuzz_reports_in_json() {
 
 #[test]
 fn shrink_writes_a_smaller_file_that_still_fails_and_refuses_a_passing_one() {
-    let dir = std::env::temp_dir().join(format!("hps-cli-shrink-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("hps-cli-shrink");
     let f = dir.join("slow.toml");
     // Ledger 50 in 3 s cannot happen; the crash is beside the point.
     std::fs::write(
@@ -138,8 +142,7 @@ fn shrink_writes_a_smaller_file_that_still_fails_and_refuses_a_passing_one() {
 
 #[test]
 fn shards_split_a_campaign_and_merge_adds_them_up() {
-    let dir = std::env::temp_dir().join(format!("hps-cli-shards-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("hps-cli-shards");
     let report = |i: u64| dir.join(format!("shard-{i}.json"));
     for i in 0..2 {
         let shard = format!("{i}/2");
