@@ -56,6 +56,18 @@ fn the_picture_of_a_planted_fork_shows_lanes_arrows_and_the_fork_in_chromium() {
     assert_eq!(html.matches(r#"class="lane""#).count(), 5);
     assert!(html.matches(r#"class="msg "#).count() > 100);
     assert!(html.contains(r#"class="violation""#));
+    // The fork: the closes of the first forked seq carry two colours.
+    let seq = report.violations[0]
+        .split("fork at seq ")
+        .nth(1)
+        .and_then(|r| r.split(':').next())
+        .unwrap();
+    let fills: std::collections::BTreeSet<&str> = html
+        .split(r#"<circle class="mark Close""#)
+        .filter(|c| c.contains(&format!("closed seq {seq} ")))
+        .filter_map(|c| c.split(r#"fill=""#).nth(1)?.split('"').next())
+        .collect();
+    assert_eq!(fills.len(), 2, "seq {seq}: {fills:?}");
     assert!(
         !html.contains("http://") || !html.contains("src=\"http"),
         "nothing fetched"
