@@ -200,10 +200,7 @@ pub fn run(plan: &Plan) -> Result<Report> {
                 let min = if plan.shrink_runs > 0 && shrunk_kinds.insert(k.clone()) {
                     let path = written.with_file_name(format!("{}-seed-{seed}-min.toml", s.name));
                     shrink_to_file(&s, seed, plan.shrink_runs, &path, plan.verbose)?;
-                    Some(format!(
-                        "hotpocket-sim run {} --seed {seed}",
-                        path.display()
-                    ))
+                    Some(repro_command(&path, seed, false))
                 } else {
                     None
                 };
@@ -213,14 +210,8 @@ pub fn run(plan: &Plan) -> Result<Report> {
                     seed,
                     kind: k.clone(),
                     violations: report.violations,
-                    reproduce: format!(
-                        "hotpocket-sim run {} --seed {seed} --fuzzed",
-                        file.display()
-                    ),
-                    reproduce_file: format!(
-                        "hotpocket-sim run {} --seed {seed}",
-                        written.display()
-                    ),
+                    reproduce: repro_command(file, seed, true),
+                    reproduce_file: repro_command(&written, seed, false),
                     reproduce_shrunk: min,
                 };
                 progress.failed(&f);
@@ -309,6 +300,13 @@ impl Progress {
             bar.finish_and_clear();
         }
     }
+}
+
+/// The command that replays `file` with `seed` (drawn again with
+/// `fuzzed`, as `fuzz` ran it).
+pub fn repro_command(file: &Path, seed: u64, fuzzed: bool) -> String {
+    let flag = if fuzzed { " --fuzzed" } else { "" };
+    format!("hotpocket-sim run {} --seed {seed}{flag}", file.display())
 }
 
 fn write_failure(dir: &Path, s: &Scenario, seed: u64) -> Result<PathBuf> {

@@ -53,6 +53,17 @@ pub struct Checker {
     pub beacon: BeaconChecker,
 }
 
+/// The simulated time a safety violation names (`violate` writes them as
+/// "t=Nms: ..."); liveness findings, judged at the end, carry none.
+pub fn violation_time(violation: &str) -> Option<u64> {
+    violation
+        .strip_prefix("t=")?
+        .split_once("ms: ")?
+        .0
+        .parse()
+        .ok()
+}
+
 /// Ledgers a node with a diverged run may close by consensus (rounds it
 /// takes part in) before it must have installed the certified state.
 pub const RECOVERY_LEDGERS: u64 = 20;

@@ -195,7 +195,7 @@ fn real_main() -> Result<()> {
                 window.as_deref(),
                 shiviz.as_deref(),
             )?;
-            let repro = repro_command(&file, seed, f);
+            let repro = campaign::repro_command(&file, seed, f);
             if json {
                 println!("{}", serde_json::to_string_pretty(&json_report(&report))?);
             } else {
@@ -282,8 +282,8 @@ fn real_main() -> Result<()> {
                     file.with_file_name(format!("{stem}-min.toml"))
                 }
             });
+            // It tells where it wrote the result.
             if campaign::shrink_to_file(&s, seed, max_runs, &path, true)? {
-                println!("wrote {}", path.display());
                 Ok(())
             } else {
                 bail!(
@@ -366,11 +366,6 @@ fn randomness(files: &[PathBuf], seeds: &str, check: bool) -> Result<()> {
         std::process::exit(1);
     }
     Ok(())
-}
-
-fn repro_command(file: &Path, seed: u64, fuzzed: bool) -> String {
-    let flag = if fuzzed { " --fuzzed" } else { "" };
-    format!("hotpocket-sim run {} --seed {seed}{flag}", file.display())
 }
 
 /// The text summary of a campaign report.

@@ -14,6 +14,7 @@
 //! sparser inputs; `[[node]]` entries left at the defaults. Until a whole
 //! round of steps keeps nothing.
 
+use crate::checker::violation_time;
 use crate::latency::Latency;
 use crate::runner::run;
 use crate::scenario::{Expectation, Fault, Role, Scenario};
@@ -57,16 +58,6 @@ pub fn kind(violation: &str) -> String {
     }
     flush(&mut token, &mut out);
     out
-}
-
-/// Safety violations carry the simulated time they happened at.
-fn violation_time(violation: &str) -> Option<u64> {
-    violation
-        .strip_prefix("t=")?
-        .split_once("ms: ")?
-        .0
-        .parse()
-        .ok()
 }
 
 pub struct Shrunk {

@@ -7,6 +7,7 @@
 
 pub mod log;
 
+use crate::checker::violation_time;
 use crate::runner::Report;
 use crate::scenario::Scenario;
 use anyhow::Context;
@@ -23,14 +24,7 @@ const WIDTH: f64 = 1400.0;
 /// The window a page opens on: around the first violation that has a
 /// time (four rounds before it, one after), else the last five rounds.
 pub fn default_window(report: &Report, roundtime: u64, end: u64) -> (u64, u64) {
-    let first = report.violations.iter().find_map(|v| {
-        v.strip_prefix("t=")?
-            .split_once("ms")?
-            .0
-            .parse::<u64>()
-            .ok()
-    });
-    match first {
+    match report.violations.iter().find_map(|v| violation_time(v)) {
         Some(t) => (t.saturating_sub(4 * roundtime), (t + roundtime).min(end)),
         None => (end.saturating_sub(5 * roundtime), end),
     }
@@ -219,10 +213,7 @@ pub fn html(
         }
     }
     for v in &report.violations {
-        let Some(t) = v
-            .strip_prefix("t=")
-            .and_then(|r| r.split_once("ms")?.0.parse::<u64>().ok())
-        else {
+        let Some(t) = violation_time(v) else {
             continue;
         };
         if !(a..=b).contains(&t) {
