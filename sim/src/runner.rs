@@ -11,7 +11,7 @@ use crate::users::SimUsers;
 use crate::world::{NetStats, World};
 use hotpocket_multisig_contract::DEFAULT_TIMEOUT_MS;
 use hotpocket_node::consensus::{ConsensusConfig, Stats, VoteStatus};
-use hotpocket_node::crypto::{Hash, Keypair};
+use hotpocket_node::crypto::{Hash, Keypair, Verified};
 use hotpocket_node::driver::{self, Env};
 use hotpocket_node::npl::NplLimits;
 use hotpocket_node::users::{Intake, SessionLimits};
@@ -148,7 +148,14 @@ async fn simulate(s: Scenario, seed: u64, print_events: bool, picture: bool) -> 
         0x6279_7a00_0000_0000,
         s.byzantine_users().len(),
     ));
-    let mut keys = derive_keys(seed, 0, s.nodes);
+    // One memory of signature checks for the whole world: a proposal is
+    // verified once, not once per node that receives it, and not at all
+    // when its signer's key put it there (see `Verified`).
+    let verified = Verified::new();
+    let mut keys: Vec<Keypair> = derive_keys(seed, 0, s.nodes)
+        .into_iter()
+        .map(|k| k.sharing(&verified))
+        .collect();
     if let Some(t) = &s.twins {
         keys.push(keys[t.node].clone());
     }

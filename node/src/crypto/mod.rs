@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
 
+mod verified;
+
+pub use verified::{Verified, VerifiedStats};
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CryptoError {
     #[error("expected {expected} hex characters, got {got}")]
@@ -162,6 +166,9 @@ fn decode_hex<const N: usize>(s: &str) -> Result<[u8; N], CryptoError> {
 pub struct Keypair {
     signing: SigningKey,
     public: PubKey,
+    /// Where what this key signs is recorded as verified, when the key
+    /// shares a process's memory of checks.
+    verified: Option<Verified>,
 }
 
 impl Keypair {
@@ -170,7 +177,23 @@ impl Keypair {
     pub fn from_seed(seed: [u8; 32]) -> Keypair {
         let signing = SigningKey::from_bytes(&seed);
         let public = PubKey(signing.verifying_key().to_bytes());
-        Keypair { signing, public }
+        Keypair {
+            signing,
+            public,
+            verified: None,
+        }
+    }
+    /// This key, recording every signature it makes in `verified`: a
+    /// signature the key made verifies under it, so a [`KeyRing`] sharing
+    /// that memory need not check it again. The simulator hands its nodes
+    /// keys like this; a real node's key shares nothing.
+    pub fn sharing(mut self, verified: &Verified) -> Keypair {
+        self.verified = Some(verified.clone());
+        self
+    }
+    /// The memory this key records into, if it shares one.
+    pub fn verified(&self) -> Option<&Verified> {
+        self.verified.as_ref()
     }
     pub fn public(&self) -> PubKey {
         self.public
@@ -200,7 +223,12 @@ impl Keypair {
     }
     /// Signs `msg` under `domain`.
     pub fn sign(&self, domain: &str, msg: &[u8]) -> Sig {
-        Sig(self.signing.sign(&signing_bytes(domain, msg)).to_bytes())
+        let signed = signing_bytes(domain, msg);
+        let sig = Sig(self.signing.sign(&signed).to_bytes());
+        if let Some(v) = &self.verified {
+            v.put(&self.public, &sig, &signed, true);
+        }
+        sig
     }
 }
 
@@ -234,8 +262,12 @@ pub fn verify_raw(key: &PubKey, msg: &[u8], sig: &Sig) -> Result<(), CryptoError
 }
 
 fn verify_with(vk: &VerifyingKey, domain: &str, msg: &[u8], sig: &Sig) -> Result<(), CryptoError> {
+    verify_signed(vk, &signing_bytes(domain, msg), sig)
+}
+
+fn verify_signed(vk: &VerifyingKey, signed: &[u8], sig: &Sig) -> Result<(), CryptoError> {
     let sig = ed25519_dalek::Signature::from_bytes(&sig.0);
-    vk.verify_strict(&signing_bytes(domain, msg), &sig)
+    vk.verify_strict(signed, &sig)
         .map_err(|_| CryptoError::BadSignature)
 }
 
@@ -243,17 +275,30 @@ fn verify_with(vk: &VerifyingKey, domain: &str, msg: &[u8], sig: &Sig) -> Result
 /// exponentiation, about a third of a verification, and a node verifies
 /// signatures of the same few UNL keys all day.
 #[derive(Clone, Default)]
-pub struct KeyRing(std::collections::BTreeMap<PubKey, VerifyingKey>);
+pub struct KeyRing {
+    keys: std::collections::BTreeMap<PubKey, VerifyingKey>,
+    /// Checks already answered in this process, when the ring shares them.
+    verified: Option<Verified>,
+}
 
 impl KeyRing {
     /// Keys that are not valid points are left out; their signatures then
     /// fail like any unknown key's.
     pub fn new(keys: &[PubKey]) -> KeyRing {
-        KeyRing(
-            keys.iter()
+        KeyRing {
+            keys: keys
+                .iter()
                 .filter_map(|k| VerifyingKey::from_bytes(&k.0).ok().map(|vk| (*k, vk)))
                 .collect(),
-        )
+            verified: None,
+        }
+    }
+
+    /// This ring, answering from `verified` what was checked (or signed by
+    /// a key sharing it) before, and recording what it checks.
+    pub fn sharing(mut self, verified: Option<&Verified>) -> KeyRing {
+        self.verified = verified.cloned();
+        self
     }
 
     /// Like [`verify`], using the cached key when there is one.
@@ -264,9 +309,32 @@ impl KeyRing {
         msg: &[u8],
         sig: &Sig,
     ) -> Result<(), CryptoError> {
-        match self.0.get(key) {
-            Some(vk) => verify_with(vk, domain, msg, sig),
-            None => verify(key, domain, msg, sig),
+        let signed = signing_bytes(domain, msg);
+        let Some(memory) = &self.verified else {
+            return self.check(key, &signed, sig);
+        };
+        match memory.get(key, sig, &signed) {
+            Some(true) => Ok(()),
+            Some(false) => Err(CryptoError::BadSignature),
+            None => {
+                let answer = self.check(key, &signed, sig);
+                // Only answers about the signature are kept: a key that is
+                // no point is refused as such every time.
+                if answer != Err(CryptoError::BadPublicKey) {
+                    memory.put(key, sig, &signed, answer.is_ok());
+                }
+                answer
+            }
+        }
+    }
+
+    fn check(&self, key: &PubKey, signed: &[u8], sig: &Sig) -> Result<(), CryptoError> {
+        match self.keys.get(key) {
+            Some(vk) => verify_signed(vk, signed, sig),
+            None => {
+                let vk = VerifyingKey::from_bytes(&key.0).map_err(|_| CryptoError::BadPublicKey)?;
+                verify_signed(&vk, signed, sig)
+            }
         }
     }
 }

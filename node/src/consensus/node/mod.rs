@@ -102,7 +102,7 @@ impl Node {
         }
         Ok(Node {
             npl,
-            ring: KeyRing::new(&cfg.unl),
+            ring: KeyRing::new(&cfg.unl).sharing(key.verified()),
             timing: Timing::new(&cfg),
             cfg,
             key,
