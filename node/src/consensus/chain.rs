@@ -182,7 +182,21 @@ impl Chain {
             }
             self.included.insert(*h, seq);
         }
-        self.included.retain(|_, s| *s + INCLUDED_WINDOW > seq);
+        // Ledgers are appended one seq at a time, so one ledger leaves the
+        // window: forget its inputs, not scan the whole window (20 000
+        // hashes at 20 inputs a second) on every close.
+        let leaving = seq.checked_sub(INCLUDED_WINDOW);
+        if let Some(old) = leaving.and_then(|s| self.records.get(s as usize)) {
+            for h in &old.ledger.inputs {
+                if self
+                    .included
+                    .get(h)
+                    .is_some_and(|s| *s + INCLUDED_WINDOW <= seq)
+                {
+                    self.included.remove(h);
+                }
+            }
+        }
         self.final_seq = self.final_seq.max(seq - 1);
         self.verdicts.take(&record.ledger.verdicts);
         self.records.push(record);
