@@ -27,4 +27,4 @@ pub use npl::{
 };
 pub use process::{block_on, main, main_npl};
 pub use run::{Contract, NplContract, Run};
-pub use state::{DirState, MemState, State};
+pub use state::{Changes, DirState, MemState, Overlay, State};

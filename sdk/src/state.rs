@@ -71,6 +71,50 @@ impl State for MemState {
     }
 }
 
+/// What a run wrote, by path: the new bytes, or `None` for removed.
+pub type Changes = BTreeMap<String, Option<Vec<u8>>>;
+
+/// A state that reads through to `base` and keeps what is written apart:
+/// a run over it changes nothing else, and its writes come out as
+/// [`Changes`] without a copy of the rest (the simulator's runs, whose
+/// states hold hundreds of files of which a run touches a few).
+pub struct Overlay<'a> {
+    base: &'a MemState,
+    changes: Changes,
+}
+
+impl<'a> Overlay<'a> {
+    pub fn new(base: &'a MemState) -> Overlay<'a> {
+        Overlay {
+            base,
+            changes: Changes::new(),
+        }
+    }
+    pub fn into_changes(self) -> Changes {
+        self.changes
+    }
+}
+
+impl State for Overlay<'_> {
+    fn read(&self, path: &str) -> io::Result<Option<Vec<u8>>> {
+        checked(path)?;
+        Ok(match self.changes.get(path) {
+            Some(changed) => changed.clone(),
+            None => self.base.0.get(path).cloned(),
+        })
+    }
+    fn write(&mut self, path: &str, data: &[u8]) -> io::Result<()> {
+        checked(path)?;
+        self.changes.insert(path.to_string(), Some(data.to_vec()));
+        Ok(())
+    }
+    fn remove(&mut self, path: &str) -> io::Result<()> {
+        checked(path)?;
+        self.changes.insert(path.to_string(), None);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,5 +127,35 @@ mod tests {
         }
         m.write("kv/a", b"1").unwrap();
         assert_eq!(m.read("kv/a").unwrap(), Some(b"1".to_vec()));
+    }
+
+    #[test]
+    fn an_overlay_reads_through_and_keeps_its_writes_apart() {
+        let mut base = MemState::default();
+        base.write("kv/a", b"1").unwrap();
+        base.write("kv/b", b"2").unwrap();
+        let mut o = Overlay::new(&base);
+        assert!(o.write("../x", b"x").is_err());
+        o.write("kv/a", b"9").unwrap();
+        o.remove("kv/b").unwrap();
+        o.write("kv/c", b"3").unwrap();
+        assert_eq!(o.read("kv/a").unwrap(), Some(b"9".to_vec()));
+        assert_eq!(o.read("kv/b").unwrap(), None);
+        assert_eq!(o.read("kv/c").unwrap(), Some(b"3".to_vec()));
+        let changes = o.into_changes();
+        assert_eq!(base.read("kv/a").unwrap(), Some(b"1".to_vec()));
+        // The same run on a copy ends where base + changes does.
+        let mut copy = base.clone();
+        copy.write("kv/a", b"9").unwrap();
+        copy.remove("kv/b").unwrap();
+        copy.write("kv/c", b"3").unwrap();
+        let mut applied = base.clone();
+        for (p, v) in changes {
+            match v {
+                Some(v) => applied.0.insert(p, v),
+                None => applied.0.remove(&p),
+            };
+        }
+        assert_eq!(applied, copy);
     }
 }
