@@ -384,6 +384,80 @@ mod tests {
         );
     }
 
+    /// A shared memory answers what `verify_strict` answers for the exact
+    /// bytes: what a sharing key signed passes unchecked; a flipped bit, a
+    /// signature moved to other bytes or another key's claim is checked in
+    /// full and fails, the second time too.
+    #[test]
+    fn a_shared_memory_never_passes_what_would_not_verify() {
+        let memory = Verified::new();
+        let k = Keypair::from_seed([7; 32]).sharing(&memory);
+        let other = Keypair::from_seed([8; 32]);
+        let ring = KeyRing::new(&[k.public(), other.public()]).sharing(Some(&memory));
+        let sig = k.sign("a", b"msg");
+        assert_eq!(memory.len(), 1, "signing records the signature");
+        assert_eq!(ring.verify(&k.public(), "a", b"msg", &sig), Ok(()));
+        assert_eq!(memory.stats(), VerifiedStats { hits: 1, misses: 0 });
+        let mut flipped = sig;
+        flipped.0[9] ^= 1;
+        let moved = ("a", b"msx", sig);
+        for _ in 0..2 {
+            assert_eq!(
+                ring.verify(&k.public(), "a", b"msg", &flipped),
+                Err(CryptoError::BadSignature)
+            );
+            assert_eq!(
+                ring.verify(&k.public(), moved.0, moved.1, &moved.2),
+                Err(CryptoError::BadSignature)
+            );
+            assert_eq!(
+                ring.verify(&k.public(), "b", b"msg", &sig),
+                Err(CryptoError::BadSignature),
+                "another domain is other signed bytes"
+            );
+            assert_eq!(
+                ring.verify(&other.public(), "a", b"msg", &sig),
+                Err(CryptoError::BadSignature),
+                "the same signature claimed by another key"
+            );
+        }
+        assert_eq!(memory.stats().misses, 4, "each checked in full once");
+        // A signature from a key that shares nothing is checked, then known.
+        let theirs = other.sign("a", b"msg");
+        assert_eq!(ring.verify(&other.public(), "a", b"msg", &theirs), Ok(()));
+        assert_eq!(ring.verify(&other.public(), "a", b"msg", &theirs), Ok(()));
+        assert_eq!(memory.stats(), VerifiedStats { hits: 6, misses: 5 });
+        // A key that is no point is refused as such, every time.
+        let bad = (0..=255u8)
+            .map(|b| PubKey([b; 32]))
+            .find(|k| VerifyingKey::from_bytes(&k.0).is_err())
+            .expect("some byte pattern is no point");
+        for _ in 0..2 {
+            assert_eq!(
+                ring.verify(&bad, "a", b"msg", &sig),
+                Err(CryptoError::BadPublicKey)
+            );
+        }
+    }
+
+    #[test]
+    fn a_memory_stays_bounded() {
+        let memory = Verified::new();
+        let k = Keypair::from_seed([7; 32]).sharing(&memory);
+        for i in 0..10_000u32 {
+            k.sign("a", &i.to_le_bytes());
+        }
+        assert!(memory.len() <= 8192, "{}", memory.len());
+        let ring = KeyRing::new(&[k.public()]).sharing(Some(&memory));
+        let last = 9_999u32.to_le_bytes();
+        let sig = k.sign("a", &last);
+        assert_eq!(ring.verify(&k.public(), "a", &last, &sig), Ok(()));
+        // An entry that fell out is checked again, with the same answer.
+        let first = 0u32.to_le_bytes();
+        let sig = Keypair::from_seed([7; 32]).sign("a", &first);
+        assert_eq!(ring.verify(&k.public(), "a", &first, &sig), Ok(()));
+    }
+
     #[test]
     fn hex_round_trip_and_rejects_malformed() {
         let k = Keypair::from_seed([1; 32]);
