@@ -6,6 +6,7 @@
 //! a run's trace hash is a fingerprint of the whole execution.
 
 pub mod beacon_check;
+pub mod bench;
 pub mod byzantine;
 pub mod campaign;
 pub mod checker;

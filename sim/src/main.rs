@@ -7,7 +7,6 @@ use clap::{Parser, Subcommand};
 use hotpocket_sim::fuzz::{fuzzed, parse_seeds};
 use hotpocket_sim::{campaign, picture, run, Report, Scenario};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 #[derive(Parser)]
 #[command(
@@ -144,15 +143,26 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
-    /// Measure simulated time per wall-clock time (5 nodes, lossy network,
-    /// roundtime 1000 ms). Build with --release for meaningful numbers.
+    /// Measure simulated time per wall-clock time on one core (5 nodes,
+    /// lossy network, roundtime 1000 ms, no faults or checks that stop a
+    /// run), with min/median/max over repeated runs, the cost of a round and
+    /// a node-round, peak memory and the signature work. Build with
+    /// --release for meaningful numbers.
     Bench {
-        /// Simulated seconds to run.
-        #[arg(long, default_value_t = 600)]
+        /// Simulated seconds a run lasts.
+        #[arg(long, default_value_t = 120)]
         seconds: u64,
         /// Scenario to time instead of the built-in lossy one.
         #[arg(long)]
         scenario: Option<PathBuf>,
+        /// Nodes to simulate instead of the scenario's (one user per node).
+        #[arg(long)]
+        nodes: Option<usize>,
+        /// Runs to time (the same seed each time).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
     },
 }
 
@@ -311,7 +321,30 @@ fn real_main() -> Result<()> {
             seeds,
             check,
         } => randomness(&files, &seeds, check),
-        Command::Bench { seconds, scenario } => bench(seconds, scenario.as_deref()),
+        Command::Bench {
+            seconds,
+            scenario,
+            nodes,
+            runs,
+            seed,
+        } => {
+            let scenario = match scenario {
+                Some(f) => Scenario::load(&f)?,
+                None => toml::from_str(include_str!("../../scenarios/lossy.toml"))
+                    .context("built-in lossy scenario")?,
+            };
+            let b = hotpocket_sim::bench::Bench {
+                scenario,
+                seconds,
+                nodes,
+                runs,
+                seed,
+            };
+            for line in b.time()?.lines() {
+                println!("{line}");
+            }
+            Ok(())
+        }
     }
 }
 
@@ -482,76 +515,4 @@ fn print_report(r: &Report) {
         }
     }
     println!("trace hash {}", r.trace_hash);
-}
-
-fn bench(seconds: u64, file: Option<&Path>) -> Result<()> {
-    let mut s: Scenario = match file {
-        Some(f) => Scenario::load(f)?,
-        None => toml::from_str(include_str!("../../scenarios/lossy.toml"))
-            .context("built-in lossy scenario")?,
-    };
-    if seconds == 0 {
-        bail!("--seconds must be positive");
-    }
-    s.duration_ms = seconds * 1000;
-    s.expectations.clear();
-    s.timeline.clear();
-    for w in &mut s.workload {
-        w.stop_ms = s.duration_ms;
-    }
-    let started = Instant::now();
-    let r = run(&s, 1);
-    let wall = started.elapsed();
-    let rounds = s.duration_ms / s.consensus.roundtime_ms;
-    let sig_checks: u64 = r.nodes.iter().map(|n| n.stats.signature_checks).sum();
-    let ledgers = r.nodes.iter().map(|n| n.seq).min().unwrap_or(0);
-    println!(
-        "scenario {} ({} nodes, roundtime {} ms)",
-        s.name, s.nodes, s.consensus.roundtime_ms
-    );
-    println!(
-        "simulated {} s in {:.2} s wall: {:.0}x real time",
-        seconds,
-        wall.as_secs_f64(),
-        s.duration_ms as f64 / 1000.0 / wall.as_secs_f64()
-    );
-    println!(
-        "ledgers closed: {ledgers} of {rounds} rounds; passed: {}",
-        r.passed
-    );
-    println!(
-        "messages: {} sent, {} delivered; signature checks: {} ({:.1} per round, {:.1} per node-round)",
-        r.net.sent,
-        r.net.delivered,
-        sig_checks,
-        sig_checks as f64 / rounds as f64,
-        sig_checks as f64 / rounds as f64 / s.nodes as f64
-    );
-    // The floor: what those checks alone cost on this machine, verified the
-    // way a node does (UNL keys decompressed once).
-    let k = hotpocket_node::crypto::Keypair::from_seed([3; 32]);
-    let ring = hotpocket_node::crypto::KeyRing::new(&[k.public()]);
-    let msg = [7u8; 240]; // about a stage-0 proposal with a few inputs
-    let sig = k.sign("bench", &msg);
-    let n = 2000;
-    let t = Instant::now();
-    for _ in 0..n {
-        ring.verify(&k.public(), "bench", &msg, &sig)
-            .context("bench signature")?;
-    }
-    let per = t.elapsed().as_secs_f64() / n as f64;
-    let t = Instant::now();
-    for _ in 0..n {
-        std::hint::black_box(k.sign("bench", &msg));
-    }
-    let per_sign = t.elapsed().as_secs_f64() / n as f64;
-    let signs = 4 * s.nodes as u64 * rounds; // one proposal a stage a node
-    println!(
-        "one ed25519 verification: {:.1} us, one signature: {:.1} us; all checks and signatures: {:.2} s = {:.0}% of wall time",
-        per * 1e6,
-        per_sign * 1e6,
-        per * sig_checks as f64 + per_sign * signs as f64,
-        100.0 * (per * sig_checks as f64 + per_sign * signs as f64) / wall.as_secs_f64()
-    );
-    Ok(())
 }

@@ -4,7 +4,7 @@
 //! delivers comes back through it, so NPL chunks cross the simulated
 //! network with its latency, loss and partitions like any other frame.
 
-use crate::contract::{sdk_result, sdk_run};
+use crate::contract::{sdk_result, sdk_run, KeyMemo};
 use crate::world::World;
 use hotpocket_contract::{MemState, Npl, NplContract, NplTransport, RecvFuture};
 use hotpocket_multisig_contract::Multisig;
@@ -60,12 +60,12 @@ pub async fn run_multisig(
     timeout_ms: u64,
 ) -> RunResult {
     let Some(mut run) = sdk_run(req, state) else {
-        return sdk_result(None);
+        return sdk_result(&mut KeyMemo::new(), None);
     };
     let mut npl = Npl::new(Box::new(transport));
     let ok = Multisig { timeout_ms }
         .run(&mut run, &mut npl)
         .await
         .is_ok();
-    sdk_result(ok.then_some(run))
+    sdk_result(&mut KeyMemo::new(), ok.then_some(run))
 }

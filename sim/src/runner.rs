@@ -11,7 +11,7 @@ use crate::users::SimUsers;
 use crate::world::{NetStats, World};
 use hotpocket_multisig_contract::DEFAULT_TIMEOUT_MS;
 use hotpocket_node::consensus::{ConsensusConfig, Stats, VoteStatus};
-use hotpocket_node::crypto::{Hash, Keypair, Verified};
+use hotpocket_node::crypto::{Hash, Keypair, Verified, VerifiedStats};
 use hotpocket_node::driver::{self, Env};
 use hotpocket_node::npl::NplLimits;
 use hotpocket_node::users::{Intake, SessionLimits};
@@ -60,6 +60,10 @@ pub struct Report {
     /// Every message and mark of the run, when it was asked for.
     #[serde(skip)]
     pub log: Option<Log>,
+    /// Signature checks answered from the shared memory, and checked in
+    /// full: for the bench, not the report.
+    #[serde(skip)]
+    pub verified: VerifiedStats,
 }
 
 /// The random beacon over the run's final ledgers.
@@ -180,6 +184,7 @@ async fn simulate(s: Scenario, seed: u64, print_events: bool, picture: bool) -> 
         let b = &mut g.checker.beacon;
         let close = cfg.needed(cfg.close_threshold_pct);
         b.init(&unl, &keys, honest, cfg.roundtime_ms, cfg.stage_ms(), close);
+        b.share(&verified);
         b.untimely = !crate::latency::timely(&s);
     }
 
@@ -237,7 +242,8 @@ async fn simulate(s: Scenario, seed: u64, print_events: bool, picture: bool) -> 
         apply(&handle, &world, &nodes, ev.fault);
     }
     madsim::time::sleep_until(world.instant_at(s.duration_ms)).await;
-    let report = report(&s, seed, &world);
+    let mut report = report(&s, seed, &world);
+    report.verified = verified.stats();
     // madsim does not free tasks still pending when a runtime is dropped, so
     // end every node (and with it each task's hold on the world) first.
     for n in &nodes {
@@ -346,6 +352,7 @@ async fn node_main(
         kind: settings.kind,
         npl_timeout_ms: settings.npl_timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
         contract_seed: key.contract_seed(),
+        keys: Default::default(),
     };
     let limits = SessionLimits {
         roundtime_ms: cfg.roundtime_ms,
@@ -485,6 +492,7 @@ fn report(s: &Scenario, seed: u64, world: &Arc<World>) -> Report {
         rolled_back: g.checker.rolled_back,
         byzantine_users: g.byz_users.clone(),
         log: g.log.take(),
+        verified: VerifiedStats::default(),
         beacon: {
             let b = &g.checker.beacon;
             let values: Vec<Hash> = b.values.values().flatten().copied().collect();

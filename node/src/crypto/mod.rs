@@ -78,6 +78,13 @@ impl Hasher {
         self.0.update(v.to_le_bytes());
         self
     }
+    /// Bytes already laid out as `bytes`, `u64` and `hash` calls would
+    /// have written them: one update instead of two per part, for callers
+    /// that hash thousands of small parts (a directory's entries).
+    pub fn encoded(&mut self, stream: &[u8]) -> &mut Self {
+        self.0.update(stream);
+        self
+    }
     pub fn hash(&mut self, h: &Hash) -> &mut Self {
         self.0.update(h.0);
         self
@@ -226,7 +233,7 @@ impl Keypair {
         let signed = signing_bytes(domain, msg);
         let sig = Sig(self.signing.sign(&signed).to_bytes());
         if let Some(v) = &self.verified {
-            v.put(&self.public, &sig, &signed, true);
+            v.signed(&self.public, &sig, &signed);
         }
         sig
     }
@@ -397,7 +404,8 @@ mod tests {
         let sig = k.sign("a", b"msg");
         assert_eq!(memory.len(), 1, "signing records the signature");
         assert_eq!(ring.verify(&k.public(), "a", b"msg", &sig), Ok(()));
-        assert_eq!(memory.stats(), VerifiedStats { hits: 1, misses: 0 });
+        let stats = memory.stats();
+        assert_eq!((stats.hits, stats.misses, stats.signed), (1, 0, 1));
         let mut flipped = sig;
         flipped.0[9] ^= 1;
         let moved = ("a", b"msx", sig);
@@ -426,7 +434,8 @@ mod tests {
         let theirs = other.sign("a", b"msg");
         assert_eq!(ring.verify(&other.public(), "a", b"msg", &theirs), Ok(()));
         assert_eq!(ring.verify(&other.public(), "a", b"msg", &theirs), Ok(()));
-        assert_eq!(memory.stats(), VerifiedStats { hits: 6, misses: 5 });
+        let stats = memory.stats();
+        assert_eq!((stats.hits, stats.misses), (6, 5));
         // A key that is no point is refused as such, every time.
         let bad = (0..=255u8)
             .map(|b| PubKey([b; 32]))
@@ -444,12 +453,12 @@ mod tests {
     fn a_memory_stays_bounded() {
         let memory = Verified::new();
         let k = Keypair::from_seed([7; 32]).sharing(&memory);
-        for i in 0..10_000u32 {
+        for i in 0..5_000u32 {
             k.sign("a", &i.to_le_bytes());
         }
-        assert!(memory.len() <= 8192, "{}", memory.len());
+        assert!(memory.len() <= 2048, "{}", memory.len());
         let ring = KeyRing::new(&[k.public()]).sharing(Some(&memory));
-        let last = 9_999u32.to_le_bytes();
+        let last = 4_999u32.to_le_bytes();
         let sig = k.sign("a", &last);
         assert_eq!(ring.verify(&k.public(), "a", &last, &sig), Ok(()));
         // An entry that fell out is checked again, with the same answer.

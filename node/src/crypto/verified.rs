@@ -18,10 +18,12 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 /// Entries a generation holds before it becomes the old one and the one
-/// before it is dropped: memory stays bounded however long a run lasts,
-/// while a signature is remembered for at least this many later ones
-/// (at 25 nodes, about 10 rounds of proposals and beacon parts).
-const GENERATION: usize = 4096;
+/// before it is dropped: memory stays bounded however long a run lasts
+/// (an entry holds the signed bytes: a 25-node proposal is ~10 KB), while
+/// a signature is remembered for at least this many later ones: at 25
+/// nodes about 7 rounds of proposals and beacon parts, more below. A
+/// signature checked after that (a history proof) is checked in full.
+const GENERATION: usize = 1024;
 
 /// Answers by key and signature, then by the exact signed bytes: the
 /// same signature over other bytes is another entry (and almost never
@@ -36,6 +38,7 @@ struct Generations {
     held: usize,
     hits: u64,
     misses: u64,
+    signed: u64,
 }
 
 fn find(answers: &Answers, key: &PubKey, sig: &Sig, signed: &[u8]) -> Option<bool> {
@@ -46,8 +49,11 @@ fn find(answers: &Answers, key: &PubKey, sig: &Sig, signed: &[u8]) -> Option<boo
 /// What a memory answered so far (the bench prints it).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VerifiedStats {
+    /// Checks answered from memory, and checked in full.
     pub hits: u64,
     pub misses: u64,
+    /// Signatures made by keys sharing the memory.
+    pub signed: u64,
 }
 
 /// Signature checks already answered, shared by cloning.
@@ -70,6 +76,12 @@ impl Verified {
         found
     }
 
+    /// A sharing key made `sig`: it verifies.
+    pub(super) fn signed(&self, key: &PubKey, sig: &Sig, signed: &[u8]) {
+        self.lock().signed += 1;
+        self.put(key, sig, signed, true);
+    }
+
     pub(super) fn put(&self, key: &PubKey, sig: &Sig, signed: &[u8], valid: bool) {
         let mut g = self.lock();
         if find(&g.new, key, sig, signed).is_some() {
@@ -89,6 +101,7 @@ impl Verified {
         VerifiedStats {
             hits: g.hits,
             misses: g.misses,
+            signed: g.signed,
         }
     }
 

@@ -46,6 +46,7 @@ pub struct SimContract {
     pub npl_timeout_ms: u64,
     /// The contract's signing seed on this node (`Keypair::contract_seed`).
     pub contract_seed: [u8; 32],
+    pub keys: KeyMemo,
 }
 
 impl SimContract {
@@ -101,10 +102,14 @@ pub(crate) fn sdk_run<'a>(req: &RunRequest, state: &'a mut dyn State) -> Option<
     Some(Run::in_memory(description, inputs, state))
 }
 
+/// User keys as the SDK names them (hex), parsed and checked once: a
+/// check decompresses the point, which costs as much as a signature.
+pub(crate) type KeyMemo = BTreeMap<String, Option<PubKey>>;
+
 /// What the node gets from a finished SDK run: its outputs, or (`None`,
 /// the contract failed) nothing, as the SDK's binary exits 1 before
 /// writing any output.
-pub(crate) fn sdk_result(run: Option<Run<'_>>) -> RunResult {
+pub(crate) fn sdk_result(keys: &mut KeyMemo, run: Option<Run<'_>>) -> RunResult {
     let Some(run) = run else {
         return RunResult {
             outcome: RunOutcome::Exited(Some(1)),
@@ -114,7 +119,17 @@ pub(crate) fn sdk_result(run: Option<Run<'_>>) -> RunResult {
     let outputs = run
         .into_outputs()
         .into_iter()
-        .filter_map(|(user, out)| PubKey::from_hex(&user).ok().map(|k| (k, out)))
+        .filter_map(|(user, out)| {
+            let key = match keys.get(&user) {
+                Some(k) => *k,
+                None => {
+                    let k = PubKey::from_hex(&user).ok();
+                    keys.insert(user, k);
+                    k
+                }
+            };
+            key.map(|k| (k, out))
+        })
         .collect();
     RunResult {
         outcome: RunOutcome::Exited(Some(0)),
@@ -123,9 +138,9 @@ pub(crate) fn sdk_result(run: Option<Run<'_>>) -> RunResult {
 }
 
 /// One run of the kv contract.
-fn run_kv(req: &RunRequest, state: &mut dyn State) -> RunResult {
+fn run_kv(req: &RunRequest, state: &mut dyn State, keys: &mut KeyMemo) -> RunResult {
     let run = sdk_run(req, state).and_then(|mut run| Kv.run(&mut run).is_ok().then_some(run));
-    sdk_result(run)
+    sdk_result(keys, run)
 }
 
 impl ContractHost for SimContract {
@@ -162,7 +177,7 @@ impl ContractHost for SimContract {
                 ContractKind::Kv => {
                     let g = self.world.lock();
                     let mut state = Overlay::new(g.nodes[self.node].contract.files());
-                    let run = run_kv(&req, &mut state);
+                    let run = run_kv(&req, &mut state, &mut self.keys);
                     (run, state.into_changes())
                 }
                 // It waits on its peers, so it runs on a copy.
