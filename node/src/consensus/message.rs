@@ -1,6 +1,6 @@
 //! Messages between nodes and their wire encoding.
 
-use crate::crypto::Hash;
+use crate::crypto::{Hash, Sig};
 use crate::ledger::LedgerRecord;
 use crate::ledger::SignedProposal;
 use crate::npl::NplEnvelope;
@@ -50,6 +50,19 @@ impl PeerMessage {
         out
     }
 
+    /// `PeerMessage::Proposal(sp).encode()`, made from the bytes `sp`'s
+    /// author signed (`Proposal::sign_keeping_bytes`) and its signature
+    /// without copying or encoding the proposal again: a signed proposal
+    /// encodes as its proposal, then its signature, after the variant.
+    pub fn proposal_frame(signed: &[u8], sig: &Sig) -> Vec<u8> {
+        const PROPOSAL_VARIANT: u8 = 0;
+        let mut out = Vec::with_capacity(signed.len() + 70);
+        out.extend_from_slice(&[WIRE_VERSION, PROPOSAL_VARIANT]);
+        out.extend_from_slice(signed);
+        postcard::to_io(sig, &mut out).expect("encoding into a Vec cannot fail");
+        out
+    }
+
     pub fn decode(bytes: &[u8]) -> Result<PeerMessage, WireError> {
         if bytes.len() > MAX_FRAME_BYTES {
             return Err(WireError::TooLarge(bytes.len()));
@@ -84,6 +97,38 @@ mod tests {
         assert_eq!(PeerMessage::decode(&m.encode()), Ok(m));
         let m = PeerMessage::Inputs(vec![b"abc".to_vec(), vec![]]);
         assert_eq!(PeerMessage::decode(&m.encode()), Ok(m));
+    }
+
+    #[test]
+    fn a_proposal_frame_is_the_proposal_message_encoded() {
+        use crate::beacon::SignedCommit;
+        use crate::crypto::Keypair;
+        use crate::ledger::{Beacon, LedgerId, Proposal};
+        let k = Keypair::from_seed([4; 32]);
+        let lcl = LedgerId {
+            seq: 300,
+            hash: Hash([6; 32]),
+        };
+        let p = Proposal {
+            author: k.public(),
+            round: 1 << 20,
+            stage: 2,
+            time: 1_700_000_000_000,
+            lcl,
+            inputs: vec![Hash([1; 32]), Hash([2; 32])],
+            results: vec![],
+            beacon: Beacon {
+                commits: vec![SignedCommit::new(&k, lcl)],
+                ..Beacon::default()
+            },
+        };
+        let (sp, signed) = p.sign_keeping_bytes(&k);
+        let whole = PeerMessage::Proposal(Box::new(sp.clone())).encode();
+        assert_eq!(PeerMessage::proposal_frame(&signed, &sp.sig), whole);
+        assert_eq!(
+            PeerMessage::decode(&whole),
+            Ok(PeerMessage::Proposal(Box::new(sp)))
+        );
     }
 
     #[test]

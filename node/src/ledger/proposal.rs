@@ -52,11 +52,21 @@ impl Proposal {
     /// Signs with `key`. A key other than `author`'s yields a proposal that
     /// fails verification, which is what the simulator's forger wants.
     pub fn sign(self, key: &Keypair) -> SignedProposal {
-        let sig = key.sign(PROPOSAL_DOMAIN, &self.signing_bytes());
-        SignedProposal {
+        self.sign_keeping_bytes(key).0
+    }
+
+    /// Signs, and hands back the bytes signed too: the wire encoding of
+    /// the signed proposal starts with them (`PeerMessage::proposal_frame`),
+    /// so a node encodes its proposal once, not once to sign and again to
+    /// send.
+    pub fn sign_keeping_bytes(self, key: &Keypair) -> (SignedProposal, Vec<u8>) {
+        let signed = self.signing_bytes();
+        let sig = key.sign(PROPOSAL_DOMAIN, &signed);
+        let sp = SignedProposal {
             proposal: self,
             sig,
-        }
+        };
+        (sp, signed)
     }
 }
 

@@ -115,8 +115,8 @@ impl Node {
             inputs = proposal.inputs.len(),
             "proposing"
         );
-        let signed = proposal.sign(&self.key);
-        let bytes = PeerMessage::Proposal(Box::new(signed.clone())).encode();
+        let (signed, signing) = proposal.sign_keeping_bytes(&self.key);
+        let bytes = PeerMessage::proposal_frame(&signing, &signed.sig);
         self.book.insert(signed);
         self.proposed = Some(slot);
         if slot.stage == 3 {
@@ -176,10 +176,13 @@ impl Node {
             pool = self.pool.len(),
             "closing"
         );
-        self.out.push(Action::Persist(Box::new(record.clone())));
+        // The ledger alone for the event: the record (with its proof, a
+        // threshold of whole proposals) goes to the store without a copy.
+        let ledger = record.ledger.clone();
+        self.out.push(Action::Persist(Box::new(record)));
         self.out.push(Action::Sync);
         self.out.push(Action::Notify(Event::LedgerClosed {
-            ledger: record.ledger,
+            ledger,
             hash,
             via: CloseVia::Consensus,
         }));
