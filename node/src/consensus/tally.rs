@@ -225,7 +225,7 @@ pub fn best_candidate<'a>(props: &[&'a SignedProposal]) -> Option<(Hash, Vec<&'a
     let mut groups: BTreeMap<Hash, Vec<&SignedProposal>> = BTreeMap::new();
     for sp in props {
         groups
-            .entry(sp.proposal.candidate().hash())
+            .entry(sp.proposal.candidate_hash())
             .or_default()
             .push(sp);
     }

@@ -71,23 +71,43 @@ impl Ledger {
     /// sha256 over the previous hash and the ledger's content, in a fixed,
     /// length-prefixed order.
     pub fn hash(&self) -> Hash {
-        let mut h = Hasher::new(LEDGER_DOMAIN);
-        h.hash(&self.prev).u64(self.seq).u64(self.time);
-        h.u64(self.inputs.len() as u64);
-        for i in &self.inputs {
-            h.hash(i);
-        }
-        h.u64(self.verdicts.len() as u64);
-        for v in &self.verdicts {
-            h.u64(v.seq);
-            match &v.result {
-                None => h.u64(0),
-                Some(r) => h.u64(1).hash(&r.state).hash(&r.output),
-            };
-        }
-        h.hash(&self.beacon.digest());
-        h.finish()
+        ledger_hash(
+            self.seq,
+            &self.prev,
+            self.time,
+            &self.inputs,
+            &self.verdicts,
+            &self.beacon,
+        )
     }
+}
+
+/// [`Ledger::hash`] of a ledger with these parts, which a proposal names
+/// without being one (`Proposal::candidate_hash`).
+pub(crate) fn ledger_hash(
+    seq: u64,
+    prev: &Hash,
+    time: u64,
+    inputs: &[Hash],
+    verdicts: &[Verdict],
+    beacon: &Beacon,
+) -> Hash {
+    let mut h = Hasher::new(LEDGER_DOMAIN);
+    h.hash(prev).u64(seq).u64(time);
+    h.u64(inputs.len() as u64);
+    for i in inputs {
+        h.hash(i);
+    }
+    h.u64(verdicts.len() as u64);
+    for v in verdicts {
+        h.u64(v.seq);
+        match &v.result {
+            None => h.u64(0),
+            Some(r) => h.u64(1).hash(&r.state).hash(&r.output),
+        };
+    }
+    h.hash(&beacon.digest());
+    h.finish()
 }
 
 /// The id of a closed ledger: what proposals call the "last closed ledger".

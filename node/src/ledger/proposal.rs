@@ -43,6 +43,19 @@ impl Proposal {
         }
     }
 
+    /// `candidate().hash()`, without copying the candidate's parts: every
+    /// node hashes every stage-3 proposal it tallies.
+    pub fn candidate_hash(&self) -> Hash {
+        super::ledger_hash(
+            self.lcl.seq.saturating_add(1),
+            &self.lcl.hash,
+            self.time,
+            &self.inputs,
+            &self.results,
+            &self.beacon,
+        )
+    }
+
     fn signing_bytes(&self) -> Vec<u8> {
         // postcard is deterministic for a given value: field order, varints,
         // no maps. That makes it the canonical encoding we sign.
@@ -144,6 +157,7 @@ mod tests {
     #[test]
     fn candidate_links_to_lcl() {
         let k = Keypair::from_seed([9; 32]);
+        assert_eq!(sample(&k).candidate_hash(), sample(&k).candidate().hash());
         let c = sample(&k).candidate();
         assert_eq!(c.seq, 5);
         assert_eq!(c.prev, Hash([4; 32]));

@@ -75,7 +75,7 @@ pub fn verify_record(
                 stage: p.stage,
             });
         }
-        if p.candidate().hash() != rec.hash {
+        if p.candidate_hash() != rec.hash {
             return Err(SyncError::ProofMismatch {
                 seq,
                 signer: p.author,
