@@ -76,8 +76,15 @@ impl PeerNetwork for SimNet {
             let me = g.nodes[self.node].key.public();
             g.unl.iter().filter(|k| **k != me).copied().collect()
         };
-        for p in peers {
-            self.send(&p, bytes.clone());
+        // A copy per peer but the last, which takes the frame itself.
+        let mut bytes = Some(bytes);
+        for (i, p) in peers.iter().enumerate() {
+            let frame = if i + 1 == peers.len() {
+                bytes.take().unwrap_or_default()
+            } else {
+                bytes.clone().unwrap_or_default()
+            };
+            self.send(p, frame);
         }
     }
 
