@@ -4,7 +4,7 @@
 #![allow(clippy::disallowed_methods)]
 
 use crate::runner::{run, Report};
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, ScenarioError};
 use hotpocket_node::crypto::{KeyRing, Keypair};
 use std::time::{Duration, Instant};
 
@@ -36,8 +36,8 @@ pub enum BenchError {
     NoRuns,
     #[error("--nodes must be at least 1")]
     NoNodes,
-    #[error("the scenario names node {0}, which --nodes {1} leaves out")]
-    NodeGone(usize, usize),
+    #[error("with --nodes: {0}")]
+    Invalid(#[from] ScenarioError),
 }
 
 impl Bench {
@@ -58,15 +58,13 @@ impl Bench {
                 return Err(BenchError::NoNodes);
             }
             s.nodes = n;
-            for w in &s.workload {
-                if let Some(&i) = w.nodes.iter().find(|&&i| i >= n) {
-                    return Err(BenchError::NodeGone(i, n));
-                }
-            }
         }
         for w in &mut s.workload {
             w.stop_ms = s.duration_ms;
         }
+        // A scenario that names nodes --nodes leaves out is refused here,
+        // not found as a panic in the run.
+        s.validate()?;
         Ok(s)
     }
 
@@ -161,7 +159,7 @@ impl Timing {
                 r.net.delivered
             ),
             format!(
-                "signatures: {} made; {} checks by nodes ({:.1} a node-round): {} answered from the shared memory, {} checked in full",
+                "signatures: {} made; {} checks by nodes ({:.1} a node-round); with the beacon checker's, {} answered from the shared memory, {} checked in full",
                 v.signed,
                 checks,
                 checks as f64 / node_rounds,

@@ -77,14 +77,11 @@ impl PeerNetwork for SimNet {
             g.unl.iter().filter(|k| **k != me).copied().collect()
         };
         // A copy per peer but the last, which takes the frame itself.
-        let mut bytes = Some(bytes);
-        for (i, p) in peers.iter().enumerate() {
-            let frame = if i + 1 == peers.len() {
-                bytes.take().unwrap_or_default()
-            } else {
-                bytes.clone().unwrap_or_default()
-            };
-            self.send(p, frame);
+        if let Some((last, rest)) = peers.split_last() {
+            for p in rest {
+                self.send(p, bytes.clone());
+            }
+            self.send(last, bytes);
         }
     }
 

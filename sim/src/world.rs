@@ -329,20 +329,18 @@ impl World {
             1
         };
         let sender = g.nodes[from].key.public();
-        let mut bytes = Some(bytes);
+        let mut bytes = bytes;
         for copy in 0..copies {
             let mut delay = crate::latency::sample(&mut g.rng, latency);
             if g.rng.next_u64() % 1_000_000 < ppm(g.network.reorder_pct) {
                 delay += g.rng.next_u64() % (g.network.reorder_extra_ms + 1);
             }
             let world = self.clone();
-            let frame = bytes.as_deref().unwrap_or_default();
-            let id = log::record(&mut g.log, now, from, to, frame, None);
+            let id = log::record(&mut g.log, now, from, to, &bytes, None);
             // The last copy takes the frame itself.
-            let bytes = if copy + 1 == copies {
-                bytes.take().unwrap_or_default()
-            } else {
-                bytes.clone().unwrap_or_default()
+            let bytes = match copy + 1 < copies {
+                true => bytes.clone(),
+                false => std::mem::take(&mut bytes),
             };
             let wire = self.wire.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let Some(wire) = wire else { return };

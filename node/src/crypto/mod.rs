@@ -81,7 +81,7 @@ impl Hasher {
     /// Bytes already laid out as `bytes`, `u64` and `hash` calls would
     /// have written them: one update instead of two per part, for callers
     /// that hash thousands of small parts (a directory's entries).
-    pub fn encoded(&mut self, stream: &[u8]) -> &mut Self {
+    pub(crate) fn encoded(&mut self, stream: &[u8]) -> &mut Self {
         self.0.update(stream);
         self
     }
@@ -465,6 +465,27 @@ mod tests {
         let first = 0u32.to_le_bytes();
         let sig = Keypair::from_seed([7; 32]).sign("a", &first);
         assert_eq!(ring.verify(&k.public(), "a", &first, &sig), Ok(()));
+    }
+
+    #[test]
+    fn a_memory_keeps_no_huge_entries() {
+        let memory = Verified::new();
+        let k = Keypair::from_seed([7; 32]).sharing(&memory);
+        let big = vec![1u8; (1 << 20) + 1];
+        let sig = k.sign("a", &big);
+        assert!(memory.is_empty(), "too big to keep");
+        let ring = KeyRing::new(&[k.public()]).sharing(Some(&memory));
+        assert_eq!(ring.verify(&k.public(), "a", &big, &sig), Ok(()));
+        assert!(memory.is_empty());
+        // 9 entries of 1 MiB fill a generation's 8 MiB: the first goes to
+        // the old one, the next fill drops it.
+        let mib = vec![2u8; (1 << 20) - 2];
+        for i in 0..20u8 {
+            let mut m = mib.clone();
+            m[0] = i;
+            k.sign("", &m);
+        }
+        assert!(memory.len() <= 16, "{}", memory.len());
     }
 
     #[test]

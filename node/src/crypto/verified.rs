@@ -24,6 +24,11 @@ use std::sync::{Arc, Mutex};
 /// nodes about 7 rounds of proposals and beacon parts, more below. A
 /// signature checked after that (a history proof) is checked in full.
 const GENERATION: usize = 1024;
+/// And at most this many signed bytes a generation, so a peer sending
+/// large signed frames cannot make it hold 2048 of them.
+const GENERATION_BYTES: usize = 8 << 20;
+/// Signed bytes longer than this are checked in full every time.
+const MAX_ENTRY_BYTES: usize = 1 << 20;
 
 /// Answers by key and signature, then by the exact signed bytes: the
 /// same signature over other bytes is another entry (and almost never
@@ -34,8 +39,9 @@ type Answers = BTreeMap<(PubKey, Sig), Vec<(Box<[u8]>, bool)>>;
 struct Generations {
     new: Answers,
     old: Answers,
-    /// Entries in `new`.
+    /// Entries in `new`, and the signed bytes they hold.
     held: usize,
+    held_bytes: usize,
     hits: u64,
     misses: u64,
     signed: u64,
@@ -83,15 +89,20 @@ impl Verified {
     }
 
     pub(super) fn put(&self, key: &PubKey, sig: &Sig, signed: &[u8], valid: bool) {
+        if signed.len() > MAX_ENTRY_BYTES {
+            return;
+        }
         let mut g = self.lock();
         if find(&g.new, key, sig, signed).is_some() {
             return;
         }
-        if g.held >= GENERATION {
+        if g.held >= GENERATION || g.held_bytes + signed.len() > GENERATION_BYTES {
             g.old = std::mem::take(&mut g.new);
             g.held = 0;
+            g.held_bytes = 0;
         }
         g.held += 1;
+        g.held_bytes += signed.len();
         let list = g.new.entry((*key, *sig)).or_default();
         list.push((signed.into(), valid));
     }

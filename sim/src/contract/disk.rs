@@ -81,7 +81,9 @@ impl ContractDisk {
     }
 
     /// Keeps run `seq`, which made `changes`, with its output; returns its
-    /// result. Only the changed paths are hashed again.
+    /// result. Only the changed paths are hashed again. Runs come in order
+    /// (`finish` reports any other as a violation); one out of order would
+    /// leave undo steps that no longer lead back run by run.
     pub fn keep(&mut self, seq: u64, changes: &Changes, output: Hash) -> ExecResult {
         let undo = apply(&mut self.files, changes);
         self.tree.update(&self.files, changes);

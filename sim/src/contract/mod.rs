@@ -10,11 +10,6 @@ use crate::latency::sample;
 use crate::npl_host::{run_multisig, SimTransport};
 use crate::scenario::{ContractKind, Latency};
 use crate::world::World;
-mod disk;
-mod tree;
-
-pub use disk::ContractDisk;
-
 use hotpocket_contract::{parse_description, Changes, Contract, MemState, Overlay, Run, State};
 use hotpocket_kv_contract::Kv;
 use hotpocket_node::contract::{describe, ExecResult, FdlistFormat};
@@ -30,6 +25,11 @@ use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
+
+mod disk;
+mod tree;
+
+pub use disk::ContractDisk;
 
 /// The contract host of simulated node `node`.
 pub struct SimContract {
@@ -189,10 +189,15 @@ impl ContractHost for SimContract {
                         node: self.node,
                         seq: req.seq,
                     };
-                    let before = self.world.lock().nodes[self.node].contract.files().clone();
-                    let mut state = before.clone();
+                    let mut state = self.world.lock().nodes[self.node].contract.files().clone();
                     let run = run_multisig(&req, &mut state, transport, self.npl_timeout_ms).await;
-                    (run, changes_between(&before, &state))
+                    // The host runs one job at a time: the disk is still
+                    // where this run started.
+                    let g = self.world.lock();
+                    (
+                        run,
+                        changes_between(g.nodes[self.node].contract.files(), &state),
+                    )
                 }
             };
             self.finish(req.seq, changes, run)

@@ -177,7 +177,8 @@ impl Node {
             "closing"
         );
         // The ledger alone for the event: the record (with its proof, a
-        // threshold of whole proposals) goes to the store without a copy.
+        // threshold of whole proposals) is copied out of the chain once,
+        // for the store, not twice.
         let ledger = record.ledger.clone();
         self.out.push(Action::Persist(Box::new(record)));
         self.out.push(Action::Sync);
