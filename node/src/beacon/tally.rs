@@ -67,9 +67,18 @@ pub fn carried_by<T: Entry>(
     votes: &[&[T]],
     needed: usize,
 ) -> Vec<T> {
+    // Most votes carry the very same list (every node voted for what the
+    // threshold kept): count each distinct list once, times its votes.
+    let mut lists: Vec<(&[T], usize)> = Vec::new();
+    for vote in votes {
+        match lists.iter_mut().find(|(l, _)| l == vote) {
+            Some((_, n)) => *n += 1,
+            None => lists.push((vote, 1)),
+        }
+    }
     // Per entry: how many votes carry it, and each vote's least copy.
     let mut tally: BTreeMap<Said, (usize, BTreeSet<&T>)> = BTreeMap::new();
-    for vote in votes {
+    for (vote, times) in lists {
         let mut least: BTreeMap<Said, &T> = BTreeMap::new();
         for e in vote.iter().filter(|e| e.lcl() == lcl) {
             let kept = least.entry((e.author(), e.said())).or_insert(e);
@@ -79,7 +88,7 @@ pub fn carried_by<T: Entry>(
         }
         for (key, e) in least {
             let slot = tally.entry(key).or_default();
-            slot.0 += 1;
+            slot.0 += times;
             slot.1.insert(e);
         }
     }

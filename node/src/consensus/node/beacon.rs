@@ -108,18 +108,17 @@ impl Node {
         let committed = |r: &SignedReveal| commits.iter().any(|c| c.author == r.author);
         let oldest = slot.round.saturating_sub(self.cfg.max_round_skew);
         let mut seen: BTreeSet<&SignedReveal> = BTreeSet::new();
+        // Proposals mostly carry the very same list: add each list once.
+        let mut lists: Vec<&[SignedReveal]> = Vec::new();
         for round in oldest..=slot.round {
             for stage in 0..=3 {
                 for sp in self.book.slot(round, stage) {
-                    if sp.proposal.lcl == lcl {
-                        seen.extend(
-                            sp.proposal
-                                .beacon
-                                .reveals
-                                .iter()
-                                .filter(|r| r.lcl == session),
-                        );
+                    let list = sp.proposal.beacon.reveals.as_slice();
+                    if sp.proposal.lcl != lcl || lists.contains(&list) {
+                        continue;
                     }
+                    lists.push(list);
+                    seen.extend(list.iter().filter(|r| r.lcl == session));
                 }
             }
         }
