@@ -74,6 +74,23 @@ impl State for MemState {
 /// What a run wrote, by path: the new bytes, or `None` for removed.
 pub type Changes = BTreeMap<String, Option<Vec<u8>>>;
 
+impl MemState {
+    /// Makes `changes`; returns what they replaced (the bytes each path
+    /// held before, `None` where there was no file), which undoes them.
+    pub fn apply(&mut self, changes: &Changes) -> Changes {
+        changes
+            .iter()
+            .map(|(path, bytes)| {
+                let before = match bytes {
+                    Some(b) => self.0.insert(path.clone(), b.clone()),
+                    None => self.0.remove(path),
+                };
+                (path.clone(), before)
+            })
+            .collect()
+    }
+}
+
 /// A state that reads through to `base` and keeps what is written apart:
 /// a run over it changes nothing else, and its writes come out as
 /// [`Changes`] without a copy of the rest (the simulator's runs, whose
@@ -150,12 +167,9 @@ mod tests {
         copy.remove("kv/b").unwrap();
         copy.write("kv/c", b"3").unwrap();
         let mut applied = base.clone();
-        for (p, v) in changes {
-            match v {
-                Some(v) => applied.0.insert(p, v),
-                None => applied.0.remove(&p),
-            };
-        }
+        let undo = applied.apply(&changes);
         assert_eq!(applied, copy);
+        applied.apply(&undo);
+        assert_eq!(applied, base, "what apply replaced undoes it");
     }
 }

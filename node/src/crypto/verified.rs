@@ -47,6 +47,23 @@ struct Generations {
     signed: u64,
 }
 
+impl Generations {
+    fn put(&mut self, key: &PubKey, sig: &Sig, signed: &[u8], valid: bool) {
+        if signed.len() > MAX_ENTRY_BYTES || find(&self.new, key, sig, signed).is_some() {
+            return;
+        }
+        if self.held >= GENERATION || self.held_bytes + signed.len() > GENERATION_BYTES {
+            self.old = std::mem::take(&mut self.new);
+            self.held = 0;
+            self.held_bytes = 0;
+        }
+        self.held += 1;
+        self.held_bytes += signed.len();
+        let list = self.new.entry((*key, *sig)).or_default();
+        list.push((signed.into(), valid));
+    }
+}
+
 fn find(answers: &Answers, key: &PubKey, sig: &Sig, signed: &[u8]) -> Option<bool> {
     let list = answers.get(&(*key, *sig))?;
     list.iter().find(|(b, _)| **b == *signed).map(|(_, v)| *v)
@@ -84,27 +101,13 @@ impl Verified {
 
     /// A sharing key made `sig`: it verifies.
     pub(super) fn signed(&self, key: &PubKey, sig: &Sig, signed: &[u8]) {
-        self.lock().signed += 1;
-        self.put(key, sig, signed, true);
+        let mut g = self.lock();
+        g.signed += 1;
+        g.put(key, sig, signed, true);
     }
 
     pub(super) fn put(&self, key: &PubKey, sig: &Sig, signed: &[u8], valid: bool) {
-        if signed.len() > MAX_ENTRY_BYTES {
-            return;
-        }
-        let mut g = self.lock();
-        if find(&g.new, key, sig, signed).is_some() {
-            return;
-        }
-        if g.held >= GENERATION || g.held_bytes + signed.len() > GENERATION_BYTES {
-            g.old = std::mem::take(&mut g.new);
-            g.held = 0;
-            g.held_bytes = 0;
-        }
-        g.held += 1;
-        g.held_bytes += signed.len();
-        let list = g.new.entry((*key, *sig)).or_default();
-        list.push((signed.into(), valid));
+        self.lock().put(key, sig, signed, valid);
     }
 
     pub fn stats(&self) -> VerifiedStats {

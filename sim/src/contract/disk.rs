@@ -50,20 +50,6 @@ impl Default for ContractDisk {
     }
 }
 
-/// Makes `changes` to `files`; returns what they replaced.
-fn apply(files: &mut MemState, changes: &Changes) -> Changes {
-    changes
-        .iter()
-        .map(|(path, bytes)| {
-            let before = match bytes {
-                Some(b) => files.0.insert(path.clone(), b.clone()),
-                None => files.0.remove(path),
-            };
-            (path.clone(), before)
-        })
-        .collect()
-}
-
 impl ContractDisk {
     /// Where the state is: the ledger whose run left it, and that result.
     pub fn latest(&self) -> (u64, ExecResult) {
@@ -85,7 +71,7 @@ impl ContractDisk {
     /// (`finish` reports any other as a violation); one out of order would
     /// leave undo steps that no longer lead back run by run.
     pub fn keep(&mut self, seq: u64, changes: &Changes, output: Hash) -> ExecResult {
-        let undo = apply(&mut self.files, changes);
+        let undo = self.files.apply(changes);
         self.tree.update(&self.files, changes);
         let result = ExecResult {
             state: self.tree.hash(),
@@ -114,24 +100,23 @@ impl ContractDisk {
                 break;
             }
             let step = entry.remove();
-            apply(&mut self.files, &step.undo);
+            self.files.apply(&step.undo);
             self.tree.update(&self.files, &step.undo);
         }
         Ok(())
     }
 
-    /// The files and tree of the latest run and, when kept, the run before
-    /// it (rebuilt: only a peer fetching state asks), newest first.
-    pub fn last_two(&self) -> Vec<(MemState, StateNode)> {
-        let mut out = vec![(self.files.clone(), self.tree.to_state_node())];
-        if self.runs.len() >= 2 {
-            let (_, latest) = self.runs.last_key_value().expect("two runs");
-            let mut before = self.files.clone();
-            apply(&mut before, &latest.undo);
-            let tree = Tree::of(&before).to_state_node();
-            out.push((before, tree));
+    /// The files and tree the run before the latest left, when it is kept:
+    /// rebuilt from the latest run's undo (only a peer fetching state asks).
+    pub fn previous(&self) -> Option<(MemState, StateNode)> {
+        if self.runs.len() < 2 {
+            return None;
         }
-        out
+        let (_, latest) = self.runs.last_key_value()?;
+        let mut before = self.files.clone();
+        before.apply(&latest.undo);
+        let tree = Tree::of(&before).to_state_node();
+        Some((before, tree))
     }
 
     /// The state `patch` makes of the latest one, with what it hashes to.
@@ -193,10 +178,10 @@ mod tests {
             ("kv/2".to_string(), Some(b"new".to_vec())),
         ]);
         disk.keep(3, &changes, Hash::ZERO);
-        let two = disk.last_two();
-        assert_eq!(two[0].0, disk.files);
-        assert_eq!(two[1].0, disk_with_runs(&[1, 2]).files);
-        assert_eq!(two[1].1.hash(), disk.runs[&2].result.state);
-        assert_eq!(two[0].1.hash(), disk.runs[&3].result.state);
+        let (files, tree) = disk.previous().expect("run 2 is kept");
+        assert_eq!(files, disk_with_runs(&[1, 2]).files);
+        assert_eq!(tree.hash(), disk.runs[&2].result.state);
+        assert_eq!(disk.tree().hash(), disk.runs[&3].result.state);
+        assert!(disk_with_runs(&[]).previous().is_none());
     }
 }

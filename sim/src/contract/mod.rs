@@ -120,14 +120,9 @@ pub(crate) fn sdk_result(keys: &mut KeyMemo, run: Option<Run<'_>>) -> RunResult 
         .into_outputs()
         .into_iter()
         .filter_map(|(user, out)| {
-            let key = match keys.get(&user) {
-                Some(k) => *k,
-                None => {
-                    let k = PubKey::from_hex(&user).ok();
-                    keys.insert(user, k);
-                    k
-                }
-            };
+            let key = *keys
+                .entry(user)
+                .or_insert_with_key(|u| PubKey::from_hex(u).ok());
             key.map(|k| (k, out))
         })
         .collect();
@@ -214,7 +209,11 @@ impl ContractHost for SimContract {
 
     /// Serves from the latest run and the one before, as the real host.
     fn serve_state(&mut self, req: &StateRequest) -> StateResponse {
-        let kept = self.world.lock().nodes[self.node].contract.last_two();
+        let g = self.world.lock();
+        let disk = &g.nodes[self.node].contract;
+        let previous = disk.previous();
+        let mut kept = vec![(disk.files(), disk.tree())];
+        kept.extend(previous.as_ref().map(|(files, tree)| (files, tree.clone())));
         let indexes: Vec<StateIndex> = kept.iter().map(|(_, tree)| StateIndex::new(tree)).collect();
         let refs: Vec<&StateIndex> = indexes.iter().collect();
         serve(&refs, req, |i, path, offset, len| {
