@@ -11,6 +11,7 @@ pub mod crypto;
 pub mod driver;
 pub mod env;
 pub mod ledger;
+mod memo;
 pub mod npl;
 #[cfg(feature = "runtime")]
 pub mod real;

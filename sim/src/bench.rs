@@ -167,6 +167,10 @@ impl Timing {
                 v.misses
             ),
             format!(
+                "proposal frames: {} taken from the shared memory of sent frames, {} decoded",
+                r.frames.hits, r.frames.misses
+            ),
+            format!(
                 "one ed25519 check {:.1} us, one signature {:.1} us: the run's signing and full checks cost about {:.0} ms, {:.0}% of the median wall",
                 verify * 1e6,
                 sign * 1e6,

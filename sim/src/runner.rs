@@ -10,7 +10,7 @@ use crate::users::byzantine::{spawn_attackers, ByzUserStats};
 use crate::users::SimUsers;
 use crate::world::{NetStats, World};
 use hotpocket_multisig_contract::DEFAULT_TIMEOUT_MS;
-use hotpocket_node::consensus::{ConsensusConfig, Stats, VoteStatus};
+use hotpocket_node::consensus::{ConsensusConfig, FrameStats, SentProposals, Stats, VoteStatus};
 use hotpocket_node::crypto::{Hash, Keypair, Verified, VerifiedStats};
 use hotpocket_node::driver::{self, Env};
 use hotpocket_node::npl::NplLimits;
@@ -61,9 +61,12 @@ pub struct Report {
     #[serde(skip)]
     pub log: Option<Log>,
     /// Signature checks answered from the shared memory, and checked in
-    /// full: for the bench, not the report.
+    /// full, and proposal frames found in memory or decoded: for the bench,
+    /// not the report.
     #[serde(skip)]
     pub verified: VerifiedStats,
+    #[serde(skip)]
+    pub frames: FrameStats,
 }
 
 /// The random beacon over the run's final ledgers.
@@ -156,6 +159,9 @@ async fn simulate(s: Scenario, seed: u64, print_events: bool, picture: bool) -> 
     // verified once, not once per node that receives it, and not at all
     // when its signer's key put it there (see `Verified`).
     let verified = Verified::new();
+    // And of the proposal frames nodes send: each is decoded once, by no
+    // one (see `SentProposals`).
+    let frames = SentProposals::new();
     let mut keys: Vec<Keypair> = derive_keys(seed, 0, s.nodes)
         .into_iter()
         .map(|k| k.sharing(&verified))
@@ -191,10 +197,14 @@ async fn simulate(s: Scenario, seed: u64, print_events: bool, picture: bool) -> 
     let nodes: Vec<NodeHandle> = (0..slots)
         .map(|i| {
             let (w, cfg, contract) = (world.clone(), cfg.clone(), s.contract.clone());
+            let frames = frames.clone();
             handle
                 .create_node()
                 .name(format!("n{i}"))
-                .init(move || node_main(w.clone(), i, cfg.clone(), seed, contract.clone()))
+                .init(move || {
+                    let (w, cfg, contract) = (w.clone(), cfg.clone(), contract.clone());
+                    node_main(w, i, cfg, seed, contract, frames.clone())
+                })
                 .build()
         })
         .collect();
@@ -244,6 +254,7 @@ async fn simulate(s: Scenario, seed: u64, print_events: bool, picture: bool) -> 
     madsim::time::sleep_until(world.instant_at(s.duration_ms)).await;
     let mut report = report(&s, seed, &world);
     report.verified = verified.stats();
+    report.frames = frames.stats();
     // madsim does not free tasks still pending when a runtime is dropped, so
     // end every node (and with it each task's hold on the world) first.
     for n in &nodes {
@@ -324,6 +335,7 @@ async fn node_main(
     cfg: ConsensusConfig,
     seed: u64,
     settings: ContractSettings,
+    frames: SentProposals,
 ) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let (utx, urx) = tokio::sync::mpsc::unbounded_channel();
@@ -384,6 +396,7 @@ async fn node_main(
             return;
         }
     };
+    node.share_frames(&frames);
     let (keys, coalition): (Vec<_>, Vec<_>) = {
         let g = world.lock();
         let keys = g.nodes.iter().map(|n| n.key.public()).collect();
@@ -493,6 +506,7 @@ fn report(s: &Scenario, seed: u64, world: &Arc<World>) -> Report {
         byzantine_users: g.byz_users.clone(),
         log: g.log.take(),
         verified: VerifiedStats::default(),
+        frames: FrameStats::default(),
         beacon: {
             let b = &g.checker.beacon;
             let values: Vec<Hash> = b.values.values().flatten().copied().collect();

@@ -46,13 +46,15 @@ pub struct ProposalBook {
 
 impl ProposalBook {
     /// Checks and, if valid and new, stores a peer's proposal. `round` is
-    /// the node's current round.
+    /// the node's current round; `signed`, if known, is the proposal's
+    /// encoding (see `SignedProposal::verify_encoded`).
     pub fn arrive(
         &mut self,
         cfg: &ConsensusConfig,
         ring: &KeyRing,
         round: u64,
         sp: SignedProposal,
+        signed: Option<&[u8]>,
     ) -> Arrival {
         let p = &sp.proposal;
         if !cfg.in_unl(&p.author) && !cfg.planted(PlantedBug::NoUnlCheck) {
@@ -78,12 +80,12 @@ impl ProposalBook {
             if *existing == sp {
                 return Arrival::Duplicate;
             }
-            return match sp.verify_with(ring) {
+            return match sp.verify_encoded(ring, signed) {
                 Ok(()) => Arrival::Equivocation,
                 Err(_) => Arrival::BadSignature,
             };
         }
-        if sp.verify_with(ring).is_err() && !cfg.planted(PlantedBug::NoSignatureCheck) {
+        if sp.verify_encoded(ring, signed).is_err() && !cfg.planted(PlantedBug::NoSignatureCheck) {
             return Arrival::BadSignature;
         }
         let (author, round, lcl) = (p.author, p.round, p.lcl);
@@ -178,25 +180,43 @@ mod tests {
         let (cfg, ring, keys) = setup();
         let mut book = ProposalBook::default();
         let p = proposal(&keys[0], 10, 1, 5);
-        assert_eq!(book.arrive(&cfg, &ring, 10, p.clone()), Arrival::Accepted);
-        assert_eq!(book.arrive(&cfg, &ring, 10, p.clone()), Arrival::Duplicate);
+        assert_eq!(
+            book.arrive(&cfg, &ring, 10, p.clone(), None),
+            Arrival::Accepted
+        );
+        assert_eq!(
+            book.arrive(&cfg, &ring, 10, p.clone(), None),
+            Arrival::Duplicate
+        );
         let other = proposal(&keys[0], 10, 1, 6);
         assert_eq!(
-            book.arrive(&cfg, &ring, 10, other.clone()),
+            book.arrive(&cfg, &ring, 10, other.clone(), None),
             Arrival::Equivocation
         );
         let mut forged = other;
         forged.proposal.time = 7;
-        assert_eq!(book.arrive(&cfg, &ring, 10, forged), Arrival::BadSignature);
+        assert_eq!(
+            book.arrive(&cfg, &ring, 10, forged, None),
+            Arrival::BadSignature
+        );
         let mut bad_new = proposal(&keys[1], 10, 1, 5);
         bad_new.proposal.time = 9;
-        assert_eq!(book.arrive(&cfg, &ring, 10, bad_new), Arrival::BadSignature);
+        assert_eq!(
+            book.arrive(&cfg, &ring, 10, bad_new, None),
+            Arrival::BadSignature
+        );
         let far = proposal(&keys[1], 10 + cfg.max_round_skew + 1, 1, 5);
-        assert_eq!(book.arrive(&cfg, &ring, 10, far), Arrival::Stale);
+        assert_eq!(book.arrive(&cfg, &ring, 10, far, None), Arrival::Stale);
         let stage9 = proposal(&keys[1], 10, 9, 5);
-        assert_eq!(book.arrive(&cfg, &ring, 10, stage9), Arrival::Malformed);
+        assert_eq!(
+            book.arrive(&cfg, &ring, 10, stage9, None),
+            Arrival::Malformed
+        );
         let outsider = proposal(&Keypair::from_seed([99; 32]), 10, 1, 5);
-        assert_eq!(book.arrive(&cfg, &ring, 10, outsider), Arrival::NotUnl);
+        assert_eq!(
+            book.arrive(&cfg, &ring, 10, outsider, None),
+            Arrival::NotUnl
+        );
         // Only the first stays in the book.
         assert_eq!(book.slot(10, 1), vec![&p]);
     }
@@ -207,7 +227,7 @@ mod tests {
         let mut book = ProposalBook::default();
         let mut p = proposal(&keys[1], 10, 0, 5).proposal;
         p.lcl.seq = 7;
-        book.arrive(&cfg, &ring, 10, p.sign(&keys[1]));
+        book.arrive(&cfg, &ring, 10, p.sign(&keys[1]), None);
         let me = keys[0].public();
         assert_eq!(book.peers_ahead(&me, 6, 10, 3), vec![keys[1].public()]);
         assert!(book.peers_ahead(&me, 7, 10, 3).is_empty());

@@ -9,6 +9,8 @@ use crate::wire::MAX_FRAME_BYTES;
 use serde::{Deserialize, Serialize};
 
 const WIRE_VERSION: u8 = 1;
+/// `PeerMessage::Proposal`'s index, its first byte after the version.
+const PROPOSAL_VARIANT: u8 = 0;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PeerMessage {
@@ -55,12 +57,22 @@ impl PeerMessage {
     /// without copying or encoding the proposal again: a signed proposal
     /// encodes as its proposal, then its signature, after the variant.
     pub fn proposal_frame(signed: &[u8], sig: &Sig) -> Vec<u8> {
-        const PROPOSAL_VARIANT: u8 = 0;
         let mut out = Vec::with_capacity(signed.len() + 70);
         out.extend_from_slice(&[WIRE_VERSION, PROPOSAL_VARIANT]);
         out.extend_from_slice(signed);
         postcard::to_io(sig, &mut out).expect("encoding into a Vec cannot fail");
         out
+    }
+
+    /// Where the signed bytes and the signature would lie if `frame` were a
+    /// `proposal_frame`: the frame is `proposal_frame(signed, sig)` exactly
+    /// when it is that long and those parts are those bytes. Nothing is
+    /// decoded or checked: a caller compares the parts with bytes it knows.
+    pub fn proposal_parts(frame: &[u8]) -> Option<(&[u8], Sig)> {
+        let (head, sig) = frame.split_last_chunk::<64>()?;
+        let (head, &[sig_len]) = head.split_last_chunk::<1>()?;
+        let signed = head.strip_prefix(&[WIRE_VERSION, PROPOSAL_VARIANT])?;
+        (usize::from(sig_len) == sig.len()).then_some((signed, Sig(*sig)))
     }
 
     pub fn decode(bytes: &[u8]) -> Result<PeerMessage, WireError> {
@@ -125,6 +137,14 @@ mod tests {
         let (sp, signed) = p.sign_keeping_bytes(&k);
         let whole = PeerMessage::Proposal(Box::new(sp.clone())).encode();
         assert_eq!(PeerMessage::proposal_frame(&signed, &sp.sig), whole);
+        assert_eq!(
+            PeerMessage::proposal_parts(&whole),
+            Some((&signed[..], sp.sig))
+        );
+        assert_eq!(PeerMessage::proposal_parts(&whole[1..]), None);
+        assert_eq!(PeerMessage::proposal_parts(&whole[..whole.len() - 1]), None);
+        let other = PeerMessage::Inputs(vec![vec![0; 70]]).encode();
+        assert_eq!(PeerMessage::proposal_parts(&other), None);
         assert_eq!(
             PeerMessage::decode(&whole),
             Ok(PeerMessage::Proposal(Box::new(sp)))

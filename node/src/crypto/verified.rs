@@ -14,7 +14,7 @@
 //! `sign` and `verify` either way. The real node holds none.
 
 use super::{PubKey, Sig};
-use std::collections::BTreeMap;
+use crate::memo::Generations;
 use std::sync::{Arc, Mutex};
 
 /// Entries a generation holds before it becomes the old one and the one
@@ -30,43 +30,32 @@ const GENERATION_BYTES: usize = 8 << 20;
 /// Signed bytes longer than this are checked in full every time.
 const MAX_ENTRY_BYTES: usize = 1 << 20;
 
-/// Answers by key and signature, then by the exact signed bytes: the
-/// same signature over other bytes is another entry (and almost never
-/// happens, so the list is one long).
-type Answers = BTreeMap<(PubKey, Sig), Vec<(Box<[u8]>, bool)>>;
-
-#[derive(Default)]
-struct Generations {
-    new: Answers,
-    old: Answers,
-    /// Entries in `new`, and the signed bytes they hold.
-    held: usize,
-    held_bytes: usize,
+struct Memory {
+    /// Whether the signature verifies, by key and signature, then by the
+    /// exact signed bytes.
+    answers: Generations<(PubKey, Sig), bool>,
     hits: u64,
     misses: u64,
     signed: u64,
 }
 
-impl Generations {
-    fn put(&mut self, key: &PubKey, sig: &Sig, signed: &[u8], valid: bool) {
-        if signed.len() > MAX_ENTRY_BYTES || find(&self.new, key, sig, signed).is_some() {
-            return;
+impl Default for Memory {
+    fn default() -> Self {
+        Memory {
+            answers: Generations::new(GENERATION, GENERATION_BYTES),
+            hits: 0,
+            misses: 0,
+            signed: 0,
         }
-        if self.held >= GENERATION || self.held_bytes + signed.len() > GENERATION_BYTES {
-            self.old = std::mem::take(&mut self.new);
-            self.held = 0;
-            self.held_bytes = 0;
-        }
-        self.held += 1;
-        self.held_bytes += signed.len();
-        let list = self.new.entry((*key, *sig)).or_default();
-        list.push((signed.into(), valid));
     }
 }
 
-fn find(answers: &Answers, key: &PubKey, sig: &Sig, signed: &[u8]) -> Option<bool> {
-    let list = answers.get(&(*key, *sig))?;
-    list.iter().find(|(b, _)| **b == *signed).map(|(_, v)| *v)
+impl Memory {
+    fn put(&mut self, key: &PubKey, sig: &Sig, signed: &[u8], valid: bool) {
+        if signed.len() <= MAX_ENTRY_BYTES {
+            self.answers.put((*key, *sig), signed.into(), valid);
+        }
+    }
 }
 
 /// What a memory answered so far (the bench prints it).
@@ -81,7 +70,7 @@ pub struct VerifiedStats {
 
 /// Signature checks already answered, shared by cloning.
 #[derive(Clone, Default)]
-pub struct Verified(Arc<Mutex<Generations>>);
+pub struct Verified(Arc<Mutex<Memory>>);
 
 impl Verified {
     pub fn new() -> Verified {
@@ -91,7 +80,7 @@ impl Verified {
     /// The answer given before for exactly these bytes, if any.
     pub(super) fn get(&self, key: &PubKey, sig: &Sig, signed: &[u8]) -> Option<bool> {
         let mut g = self.lock();
-        let found = find(&g.new, key, sig, signed).or_else(|| find(&g.old, key, sig, signed));
+        let found = g.answers.find(&(*key, *sig), signed).map(|(_, v)| *v);
         match found {
             Some(_) => g.hits += 1,
             None => g.misses += 1,
@@ -121,16 +110,14 @@ impl Verified {
 
     /// Entries held now (both generations).
     pub fn len(&self) -> usize {
-        let g = self.lock();
-        let count = |a: &Answers| a.values().map(Vec::len).sum::<usize>();
-        count(&g.new) + count(&g.old)
+        self.lock().answers.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Generations> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Memory> {
         // The maps stay consistent whatever a panicking holder did: each
         // insert or swap is one call.
         self.0.lock().unwrap_or_else(|e| e.into_inner())

@@ -100,6 +100,27 @@ impl SignedProposal {
         )
     }
 
+    /// `verify_with`, given the proposal's encoding when the caller has it
+    /// (a memory of sent frames does), so as not to encode it again.
+    /// `encoded` must be exactly `signing_bytes()`: bytes the proposal was
+    /// decoded from are not enough, since a non-canonical encoding decodes
+    /// too.
+    pub fn verify_encoded(
+        &self,
+        ring: &KeyRing,
+        encoded: Option<&[u8]>,
+    ) -> Result<(), CryptoError> {
+        let Some(encoded) = encoded else {
+            return self.verify_with(ring);
+        };
+        debug_assert_eq!(
+            encoded,
+            self.proposal.signing_bytes(),
+            "not this proposal's encoding"
+        );
+        ring.verify(&self.proposal.author, PROPOSAL_DOMAIN, encoded, &self.sig)
+    }
+
     pub fn verify(&self) -> Result<(), CryptoError> {
         crypto::verify(
             &self.proposal.author,

@@ -7,17 +7,18 @@ mod party;
 mod vote;
 
 use crate::consensus::bodies::{self, BodyFetch, MAX_BODIES_PER_MESSAGE};
-use crate::consensus::book::{Arrival, ProposalBook};
+use crate::consensus::book::ProposalBook;
 use crate::consensus::catchup::{self, check_answer, Answer, Catchup};
 use crate::consensus::chain::Chain;
 use crate::consensus::exec::Execution;
+use crate::consensus::frames::SentProposals;
 use crate::consensus::message::PeerMessage;
 use crate::consensus::pool::{Admission, InputPool};
 use crate::consensus::served::Served;
 use crate::consensus::state_sync::{Effect, Forced, StateSync, View};
 use crate::consensus::timing::{Slot, Timing};
+use crate::consensus::VoteStatus;
 use crate::consensus::{Action, CloseVia, ConsensusConfig, Event, Input, Job, NodeError, Stats};
-use crate::consensus::{SignedProposal, VoteStatus};
 use crate::contract::{input_hash, ExecResult};
 use crate::crypto::{Hash, KeyRing, Keypair, PubKey};
 use crate::ledger::{LedgerId, LedgerRecord};
@@ -62,6 +63,8 @@ pub struct Node {
     served: Served,
     /// Who the beacon recorded absent or convicted, over recent ledgers.
     absences: crate::beacon::Absences,
+    /// Proposal frames the nodes of this process sent, when it shares them.
+    frames: Option<SentProposals>,
     stats: Stats,
     out: Vec<Action>,
 }
@@ -121,9 +124,17 @@ impl Node {
             result_wait: None,
             served: Served::default(),
             absences: crate::beacon::Absences::new(beacon::ABSENCE_WINDOW),
+            frames: None,
             stats: Stats::default(),
             out: vec![Action::Notify(Event::Started { lcl })],
         })
+    }
+
+    /// Shares `frames` with the other nodes of this process: the
+    /// proposals this node sends go in, and a frame found there is not
+    /// decoded again (see [`SentProposals`]). The simulator's nodes do.
+    pub fn share_frames(&mut self, frames: &SentProposals) {
+        self.frames = Some(frames.clone());
     }
 
     pub fn public_key(&self) -> PubKey {
@@ -323,6 +334,9 @@ impl Node {
             self.stats.dropped_malformed += 1;
             return;
         }
+        if let Some((sp, signed)) = self.frames.as_ref().and_then(|f| f.received(bytes)) {
+            return self.on_proposal(now, sp, Some(&signed));
+        }
         let msg = match PeerMessage::decode(bytes) {
             Ok(m) => m,
             Err(e) => {
@@ -333,7 +347,7 @@ impl Node {
         };
         let in_unl = self.cfg.in_unl(&from);
         match msg {
-            PeerMessage::Proposal(sp) => self.on_proposal(now, *sp),
+            PeerMessage::Proposal(sp) => self.on_proposal(now, *sp, None),
             PeerMessage::StateRequest(req) => {
                 self.state_sync(now, |s, v, st, fx| s.serve(v, from, req, st, fx))
             }
@@ -380,33 +394,6 @@ impl Node {
     fn count_admission(&mut self, admitted: Admission) {
         if admitted == Admission::Refused {
             self.stats.inputs_rejected += 1;
-        }
-    }
-
-    fn on_proposal(&mut self, now: u64, sp: SignedProposal) {
-        let round = self.slot.map_or(self.timing.slot(now).round, |s| s.round);
-        let lcl = sp.proposal.lcl;
-        let arrival = self.book.arrive(&self.cfg, &self.ring, round, sp);
-        if arrival.verified() {
-            self.stats.signature_checks += 1;
-        }
-        let s = &mut self.stats;
-        match arrival {
-            Arrival::Accepted => {
-                s.proposals_accepted += 1;
-                if lcl != self.chain.lcl() {
-                    s.foreign_lcl += 1;
-                }
-                if lcl.seq > self.chain.lcl().seq {
-                    self.catchup_tick(now);
-                }
-            }
-            Arrival::Duplicate => s.dropped_duplicate += 1,
-            Arrival::Equivocation => s.equivocations += 1,
-            Arrival::Stale => s.dropped_stale += 1,
-            Arrival::BadSignature => s.dropped_bad_signature += 1,
-            Arrival::Malformed => s.dropped_malformed += 1,
-            Arrival::NotUnl => s.dropped_not_unl += 1,
         }
     }
 

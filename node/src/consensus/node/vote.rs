@@ -2,10 +2,11 @@
 //! proposal it signs in each stage, and closing a ledger at stage 0.
 
 use super::Node;
+use crate::consensus::book::Arrival;
 use crate::consensus::message::PeerMessage;
 use crate::consensus::tally;
 use crate::consensus::timing::Slot;
-use crate::consensus::{Action, CloseVia, Event, Proposal, VoteStatus};
+use crate::consensus::{Action, CloseVia, Event, Proposal, SignedProposal, VoteStatus};
 use crate::ledger::LedgerRecord;
 use std::collections::BTreeMap;
 
@@ -117,12 +118,44 @@ impl Node {
         );
         let (signed, signing) = proposal.sign_keeping_bytes(&self.key);
         let bytes = PeerMessage::proposal_frame(&signing, &signed.sig);
+        if let Some(frames) = &self.frames {
+            frames.sent(&signed, signing.into());
+        }
         self.book.insert(signed);
         self.proposed = Some(slot);
         if slot.stage == 3 {
             self.chain.vote(lcl);
         }
         self.out.push(Action::Broadcast { bytes });
+    }
+
+    /// A peer's proposal; `signed` is its encoding when the frame came
+    /// from the shared memory of sent frames.
+    pub(super) fn on_proposal(&mut self, now: u64, sp: SignedProposal, signed: Option<&[u8]>) {
+        let round = self.slot.map_or(self.timing.slot(now).round, |s| s.round);
+        let lcl = sp.proposal.lcl;
+        let arrival = self.book.arrive(&self.cfg, &self.ring, round, sp, signed);
+        if arrival.verified() {
+            self.stats.signature_checks += 1;
+        }
+        let s = &mut self.stats;
+        match arrival {
+            Arrival::Accepted => {
+                s.proposals_accepted += 1;
+                if lcl != self.chain.lcl() {
+                    s.foreign_lcl += 1;
+                }
+                if lcl.seq > self.chain.lcl().seq {
+                    self.catchup_tick(now);
+                }
+            }
+            Arrival::Duplicate => s.dropped_duplicate += 1,
+            Arrival::Equivocation => s.equivocations += 1,
+            Arrival::Stale => s.dropped_stale += 1,
+            Arrival::BadSignature => s.dropped_bad_signature += 1,
+            Arrival::Malformed => s.dropped_malformed += 1,
+            Arrival::NotUnl => s.dropped_not_unl += 1,
+        }
     }
 
     /// Whether a majority of the previous stage proposed on another lcl.
