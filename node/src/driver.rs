@@ -139,7 +139,7 @@ where
             match action {
                 Action::Send { to, bytes } => net.send(&to, bytes),
                 Action::Broadcast { bytes } => net.broadcast(bytes),
-                Action::Persist(record) => store.append(&record)?,
+                Action::Persist(record) => store.append(record)?,
                 Action::Sync => store.sync()?,
                 Action::ToContract { seq, bytes } => match running.as_mut() {
                     Some(Running::Run {

@@ -206,7 +206,10 @@ fn after_a_failed_rollback_no_ledger_runs_until_the_certified_state_is_fetched()
 fn a_corrupt_stored_chain_is_refused_at_start() {
     let mut net = Net::new(4);
     net.run_until(T0 + 5_000);
-    let mut stored: Vec<LedgerRecord> = net.nodes[0].chain()[1..].to_vec();
+    let mut stored: Vec<LedgerRecord> = net.nodes[0].chain()[1..]
+        .iter()
+        .map(|r| LedgerRecord::clone(r))
+        .collect();
     stored[1].ledger.time += 1;
     let cfg = ConsensusConfig::new(net.keys.iter().map(|k| k.public()).collect());
     assert!(Node::new(cfg, net.keys[0].clone(), stored, initial()).is_err());
@@ -393,7 +396,10 @@ fn a_restarted_node_reruns_what_its_contract_missed_without_delivering_it_again(
     let a = net.nodes[0].handle(T0 + 10, Input::Submit(body));
     net.apply(0, T0 + 10, a);
     net.run_until(T0 + 6_000);
-    let stored: Vec<LedgerRecord> = net.nodes[4].chain()[1..].to_vec();
+    let stored: Vec<LedgerRecord> = net.nodes[4].chain()[1..]
+        .iter()
+        .map(|r| LedgerRecord::clone(r))
+        .collect();
     let lcl = stored.len() as u64;
     assert!(lcl >= 4);
     let cfg = ConsensusConfig::new(net.keys.iter().map(|k| k.public()).collect());

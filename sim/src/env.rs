@@ -105,9 +105,10 @@ pub struct SimStore {
 
 impl Store for SimStore {
     fn load(&mut self) -> Result<Vec<LedgerRecord>, StoreError> {
-        Ok(self.world.lock().nodes[self.node].disk.synced.clone())
+        let disk = &self.world.lock().nodes[self.node].disk;
+        Ok(disk.synced.iter().map(|r| LedgerRecord::clone(r)).collect())
     }
-    fn append(&mut self, record: &LedgerRecord) -> Result<(), StoreError> {
+    fn append(&mut self, record: Arc<LedgerRecord>) -> Result<(), StoreError> {
         let mut g = self.world.lock();
         let n = &mut g.nodes[self.node];
         if n.crash_at_write {
@@ -116,7 +117,7 @@ impl Store for SimStore {
             self.world.crash(self.node);
             return Err(StoreError::Io("crashed in the middle of a write".into()));
         }
-        n.disk.unsynced.push(record.clone());
+        n.disk.unsynced.push(record);
         Ok(())
     }
     fn truncate(&mut self, keep_through: u64) -> Result<(), StoreError> {

@@ -42,8 +42,9 @@ pub struct NetStats {
 
 #[derive(Default)]
 pub struct DiskState {
-    pub synced: Vec<LedgerRecord>,
-    pub unsynced: Vec<LedgerRecord>,
+    /// The node's chain holds these very records (`Store::append`).
+    pub synced: Vec<Arc<LedgerRecord>>,
+    pub unsynced: Vec<Arc<LedgerRecord>>,
 }
 
 pub struct NodeSlot {

@@ -12,6 +12,7 @@ use crate::ledger::{ChainError, LedgerId, LedgerRecord};
 use crate::sync::{verify_record, SyncError};
 use crate::wire::MAX_FRAME_BYTES;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 #[derive(Debug, Default)]
 pub struct Catchup {
@@ -193,7 +194,7 @@ pub fn check_answer(
 /// `None` if there are none.
 pub fn serve(
     cfg: &ConsensusConfig,
-    chain: &[LedgerRecord],
+    chain: &[Arc<LedgerRecord>],
     from_seq: u64,
     count: u64,
 ) -> Option<Vec<u8>> {
@@ -204,12 +205,12 @@ pub fn serve(
     let mut budget = MAX_FRAME_BYTES - 1024;
     let mut records: Vec<LedgerRecord> = Vec::new();
     for r in chain[start..].iter().take(count) {
-        let size = postcard::experimental::serialized_size(r).unwrap_or(usize::MAX);
+        let size = postcard::experimental::serialized_size(&**r).unwrap_or(usize::MAX);
         if size > budget {
             break;
         }
         budget -= size;
-        records.push(r.clone());
+        records.push(LedgerRecord::clone(r));
     }
     if records.is_empty() {
         return None;

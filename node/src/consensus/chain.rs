@@ -7,14 +7,16 @@ use crate::contract::ExecResult;
 use crate::crypto::Hash;
 use crate::ledger::{check_link, ChainError, LedgerId, LedgerRecord, Verdict};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Seqs an included input hash is remembered for, to refuse replays.
 const INCLUDED_WINDOW: u64 = 1024;
 
 #[derive(Debug)]
 pub struct Chain {
-    /// Genesis first; a record's index is its seq.
-    records: Vec<LedgerRecord>,
+    /// Genesis first; a record's index is its seq. Shared with the store
+    /// (`Action::Persist`): a store in memory keeps no second copy.
+    records: Vec<Arc<LedgerRecord>>,
     /// Inputs already in a ledger, with its seq, so they never land twice.
     included: BTreeMap<Hash, u64>,
     /// Highest seq known final here: a ledger was appended on top of it.
@@ -39,7 +41,7 @@ struct Verdicts {
 }
 
 impl Verdicts {
-    fn of(records: &[LedgerRecord]) -> Verdicts {
+    fn of(records: &[Arc<LedgerRecord>]) -> Verdicts {
         let mut v = Verdicts::default();
         for r in records {
             v.take(&r.ledger.verdicts);
@@ -73,10 +75,10 @@ impl Chain {
     /// The chain a store kept (the ledgers after genesis, in order), checked
     /// link by link: a disk can lie too.
     pub fn restore(stored: Vec<LedgerRecord>) -> Result<Chain, ChainError> {
-        let mut records = vec![LedgerRecord::genesis()];
+        let mut records = vec![Arc::new(LedgerRecord::genesis())];
         for r in stored {
             check_link(&records[records.len() - 1].id(), &r.ledger, &r.hash)?;
-            records.push(r);
+            records.push(Arc::new(r));
         }
         let lcl_seq = records.len() as u64 - 1;
         let mut included = BTreeMap::new();
@@ -103,11 +105,16 @@ impl Chain {
         self.records.last().expect("chain has genesis").id()
     }
 
-    pub fn records(&self) -> &[LedgerRecord] {
+    pub fn records(&self) -> &[Arc<LedgerRecord>] {
         &self.records
     }
 
     pub fn get(&self, seq: u64) -> Option<&LedgerRecord> {
+        self.shared(seq).map(|r| &**r)
+    }
+
+    /// Ledger `seq` as the chain holds it, to share with the store.
+    pub fn shared(&self, seq: u64) -> Option<&Arc<LedgerRecord>> {
         self.records.get(usize::try_from(seq).ok()?)
     }
 
@@ -161,7 +168,9 @@ impl Chain {
 
     /// Adds a fetched body to ledger `seq`; returns whether it was new.
     pub fn add_body(&mut self, seq: u64, h: Hash, body: Vec<u8>) -> bool {
-        let r = &mut self.records[seq as usize];
+        // A copy if the store shares the record: rare (a body fetched
+        // after the close), and the store's record stays as written.
+        let r = Arc::make_mut(&mut self.records[seq as usize]);
         r.bodies.insert(h, body).is_none()
     }
 
@@ -174,7 +183,7 @@ impl Chain {
     /// lacks move into it from the pool: a peer's record may lack some this
     /// node holds, and if the only other holders crash, these copies are
     /// the last ones. The ledger below it is final from now on.
-    pub fn append(&mut self, mut record: LedgerRecord, pool: &mut InputPool) -> &LedgerRecord {
+    pub fn append(&mut self, mut record: LedgerRecord, pool: &mut InputPool) -> &Arc<LedgerRecord> {
         let seq = record.ledger.seq;
         for h in &record.ledger.inputs {
             if let Some(b) = pool.take(h) {
@@ -199,7 +208,7 @@ impl Chain {
         }
         self.final_seq = self.final_seq.max(seq - 1);
         self.verdicts.take(&record.ledger.verdicts);
-        self.records.push(record);
+        self.records.push(Arc::new(record));
         self.records.last().expect("just pushed")
     }
 
@@ -221,7 +230,7 @@ impl Chain {
         if !proven_elsewhere && (from.seq <= self.restored_seq || self.voted_on == Some(from)) {
             return None;
         }
-        let dropped = self.records.pop().expect("seq > 0 so above genesis");
+        let dropped = Arc::unwrap_or_clone(self.records.pop().expect("seq > 0 so above genesis"));
         for h in &dropped.ledger.inputs {
             self.included.remove(h);
         }

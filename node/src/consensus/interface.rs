@@ -8,6 +8,7 @@ use crate::ledger::{ChainError, Ledger, LedgerId, LedgerRecord};
 use crate::npl::NplStats;
 use crate::sync::state_transfer::{FetchStats, StateResponse};
 use serde::Serialize;
+use std::sync::Arc;
 
 /// An event fed to the node by its driver.
 #[derive(Clone, Debug)]
@@ -51,7 +52,7 @@ pub enum Action {
         bytes: Vec<u8>,
     },
     /// Write a ledger; it becomes durable at the next `Sync`.
-    Persist(Box<LedgerRecord>),
+    Persist(Arc<LedgerRecord>),
     /// Durability point: everything persisted before must be on disk.
     Sync,
     /// Work for the contract host, queued in order.

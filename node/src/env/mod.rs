@@ -15,6 +15,7 @@ use crate::crypto::{Hash, PubKey};
 use crate::ledger::LedgerRecord;
 use crate::sync::state_transfer::{StatePatch, StateRequest, StateResponse};
 use std::future::Future;
+use std::sync::Arc;
 
 /// Node-local time. It may be offset from, and drift against, other nodes'.
 pub trait Clock {
@@ -62,7 +63,10 @@ pub enum StoreError {
 pub trait Store {
     /// The durable chain, genesis first; empty for a new node.
     fn load(&mut self) -> Result<Vec<LedgerRecord>, StoreError>;
-    fn append(&mut self, record: &LedgerRecord) -> Result<(), StoreError>;
+    /// `record` is shared with the node's chain: a store that keeps
+    /// records in memory (the simulator's disk) holds that copy, not
+    /// another.
+    fn append(&mut self, record: Arc<LedgerRecord>) -> Result<(), StoreError>;
     /// Forgets every ledger after seq `keep_through`; durable at `sync`.
     fn truncate(&mut self, keep_through: u64) -> Result<(), StoreError>;
     /// Durability point.

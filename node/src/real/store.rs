@@ -10,6 +10,7 @@ use crate::ledger::beacon::{Beacon, FraudProof};
 use crate::ledger::{LedgerRecord, Verdict};
 use rusqlite::{params, Connection};
 use std::path::Path;
+use std::sync::Arc;
 
 pub struct SqliteStore {
     conn: Connection,
@@ -129,10 +130,10 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    fn append(&mut self, r: &LedgerRecord) -> Result<(), StoreError> {
+    fn append(&mut self, r: Arc<LedgerRecord>) -> Result<(), StoreError> {
         self.begin()?;
         let inputs: Vec<String> = r.ledger.inputs.iter().map(|h| h.to_string()).collect();
-        let blob = postcard::to_allocvec(r).map_err(|e| StoreError::Io(e.to_string()))?;
+        let blob = postcard::to_allocvec(&*r).map_err(|e| StoreError::Io(e.to_string()))?;
         self.conn
             .execute(
                 "INSERT OR REPLACE INTO ledgers
@@ -195,14 +196,14 @@ mod tests {
         let b = record(2, a.hash);
         {
             let mut s = SqliteStore::open(&path).unwrap();
-            s.append(&a).unwrap();
+            s.append(Arc::new(a.clone())).unwrap();
             s.sync().unwrap();
-            s.append(&b).unwrap();
+            s.append(Arc::new(b.clone())).unwrap();
             // dropped without sync: a crash before the durability point
         }
         let mut s = SqliteStore::open(&path).unwrap();
         assert_eq!(s.load().unwrap(), vec![a.clone()]);
-        s.append(&b).unwrap();
+        s.append(Arc::new(b)).unwrap();
         s.sync().unwrap();
         assert_eq!(s.hashes().unwrap().len(), 2);
         s.truncate(1).unwrap();

@@ -25,6 +25,7 @@ use crate::ledger::{LedgerId, LedgerRecord};
 use crate::npl::PartyLine;
 use crate::wire::MAX_FRAME_BYTES;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// History or body requests served to one peer per round. An honest node
 /// asks once per stage at most.
@@ -143,7 +144,7 @@ impl Node {
     pub fn lcl(&self) -> LedgerId {
         self.chain.lcl()
     }
-    pub fn chain(&self) -> &[LedgerRecord] {
+    pub fn chain(&self) -> &[Arc<LedgerRecord>] {
         self.chain.records()
     }
     /// The node's counters, the party line's included: a snapshot, taken
@@ -463,10 +464,10 @@ impl Node {
 
     /// Ledgers verified and appended from history: made durable, announced,
     /// and queued to run.
-    fn adopted(&mut self, records: Vec<LedgerRecord>) {
+    fn adopted(&mut self, records: Vec<Arc<LedgerRecord>>) {
         self.stats.history_adopted += records.len() as u64;
         for r in &records {
-            self.out.push(Action::Persist(Box::new(r.clone())));
+            self.out.push(Action::Persist(r.clone()));
         }
         self.out.push(Action::Sync);
         for r in &records {
@@ -483,12 +484,12 @@ impl Node {
 
     /// Adds a verified ledger to the chain. It certifies its predecessor's
     /// run: a run of ours that differs is reported.
-    fn append(&mut self, record: LedgerRecord) -> &LedgerRecord {
+    fn append(&mut self, record: LedgerRecord) -> &Arc<LedgerRecord> {
         let mismatch = self.exec.on_append(&record.ledger);
         let appended = self.chain.append(record, &mut self.pool).ledger.seq;
         self.mismatch(mismatch);
         self.note_beacon(appended);
-        self.chain.get(appended).expect("just appended")
+        self.chain.shared(appended).expect("just appended")
     }
 
     /// Our run differs from what the UNL certified: copies may diverge

@@ -210,10 +210,10 @@ impl Node {
             "closing"
         );
         // The ledger alone for the event: the record (with its proof, a
-        // threshold of whole proposals) is copied out of the chain once,
-        // for the store, not twice.
+        // threshold of whole proposals) is shared with the store, not
+        // copied.
         let ledger = record.ledger.clone();
-        self.out.push(Action::Persist(Box::new(record)));
+        self.out.push(Action::Persist(record));
         self.out.push(Action::Sync);
         self.out.push(Action::Notify(Event::LedgerClosed {
             ledger,
