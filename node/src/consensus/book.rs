@@ -117,6 +117,15 @@ impl ProposalBook {
             .unwrap_or_default()
     }
 
+    /// The proposals of rounds `from..=to`, all stages, without collecting
+    /// them: the beacon's reveals look through every one on each proposal.
+    pub fn rounds(&self, from: u64, to: u64) -> impl Iterator<Item = &SignedProposal> {
+        self.slots
+            .range((from, 0)..)
+            .take_while(move |((round, _), _)| *round <= to)
+            .flat_map(|(_, by_author)| by_author.values())
+    }
+
     /// How many of one slot's proposals name each lcl.
     pub fn lcl_votes(&self, round: u64, stage: u8) -> BTreeMap<LedgerId, usize> {
         let props: Vec<&Proposal> = self
@@ -238,5 +247,21 @@ mod tests {
         assert!(book.seen_past(&keys[1].public(), 6));
         book.prune(11);
         assert!(book.slot(10, 0).is_empty());
+    }
+
+    #[test]
+    fn rounds_lists_every_stage_of_the_rounds_asked_for() {
+        let (_, _, keys) = setup();
+        let mut book = ProposalBook::default();
+        for (round, stage) in [(9, 3), (10, 0), (10, 3), (11, 1), (12, 0)] {
+            book.insert(proposal(&keys[0], round, stage, 5));
+            book.insert(proposal(&keys[1], round, stage, 5));
+        }
+        let got: Vec<(u64, u8)> = (book.rounds(10, 11))
+            .map(|sp| (sp.proposal.round, sp.proposal.stage))
+            .collect();
+        assert_eq!(got, [(10, 0), (10, 0), (10, 3), (10, 3), (11, 1), (11, 1)]);
+        assert_eq!(book.rounds(12, 11).count(), 0);
+        assert_eq!(book.rounds(0, u64::MAX).count(), 10);
     }
 }

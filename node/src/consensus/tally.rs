@@ -223,11 +223,20 @@ pub fn lcl_votes(props: &[&Proposal]) -> BTreeMap<LedgerId, usize> {
 /// group with most members (ties to the smaller ledger hash).
 pub fn best_candidate<'a>(props: &[&'a SignedProposal]) -> Option<(Hash, Vec<&'a SignedProposal>)> {
     let mut groups: BTreeMap<Hash, Vec<&SignedProposal>> = BTreeMap::new();
+    // Most name the very same candidate: hash each distinct one once (a
+    // candidate's hash digests every beacon entry it carries).
+    let mut hashed: Vec<(&Proposal, Hash)> = Vec::new();
     for sp in props {
-        groups
-            .entry(sp.proposal.candidate_hash())
-            .or_default()
-            .push(sp);
+        let p = &sp.proposal;
+        let hash = match hashed.iter().find(|(q, _)| q.same_candidate(p)) {
+            Some((_, h)) => *h,
+            None => {
+                let h = p.candidate_hash();
+                hashed.push((p, h));
+                h
+            }
+        };
+        groups.entry(hash).or_default().push(sp);
     }
     let mut best: Option<(Hash, Vec<&SignedProposal>)> = None;
     for (h, g) in groups {

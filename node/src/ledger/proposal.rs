@@ -56,6 +56,16 @@ impl Proposal {
         )
     }
 
+    /// Whether `other` would close the very same candidate: the fields
+    /// `candidate` reads are equal, so the candidates' hashes are too.
+    pub fn same_candidate(&self, other: &Proposal) -> bool {
+        self.lcl == other.lcl
+            && self.time == other.time
+            && self.inputs == other.inputs
+            && self.results == other.results
+            && self.beacon == other.beacon
+    }
+
     fn signing_bytes(&self) -> Vec<u8> {
         // postcard is deterministic for a given value: field order, varints,
         // no maps. That makes it the canonical encoding we sign.
@@ -173,6 +183,37 @@ mod tests {
         let mut t = sp;
         t.proposal.author = other.public();
         assert!(t.verify().is_err());
+    }
+
+    #[test]
+    fn same_candidate_means_same_hash() {
+        let (a, b) = (Keypair::from_seed([9; 32]), Keypair::from_seed([8; 32]));
+        // Another author, round and stage: the same candidate.
+        let mut other = sample(&b);
+        other.round = 8;
+        other.stage = 2;
+        assert!(sample(&a).same_candidate(&other));
+        assert_eq!(sample(&a).candidate_hash(), other.candidate_hash());
+        let changes: [fn(&mut Proposal); 5] = [
+            |p| p.time += 1,
+            |p| p.lcl.seq += 1,
+            |p| p.inputs.clear(),
+            |p| p.results.clear(),
+            |p| {
+                p.beacon.outcome = Some(Box::new(crate::ledger::beacon::Outcome {
+                    value: Hash([5; 32]),
+                    revealed: vec![],
+                    absent: vec![],
+                    fraud: vec![],
+                }))
+            },
+        ];
+        for change in changes {
+            let mut p = sample(&a);
+            change(&mut p);
+            assert!(!sample(&a).same_candidate(&p));
+            assert_ne!(sample(&a).candidate_hash(), p.candidate_hash());
+        }
     }
 
     #[test]

@@ -110,17 +110,13 @@ impl Node {
         let mut seen: BTreeSet<&SignedReveal> = BTreeSet::new();
         // Proposals mostly carry the very same list: add each list once.
         let mut lists: Vec<&[SignedReveal]> = Vec::new();
-        for round in oldest..=slot.round {
-            for stage in 0..=3 {
-                for sp in self.book.slot(round, stage) {
-                    let list = sp.proposal.beacon.reveals.as_slice();
-                    if sp.proposal.lcl != lcl || lists.contains(&list) {
-                        continue;
-                    }
-                    lists.push(list);
-                    seen.extend(list.iter().filter(|r| r.lcl == session));
-                }
+        for sp in self.book.rounds(oldest, slot.round) {
+            let list = sp.proposal.beacon.reveals.as_slice();
+            if sp.proposal.lcl != lcl || lists.contains(&list) {
+                continue;
             }
+            lists.push(list);
+            seen.extend(list.iter().filter(|r| r.lcl == session));
         }
         // One checked copy per secret: a forged copy of an honest reveal
         // (which sorts anywhere) must not stand in for the real one.
