@@ -24,6 +24,7 @@ pub mod runner;
 pub mod scenario;
 pub mod shrink;
 pub mod swarm;
+pub mod trace;
 pub mod twins;
 pub mod users;
 pub mod verdict_check;

@@ -492,7 +492,7 @@ fn report(s: &Scenario, seed: u64, world: &Arc<World>) -> Report {
         scenario: s.name.clone(),
         seed,
         trace_hash,
-        trace_events: g.trace_events,
+        trace_events: g.trace.events,
         passed: g.checker.violations.is_empty(),
         violations: g.checker.violations.clone(),
         nodes,

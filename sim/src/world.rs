@@ -8,13 +8,14 @@ use crate::contract::ContractDisk;
 use crate::outputs::{InputInfo, Source};
 use crate::picture::log::{self, Fate, Log};
 use crate::scenario::{Latency, NetworkSettings, Role, Scenario};
+use crate::trace::Trace;
 use crate::twins::Twins;
 use crate::users::byzantine::{Attack, ByzUserStats, Overheard};
 use crate::users::{SimUser, UserMsg};
 use hotpocket_node::consensus::input_hash;
 use hotpocket_node::consensus::{Event, PeerMessage, Stats, VoteStatus};
 use hotpocket_node::contract::{RunResult, UserInput};
-use hotpocket_node::crypto::{Hash, Hasher, Keypair, PubKey};
+use hotpocket_node::crypto::{Hash, Keypair, PubKey};
 use hotpocket_node::ledger::LedgerRecord;
 use madsim::runtime::NodeHandle;
 use madsim::time::{Duration, Instant};
@@ -78,8 +79,7 @@ pub struct Inner {
     npl_blocked: BTreeSet<(usize, usize)>,
     rng: ChaCha8Rng,
     pub checker: Checker,
-    trace: Hasher,
-    pub trace_events: u64,
+    pub trace: Trace,
     pub net: NetStats,
     pub inputs_submitted: u64,
     pub inputs_dropped: u64,
@@ -178,8 +178,6 @@ impl World {
             .iter()
             .map(|l| ((l.from, l.to), (l.latency_ms, l.loss_pct)))
             .collect();
-        let mut trace = Hasher::new("hotpocket-sim/trace/v1");
-        trace.u64(seed);
         Arc::new(World {
             inner: Mutex::new(Inner {
                 nodes,
@@ -192,8 +190,7 @@ impl World {
                 npl_blocked: BTreeSet::new(),
                 rng: ChaCha8Rng::seed_from_u64(seed ^ 0x6e65_7477_6f72_6b21),
                 checker: Checker::default(),
-                trace,
-                trace_events: 0,
+                trace: Trace::new(seed),
                 net: NetStats::default(),
                 inputs_submitted: 0,
                 inputs_dropped: 0,
@@ -250,18 +247,17 @@ impl World {
 
     pub fn record(&self, inner: &mut Inner, node: usize, what: &[u8]) {
         let t = self.now();
-        inner.trace.u64(t).u64(node as u64).bytes(what);
-        inner.trace_events += 1;
+        inner.trace.record(t, node, what);
     }
 
     pub fn trace_hash(&self) -> Hash {
-        self.lock().trace.finish()
+        self.lock().trace.hash()
     }
 
     /// A node's event: traced always, checked only for honest nodes.
     pub fn notify(&self, node: usize, ev: &Event) {
         let mut g = self.lock();
-        let encoded = serde_json::to_vec(ev).expect("events serialize");
+        let encoded = g.trace.event_json(ev);
         self.record(&mut g, node, &encoded);
         match ev {
             // A node starts out synced; it reports only changes.
