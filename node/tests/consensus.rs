@@ -232,6 +232,7 @@ fn proven(net: &Net, parent: LedgerId, time: u64) -> LedgerRecord {
             }
             .sign(k)
         })
+        .map(std::sync::Arc::new)
         .collect();
     let ledger = proof[0].proposal.candidate();
     LedgerRecord {

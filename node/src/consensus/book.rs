@@ -7,6 +7,7 @@ use super::{ConsensusConfig, PlantedBug, Proposal, SignedProposal};
 use crate::crypto::{KeyRing, PubKey};
 use crate::ledger::{LedgerId, MAX_VERDICTS};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// What an arriving proposal turned out to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,7 +40,9 @@ impl Arrival {
 
 #[derive(Debug, Default)]
 pub struct ProposalBook {
-    slots: BTreeMap<(u64, u8), BTreeMap<PubKey, SignedProposal>>,
+    /// Shared, not copied, with close proofs and (in the simulator) with
+    /// the other nodes' books.
+    slots: BTreeMap<(u64, u8), BTreeMap<PubKey, Arc<SignedProposal>>>,
     /// Latest lcl each peer proposed on, and in which round.
     peer_lcl: BTreeMap<PubKey, (LedgerId, u64)>,
 }
@@ -53,7 +56,7 @@ impl ProposalBook {
         cfg: &ConsensusConfig,
         ring: &KeyRing,
         round: u64,
-        sp: SignedProposal,
+        sp: Arc<SignedProposal>,
         signed: Option<&[u8]>,
     ) -> Arrival {
         let p = &sp.proposal;
@@ -77,7 +80,7 @@ impl ProposalBook {
         if let Some(existing) = self.get(p.round, p.stage, &p.author) {
             // Identical copies are free to drop; a different one must carry a
             // valid signature before we call it equivocation.
-            if *existing == sp {
+            if **existing == *sp {
                 return Arrival::Duplicate;
             }
             return match sp.verify_encoded(ring, signed) {
@@ -97,7 +100,7 @@ impl ProposalBook {
     }
 
     /// Stores this node's own proposal.
-    pub fn insert(&mut self, sp: SignedProposal) {
+    pub fn insert(&mut self, sp: Arc<SignedProposal>) {
         let p = &sp.proposal;
         self.slots
             .entry((p.round, p.stage))
@@ -105,15 +108,22 @@ impl ProposalBook {
             .insert(p.author, sp);
     }
 
-    fn get(&self, round: u64, stage: u8, author: &PubKey) -> Option<&SignedProposal> {
+    fn get(&self, round: u64, stage: u8, author: &PubKey) -> Option<&Arc<SignedProposal>> {
         self.slots.get(&(round, stage))?.get(author)
+    }
+
+    /// The book's shared copy of `sp`, if it holds `sp`.
+    pub fn shared(&self, sp: &SignedProposal) -> Option<&Arc<SignedProposal>> {
+        let p = &sp.proposal;
+        self.get(p.round, p.stage, &p.author)
+            .filter(|held| ***held == *sp)
     }
 
     /// The proposals of one slot, by author.
     pub fn slot(&self, round: u64, stage: u8) -> Vec<&SignedProposal> {
         self.slots
             .get(&(round, stage))
-            .map(|m| m.values().collect())
+            .map(|m| m.values().map(|sp| &**sp).collect())
             .unwrap_or_default()
     }
 
@@ -123,7 +133,7 @@ impl ProposalBook {
         self.slots
             .range((from, 0)..)
             .take_while(move |((round, _), _)| *round <= to)
-            .flat_map(|(_, by_author)| by_author.values())
+            .flat_map(|(_, by_author)| by_author.values().map(|sp| &**sp))
     }
 
     /// How many of one slot's proposals name each lcl.
@@ -190,40 +200,43 @@ mod tests {
         let mut book = ProposalBook::default();
         let p = proposal(&keys[0], 10, 1, 5);
         assert_eq!(
-            book.arrive(&cfg, &ring, 10, p.clone(), None),
+            book.arrive(&cfg, &ring, 10, Arc::new(p.clone()), None),
             Arrival::Accepted
         );
         assert_eq!(
-            book.arrive(&cfg, &ring, 10, p.clone(), None),
+            book.arrive(&cfg, &ring, 10, Arc::new(p.clone()), None),
             Arrival::Duplicate
         );
         let other = proposal(&keys[0], 10, 1, 6);
         assert_eq!(
-            book.arrive(&cfg, &ring, 10, other.clone(), None),
+            book.arrive(&cfg, &ring, 10, Arc::new(other.clone()), None),
             Arrival::Equivocation
         );
         let mut forged = other;
         forged.proposal.time = 7;
         assert_eq!(
-            book.arrive(&cfg, &ring, 10, forged, None),
+            book.arrive(&cfg, &ring, 10, Arc::new(forged), None),
             Arrival::BadSignature
         );
         let mut bad_new = proposal(&keys[1], 10, 1, 5);
         bad_new.proposal.time = 9;
         assert_eq!(
-            book.arrive(&cfg, &ring, 10, bad_new, None),
+            book.arrive(&cfg, &ring, 10, Arc::new(bad_new), None),
             Arrival::BadSignature
         );
         let far = proposal(&keys[1], 10 + cfg.max_round_skew + 1, 1, 5);
-        assert_eq!(book.arrive(&cfg, &ring, 10, far, None), Arrival::Stale);
+        assert_eq!(
+            book.arrive(&cfg, &ring, 10, Arc::new(far), None),
+            Arrival::Stale
+        );
         let stage9 = proposal(&keys[1], 10, 9, 5);
         assert_eq!(
-            book.arrive(&cfg, &ring, 10, stage9, None),
+            book.arrive(&cfg, &ring, 10, Arc::new(stage9), None),
             Arrival::Malformed
         );
         let outsider = proposal(&Keypair::from_seed([99; 32]), 10, 1, 5);
         assert_eq!(
-            book.arrive(&cfg, &ring, 10, outsider, None),
+            book.arrive(&cfg, &ring, 10, Arc::new(outsider), None),
             Arrival::NotUnl
         );
         // Only the first stays in the book.
@@ -236,7 +249,7 @@ mod tests {
         let mut book = ProposalBook::default();
         let mut p = proposal(&keys[1], 10, 0, 5).proposal;
         p.lcl.seq = 7;
-        book.arrive(&cfg, &ring, 10, p.sign(&keys[1]), None);
+        book.arrive(&cfg, &ring, 10, Arc::new(p.sign(&keys[1])), None);
         let me = keys[0].public();
         assert_eq!(book.peers_ahead(&me, 6, 10, 3), vec![keys[1].public()]);
         assert!(book.peers_ahead(&me, 7, 10, 3).is_empty());
@@ -254,8 +267,8 @@ mod tests {
         let (_, _, keys) = setup();
         let mut book = ProposalBook::default();
         for (round, stage) in [(9, 3), (10, 0), (10, 3), (11, 1), (12, 0)] {
-            book.insert(proposal(&keys[0], round, stage, 5));
-            book.insert(proposal(&keys[1], round, stage, 5));
+            book.insert(Arc::new(proposal(&keys[0], round, stage, 5)));
+            book.insert(Arc::new(proposal(&keys[1], round, stage, 5)));
         }
         let got: Vec<(u64, u8)> = (book.rounds(10, 11))
             .map(|sp| (sp.proposal.round, sp.proposal.stage))

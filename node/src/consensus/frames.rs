@@ -7,7 +7,8 @@
 //! sharing node signed, the bytes it signed (its proposal's encoding) and
 //! the signed proposal. A frame whose signature and signed bytes are
 //! exactly those is that proposal's frame byte for byte
-//! (`PeerMessage::proposal_parts`), so the receiver takes the proposal and
+//! (`PeerMessage::proposal_parts`), so the receiver shares the sender's
+//! proposal (and its books and close proofs hold that one copy) and takes
 //! its encoding from memory; any other frame, a byzantine peer's altered
 //! copy included, is decoded as before. The signature is still checked
 //! (through the key ring, and its own memory): this memory only saves the
@@ -28,7 +29,7 @@ const GENERATION: usize = 1024;
 const GENERATION_BYTES: usize = 8 << 20;
 
 struct Memory {
-    sent: Generations<Sig, SignedProposal>,
+    sent: Generations<Sig, Arc<SignedProposal>>,
     hits: u64,
     misses: u64,
 }
@@ -62,13 +63,13 @@ impl SentProposals {
     /// A node broadcasts `PeerMessage::proposal_frame(signed, &sp.sig)`:
     /// `signed` must be `sp.proposal.signing_bytes()`, as
     /// `Proposal::sign_keeping_bytes` returns them.
-    pub(crate) fn sent(&self, sp: &SignedProposal, signed: Arc<[u8]>) {
+    pub(crate) fn sent(&self, sp: &Arc<SignedProposal>, signed: Arc<[u8]>) {
         self.lock().sent.put(sp.sig, signed, sp.clone());
     }
 
     /// What `frame` decodes to, and its proposal's signed bytes, if it is
     /// exactly a frame a sharing node sent.
-    pub(crate) fn received(&self, frame: &[u8]) -> Option<(SignedProposal, Arc<[u8]>)> {
+    pub(crate) fn received(&self, frame: &[u8]) -> Option<(Arc<SignedProposal>, Arc<[u8]>)> {
         let mut g = self.lock();
         let found = PeerMessage::proposal_parts(frame)
             .and_then(|(signed, sig)| g.sent.find(&sig, signed))
@@ -124,11 +125,11 @@ mod tests {
         let (sp, signed) = proposal(&k, 5).sign_keeping_bytes(&k);
         let frame = PeerMessage::proposal_frame(&signed, &sp.sig);
         assert!(memo.received(&frame).is_none(), "nothing sent yet");
-        memo.sent(&sp, signed.clone().into());
+        memo.sent(&Arc::new(sp), signed.clone().into());
         let (got, bytes) = memo.received(&frame).expect("sent");
         assert_eq!(
             PeerMessage::decode(&frame),
-            Ok(PeerMessage::Proposal(Box::new(got.clone())))
+            Ok(PeerMessage::Proposal(Box::new((*got).clone())))
         );
         assert_eq!(&*bytes, &signed[..]);
         assert_eq!(memo.stats(), FrameStats { hits: 1, misses: 1 });
@@ -139,6 +140,7 @@ mod tests {
         let k = Keypair::from_seed([3; 32]);
         let memo = SentProposals::new();
         let (sp, signed) = proposal(&k, 5).sign_keeping_bytes(&k);
+        let sp = Arc::new(sp);
         memo.sent(&sp, signed.clone().into());
         let frame = PeerMessage::proposal_frame(&signed, &sp.sig);
         // Every single flipped bit: in the signed bytes, the signature,

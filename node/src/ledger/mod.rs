@@ -9,6 +9,7 @@
 use crate::crypto::{Hash, Hasher};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 pub mod beacon;
 mod proposal;
@@ -123,7 +124,10 @@ pub struct LedgerId {
 pub struct LedgerRecord {
     pub ledger: Ledger,
     pub hash: Hash,
-    pub proof: Vec<SignedProposal>,
+    /// Shared with the proposal book that held them (and, in the
+    /// simulator, with every node that received them): a proof is a
+    /// threshold of whole proposals, each listing the UNL's beacon parts.
+    pub proof: Vec<Arc<SignedProposal>>,
     pub bodies: BTreeMap<Hash, Vec<u8>>,
 }
 

@@ -140,6 +140,7 @@ mod tests {
                 }
                 .sign(k)
             })
+            .map(std::sync::Arc::new)
             .collect::<Vec<_>>();
         let ledger: Ledger = proof[0].proposal.candidate();
         let rec = LedgerRecord {
@@ -199,7 +200,7 @@ mod tests {
         ));
 
         let mut r = rec.clone();
-        r.proof[2].sig.0[0] ^= 1;
+        std::sync::Arc::make_mut(&mut r.proof[2]).sig.0[0] ^= 1;
         assert!(matches!(
             check(&cfg, &g.id(), &r),
             Err(SyncError::ProofSignature { .. })
@@ -210,7 +211,7 @@ mod tests {
         let mut r = rec.clone();
         let mut p = r.proof[3].proposal.clone();
         p.author = outsider.public();
-        r.proof[3] = p.sign(&outsider);
+        r.proof[3] = std::sync::Arc::new(p.sign(&outsider));
         assert!(matches!(
             check(&cfg, &g.id(), &r),
             Err(SyncError::ProofNotUnl { .. })

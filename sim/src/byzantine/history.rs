@@ -38,7 +38,7 @@ impl Byzantine {
             p.inputs.clear();
             p.beacon = Beacon::default();
             debug_assert_eq!(p.candidate().hash(), r.hash);
-            r.proof = vec![p.sign(&self.key)];
+            r.proof = vec![std::sync::Arc::new(p.sign(&self.key))];
             prev = r.hash;
         }
         PeerMessage::HistoryResponse(records).encode()

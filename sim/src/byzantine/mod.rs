@@ -20,6 +20,7 @@ use hotpocket_node::sync::state_transfer::{Entry, StateRequest, StateResponse};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 pub struct Byzantine {
     role: Role,
@@ -285,7 +286,7 @@ impl Byzantine {
                         let mut p = sp.proposal.clone();
                         p.lcl.hash = r.ledger.prev;
                         p.inputs.clear();
-                        *sp = p.sign(&self.key);
+                        *sp = Arc::new(p.sign(&self.key));
                     }
                     prev = r.hash;
                 }

@@ -348,7 +348,7 @@ impl Node {
         };
         let in_unl = self.cfg.in_unl(&from);
         match msg {
-            PeerMessage::Proposal(sp) => self.on_proposal(now, *sp, None),
+            PeerMessage::Proposal(sp) => self.on_proposal(now, Arc::from(sp), None),
             PeerMessage::StateRequest(req) => {
                 self.state_sync(now, |s, v, st, fx| s.serve(v, from, req, st, fx))
             }

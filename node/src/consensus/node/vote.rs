@@ -9,6 +9,7 @@ use crate::consensus::timing::Slot;
 use crate::consensus::{Action, CloseVia, Event, Proposal, SignedProposal, VoteStatus};
 use crate::ledger::LedgerRecord;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// How far into stage 1 a node waits for its run of the lcl before it
 /// proposes without that result. The run starts at stage 0; stage 1
@@ -118,6 +119,7 @@ impl Node {
         );
         let (signed, signing) = proposal.sign_keeping_bytes(&self.key);
         let bytes = PeerMessage::proposal_frame(&signing, &signed.sig);
+        let signed = Arc::new(signed);
         if let Some(frames) = &self.frames {
             frames.sent(&signed, signing.into());
         }
@@ -131,7 +133,7 @@ impl Node {
 
     /// A peer's proposal; `signed` is its encoding when the frame came
     /// from the shared memory of sent frames.
-    pub(super) fn on_proposal(&mut self, now: u64, sp: SignedProposal, signed: Option<&[u8]>) {
+    pub(super) fn on_proposal(&mut self, now: u64, sp: Arc<SignedProposal>, signed: Option<&[u8]>) {
         let round = self.slot.map_or(self.timing.slot(now).round, |s| s.round);
         let lcl = sp.proposal.lcl;
         let arrival = self.book.arrive(&self.cfg, &self.ring, round, sp, signed);
@@ -193,7 +195,10 @@ impl Node {
             return;
         };
         let ledger = chosen.proposal.candidate();
-        let proof: Vec<_> = group.iter().map(|sp| (*sp).clone()).collect();
+        // The book's copies, shared (`group` is made of them).
+        let proof = (group.iter())
+            .map(|sp| (self.book.shared(sp).cloned()).unwrap_or_else(|| Arc::new((*sp).clone())))
+            .collect();
         let record = self
             .append(LedgerRecord {
                 ledger,
