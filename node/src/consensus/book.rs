@@ -80,7 +80,7 @@ impl ProposalBook {
         if let Some(existing) = self.get(p.round, p.stage, &p.author) {
             // Identical copies are free to drop; a different one must carry a
             // valid signature before we call it equivocation.
-            if **existing == *sp {
+            if Arc::ptr_eq(existing, &sp) || **existing == *sp {
                 return Arrival::Duplicate;
             }
             return match sp.verify_encoded(ring, signed) {
@@ -116,7 +116,7 @@ impl ProposalBook {
     pub fn shared(&self, sp: &SignedProposal) -> Option<&Arc<SignedProposal>> {
         let p = &sp.proposal;
         self.get(p.round, p.stage, &p.author)
-            .filter(|held| ***held == *sp)
+            .filter(|held| std::ptr::eq(&***held, sp) || ***held == *sp)
     }
 
     /// The proposals of one slot, by author.

@@ -34,7 +34,8 @@ struct Memory {
     misses: u64,
 }
 
-/// How often a frame was found in memory (the bench prints it).
+/// How often a frame shaped like a proposal's was found in memory (the
+/// bench prints it).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FrameStats {
     pub hits: u64,
@@ -70,10 +71,10 @@ impl SentProposals {
     /// What `frame` decodes to, and its proposal's signed bytes, if it is
     /// exactly a frame a sharing node sent.
     pub(crate) fn received(&self, frame: &[u8]) -> Option<(Arc<SignedProposal>, Arc<[u8]>)> {
+        // Other messages are not counted: they are never here.
+        let (signed, sig) = PeerMessage::proposal_parts(frame)?;
         let mut g = self.lock();
-        let found = PeerMessage::proposal_parts(frame)
-            .and_then(|(signed, sig)| g.sent.find(&sig, signed))
-            .map(|(bytes, sp)| (sp.clone(), bytes.clone()));
+        let found = (g.sent.find(&sig, signed)).map(|(bytes, sp)| (sp.clone(), bytes.clone()));
         match found {
             Some(_) => g.hits += 1,
             None => g.misses += 1,
@@ -132,6 +133,9 @@ mod tests {
             Ok(PeerMessage::Proposal(Box::new((*got).clone())))
         );
         assert_eq!(&*bytes, &signed[..]);
+        assert_eq!(memo.stats(), FrameStats { hits: 1, misses: 1 });
+        // Other messages are neither found nor counted.
+        assert!(memo.received(&PeerMessage::Inputs(vec![]).encode()).is_none());
         assert_eq!(memo.stats(), FrameStats { hits: 1, misses: 1 });
     }
 

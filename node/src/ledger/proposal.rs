@@ -123,6 +123,8 @@ impl SignedProposal {
         let Some(encoded) = encoded else {
             return self.verify_with(ring);
         };
+        // Encoding again defeats the point, so only in debug builds: every
+        // test run checks that callers hand in the right bytes.
         debug_assert_eq!(
             encoded,
             self.proposal.signing_bytes(),

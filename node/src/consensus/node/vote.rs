@@ -1,5 +1,6 @@
-//! The node's votes: its status from the last stage's lcl votes, the
-//! proposal it signs in each stage, and closing a ledger at stage 0.
+//! The node's votes: the peers' proposals it takes in, its status from the
+//! last stage's lcl votes, the proposal it signs in each stage, and closing
+//! a ledger at stage 0.
 
 use super::Node;
 use crate::consensus::book::Arrival;
