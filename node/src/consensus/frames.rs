@@ -135,7 +135,9 @@ mod tests {
         assert_eq!(&*bytes, &signed[..]);
         assert_eq!(memo.stats(), FrameStats { hits: 1, misses: 1 });
         // Other messages are neither found nor counted.
-        assert!(memo.received(&PeerMessage::Inputs(vec![]).encode()).is_none());
+        assert!(memo
+            .received(&PeerMessage::Inputs(vec![]).encode())
+            .is_none());
         assert_eq!(memo.stats(), FrameStats { hits: 1, misses: 1 });
     }
 
