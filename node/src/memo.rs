@@ -23,6 +23,9 @@ pub(crate) struct Generations<K, V> {
     held_bytes: usize,
     max_entries: usize,
     max_bytes: usize,
+    /// Lookups answered, and not.
+    hits: u64,
+    misses: u64,
 }
 
 impl<K: Ord, V> Generations<K, V> {
@@ -36,20 +39,42 @@ impl<K: Ord, V> Generations<K, V> {
             held_bytes: 0,
             max_entries,
             max_bytes,
+            hits: 0,
+            misses: 0,
         }
     }
 
-    /// The entry for `key` and exactly `bytes`, newest generation first.
-    pub(crate) fn find(&self, key: &K, bytes: &[u8]) -> Option<(&Arc<[u8]>, &V)> {
-        find(&self.new, key, bytes).or_else(|| find(&self.old, key, bytes))
+    /// The entry for `key` and exactly `bytes`, newest generation first;
+    /// counted as a hit or a miss.
+    pub(crate) fn find(&mut self, key: &K, bytes: &[u8]) -> Option<(&Arc<[u8]>, &V)> {
+        let found = find(&self.new, key, bytes).or_else(|| find(&self.old, key, bytes));
+        match found {
+            Some(_) => self.hits += 1,
+            None => self.misses += 1,
+        }
+        found
+    }
+
+    /// Lookups `find` answered, and did not.
+    pub(crate) fn hits(&self) -> u64 {
+        self.hits
+    }
+    pub(crate) fn misses(&self) -> u64 {
+        self.misses
     }
 
     /// Keeps `value` for `key` and `bytes`, unless the new generation has
-    /// it already or the bytes alone overflow a generation.
-    pub(crate) fn put(&mut self, key: K, bytes: Arc<[u8]>, value: V) {
-        if bytes.len() > self.max_bytes || find(&self.new, &key, &bytes).is_some() {
+    /// it already or the bytes alone overflow a generation. The bytes are
+    /// copied (or the `Arc` taken) only when kept.
+    pub(crate) fn put<B>(&mut self, key: K, bytes: B, value: V)
+    where
+        B: AsRef<[u8]> + Into<Arc<[u8]>>,
+    {
+        let len = bytes.as_ref().len();
+        if len > self.max_bytes || find(&self.new, &key, bytes.as_ref()).is_some() {
             return;
         }
+        let bytes: Arc<[u8]> = bytes.into();
         if self.held >= self.max_entries || self.held_bytes + bytes.len() > self.max_bytes {
             self.old = std::mem::take(&mut self.new);
             self.held = 0;
@@ -97,6 +122,11 @@ mod tests {
         // A repeat is not a new entry.
         g.put(1, Arc::from(&b"abc"[..]), 'b');
         assert_eq!(g.len(), 2);
+        // Every lookup above counted: three found, three not.
+        assert_eq!((g.hits(), g.misses()), (3, 3));
+        // Plain bytes are taken too, copied only when kept.
+        g.put(2, &b"abc"[..], 'c');
+        assert_eq!(g.find(&2, b"abc").map(|(_, v)| *v), Some('c'));
     }
 
     #[test]

@@ -28,12 +28,6 @@ const GENERATION: usize = 1024;
 /// And signed bytes (each entry holds its proposal decoded, too).
 const GENERATION_BYTES: usize = 8 << 20;
 
-struct Memory {
-    sent: Generations<Sig, Arc<SignedProposal>>,
-    hits: u64,
-    misses: u64,
-}
-
 /// How often a frame shaped like a proposal's was found in memory (the
 /// bench prints it).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -44,15 +38,12 @@ pub struct FrameStats {
 
 /// Proposal frames sent by sharing nodes, shared by cloning.
 #[derive(Clone)]
-pub struct SentProposals(Arc<Mutex<Memory>>);
+pub struct SentProposals(Arc<Mutex<Generations<Sig, Arc<SignedProposal>>>>);
 
 impl Default for SentProposals {
     fn default() -> Self {
-        SentProposals(Arc::new(Mutex::new(Memory {
-            sent: Generations::new(GENERATION, GENERATION_BYTES),
-            hits: 0,
-            misses: 0,
-        })))
+        let sent = Generations::new(GENERATION, GENERATION_BYTES);
+        SentProposals(Arc::new(Mutex::new(sent)))
     }
 }
 
@@ -65,7 +56,7 @@ impl SentProposals {
     /// `signed` must be `sp.proposal.signing_bytes()`, as
     /// `Proposal::sign_keeping_bytes` returns them.
     pub(crate) fn sent(&self, sp: &Arc<SignedProposal>, signed: Arc<[u8]>) {
-        self.lock().sent.put(sp.sig, signed, sp.clone());
+        self.lock().put(sp.sig, signed, sp.clone());
     }
 
     /// What `frame` decodes to, and its proposal's signed bytes, if it is
@@ -73,24 +64,19 @@ impl SentProposals {
     pub(crate) fn received(&self, frame: &[u8]) -> Option<(Arc<SignedProposal>, Arc<[u8]>)> {
         // Other messages are not counted: they are never here.
         let (signed, sig) = PeerMessage::proposal_parts(frame)?;
-        let mut g = self.lock();
-        let found = (g.sent.find(&sig, signed)).map(|(bytes, sp)| (sp.clone(), bytes.clone()));
-        match found {
-            Some(_) => g.hits += 1,
-            None => g.misses += 1,
-        }
-        found
+        let mut sent = self.lock();
+        (sent.find(&sig, signed)).map(|(bytes, sp)| (sp.clone(), bytes.clone()))
     }
 
     pub fn stats(&self) -> FrameStats {
-        let g = self.lock();
+        let sent = self.lock();
         FrameStats {
-            hits: g.hits,
-            misses: g.misses,
+            hits: sent.hits(),
+            misses: sent.misses(),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Memory> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Generations<Sig, Arc<SignedProposal>>> {
         // Each insert or swap is one call, so a panicking holder leaves the
         // maps consistent.
         self.0.lock().unwrap_or_else(|e| e.into_inner())

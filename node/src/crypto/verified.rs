@@ -34,8 +34,6 @@ struct Memory {
     /// Whether the signature verifies, by key and signature, then by the
     /// exact signed bytes.
     answers: Generations<(PubKey, Sig), bool>,
-    hits: u64,
-    misses: u64,
     signed: u64,
 }
 
@@ -43,8 +41,6 @@ impl Default for Memory {
     fn default() -> Self {
         Memory {
             answers: Generations::new(GENERATION, GENERATION_BYTES),
-            hits: 0,
-            misses: 0,
             signed: 0,
         }
     }
@@ -53,7 +49,7 @@ impl Default for Memory {
 impl Memory {
     fn put(&mut self, key: &PubKey, sig: &Sig, signed: &[u8], valid: bool) {
         if signed.len() <= MAX_ENTRY_BYTES {
-            self.answers.put((*key, *sig), signed.into(), valid);
+            self.answers.put((*key, *sig), signed, valid);
         }
     }
 }
@@ -80,12 +76,7 @@ impl Verified {
     /// The answer given before for exactly these bytes, if any.
     pub(super) fn get(&self, key: &PubKey, sig: &Sig, signed: &[u8]) -> Option<bool> {
         let mut g = self.lock();
-        let found = g.answers.find(&(*key, *sig), signed).map(|(_, v)| *v);
-        match found {
-            Some(_) => g.hits += 1,
-            None => g.misses += 1,
-        }
-        found
+        g.answers.find(&(*key, *sig), signed).map(|(_, v)| *v)
     }
 
     /// A sharing key made `sig`: it verifies.
@@ -102,8 +93,8 @@ impl Verified {
     pub fn stats(&self) -> VerifiedStats {
         let g = self.lock();
         VerifiedStats {
-            hits: g.hits,
-            misses: g.misses,
+            hits: g.answers.hits(),
+            misses: g.answers.misses(),
             signed: g.signed,
         }
     }
