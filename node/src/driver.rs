@@ -150,6 +150,7 @@ where
                 Action::Deliver { seq, run } => users.deliver(seq, &run),
                 Action::Withhold { seq, run, why } => users.withhold(seq, &run, why),
                 Action::Notify(event) => observer.notify(&event),
+                Action::Intake { open, behind } => users.intake(open, behind),
                 Action::Contract(job) => {
                     if let Job::Rollback { to } = &job {
                         // The ledgers go at once (durable at the `Sync` that

@@ -184,7 +184,7 @@ impl Checker {
                     );
                 }
             }
-            Event::ForkSeen { .. } => {}
+            Event::ForkSeen { .. } | Event::Intake { .. } => {}
             Event::StateMismatch { seq } | Event::OutputMismatch { seq } => {
                 *self.divergences.entry(node).or_default() += 1;
                 if !self.may_diverge {

@@ -9,6 +9,7 @@ use crate::real::{random_key, OsEntropy};
 use crate::users::answer_challenge;
 use anyhow::bail;
 use futures_util::{SinkExt, StreamExt};
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -56,8 +57,28 @@ fn head(dir: &Path) -> u64 {
         .map_or(0, |s| s as u64)
 }
 
-/// One user: sends `rate` inputs a second (at most `window` unanswered),
-/// and records each answered input's (send time, latency).
+/// What became of the inputs the clients sent, by send time (ms).
+#[derive(Default)]
+struct Tally {
+    /// (send time, latency) of each input whose output came back.
+    answered: Vec<(u64, u64)>,
+    /// Send times of inputs a node refused (it was busy): told at once.
+    refused: Vec<u64>,
+    /// Send times of inputs still unanswered when the client gave up on
+    /// them (10 s, or the end of the drain): lost, unless a notice said why.
+    unanswered: Vec<u64>,
+    /// `uncertified` notices received (each covers a user's outputs of one
+    /// ledger, so it names no single input).
+    uncertified: u64,
+}
+
+/// How long a client keeps reading after it stops sending, for the answers
+/// of inputs still in flight.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// One user: sends `rate` inputs a second (at most `window` unanswered)
+/// until `stop`, then waits up to `DRAIN` for what is in flight, and
+/// records what became of each input in `tally`.
 async fn client(
     port: u16,
     id: usize,
@@ -65,7 +86,7 @@ async fn client(
     window: usize,
     write: bool,
     stop: Instant,
-    latencies: Arc<Mutex<Vec<(u64, u64)>>>,
+    tally: Arc<Mutex<Tally>>,
 ) -> anyhow::Result<()> {
     let key = random_key(&mut OsEntropy);
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}")).await?;
@@ -81,14 +102,23 @@ async fn client(
     // A user's inputs are answered in the order sent, so one queue of send
     // times per key is enough even with a key in flight twice.
     let mut sent: BTreeMap<String, VecDeque<u64>> = BTreeMap::new();
+    // sha256 of each command in flight -> its key: a refusal names the
+    // input by that digest.
+    let mut digests: BTreeMap<String, String> = BTreeMap::new();
     let mut in_flight = 0usize;
     let mut k = 0u64;
     let every = Duration::from_micros(1_000_000 / rate.max(1));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    while Instant::now() < stop {
+    let drained = stop + DRAIN;
+    loop {
+        let now_i = Instant::now();
+        if now_i >= drained || (now_i >= stop && in_flight == 0) {
+            break;
+        }
+        let sending = now_i < stop;
         tokio::select! {
-            _ = tick.tick() => {
+            _ = tick.tick(), if sending => {
                 // Keys cycle so the contract's state stays small: creating
                 // files is the slow part of a run. Every message differs
                 // (a node drops a repeat within two rounds as a retry).
@@ -97,10 +127,13 @@ async fn client(
                 // An input unanswered for 10 s was lost (it expired in a
                 // pool): forget it.
                 let now = now_ms();
-                for q in sent.values_mut() {
-                    while q.front().is_some_and(|t| now.saturating_sub(*t) >= 10_000) {
-                        q.pop_front();
-                        in_flight -= 1;
+                {
+                    let mut t = tally.lock().expect("not poisoned");
+                    for q in sent.values_mut() {
+                        while q.front().is_some_and(|t| now.saturating_sub(*t) >= 10_000) {
+                            t.unanswered.push(q.pop_front().expect("front checked"));
+                            in_flight -= 1;
+                        }
                     }
                 }
                 if in_flight >= window {
@@ -109,34 +142,66 @@ async fn client(
                 sent.entry(key.clone()).or_default().push_back(now);
                 in_flight += 1;
                 let cmd = if write { format!("set {key} {k}\n") } else { format!("get {key}\n") };
+                digests.insert(hex::encode(Sha256::digest(cmd.as_bytes())), key);
                 ws.send(Message::Binary(cmd.into_bytes())).await?;
             }
+            _ = tokio::time::sleep_until(drained.into()), if !sending => {}
             msg = ws.next() => {
                 let now = now_ms();
+                let mut t = tally.lock().expect("not poisoned");
                 match msg {
                     Some(Ok(Message::Binary(b))) => {
                         let text = String::from_utf8_lossy(&b);
-                        let mut l = latencies.lock().expect("not poisoned");
                         for line in text.lines() {
                             // "ok KEY" for set; "KEY=v" or "KEY not set" for get.
                             let key = line
                                 .strip_prefix("ok ")
                                 .or_else(|| line.split(['=', ' ']).next());
-                            let t = key
+                            let sent_at = key
                                 .and_then(|k| sent.get_mut(k))
                                 .and_then(|q| q.pop_front());
-                            if let Some(t) = t {
+                            if let Some(sent_at) = sent_at {
                                 in_flight -= 1;
-                                l.push((t, now.saturating_sub(t)));
+                                t.answered.push((sent_at, now.saturating_sub(sent_at)));
                             }
                         }
                     }
-                    Some(Ok(Message::Text(t))) => bail!("client {id}: node said {t}"),
+                    Some(Ok(Message::Text(text))) => {
+                        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                        let refused = v["input_sha256"]
+                            .as_str()
+                            .and_then(|d| digests.get(d))
+                            .and_then(|k| sent.get_mut(k))
+                            .and_then(|q| q.pop_front());
+                        match (v["type"].as_str(), refused) {
+                            (Some("uncertified"), _) => t.uncertified += 1,
+                            (Some("error"), Some(sent_at)) => {
+                                in_flight -= 1;
+                                t.refused.push(sent_at);
+                            }
+                            _ => bail!("client {id}: node said {text}"),
+                        }
+                    }
                     Some(Ok(_)) => {}
                     other => bail!("client {id}: connection ended: {other:?}"),
                 }
             }
         }
+        if digests.len() > 4 * window {
+            // Digests of answered inputs are not worth tracking down one
+            // by one: keep the newest (BTreeMap order is by digest, so
+            // clear all but what is still in flight by key).
+            let live: std::collections::BTreeSet<&String> = sent
+                .iter()
+                .filter(|(_, q)| !q.is_empty())
+                .map(|(k, _)| k)
+                .collect();
+            digests.retain(|_, k| live.contains(k));
+        }
+    }
+    let mut t = tally.lock().expect("not poisoned");
+    for q in sent.values() {
+        t.unanswered.extend(q.iter().copied());
     }
     Ok(())
 }
@@ -183,7 +248,7 @@ pub async fn run(o: &Options) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle_rss: Vec<u64> = children.iter().filter_map(|c| c.id()).map(rss_kb).collect();
 
-    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let tally = Arc::new(Mutex::new(Tally::default()));
     // The first seconds create the contract's files; measure after them.
     let warmup = Duration::from_secs(o.warmup);
     let begin = Instant::now();
@@ -191,13 +256,16 @@ pub async fn run(o: &Options) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for id in 0..o.clients {
         let port = o.pubport + (id % o.nodes) as u16;
-        let l = latencies.clone();
+        let t = tally.clone();
         let w = o.write;
-        tasks.push(tokio::spawn(client(port, id, o.rate, o.window, w, stop, l)));
+        tasks.push(tokio::spawn(client(port, id, o.rate, o.window, w, stop, t)));
     }
     tokio::time::sleep(warmup).await;
     let (measure_from, seq_start) = (now_ms(), head(&dirs[0]));
-    let start = Instant::now();
+    tokio::time::sleep_until(stop.into()).await;
+    let (measure_to, seq_end) = (now_ms(), head(&dirs[0]));
+    let load_rss: Vec<u64> = children.iter().filter_map(|c| c.id()).map(rss_kb).collect();
+    let elapsed = (measure_to - measure_from) as f64 / 1000.0;
     let mut failed = 0;
     for t in tasks {
         if let Err(e) = t.await? {
@@ -205,19 +273,19 @@ pub async fn run(o: &Options) -> anyhow::Result<()> {
             eprintln!("{e:#}");
         }
     }
-    let elapsed = start.elapsed().as_secs_f64();
-    let seq_end = head(&dirs[0]);
-    let load_rss: Vec<u64> = children.iter().filter_map(|c| c.id()).map(rss_kb).collect();
     stop_nodes(&mut children).await;
 
-    let mut l: Vec<u64> = latencies
-        .lock()
-        .expect("not poisoned")
+    let t = tally.lock().expect("not poisoned");
+    let measured = |at: &u64| (measure_from..measure_to).contains(at);
+    let mut l: Vec<u64> = t
+        .answered
         .iter()
-        .filter(|(sent, _)| *sent >= measure_from)
+        .filter(|(sent, _)| measured(sent))
         .map(|(_, ms)| *ms)
         .collect();
     l.sort_unstable();
+    let refused = t.refused.iter().filter(|s| measured(s)).count();
+    let unanswered = t.unanswered.iter().filter(|s| measured(s)).count();
     let rounds = |ms: u64| ms as f64 / o.roundtime as f64;
     let (p50, p99) = (percentile(&l, 50), percentile(&l, 99));
     println!(
@@ -225,9 +293,13 @@ pub async fn run(o: &Options) -> anyhow::Result<()> {
         o.nodes, o.roundtime, o.stage_slice, o.clients, o.rate, if o.write { "set" } else { "get" }, o.window, elapsed, o.warmup
     );
     println!(
-        "answered inputs: {} ({:.0}/s); ledgers closed: {} ({:.1}/s)",
+        "inputs sent in the measured window: {} answered ({:.0}/s), {refused} refused (node busy, told at once), {unanswered} never answered; {} uncertified notices in the whole run",
         l.len(),
         l.len() as f64 / elapsed,
+        t.uncertified
+    );
+    println!(
+        "ledgers closed: {} ({:.1}/s)",
         seq_end - seq_start,
         (seq_end - seq_start) as f64 / elapsed
     );

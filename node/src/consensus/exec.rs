@@ -50,6 +50,11 @@ impl Execution {
         self.results.get(&seq).copied()
     }
 
+    /// The newest run we have a result of (ran, or installed as fetched).
+    pub fn ran_through(&self) -> Option<u64> {
+        self.results.last_key_value().map(|(&seq, _)| seq)
+    }
+
     /// Our results of the runs from `from` to `to` that we have, to vote on.
     pub fn own_results(&self, from: u64, to: u64) -> Vec<Verdict> {
         let to = to.min(from + MAX_VERDICTS as u64 - 1);

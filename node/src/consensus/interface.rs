@@ -78,6 +78,12 @@ pub enum Action {
     },
     /// A typed event for logs, traces and the simulator's checkers.
     Notify(Event),
+    /// Take new user inputs (`open`), or refuse them with a status: the
+    /// contract is `behind` ledgers behind the lcl.
+    Intake {
+        open: bool,
+        behind: u64,
+    },
 }
 
 /// Why a run's outputs were not delivered.
@@ -161,6 +167,12 @@ pub enum Event {
         seq: u64,
         state: Hash,
         fetched: FetchStats,
+    },
+    /// The contract is `behind` ledgers behind the lcl: user intake paused
+    /// (`open` false) or taken up again.
+    Intake {
+        open: bool,
+        behind: u64,
     },
     /// A peer sent history that failed verification.
     HistoryRejected {

@@ -7,6 +7,7 @@
 //! the execution tracker, and the catch-up, body fetch and state sync
 //! sub-machines; vote counting is pure functions in `tally`.
 
+mod backlog;
 mod bodies;
 mod book;
 mod catchup;
@@ -27,6 +28,7 @@ mod timing;
 pub use crate::contract::{input_hash, ExecResult};
 pub use crate::ledger::{Proposal, SignedProposal};
 pub use crate::wire::MAX_FRAME_BYTES;
+pub use backlog::{PAUSE_BEHIND, RESUME_BEHIND};
 pub use config::{threshold, ConfigError, ConsensusConfig, PlantedBug};
 pub use frames::{FrameStats, SentProposals};
 pub use interface::{Action, BeaconStats, CloseVia, Event, Input, NodeError, Stats, Withheld};

@@ -2,7 +2,7 @@
 //! gives a node.
 
 use super::{ConsensusConfig, ExecResult, Proposal, SignedProposal};
-use crate::crypto::Hash;
+use crate::crypto::{Hash, PubKey};
 use crate::ledger::LedgerId;
 use crate::ledger::{Verdict, MAX_VERDICTS};
 use serde::Serialize;
@@ -83,8 +83,13 @@ pub fn follow(
     (inputs, time)
 }
 
-/// Ledgers a run's verdict may stay pending: a run of ledger N with no
-/// verdict in the ledgers up to N + `VERDICT_PATIENCE` is uncertified.
+/// Ledgers a run's verdict may stay pending once its copies report: a
+/// node whose own stage-1 proposal reported ledger N's result votes N
+/// uncertified at stage 2 when the ledgers up to N + `VERDICT_PATIENCE`
+/// gave it no verdict and no value has the votes now. A node still to
+/// report never does, so it takes the second threshold of the UNL having
+/// reported: a contract late on every node (or on most) is slow, not in
+/// disagreement, and its run is certified once enough copies report.
 pub const VERDICT_PATIENCE: u64 = 8;
 
 /// The verdicts a stage-2 or stage-3 proposal votes for, on runs from
@@ -100,12 +105,15 @@ pub const VERDICT_PATIENCE: u64 = 8;
 /// Whatever the copies computed, the ladder ends on one value for every
 /// node that saw the same votes, so diverging contracts never stop the
 /// chain, and a slow one only delays its verdict to a later ledger.
+/// `me` is the voter: its stage-2 vote calls a run it reported in `prev`
+/// uncertified after `VERDICT_PATIENCE`.
 pub fn verdicts(
     cfg: &ConsensusConfig,
     prev: &[&SignedProposal],
     lcl: LedgerId,
     stage: u8,
     undecided: u64,
+    me: &PubKey,
 ) -> Vec<Verdict> {
     let on_lcl: Vec<&Proposal> = prev
         .iter()
@@ -120,19 +128,13 @@ pub fn verdicts(
     let last = lcl.seq.min(undecided + MAX_VERDICTS as u64 - 1);
     let mut out = Vec::new();
     for seq in undecided..=last {
-        // Still pending this long after: uncertified, decided from the lcl
-        // alone, so no vote (a byzantine one included) can hold it open and
-        // every verdict after it with it.
-        if lcl.seq >= seq + VERDICT_PATIENCE {
-            out.push(Verdict { seq, result: None });
-            continue;
-        }
         // Votes per value: `None` is "uncertified" (stage 2's votes only).
         let mut votes: BTreeMap<Option<(Hash, Hash)>, usize> = BTreeMap::new();
-        let mut reported = 0;
+        let (mut reported, mut mine) = (0, false);
         for p in &on_lcl {
             if let Some(v) = p.results.iter().find(|v| v.seq == seq) {
                 reported += 1;
+                mine |= p.author == *me;
                 *votes
                     .entry(v.result.map(|r| (r.state, r.output)))
                     .or_default() += 1;
@@ -140,8 +142,14 @@ pub fn verdicts(
         }
         // At most one value reaches a threshold over half the UNL.
         let top = votes.iter().find(|(_, &n)| n >= needed).map(|(v, _)| *v);
+        // Still pending this long after, and our own report is in: the
+        // rest never reported, or split so no value can win. The vote ends
+        // it, so no silent or byzantine node can hold it (and every verdict
+        // after it) open; stage 3 follows the votes as for any verdict.
+        let waited = lcl.seq >= seq + VERDICT_PATIENCE && mine;
         let verdict = match (stage, top) {
             (_, Some(v)) => Some(v),
+            (2, None) if waited => Some(None),
             (2, None) => {
                 let best = votes
                     .iter()
@@ -389,7 +397,14 @@ mod tests {
                 })
                 .collect();
             let refs: Vec<&SignedProposal> = sps.iter().collect();
-            let v = verdicts(&cfg, &refs, sps[0].proposal.lcl, stage + 1, 0);
+            let v = verdicts(
+                &cfg,
+                &refs,
+                sps[0].proposal.lcl,
+                stage + 1,
+                0,
+                &PubKey([9; 32]),
+            );
             assert!(v.len() <= 1);
             v.first().map(|v| v.result)
         };
@@ -422,7 +437,7 @@ mod tests {
             })
             .collect();
         let refs: Vec<&SignedProposal> = sps.iter().collect();
-        let v = verdicts(&four, &refs, sps[0].proposal.lcl, 2, 0);
+        let v = verdicts(&four, &refs, sps[0].proposal.lcl, 2, 0, &PubKey([9; 32]));
         assert_eq!(
             v,
             vec![Verdict {
@@ -431,16 +446,75 @@ mod tests {
             }],
             "uncertified"
         );
-        // Pending too long: uncertified whatever the votes.
-        let mut lcl = prop(&[], 5).lcl;
-        lcl.seq = VERDICT_PATIENCE;
+    }
+
+    #[test]
+    fn patience_ends_a_run_its_voter_reported_never_a_late_one() {
+        let keys: Vec<Keypair> = (0..5).map(|i| Keypair::from_seed([i; 32])).collect();
+        let cfg = ConsensusConfig::new(keys.iter().map(|k| k.public()).collect());
+        let (a, b) = (
+            ExecResult {
+                state: Hash([1; 32]),
+                output: Hash([1; 32]),
+            },
+            ExecResult {
+                state: Hash([2; 32]),
+                output: Hash([2; 32]),
+            },
+        );
+        // Stage-1 reports of run 0 from the first `results.len()` nodes.
+        let reports = |results: &[ExecResult], lcl_seq: u64| -> Vec<SignedProposal> {
+            results
+                .iter()
+                .zip(&keys)
+                .map(|(r, k)| {
+                    let mut p = prop(&[], 5);
+                    p.author = k.public();
+                    p.stage = 1;
+                    p.lcl.seq = lcl_seq;
+                    p.results = vec![Verdict {
+                        seq: 0,
+                        result: Some(*r),
+                    }];
+                    p.sign(k)
+                })
+                .collect()
+        };
+        let unc = vec![Verdict {
+            seq: 0,
+            result: None,
+        }];
+        let vote = |sps: &[SignedProposal], me: usize| {
+            let refs: Vec<&SignedProposal> = sps.iter().collect();
+            verdicts(&cfg, &refs, sps[0].proposal.lcl, 2, 0, &keys[me].public())
+        };
+        // Two copies split 2/2, the fifth silent: pending while it may
+        // still tip the split; once patience runs out, each node whose own
+        // report is in votes it uncertified.
+        let split = reports(&[a, a, b, b], VERDICT_PATIENCE - 1);
+        assert_eq!(vote(&split, 0), vec![]);
+        let split = reports(&[a, a, b, b], VERDICT_PATIENCE);
+        assert_eq!(vote(&split, 0), unc);
+        // The silent node has not reported: it does not call it.
+        assert_eq!(vote(&split, 4), vec![]);
+        // Two of five reported and three are late: pending whoever votes
+        // (the late ones never call it, and two votes are short of 65%).
+        let late = reports(&[a, a], 100);
+        assert_eq!(vote(&late, 4), vec![]);
+        assert_eq!(vote(&late, 0), unc, "a reporter calls it");
+        // A value with the votes is certified however late.
+        let agreed = reports(&[a, a, a], 100);
         assert_eq!(
-            verdicts(&cfg, &[], lcl, 3, 0),
+            vote(&agreed, 0),
             vec![Verdict {
                 seq: 0,
-                result: None
+                result: Some(a)
             }]
         );
+        // Stage 3 decides nothing alone: it follows the stage-2 votes.
+        let mut lcl = prop(&[], 5).lcl;
+        lcl.seq = 100;
+        assert_eq!(verdicts(&cfg, &[], lcl, 3, 0, &keys[0].public()), vec![]);
     }
 
     #[test]

@@ -48,6 +48,10 @@ pub trait Users {
     /// its users connected here is told (`users::withheld_message`) that
     /// they will not come.
     fn withhold(&mut self, seq: u64, run: &RunResult, why: Withheld);
+    /// Whether to take new inputs: while not `open`, each new input is
+    /// refused with a status (the contract is `behind` ledgers behind), so
+    /// users slow down instead of waiting on runs that fall further behind.
+    fn intake(&mut self, open: bool, behind: u64);
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -93,6 +93,16 @@ impl Observer for LogObserver {
                 dirs = fetched.dirs,
                 "contract state fetched and installed"
             ),
+            Event::Intake {
+                open: false,
+                behind,
+            } => tracing::warn!(
+                behind,
+                "contract runs behind the chain: refusing new user inputs"
+            ),
+            Event::Intake { open: true, behind } => {
+                tracing::info!(behind, "contract runs caught up: taking user inputs again")
+            }
         }
     }
 }

@@ -10,7 +10,9 @@ use crate::contract::RunResult;
 use crate::crypto::PubKey;
 use crate::env::Users;
 use crate::real::OsEntropy;
-use crate::users::{outputs_for, withheld_message, Action, Intake, SessionLimits};
+use crate::users::{
+    busy_reason, outputs_for, refused_message, withheld_message, Action, Intake, SessionLimits,
+};
 use futures_util::{SinkExt, StreamExt};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -38,6 +40,9 @@ pub struct WsUsers {
     inputs: mpsc::Receiver<Vec<u8>>,
     conns: Conns,
     queued: Arc<AtomicUsize>,
+    /// 0 while the node takes inputs; else how many ledgers its contract
+    /// runs are behind (intake paused).
+    behind: Arc<AtomicU64>,
 }
 
 #[derive(Clone)]
@@ -48,6 +53,7 @@ struct Shared {
     next_id: Arc<AtomicU64>,
     open: Arc<AtomicUsize>,
     queued: Arc<AtomicUsize>,
+    behind: Arc<AtomicU64>,
 }
 
 /// Removes a connection from the registry however `serve` ends.
@@ -93,6 +99,7 @@ impl WsUsers {
         let (tx, rx) = mpsc::channel(64 * 1024);
         let conns: Conns = Default::default();
         let queued = Arc::new(AtomicUsize::new(0));
+        let behind = Arc::new(AtomicU64::new(0));
         let shared = Shared {
             intake: Arc::new(Mutex::new(Intake::new(limits, OsEntropy))),
             inputs: tx,
@@ -100,12 +107,14 @@ impl WsUsers {
             next_id: Default::default(),
             open: Default::default(),
             queued: queued.clone(),
+            behind: behind.clone(),
         };
         tokio::spawn(accept_loop(shared, listener, shutdown));
         WsUsers {
             inputs: rx,
             conns,
             queued,
+            behind,
         }
     }
 }
@@ -124,6 +133,11 @@ impl Users for WsUsers {
     fn withhold(&mut self, seq: u64, run: &RunResult, why: Withheld) {
         let notice = withheld_message(seq, why);
         self.to_output_owners(seq, run, "notice", |_| Message::Text(notice.clone()));
+    }
+
+    fn intake(&mut self, open: bool, behind: u64) {
+        let v = if open { 0 } else { behind.max(1) };
+        self.behind.store(v, Ordering::Relaxed);
     }
 }
 
@@ -254,13 +268,20 @@ async fn serve(
                     close = true;
                 }
                 Action::Submit(body) => {
+                    let behind = shared.behind.load(Ordering::Relaxed);
+                    if behind > 0 {
+                        let why = busy_reason(behind);
+                        ws.send(Message::Text(refused_message(&bytes, &why)))
+                            .await?;
+                        continue;
+                    }
                     let len = body.len();
                     let room =
                         shared.queued.fetch_add(len, Ordering::Relaxed) + len <= MAX_QUEUED_BYTES;
                     if !room || shared.inputs.try_send(body).is_err() {
                         shared.queued.fetch_sub(len, Ordering::Relaxed);
-                        let busy = serde_json::json!({"hotpocket": crate::users::PROTOCOL_VERSION, "type": "error", "error": "node busy: input dropped, send it again later"});
-                        ws.send(Message::Text(busy.to_string())).await?;
+                        let why = "node busy: too many inputs waiting; input refused, send it again later";
+                        ws.send(Message::Text(refused_message(&bytes, why))).await?;
                     }
                 }
             }

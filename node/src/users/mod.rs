@@ -86,6 +86,23 @@ pub fn withheld_message(seq: u64, why: Withheld) -> String {
         .to_string()
 }
 
+/// What a user hears when the node refuses an input it sent (`message`,
+/// the bytes as sent): the input will not go into any ledger, and sending
+/// it again later is safe. `input_sha256` lets the user tell which input.
+pub fn refused_message(message: &[u8], why: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = hex::encode(Sha256::digest(message));
+    json!({"hotpocket": PROTOCOL_VERSION, "type": "error", "error": why, "input_sha256": digest})
+        .to_string()
+}
+
+/// Why a node behind on its contract runs refuses a new input.
+pub fn busy_reason(behind: u64) -> String {
+    format!(
+        "node busy: contract runs are {behind} ledgers behind; input refused, send it again later"
+    )
+}
+
 fn error(msg: &str) -> String {
     json!({"hotpocket": PROTOCOL_VERSION, "type": "error", "error": msg}).to_string()
 }

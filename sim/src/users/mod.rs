@@ -60,6 +60,10 @@ pub struct SimUsers {
     /// Inputs taken and not yet handed to the node (an attack may give
     /// several at once).
     pub pending: VecDeque<Vec<u8>>,
+    /// The node's contract runs are behind: honest users' new inputs are
+    /// refused at the door, as the websocket server refuses them (the user
+    /// is told; the input is never taken, so no answer is owed).
+    pub refusing: bool,
 }
 
 impl SimUsers {
@@ -113,6 +117,7 @@ impl SimUsers {
         let replies = session.on_message(now, &payload, false);
         for action in self.intake.act(now, replies) {
             match action {
+                Action::Submit(_) if self.refusing => return None,
                 Action::Submit(body) => {
                     self.world
                         .input_taken(self.node, u, key, &body, Source::Honest);
@@ -161,6 +166,10 @@ impl Users for SimUsers {
             .map(|(u, _)| u)
             .collect();
         self.world.outputs_withheld(self.node, seq, told);
+    }
+
+    fn intake(&mut self, open: bool, _behind: u64) {
+        self.refusing = !open;
     }
 }
 

@@ -6,6 +6,7 @@ mod beacon;
 mod party;
 mod vote;
 
+use crate::consensus::backlog::Backlog;
 use crate::consensus::bodies::{self, BodyFetch, MAX_BODIES_PER_MESSAGE};
 use crate::consensus::book::ProposalBook;
 use crate::consensus::catchup::{self, check_answer, Answer, Catchup};
@@ -66,6 +67,7 @@ pub struct Node {
     absences: crate::beacon::Absences,
     /// Proposal frames the nodes of this process sent, when it shares them.
     frames: Option<SentProposals>,
+    backlog: Backlog,
     stats: Stats,
     out: Vec<Action>,
 }
@@ -126,6 +128,7 @@ impl Node {
             served: Served::default(),
             absences: crate::beacon::Absences::new(beacon::ABSENCE_WINDOW),
             frames: None,
+            backlog: Backlog::default(),
             stats: Stats::default(),
             out: vec![Action::Notify(Event::Started { lcl })],
         })
@@ -229,6 +232,10 @@ impl Node {
             Input::FromContract { seq, bytes } => self.npl_from_contract(seq, &bytes),
         }
         self.advance(now, tick);
+        let intake = self
+            .backlog
+            .update(self.chain.lcl().seq, self.exec.ran_through());
+        self.out.extend(intake);
         self.out.extend(self.pool.flush(now));
         std::mem::take(&mut self.out)
     }

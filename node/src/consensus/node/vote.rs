@@ -100,6 +100,7 @@ impl Node {
                 lcl,
                 slot.stage,
                 undecided,
+                &self.key.public(),
             ),
         };
         let proposal = Proposal {
