@@ -136,7 +136,7 @@ fn main() {
         .build()
         .expect("a tokio runtime");
     if let Err(e) = rt.block_on(real_main(cli)) {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", hotpocket_node::cli::report(&e));
         std::process::exit(1);
     }
 }

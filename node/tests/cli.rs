@@ -58,6 +58,15 @@ fn new_writes_a_node_and_run_names_a_bad_field() {
 }
 
 #[test]
+fn a_cause_is_printed_once() {
+    // Port 1 on loopback: nothing listens there.
+    let (code, _, err) = hotpocket(&["client", "ws://127.0.0.1:1"]);
+    assert_eq!(code, 1);
+    let refused = std::io::Error::from_raw_os_error(libc::ECONNREFUSED).to_string();
+    assert_eq!(err.matches(&refused).count(), 1, "{err}");
+}
+
+#[test]
 fn run_without_a_node_says_which_file_is_missing() {
     let (code, _, err) = hotpocket(&["run", "/no/such/node"]);
     assert_eq!(code, 1);
