@@ -62,25 +62,28 @@ enum Command {
         linger: u64,
     },
     /// Create N nodes with one UNL on loopback, run them, and say how to connect.
+    ///
+    /// Run again on the same --dir, it resumes that cluster as it is on
+    /// disk; a flag that contradicts it is refused, not ignored.
     Cluster {
-        /// How many nodes.
-        #[arg(long, default_value_t = 5)]
-        nodes: usize,
-        /// Where the node directories go (reused if they exist).
+        /// How many nodes [default: 5, or as many as the existing cluster has].
+        #[arg(long)]
+        nodes: Option<usize>,
+        /// Where the node directories go (resumed if they exist).
         #[arg(long, default_value = "hp-cluster")]
         dir: PathBuf,
-        /// The contract executable (default: the kv example contract).
+        /// The contract executable [default: the kv example contract].
         #[arg(long)]
         contract: Option<PathBuf>,
-        /// Round length, ms.
-        #[arg(long, default_value_t = 1000)]
-        roundtime: u64,
-        /// Peer port of node 0; node i uses this plus i.
-        #[arg(long, default_value_t = 22860)]
-        peerport: u16,
-        /// User port of node 0; node i uses this plus i.
-        #[arg(long, default_value_t = 8080)]
-        pubport: u16,
+        /// Round length, ms [default: 1000].
+        #[arg(long)]
+        roundtime: Option<u64>,
+        /// Peer port of node 0; node i uses this plus i [default: 22860].
+        #[arg(long)]
+        peerport: Option<u16>,
+        /// User port of node 0; node i uses this plus i [default: 8080].
+        #[arg(long)]
+        pubport: Option<u16>,
     },
     /// Measure a local cluster under load from concurrent users (build with --release).
     Bench {
@@ -209,18 +212,14 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             peerport,
             pubport,
         } => {
-            if !(1..=64).contains(&nodes) {
-                bail!("--nodes must be 1..=64, got {nodes}");
-            }
-            let contract = contract_or_default(contract)?;
-            let plan = cluster::Plan {
+            let given = cluster::Given {
                 nodes,
-                dir,
-                contract,
+                contract: contract.map(|c| absolute(&c)).transpose()?,
                 roundtime,
                 peerport,
                 pubport,
             };
+            let plan = cluster::plan(dir, &given, default_contract)?;
             cluster::run(&plan, || random_key(&mut entropy)).await
         }
         Command::Bench {

@@ -25,6 +25,20 @@ fn keygen_prints_a_usable_key_pair() {
     assert_eq!(key.public().to_hex(), v["pubkey"].as_str().unwrap());
 }
 
+fn echo_contract() -> String {
+    format!(
+        "{}/../fixtures/contracts/echo.py",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// A fresh, absent directory under the temp dir for test `tag`.
+fn scratch(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("hp-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
 #[test]
 fn new_writes_a_node_and_run_names_a_bad_field() {
     let dir = std::env::temp_dir().join(format!("hp-cli-{}", std::process::id()));
@@ -54,6 +68,62 @@ fn new_writes_a_node_and_run_names_a_bad_field() {
     let (code, _, err) = hotpocket(&["run", d]);
     assert_eq!(code, 1);
     assert!(err.contains("field `roundtime`"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn cluster_refuses_flags_that_an_existing_cluster_would_ignore() {
+    use hotpocket_node::cli::cluster::{prepare, Plan};
+    let dir = scratch("cluster");
+    let d = dir.to_str().unwrap();
+    let echo = std::fs::canonicalize(echo_contract()).unwrap();
+    let plan = Plan {
+        nodes: 3,
+        dir: dir.clone(),
+        contract: echo.clone(),
+        roundtime: 1000,
+        peerport: 22860,
+        pubport: 8080,
+    };
+    let mut seed = 0u8;
+    prepare(&plan, || {
+        seed += 1;
+        hotpocket_node::crypto::Keypair::from_seed([seed; 32])
+    })
+    .unwrap();
+    let other = std::fs::canonicalize(format!(
+        "{}/../fixtures/contracts/upper.sh",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let o = other.to_str().unwrap();
+    let (code, out, err) = hotpocket(&[
+        "cluster",
+        "--dir",
+        d,
+        "--nodes",
+        "5",
+        "--contract",
+        o,
+        "--roundtime",
+        "500",
+        "--peerport",
+        "22860",
+        "--pubport",
+        "9000",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    for part in [
+        "--nodes 5 (it has 3)",
+        &format!("--contract {o} (it runs {})", echo.display()),
+        "--roundtime 500 (it uses 1000)",
+        "--pubport 9000 (node 0 uses 8080)",
+    ] {
+        assert!(err.contains(part), "{part}: {err}");
+    }
+    // A flag that agrees with the cluster is no clash.
+    assert!(!err.contains("--peerport"), "{err}");
+    assert!(!dir.join("node-0/node.log").exists(), "no node started");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
