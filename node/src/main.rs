@@ -5,7 +5,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use hotpocket_node::cli::signals::{Stop, StopSignals};
 use hotpocket_node::cli::{bench, client, cluster};
-use hotpocket_node::real::config::Config;
+use hotpocket_node::real::config::{check_binary, Config};
 use hotpocket_node::real::{random_key, runtime, OsEntropy};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -31,16 +31,22 @@ enum Command {
     New {
         /// The node directory to create.
         dir: PathBuf,
-        /// The contract executable and its arguments (default: the kv example contract,
+        /// The contract executable (default: the kv example contract,
         /// `kv-contract` beside this binary).
-        #[arg(long, num_args = 1.., value_name = "PATH [ARGS]", allow_hyphen_values = true)]
-        contract: Option<Vec<String>>,
+        #[arg(long, value_name = "PATH")]
+        contract: Option<PathBuf>,
         /// Port for peers.
-        #[arg(long, default_value_t = 22860)]
+        #[arg(long, default_value_t = cluster::DEFAULT_PEERPORT)]
         peerport: u16,
         /// Websocket port for users.
-        #[arg(long, default_value_t = 8080)]
+        #[arg(long, default_value_t = cluster::DEFAULT_PUBPORT)]
         pubport: u16,
+        /// Arguments for the contract, after a literal `--`, so they are
+        /// never taken for this command's flags: `hotpocket new DIR
+        /// --contract c.py -- --verbose`. None may hold whitespace (hp.cfg's
+        /// `binargs` is split on it).
+        #[arg(last = true, value_name = "CONTRACT_ARGS")]
+        contract_args: Vec<String>,
     },
     /// Run the node in DIR until Ctrl-C (or SIGTERM or SIGHUP), then shut down cleanly.
     Run {
@@ -152,16 +158,19 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             contract,
             peerport,
             pubport,
+            contract_args,
         } => {
-            let (binary, args) = match contract {
-                Some(mut c) => {
-                    let binary = c.remove(0);
-                    (absolute(Path::new(&binary))?, c.join(" "))
-                }
-                None => (default_contract()?, String::new()),
-            };
+            let binary = contract_or_default(contract)?;
+            check_binary(&binary).map_err(anyhow::Error::msg)?;
+            if let Some(a) = contract_args
+                .iter()
+                .find(|a| a.is_empty() || a.contains(char::is_whitespace))
+            {
+                bail!("contract argument {a:?} is empty or holds whitespace, which hp.cfg's `binargs` (split on whitespace) cannot keep");
+            }
             let key = random_key(&mut entropy);
-            let mut cfg = Config::new_node(&key, binary.display().to_string(), args);
+            let mut cfg =
+                Config::new_node(&key, binary.display().to_string(), contract_args.join(" "));
             cfg.peerport = peerport;
             cfg.pubport = pubport;
             cluster::create_node(&dir, &cfg)?;

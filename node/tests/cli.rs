@@ -39,35 +39,128 @@ fn scratch(tag: &str) -> std::path::PathBuf {
     dir
 }
 
+/// Rewrites one `"field": value` line of DIR's hp.cfg.
+fn edit_cfg(dir: &std::path::Path, from: &str, to: &str) {
+    let path = dir.join("cfg/hp.cfg");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(from), "{from} not in {text}");
+    std::fs::write(&path, text.replace(from, to)).unwrap();
+}
+
 #[test]
 fn new_writes_a_node_and_run_names_a_bad_field() {
-    let dir = std::env::temp_dir().join(format!("hp-cli-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let contract = format!(
-        "{}/../fixtures/contracts/echo.py",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let dir = scratch("new");
+    let contract = echo_contract();
     let d = dir.to_str().unwrap();
-    let (code, out, err) = hotpocket(&["new", d, "--contract", &contract, "--flag"]);
+    let (code, out, err) = hotpocket(&["new", d, "--contract", &contract, "--", "--flag", "1"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("hotpocket run"), "{out}");
     let cfg = hotpocket_node::real::config::Config::load(&dir).unwrap();
-    assert_eq!(cfg.cfg.binargs, "--flag");
+    assert_eq!(cfg.cfg.binargs, "--flag 1");
     // A second `new` refuses to overwrite.
     let (code, _, err) = hotpocket(&["new", d, "--contract", &contract]);
     assert_eq!(code, 1);
     assert!(err.contains("already holds a node"), "{err}");
     // A bad field stops `run` with the field's name, before anything starts.
-    let path = dir.join("cfg/hp.cfg");
-    let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(
-        &path,
-        text.replace("\"roundtime\": 1000", "\"roundtime\": 3"),
-    )
-    .unwrap();
+    edit_cfg(&dir, "\"roundtime\": 1000", "\"roundtime\": 3");
     let (code, _, err) = hotpocket(&["run", d]);
     assert_eq!(code, 1);
     assert!(err.contains("field `roundtime`"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn flags_after_the_contract_are_flags_and_its_arguments_follow_a_double_dash() {
+    let dir = scratch("flags");
+    let d = dir.to_str().unwrap();
+    let contract = echo_contract();
+    let (code, _, err) = hotpocket(&[
+        "new",
+        d,
+        "--contract",
+        &contract,
+        "--peerport",
+        "27110",
+        "--pubport",
+        "9712",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let cfg = hotpocket_node::real::config::Config::load(&dir)
+        .unwrap()
+        .cfg;
+    assert_eq!((cfg.peerport, cfg.pubport), (27110, 9712));
+    assert_eq!(cfg.binargs, "");
+    // The key is the owner's alone, from the moment the file exists.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.join("cfg/hp.cfg"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // An unknown flag is an error that points at `--`, not a contract argument.
+    let (code, _, err) = hotpocket(&["new", d, "--contract", &contract, "--verbose"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("'--verbose'") && err.contains("-- --verbose"),
+        "{err}"
+    );
+    assert!(!dir.exists());
+    // Arguments holding whitespace would be split apart at run time.
+    let (code, _, err) = hotpocket(&["new", d, "--contract", &contract, "--", "a b"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("\"a b\" is empty or holds whitespace"),
+        "{err}"
+    );
+    assert!(!dir.exists());
+    let (code, _, err) = hotpocket(&["new", d, "--contract", &contract, "--", ""]);
+    assert_eq!(code, 1);
+    assert!(err.contains("\"\" is empty"), "{err}");
+    assert!(!dir.exists());
+}
+
+#[test]
+fn a_contract_that_cannot_run_is_refused_with_its_path() {
+    let dir = scratch("binary");
+    let d = dir.to_str().unwrap();
+    let contract = dir.with_extension("py");
+    std::fs::write(&contract, "#!/bin/sh\n").unwrap();
+    let c = contract.to_str().unwrap();
+    let (code, _, err) = hotpocket(&["new", d, "--contract", c]);
+    assert_eq!(code, 1);
+    assert!(err.contains(&format!("{c} is not executable")), "{err}");
+    assert!(!dir.exists());
+
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&contract, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (code, _, err) = hotpocket(&["new", d, "--contract", c]);
+    assert_eq!(code, 0, "{err}");
+    // Gone after `new`: `run` stops at load, naming it, before any ledger.
+    std::fs::remove_file(&contract).unwrap();
+    let (code, _, err) = hotpocket(&["run", d]);
+    assert_eq!(code, 1);
+    assert!(err.contains("field `binary`"), "{err}");
+    assert!(err.contains(&format!("{c} does not exist")), "{err}");
+    assert!(!dir.join("ledger.sqlite").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn thresholds_that_drop_are_refused_by_name() {
+    let dir = scratch("thresholds");
+    let d = dir.to_str().unwrap();
+    let (code, _, err) = hotpocket(&["new", d, "--contract", &echo_contract()]);
+    assert_eq!(code, 0, "{err}");
+    let cfg = hotpocket_node::real::config::Config::read(&dir).unwrap();
+    let mut bad = cfg.clone();
+    bad.stage_thresholds = [90, 65, 10];
+    bad.save(&dir).unwrap();
+    let (code, _, err) = hotpocket(&["run", d]);
+    assert_eq!(code, 1);
+    assert!(err.contains("field `stage_thresholds`"), "{err}");
+    assert!(err.contains("[90, 65, 10]"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
