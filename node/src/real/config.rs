@@ -385,13 +385,13 @@ pub fn check_binary(path: &Path) -> Result<(), String> {
 }
 
 /// A warning if the config at `path` (which holds the secret key) can be
-/// read by its group or by others.
+/// read or written by its group or by others.
 fn exposed_secret(path: &Path) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
     (mode & 0o077 != 0).then(|| {
         format!(
-            "holds the node's secret key but has mode {mode:o}, readable by others; \
+            "holds the node's secret key but has mode {mode:o}, open to other users; \
              run `chmod 600 {}`",
             path.display()
         )
