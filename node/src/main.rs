@@ -5,7 +5,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use hotpocket_node::cli::signals::{Stop, StopSignals};
 use hotpocket_node::cli::{bench, client, cluster};
-use hotpocket_node::real::config::Config;
+use hotpocket_node::real::config::{check_binary, Config};
 use hotpocket_node::real::{random_key, runtime, OsEntropy};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -31,16 +31,22 @@ enum Command {
     New {
         /// The node directory to create.
         dir: PathBuf,
-        /// The contract executable and its arguments (default: the kv example contract,
+        /// The contract executable (default: the kv example contract,
         /// `kv-contract` beside this binary).
-        #[arg(long, num_args = 1.., value_name = "PATH [ARGS]", allow_hyphen_values = true)]
-        contract: Option<Vec<String>>,
+        #[arg(long, value_name = "PATH")]
+        contract: Option<PathBuf>,
         /// Port for peers.
-        #[arg(long, default_value_t = 22860)]
+        #[arg(long, default_value_t = cluster::DEFAULT_PEERPORT)]
         peerport: u16,
         /// Websocket port for users.
-        #[arg(long, default_value_t = 8080)]
+        #[arg(long, default_value_t = cluster::DEFAULT_PUBPORT)]
         pubport: u16,
+        /// Arguments for the contract, after a literal `--`, so they are
+        /// never taken for this command's flags: `hotpocket new DIR
+        /// --contract c.py -- --verbose`. None may hold whitespace (hp.cfg's
+        /// `binargs` is split on it).
+        #[arg(last = true, value_name = "CONTRACT_ARGS")]
+        contract_args: Vec<String>,
     },
     /// Run the node in DIR until Ctrl-C (or SIGTERM or SIGHUP), then shut down cleanly.
     Run {
@@ -62,25 +68,28 @@ enum Command {
         linger: u64,
     },
     /// Create N nodes with one UNL on loopback, run them, and say how to connect.
+    ///
+    /// Run again on the same --dir, it resumes that cluster as it is on
+    /// disk; a flag that contradicts it is refused, not ignored.
     Cluster {
-        /// How many nodes.
-        #[arg(long, default_value_t = 5)]
-        nodes: usize,
-        /// Where the node directories go (reused if they exist).
+        /// How many nodes [default: 5, or as many as the existing cluster has].
+        #[arg(long)]
+        nodes: Option<usize>,
+        /// Where the node directories go (resumed if they exist).
         #[arg(long, default_value = "hp-cluster")]
         dir: PathBuf,
-        /// The contract executable (default: the kv example contract).
+        /// The contract executable [default: the kv example contract].
         #[arg(long)]
         contract: Option<PathBuf>,
-        /// Round length, ms.
-        #[arg(long, default_value_t = 1000)]
-        roundtime: u64,
-        /// Peer port of node 0; node i uses this plus i.
-        #[arg(long, default_value_t = 22860)]
-        peerport: u16,
-        /// User port of node 0; node i uses this plus i.
-        #[arg(long, default_value_t = 8080)]
-        pubport: u16,
+        /// Round length, ms [default: 1000].
+        #[arg(long)]
+        roundtime: Option<u64>,
+        /// Peer port of node 0; node i uses this plus i [default: 22860].
+        #[arg(long)]
+        peerport: Option<u16>,
+        /// User port of node 0; node i uses this plus i [default: 8080].
+        #[arg(long)]
+        pubport: Option<u16>,
     },
     /// Measure a local cluster under load from concurrent users (build with --release).
     Bench {
@@ -136,7 +145,7 @@ fn main() {
         .build()
         .expect("a tokio runtime");
     if let Err(e) = rt.block_on(real_main(cli)) {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", hotpocket_node::cli::report(&e));
         std::process::exit(1);
     }
 }
@@ -149,16 +158,19 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             contract,
             peerport,
             pubport,
+            contract_args,
         } => {
-            let (binary, args) = match contract {
-                Some(mut c) => {
-                    let binary = c.remove(0);
-                    (absolute(Path::new(&binary))?, c.join(" "))
-                }
-                None => (default_contract()?, String::new()),
-            };
+            let binary = contract_or_default(contract)?;
+            check_binary(&binary).map_err(anyhow::Error::msg)?;
+            if let Some(a) = contract_args
+                .iter()
+                .find(|a| a.is_empty() || a.contains(char::is_whitespace))
+            {
+                bail!("contract argument {a:?} is empty or holds whitespace, which hp.cfg's `binargs` (split on whitespace) cannot keep");
+            }
             let key = random_key(&mut entropy);
-            let mut cfg = Config::new_node(&key, binary.display().to_string(), args);
+            let mut cfg =
+                Config::new_node(&key, binary.display().to_string(), contract_args.join(" "));
             cfg.peerport = peerport;
             cfg.pubport = pubport;
             cluster::create_node(&dir, &cfg)?;
@@ -209,18 +221,14 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             peerport,
             pubport,
         } => {
-            if !(1..=64).contains(&nodes) {
-                bail!("--nodes must be 1..=64, got {nodes}");
-            }
-            let contract = contract_or_default(contract)?;
-            let plan = cluster::Plan {
+            let given = cluster::Given {
                 nodes,
-                dir,
-                contract,
+                contract: contract.map(|c| absolute(&c)).transpose()?,
                 roundtime,
                 peerport,
                 pubport,
             };
+            let plan = cluster::plan(dir, &given, default_contract)?;
             cluster::run(&plan, || random_key(&mut entropy)).await
         }
         Command::Bench {

@@ -33,6 +33,111 @@ pub fn node_dir(root: &Path, i: usize) -> PathBuf {
     root.join(format!("node-{i}"))
 }
 
+/// What the command line set, as opposed to the defaults: only these are
+/// checked against a cluster that already exists.
+#[derive(Default)]
+pub struct Given {
+    pub nodes: Option<usize>,
+    /// Absolute.
+    pub contract: Option<PathBuf>,
+    pub roundtime: Option<u64>,
+    pub peerport: Option<u16>,
+    pub pubport: Option<u16>,
+}
+
+pub const DEFAULT_NODES: usize = 5;
+pub const DEFAULT_ROUNDTIME: u64 = 1000;
+pub const DEFAULT_PEERPORT: u16 = 22860;
+pub const DEFAULT_PUBPORT: u16 = 8080;
+
+/// The plan for `dir`: the cluster already there, or else a new one from
+/// `given` and the defaults (`default_contract` is only asked then).
+///
+/// An existing cluster keeps its settings: changing some nodes' contract,
+/// round or ports under a running chain is not something to do silently,
+/// so a flag that contradicts them is refused, by name, rather than
+/// ignored.
+pub fn plan(
+    dir: PathBuf,
+    given: &Given,
+    default_contract: impl FnOnce() -> anyhow::Result<PathBuf>,
+) -> anyhow::Result<Plan> {
+    let first = node_dir(&dir, 0);
+    if !Config::path(&first).exists() {
+        let nodes = given.nodes.unwrap_or(DEFAULT_NODES);
+        if !(1..=64).contains(&nodes) {
+            bail!("--nodes must be 1..=64, got {nodes}");
+        }
+        return Ok(Plan {
+            nodes,
+            contract: match &given.contract {
+                Some(c) => c.clone(),
+                None => default_contract()?,
+            },
+            roundtime: given.roundtime.unwrap_or(DEFAULT_ROUNDTIME),
+            peerport: given.peerport.unwrap_or(DEFAULT_PEERPORT),
+            pubport: given.pubport.unwrap_or(DEFAULT_PUBPORT),
+            dir,
+        });
+    }
+    let cfg = Config::read(&first)?;
+    // Every node of a cluster votes, so its UNL is the cluster.
+    let nodes = cfg.unl.len();
+    let contract = first.join(&cfg.binary);
+    let mut clashes = Vec::new();
+    if let Some(n) = given.nodes.filter(|n| *n != nodes) {
+        clashes.push(format!("--nodes {n} (it has {nodes})"));
+    }
+    if let Some(c) = &given.contract {
+        if std::fs::canonicalize(&contract).ok().as_ref() != Some(c) {
+            clashes.push(format!(
+                "--contract {} (it runs {})",
+                c.display(),
+                contract.display()
+            ));
+        }
+    }
+    if let Some(r) = given.roundtime.filter(|r| *r != cfg.roundtime) {
+        clashes.push(format!("--roundtime {r} (it uses {})", cfg.roundtime));
+    }
+    if let Some(p) = given.peerport.filter(|p| *p != cfg.peerport) {
+        clashes.push(format!("--peerport {p} (node 0 uses {})", cfg.peerport));
+    }
+    if let Some(p) = given.pubport.filter(|p| *p != cfg.pubport) {
+        clashes.push(format!("--pubport {p} (node 0 uses {})", cfg.pubport));
+    }
+    if !clashes.is_empty() {
+        bail!(
+            "{} already holds a cluster, which keeps its own settings; not applied: {}. Run `hotpocket cluster --dir {}` \
+             without them to resume it, or pick a new --dir (or remove this one) for a new cluster",
+            dir.display(),
+            clashes.join(", "),
+            dir.display()
+        );
+    }
+    Ok(Plan {
+        nodes,
+        contract,
+        roundtime: cfg.roundtime,
+        peerport: cfg.peerport,
+        pubport: cfg.pubport,
+        dir,
+    })
+}
+
+/// What to tell the user to type, for the contract in use.
+fn typing_hint(contract: &str) -> String {
+    let name = Path::new(contract).file_name().map_or_else(
+        || contract.to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    if name == "kv-contract" {
+        "then type lines like `set greeting hello` and `get greeting`".into()
+    } else {
+        format!("then type lines: each is one input to the contract `{name}`")
+    }
+}
+
 /// Creates the cluster's node directories, unless they exist already.
 pub fn prepare(plan: &Plan, mut new_key: impl FnMut() -> Keypair) -> anyhow::Result<()> {
     let exists: Vec<bool> = (0..plan.nodes)
@@ -160,11 +265,19 @@ pub async fn stop_nodes(children: &mut [tokio::process::Child]) {
 /// then stops every node cleanly.
 pub async fn run(plan: &Plan, new_key: impl FnMut() -> Keypair) -> anyhow::Result<()> {
     prepare(plan, new_key)?;
+    // Every node checked before any starts: a bad config (a contract that
+    // cannot run, say) stops the command here, not one node a moment later.
+    let mut configs = Vec::new();
+    for i in 0..plan.nodes {
+        configs.push(Config::load(&node_dir(&plan.dir, i)).with_context(|| format!("node {i}"))?);
+    }
+    let first = configs
+        .first()
+        .context("the cluster has no nodes (an empty `unl` in node-0's hp.cfg?)")?;
     // Before any node exists, so no stop signal can end this process by its
     // default action while nodes are running.
     let mut stop = StopSignals::install(&[Stop::Int, Stop::Term, Stop::Hup])?;
     let mut children = spawn_nodes(&plan.dir, plan.nodes, None)?;
-    let first = Config::load(&node_dir(&plan.dir, 0))?;
     println!(
         "{} nodes running in {} (logs: {}/node-*/node.log)",
         plan.nodes,
@@ -176,7 +289,8 @@ pub async fn run(plan: &Plan, new_key: impl FnMut() -> Keypair) -> anyhow::Resul
         first.cfg.pubport
     );
     println!(
-        "then type lines like `set greeting hello` and `get greeting`; Ctrl-C stops the cluster"
+        "{}; Ctrl-C stops the cluster",
+        typing_hint(&first.cfg.binary)
     );
     let mut exited = Box::pin(futures_util::future::select_all(
         children.iter_mut().map(|c| Box::pin(c.wait())),
@@ -197,4 +311,17 @@ pub async fn run(plan: &Plan, new_key: impl FnMut() -> Keypair) -> anyhow::Resul
     stop_nodes(&mut children).await;
     let _ = writeln!(std::io::stdout(), "cluster stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::typing_hint;
+
+    #[test]
+    fn the_hint_fits_the_contract_in_use() {
+        assert!(typing_hint("/x/target/release/kv-contract").contains("set greeting hello"));
+        let echo = typing_hint("/x/fixtures/contracts/echo.py");
+        assert!(!echo.contains("set greeting"), "{echo}");
+        assert!(echo.contains("`echo.py`"), "{echo}");
+    }
 }

@@ -63,7 +63,8 @@ pub struct Config {
     #[serde(default)]
     pub fdlist: FdlistFormat,
     /// A contract more than this many ledgers behind fetches the certified
-    /// state from peers instead of running them all; 0 never does.
+    /// state from peers instead of running them all. At least 1: 0 once
+    /// meant "never", which read as "always"; a large value is "never".
     #[serde(default = "default_state_sync_gap")]
     pub state_sync_gap: u64,
 }
@@ -106,12 +107,14 @@ fn default_contract_max_output() -> usize {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigFileError {
-    #[error("cannot read {path}: {source}")]
+    // The sources are left out of the messages: reports print the chain
+    // of causes, and a cause in both places printed it twice.
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} is not a valid config: {source}")]
+    #[error("{path} is not a valid config")]
     Parse {
         path: PathBuf,
         source: serde_json::Error,
@@ -133,6 +136,8 @@ pub struct Checked {
     pub session: SessionLimits,
     /// The contract binary, resolved against the node directory.
     pub binary: PathBuf,
+    /// What is legal but likely a mistake; `load` has logged each already.
+    pub warnings: Vec<String>,
 }
 
 impl Config {
@@ -140,23 +145,34 @@ impl Config {
         dir.join("cfg").join("hp.cfg")
     }
 
-    /// Reads and checks `DIR/cfg/hp.cfg`.
-    pub fn load(dir: &Path) -> Result<Checked, ConfigFileError> {
+    /// Reads `DIR/cfg/hp.cfg` without checking its fields.
+    pub fn read(dir: &Path) -> Result<Config, ConfigFileError> {
         let path = Config::path(dir);
         let text = std::fs::read_to_string(&path).map_err(|source| ConfigFileError::Read {
             path: path.clone(),
             source,
         })?;
-        let cfg: Config = serde_json::from_str(&text).map_err(|source| ConfigFileError::Parse {
-            path: path.clone(),
-            source,
-        })?;
-        cfg.check(dir)
+        serde_json::from_str(&text).map_err(|source| ConfigFileError::Parse { path, source })
+    }
+
+    /// Reads and checks `DIR/cfg/hp.cfg`.
+    pub fn load(dir: &Path) -> Result<Checked, ConfigFileError> {
+        let path = Config::path(dir);
+        let cfg = Config::read(dir)?;
+        let mut checked = cfg
+            .check(dir)
             .map_err(|(field, why)| ConfigFileError::Field {
                 path: path.clone(),
                 field,
                 why,
-            })
+            })?;
+        if let Some(w) = exposed_secret(&path) {
+            checked.warnings.insert(0, w);
+        }
+        for w in &checked.warnings {
+            tracing::warn!("{}: {w}", path.display());
+        }
+        Ok(checked)
     }
 
     fn check(self, dir: &Path) -> Result<Checked, (&'static str, String)> {
@@ -208,6 +224,18 @@ impl Config {
         if self.contract_time_limit_ms == 0 {
             return Err(("contract_time_limit_ms", "must be positive".into()));
         }
+        if self.contract_max_output_bytes == 0 {
+            return Err((
+                "contract_max_output_bytes",
+                "must be positive: at 0 every run that writes to a user is killed".into(),
+            ));
+        }
+        if self.state_sync_gap == 0 {
+            return Err((
+                "state_sync_gap",
+                "must be at least 1 ledger; to never fetch state when behind, set it large (e.g. 1000000)".into(),
+            ));
+        }
         if self.binary.trim().is_empty() {
             return Err(("binary", "is empty".into()));
         }
@@ -231,6 +259,18 @@ impl Config {
             };
             (field, e.to_string())
         })?;
+        // Each stage keeps what at least its threshold of the UNL proposed
+        // in the stage before: a threshold that drops lets back in inputs
+        // the previous stage filtered out, so proposals need not converge.
+        if self.stage_thresholds.windows(2).any(|w| w[0] > w[1]) {
+            return Err((
+                "stage_thresholds",
+                format!(
+                    "must not decrease from stage 1 to stage 3, got {:?}",
+                    self.stage_thresholds
+                ),
+            ));
+        }
         let limits = RunLimits {
             time_limit_ms: self.contract_time_limit_ms,
             max_output_bytes: self.contract_max_output_bytes,
@@ -244,6 +284,16 @@ impl Config {
             ..SessionLimits::default()
         };
         let binary = dir.join(&self.binary);
+        check_binary(&binary).map_err(|why| ("binary", why))?;
+        let mut warnings = Vec::new();
+        if !consensus.in_unl(&key.public()) {
+            warnings.push(format!(
+                "this node's key {} is not in its `unl`: peers drop its proposals, so it never \
+                 votes and reports itself Unreliable (observer nodes are not supported); add the \
+                 key to `unl` on every node if it is meant to vote",
+                self.pubkey
+            ));
+        }
         Ok(Checked {
             cfg: self,
             key,
@@ -251,15 +301,33 @@ impl Config {
             limits,
             session,
             binary,
+            warnings,
         })
     }
 
-    /// Writes the config as pretty JSON to `DIR/cfg/hp.cfg`.
+    /// Writes the config as pretty JSON to `DIR/cfg/hp.cfg`, readable by
+    /// its owner only: it holds the node's secret key.
     pub fn save(&self, dir: &Path) -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
         let path = Config::path(dir);
         std::fs::create_dir_all(path.parent().expect("has a parent"))?;
         let text = serde_json::to_string_pretty(self).expect("config serializes");
-        std::fs::write(path, text + "\n")
+        // Created 0600 rather than narrowed after, so the key is never
+        // readable by others, not even for a moment; written beside and
+        // renamed over, so an existing file of a wider mode goes too and a
+        // crash never leaves half a config.
+        let tmp = path.with_extension("cfg.tmp");
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
     }
 
     /// A config for a new node with `key`, listening on `ip`.
@@ -289,6 +357,47 @@ impl Config {
     }
 }
 
+/// Why the contract at `path` cannot be started by this user, if it cannot:
+/// caught at load, a node would otherwise start and fail every run.
+pub fn check_binary(path: &Path) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => format!("the contract {shown} does not exist"),
+        _ => format!("the contract {shown} cannot be read: {e}"),
+    })?;
+    if !meta.is_file() {
+        return Err(format!("the contract {shown} is not a file"));
+    }
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| format!("the contract path {shown} holds a NUL byte"))?;
+    // access(2) answers for this process's user and groups (and root),
+    // which the mode bits alone do not.
+    // SAFETY: `c_path` is a valid NUL-terminated string for the call.
+    if unsafe { libc::access(c_path.as_ptr(), libc::X_OK) } != 0 {
+        return Err(format!(
+            "the contract {shown} is not executable by this user (mode {:o}); chmod +x it",
+            meta.permissions().mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+/// A warning if the config at `path` (which holds the secret key) can be
+/// read or written by its group or by others.
+fn exposed_secret(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "holds the node's secret key but has mode {mode:o}, open to other users; \
+             run `chmod 600 {}`",
+            path.display()
+        )
+    })
+}
+
 /// A secret key from 64 hex (seed) or 128 hex (seed then public key).
 pub fn parse_secret(hex_key: &str) -> Result<Keypair, String> {
     let bytes = hex::decode(hex_key.trim()).map_err(|e| format!("not hex: {e}"))?;
@@ -313,31 +422,136 @@ mod tests {
         d
     }
 
+    /// A node directory holding an executable `contract`.
+    fn node(tag: &str) -> (PathBuf, Config) {
+        use std::os::unix::fs::PermissionsExt;
+        let d = dir(tag);
+        std::fs::create_dir_all(&d).unwrap();
+        let bin = d.join("contract");
+        std::fs::write(&bin, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let cfg = Config::new_node(
+            &Keypair::from_seed([5; 32]),
+            "contract".into(),
+            "--x 1".into(),
+        );
+        (d, cfg)
+    }
+
+    /// Saves `cfg` in `d` and returns the error `load` gives.
+    fn load_err(d: &Path, cfg: &Config) -> String {
+        cfg.save(d).unwrap();
+        Config::load(d)
+            .err()
+            .expect("the config is refused")
+            .to_string()
+    }
+
     #[test]
     fn a_saved_config_loads_and_a_bad_field_is_named() {
-        let d = dir("roundtrip");
-        let key = Keypair::from_seed([5; 32]);
-        let cfg = Config::new_node(&key, "contract".into(), "--x 1".into());
+        let (d, cfg) = node("roundtrip");
         cfg.save(&d).unwrap();
         let c = Config::load(&d).unwrap();
-        assert_eq!(c.key.public(), key.public());
+        assert_eq!(c.key.public(), Keypair::from_seed([5; 32]).public());
         assert_eq!(c.binary, d.join("contract"));
+        assert_eq!(c.warnings, Vec::<String>::new());
 
         let mut bad = cfg.clone();
         bad.roundtime = 5;
-        bad.save(&d).unwrap();
-        let e = Config::load(&d).err().unwrap().to_string();
+        let e = load_err(&d, &bad);
         assert!(e.contains("field `roundtime`"), "{e}");
 
         let mut bad = cfg.clone();
         bad.seckey = Keypair::from_seed([6; 32]).secret_hex();
-        bad.save(&d).unwrap();
-        let e = Config::load(&d).err().unwrap().to_string();
+        let e = load_err(&d, &bad);
         assert!(e.contains("field `seckey`"), "{e}");
 
         std::fs::write(Config::path(&d), r#"{"pubkey": "x", "surprise": 1}"#).unwrap();
         let e = Config::load(&d).err().unwrap().to_string();
         assert!(e.contains("not a valid config"), "{e}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn settings_that_would_stall_or_kill_every_run_are_named() {
+        let (d, cfg) = node("limits");
+        type Spoil = fn(&mut Config);
+        let cases: [(&str, Spoil); 5] = [
+            ("stage_thresholds", |c| c.stage_thresholds = [90, 65, 10]),
+            ("stage_thresholds", |c| c.stage_thresholds = [0, 65, 80]),
+            ("close_threshold", |c| c.close_threshold = 50),
+            ("contract_max_output_bytes", |c| {
+                c.contract_max_output_bytes = 0
+            }),
+            ("state_sync_gap", |c| c.state_sync_gap = 0),
+        ];
+        for (field, spoil) in cases {
+            let mut bad = cfg.clone();
+            spoil(&mut bad);
+            let e = load_err(&d, &bad);
+            assert!(e.contains(&format!("field `{field}`")), "{field}: {e}");
+        }
+        // Equal thresholds are fine: only a drop is refused.
+        let mut flat = cfg.clone();
+        flat.stage_thresholds = [80, 80, 80];
+        flat.save(&d).unwrap();
+        assert!(Config::load(&d).is_ok());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_contract_that_cannot_start_is_refused_by_path() {
+        use std::os::unix::fs::PermissionsExt;
+        let (d, cfg) = node("binary");
+        let mut missing = cfg.clone();
+        missing.binary = "nope.py".into();
+        let e = load_err(&d, &missing);
+        assert!(e.contains("field `binary`"), "{e}");
+        assert!(
+            e.contains(&format!("{}/nope.py does not exist", d.display())),
+            "{e}"
+        );
+
+        let mut a_dir = cfg.clone();
+        a_dir.binary = "state".into();
+        std::fs::create_dir_all(d.join("state")).unwrap();
+        let e = load_err(&d, &a_dir);
+        assert!(e.contains("is not a file"), "{e}");
+
+        std::fs::set_permissions(d.join("contract"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        let e = load_err(&d, &cfg);
+        assert!(e.contains("not executable by this user (mode 644)"), "{e}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn the_config_is_private_and_a_readable_one_or_a_key_outside_the_unl_warns() {
+        use std::os::unix::fs::PermissionsExt;
+        let (d, cfg) = node("private");
+        let path = Config::path(&d);
+        // Saving over a file of a wider mode narrows it too.
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "{}").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        cfg.save(&d).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let w = Config::load(&d).unwrap().warnings;
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("mode 640") && w[0].contains("chmod 600"),
+            "{w:?}"
+        );
+
+        let mut observer = cfg.clone();
+        observer.unl = vec![Keypair::from_seed([9; 32]).public().to_hex()];
+        observer.save(&d).unwrap();
+        let w = Config::load(&d).unwrap().warnings;
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("not in its `unl`"), "{w:?}");
         let _ = std::fs::remove_dir_all(&d);
     }
 
