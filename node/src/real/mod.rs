@@ -13,6 +13,7 @@ pub mod runtime;
 pub mod state_dir;
 pub mod store;
 pub mod users_ws;
+pub mod warn_limit;
 
 use crate::crypto::Keypair;
 use crate::env::Entropy;

@@ -9,32 +9,74 @@ use crate::consensus::Withheld;
 use crate::contract::RunResult;
 use crate::crypto::PubKey;
 use crate::env::Users;
+use crate::real::warn_limit::WarnLimit;
 use crate::real::OsEntropy;
 use crate::users::{
     busy_reason, outputs_for, refused_message, withheld_message, Action, Intake, SessionLimits,
 };
 use futures_util::{SinkExt, StreamExt};
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-/// Outputs queued for one connection before it counts as too slow and is
-/// closed.
-const OUT_QUEUE: usize = 1024;
-/// Open user connections beyond which new ones are turned away: every one
-/// holds a file descriptor that peers and the contract also need.
-const MAX_CONNECTIONS: usize = 1024;
-/// Time a connection has to complete the handshake.
-const HELO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Limits on user connections: every one holds a file descriptor that
+/// peers and the contract also need, and memory for what it has not read.
+#[derive(Clone, Debug)]
+pub struct ConnLimits {
+    /// Open connections beyond which new ones are turned away.
+    pub max_connections: usize,
+    /// Connections without a valid helo yet, in total and from one address:
+    /// sockets that never finish the handshake must not keep users out.
+    pub max_pending: usize,
+    pub max_pending_per_ip: usize,
+    /// Time a connection has to complete the handshake.
+    pub helo_timeout: Duration,
+    /// Output messages and bytes queued for one connection, and bytes for
+    /// all together, beyond which a connection counts as too slow and is
+    /// closed: a user that never reads must not make the node hold its
+    /// outputs without bound.
+    pub out_queue: usize,
+    pub out_queue_bytes: usize,
+    pub out_total_bytes: usize,
+    /// A write of an output that takes longer means the user stopped
+    /// reading: the connection is closed and its queue freed.
+    pub write_timeout: Duration,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            max_connections: 1024,
+            max_pending: 256,
+            max_pending_per_ip: 32,
+            helo_timeout: Duration::from_secs(10),
+            out_queue: 1024,
+            out_queue_bytes: 8 << 20,
+            out_total_bytes: 256 << 20,
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// Bytes of inputs waiting for the node, from all users together, beyond
 /// which a user is told the node is busy.
 const MAX_QUEUED_BYTES: usize = 64 << 20;
 
-type Conns = Arc<Mutex<BTreeMap<PubKey, BTreeMap<u64, mpsc::Sender<Message>>>>>;
+/// A connection's queue of outputs, and the bytes in it.
+struct Outbox {
+    tx: mpsc::Sender<Message>,
+    bytes: Arc<AtomicUsize>,
+}
+
+type Conns = Arc<Mutex<BTreeMap<PubKey, BTreeMap<u64, Outbox>>>>;
 
 pub struct WsUsers {
     inputs: mpsc::Receiver<Vec<u8>>,
@@ -43,6 +85,10 @@ pub struct WsUsers {
     /// 0 while the node takes inputs; else how many ledgers its contract
     /// runs are behind (intake paused).
     behind: Arc<AtomicU64>,
+    /// Output bytes queued for all connections.
+    out_total: Arc<AtomicUsize>,
+    limits: ConnLimits,
+    too_slow: WarnLimit,
 }
 
 #[derive(Clone)]
@@ -54,6 +100,9 @@ struct Shared {
     open: Arc<AtomicUsize>,
     queued: Arc<AtomicUsize>,
     behind: Arc<AtomicU64>,
+    out_total: Arc<AtomicUsize>,
+    pending: Arc<Mutex<Pending>>,
+    limits: ConnLimits,
 }
 
 /// Removes a connection from the registry however `serve` ends.
@@ -84,6 +133,67 @@ impl Drop for Open {
     }
 }
 
+/// Gives the bytes a connection never sent back to the total when it ends.
+struct Unsent {
+    mine: Arc<AtomicUsize>,
+    total: Arc<AtomicUsize>,
+}
+
+impl Drop for Unsent {
+    fn drop(&mut self) {
+        let n = self.mine.swap(0, Ordering::Relaxed);
+        self.total.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+/// Connections still in the handshake, in total and by address.
+#[derive(Default)]
+struct Pending {
+    total: usize,
+    by_ip: BTreeMap<IpAddr, usize>,
+}
+
+/// A connection's place among the pending ones, given up when its user
+/// is authenticated or the connection ends.
+struct PendingSlot {
+    pending: Arc<Mutex<Pending>>,
+    ip: Option<IpAddr>,
+}
+
+impl PendingSlot {
+    fn take(pending: &Arc<Mutex<Pending>>, ip: IpAddr, limits: &ConnLimits) -> Option<Self> {
+        let mut p = pending.lock().expect("not poisoned");
+        let mine = p.by_ip.get(&ip).copied().unwrap_or(0);
+        if p.total >= limits.max_pending || mine >= limits.max_pending_per_ip {
+            return None;
+        }
+        p.total += 1;
+        *p.by_ip.entry(ip).or_default() += 1;
+        Some(PendingSlot {
+            pending: pending.clone(),
+            ip: Some(ip),
+        })
+    }
+
+    fn release(&mut self) {
+        let Some(ip) = self.ip.take() else { return };
+        let mut p = self.pending.lock().expect("not poisoned");
+        p.total -= 1;
+        if let Some(n) = p.by_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                p.by_ip.remove(&ip);
+            }
+        }
+    }
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -96,10 +206,20 @@ impl WsUsers {
         limits: SessionLimits,
         shutdown: watch::Receiver<bool>,
     ) -> WsUsers {
+        WsUsers::start_with(listener, limits, ConnLimits::default(), shutdown)
+    }
+
+    pub fn start_with(
+        listener: TcpListener,
+        limits: SessionLimits,
+        conn_limits: ConnLimits,
+        shutdown: watch::Receiver<bool>,
+    ) -> WsUsers {
         let (tx, rx) = mpsc::channel(64 * 1024);
         let conns: Conns = Default::default();
         let queued = Arc::new(AtomicUsize::new(0));
         let behind = Arc::new(AtomicU64::new(0));
+        let out_total = Arc::new(AtomicUsize::new(0));
         let shared = Shared {
             intake: Arc::new(Mutex::new(Intake::new(limits, OsEntropy))),
             inputs: tx,
@@ -108,6 +228,9 @@ impl WsUsers {
             open: Default::default(),
             queued: queued.clone(),
             behind: behind.clone(),
+            out_total: out_total.clone(),
+            pending: Default::default(),
+            limits: conn_limits.clone(),
         };
         tokio::spawn(accept_loop(shared, listener, shutdown));
         WsUsers {
@@ -115,7 +238,21 @@ impl WsUsers {
             conns,
             queued,
             behind,
+            out_total,
+            limits: conn_limits,
+            too_slow: WarnLimit::default(),
         }
+    }
+
+    /// Output bytes queued for all connections now, not yet written.
+    pub fn queued_output_bytes(&self) -> usize {
+        self.out_total.load(Ordering::Relaxed)
+    }
+
+    /// Connections of authenticated users open now.
+    pub fn connections(&self) -> usize {
+        let conns = self.conns.lock().expect("not poisoned");
+        conns.values().map(BTreeMap::len).sum()
     }
 }
 
@@ -143,27 +280,57 @@ impl Users for WsUsers {
 
 impl WsUsers {
     /// Sends `msg(output)` to every connection of each user with an output
-    /// in `run`; a connection too slow to take it loses it (`what`, logged).
+    /// in `run`. A connection too slow to take it (its queue full, in
+    /// messages or bytes, or all queues together full) is closed: its user
+    /// sees the close and may reconnect, instead of the node holding ever
+    /// more for it.
     fn to_output_owners(
-        &self,
+        &mut self,
         seq: u64,
         run: &RunResult,
         what: &str,
         msg: impl Fn(&[u8]) -> Message,
     ) {
-        let conns = self.conns.lock().expect("not poisoned");
-        let here = conns
+        let mut conns = self.conns.lock().expect("not poisoned");
+        let here: Vec<((PubKey, u64), PubKey)> = conns
             .iter()
-            .flat_map(|(user, m)| m.values().map(move |tx| ((user, tx), *user)));
-        for ((user, tx), out) in outputs_for(run, here) {
-            if tx.try_send(msg(out)).is_err() {
-                tracing::warn!(user = %user.short(), seq, "user too slow: {what} dropped");
+            .flat_map(|(user, m)| m.keys().map(move |id| ((*user, *id), *user)))
+            .collect();
+        let mut slow = Vec::new();
+        for ((user, id), out) in outputs_for(run, here) {
+            let Some(outbox) = conns.get(&user).and_then(|m| m.get(&id)) else {
+                continue;
+            };
+            let m = msg(out);
+            let len = m.len();
+            let mine = outbox.bytes.load(Ordering::Relaxed);
+            let total = self.out_total.load(Ordering::Relaxed);
+            let fits = mine + len <= self.limits.out_queue_bytes
+                && total + len <= self.limits.out_total_bytes;
+            if fits && outbox.tx.try_send(m).is_ok() {
+                outbox.bytes.fetch_add(len, Ordering::Relaxed);
+                self.out_total.fetch_add(len, Ordering::Relaxed);
+            } else {
+                slow.push((user, id));
+            }
+        }
+        for (user, id) in slow {
+            // Dropping its queue's sender ends the connection (`serve`).
+            if let Some(m) = conns.get_mut(&user) {
+                m.remove(&id);
+                if m.is_empty() {
+                    conns.remove(&user);
+                }
+            }
+            if let Some(n) = self.too_slow.hit(Instant::now()) {
+                tracing::warn!(user = %user.short(), seq, count = n, "user connection too slow to take its {what}: closed");
             }
         }
     }
 }
 
 async fn accept_loop(shared: Shared, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    let (mut full, mut crowded) = (WarnLimit::default(), WarnLimit::default());
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -171,35 +338,62 @@ async fn accept_loop(shared: Shared, listener: TcpListener, mut shutdown: watch:
         };
         match accepted {
             Ok((stream, addr)) => {
-                if shared.open.fetch_add(1, Ordering::Relaxed) >= MAX_CONNECTIONS {
+                if shared.open.fetch_add(1, Ordering::Relaxed) >= shared.limits.max_connections {
                     shared.open.fetch_sub(1, Ordering::Relaxed);
-                    tracing::warn!(%addr, "too many user connections: turned away");
+                    if let Some(n) = full.hit(Instant::now()) {
+                        tracing::warn!(%addr, count = n, "too many user connections: turned away");
+                    }
                     continue;
                 }
                 let open = Open(shared.open.clone());
+                let Some(slot) = PendingSlot::take(&shared.pending, addr.ip(), &shared.limits)
+                else {
+                    if let Some(n) = crowded.hit(Instant::now()) {
+                        tracing::warn!(%addr, count = n, "too many user connections still in the handshake: turned away");
+                    }
+                    continue;
+                };
                 let shared = shared.clone();
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {
                     let _open = open;
-                    if let Err(e) = serve(shared, stream, shutdown).await {
+                    if let Err(e) = serve(shared, stream, slot, shutdown).await {
                         tracing::debug!(%addr, error = %e, "user connection ended");
                     }
                 });
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
+}
+
+/// A websocket close frame's reason is at most 123 bytes.
+fn close_frame(code: CloseCode, reason: &str) -> Option<CloseFrame<'static>> {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(CloseFrame {
+        code,
+        reason: reason[..end].to_string().into(),
+    })
+}
+
+fn error_message(msg: &str) -> String {
+    serde_json::json!({"hotpocket": crate::users::PROTOCOL_VERSION, "type": "error", "error": msg})
+        .to_string()
 }
 
 /// One user connection, from the challenge to the close.
 async fn serve(
     shared: Shared,
     stream: TcpStream,
+    mut slot: PendingSlot,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+) -> Result<(), WsError> {
     let mut config = WebSocketConfig::default();
     // Twice the session's limit: the session answers a moderately oversized
     // message with a clear error; anything beyond this never gets buffered.
@@ -212,45 +406,91 @@ async fn serve(
     let cap = max_message_bytes.saturating_mul(2).saturating_add(4096);
     config.max_message_size = Some(cap);
     config.max_frame_size = Some(cap);
+    let helo_timeout = shared.limits.helo_timeout;
     let upgrade = tokio_tungstenite::accept_async_with_config(stream, Some(config));
-    let Ok(ws) = tokio::time::timeout(HELO_TIMEOUT, upgrade).await else {
+    let Ok(ws) = tokio::time::timeout(helo_timeout, upgrade).await else {
         return Ok(()); // never finished the websocket handshake
     };
     let mut ws = ws?;
-    let helo_by = tokio::time::Instant::now() + HELO_TIMEOUT;
+    let helo_by = tokio::time::Instant::now() + helo_timeout;
     let (mut session, hello) = shared.intake.lock().expect("not poisoned").open();
     ws.send(Message::Text(hello)).await?;
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let (out_tx, mut out_rx) = mpsc::channel::<Message>(OUT_QUEUE);
+    // The registry holds the only sender once the user is in: when it
+    // drops the connection as too slow, `out_rx` ends and so does this.
+    let (out_tx, mut out_rx) = mpsc::channel::<Message>(shared.limits.out_queue);
+    let mut out_tx = Some(out_tx);
+    let out_bytes = Arc::new(AtomicUsize::new(0));
+    // Declared before the registration, so dropped after it: by then no
+    // output can be queued here, and what was never sent leaves the total.
+    let _unsent = Unsent {
+        mine: out_bytes.clone(),
+        total: shared.out_total.clone(),
+    };
     let mut registered: Option<Registration> = None;
     loop {
         let msg = tokio::select! {
             m = ws.next() => m,
             _ = tokio::time::sleep_until(helo_by), if registered.is_none() => {
-                let e = serde_json::json!({"hotpocket": crate::users::PROTOCOL_VERSION, "type": "error", "error": "no valid helo in time"});
-                ws.send(Message::Text(e.to_string())).await?;
-                let _ = ws.close(None).await;
+                ws.send(Message::Text(error_message("no valid helo in time"))).await?;
+                let _ = ws.close(close_frame(CloseCode::Policy, "no valid helo in time")).await;
                 return Ok(());
             }
-            Some(out) = out_rx.recv() => {
-                ws.send(out).await?;
+            out = out_rx.recv(), if registered.is_some() => {
+                let Some(out) = out else {
+                    let why = "too slow to read its outputs: closed (reconnect to go on)";
+                    let _ = ws.close(close_frame(CloseCode::Again, why)).await;
+                    return Ok(());
+                };
+                let len = out.len();
+                out_bytes.fetch_sub(len, Ordering::Relaxed);
+                shared.out_total.fetch_sub(len, Ordering::Relaxed);
+                match tokio::time::timeout(shared.limits.write_timeout, ws.send(out)).await {
+                    Ok(sent) => sent?,
+                    Err(_) => return Ok(()), // not reading: its queue goes with it
+                }
                 continue;
             }
             _ = shutdown.changed() => {
-                let _ = ws.close(None).await;
+                let _ = ws.close(close_frame(CloseCode::Away, "node shutting down")).await;
                 return Ok(());
             }
         };
         let (bytes, text) = match msg {
             None => return Ok(()),
+            Some(Err(WsError::Capacity(e))) => {
+                // Bigger than even the buffer allows: say so before closing,
+                // as for a message the session itself finds too large.
+                let why = format!("message exceeds the {max_message_bytes}-byte limit ({e})");
+                let _ = ws.send(Message::Text(error_message(&why))).await;
+                let _ = ws.close(close_frame(CloseCode::Size, &why)).await;
+                // The rest of the message is still coming: closing on it
+                // would reset the connection, and the user would lose the
+                // error and the close frame already sent. Read it away
+                // (bounded in time and bytes), then close.
+                let mut sink = [0u8; 16 * 1024];
+                let mut left = 8usize << 20;
+                let drain = async {
+                    while left > 0 {
+                        match tokio::io::AsyncReadExt::read(ws.get_mut(), &mut sink).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => left = left.saturating_sub(n),
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+                return Ok(());
+            }
             Some(Err(e)) => return Err(e),
             Some(Ok(Message::Text(t))) => (t.into_bytes(), true),
             Some(Ok(Message::Binary(b))) => (b, false),
             Some(Ok(Message::Close(_))) => return Ok(()),
             Some(Ok(_)) => continue, // ping/pong: tungstenite answers pings
         };
-        let mut close = false;
+        let mut close = None;
         let now = now_ms();
+        // The session forgets its user when it closes: keep it for the log.
+        let user = session.user();
         // The session runs outside the lock: it verifies signatures and
         // hashes inputs, which other connections need not wait for.
         let replies = session.on_message(now, &bytes, text);
@@ -263,9 +503,10 @@ async fn serve(
             match action {
                 Action::Send(m) => ws.send(Message::Text(m)).await?,
                 Action::Close(m) => {
-                    tracing::info!(user = ?session.user().map(|u| u.short()), reason = %m, "closing a user connection");
-                    ws.send(Message::Text(m)).await?;
-                    close = true;
+                    let user = user.or(session.user()).map(|u| u.short());
+                    tracing::info!(user = user.as_deref().unwrap_or("(no helo yet)"), reason = %m, "closing a user connection");
+                    ws.send(Message::Text(m.clone())).await?;
+                    close = Some(m);
                 }
                 Action::Submit(body) => {
                     let behind = shared.behind.load(Ordering::Relaxed);
@@ -286,20 +527,27 @@ async fn serve(
                 }
             }
         }
-        if close {
-            let _ = ws.close(None).await;
+        if let Some(m) = close {
+            // The reason is in the message just sent; the frame has a short
+            // one, as websocket clients show the close code and reason.
+            let _ = ws.close(close_frame(CloseCode::Policy, &m)).await;
             return Ok(());
         }
         if registered.is_none() {
-            if let Some(user) = session.user() {
+            if let (Some(user), Some(tx)) = (session.user(), out_tx.take()) {
                 tracing::info!(user = %user.short(), "user connected");
+                slot.release();
+                let outbox = Outbox {
+                    tx,
+                    bytes: out_bytes.clone(),
+                };
                 shared
                     .conns
                     .lock()
                     .expect("not poisoned")
                     .entry(user)
                     .or_default()
-                    .insert(id, out_tx.clone());
+                    .insert(id, outbox);
                 registered = Some(Registration {
                     conns: shared.conns.clone(),
                     user,
