@@ -334,6 +334,9 @@ impl ContractHost for ProcessContract {
     }
 
     fn rollback(&mut self, seq: u64) -> Result<(), RollbackError> {
+        // Nothing a run left behind may touch the state being restored (a
+        // run's end sweeps already; this is for a sweep that gave up).
+        crate::real::reaper::sweep();
         if self.ran.seq <= seq {
             return Ok(()); // not run that far yet: nothing to undo
         }

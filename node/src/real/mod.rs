@@ -9,6 +9,7 @@ pub mod contract_host;
 mod npl_pipes;
 pub mod peers;
 pub mod process;
+pub mod reaper;
 pub mod runtime;
 pub mod state_dir;
 pub mod store;
