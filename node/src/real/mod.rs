@@ -10,6 +10,7 @@ mod npl_pipes;
 pub mod peers;
 pub mod process;
 pub mod reaper;
+mod run_log;
 pub mod runtime;
 pub mod state_dir;
 pub mod store;

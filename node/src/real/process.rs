@@ -23,6 +23,7 @@ use crate::crypto::PubKey;
 use crate::env::RunLink;
 use crate::real::npl_pipes;
 use crate::real::reaper::ContractProcess;
+use crate::real::run_log::{excerpt, FailureLog, Say};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Write};
@@ -30,7 +31,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
@@ -158,6 +159,10 @@ fn log_reader(
     }))
 }
 
+/// What a run's failures have logged so far. One for the process: a node
+/// runs one contract, and its log is what is being spared.
+static FAILURES: Mutex<FailureLog> = Mutex::new(FailureLog::new());
+
 impl ProcessHost {
     /// Hash of the state directory as it is now.
     pub fn state(&self) -> io::Result<StateNode> {
@@ -177,9 +182,10 @@ impl ProcessHost {
         match self.try_run(req, link).await {
             Ok(r) => r,
             Err(e) => {
-                tracing::error!(binary = %self.binary.display(), error = %e, "contract could not be started");
+                let outcome = RunOutcome::SpawnFailed(format!("{}: {e}", self.binary.display()));
+                log_outcome(req.seq, &outcome, &[], &[]);
                 RunResult {
-                    outcome: RunOutcome::SpawnFailed(e.to_string()),
+                    outcome,
                     outputs: BTreeMap::new(),
                 }
             }
@@ -321,17 +327,37 @@ impl ProcessHost {
     }
 }
 
+/// A failed run at warn (one that could not start at error), rate-limited
+/// (see `run_log`); every run at debug.
 fn log_outcome(seq: u64, outcome: &RunOutcome, out: &[u8], err: &[u8]) {
-    // A clean run is routine; anything else is worth a line at info.
-    let level_info = !matches!(outcome, RunOutcome::Exited(Some(0))) || !err.is_empty();
-    if level_info {
-        tracing::info!(
+    let failure = match outcome {
+        RunOutcome::Exited(Some(0)) => None,
+        other => Some(format!("{other:?}")),
+    };
+    let say = FAILURES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .record(Instant::now(), failure.as_deref());
+    match say {
+        // A local fault, not the contract's.
+        Say::Failure { repeats } if matches!(outcome, RunOutcome::SpawnFailed(_)) => {
+            tracing::error!(seq, ?outcome, repeats, "contract could not be started")
+        }
+        Say::Failure { repeats } => tracing::warn!(
             seq,
             ?outcome,
-            stdout = %String::from_utf8_lossy(out),
-            stderr = %String::from_utf8_lossy(err),
-            "contract run finished"
-        );
+            repeats,
+            stderr = %excerpt(err),
+            "contract run failed"
+        ),
+        Say::Recovered { failures } => {
+            tracing::info!(seq, failures, "contract runs succeed again")
+        }
+        // A clean run that wrote to stderr: worth a line, as before.
+        Say::Nothing if failure.is_none() && !err.is_empty() => {
+            tracing::info!(seq, stderr = %excerpt(err), "contract run finished")
+        }
+        Say::Nothing => {}
     }
     tracing::debug!(
         seq,
