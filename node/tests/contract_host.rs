@@ -424,3 +424,54 @@ async fn npl_output_past_the_bound_is_drained_not_sent() {
     assert_eq!(got.len(), cap);
     assert!(got.iter().enumerate().all(|(i, b)| *b as usize == i % 251));
 }
+
+/// Kills, when dropped, the `sleep`s whose pids a `detach.sh` run wrote
+/// to `.0`: this process is no subreaper, so they outlive the run here.
+struct Sleepers(PathBuf);
+
+impl Drop for Sleepers {
+    fn drop(&mut self) {
+        let pids = std::fs::read_to_string(&self.0).unwrap_or_default();
+        for pid in pids.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            // Only if the pid still runs a `sleep`: it may have been reused.
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() == "sleep" {
+                // SAFETY: signalling a process checked to be our sleeper.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_process_that_left_the_group_does_not_hold_up_the_run() {
+    // The sleeper holds every fd the contract had, its outputs too; the
+    // run still ends with the contract, plus a short grace for the pipes.
+    // (Killing the sleeper too takes a subreaper: see contract_reaper.rs.)
+    let dir = state_dir("detach");
+    let pids = dir.with_extension("pids");
+    let _ = std::fs::remove_file(&pids);
+    let _sleepers = Sleepers(pids.clone());
+    let h = host(
+        &fixture("detach.sh"),
+        &["setsid", pids.to_str().unwrap()],
+        dir,
+        FdlistFormat::Text,
+        RunLimits::default(),
+    );
+    let a = user(1);
+    for _ in 0..2 {
+        let req = request(vec![(a, vec![b"hi".to_vec()])]);
+        let run = h.run(&req);
+        // Far below the hour the sleeper holds the pipes for.
+        let r = tokio::time::timeout(Duration::from_secs(60), run)
+            .await
+            .expect("the run ends when the contract does");
+        assert_eq!(r.outcome, RunOutcome::Exited(Some(0)));
+        assert_eq!(r.outputs[&a], b"bye\n");
+    }
+    let left = std::fs::read_to_string(&pids).unwrap();
+    assert_eq!(left.lines().count(), 2, "{left}");
+}

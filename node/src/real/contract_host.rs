@@ -10,7 +10,7 @@
 //! `S.prev`, a rollback cut between its renames is finished.
 
 use crate::consensus::ExecResult;
-use crate::contract::{RunOutcome, RunReport, RunRequest, StateNode};
+use crate::contract::{RunReport, RunRequest, StateNode};
 use crate::crypto::{Hash, PubKey};
 use crate::env::{ContractHost, InstallError, RollbackError, RunLink};
 use crate::ledger::LedgerRecord;
@@ -318,9 +318,6 @@ impl ContractHost for ProcessContract {
                 hash_ms = t2.elapsed().as_secs_f64() * 1e3,
                 "contract run timings"
             );
-            if let RunOutcome::SpawnFailed(why) = &run.outcome {
-                tracing::error!(seq, why, "contract did not start");
-            }
             self.ran = Ran {
                 seq,
                 state,
@@ -334,6 +331,9 @@ impl ContractHost for ProcessContract {
     }
 
     fn rollback(&mut self, seq: u64) -> Result<(), RollbackError> {
+        // Nothing a run left behind may touch the state being restored (a
+        // run's end sweeps already; this is for a sweep that gave up).
+        crate::real::reaper::sweep();
         if self.ran.seq <= seq {
             return Ok(()); // not run that far yet: nothing to undo
         }

@@ -9,6 +9,8 @@ pub mod contract_host;
 mod npl_pipes;
 pub mod peers;
 pub mod process;
+pub mod reaper;
+mod run_log;
 pub mod runtime;
 pub mod state_dir;
 pub mod store;

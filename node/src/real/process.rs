@@ -5,10 +5,16 @@
 //! whose read end is the user's input fd: fully written before the contract
 //! starts, whatever the size, so it can read to EOF or ask FIONREAD. Each
 //! output fd is a pipe the host reads concurrently. The NPL fds are two
-//! pipes joined to the run's [`RunLink`] while it runs (`npl_pipes`). A run
-//! over its time or output limit is killed with its whole process group;
-//! its outputs are then discarded, because where concurrent readers stopped
-//! is not something two nodes would agree on, while "timed out" is.
+//! pipes joined to the run's [`RunLink`] while it runs (`npl_pipes`).
+//!
+//! A run ends when the contract's main process exits (or at its time or
+//! output limit): then its process group and whatever escaped the group
+//! are killed (`reaper`), and its pipes are read to EOF, which comes at
+//! once, since nobody is left to hold them; a holder out of the node's
+//! reach gets `PIPE_GRACE`, after which what the pipes hold is read and
+//! the run is over. The outputs of a run over its time or output limit are
+//! discarded, because where concurrent readers stopped is not something
+//! two nodes would agree on, while "timed out" is.
 
 use crate::contract::{
     describe, FdlistFormat, RunLimits, RunOutcome, RunRequest, RunResult, StateNode,
@@ -16,6 +22,8 @@ use crate::contract::{
 use crate::crypto::PubKey;
 use crate::env::RunLink;
 use crate::real::npl_pipes;
+use crate::real::reaper::ContractProcess;
+use crate::real::run_log::{excerpt, FailureLog, Say};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Write};
@@ -23,12 +31,25 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// How much of the contract's own stdout and stderr reaches the log.
 const LOG_BYTES: usize = 16 * 1024;
+
+/// Once the contract's main process has exited and what it left running
+/// is killed, how long its output pipes are still read to EOF. Only a
+/// process the node cannot reach holds one open that long; then what the
+/// pipe holds is read and the run ends.
+const PIPE_GRACE: Duration = Duration::from_millis(150);
+
+/// Most bytes read from one pipe once the grace is over: more than a pipe
+/// holds, so a writer that never stops cannot keep the read going.
+const FINAL_READ_BYTES: usize = 2 << 20;
 
 #[derive(Clone, Debug)]
 pub struct ProcessHost {
@@ -58,31 +79,89 @@ fn input_fd(chunks: &[Vec<u8>]) -> io::Result<OwnedFd> {
     Ok(ro.into())
 }
 
-/// Reads `r` to EOF, keeping the first `keep` bytes and discarding the rest,
-/// so a chatty contract never blocks on a full pipe.
-async fn drain<R: AsyncRead + Unpin>(mut r: R, keep: usize) -> Vec<u8> {
-    let mut kept = Vec::new();
-    let mut buf = vec![0u8; 16 * 1024];
+/// What ends the wait for a run's output pipes: `None` while the contract
+/// runs, then the instant its pipes stop being waited for.
+type PipeDeadline = watch::Receiver<Option<Instant>>;
+
+/// Reads `pipe`, handing each read to `take` until it returns false, to
+/// EOF or, past the run's pipe deadline, to what the pipe holds then.
+async fn read_pipe(
+    mut pipe: pipe::Receiver,
+    mut deadline: PipeDeadline,
+    mut take: impl FnMut(&[u8]) -> bool,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
     loop {
-        match r.read(&mut buf).await {
-            Ok(0) | Err(_) => return kept,
-            Ok(n) => {
-                let room = keep.saturating_sub(kept.len());
-                kept.extend_from_slice(&buf[..n.min(room)]);
+        tokio::select! {
+            // The deadline first: a writer out of reach that never stops
+            // must not keep the read going.
+            biased;
+            _ = pipe_deadline(&mut deadline) => break,
+            r = pipe.read(&mut buf) => match r {
+                Ok(n) if n > 0 => {
+                    if !take(&buf[..n]) {
+                        return;
+                    }
+                }
+                _ => return,
+            },
+        }
+    }
+    // Only what is in the pipe now: a pipe holds at most
+    // `/proc/sys/fs/pipe-max-size` (1 MiB by default).
+    let mut left = FINAL_READ_BYTES;
+    while left > 0 {
+        match pipe.try_read(&mut buf) {
+            Ok(n) if n > 0 => {
+                left = left.saturating_sub(n);
+                if !take(&buf[..n]) {
+                    return;
+                }
             }
+            _ => return,
         }
     }
 }
 
-fn kill_group(pid: Option<u32>) {
-    if let Some(pid) = pid {
-        // SAFETY: kill with a negative pid signals that process group, which
-        // `process_group(0)` made the contract's own.
-        unsafe {
-            libc::kill(-(pid as i32), libc::SIGKILL);
-        }
+/// Resolves once the run's pipe deadline has passed (at once if the run
+/// went away without setting one).
+async fn pipe_deadline(deadline: &mut PipeDeadline) {
+    let at = match deadline.wait_for(Option::is_some).await {
+        Ok(at) => *at,
+        Err(_) => None,
+    };
+    if let Some(at) = at {
+        tokio::time::sleep_until(at.into()).await;
     }
 }
+
+/// A task keeping the first `LOG_BYTES` of the contract's stdout or
+/// stderr and discarding the rest, so a chatty contract never blocks on a
+/// full pipe. None (tokio always hands over a `piped()` one) reads nothing.
+fn log_reader(
+    pipe: Option<io::Result<OwnedFd>>,
+    deadline: PipeDeadline,
+) -> io::Result<JoinHandle<Vec<u8>>> {
+    let Some(pipe) = pipe else {
+        return Ok(tokio::spawn(async { Vec::new() }));
+    };
+    let pipe = pipe::Receiver::from_owned_fd(pipe?)?;
+    let keep = LOG_BYTES;
+    Ok(tokio::spawn(async move {
+        let mut kept = Vec::new();
+        read_pipe(pipe, deadline, |b| {
+            let room = keep.saturating_sub(kept.len());
+            kept.extend_from_slice(&b[..b.len().min(room)]);
+            true
+        })
+        .await;
+        kept
+    }))
+}
+
+/// What a run's failures have logged so far. One for the process: a node
+/// runs one contract, and its log is what is being spared.
+static FAILURES: Mutex<FailureLog> = Mutex::new(FailureLog::new());
 
 impl ProcessHost {
     /// Hash of the state directory as it is now.
@@ -103,9 +182,10 @@ impl ProcessHost {
         match self.try_run(req, link).await {
             Ok(r) => r,
             Err(e) => {
-                tracing::error!(binary = %self.binary.display(), error = %e, "contract could not be started");
+                let outcome = RunOutcome::SpawnFailed(format!("{}: {e}", self.binary.display()));
+                log_outcome(req.seq, &outcome, &[], &[]);
                 RunResult {
-                    outcome: RunOutcome::SpawnFailed(e.to_string()),
+                    outcome,
                     outputs: BTreeMap::new(),
                 }
             }
@@ -158,73 +238,76 @@ impl ProcessHost {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn()?;
+        // From here on, dropping `child` (an error below, the node shutting
+        // down mid-run) kills the contract's group and what escaped it.
+        let mut child = ContractProcess::spawn(&mut cmd)?;
         drop(child_side);
-        let pid = child.id();
+        let (stdin, stdout, stderr) = child.take_stdio();
+        let (set_deadline, deadline) = watch::channel(None);
+        let stdout = log_reader(stdout.map(|p| p.into_owned_fd()), deadline.clone())?;
+        let stderr = log_reader(stderr.map(|p| p.into_owned_fd()), deadline.clone())?;
         // Started only now: a spawn that failed leaves no task behind. What
         // the node delivered meanwhile waits on the link.
-        let npl = match npl_node.start(req.seq, link, &self.limits) {
-            Ok(npl) => npl,
-            Err(e) => {
-                kill_group(pid);
-                let _ = child.wait().await;
-                return Err(e);
-            }
-        };
+        let npl = npl_node.start(req.seq, link, &self.limits)?;
 
-        if let Some(mut stdin) = child.stdin.take() {
+        // A contract that never reads its stdin gets EPIPE; one that leaves
+        // a process holding it unread would keep this task: aborted below.
+        let feed = stdin.map(|mut stdin| {
             tokio::spawn(async move {
-                // A contract that never reads its stdin gets EPIPE here; fine.
                 let _ = stdin.write_all(description.as_bytes()).await;
-            });
-        }
-        let stdout = child
-            .stdout
-            .take()
-            .map(|s| tokio::spawn(drain(s, LOG_BYTES)));
-        let stderr = child
-            .stderr
-            .take()
-            .map(|s| tokio::spawn(drain(s, LOG_BYTES)));
+            })
+        });
 
         let total = Arc::new(AtomicUsize::new(0));
         let over = Arc::new(tokio::sync::Notify::new());
         let limit = self.limits.max_output_bytes;
         let mut tasks = Vec::new();
-        for (user, mut pipe) in readers {
-            let (total, over) = (total.clone(), over.clone());
+        for (user, pipe) in readers {
+            let (total, over, deadline) = (total.clone(), over.clone(), deadline.clone());
             tasks.push(tokio::spawn(async move {
                 let mut out = Vec::new();
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    match pipe.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if total.fetch_add(n, Ordering::Relaxed) + n > limit {
-                                over.notify_one();
-                                break;
-                            }
-                            out.extend_from_slice(&buf[..n]);
-                        }
+                read_pipe(pipe, deadline, |b| {
+                    if total.fetch_add(b.len(), Ordering::Relaxed) + b.len() > limit {
+                        over.notify_one();
+                        return false;
                     }
-                }
+                    out.extend_from_slice(b);
+                    true
+                })
+                .await;
                 (user, out)
             }));
         }
 
-        let deadline = tokio::time::sleep(Duration::from_millis(self.limits.time_limit_ms));
-        let mut outcome = tokio::select! {
-            status = child.wait() => RunOutcome::Exited(status?.code()),
-            _ = deadline => RunOutcome::TimedOut,
-            _ = over.notified() => RunOutcome::OutputLimit,
-        };
-        // Whatever the contract left running dies with the run, so no stray
-        // process keeps an output pipe open.
-        kill_group(pid);
-        if !matches!(outcome, RunOutcome::Exited(_)) {
-            let _ = child.wait().await;
+        let time_limit = tokio::time::sleep(Duration::from_millis(self.limits.time_limit_ms));
+        enum End {
+            Exited,
+            TimedOut,
+            OutputLimit,
         }
+        // The run ends when the main process does, not when every fd it
+        // handed on is closed: a process it left behind could hold one for
+        // ever.
+        let end = tokio::select! {
+            _ = child.exited() => End::Exited,
+            _ = time_limit => End::TimedOut,
+            _ = over.notified() => End::OutputLimit,
+        };
+        // Whatever the contract left running dies with the run.
+        let status = child.finish().await;
+        let mut outcome = match end {
+            End::Exited => RunOutcome::Exited(status?.code()),
+            End::TimedOut => RunOutcome::TimedOut,
+            End::OutputLimit => RunOutcome::OutputLimit,
+        };
+        // Every writer the node can reach is gone, so the pipes are at EOF
+        // once read; only a process out of reach (the node not a
+        // subreaper) can hold one open, and the grace bounds that.
+        let _ = set_deadline.send(Some(Instant::now() + PIPE_GRACE));
         npl.finish(req.seq).await;
+        if let Some(feed) = feed {
+            feed.abort();
+        }
         let mut outputs = BTreeMap::new();
         for t in tasks {
             if let Ok((user, out)) = t.await {
@@ -237,32 +320,50 @@ impl ProcessHost {
         if !matches!(outcome, RunOutcome::Exited(_)) {
             outputs.clear();
         }
-        let out = match stdout {
-            Some(t) => t.await.unwrap_or_default(),
-            None => vec![],
-        };
-        let err = match stderr {
-            Some(t) => t.await.unwrap_or_default(),
-            None => vec![],
-        };
-        // A clean run is routine; anything else is worth a line at info.
-        let level_info = !matches!(outcome, RunOutcome::Exited(Some(0))) || !err.is_empty();
-        if level_info {
-            tracing::info!(
-                seq = req.seq,
-                ?outcome,
-                stdout = %String::from_utf8_lossy(&out),
-                stderr = %String::from_utf8_lossy(&err),
-                "contract run finished"
-            );
-        }
-        tracing::debug!(
-            seq = req.seq,
-            ?outcome,
-            stdout = %String::from_utf8_lossy(&out),
-            stderr = %String::from_utf8_lossy(&err),
-            "contract run finished"
-        );
+        let out = stdout.await.unwrap_or_default();
+        let err = stderr.await.unwrap_or_default();
+        log_outcome(req.seq, &outcome, &out, &err);
         Ok(RunResult { outcome, outputs })
     }
+}
+
+/// A failed run at warn (one that could not start at error), rate-limited
+/// (see `run_log`); every run at debug.
+fn log_outcome(seq: u64, outcome: &RunOutcome, out: &[u8], err: &[u8]) {
+    let failure = match outcome {
+        RunOutcome::Exited(Some(0)) => None,
+        other => Some(format!("{other:?}")),
+    };
+    let say = FAILURES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .record(Instant::now(), failure.as_deref());
+    match say {
+        // A local fault, not the contract's.
+        Say::Failure { repeats } if matches!(outcome, RunOutcome::SpawnFailed(_)) => {
+            tracing::error!(seq, ?outcome, repeats, "contract could not be started")
+        }
+        Say::Failure { repeats } => tracing::warn!(
+            seq,
+            ?outcome,
+            repeats,
+            stderr = %excerpt(err),
+            "contract run failed"
+        ),
+        Say::Recovered { failures } => {
+            tracing::info!(seq, failures, "contract runs succeed again")
+        }
+        // A clean run that wrote to stderr: worth a line, as before.
+        Say::Nothing if failure.is_none() && !err.is_empty() => {
+            tracing::info!(seq, stderr = %excerpt(err), "contract run finished")
+        }
+        Say::Nothing => {}
+    }
+    tracing::debug!(
+        seq,
+        ?outcome,
+        stdout = %String::from_utf8_lossy(out),
+        stderr = %String::from_utf8_lossy(err),
+        "contract run finished"
+    );
 }

@@ -8,6 +8,7 @@ use crate::real::config::Config;
 use crate::real::contract_host::ProcessContract;
 use crate::real::peers::TcpPeers;
 use crate::real::process::ProcessHost;
+use crate::real::reaper;
 use crate::real::store::SqliteStore;
 use crate::real::users_ws::{now_ms, WsUsers};
 use anyhow::Context;
@@ -108,7 +109,25 @@ impl Observer for LogObserver {
 }
 
 /// Runs the node in `dir` until `shutdown` turns true.
+///
+/// Makes this process a child subreaper (`reaper`), so that everything a
+/// contract starts can be killed with its run, even what left its process
+/// group: only for a process that runs nothing but the node, as
+/// `hotpocket run` does, since orphans reparented to it are killed.
 pub async fn run_node(dir: &Path, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    if let Err(e) = reaper::become_subreaper() {
+        // Runs still end with their contract's group; only processes that
+        // left it outlive them.
+        tracing::warn!(error = %e, "cannot become a child subreaper: processes a contract detaches will outlive its runs");
+    }
+    let ran = run_until_shutdown(dir, shutdown).await;
+    // A run cut short killed its contract's processes as it was dropped;
+    // this catches what a sweep gave up on.
+    reaper::sweep();
+    ran
+}
+
+async fn run_until_shutdown(dir: &Path, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let checked = Config::load(dir)?;
     let cfg = &checked.cfg;
     let key = checked.key.clone();
