@@ -147,6 +147,11 @@ where
                     }) if *s == seq => session.deliver(bytes),
                     _ => tracing::trace!(seq, "no run of that ledger in progress: dropped"),
                 },
+                Action::RunFailed {
+                    seq,
+                    users: who,
+                    outcome,
+                } => users.run_failed(seq, &who, &outcome),
                 Action::Deliver { seq, run } => users.deliver(seq, &run),
                 Action::Withhold { seq, run, why } => users.withhold(seq, &run, why),
                 Action::Notify(event) => observer.notify(&event),

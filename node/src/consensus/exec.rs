@@ -4,8 +4,9 @@
 
 use super::chain::Chain;
 use super::{Action, Event, Job, Withheld};
-use crate::contract::{ExecResult, RunReport, RunResult};
+use crate::contract::{ExecResult, RunOutcome, RunReport, RunResult, UserInput};
 use crate::crypto::Hash;
+use crate::crypto::PubKey;
 use crate::ledger::{Ledger, Verdict, MAX_VERDICTS};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -173,6 +174,18 @@ impl Execution {
             self.settled_through = self.settled_through.max(seq);
             let why = match certified {
                 Some(c) if c.output == run.output_hash() => {
+                    // The outcome is in the certified hash: a failed run is
+                    // news to every user with an input in that ledger, and
+                    // often the only news (a timed-out run has no outputs).
+                    if run.outcome != RunOutcome::Exited(Some(0)) {
+                        let users = input_users(chain, seq);
+                        let outcome = run.outcome.clone();
+                        out.push(Action::RunFailed {
+                            seq,
+                            users,
+                            outcome,
+                        });
+                    }
                     out.push(Action::Deliver { seq, run });
                     continue;
                 }
@@ -184,6 +197,18 @@ impl Execution {
         }
         out
     }
+}
+
+/// The users with an input in ledger `seq`, each once.
+fn input_users(chain: &Chain, seq: u64) -> Vec<PubKey> {
+    let Some(record) = chain.get(seq) else {
+        return vec![];
+    };
+    let users: BTreeSet<PubKey> = (record.ledger.inputs.iter())
+        .filter_map(|h| UserInput::decode(record.bodies.get(h)?))
+        .map(|i| i.user)
+        .collect();
+    users.into_iter().collect()
 }
 
 /// How our run of `seq` differs from a verdict that certified a result:
@@ -250,6 +275,67 @@ mod tests {
             bodies: BTreeMap::new(),
         };
         chain.append(rec, &mut InputPool::default()).id()
+    }
+
+    #[test]
+    fn a_certified_run_that_failed_is_news_to_every_user_with_an_input() {
+        let mut chain = Chain::restore(vec![]).unwrap();
+        let mut exec = Execution::restore(
+            0,
+            ExecResult {
+                state: Hash::ZERO,
+                output: Hash::ZERO,
+            },
+            0,
+        );
+        let (a, b) = (PubKey([7; 32]), PubKey([8; 32]));
+        let mut stamper = crate::contract::Stamper::default();
+        let bodies: BTreeMap<Hash, Vec<u8>> = [(a, "x"), (b, "y"), (a, "z")]
+            .into_iter()
+            .map(|(u, p)| stamper.stamp(1, u, p.as_bytes().to_vec()))
+            .map(|body| (crate::contract::input_hash(&body), body))
+            .collect();
+        let lcl = chain.lcl();
+        let ledger = Ledger {
+            seq: 1,
+            prev: lcl.hash,
+            time: 0,
+            inputs: bodies.keys().copied().collect(),
+            verdicts: vec![],
+            beacon: Default::default(),
+        };
+        let rec = LedgerRecord {
+            hash: ledger.hash(),
+            ledger,
+            proof: vec![],
+            bodies,
+        };
+        let one = chain.append(rec, &mut InputPool::default()).id();
+        // Timed out: no outputs at all, so only the notice tells them.
+        let report = RunReport {
+            state: Hash([1; 32]),
+            run: RunResult {
+                outcome: RunOutcome::TimedOut,
+                outputs: BTreeMap::new(),
+            },
+        };
+        let result = ExecResult {
+            state: report.state,
+            output: report.run.output_hash(),
+        };
+        exec.on_executed(&chain, 1, one.hash, report);
+        append(&mut chain, Some(Some(result)), vec![]);
+        let out = exec.deliver_certified(&chain);
+        let [Action::RunFailed {
+            seq: 1,
+            users,
+            outcome: RunOutcome::TimedOut,
+        }, Action::Deliver { seq: 1, .. }] = out.as_slice()
+        else {
+            panic!("expected the failure, then the (empty) outputs: {out:?}");
+        };
+        assert_eq!(users, &vec![a, b], "each user once");
+        // A clean run says nothing of the kind (`outputs_go_out_once...`).
     }
 
     #[test]

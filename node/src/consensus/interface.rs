@@ -2,7 +2,7 @@
 //! typed [`Event`]s and [`Stats`] its observers see).
 
 use super::{ConfigError, Job, VoteStatus};
-use crate::contract::{RunReport, RunResult, StateNode};
+use crate::contract::{RunOutcome, RunReport, RunResult, StateNode};
 use crate::crypto::{Hash, PubKey};
 use crate::ledger::{ChainError, Ledger, LedgerId, LedgerRecord};
 use crate::npl::NplStats;
@@ -68,6 +68,14 @@ pub enum Action {
     Deliver {
         seq: u64,
         run: RunResult,
+    },
+    /// Ledger `seq`'s run, as certified, did not end cleanly (`outcome`):
+    /// tell each user with an input in it (`users`), since a run that
+    /// timed out has no outputs to carry the news. Comes before `Deliver`.
+    RunFailed {
+        seq: u64,
+        users: Vec<PubKey>,
+        outcome: RunOutcome,
     },
     /// Tell the users with outputs in our run of ledger `seq` that those
     /// outputs were not certified on this node, and will never come.

@@ -10,7 +10,7 @@ mod session;
 pub use session::{RunEvent, RunLink, RunSession};
 
 use crate::consensus::{Event, Stats, Withheld};
-use crate::contract::{ExecResult, RunReport, RunResult, StateNode};
+use crate::contract::{ExecResult, RunOutcome, RunReport, RunResult, StateNode};
 use crate::crypto::{Hash, PubKey};
 use crate::ledger::LedgerRecord;
 use crate::sync::state_transfer::{StatePatch, StateRequest, StateResponse};
@@ -52,6 +52,9 @@ pub trait Users {
     /// refused with a status (the contract is `behind` ledgers behind), so
     /// users slow down instead of waiting on runs that fall further behind.
     fn intake(&mut self, open: bool, behind: u64);
+    /// Ledger `seq`'s certified run ended with `outcome`, not a clean exit:
+    /// each of `users` connected here is told (`users::failed_message`).
+    fn run_failed(&mut self, seq: u64, users: &[PubKey], outcome: &RunOutcome);
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -6,13 +6,14 @@
 //! user has open to this node.
 
 use crate::consensus::Withheld;
-use crate::contract::RunResult;
+use crate::contract::{RunOutcome, RunResult};
 use crate::crypto::PubKey;
 use crate::env::Users;
 use crate::real::warn_limit::WarnLimit;
 use crate::real::OsEntropy;
 use crate::users::{
-    busy_reason, outputs_for, refused_message, withheld_message, Action, Intake, SessionLimits,
+    busy_reason, failed_message, outputs_for, refused_message, withheld_message, Action, Intake,
+    SessionLimits,
 };
 use futures_util::{SinkExt, StreamExt};
 use std::collections::BTreeMap;
@@ -264,12 +265,28 @@ impl Users for WsUsers {
     }
 
     fn deliver(&mut self, seq: u64, run: &RunResult) {
-        self.to_output_owners(seq, run, "output", |out| Message::Binary(out.to_vec()));
+        self.send_to_output_owners(seq, run, "output", |out| Message::Binary(out.to_vec()));
     }
 
     fn withhold(&mut self, seq: u64, run: &RunResult, why: Withheld) {
         let notice = withheld_message(seq, why);
-        self.to_output_owners(seq, run, "notice", |_| Message::Text(notice.clone()));
+        self.send_to_output_owners(seq, run, "notice", |_| Message::Text(notice.clone()));
+    }
+
+    fn run_failed(&mut self, seq: u64, users: &[PubKey], outcome: &RunOutcome) {
+        let notice = Message::Text(failed_message(seq, outcome));
+        let conns = self.conns.lock().expect("not poisoned");
+        for user in users {
+            for outbox in conns.get(user).into_iter().flat_map(BTreeMap::values) {
+                let len = notice.len();
+                // A notice is small; a queue too full for it is closed by
+                // the outputs that follow, so a failed send only loses it.
+                if outbox.tx.try_send(notice.clone()).is_ok() {
+                    outbox.bytes.fetch_add(len, Ordering::Relaxed);
+                    self.out_total.fetch_add(len, Ordering::Relaxed);
+                }
+            }
+        }
     }
 
     fn intake(&mut self, open: bool, behind: u64) {
@@ -284,7 +301,7 @@ impl WsUsers {
     /// messages or bytes, or all queues together full) is closed: its user
     /// sees the close and may reconnect, instead of the node holding ever
     /// more for it.
-    fn to_output_owners(
+    fn send_to_output_owners(
         &mut self,
         seq: u64,
         run: &RunResult,

@@ -9,7 +9,7 @@
 //! challenge string. Every later message is one input.
 
 use crate::consensus::Withheld;
-use crate::contract::input_hash;
+use crate::contract::{input_hash, RunOutcome};
 use crate::crypto::{verify_raw, Hash, Keypair, PubKey, Sig};
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, VecDeque};
@@ -93,6 +93,20 @@ pub fn refused_message(message: &[u8], why: &str) -> String {
     use sha2::{Digest, Sha256};
     let digest = hex::encode(Sha256::digest(message));
     json!({"hotpocket": PROTOCOL_VERSION, "type": "error", "error": why, "input_sha256": digest})
+        .to_string()
+}
+
+/// What a user with an input in ledger `seq` hears when that ledger's
+/// certified run did not end cleanly: its answer may be missing or partial.
+pub fn failed_message(seq: u64, outcome: &RunOutcome) -> String {
+    let what = match outcome {
+        RunOutcome::Exited(Some(c)) => format!("the contract exited with code {c}"),
+        RunOutcome::Exited(None) => "the contract was killed by a signal".to_string(),
+        RunOutcome::TimedOut => "the contract ran past its time limit".to_string(),
+        RunOutcome::OutputLimit => "the contract wrote past its output limit".to_string(),
+        RunOutcome::SpawnFailed(_) => "the contract could not be started".to_string(),
+    };
+    json!({"hotpocket": PROTOCOL_VERSION, "type": "contract_failed", "seq": seq, "error": what})
         .to_string()
 }
 

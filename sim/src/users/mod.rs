@@ -12,7 +12,7 @@ use crate::outputs::Source;
 use crate::world::{World, EPOCH_MS};
 use byzantine::Attack;
 use hotpocket_node::consensus::Withheld;
-use hotpocket_node::contract::RunResult;
+use hotpocket_node::contract::{RunOutcome, RunResult};
 use hotpocket_node::crypto::{Keypair, PubKey};
 use hotpocket_node::env::Users;
 use hotpocket_node::users::{
@@ -167,6 +167,10 @@ impl Users for SimUsers {
             .collect();
         self.world.outputs_withheld(self.node, seq, told);
     }
+
+    /// The simulated kv contract never fails a run; its users would be
+    /// told as the websocket server tells them (`users::failed_message`).
+    fn run_failed(&mut self, _seq: u64, _users: &[PubKey], _outcome: &RunOutcome) {}
 
     fn intake(&mut self, open: bool, _behind: u64) {
         self.refusing = !open;
