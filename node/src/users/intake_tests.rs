@@ -110,7 +110,7 @@ fn a_session_opened_with_other_limits_keeps_them_and_draws_the_same_entropy() {
     assert!(s.on_message(NOW, helo.as_bytes(), true).is_empty());
     assert_eq!(s.on_message(NOW, b"a", false).len(), 1);
     assert!(
-        matches!(&s.on_message(NOW, b"b", false)[..], [Reply::Close(m)] if m.contains("too many"))
+        matches!(&s.on_message(NOW, b"b", false)[..], [Reply::Send(m)] if m.contains("too many"))
     );
     // The intake's own sessions are unchanged, and the stream went on.
     let (_, next) = intake.open();

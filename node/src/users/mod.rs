@@ -168,11 +168,18 @@ impl Session {
             self.minute = (minute, 0);
         }
         self.minute.1 += 1;
-        if self.minute.1 > self.limits.max_messages_per_minute {
-            return self.close(format!(
-                "too many messages: the limit is {} a minute",
-                self.limits.max_messages_per_minute
-            ));
+        let limit = self.limits.max_messages_per_minute;
+        if self.minute.1 > limit {
+            let why = format!("too many messages: the limit is {limit} a minute");
+            // Before the helo, or far past the limit, it is a flood, not a
+            // user: close. A user past it keeps its connection, so the
+            // answers of the inputs already taken still reach it, and hears
+            // of each message refused.
+            if self.user().is_none() || self.minute.1 > limit.saturating_mul(4) {
+                return self.close(why);
+            }
+            let why = format!("{why}; message refused, send it again later");
+            return vec![Reply::Send(refused_message(bytes, &why))];
         }
         match &self.state {
             State::Challenged { challenge } => {
@@ -216,10 +223,11 @@ impl Session {
             self.round = (round, 0);
         }
         if self.round.1 >= self.limits.max_inputs_per_round {
-            return vec![Reply::Send(error(&format!(
+            let why = format!(
                 "input dropped: at most {} inputs a round",
                 self.limits.max_inputs_per_round
-            )))];
+            );
+            return vec![Reply::Send(refused_message(body, &why))];
         }
         self.round.1 += 1;
         self.recent.push_back((round, h));

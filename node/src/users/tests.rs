@@ -147,8 +147,21 @@ fn limits_on_size_rate_round_and_repeats() {
         assert!(!s.is_closed(), "{i}");
         inputs(&mut s, NOW + 2000, &[b'x', i]);
     }
+    // Past the minute's limit a message is refused, naming it, and the
+    // user keeps its connection (answers of inputs taken still come) ...
+    let r = inputs(&mut s, NOW + 2000, b"y");
+    assert!(
+        matches!(&r[..], [Reply::Send(m)] if m.contains("too many messages") && m.contains("input_sha256")),
+        "{r:?}"
+    );
+    assert!(!s.is_closed());
+    // ... until it is four times past it: a flood, closed.
+    for i in 0..29u8 {
+        let r = inputs(&mut s, NOW + 2000, &[b'z', i]);
+        assert!(matches!(&r[..], [Reply::Send(_)]), "{i}: {r:?}");
+    }
     assert!(closed_with(
-        &inputs(&mut s, NOW + 2000, b"y"),
+        &inputs(&mut s, NOW + 2000, b"w"),
         "too many messages"
     ));
 }

@@ -398,11 +398,24 @@ fn message_flood(rng: &mut ChaCha8Rng, c: &Ctx) -> Vec<Step> {
             "flood within the minute's limit",
         ));
     }
+    // Past the limit each message is refused and the user stays (the
+    // answers of its taken inputs must still reach it); four times past
+    // it, the session is closed.
+    let limit = c.limits.max_messages_per_minute as usize;
+    for n in limit + 1..=4 * limit {
+        let past = format!("past{n}.{}", random_hex(rng, 4));
+        let body = kv_input(rng, c.user, &past);
+        steps.push(step(
+            body,
+            Expect::Dropped(R_RATE),
+            "past the minute's limit",
+        ));
+    }
     let last = distinct[0].clone();
     steps.push(step(
         last,
         Expect::Closed(R_RATE),
-        "one message past the minute's limit",
+        "four times past the minute's limit",
     ));
     steps
 }
