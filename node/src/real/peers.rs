@@ -1,28 +1,46 @@
-//! Peer transport over TCP: length-prefixed frames, a handshake in which
-//! each side proves it holds a UNL key by signing the other's fresh
-//! challenge, then every frame signed for that session and verified.
+//! Peer transport over TCP: length-prefixed frames, the handshake of
+//! [`crate::handshake`] (which this file only moves bytes for), then every
+//! frame signed for that session and verified.
 //!
 //! Each node dials every peer address and sends only on the connections it
 //! dialled; connections it accepted are read-only. So every pair has one
 //! path each way and no tie-break is needed. Dialling retries with backoff.
+//!
+//! Until a connection has proved itself it costs little and displaces
+//! nothing: a bounded number of them at once (in total and per source
+//! address), buffers that grow only as bytes arrive, a deadline on every
+//! frame body, and an accepted connection replaces an older one from the
+//! same peer only once it delivered a validly signed frame.
 
-use crate::consensus::MAX_FRAME_BYTES;
 use crate::crypto::{verify, Hash, Keypair, PubKey, Sig};
 use crate::env::{Entropy, PeerNetwork};
+use crate::handshake::{
+    Admission, Gate, GateConfig, Handshake, HandshakeError, LogThrottle, Session, Step,
+    MAX_MESSAGE_BYTES,
+};
 use crate::real::OsEntropy;
+use crate::wire::MAX_FRAME_BYTES;
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-const HELLO_DOMAIN: &str = "hotpocket/peer-hello/v1";
-const FRAME_DOMAIN: &str = "hotpocket/peer-frame/v1";
-const VERSION: u8 = 1;
+const FRAME_DOMAIN: &str = "hotpocket/peer-frame/v2";
 /// counter (8) + signature (64) around each payload.
 const FRAME_OVERHEAD: usize = 72;
+/// From accept to the first signed frame: the handshake is four messages of
+/// at most 65 bytes, and the dialer sends an empty frame right after it.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A frame's body must arrive within this once its length did; a peer that
+/// declares a large frame and stalls is cut off.
+const FRAME_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// A frame's buffer grows by at most this much before the bytes to fill it
+/// have arrived.
+pub const READ_CHUNK: usize = 64 << 10;
 /// Frames a peer may send per second (with twice that as a burst); more
 /// are dropped. A round has a few dozen messages per peer.
 const MAX_FRAMES_PER_SECOND: u32 = 2000;
@@ -30,37 +48,62 @@ const MAX_FRAMES_PER_SECOND: u32 = 2000;
 const SEND_QUEUE: usize = 4096;
 /// A write that takes longer means the peer is gone: reconnect.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Warnings anyone can cause are logged at most once per this.
+const WARN_INTERVAL_MS: u64 = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
-    #[error("handshake timed out")]
+    #[error("timed out")]
     Timeout,
     #[error("frame of {0} bytes is over the limit")]
     TooLarge(usize),
-    #[error("peer key {0} is not in the UNL")]
-    NotInUnl(String),
-    #[error("malformed handshake")]
+    #[error("handshake: {0}")]
+    Handshake(#[from] HandshakeError),
+    #[error("malformed frame")]
     Malformed,
     #[error("bad signature from {0}")]
     BadSignature(String),
     #[error("frame counter went backwards")]
     Replay,
-    #[error("connected to ourselves")]
-    Loopback,
     #[error("replaced by a newer connection from the same peer")]
     Replaced,
 }
 
-async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<Vec<u8>, PeerError> {
+impl PeerError {
+    fn is_loopback(&self) -> bool {
+        matches!(self, PeerError::Handshake(HandshakeError::Loopback))
+    }
+}
+
+/// Reads one length-prefixed frame of at most `max` bytes into `buf`
+/// (cleared first). Waiting for a frame to start is not bounded (a quiet
+/// link is fine); its body must arrive within `body_timeout`, and `buf`
+/// grows by at most [`READ_CHUNK`] ahead of the bytes received, so a
+/// declared length costs nothing until it is sent.
+pub async fn read_frame_into<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+    body_timeout: Duration,
+    buf: &mut Vec<u8>,
+) -> Result<(), PeerError> {
+    buf.clear();
     let len = r.read_u32().await? as usize;
     if len > max {
         return Err(PeerError::TooLarge(len));
     }
-    let mut buf = vec![0u8; len];
-    r.read_exact(&mut buf).await?;
-    Ok(buf)
+    let body = async {
+        while buf.len() < len {
+            let start = buf.len();
+            buf.resize(start + (len - start).min(READ_CHUNK), 0);
+            r.read_exact(&mut buf[start..]).await?;
+        }
+        Ok::<(), PeerError>(())
+    };
+    tokio::time::timeout(body_timeout, body)
+        .await
+        .map_err(|_| PeerError::Timeout)?
 }
 
 async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, body: &[u8]) -> Result<(), PeerError> {
@@ -70,66 +113,42 @@ async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, body: &[u8]) -> Result<()
     Ok(())
 }
 
-/// An authenticated connection's keys: who is on the other end, and the
-/// session id both sides sign frames under.
-pub struct Session {
-    pub peer: PubKey,
-    id: Hash,
-}
-
-/// Runs the handshake on `stream`: both sides send (version, key, fresh
-/// challenge), then a signature over the other's challenge and both keys.
+/// Dials a handshake on `stream` as `key` (bounded by the handshake
+/// timeout), for tools and tests that speak to a node directly.
 pub async fn handshake(
     stream: &mut TcpStream,
     key: &Keypair,
     unl: &[PubKey],
     challenge: [u8; 32],
 ) -> Result<Session, PeerError> {
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
-        let mut hello = vec![VERSION];
-        hello.extend_from_slice(&key.public().0);
-        hello.extend_from_slice(&challenge);
-        write_frame(stream, &hello).await?;
-        let theirs = read_frame(stream, 65).await?;
-        if theirs.len() != 65 || theirs[0] != VERSION {
-            return Err(PeerError::Malformed);
+    let (hs, hello) = Handshake::dialer(key.clone(), unl.to_vec(), challenge);
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, run_handshake(stream, hs, Some(hello)))
+        .await
+        .unwrap_or(Err(PeerError::Timeout))
+}
+
+/// Runs `hs` over `stream` to the end, sending `first` before anything.
+async fn run_handshake(
+    stream: &mut TcpStream,
+    mut hs: Handshake,
+    first: Option<Vec<u8>>,
+) -> Result<Session, PeerError> {
+    if let Some(m) = first {
+        write_frame(stream, &m).await?;
+    }
+    let mut msg = Vec::new();
+    loop {
+        read_frame_into(stream, MAX_MESSAGE_BYTES, HANDSHAKE_TIMEOUT, &mut msg).await?;
+        match hs.receive(&msg)? {
+            Step::Send(m) => write_frame(stream, &m).await?,
+            Step::Done { last, session } => {
+                if let Some(m) = last {
+                    write_frame(stream, &m).await?;
+                }
+                return Ok(session);
+            }
         }
-        let peer = PubKey(theirs[1..33].try_into().expect("length checked"));
-        let their_challenge: [u8; 32] = theirs[33..65].try_into().expect("length checked");
-        if peer == key.public() {
-            return Err(PeerError::Loopback);
-        }
-        if !unl.contains(&peer) {
-            return Err(PeerError::NotInUnl(peer.to_hex()));
-        }
-        let proof = |c: &[u8; 32], signer: &PubKey, other: &PubKey| {
-            let mut m = c.to_vec();
-            m.extend_from_slice(&signer.0);
-            m.extend_from_slice(&other.0);
-            m
-        };
-        let sig = key.sign(HELLO_DOMAIN, &proof(&their_challenge, &key.public(), &peer));
-        write_frame(stream, &sig.0).await?;
-        let their_sig = read_frame(stream, 64).await?;
-        let their_sig = Sig(their_sig.try_into().map_err(|_| PeerError::Malformed)?);
-        verify(
-            &peer,
-            HELLO_DOMAIN,
-            &proof(&challenge, &peer, &key.public()),
-            &their_sig,
-        )
-        .map_err(|_| PeerError::BadSignature(peer.to_hex()))?;
-        // Ordered by key, so both sides compute the same id.
-        let (a, b) = if key.public() < peer {
-            (challenge, their_challenge)
-        } else {
-            (their_challenge, challenge)
-        };
-        let id = Hash::of("hotpocket/peer-session/v1", &[&a, &b]);
-        Ok(Session { peer, id })
-    })
-    .await
-    .map_err(|_| PeerError::Timeout)?
+    }
 }
 
 fn frame_message(session: &Hash, counter: u64, payload: &[u8]) -> Vec<u8> {
@@ -140,11 +159,56 @@ fn frame_message(session: &Hash, counter: u64, payload: &[u8]) -> Vec<u8> {
     m
 }
 
+/// A frame as sent: counter, signature, payload.
+fn seal(key: &Keypair, session: &Hash, counter: u64, payload: &[u8]) -> Vec<u8> {
+    let sig = key.sign(FRAME_DOMAIN, &frame_message(session, counter, payload));
+    let mut body = Vec::with_capacity(FRAME_OVERHEAD + payload.len());
+    body.extend_from_slice(&counter.to_be_bytes());
+    body.extend_from_slice(&sig.0);
+    body.extend_from_slice(payload);
+    body
+}
+
+/// Counts of what the transport saw, for operators and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerStats {
+    /// Accepted connections whose handshake completed.
+    pub inbound_sessions: u64,
+    /// Accepted connections whose handshake failed or timed out.
+    pub refused: u64,
+    /// Accepted connections closed at once: too many unauthenticated.
+    pub over_capacity: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    inbound_sessions: AtomicU64,
+    refused: AtomicU64,
+    over_capacity: AtomicU64,
+}
+
 /// The running transport, as the driver sees it.
 pub struct TcpPeers {
     incoming: mpsc::Receiver<(PubKey, Vec<u8>)>,
     outbound: Arc<Mutex<BTreeMap<PubKey, mpsc::Sender<Vec<u8>>>>>,
     shutdown: watch::Receiver<bool>,
+    shared: Shared,
+}
+
+/// Log throttles, one per kind of warning a peer can cause at will.
+struct Warnings {
+    epoch: tokio::time::Instant,
+    refused: LogThrottle,
+    over_capacity: LogThrottle,
+    queue_full: LogThrottle,
+}
+
+impl Warnings {
+    /// Counts one event of the kind `pick` names; the count to log, if due.
+    fn event(&mut self, pick: fn(&mut Warnings) -> &mut LogThrottle) -> Option<u64> {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        pick(self).event(now)
+    }
 }
 
 #[derive(Clone)]
@@ -153,9 +217,30 @@ struct Shared {
     unl: Arc<Vec<PubKey>>,
     incoming: mpsc::Sender<(PubKey, Vec<u8>)>,
     outbound: Arc<Mutex<BTreeMap<PubKey, mpsc::Sender<Vec<u8>>>>>,
-    /// The one inbound connection each peer may have (the newest), so a
-    /// peer cannot multiply its rate budget by opening more.
+    /// The one inbound connection each peer may have (the newest proven
+    /// one), so a peer cannot multiply its rate budget by opening more.
     inbound: Arc<Mutex<(u64, BTreeMap<PubKey, u64>)>>,
+    gate: Arc<Mutex<Gate>>,
+    warnings: Arc<Mutex<Warnings>>,
+    counters: Arc<Counters>,
+}
+
+impl Shared {
+    fn warn(&self, pick: fn(&mut Warnings) -> &mut LogThrottle) -> Option<u64> {
+        self.warnings.lock().expect("not poisoned").event(pick)
+    }
+}
+
+/// A slot in the gate, given back however the connection ends.
+struct Slot {
+    gate: Arc<Mutex<Gate>>,
+    source: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.gate.lock().expect("not poisoned").release(self.source);
+    }
 }
 
 fn challenge() -> [u8; 32] {
@@ -172,6 +257,18 @@ impl TcpPeers {
         peers: Vec<String>,
         shutdown: watch::Receiver<bool>,
     ) -> TcpPeers {
+        Self::start_with(key, unl, listener, peers, shutdown, GateConfig::default())
+    }
+
+    /// As [`TcpPeers::start`], with limits on unauthenticated connections.
+    pub fn start_with(
+        key: Keypair,
+        unl: Vec<PubKey>,
+        listener: TcpListener,
+        peers: Vec<String>,
+        shutdown: watch::Receiver<bool>,
+        gate: GateConfig,
+    ) -> TcpPeers {
         let (tx, rx) = mpsc::channel(16 * 1024);
         let outbound = Arc::new(Mutex::new(BTreeMap::new()));
         let shared = Shared {
@@ -180,6 +277,14 @@ impl TcpPeers {
             incoming: tx,
             outbound: outbound.clone(),
             inbound: Default::default(),
+            gate: Arc::new(Mutex::new(Gate::new(gate))),
+            warnings: Arc::new(Mutex::new(Warnings {
+                epoch: tokio::time::Instant::now(),
+                refused: LogThrottle::new(WARN_INTERVAL_MS),
+                over_capacity: LogThrottle::new(WARN_INTERVAL_MS),
+                queue_full: LogThrottle::new(WARN_INTERVAL_MS),
+            })),
+            counters: Default::default(),
         };
         tokio::spawn(accept_loop(shared.clone(), listener, shutdown.clone()));
         for addr in peers {
@@ -189,6 +294,7 @@ impl TcpPeers {
             incoming: rx,
             outbound,
             shutdown,
+            shared,
         }
     }
 
@@ -201,24 +307,37 @@ impl TcpPeers {
             .copied()
             .collect()
     }
+
+    pub fn stats(&self) -> PeerStats {
+        let c = &self.shared.counters;
+        PeerStats {
+            inbound_sessions: c.inbound_sessions.load(Ordering::Relaxed),
+            refused: c.refused.load(Ordering::Relaxed),
+            over_capacity: c.over_capacity.load(Ordering::Relaxed),
+        }
+    }
+
+    fn queue(&self, to: &PubKey, tx: &mpsc::Sender<Vec<u8>>, bytes: Vec<u8>) {
+        if tx.try_send(bytes).is_err() {
+            if let Some(dropped) = self.shared.warn(|w| &mut w.queue_full) {
+                tracing::warn!(peer = %to.short(), dropped, "send queue full: frames dropped");
+            }
+        }
+    }
 }
 
 impl PeerNetwork for TcpPeers {
     fn send(&mut self, to: &PubKey, bytes: Vec<u8>) {
         let out = self.outbound.lock().expect("not poisoned");
         if let Some(tx) = out.get(to) {
-            if tx.try_send(bytes).is_err() {
-                tracing::warn!(peer = %to.short(), "send queue full: frame dropped");
-            }
+            self.queue(to, tx, bytes);
         }
     }
 
     fn broadcast(&mut self, bytes: Vec<u8>) {
         let out = self.outbound.lock().expect("not poisoned");
         for (peer, tx) in out.iter() {
-            if tx.try_send(bytes.clone()).is_err() {
-                tracing::warn!(peer = %peer.short(), "send queue full: frame dropped");
-            }
+            self.queue(peer, tx, bytes.clone());
         }
     }
 
@@ -239,65 +358,136 @@ async fn accept_loop(shared: Shared, listener: TcpListener, mut shutdown: watch:
             a = listener.accept() => a,
             _ = shutdown.changed() => return,
         };
-        let (mut stream, addr) = match accepted {
+        let (stream, addr) = match accepted {
             Ok(a) => a,
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
+                // Out of descriptors, mostly: one line per interval.
+                if let Some(n) = shared.warn(|w| &mut w.refused) {
+                    tracing::warn!(error = %e, events = n, "accept failed");
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
-        let shared = shared.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let _ = stream.set_nodelay(true);
-            match handshake(&mut stream, &shared.key, &shared.unl, challenge()).await {
-                Ok(session) => {
-                    tracing::info!(peer = %session.peer.short(), %addr, "peer connected (inbound)");
-                    let generation = {
-                        let mut g = shared.inbound.lock().expect("not poisoned");
-                        g.0 += 1;
-                        let n = g.0;
-                        g.1.insert(session.peer, n);
-                        n
-                    };
-                    let why = read_loop(&shared, stream, &session, generation, shutdown).await;
-                    tracing::info!(peer = %session.peer.short(), reason = %why, "inbound peer connection closed");
-                }
-                Err(PeerError::Loopback) => {}
-                Err(e) => tracing::warn!(%addr, error = %e, "refused a peer connection"),
+        let admission = shared.gate.lock().expect("not poisoned").admit(addr.ip());
+        if admission != Admission::Admitted {
+            shared
+                .counters
+                .over_capacity
+                .fetch_add(1, Ordering::Relaxed);
+            if let Some(n) = shared.warn(|w| &mut w.over_capacity) {
+                tracing::warn!(%addr, ?admission, refused = n, "too many unauthenticated peer connections");
             }
-        });
+            drop(stream);
+            continue;
+        }
+        let slot = Slot {
+            gate: shared.gate.clone(),
+            source: addr.ip(),
+        };
+        tokio::spawn(serve_inbound(
+            shared.clone(),
+            stream,
+            addr,
+            slot,
+            shutdown.clone(),
+        ));
     }
 }
 
-/// Reads signed frames until the connection fails or misbehaves.
+async fn serve_inbound(
+    shared: Shared,
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    slot: Slot,
+    shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let hs = Handshake::acceptor(shared.key.clone(), shared.unl.to_vec(), challenge());
+    let session = tokio::time::timeout(HANDSHAKE_TIMEOUT, run_handshake(&mut stream, hs, None))
+        .await
+        .unwrap_or(Err(PeerError::Timeout));
+    match session {
+        Ok(session) => {
+            shared
+                .counters
+                .inbound_sessions
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(peer = %session.peer.short(), %addr, "peer connected (inbound)");
+            let generation = {
+                let mut g = shared.inbound.lock().expect("not poisoned");
+                g.0 += 1;
+                g.0
+            };
+            let why = read_loop(&shared, stream, &session, generation, slot, shutdown).await;
+            // A replaced or failed connection only ever held its own entry.
+            let mut g = shared.inbound.lock().expect("not poisoned");
+            if g.1.get(&session.peer) == Some(&generation) {
+                g.1.remove(&session.peer);
+            }
+            drop(g);
+            tracing::info!(peer = %session.peer.short(), reason = %why, "inbound peer connection closed");
+        }
+        Err(e) if e.is_loopback() => {}
+        Err(e) => {
+            shared.counters.refused.fetch_add(1, Ordering::Relaxed);
+            if let Some(n) = shared.warn(|w| &mut w.refused) {
+                tracing::warn!(%addr, error = %e, refused = n, "refused peer connections");
+            }
+        }
+    }
+}
+
+/// Reads signed frames until the connection fails or misbehaves. `slot`
+/// is held, and the connection displaces no other from the same peer,
+/// until its first validly signed frame.
 async fn read_loop(
     shared: &Shared,
     stream: TcpStream,
     session: &Session,
     generation: u64,
+    slot: Slot,
     mut shutdown: watch::Receiver<bool>,
 ) -> PeerError {
     let mut r = tokio::io::BufReader::new(stream);
+    let mut slot = Some(slot);
     let mut last = 0u64;
     let mut window = tokio::time::Instant::now();
     let mut in_window = 0u32;
     let mut dropped = 0u64;
+    let mut frame = Vec::new();
     loop {
-        let frame = tokio::select! {
-            f = read_frame(&mut r, MAX_FRAME_BYTES + FRAME_OVERHEAD) => f,
+        let proven = slot.is_none();
+        let read = async {
+            let read = read_frame_into(
+                &mut r,
+                MAX_FRAME_BYTES + FRAME_OVERHEAD,
+                FRAME_BODY_TIMEOUT,
+                &mut frame,
+            );
+            if proven {
+                read.await
+            } else {
+                // The dialer sends its first frame right after the handshake.
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, read)
+                    .await
+                    .unwrap_or(Err(PeerError::Timeout))
+            }
+        };
+        let result = tokio::select! {
+            f = read => f,
             _ = shutdown.changed() => return PeerError::Io(std::io::ErrorKind::Interrupted.into()),
         };
-        let frame = match frame {
-            Ok(f) if f.len() >= FRAME_OVERHEAD => f,
-            Ok(_) => return PeerError::Malformed,
-            Err(e) => return e,
-        };
+        if let Err(e) = result {
+            return e;
+        }
+        if frame.len() < FRAME_OVERHEAD {
+            return PeerError::Malformed;
+        }
         // The rate is checked first, so a flood costs no verifications.
         if window.elapsed() >= Duration::from_secs(1) {
             let g = shared.inbound.lock().expect("not poisoned");
-            if g.1.get(&session.peer) != Some(&generation) {
+            if proven && g.1.get(&session.peer) != Some(&generation) {
                 return PeerError::Replaced;
             }
             drop(g);
@@ -324,6 +514,21 @@ async fn read_loop(
             return PeerError::Replay;
         }
         last = counter;
+        if !proven {
+            // Proven: now it is the peer's one inbound link.
+            shared
+                .inbound
+                .lock()
+                .expect("not poisoned")
+                .1
+                .insert(session.peer, generation);
+            slot = None;
+        }
+        // The dialer's first frame is empty: it proves the link, and
+        // carries nothing to deliver.
+        if payload.is_empty() {
+            continue;
+        }
         if shared
             .incoming
             .send((session.peer, payload.to_vec()))
@@ -344,10 +549,11 @@ async fn dial_loop(shared: Shared, addr: String, mut shutdown: watch::Receiver<b
         let result = dial_once(&shared, &addr, &mut shutdown, &mut backoff).await;
         match result {
             // Our own address (or someone reflecting us): try again later.
-            Err(PeerError::Loopback) => backoff = Duration::from_secs(30),
+            Err(e) if e.is_loopback() => backoff = Duration::from_secs(30),
             Err(e @ (PeerError::Io(_) | PeerError::Timeout)) => {
                 tracing::debug!(%addr, error = %e, "peer connection failed")
             }
+            // One address each, retried with backoff: not a flood.
             Err(e) => tracing::warn!(%addr, error = %e, "refused a peer we dialled"),
             Ok(()) => {}
         }
@@ -369,6 +575,10 @@ async fn dial_once(
     let _ = stream.set_nodelay(true);
     let session = handshake(&mut stream, &shared.key, &shared.unl, challenge()).await?;
     *backoff = Duration::from_millis(100);
+    let mut w = tokio::io::BufWriter::new(stream);
+    // The empty first frame proves the link to the acceptor at once.
+    let mut counter = 1u64;
+    write_frame(&mut w, &seal(&shared.key, &session.id, counter, &[])).await?;
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(SEND_QUEUE);
     // Weak, so a connection whose entry a newer one replaced still sees
     // its queue close and ends.
@@ -379,8 +589,6 @@ async fn dial_once(
         .expect("not poisoned")
         .insert(session.peer, tx);
     tracing::info!(peer = %session.peer.short(), %addr, "peer connected (outbound)");
-    let mut w = tokio::io::BufWriter::new(stream);
-    let mut counter = 0u64;
     let result = loop {
         let payload = tokio::select! {
             p = rx.recv() => p,
@@ -388,13 +596,7 @@ async fn dial_once(
         };
         let Some(payload) = payload else { break Ok(()) };
         counter += 1;
-        let sig = shared
-            .key
-            .sign(FRAME_DOMAIN, &frame_message(&session.id, counter, &payload));
-        let mut body = Vec::with_capacity(FRAME_OVERHEAD + payload.len());
-        body.extend_from_slice(&counter.to_be_bytes());
-        body.extend_from_slice(&sig.0);
-        body.extend_from_slice(&payload);
+        let body = seal(&shared.key, &session.id, counter, &payload);
         match tokio::time::timeout(WRITE_TIMEOUT, write_frame(&mut w, &body)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => break Err(e),
