@@ -12,7 +12,7 @@
 //! frame body, and an accepted connection replaces an older one from the
 //! same peer only once it delivered a validly signed frame.
 
-use crate::crypto::{verify, Hash, Keypair, PubKey, Sig};
+use crate::crypto::{Keypair, PubKey};
 use crate::env::{Entropy, PeerNetwork};
 use crate::handshake::{
     Admission, Gate, GateConfig, Handshake, HandshakeError, LogThrottle, Session, Step,
@@ -25,22 +25,20 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+mod frame;
+
+use frame::{open, seal, write_frame, FRAME_OVERHEAD};
+pub use frame::{read_frame_into, READ_CHUNK};
 use tokio::sync::{mpsc, watch};
 
-const FRAME_DOMAIN: &str = "hotpocket/peer-frame/v2";
-/// counter (8) + signature (64) around each payload.
-const FRAME_OVERHEAD: usize = 72;
 /// From accept to the first signed frame: the handshake is four messages of
 /// at most 65 bytes, and the dialer sends an empty frame right after it.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A frame's body must arrive within this once its length did; a peer that
 /// declares a large frame and stalls is cut off.
 const FRAME_BODY_TIMEOUT: Duration = Duration::from_secs(10);
-/// A frame's buffer grows by at most this much before the bytes to fill it
-/// have arrived.
-pub const READ_CHUNK: usize = 64 << 10;
 /// Frames a peer may send per second (with twice that as a burst); more
 /// are dropped. A round has a few dozen messages per peer.
 const MAX_FRAMES_PER_SECOND: u32 = 2000;
@@ -75,42 +73,6 @@ impl PeerError {
     fn is_loopback(&self) -> bool {
         matches!(self, PeerError::Handshake(HandshakeError::Loopback))
     }
-}
-
-/// Reads one length-prefixed frame of at most `max` bytes into `buf`
-/// (cleared first). Waiting for a frame to start is not bounded (a quiet
-/// link is fine); its body must arrive within `body_timeout`, and `buf`
-/// grows by at most [`READ_CHUNK`] ahead of the bytes received, so a
-/// declared length costs nothing until it is sent.
-pub async fn read_frame_into<R: AsyncRead + Unpin>(
-    r: &mut R,
-    max: usize,
-    body_timeout: Duration,
-    buf: &mut Vec<u8>,
-) -> Result<(), PeerError> {
-    buf.clear();
-    let len = r.read_u32().await? as usize;
-    if len > max {
-        return Err(PeerError::TooLarge(len));
-    }
-    let body = async {
-        while buf.len() < len {
-            let start = buf.len();
-            buf.resize(start + (len - start).min(READ_CHUNK), 0);
-            r.read_exact(&mut buf[start..]).await?;
-        }
-        Ok::<(), PeerError>(())
-    };
-    tokio::time::timeout(body_timeout, body)
-        .await
-        .map_err(|_| PeerError::Timeout)?
-}
-
-async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, body: &[u8]) -> Result<(), PeerError> {
-    w.write_u32(body.len() as u32).await?;
-    w.write_all(body).await?;
-    w.flush().await?;
-    Ok(())
 }
 
 /// Dials a handshake on `stream` as `key` (bounded by the handshake
@@ -149,24 +111,6 @@ async fn run_handshake(
             }
         }
     }
-}
-
-fn frame_message(session: &Hash, counter: u64, payload: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(40 + payload.len());
-    m.extend_from_slice(&session.0);
-    m.extend_from_slice(&counter.to_be_bytes());
-    m.extend_from_slice(payload);
-    m
-}
-
-/// A frame as sent: counter, signature, payload.
-fn seal(key: &Keypair, session: &Hash, counter: u64, payload: &[u8]) -> Vec<u8> {
-    let sig = key.sign(FRAME_DOMAIN, &frame_message(session, counter, payload));
-    let mut body = Vec::with_capacity(FRAME_OVERHEAD + payload.len());
-    body.extend_from_slice(&counter.to_be_bytes());
-    body.extend_from_slice(&sig.0);
-    body.extend_from_slice(payload);
-    body
 }
 
 /// Counts of what the transport saw, for operators and tests.
@@ -457,6 +401,10 @@ async fn read_loop(
     let mut dropped = 0u64;
     let mut frame = Vec::new();
     loop {
+        // A big frame's buffer is not kept for the small ones after it.
+        if frame.capacity() > 4 * READ_CHUNK {
+            frame = Vec::new();
+        }
         let proven = slot.is_none();
         let read = async {
             let read = read_frame_into(
@@ -503,13 +451,10 @@ async fn read_loop(
             dropped += 1;
             continue;
         }
-        let counter = u64::from_be_bytes(frame[..8].try_into().expect("length checked"));
-        let sig = Sig(frame[8..72].try_into().expect("length checked"));
-        let payload = &frame[72..];
-        let signed = frame_message(&session.id, counter, payload);
-        if verify(&session.peer, FRAME_DOMAIN, &signed, &sig).is_err() {
-            return PeerError::BadSignature(session.peer.to_hex());
-        }
+        let (counter, payload) = match open(session, &frame) {
+            Ok(f) => f,
+            Err(e) => return e,
+        };
         if counter <= last {
             return PeerError::Replay;
         }
