@@ -191,29 +191,22 @@ fn outsiders_ourselves_and_malformed_hellos_are_refused() {
     }
 }
 
-/// The relay attack on version 1, and everything else an attacker in the
-/// middle can try: it can connect to either honest node as often as it
-/// likes, claim any key, copy any challenge it has seen, replay any message
-/// either node ever sent (including a wiretap of earlier honest handshakes
-/// between them both ways), and even fork an honest node's handshake state
-/// to try every message in it (more than a real attacker can: each real
-/// connection gets a fresh challenge). Honest nodes never dial it: it is in
-/// no one's peer list. It must never get a session on anyone.
-#[test]
-fn a_relaying_attacker_gets_no_session() {
+/// What an attacker in the middle reaches: it can connect to an honest
+/// node as often as it likes, claim any key, copy any challenge it has
+/// seen, replay any message an honest node ever sent (including a wiretap
+/// of earlier honest handshakes between I and J both ways), sign anything
+/// with its own key, and even fork an honest handshake to try every message
+/// in the same state (more than a real attacker can: each real connection
+/// gets a fresh challenge). `open` are the honest handshakes talking to it,
+/// `seen` what it has heard already. Returns the sessions honest nodes
+/// reached, how many handshakes it left waiting for a proof, and how many
+/// (state, message) pairs it tried.
+fn attack(mut open: Vec<Handshake>, mut seen: Vec<Vec<u8>>) -> (Vec<Session>, usize, usize) {
     let i = key(1).public();
     let j = key(2).public();
     let m = key(3);
-    // A wiretap of honest handshakes both ways.
-    let mut seen: Vec<Vec<u8>> = [honest(1, 2, 40, 41).2, honest(2, 1, 42, 43).2].concat();
+    seen.extend([honest(1, 2, 40, 41).2, honest(2, 1, 42, 43).2].concat());
     let mut challenges: Vec<[u8; 32]> = vec![challenge(100)];
-    // Fresh acceptor handshakes on I and J, two connections to each.
-    let mut open: Vec<Handshake> = vec![
-        Handshake::acceptor(key(1), unl(), challenge(1)),
-        Handshake::acceptor(key(1), unl(), challenge(2)),
-        Handshake::acceptor(key(2), unl(), challenge(3)),
-        Handshake::acceptor(key(2), unl(), challenge(4)),
-    ];
     let mut sessions = vec![];
     let mut tried = std::collections::BTreeSet::new();
     // Until the attacker learns nothing new and reaches no new state.
@@ -268,7 +261,10 @@ fn a_relaying_attacker_gets_no_session() {
                         seen.push(out);
                         next.push(fork);
                     }
-                    Ok(Step::Done { session, .. }) => sessions.push(session),
+                    Ok(Step::Done { last, session }) => {
+                        seen.extend(last);
+                        sessions.push(session);
+                    }
                     Err(_) => {}
                 }
             }
@@ -284,12 +280,27 @@ fn a_relaying_attacker_gets_no_session() {
         }
     }
     let tried = tried.len();
-    // The search reached handshakes waiting for a proof, and fed them
-    // everything it had.
     let waiting = open
         .iter()
         .filter(|hs| matches!(hs.state, State::Proof(_)))
         .count();
+    (sessions, waiting, tried)
+}
+
+/// The relay attack on version 1, and everything else an attacker in the
+/// middle can try against two honest nodes that only accept its
+/// connections (it is in no one's peer list): no session, anywhere.
+#[test]
+fn a_relaying_attacker_gets_no_session() {
+    let open = vec![
+        Handshake::acceptor(key(1), unl(), challenge(1)),
+        Handshake::acceptor(key(1), unl(), challenge(2)),
+        Handshake::acceptor(key(2), unl(), challenge(3)),
+        Handshake::acceptor(key(2), unl(), challenge(4)),
+    ];
+    let (sessions, waiting, tried) = attack(open, vec![]);
+    // The search reached handshakes waiting for a proof, and fed them
+    // everything it had.
     assert!(
         waiting >= 8 && tried > 5_000,
         "{waiting} waiting, {tried} tried"
@@ -297,8 +308,30 @@ fn a_relaying_attacker_gets_no_session() {
     assert_eq!(sessions, vec![], "the attacker got a session");
 }
 
+/// The same search finds what there is to find: if I itself dials the
+/// attacker (its address is in I's peer list) and J accepts, the attacker
+/// can pass I's genuine handshake on to J. That session is I's own: the
+/// attacker is a wire between I and J, and every frame on it must be
+/// signed by I under a session id only I and J agreed on.
 #[test]
-fn version_1_relay_works_on_the_old_scheme_but_not_here() {
+fn the_search_finds_a_relay_of_a_genuine_dial() {
+    let (dialer, hello) = Handshake::dialer(key(1), unl(), challenge(5));
+    let open = vec![dialer, Handshake::acceptor(key(2), unl(), challenge(6))];
+    let (sessions, _, _) = attack(open, vec![hello]);
+    let on_j: Vec<_> = sessions
+        .iter()
+        .filter(|s| s.role == Role::Acceptor)
+        .collect();
+    let on_i: Vec<_> = sessions.iter().filter(|s| s.role == Role::Dialer).collect();
+    assert!(!on_j.is_empty());
+    assert!(on_j.iter().all(|s| s.peer == key(1).public()));
+    // I's sessions are with J, under the same ids as J's.
+    assert!(on_i.iter().all(|s| s.peer == key(2).public()));
+    assert!(on_j.iter().all(|sj| on_i.iter().any(|si| si.id == sj.id)));
+}
+
+#[test]
+fn the_version_1_relay_gets_two_bare_hellos() {
     // The relay, step by step: the attacker claims I to J and J to I, and
     // hands J's challenge to I as its own. Under version 1, I would now sign
     // exactly what J expects from I. Here both ends are acceptors: each
