@@ -6,7 +6,7 @@
 use hotpocket_node::crypto::{Keypair, PubKey};
 use hotpocket_node::env::PeerNetwork;
 use hotpocket_node::handshake::{GateConfig, Hello, HELLO_BYTES, VERSION};
-use hotpocket_node::real::peers::{TcpPeers, READ_CHUNK};
+use hotpocket_node::real::peers::{handshake, TcpPeers, READ_CHUNK};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -116,15 +116,21 @@ async fn write_msg(s: &mut TcpStream, m: &[u8]) {
     s.write_all(m).await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn relay_attack_gets_no_session_and_the_honest_link_keeps_delivering() {
+/// Runs `attack` (given I's and J's addresses) while I sends J numbered
+/// frames, and for a while after; checks that every frame arrived, in
+/// order. Returns both transports and what the attack returned.
+async fn honest_link_under<F, T>(
+    attack: impl FnOnce(SocketAddr, SocketAddr) -> F,
+) -> (TcpPeers, TcpPeers, T)
+where
+    F: std::future::Future<Output = T>,
+{
     let (_stop_tx, stop) = watch::channel(false);
     let (mut j, j_addr) = node(2, vec![], GateConfig::default(), &stop).await;
     let (mut i, i_addr) = node(1, vec![j_addr.to_string()], GateConfig::default(), &stop).await;
     let jk = key(2).public();
     until("I connects to J", || i.connected().contains(&jk)).await;
 
-    // Honest traffic from I to J all through the attack and after it.
     let done = Arc::new(AtomicBool::new(false));
     let sender = {
         let done = done.clone();
@@ -149,25 +155,7 @@ async fn relay_attack_gets_no_session_and_the_honest_link_keeps_delivering() {
         }
         (j, got)
     });
-
-    let mut attacks = vec![];
-    for _ in 0..3 {
-        attacks.push(tokio::spawn(blind_relay(i_addr, j_addr)));
-        attacks.push(tokio::spawn(relay_v2(i_addr, j_addr)));
-    }
-    for a in attacks {
-        let (from_j, from_i, closed) = a.await.unwrap();
-        assert!(closed, "the nodes closed the attacker's connections");
-        // At most a hello each (length + 65 bytes): never a signature.
-        assert!(
-            from_j <= 4 + HELLO_BYTES,
-            "J sent the attacker {from_j} bytes"
-        );
-        assert!(
-            from_i <= 4 + HELLO_BYTES,
-            "I sent the attacker {from_i} bytes"
-        );
-    }
+    let out = attack(i_addr, j_addr).await;
     // Past the point where a usurped link would have been dropped (the
     // reader checks once a second).
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -176,10 +164,58 @@ async fn relay_attack_gets_no_session_and_the_honest_link_keeps_delivering() {
     let (j, got) = receiver.await.unwrap();
     let all: Vec<u32> = (0..sent).collect();
     assert_eq!(got, all, "every honest frame arrived, in order");
+    (i, j, out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_attack_gets_no_session_and_the_honest_link_keeps_delivering() {
+    let (i, j, ()) = honest_link_under(|i_addr, j_addr| async move {
+        let mut attacks = vec![];
+        for _ in 0..3 {
+            attacks.push(tokio::spawn(blind_relay(i_addr, j_addr)));
+            attacks.push(tokio::spawn(relay_v2(i_addr, j_addr)));
+        }
+        for a in attacks {
+            let (from_j, from_i, closed) = a.await.unwrap();
+            assert!(closed, "the nodes closed the attacker's connections");
+            // At most a hello each (length + 65 bytes): never a signature.
+            assert!(
+                from_j <= 4 + HELLO_BYTES,
+                "J sent the attacker {from_j} bytes"
+            );
+            assert!(
+                from_i <= 4 + HELLO_BYTES,
+                "I sent the attacker {from_i} bytes"
+            );
+        }
+    })
+    .await;
     assert_eq!(j.stats().inbound_sessions, 1, "only I's real link");
     assert_eq!(i.stats().inbound_sessions, 0);
     assert_eq!(j.stats().refused, 6);
     assert_eq!(i.stats().refused, 6);
+}
+
+/// Someone holding I's key (a second copy of I, or I's key stolen) opens
+/// sessions to J that never prove themselves with a signed frame: one says
+/// nothing, one declares the largest frame. Neither displaces I's working
+/// link, and J closes both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unproven_sessions_do_not_replace_a_working_link() {
+    let (_, j, ()) = honest_link_under(|_, j_addr| async move {
+        let mut quiet = TcpStream::connect(j_addr).await.unwrap();
+        handshake(&mut quiet, &key(1), &unl(), [7; 32])
+            .await
+            .unwrap();
+        let mut big = TcpStream::connect(j_addr).await.unwrap();
+        handshake(&mut big, &key(1), &unl(), [8; 32]).await.unwrap();
+        big.write_u32(16 << 20).await.unwrap();
+        for s in [&mut quiet, &mut big] {
+            assert!(closed(s, Duration::from_secs(20)).await);
+        }
+    })
+    .await;
+    assert_eq!(j.stats().inbound_sessions, 3);
 }
 
 /// Opens `n` connections to `to` from the loopback address `source`.

@@ -406,13 +406,11 @@ async fn read_loop(
             frame = Vec::new();
         }
         let proven = slot.is_none();
+        // The first frame is the dialer's empty one: nothing bigger is read
+        // before the link is proven.
+        let max = if proven { MAX_FRAME_BYTES } else { 0 } + FRAME_OVERHEAD;
         let read = async {
-            let read = read_frame_into(
-                &mut r,
-                MAX_FRAME_BYTES + FRAME_OVERHEAD,
-                FRAME_BODY_TIMEOUT,
-                &mut frame,
-            );
+            let read = read_frame_into(&mut r, max, FRAME_BODY_TIMEOUT, &mut frame);
             if proven {
                 read.await
             } else {
