@@ -339,3 +339,20 @@ async fn a_declared_frame_that_stalls_times_out_holding_one_chunk() {
     read_frame_into(&mut rx, MAX, wait, &mut buf).await.unwrap();
     assert_eq!(buf, body);
 }
+
+/// A node that dials its own address learns it is talking to itself (and
+/// backs off), rather than seeing a connection drop and redialling.
+#[tokio::test]
+async fn dialling_ourselves_is_recognised_by_the_dialer() {
+    use hotpocket_node::handshake::HandshakeError;
+    use hotpocket_node::real::peers::PeerError;
+    let (_stop_tx, stop) = watch::channel(false);
+    let (j, j_addr) = node(2, vec![], GateConfig::default(), &stop).await;
+    let mut s = TcpStream::connect(j_addr).await.unwrap();
+    let r = handshake(&mut s, &key(2), &unl(), [5; 32]).await;
+    assert!(
+        matches!(r, Err(PeerError::Handshake(HandshakeError::Loopback))),
+        "{r:?}"
+    );
+    assert_eq!(j.stats().inbound_sessions, 0);
+}

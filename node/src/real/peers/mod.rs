@@ -15,8 +15,8 @@
 use crate::crypto::{Keypair, PubKey};
 use crate::env::{Entropy, PeerNetwork};
 use crate::handshake::{
-    Admission, Gate, GateConfig, Handshake, HandshakeError, LogThrottle, Session, Step,
-    MAX_MESSAGE_BYTES,
+    Admission, Gate, GateConfig, Handshake, HandshakeError, Hello, LogThrottle, Session, Step,
+    MAX_MESSAGE_BYTES, VERSION,
 };
 use crate::real::OsEntropy;
 use crate::wire::MAX_FRAME_BYTES;
@@ -372,7 +372,16 @@ async fn serve_inbound(
             drop(g);
             tracing::info!(peer = %session.peer.short(), reason = %why, "inbound peer connection closed");
         }
-        Err(e) if e.is_loopback() => {}
+        Err(e) if e.is_loopback() => {
+            // Our own hello tells the dialer (ourselves) too, so it backs
+            // off instead of redialling its own address.
+            let me = Hello {
+                version: VERSION,
+                key: shared.key.public(),
+                challenge: challenge(),
+            };
+            let _ = write_frame(&mut stream, &me.encode()).await;
+        }
         Err(e) => {
             shared.counters.refused.fetch_add(1, Ordering::Relaxed);
             if let Some(n) = shared.warn(|w| &mut w.refused) {
