@@ -26,15 +26,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
 
 mod frame;
 
 use frame::{open, seal, write_frame, FRAME_OVERHEAD};
 pub use frame::{read_frame_into, READ_CHUNK};
-use tokio::sync::{mpsc, watch};
 
-/// From accept to the first signed frame: the handshake is four messages of
-/// at most 65 bytes, and the dialer sends an empty frame right after it.
+/// Bounds the handshake (four messages of at most 65 bytes), and then
+/// again the wait for the dialer's first signed frame, sent right after it.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A frame's body must arrive within this once its length did; a peer that
 /// declares a large frame and stalls is cut off.
