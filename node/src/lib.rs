@@ -10,6 +10,7 @@ pub mod contract;
 pub mod crypto;
 pub mod driver;
 pub mod env;
+pub mod gate;
 pub mod handshake;
 pub mod ledger;
 mod memo;

@@ -117,6 +117,7 @@ fn start() -> Node {
         .args(["--pubport", &user.to_string()])
         .arg("--contract")
         .arg(&contract)
+        .arg("--")
         .arg("stay")
         .arg(root.join("pids"))
         .output()

@@ -5,7 +5,8 @@
 
 use hotpocket_node::crypto::{Keypair, PubKey};
 use hotpocket_node::env::PeerNetwork;
-use hotpocket_node::handshake::{GateConfig, Hello, HELLO_BYTES, VERSION};
+use hotpocket_node::gate::GateConfig;
+use hotpocket_node::handshake::{Hello, HELLO_BYTES, VERSION};
 use hotpocket_node::real::peers::{handshake, TcpPeers, READ_CHUNK};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

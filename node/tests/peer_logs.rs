@@ -3,7 +3,7 @@
 #![cfg(feature = "runtime")]
 
 use hotpocket_node::crypto::{Keypair, PubKey};
-use hotpocket_node::handshake::GateConfig;
+use hotpocket_node::gate::GateConfig;
 use hotpocket_node::real::peers::TcpPeers;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;

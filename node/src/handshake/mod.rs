@@ -20,12 +20,6 @@
 //! the dialer, so no node is a signing oracle for a party that has not
 //! proved a key, and no proof made for one connection fits another.
 
-mod gate;
-#[cfg(test)]
-mod tests;
-
-pub use gate::{Admission, Gate, GateConfig, LogThrottle};
-
 use crate::crypto::{verify, Hash, Keypair, PubKey, Sig};
 
 /// Handshake version; any other is refused.
@@ -317,3 +311,6 @@ impl Handshake {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

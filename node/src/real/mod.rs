@@ -15,7 +15,6 @@ pub mod runtime;
 pub mod state_dir;
 pub mod store;
 pub mod users_ws;
-pub mod warn_limit;
 
 use crate::crypto::Keypair;
 use crate::env::Entropy;

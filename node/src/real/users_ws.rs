@@ -9,7 +9,7 @@ use crate::consensus::Withheld;
 use crate::contract::{RunOutcome, RunResult};
 use crate::crypto::PubKey;
 use crate::env::Users;
-use crate::real::warn_limit::WarnLimit;
+use crate::gate::{Gate, GateConfig, LogThrottle, Slot};
 use crate::real::OsEntropy;
 use crate::users::{
     busy_reason, failed_message, outputs_for, refused_message, withheld_message, Action, Intake,
@@ -17,10 +17,9 @@ use crate::users::{
 };
 use futures_util::{SinkExt, StreamExt};
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -67,6 +66,9 @@ impl Default for ConnLimits {
     }
 }
 
+/// Warnings an outsider can cause: one line per interval, with a count.
+const WARN_EVERY_MS: u64 = 10_000;
+
 /// Bytes of inputs waiting for the node, from all users together, beyond
 /// which a user is told the node is busy.
 const MAX_QUEUED_BYTES: usize = 64 << 20;
@@ -89,7 +91,7 @@ pub struct WsUsers {
     /// Output bytes queued for all connections.
     out_total: Arc<AtomicUsize>,
     limits: ConnLimits,
-    too_slow: WarnLimit,
+    too_slow: LogThrottle,
 }
 
 #[derive(Clone)]
@@ -102,7 +104,7 @@ struct Shared {
     queued: Arc<AtomicUsize>,
     behind: Arc<AtomicU64>,
     out_total: Arc<AtomicUsize>,
-    pending: Arc<Mutex<Pending>>,
+    pending: Arc<Mutex<Gate>>,
     limits: ConnLimits,
 }
 
@@ -147,54 +149,6 @@ impl Drop for Unsent {
     }
 }
 
-/// Connections still in the handshake, in total and by address.
-#[derive(Default)]
-struct Pending {
-    total: usize,
-    by_ip: BTreeMap<IpAddr, usize>,
-}
-
-/// A connection's place among the pending ones, given up when its user
-/// is authenticated or the connection ends.
-struct PendingSlot {
-    pending: Arc<Mutex<Pending>>,
-    ip: Option<IpAddr>,
-}
-
-impl PendingSlot {
-    fn take(pending: &Arc<Mutex<Pending>>, ip: IpAddr, limits: &ConnLimits) -> Option<Self> {
-        let mut p = pending.lock().expect("not poisoned");
-        let mine = p.by_ip.get(&ip).copied().unwrap_or(0);
-        if p.total >= limits.max_pending || mine >= limits.max_pending_per_ip {
-            return None;
-        }
-        p.total += 1;
-        *p.by_ip.entry(ip).or_default() += 1;
-        Some(PendingSlot {
-            pending: pending.clone(),
-            ip: Some(ip),
-        })
-    }
-
-    fn release(&mut self) {
-        let Some(ip) = self.ip.take() else { return };
-        let mut p = self.pending.lock().expect("not poisoned");
-        p.total -= 1;
-        if let Some(n) = p.by_ip.get_mut(&ip) {
-            *n -= 1;
-            if *n == 0 {
-                p.by_ip.remove(&ip);
-            }
-        }
-    }
-}
-
-impl Drop for PendingSlot {
-    fn drop(&mut self) {
-        self.release();
-    }
-}
-
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -230,7 +184,10 @@ impl WsUsers {
             queued: queued.clone(),
             behind: behind.clone(),
             out_total: out_total.clone(),
-            pending: Default::default(),
+            pending: Arc::new(Mutex::new(Gate::new(GateConfig {
+                max_pending: conn_limits.max_pending,
+                max_pending_per_source: conn_limits.max_pending_per_ip,
+            }))),
             limits: conn_limits.clone(),
         };
         tokio::spawn(accept_loop(shared, listener, shutdown));
@@ -241,7 +198,7 @@ impl WsUsers {
             behind,
             out_total,
             limits: conn_limits,
-            too_slow: WarnLimit::default(),
+            too_slow: LogThrottle::new(WARN_EVERY_MS),
         }
     }
 
@@ -339,7 +296,7 @@ impl WsUsers {
                     conns.remove(&user);
                 }
             }
-            if let Some(n) = self.too_slow.hit(Instant::now()) {
+            if let Some(n) = self.too_slow.event(now_ms()) {
                 tracing::warn!(user = %user.short(), seq, count = n, "user connection too slow to take its {what}: closed");
             }
         }
@@ -347,7 +304,8 @@ impl WsUsers {
 }
 
 async fn accept_loop(shared: Shared, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
-    let (mut full, mut crowded) = (WarnLimit::default(), WarnLimit::default());
+    let mut full = LogThrottle::new(WARN_EVERY_MS);
+    let mut crowded = LogThrottle::new(WARN_EVERY_MS);
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -357,15 +315,14 @@ async fn accept_loop(shared: Shared, listener: TcpListener, mut shutdown: watch:
             Ok((stream, addr)) => {
                 if shared.open.fetch_add(1, Ordering::Relaxed) >= shared.limits.max_connections {
                     shared.open.fetch_sub(1, Ordering::Relaxed);
-                    if let Some(n) = full.hit(Instant::now()) {
+                    if let Some(n) = full.event(now_ms()) {
                         tracing::warn!(%addr, count = n, "too many user connections: turned away");
                     }
                     continue;
                 }
                 let open = Open(shared.open.clone());
-                let Some(slot) = PendingSlot::take(&shared.pending, addr.ip(), &shared.limits)
-                else {
-                    if let Some(n) = crowded.hit(Instant::now()) {
+                let Ok(slot) = Slot::take(&shared.pending, addr.ip()) else {
+                    if let Some(n) = crowded.event(now_ms()) {
                         tracing::warn!(%addr, count = n, "too many user connections still in the handshake: turned away");
                     }
                     continue;
@@ -408,7 +365,7 @@ fn error_message(msg: &str) -> String {
 async fn serve(
     shared: Shared,
     stream: TcpStream,
-    mut slot: PendingSlot,
+    slot: Slot,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), WsError> {
     let mut config = WebSocketConfig::default();
@@ -445,6 +402,7 @@ async fn serve(
         total: shared.out_total.clone(),
     };
     let mut registered: Option<Registration> = None;
+    let mut slot = Some(slot);
     loop {
         let msg = tokio::select! {
             m = ws.next() => m,
@@ -553,7 +511,7 @@ async fn serve(
         if registered.is_none() {
             if let (Some(user), Some(tx)) = (session.user(), out_tx.take()) {
                 tracing::info!(user = %user.short(), "user connected");
-                slot.release();
+                drop(slot.take()); // authenticated: no longer pending
                 let outbox = Outbox {
                     tx,
                     bytes: out_bytes.clone(),

@@ -14,14 +14,14 @@
 
 use crate::crypto::{Keypair, PubKey};
 use crate::env::{Entropy, PeerNetwork};
+use crate::gate::{Gate, GateConfig, LogThrottle, Slot};
 use crate::handshake::{
-    Admission, Gate, GateConfig, Handshake, HandshakeError, Hello, LogThrottle, Session, Step,
-    MAX_MESSAGE_BYTES, VERSION,
+    Handshake, HandshakeError, Hello, Session, Step, MAX_MESSAGE_BYTES, VERSION,
 };
 use crate::real::OsEntropy;
 use crate::wire::MAX_FRAME_BYTES;
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -175,18 +175,6 @@ impl Shared {
     }
 }
 
-/// A slot in the gate, given back however the connection ends.
-struct Slot {
-    gate: Arc<Mutex<Gate>>,
-    source: IpAddr,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.gate.lock().expect("not poisoned").release(self.source);
-    }
-}
-
 fn challenge() -> [u8; 32] {
     OsEntropy.seed32()
 }
@@ -313,21 +301,19 @@ async fn accept_loop(shared: Shared, listener: TcpListener, mut shutdown: watch:
                 continue;
             }
         };
-        let admission = shared.gate.lock().expect("not poisoned").admit(addr.ip());
-        if admission != Admission::Admitted {
-            shared
-                .counters
-                .over_capacity
-                .fetch_add(1, Ordering::Relaxed);
-            if let Some(n) = shared.warn(|w| &mut w.over_capacity) {
-                tracing::warn!(%addr, ?admission, refused = n, "too many unauthenticated peer connections");
+        let slot = match Slot::take(&shared.gate, addr.ip()) {
+            Ok(slot) => slot,
+            Err(admission) => {
+                shared
+                    .counters
+                    .over_capacity
+                    .fetch_add(1, Ordering::Relaxed);
+                if let Some(n) = shared.warn(|w| &mut w.over_capacity) {
+                    tracing::warn!(%addr, ?admission, refused = n, "too many unauthenticated peer connections");
+                }
+                drop(stream);
+                continue;
             }
-            drop(stream);
-            continue;
-        }
-        let slot = Slot {
-            gate: shared.gate.clone(),
-            source: addr.ip(),
         };
         tokio::spawn(serve_inbound(
             shared.clone(),

@@ -1,10 +1,11 @@
-//! What an unauthenticated connection may cost a node: a bounded number of
-//! them at once, in total and per source address, and a bounded number of
-//! log lines about them. Sans-IO like the handshake: the transport asks
-//! and reports, and passes the time in.
+//! What an unauthenticated connection may cost a node, peer or user: a
+//! bounded number of them at once, in total and per source address, and a
+//! bounded number of log lines about them. Sans-IO: the transport asks and
+//! reports, and passes the time in.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GateConfig {
@@ -80,6 +81,38 @@ impl Gate {
     pub fn pending(&self) -> usize {
         self.total
     }
+}
+
+/// A connection's place in a shared gate, given back however the
+/// connection ends (or earlier, by dropping it once authenticated).
+#[derive(Debug)]
+pub struct Slot {
+    gate: Arc<Mutex<Gate>>,
+    source: IpAddr,
+}
+
+impl Slot {
+    /// A slot for a connection from `source`, or why there is none.
+    pub fn take(gate: &Arc<Mutex<Gate>>, source: IpAddr) -> Result<Slot, Admission> {
+        match lock(gate).admit(source) {
+            Admission::Admitted => Ok(Slot {
+                gate: gate.clone(),
+                source,
+            }),
+            refused => Err(refused),
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        lock(&self.gate).release(self.source);
+    }
+}
+
+/// A gate whose holder panicked is still the right count.
+fn lock(gate: &Mutex<Gate>) -> std::sync::MutexGuard<'_, Gate> {
+    gate.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// One log line per interval for a kind of event a peer can cause at will,
