@@ -55,6 +55,7 @@ impl Gate {
     /// Takes a slot for a connection from `source`, which must be
     /// `release`d once it is authenticated or closed.
     pub fn admit(&mut self, source: IpAddr) -> Admission {
+        let source = bucket(source);
         if self.total >= self.config.max_pending {
             return Admission::Full;
         }
@@ -68,6 +69,7 @@ impl Gate {
     }
 
     pub fn release(&mut self, source: IpAddr) {
+        let source = bucket(source);
         if let Some(n) = self.per_source.get_mut(&source) {
             *n -= 1;
             self.total -= 1;
@@ -80,6 +82,19 @@ impl Gate {
 
     pub fn pending(&self) -> usize {
         self.total
+    }
+}
+
+/// The source a connection counts against: its address, or for IPv6 its
+/// /64, which one holder commonly has whole (counted per address it would
+/// be no limit at all).
+fn bucket(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into())
+        }
+        IpAddr::V6(v6) => IpAddr::V4(v6.to_ipv4_mapped().expect("checked")),
+        v4 => v4,
     }
 }
 
@@ -157,6 +172,28 @@ mod tests {
 
     fn ip(n: u8) -> IpAddr {
         IpAddr::V4(Ipv4Addr::new(10, 0, 0, n))
+    }
+
+    #[test]
+    fn an_ipv6_64_counts_as_one_source() {
+        let mut g = Gate::new(GateConfig {
+            max_pending: 10,
+            max_pending_per_source: 2,
+        });
+        let v6 =
+            |last: u16| IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 7, 0, 0, 0, last));
+        assert_eq!(g.admit(v6(1)), Admission::Admitted);
+        assert_eq!(g.admit(v6(2)), Admission::Admitted);
+        assert_eq!(g.admit(v6(3)), Admission::SourceFull, "same /64");
+        let other = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 8, 0, 0, 0, 1));
+        assert_eq!(g.admit(other), Admission::Admitted);
+        g.release(v6(2));
+        assert_eq!(g.admit(v6(9)), Admission::Admitted, "given back");
+        // An IPv4-mapped address is its IPv4 address.
+        let mapped = IpAddr::V6(Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped());
+        assert_eq!(g.admit(mapped), Admission::Admitted);
+        assert_eq!(g.admit(ip(1)), Admission::Admitted);
+        assert_eq!(g.admit(ip(1)), Admission::SourceFull);
     }
 
     #[test]

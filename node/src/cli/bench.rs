@@ -70,6 +70,8 @@ struct Tally {
     /// `uncertified` notices received (each covers a user's outputs of one
     /// ledger, so it names no single input).
     uncertified: u64,
+    /// `contract_failed` notices received (one per ledger, likewise).
+    failed: u64,
 }
 
 /// How long a client keeps reading after it stops sending, for the answers
@@ -102,9 +104,9 @@ async fn client(
     // A user's inputs are answered in the order sent, so one queue of send
     // times per key is enough even with a key in flight twice.
     let mut sent: BTreeMap<String, VecDeque<u64>> = BTreeMap::new();
-    // sha256 of each command in flight -> its key: a refusal names the
-    // input by that digest.
-    let mut digests: BTreeMap<String, String> = BTreeMap::new();
+    // sha256 of each command in flight -> its key and send time: a
+    // refusal names the input by that digest.
+    let mut digests: BTreeMap<String, (String, u64)> = BTreeMap::new();
     let mut in_flight = 0usize;
     let mut k = 0u64;
     let every = Duration::from_micros(1_000_000 / rate.max(1));
@@ -142,7 +144,9 @@ async fn client(
                 sent.entry(key.clone()).or_default().push_back(now);
                 in_flight += 1;
                 let cmd = if write { format!("set {key} {k}\n") } else { format!("get {key}\n") };
-                digests.insert(hex::encode(Sha256::digest(cmd.as_bytes())), key);
+                digests.insert(hex::encode(Sha256::digest(cmd.as_bytes())), (key, now));
+                // Older than 10 s: answered or given up on by now.
+                digests.retain(|_, (_, at)| now.saturating_sub(*at) < 10_000);
                 ws.send(Message::Binary(cmd.into_bytes())).await?;
             }
             _ = tokio::time::sleep_until(drained.into()), if !sending => {}
@@ -168,13 +172,18 @@ async fn client(
                     }
                     Some(Ok(Message::Text(text))) => {
                         let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                        // The refused input itself, out of its key's queue.
                         let refused = v["input_sha256"]
                             .as_str()
-                            .and_then(|d| digests.get(d))
-                            .and_then(|k| sent.get_mut(k))
-                            .and_then(|q| q.pop_front());
+                            .and_then(|d| digests.remove(d))
+                            .and_then(|(k, at)| {
+                                let q = sent.get_mut(&k)?;
+                                let i = q.iter().position(|t| *t == at)?;
+                                q.remove(i)
+                            });
                         match (v["type"].as_str(), refused) {
                             (Some("uncertified"), _) => t.uncertified += 1,
+                            (Some("contract_failed"), _) => t.failed += 1,
                             (Some("error"), Some(sent_at)) => {
                                 in_flight -= 1;
                                 t.refused.push(sent_at);
@@ -186,17 +195,6 @@ async fn client(
                     other => bail!("client {id}: connection ended: {other:?}"),
                 }
             }
-        }
-        if digests.len() > 4 * window {
-            // Digests of answered inputs are not worth tracking down one
-            // by one: keep the newest (BTreeMap order is by digest, so
-            // clear all but what is still in flight by key).
-            let live: std::collections::BTreeSet<&String> = sent
-                .iter()
-                .filter(|(_, q)| !q.is_empty())
-                .map(|(k, _)| k)
-                .collect();
-            digests.retain(|_, k| live.contains(k));
         }
     }
     let mut t = tally.lock().expect("not poisoned");
@@ -293,10 +291,11 @@ pub async fn run(o: &Options) -> anyhow::Result<()> {
         o.nodes, o.roundtime, o.stage_slice, o.clients, o.rate, if o.write { "set" } else { "get" }, o.window, elapsed, o.warmup
     );
     println!(
-        "inputs sent in the measured window: {} answered ({:.0}/s), {refused} refused (node busy, told at once), {unanswered} never answered; {} uncertified notices in the whole run",
+        "inputs sent in the measured window: {} answered ({:.0}/s), {refused} refused (node busy, told at once), {unanswered} never answered; {} uncertified and {} contract-failed notices in the whole run",
         l.len(),
         l.len() as f64 / elapsed,
-        t.uncertified
+        t.uncertified,
+        t.failed
     );
     println!(
         "ledgers closed: {} ({:.1}/s)",

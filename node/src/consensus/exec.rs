@@ -13,6 +13,9 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Run results kept to vote on and to compare with what later ledgers
 /// certify: twice the runs a ledger may carry verdicts on.
 const KEPT_RESULTS: u64 = 2 * MAX_VERDICTS as u64;
+// A node must still hold its result of every run that may be undecided,
+// to report it: the backstop decides runs before they leave the window.
+const _: () = assert!(super::tally::VERDICT_BACKSTOP < KEPT_RESULTS);
 
 #[derive(Debug, Default)]
 pub struct Execution {

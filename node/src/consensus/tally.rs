@@ -92,6 +92,16 @@ pub fn follow(
 /// disagreement, and its run is certified once enough copies report.
 pub const VERDICT_PATIENCE: u64 = 8;
 
+/// Ledgers after which a run with no verdict is uncertified whatever the
+/// votes, decided from the lcl alone at stages 2 and 3. The backstop for
+/// what the reporters' votes cannot end: a byzantine node that shows its
+/// report to one side of an honest split only (each side then votes
+/// differently, and neither reaches stage 3's threshold), or reports lost
+/// to restarts. Far enough out that a contract kept within a few ledgers
+/// by the intake back-pressure is never cut off; under `KEPT_RESULTS`
+/// (32), so a node still holds its result of every undecided run.
+pub const VERDICT_BACKSTOP: u64 = 24;
+
 /// The verdicts a stage-2 or stage-3 proposal votes for, on runs from
 /// `undecided` (the chain's first run without one) up to the lcl.
 ///
@@ -128,6 +138,10 @@ pub fn verdicts(
     let last = lcl.seq.min(undecided + MAX_VERDICTS as u64 - 1);
     let mut out = Vec::new();
     for seq in undecided..=last {
+        if lcl.seq >= seq + VERDICT_BACKSTOP {
+            out.push(Verdict { seq, result: None });
+            continue;
+        }
         // Votes per value: `None` is "uncertified" (stage 2's votes only).
         let mut votes: BTreeMap<Option<(Hash, Hash)>, usize> = BTreeMap::new();
         let (mut reported, mut mine) = (0, false);
@@ -499,11 +513,12 @@ mod tests {
         assert_eq!(vote(&split, 4), vec![]);
         // Two of five reported and three are late: pending whoever votes
         // (the late ones never call it, and two votes are short of 65%).
-        let late = reports(&[a, a], 100);
+        let late = reports(&[a, a], VERDICT_BACKSTOP - 1);
         assert_eq!(vote(&late, 4), vec![]);
         assert_eq!(vote(&late, 0), unc, "a reporter calls it");
-        // A value with the votes is certified however late.
-        let agreed = reports(&[a, a, a], 100);
+        // A value with the votes is certified, late as it is, until the
+        // backstop.
+        let agreed = reports(&[a, a, a], VERDICT_BACKSTOP - 1);
         assert_eq!(
             vote(&agreed, 0),
             vec![Verdict {
@@ -511,10 +526,17 @@ mod tests {
                 result: Some(a)
             }]
         );
-        // Stage 3 decides nothing alone: it follows the stage-2 votes.
+        // Stage 3 decides nothing alone before the backstop: it follows
+        // the stage-2 votes.
         let mut lcl = prop(&[], 5).lcl;
-        lcl.seq = 100;
+        lcl.seq = VERDICT_BACKSTOP - 1;
         assert_eq!(verdicts(&cfg, &[], lcl, 3, 0, &keys[0].public()), vec![]);
+        // At the backstop the lcl alone decides, at stages 2 and 3, for
+        // every node: nothing a byzantine node shows or hides holds it.
+        lcl.seq = VERDICT_BACKSTOP;
+        let agreed = reports(&[a, a], VERDICT_BACKSTOP);
+        assert_eq!(vote(&agreed, 4), unc);
+        assert_eq!(verdicts(&cfg, &[], lcl, 3, 0, &keys[0].public()), unc);
     }
 
     #[test]

@@ -26,6 +26,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
 
 /// Limits on user connections: every one holds a file descriptor that
 /// peers and the contract also need, and memory for what it has not read.
@@ -236,11 +237,16 @@ impl Users for WsUsers {
         for user in users {
             for outbox in conns.get(user).into_iter().flat_map(BTreeMap::values) {
                 let len = notice.len();
-                // A notice is small; a queue too full for it is closed by
-                // the outputs that follow, so a failed send only loses it.
-                if outbox.tx.try_send(notice.clone()).is_ok() {
-                    outbox.bytes.fetch_add(len, Ordering::Relaxed);
-                    self.out_total.fetch_add(len, Ordering::Relaxed);
+                // A notice is small and not held back by the byte bounds;
+                // a queue too full even for it loses it (logged).
+                outbox.bytes.fetch_add(len, Ordering::Relaxed);
+                self.out_total.fetch_add(len, Ordering::Relaxed);
+                if outbox.tx.try_send(notice.clone()).is_err() {
+                    outbox.bytes.fetch_sub(len, Ordering::Relaxed);
+                    self.out_total.fetch_sub(len, Ordering::Relaxed);
+                    if let Some(n) = self.too_slow.event(now_ms()) {
+                        tracing::warn!(user = %user.short(), seq, count = n, "user connection too slow to take a failure notice: dropped");
+                    }
                 }
             }
         }
@@ -277,14 +283,17 @@ impl WsUsers {
             };
             let m = msg(out);
             let len = m.len();
-            let mine = outbox.bytes.load(Ordering::Relaxed);
-            let total = self.out_total.load(Ordering::Relaxed);
-            let fits = mine + len <= self.limits.out_queue_bytes
+            // Counted before it is queued (the connection's task takes it
+            // off as it writes), and given back if it is not. An output
+            // bigger than the per-connection bound (the contract may write
+            // up to its own output limit) goes to an empty queue.
+            let mine = outbox.bytes.fetch_add(len, Ordering::Relaxed);
+            let total = self.out_total.fetch_add(len, Ordering::Relaxed);
+            let fits = (mine == 0 || mine + len <= self.limits.out_queue_bytes)
                 && total + len <= self.limits.out_total_bytes;
-            if fits && outbox.tx.try_send(m).is_ok() {
-                outbox.bytes.fetch_add(len, Ordering::Relaxed);
-                self.out_total.fetch_add(len, Ordering::Relaxed);
-            } else {
+            if !fits || outbox.tx.try_send(m).is_err() {
+                outbox.bytes.fetch_sub(len, Ordering::Relaxed);
+                self.out_total.fetch_sub(len, Ordering::Relaxed);
                 slow.push((user, id));
             }
         }
@@ -361,6 +370,24 @@ fn error_message(msg: &str) -> String {
         .to_string()
 }
 
+/// A write to a user that takes longer than `t` means it stopped reading
+/// (or reads a byte at a time): the connection ends, whatever it was
+/// sending, so no task waits on such a user for ever.
+async fn send(ws: &mut WebSocketStream<TcpStream>, m: Message, t: Duration) -> Result<(), WsError> {
+    match tokio::time::timeout(t, ws.send(m)).await {
+        Ok(sent) => sent,
+        Err(_) => Err(WsError::Io(std::io::ErrorKind::TimedOut.into())),
+    }
+}
+
+async fn close(
+    ws: &mut WebSocketStream<TcpStream>,
+    frame: Option<CloseFrame<'static>>,
+    t: Duration,
+) {
+    let _ = tokio::time::timeout(t, ws.close(frame)).await;
+}
+
 /// One user connection, from the challenge to the close.
 async fn serve(
     shared: Shared,
@@ -381,6 +408,7 @@ async fn serve(
     config.max_message_size = Some(cap);
     config.max_frame_size = Some(cap);
     let helo_timeout = shared.limits.helo_timeout;
+    let timeout = shared.limits.write_timeout;
     let upgrade = tokio_tungstenite::accept_async_with_config(stream, Some(config));
     let Ok(ws) = tokio::time::timeout(helo_timeout, upgrade).await else {
         return Ok(()); // never finished the websocket handshake
@@ -388,7 +416,7 @@ async fn serve(
     let mut ws = ws?;
     let helo_by = tokio::time::Instant::now() + helo_timeout;
     let (mut session, hello) = shared.intake.lock().expect("not poisoned").open();
-    ws.send(Message::Text(hello)).await?;
+    send(&mut ws, Message::Text(hello), timeout).await?;
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     // The registry holds the only sender once the user is in: when it
     // drops the connection as too slow, `out_rx` ends and so does this.
@@ -407,27 +435,25 @@ async fn serve(
         let msg = tokio::select! {
             m = ws.next() => m,
             _ = tokio::time::sleep_until(helo_by), if registered.is_none() => {
-                ws.send(Message::Text(error_message("no valid helo in time"))).await?;
-                let _ = ws.close(close_frame(CloseCode::Policy, "no valid helo in time")).await;
+                send(&mut ws, Message::Text(error_message("no valid helo in time")), timeout).await?;
+                close(&mut ws, close_frame(CloseCode::Policy, "no valid helo in time"), timeout).await;
                 return Ok(());
             }
             out = out_rx.recv(), if registered.is_some() => {
                 let Some(out) = out else {
                     let why = "too slow to read its outputs: closed (reconnect to go on)";
-                    let _ = ws.close(close_frame(CloseCode::Again, why)).await;
+                    close(&mut ws, close_frame(CloseCode::Again, why), timeout).await;
                     return Ok(());
                 };
                 let len = out.len();
                 out_bytes.fetch_sub(len, Ordering::Relaxed);
                 shared.out_total.fetch_sub(len, Ordering::Relaxed);
-                match tokio::time::timeout(shared.limits.write_timeout, ws.send(out)).await {
-                    Ok(sent) => sent?,
-                    Err(_) => return Ok(()), // not reading: its queue goes with it
-                }
+                // Not reading: the connection ends, its queue with it.
+                send(&mut ws, out, timeout).await?;
                 continue;
             }
             _ = shutdown.changed() => {
-                let _ = ws.close(close_frame(CloseCode::Away, "node shutting down")).await;
+                close(&mut ws, close_frame(CloseCode::Away, "node shutting down"), timeout).await;
                 return Ok(());
             }
         };
@@ -437,8 +463,8 @@ async fn serve(
                 // Bigger than even the buffer allows: say so before closing,
                 // as for a message the session itself finds too large.
                 let why = format!("message exceeds the {max_message_bytes}-byte limit ({e})");
-                let _ = ws.send(Message::Text(error_message(&why))).await;
-                let _ = ws.close(close_frame(CloseCode::Size, &why)).await;
+                let _ = send(&mut ws, Message::Text(error_message(&why)), timeout).await;
+                close(&mut ws, close_frame(CloseCode::Size, &why), timeout).await;
                 // The rest of the message is still coming: closing on it
                 // would reset the connection, and the user would lose the
                 // error and the close frame already sent. Read it away
@@ -462,7 +488,7 @@ async fn serve(
             Some(Ok(Message::Close(_))) => return Ok(()),
             Some(Ok(_)) => continue, // ping/pong: tungstenite answers pings
         };
-        let mut close = None;
+        let mut closing = None;
         let now = now_ms();
         // The session forgets its user when it closes: keep it for the log.
         let user = session.user();
@@ -476,36 +502,39 @@ async fn serve(
             .act(now, replies);
         for action in actions {
             match action {
-                Action::Send(m) => ws.send(Message::Text(m)).await?,
+                Action::Send(m) => send(&mut ws, Message::Text(m), timeout).await?,
                 Action::Close(m) => {
                     let user = user.or(session.user()).map(|u| u.short());
                     tracing::info!(user = user.as_deref().unwrap_or("(no helo yet)"), reason = %m, "closing a user connection");
-                    ws.send(Message::Text(m.clone())).await?;
-                    close = Some(m);
+                    send(&mut ws, Message::Text(m.clone()), timeout).await?;
+                    closing = Some(m);
                 }
                 Action::Submit(body) => {
                     let behind = shared.behind.load(Ordering::Relaxed);
-                    if behind > 0 {
-                        let why = busy_reason(behind);
-                        ws.send(Message::Text(refused_message(&bytes, &why)))
-                            .await?;
-                        continue;
-                    }
                     let len = body.len();
-                    let room =
-                        shared.queued.fetch_add(len, Ordering::Relaxed) + len <= MAX_QUEUED_BYTES;
-                    if !room || shared.inputs.try_send(body).is_err() {
+                    let why = if behind > 0 {
+                        busy_reason(behind)
+                    } else if shared.queued.fetch_add(len, Ordering::Relaxed) + len
+                        > MAX_QUEUED_BYTES
+                        || shared.inputs.try_send(body).is_err()
+                    {
                         shared.queued.fetch_sub(len, Ordering::Relaxed);
-                        let why = "node busy: too many inputs waiting; input refused, send it again later";
-                        ws.send(Message::Text(refused_message(&bytes, why))).await?;
-                    }
+                        "node busy: too many inputs waiting; input refused, send it again later"
+                            .to_string()
+                    } else {
+                        continue;
+                    };
+                    // Not submitted: the same bytes again are a new try.
+                    session.unsubmit(&bytes);
+                    let refused = Message::Text(refused_message(&bytes, &why));
+                    send(&mut ws, refused, timeout).await?;
                 }
             }
         }
-        if let Some(m) = close {
+        if let Some(m) = closing {
             // The reason is in the message just sent; the frame has a short
             // one, as websocket clients show the close code and reason.
-            let _ = ws.close(close_frame(CloseCode::Policy, &m)).await;
+            close(&mut ws, close_frame(CloseCode::Policy, &m), timeout).await;
             return Ok(());
         }
         if registered.is_none() {

@@ -238,6 +238,17 @@ impl Session {
         }]
     }
 
+    /// The node refused an input this session took (`body`, as sent): it
+    /// was not submitted, so sending it again must not count as a repeat,
+    /// nor against the round's limit.
+    pub fn unsubmit(&mut self, body: &[u8]) {
+        let h = input_hash(body);
+        if self.recent_set.remove(&h) {
+            self.recent.retain(|(_, r)| *r != h);
+            self.round.1 = self.round.1.saturating_sub(1);
+        }
+    }
+
     fn close(&mut self, why: String) -> Vec<Reply> {
         self.state = State::Closed;
         vec![Reply::Close(error(&why))]

@@ -197,3 +197,28 @@ fn a_user_answers_the_challenge_message_and_the_session_accepts_it() {
         Err(crate::users::ChallengeError::NotJson(_))
     ));
 }
+
+#[test]
+fn an_input_the_node_refused_may_be_sent_again_at_once() {
+    let k = Keypair::from_seed([5; 32]);
+    let limits = SessionLimits {
+        max_inputs_per_round: 2,
+        ..SessionLimits::default()
+    };
+    let (mut s, c) = open(limits);
+    assert!(s
+        .on_message(NOW, helo_message(&k, &c, NOW / 1000).as_bytes(), true)
+        .is_empty());
+    let taken = |r: Vec<Reply>| matches!(&r[..], [Reply::Input { .. }]);
+    assert!(taken(s.on_message(NOW, b"a", false)));
+    assert!(s.on_message(NOW, b"a", false).is_empty(), "a repeat");
+    // The node refused it (busy): the same bytes again are a new try.
+    s.unsubmit(b"a");
+    assert!(taken(s.on_message(NOW, b"a", false)));
+    // Nor did the refused one use the round's quota of two.
+    assert!(taken(s.on_message(NOW, b"b", false)));
+    assert!(
+        !taken(s.on_message(NOW, b"c", false)),
+        "the third this round"
+    );
+}

@@ -117,7 +117,11 @@ impl SimUsers {
         let replies = session.on_message(now, &payload, false);
         for action in self.intake.act(now, replies) {
             match action {
-                Action::Submit(_) if self.refusing => return None,
+                Action::Submit(_) if self.refusing => {
+                    // Refused, not submitted: a later try is a new input.
+                    session.unsubmit(&payload);
+                    return None;
+                }
                 Action::Submit(body) => {
                     self.world
                         .input_taken(self.node, u, key, &body, Source::Honest);
