@@ -3,51 +3,21 @@
 //! frames, and an attacker with no UNL key doing what it can.
 #![cfg(feature = "runtime")]
 
-use hotpocket_node::crypto::{Keypair, PubKey};
 use hotpocket_node::env::PeerNetwork;
 use hotpocket_node::gate::GateConfig;
 use hotpocket_node::handshake::{Hello, HELLO_BYTES, VERSION};
 use hotpocket_node::real::peers::{handshake, TcpPeers, READ_CHUNK};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-fn key(n: u8) -> Keypair {
-    Keypair::from_seed([n; 32])
-}
-
-fn unl() -> Vec<PubKey> {
-    vec![key(1).public(), key(2).public()]
-}
-
-/// A transport for `key(n)` on a fresh loopback port, dialling `dial`.
-async fn node(
-    n: u8,
-    dial: Vec<String>,
-    gate: GateConfig,
-    stop: &watch::Receiver<bool>,
-) -> (TcpPeers, SocketAddr) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let peers = TcpPeers::start_with(key(n), unl(), listener, dial, stop.clone(), gate);
-    (peers, addr)
-}
-
-/// Polls `cond` until it holds; the bound only keeps a broken build from
-/// hanging the suite.
-async fn until(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..1000 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("never happened: {what}");
-}
+#[path = "support/peers.rs"]
+mod peers_support;
+use peers_support::*;
 
 /// Pipes bytes between two connections until both ends closed or
 /// `guard` passed, counting what each side sent (`a_pre` were already read
@@ -217,26 +187,6 @@ async fn unproven_sessions_do_not_replace_a_working_link() {
     })
     .await;
     assert_eq!(j.stats().inbound_sessions, 3);
-}
-
-/// Opens `n` connections to `to` from the loopback address `source`.
-async fn open_from(source: Ipv4Addr, to: SocketAddr, n: usize) -> Vec<TcpStream> {
-    let mut out = vec![];
-    for _ in 0..n {
-        let s = TcpSocket::new_v4().unwrap();
-        s.bind(SocketAddr::new(IpAddr::V4(source), 0)).unwrap();
-        out.push(s.connect(to).await.unwrap());
-    }
-    out
-}
-
-/// Whether the node has closed `s`; does not wait unless `wait`.
-async fn closed(s: &mut TcpStream, wait: Duration) -> bool {
-    let mut b = [0u8; 1];
-    matches!(
-        tokio::time::timeout(wait, s.read(&mut b)).await,
-        Ok(Ok(0) | Err(_))
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
