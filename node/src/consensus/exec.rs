@@ -59,6 +59,15 @@ impl Execution {
         self.results.last_key_value().map(|(&seq, _)| seq)
     }
 
+    /// Whether our contract is past run `seq` but has no result of it to
+    /// report: a restart keeps only the latest run's, a state install
+    /// skips runs. Such a run will never be reported from here.
+    pub fn lost(&self, seq: u64) -> bool {
+        self.ran_through().is_some_and(|r| r > seq)
+            && !self.results.contains_key(&seq)
+            && !self.waiting.contains(&seq)
+    }
+
     /// Our results of the runs from `from` to `to` that we have, to vote on.
     pub fn own_results(&self, from: u64, to: u64) -> Vec<Verdict> {
         let to = to.min(from + MAX_VERDICTS as u64 - 1);

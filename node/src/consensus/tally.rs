@@ -116,7 +116,10 @@ pub const VERDICT_BACKSTOP: u64 = 24;
 /// node that saw the same votes, so diverging contracts never stop the
 /// chain, and a slow one only delays its verdict to a later ledger.
 /// `me` is the voter: its stage-2 vote calls a run it reported in `prev`
-/// uncertified after `VERDICT_PATIENCE`.
+/// uncertified after `VERDICT_PATIENCE`, as it does a run it has passed
+/// without a result it could report (`lost`: its contract ran past it but
+/// the result is gone, as after a restart). Only a voter still to run it
+/// waits for it.
 pub fn verdicts(
     cfg: &ConsensusConfig,
     prev: &[&SignedProposal],
@@ -124,6 +127,7 @@ pub fn verdicts(
     stage: u8,
     undecided: u64,
     me: &PubKey,
+    lost: impl Fn(u64) -> bool,
 ) -> Vec<Verdict> {
     let on_lcl: Vec<&Proposal> = prev
         .iter()
@@ -160,7 +164,7 @@ pub fn verdicts(
         // rest never reported, or split so no value can win. The vote ends
         // it, so no silent or byzantine node can hold it (and every verdict
         // after it) open; stage 3 follows the votes as for any verdict.
-        let waited = lcl.seq >= seq + VERDICT_PATIENCE && mine;
+        let waited = lcl.seq >= seq + VERDICT_PATIENCE && (mine || lost(seq));
         let verdict = match (stage, top) {
             (_, Some(v)) => Some(v),
             (2, None) if waited => Some(None),
@@ -418,6 +422,7 @@ mod tests {
                 stage + 1,
                 0,
                 &PubKey([9; 32]),
+                |_| false,
             );
             assert!(v.len() <= 1);
             v.first().map(|v| v.result)
@@ -451,7 +456,15 @@ mod tests {
             })
             .collect();
         let refs: Vec<&SignedProposal> = sps.iter().collect();
-        let v = verdicts(&four, &refs, sps[0].proposal.lcl, 2, 0, &PubKey([9; 32]));
+        let v = verdicts(
+            &four,
+            &refs,
+            sps[0].proposal.lcl,
+            2,
+            0,
+            &PubKey([9; 32]),
+            |_| false,
+        );
         assert_eq!(
             v,
             vec![Verdict {
@@ -500,7 +513,15 @@ mod tests {
         }];
         let vote = |sps: &[SignedProposal], me: usize| {
             let refs: Vec<&SignedProposal> = sps.iter().collect();
-            verdicts(&cfg, &refs, sps[0].proposal.lcl, 2, 0, &keys[me].public())
+            verdicts(
+                &cfg,
+                &refs,
+                sps[0].proposal.lcl,
+                2,
+                0,
+                &keys[me].public(),
+                |_| false,
+            )
         };
         // Two copies split 2/2, the fifth silent: pending while it may
         // still tip the split; once patience runs out, each node whose own
@@ -511,6 +532,14 @@ mod tests {
         assert_eq!(vote(&split, 0), unc);
         // The silent node has not reported: it does not call it.
         assert_eq!(vote(&split, 4), vec![]);
+        // A node that ran past it and lost its result (a restart) is not
+        // waiting for it either: it calls it too.
+        let refs: Vec<&SignedProposal> = split.iter().collect();
+        let lcl = split[0].proposal.lcl;
+        assert_eq!(
+            verdicts(&cfg, &refs, lcl, 2, 0, &keys[4].public(), |s| s == 0),
+            unc
+        );
         // Two of five reported and three are late: pending whoever votes
         // (the late ones never call it, and two votes are short of 65%).
         let late = reports(&[a, a], VERDICT_BACKSTOP - 1);
@@ -530,13 +559,19 @@ mod tests {
         // the stage-2 votes.
         let mut lcl = prop(&[], 5).lcl;
         lcl.seq = VERDICT_BACKSTOP - 1;
-        assert_eq!(verdicts(&cfg, &[], lcl, 3, 0, &keys[0].public()), vec![]);
+        assert_eq!(
+            verdicts(&cfg, &[], lcl, 3, 0, &keys[0].public(), |_| false),
+            vec![]
+        );
         // At the backstop the lcl alone decides, at stages 2 and 3, for
         // every node: nothing a byzantine node shows or hides holds it.
         lcl.seq = VERDICT_BACKSTOP;
         let agreed = reports(&[a, a], VERDICT_BACKSTOP);
         assert_eq!(vote(&agreed, 4), unc);
-        assert_eq!(verdicts(&cfg, &[], lcl, 3, 0, &keys[0].public()), unc);
+        assert_eq!(
+            verdicts(&cfg, &[], lcl, 3, 0, &keys[0].public(), |_| false),
+            unc
+        );
     }
 
     #[test]

@@ -65,22 +65,32 @@ pub fn start(tag: &str, nodes: usize, base: u16, contract: &Path, binargs: &str)
                 cfg["binargs"] = binargs.into();
                 std::fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
             }
-            let log = std::fs::File::create(dir.join("node.log")).unwrap();
-            Command::new(env!("CARGO_BIN_EXE_hotpocket"))
-                .arg("run")
-                .arg(&dir)
-                .env(
-                    "RUST_LOG",
-                    std::env::var("HP_E2E_LOG").unwrap_or_else(|_| "info".into()),
-                )
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap()
+            spawn(&dir)
         })
         .collect();
     Cluster { root, children }
+}
+
+/// Starts `hotpocket run` on the node directory `dir` (again, after a
+/// kill), appending to its `node.log`.
+pub fn spawn(dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("node.log"))
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_hotpocket"))
+        .arg("run")
+        .arg(dir)
+        .env(
+            "RUST_LOG",
+            std::env::var("HP_E2E_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap()
 }
 
 /// (seq, hash) of every ledger in a node's SQLite file.

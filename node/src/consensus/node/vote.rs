@@ -101,6 +101,7 @@ impl Node {
                 slot.stage,
                 undecided,
                 &self.key.public(),
+                |seq| self.exec.lost(seq),
             ),
         };
         let proposal = Proposal {
