@@ -12,8 +12,8 @@ use crate::env::Users;
 use crate::gate::{Gate, GateConfig, LogThrottle, Slot};
 use crate::real::OsEntropy;
 use crate::users::{
-    busy_reason, failed_message, outputs_for, refused_message, withheld_message, Action, Intake,
-    SessionLimits,
+    busy_reason, error_message, failed_message, outputs_for, refused_message, withheld_message,
+    Action, Intake, SessionLimits,
 };
 use futures_util::{SinkExt, StreamExt};
 use std::collections::BTreeMap;
@@ -78,6 +78,23 @@ const MAX_QUEUED_BYTES: usize = 64 << 20;
 struct Outbox {
     tx: mpsc::Sender<Message>,
     bytes: Arc<AtomicUsize>,
+}
+
+impl Outbox {
+    /// Queues `m` if `fits(queued here, queued for all)` says so, counting
+    /// its bytes first (the connection's task takes them off as it writes)
+    /// and giving them back if it is not queued. Whether it was.
+    fn offer(&self, m: Message, total: &AtomicUsize, fits: impl Fn(usize, usize) -> bool) -> bool {
+        let len = m.len();
+        let mine = self.bytes.fetch_add(len, Ordering::Relaxed);
+        let all = total.fetch_add(len, Ordering::Relaxed);
+        if fits(mine, all) && self.tx.try_send(m).is_ok() {
+            return true;
+        }
+        self.bytes.fetch_sub(len, Ordering::Relaxed);
+        total.fetch_sub(len, Ordering::Relaxed);
+        false
+    }
 }
 
 type Conns = Arc<Mutex<BTreeMap<PubKey, BTreeMap<u64, Outbox>>>>;
@@ -236,14 +253,9 @@ impl Users for WsUsers {
         let conns = self.conns.lock().expect("not poisoned");
         for user in users {
             for outbox in conns.get(user).into_iter().flat_map(BTreeMap::values) {
-                let len = notice.len();
                 // A notice is small and not held back by the byte bounds;
                 // a queue too full even for it loses it (logged).
-                outbox.bytes.fetch_add(len, Ordering::Relaxed);
-                self.out_total.fetch_add(len, Ordering::Relaxed);
-                if outbox.tx.try_send(notice.clone()).is_err() {
-                    outbox.bytes.fetch_sub(len, Ordering::Relaxed);
-                    self.out_total.fetch_sub(len, Ordering::Relaxed);
+                if !outbox.offer(notice.clone(), &self.out_total, |_, _| true) {
                     if let Some(n) = self.too_slow.event(now_ms()) {
                         tracing::warn!(user = %user.short(), seq, count = n, "user connection too slow to take a failure notice: dropped");
                     }
@@ -283,17 +295,12 @@ impl WsUsers {
             };
             let m = msg(out);
             let len = m.len();
-            // Counted before it is queued (the connection's task takes it
-            // off as it writes), and given back if it is not. An output
-            // bigger than the per-connection bound (the contract may write
-            // up to its own output limit) goes to an empty queue.
-            let mine = outbox.bytes.fetch_add(len, Ordering::Relaxed);
-            let total = self.out_total.fetch_add(len, Ordering::Relaxed);
-            let fits = (mine == 0 || mine + len <= self.limits.out_queue_bytes)
-                && total + len <= self.limits.out_total_bytes;
-            if !fits || outbox.tx.try_send(m).is_err() {
-                outbox.bytes.fetch_sub(len, Ordering::Relaxed);
-                self.out_total.fetch_sub(len, Ordering::Relaxed);
+            // An output bigger than the per-connection bound (the contract
+            // may write up to its own output limit) goes to an empty queue.
+            let (per, all) = (self.limits.out_queue_bytes, self.limits.out_total_bytes);
+            let fits =
+                |mine: usize, total: usize| (mine == 0 || mine + len <= per) && total + len <= all;
+            if !outbox.offer(m, &self.out_total, fits) {
                 slow.push((user, id));
             }
         }
@@ -363,11 +370,6 @@ fn close_frame(code: CloseCode, reason: &str) -> Option<CloseFrame<'static>> {
         code,
         reason: reason[..end].to_string().into(),
     })
-}
-
-fn error_message(msg: &str) -> String {
-    serde_json::json!({"hotpocket": crate::users::PROTOCOL_VERSION, "type": "error", "error": msg})
-        .to_string()
 }
 
 /// A write to a user that takes longer than `t` means it stopped reading

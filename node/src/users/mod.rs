@@ -117,7 +117,8 @@ pub fn busy_reason(behind: u64) -> String {
     )
 }
 
-fn error(msg: &str) -> String {
+/// A plain error for a user, as the session's refusals are worded.
+pub fn error_message(msg: &str) -> String {
     json!({"hotpocket": PROTOCOL_VERSION, "type": "error", "error": msg}).to_string()
 }
 
@@ -251,7 +252,7 @@ impl Session {
 
     fn close(&mut self, why: String) -> Vec<Reply> {
         self.state = State::Closed;
-        vec![Reply::Close(error(&why))]
+        vec![Reply::Close(error_message(&why))]
     }
 }
 
