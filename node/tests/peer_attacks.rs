@@ -307,3 +307,64 @@ async fn dialling_ourselves_is_recognised_by_the_dialer() {
     );
     assert_eq!(j.stats().inbound_sessions, 0);
 }
+
+/// An insider (M, holding UNL key 3) at an address I dials splices each of
+/// I's connections onto one to J. Version 2 alone lets that handshake
+/// complete, the session really I's and J's, but running through M, which
+/// could drop or delay I's frames to J at will. Given the key it expects at
+/// M's address (`KEY@host:port`, what `hotpocket cluster` writes), I refuses
+/// J's answer there. The control shows what a bare `host:port` gives: the
+/// first key found there, whoever it is (then pinned).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dial_spliced_to_another_node_is_refused_when_the_key_is_pinned() {
+    let unl3 = vec![key(1).public(), key(2).public(), key(3).public()];
+    let (_stop_tx, stop) = watch::channel(false);
+    let start = |n: u8, dial: Vec<String>, listener| {
+        TcpPeers::start_with(
+            key(n),
+            unl3.clone(),
+            listener,
+            dial,
+            stop.clone(),
+            GateConfig::default(),
+        )
+    };
+    let j_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let j_addr = j_listener.local_addr().unwrap();
+    let j = start(2, vec![], j_listener);
+    // M: every connection it accepts, piped to J.
+    let m = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let m_addr = m.local_addr().unwrap();
+    let spliced = Arc::new(AtomicUsize::new(0));
+    let counter = spliced.clone();
+    tokio::spawn(async move {
+        while let Ok((from_i, _)) = m.accept().await {
+            counter.fetch_add(1, Ordering::Relaxed);
+            let to_j = TcpStream::connect(j_addr).await.unwrap();
+            tokio::spawn(pipe(from_i, to_j, 0, Duration::from_secs(30)));
+        }
+    });
+    let pinned = format!("{}@{m_addr}", key(3).public().to_hex());
+    let i = start(
+        1,
+        vec![pinned],
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    );
+    until("I dialled M three times", || {
+        spliced.load(Ordering::Relaxed) >= 3
+    })
+    .await;
+    assert!(i.connected().is_empty(), "I took J's answer at M's address");
+    assert_eq!(j.stats().inbound_sessions, 0);
+
+    let control = start(
+        1,
+        vec![m_addr.to_string()],
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    );
+    let jk = key(2).public();
+    until("an unpinned I takes J at M's address", || {
+        control.connected().contains(&jk)
+    })
+    .await;
+}

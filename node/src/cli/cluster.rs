@@ -166,7 +166,7 @@ pub fn prepare(plan: &Plan, mut new_key: impl FnMut() -> Keypair) -> anyhow::Res
         cfg.roundtime = plan.roundtime;
         cfg.peers = (0..plan.nodes)
             .filter(|j| *j != i)
-            .map(|j| Ok(format!("127.0.0.1:{}", port(plan.peerport, j)?)))
+            .map(|j| Ok(format!("{}@127.0.0.1:{}", unl[j], port(plan.peerport, j)?)))
             .collect::<anyhow::Result<_>>()?;
         create_node(&node_dir(&plan.dir, i), &cfg)?;
     }

@@ -63,6 +63,8 @@ pub enum HandshakeError {
     Loopback,
     #[error("handshake proof from {0} does not verify")]
     BadProof(PubKey),
+    #[error("dialled {expected} but {got} answered")]
+    Unexpected { expected: PubKey, got: PubKey },
     #[error("handshake message after the handshake ended")]
     Finished,
 }
@@ -197,6 +199,8 @@ pub struct Handshake {
     unl: Vec<PubKey>,
     role: Role,
     challenge: [u8; 32],
+    /// The key a dialer meant to reach, if it knows it.
+    expect: Option<PubKey>,
     state: State,
 }
 
@@ -215,9 +219,19 @@ impl Handshake {
             unl,
             role: Role::Dialer,
             challenge,
+            expect: None,
             state: State::Hello,
         };
         (hs, hello)
+    }
+
+    /// Pins the key a dialer must find at the other end. Without it, an
+    /// insider whose address we dial can answer with another node's key
+    /// and hand our hello to that node: both proofs then verify, and the
+    /// session we think we hold with that node runs through the insider.
+    pub fn expecting(mut self, peer: PubKey) -> Handshake {
+        self.expect = Some(peer);
+        self
     }
 
     /// The accepting side, which speaks only when spoken to.
@@ -227,6 +241,7 @@ impl Handshake {
             unl,
             role: Role::Acceptor,
             challenge,
+            expect: None,
             state: State::Hello,
         }
     }
@@ -308,7 +323,13 @@ impl Handshake {
         if !self.unl.contains(peer) {
             return Err(HandshakeError::NotInUnl(*peer));
         }
-        Ok(())
+        match self.expect {
+            Some(expected) if expected != *peer => Err(HandshakeError::Unexpected {
+                expected,
+                got: *peer,
+            }),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -330,6 +330,33 @@ fn the_search_finds_a_relay_of_a_genuine_dial() {
     assert!(on_j.iter().all(|sj| on_i.iter().any(|si| si.id == sj.id)));
 }
 
+/// ...unless I pins the key it dialled: answered as J by the attacker's
+/// address, it refuses, and the same search finds no session at all.
+#[test]
+fn a_pinned_dialer_cannot_be_relayed() {
+    let (dialer, hello) = Handshake::dialer(key(1), unl(), challenge(5));
+    let dialer = dialer.expecting(key(3).public());
+    let open = vec![dialer, Handshake::acceptor(key(2), unl(), challenge(6))];
+    let (sessions, _, tried) = attack(open, vec![hello]);
+    assert!(tried > 1_000, "{tried} tried");
+    assert_eq!(sessions, vec![], "the attacker got a session");
+
+    let (mut dialer, _) = Handshake::dialer(key(1), unl(), challenge(5));
+    dialer = dialer.expecting(key(3).public());
+    let as_j = Hello {
+        version: VERSION,
+        key: key(2).public(),
+        challenge: challenge(6),
+    };
+    assert_eq!(
+        dialer.receive(&as_j.encode()),
+        Err(HandshakeError::Unexpected {
+            expected: key(3).public(),
+            got: key(2).public()
+        })
+    );
+}
+
 #[test]
 fn the_version_1_relay_gets_two_bare_hellos() {
     // The relay, step by step: the attacker claims I to J and J to I, and

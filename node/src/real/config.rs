@@ -23,7 +23,8 @@ pub struct Config {
     /// Its arguments, split on whitespace.
     #[serde(default)]
     pub binargs: String,
-    /// Peers to connect to, `host:port`.
+    /// Peers to connect to, `host:port`, or `KEY@host:port` to take only
+    /// that UNL key at that address.
     #[serde(default)]
     pub peers: Vec<String>,
     /// Public keys of the UNL, this node's included if it votes.
@@ -195,11 +196,10 @@ impl Config {
             return Err(("unl", "is empty".into()));
         }
         for p in &self.peers {
-            if p.rsplit_once(':')
-                .and_then(|(_, port)| port.parse::<u16>().ok())
-                .is_none()
-            {
-                return Err(("peers", format!("{p:?} is not host:port")));
+            let peer: crate::real::peers::PeerAddr =
+                p.parse().map_err(|e| ("peers", format!("{p:?}: {e}")))?;
+            if peer.key.is_some_and(|k| !unl.contains(&k)) {
+                return Err(("peers", format!("{p:?} names a key that is not in the unl")));
             }
         }
         if self.ip.parse::<std::net::IpAddr>().is_err() {

@@ -15,9 +15,7 @@
 use crate::crypto::{Keypair, PubKey};
 use crate::env::{Entropy, PeerNetwork};
 use crate::gate::{Gate, GateConfig, LogThrottle, Slot};
-use crate::handshake::{
-    Handshake, HandshakeError, Hello, Session, Step, MAX_MESSAGE_BYTES, VERSION,
-};
+use crate::handshake::{Handshake, HandshakeError, Hello, Session, VERSION};
 use crate::real::OsEntropy;
 use crate::wire::MAX_FRAME_BYTES;
 use std::collections::BTreeMap;
@@ -28,9 +26,12 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
+mod dial;
 mod frame;
 
-use frame::{open, seal, write_frame, FRAME_OVERHEAD};
+use dial::{dial_loop, run_handshake};
+pub use dial::{handshake, PeerAddr};
+use frame::{open, write_frame, FRAME_OVERHEAD};
 pub use frame::{read_frame_into, READ_CHUNK};
 
 /// Bounds the handshake (four messages of at most 65 bytes), and then
@@ -67,49 +68,13 @@ pub enum PeerError {
     Replay,
     #[error("replaced by a newer connection from the same peer")]
     Replaced,
+    #[error("already connected to {0} through another address")]
+    Duplicate(String),
 }
 
 impl PeerError {
     fn is_loopback(&self) -> bool {
         matches!(self, PeerError::Handshake(HandshakeError::Loopback))
-    }
-}
-
-/// Dials a handshake on `stream` as `key` (bounded by the handshake
-/// timeout), for tools and tests that speak to a node directly.
-pub async fn handshake(
-    stream: &mut TcpStream,
-    key: &Keypair,
-    unl: &[PubKey],
-    challenge: [u8; 32],
-) -> Result<Session, PeerError> {
-    let (hs, hello) = Handshake::dialer(key.clone(), unl.to_vec(), challenge);
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, run_handshake(stream, hs, Some(hello)))
-        .await
-        .unwrap_or(Err(PeerError::Timeout))
-}
-
-/// Runs `hs` over `stream` to the end, sending `first` before anything.
-async fn run_handshake(
-    stream: &mut TcpStream,
-    mut hs: Handshake,
-    first: Option<Vec<u8>>,
-) -> Result<Session, PeerError> {
-    if let Some(m) = first {
-        write_frame(stream, &m).await?;
-    }
-    let mut msg = Vec::new();
-    loop {
-        read_frame_into(stream, MAX_MESSAGE_BYTES, HANDSHAKE_TIMEOUT, &mut msg).await?;
-        match hs.receive(&msg)? {
-            Step::Send(m) => write_frame(stream, &m).await?,
-            Step::Done { last, session } => {
-                if let Some(m) = last {
-                    write_frame(stream, &m).await?;
-                }
-                return Ok(session);
-            }
-        }
     }
 }
 
@@ -219,8 +184,15 @@ impl TcpPeers {
             counters: Default::default(),
         };
         tokio::spawn(accept_loop(shared.clone(), listener, shutdown.clone()));
-        for addr in peers {
-            tokio::spawn(dial_loop(shared.clone(), addr, shutdown.clone()));
+        for entry in peers {
+            match entry.parse::<PeerAddr>() {
+                Ok(peer) => {
+                    tokio::spawn(dial_loop(shared.clone(), peer, shutdown.clone()));
+                }
+                Err(e) => {
+                    tracing::error!(peer = %entry, error = %e, "not dialling a malformed peer")
+                }
+            }
         }
         TcpPeers {
             incoming: rx,
@@ -476,82 +448,4 @@ async fn read_loop(
             return PeerError::Io(std::io::ErrorKind::BrokenPipe.into());
         }
     }
-}
-
-async fn dial_loop(shared: Shared, addr: String, mut shutdown: watch::Receiver<bool>) {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        let result = dial_once(&shared, &addr, &mut shutdown, &mut backoff).await;
-        match result {
-            // Our own address (or someone reflecting us): try again later.
-            Err(e) if e.is_loopback() => backoff = Duration::from_secs(30),
-            Err(e @ (PeerError::Io(_) | PeerError::Timeout)) => {
-                tracing::debug!(%addr, error = %e, "peer connection failed")
-            }
-            // One address each, retried with backoff: not a flood.
-            Err(e) => tracing::warn!(%addr, error = %e, "refused a peer we dialled"),
-            Ok(()) => {}
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.changed() => return,
-        }
-        backoff = (backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
-    }
-}
-
-async fn dial_once(
-    shared: &Shared,
-    addr: &str,
-    shutdown: &mut watch::Receiver<bool>,
-    backoff: &mut Duration,
-) -> Result<(), PeerError> {
-    let mut stream = TcpStream::connect(addr).await?;
-    let _ = stream.set_nodelay(true);
-    let session = handshake(&mut stream, &shared.key, &shared.unl, challenge()).await?;
-    *backoff = Duration::from_millis(100);
-    let mut w = tokio::io::BufWriter::new(stream);
-    // The empty first frame proves the link to the acceptor at once.
-    let mut counter = 1u64;
-    write_frame(&mut w, &seal(&shared.key, &session.id, counter, &[])).await?;
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(SEND_QUEUE);
-    // Weak, so a connection whose entry a newer one replaced still sees
-    // its queue close and ends.
-    let mine = tx.downgrade();
-    shared
-        .outbound
-        .lock()
-        .expect("not poisoned")
-        .insert(session.peer, tx);
-    tracing::info!(peer = %session.peer.short(), %addr, "peer connected (outbound)");
-    let result = loop {
-        let payload = tokio::select! {
-            p = rx.recv() => p,
-            _ = shutdown.changed() => None,
-        };
-        let Some(payload) = payload else { break Ok(()) };
-        counter += 1;
-        let body = seal(&shared.key, &session.id, counter, &payload);
-        match tokio::time::timeout(WRITE_TIMEOUT, write_frame(&mut w, &body)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => break Err(e),
-            Err(_) => break Err(PeerError::Timeout),
-        }
-    };
-    {
-        // Only our own entry: a newer connection to this peer may own it.
-        let mut out = shared.outbound.lock().expect("not poisoned");
-        let ours = mine.upgrade();
-        if out
-            .get(&session.peer)
-            .is_some_and(|tx| ours.as_ref().is_some_and(|o| tx.same_channel(o)))
-        {
-            out.remove(&session.peer);
-        }
-    }
-    tracing::info!(peer = %session.peer.short(), "outbound peer connection closed");
-    result
 }

@@ -1,0 +1,465 @@
+//! Everything the simulated nodes share: links, clocks, stores, checkers and
+//! the trace. Node tasks die on a crash; the world, like disks and wires,
+//! does not.
+
+use crate::byzantine::MutationFault;
+use crate::checker::Checker;
+use crate::contract::ContractDisk;
+use crate::links::{Conns, HandshakeKind, Wire};
+use crate::outputs::{InputInfo, Source};
+use crate::picture::log::Log;
+use crate::scenario::{Latency, NetworkSettings, Role, Scenario};
+use crate::trace::Trace;
+use crate::twins::Twins;
+use crate::users::byzantine::{Attack, ByzUserStats, Overheard};
+use crate::users::{SimUser, UserMsg};
+use hotpocket_node::consensus::input_hash;
+use hotpocket_node::consensus::{Event, Stats, VoteStatus};
+use hotpocket_node::contract::{RunResult, UserInput};
+use hotpocket_node::crypto::{Hash, Keypair, PubKey};
+use hotpocket_node::ledger::LedgerRecord;
+use madsim::runtime::NodeHandle;
+use madsim::time::{Duration, Instant};
+use rand_chacha::ChaCha8Rng;
+use rand_core::SeedableRng;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+mod link;
+use tokio::sync::mpsc::UnboundedSender;
+
+/// Unix time the simulation starts at, so node clocks look like real ones.
+pub const EPOCH_MS: u64 = 1_700_000_000_000;
+
+/// What reaches a node's inbox: the machine it came from, and the wire
+/// frame (whose sender the node learns only from its connection).
+pub type PeerFrame = (usize, Wire);
+
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct NetStats {
+    pub sent: u64,
+    pub delivered: u64,
+    pub lost: u64,
+    pub blocked: u64,
+    pub duplicated: u64,
+    pub to_dead_node: u64,
+    pub bytes: u64,
+}
+
+#[derive(Default)]
+pub struct DiskState {
+    /// The node's chain holds these very records (`Store::append`).
+    pub synced: Vec<Arc<LedgerRecord>>,
+    pub unsynced: Vec<Arc<LedgerRecord>>,
+}
+
+pub struct NodeSlot {
+    pub key: Keypair,
+    pub role: Role,
+    pub clock_offset_ms: i64,
+    pub clock_drift_ppm: i64,
+    pub inbox: Option<UnboundedSender<PeerFrame>>,
+    pub users: Option<UnboundedSender<UserMsg>>,
+    pub disk: DiskState,
+    /// The contract's state directory, which survives a crash like `disk`.
+    pub contract: ContractDisk,
+    pub alive: bool,
+    pub crashes: u32,
+    /// Armed by a `crash_mid_write` fault: the next ledger write kills it.
+    pub crash_at_write: bool,
+    pub stats: Stats,
+    pub status: Option<VoteStatus>,
+}
+
+pub struct Inner {
+    pub nodes: Vec<NodeSlot>,
+    pub users: Vec<SimUser>,
+    pub index: BTreeMap<PubKey, usize>,
+    pub unl: Vec<PubKey>,
+    network: NetworkSettings,
+    links: BTreeMap<(usize, usize), (Option<Latency>, Option<f64>)>,
+    /// Directed pairs that cannot talk.
+    blocked: BTreeSet<(usize, usize)>,
+    /// Links that lose node party line chunks only.
+    npl_blocked: BTreeSet<(usize, usize)>,
+    rng: ChaCha8Rng,
+    pub checker: Checker,
+    pub trace: Trace,
+    pub net: NetStats,
+    pub inputs_submitted: u64,
+    pub inputs_dropped: u64,
+    /// What byzantine users did and what the nodes answered.
+    pub byz_users: ByzUserStats,
+    /// What byzantine users may learn of honest users (only kept when
+    /// there are byzantine users).
+    pub overheard: Option<Overheard>,
+    /// Print every protocol event as it happens (`run --events`).
+    pub print_events: bool,
+    /// Every message and mark, for `run --picture`.
+    pub log: Option<Log>,
+    /// Open `mutate` windows: (node, peers, until ms, the fault).
+    pub(crate) mutations: Vec<(usize, Vec<usize>, u64, MutationFault)>,
+    /// Twins: the schedule, the second copy's slot and the round length.
+    twins: Option<(Twins, usize, u64)>,
+    /// Every connection opened, with its two ends.
+    pub conns: Conns,
+    pub handshake: HandshakeKind,
+}
+
+pub struct World {
+    inner: Mutex<Inner>,
+    start: Instant,
+    /// The madsim node that carries messages in flight, so they outlive a
+    /// crashed sender like packets on a wire. Taken out at the end of a run:
+    /// it holds the runtime, whose node closures hold this world, and that
+    /// cycle would leak every finished run.
+    wire: Mutex<Option<NodeHandle>>,
+}
+
+/// Parts per million, for integer probability draws.
+pub(crate) fn ppm(pct: f64) -> u64 {
+    (pct * 10_000.0).round().clamp(0.0, 1_000_000.0) as u64
+}
+
+impl World {
+    pub fn new(
+        scenario: &Scenario,
+        seed: u64,
+        keys: Vec<Keypair>,
+        user_keys: Vec<Keypair>,
+        wire: NodeHandle,
+    ) -> Arc<World> {
+        // Honest users first, then byzantine ones: `user_keys` holds both.
+        let honest_users = scenario.users().into_iter().map(|u| (u, false));
+        let byz_users = scenario.byzantine_users().into_iter().map(|u| (u, true));
+        let users = honest_users
+            .chain(byz_users)
+            .zip(user_keys)
+            .map(|(((_, node), byzantine), key)| SimUser {
+                key,
+                node,
+                byzantine,
+                seen: None,
+            })
+            .collect();
+        let overheard = (!scenario.byzantine_users.is_empty()).then(Overheard::default);
+        let nodes: Vec<NodeSlot> = keys
+            .into_iter()
+            .enumerate()
+            .map(|(i, key)| {
+                // Slots past the scenario's nodes are second copies of twins.
+                let of = scenario.twins.as_ref().filter(|_| i >= scenario.nodes);
+                let id = of.map_or(i, |t| t.node);
+                let s = scenario.node_settings.iter().find(|n| n.id == id);
+                NodeSlot {
+                    key,
+                    role: scenario.role(id),
+                    clock_offset_ms: s.map_or(0, |s| s.clock_offset_ms),
+                    clock_drift_ppm: s.map_or(0, |s| s.clock_drift_ppm),
+                    inbox: None,
+                    users: None,
+                    disk: DiskState::default(),
+                    contract: ContractDisk::default(),
+                    alive: true,
+                    crashes: 0,
+                    crash_at_write: false,
+                    stats: Stats::default(),
+                    status: None,
+                }
+            })
+            .collect();
+        // A twin's key names its first copy.
+        let index = nodes
+            .iter()
+            .take(scenario.nodes)
+            .enumerate()
+            .map(|(i, n)| (n.key.public(), i))
+            .collect();
+        let mut unl: Vec<PubKey> = scenario
+            .unl()
+            .iter()
+            .map(|&i| nodes[i].key.public())
+            .collect();
+        unl.sort();
+        let links = scenario
+            .links
+            .iter()
+            .map(|l| ((l.from, l.to), (l.latency_ms, l.loss_pct)))
+            .collect();
+        Arc::new(World {
+            inner: Mutex::new(Inner {
+                nodes,
+                users,
+                index,
+                unl,
+                network: scenario.network.clone(),
+                links,
+                blocked: BTreeSet::new(),
+                npl_blocked: BTreeSet::new(),
+                rng: ChaCha8Rng::seed_from_u64(seed ^ 0x6e65_7477_6f72_6b21),
+                checker: Checker::default(),
+                trace: Trace::new(seed),
+                net: NetStats::default(),
+                inputs_submitted: 0,
+                inputs_dropped: 0,
+                byz_users: ByzUserStats::default(),
+                overheard,
+                print_events: false,
+                log: None,
+                mutations: Vec::new(),
+                twins: (scenario.twins.clone())
+                    .map(|t| (t, scenario.nodes, scenario.consensus.roundtime_ms.max(1))),
+                conns: Conns::default(),
+                handshake: scenario.handshake,
+            }),
+            start: sim_now(),
+            wire: Mutex::new(Some(wire)),
+        })
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Single-threaded simulation: a poisoned lock means a panic already
+        // failed the run, so just keep going to report it.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Simulated milliseconds since the start.
+    pub fn now(&self) -> u64 {
+        sim_now().duration_since(self.start).as_millis() as u64
+    }
+
+    pub fn instant_at(&self, sim_ms: u64) -> Instant {
+        self.start + Duration::from_millis(sim_ms)
+    }
+
+    /// Node `i`'s local unix-ms clock at simulated time `t`.
+    pub fn local_time(inner: &Inner, i: usize, t: u64) -> u64 {
+        let n = &inner.nodes[i];
+        let t = t as i128;
+        let local = EPOCH_MS as i128
+            + t
+            + n.clock_offset_ms as i128
+            + t * n.clock_drift_ppm as i128 / 1_000_000;
+        local.max(0) as u64
+    }
+
+    /// The earliest simulated time at which node `i`'s clock shows `local`.
+    pub fn sim_time_for(inner: &Inner, i: usize, local: u64) -> u64 {
+        let n = &inner.nodes[i];
+        let target = local as i128 - EPOCH_MS as i128 - n.clock_offset_ms as i128;
+        let t = (target * 1_000_000).div_euclid(1_000_000 + n.clock_drift_ppm as i128);
+        let mut t = t.max(0) as u64;
+        while World::local_time(inner, i, t) < local {
+            t += 1;
+        }
+        t
+    }
+
+    pub fn record(&self, inner: &mut Inner, node: usize, what: &[u8]) {
+        let t = self.now();
+        inner.trace.record(t, node, what);
+    }
+
+    pub fn trace_hash(&self) -> Hash {
+        self.lock().trace.hash()
+    }
+
+    /// A node's event: traced always, checked only for honest nodes.
+    pub fn notify(&self, node: usize, ev: &Event) {
+        let mut g = self.lock();
+        let encoded = g.trace.event_json(ev);
+        self.record(&mut g, node, &encoded);
+        match ev {
+            // A node starts out synced; it reports only changes.
+            Event::Started { .. } => g.nodes[node].status = Some(VoteStatus::Synced),
+            Event::Status(s) => g.nodes[node].status = Some(*s),
+            _ => {}
+        }
+        let honest = g.nodes[node].role == Role::Honest;
+        let t = self.now();
+        if g.print_events {
+            println!(
+                "{t:>8}ms node {node:>2} {}",
+                String::from_utf8_lossy(&encoded)
+            );
+        }
+        if let Some(log) = g.log.as_mut() {
+            log.event(t, node, ev);
+        }
+        g.checker.on_event(t, node, ev, honest);
+    }
+
+    /// Node `i` started running ledger `seq`'s NPL contract.
+    pub fn npl_run_opened(&self, i: usize, seq: u64) {
+        self.lock().checker.npl.run_opened(i, seq);
+    }
+
+    /// Node `i`'s contract wrote `bytes` on its NPL in its run of `seq`.
+    pub fn npl_written(&self, i: usize, seq: u64, bytes: &[u8]) {
+        let mut g = self.lock();
+        let mut tag = vec![b'n'];
+        tag.extend_from_slice(&seq.to_le_bytes());
+        tag.extend_from_slice(bytes);
+        self.record(&mut g, i, &tag);
+        g.checker.npl.written(i, seq, bytes);
+    }
+
+    /// Node `i`'s contract, running `seq`, was handed NPL record `record`.
+    pub fn npl_heard(&self, i: usize, seq: u64, record: &[u8]) {
+        let t = self.now();
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let honest = |n: usize| inner.nodes[n].role == Role::Honest;
+        let author = |hex: &str| {
+            let key = PubKey::from_hex(hex).ok()?;
+            let n = *inner.index.get(&key)?;
+            inner.unl.contains(&key).then(|| (n, honest(n)))
+        };
+        let mut found = Vec::new();
+        inner.checker.npl.heard(i, seq, record, author, &mut found);
+        if honest(i) {
+            for v in found {
+                inner.checker.violate(t, v);
+            }
+        }
+    }
+
+    /// A violation found outside the event checkers.
+    pub fn violation(&self, what: String) {
+        let t = self.now();
+        self.lock()
+            .checker
+            .violations
+            .push(format!("t={t}ms: {what}"));
+    }
+
+    /// Ends the run: nothing is sent after this.
+    pub fn shut_down(&self) {
+        self.wire.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    /// User `u` sends `payload` (setting `key`) to its node, if it is up.
+    pub fn submit(&self, u: usize, key: String, payload: Vec<u8>) {
+        let mut g = self.lock();
+        let i = g.users[u].node;
+        if let Some(o) = &mut g.overheard {
+            o.keys.insert(u, key.clone());
+        }
+        let msg = UserMsg::Input {
+            user: u,
+            key,
+            payload,
+        };
+        let ok = match &g.nodes[i].users {
+            Some(tx) if g.nodes[i].alive => tx.send(msg).is_ok(),
+            _ => false,
+        };
+        if ok {
+            g.inputs_submitted += 1;
+        } else {
+            g.inputs_dropped += 1;
+        }
+    }
+
+    /// Byzantine user `u` tries `attack` on its node, if it is up.
+    pub fn attack(&self, u: usize, attack: Attack) {
+        let mut g = self.lock();
+        let i = g.users[u].node;
+        let ok = match &g.nodes[i].users {
+            Some(tx) if g.nodes[i].alive => tx.send(UserMsg::Attack { user: u, attack }).is_ok(),
+            _ => false,
+        };
+        if !ok {
+            g.byz_users.not_delivered += 1;
+        }
+    }
+
+    /// Node `i` took user `u`'s input as `body` into consensus; `source`
+    /// says whether the user was honest and the node right to take it.
+    pub fn input_taken(&self, i: usize, u: usize, key: String, body: &[u8], source: Source) {
+        let at_ms = self.now();
+        let h = input_hash(body);
+        let mut g = self.lock();
+        self.record(&mut g, i, &h.0);
+        let owner = g.users[u].key.public();
+        let claimed = UserInput::decode(body).map(|b| b.user);
+        let info = InputInfo {
+            user: u,
+            node: i,
+            key,
+            at_ms,
+            source,
+        };
+        let mut found = Vec::new();
+        g.checker.outputs.taken(h, info, claimed, owner, &mut found);
+        for v in found {
+            g.checker.violate(at_ms, format!("node {i}: {v}"));
+        }
+    }
+
+    /// Node `i` delivered ledger `seq`'s outputs to its users `to`.
+    pub fn outputs_delivered(
+        &self,
+        i: usize,
+        seq: u64,
+        run: &RunResult,
+        to: Vec<(usize, Vec<u8>)>,
+    ) {
+        let t = self.now();
+        let mut g = self.lock();
+        for (u, bytes) in &to {
+            let mut tag = vec![b'o'];
+            tag.extend_from_slice(&seq.to_le_bytes());
+            tag.extend_from_slice(&(*u as u64).to_le_bytes());
+            tag.extend_from_slice(bytes);
+            self.record(&mut g, i, &tag);
+        }
+        let honest = g.nodes[i].role == Role::Honest;
+        let durable = g.nodes[i]
+            .disk
+            .synced
+            .iter()
+            .rev()
+            .flat_map(|r| &r.ledger.verdicts)
+            .any(|v| v.seq == seq && v.result.map(|c| c.output) == Some(run.output_hash()));
+        if honest && !durable {
+            g.checker.violate(
+                t,
+                format!("node {i} delivered ledger {seq}'s outputs before the ledger certifying them was on disk"),
+            );
+        }
+        g.checker.on_delivered(t, i, seq, run, &to, honest);
+    }
+
+    /// Node `i` told its users `told` that their outputs of ledger `seq`
+    /// were not certified there.
+    pub fn outputs_withheld(&self, i: usize, seq: u64, told: Vec<usize>) {
+        let mut g = self.lock();
+        for u in told {
+            let mut tag = vec![b'w'];
+            tag.extend_from_slice(&seq.to_le_bytes());
+            tag.extend_from_slice(&(u as u64).to_le_bytes());
+            self.record(&mut g, i, &tag);
+        }
+    }
+
+    /// Marks node `i` dead and loses what its disk had not synced.
+    pub fn crash(&self, i: usize) {
+        let mut g = self.lock();
+        let n = &mut g.nodes[i];
+        n.alive = false;
+        n.crash_at_write = false;
+        n.crashes += 1;
+        n.inbox = None;
+        n.users = None;
+        n.disk.unsynced.clear();
+        self.record(&mut g, i, b"crash");
+    }
+}
+
+/// Simulated time: madsim's `Instant` is std's type, but inside a madsim
+/// runtime its clock is the simulation's, never the wall clock.
+#[allow(clippy::disallowed_methods)]
+fn sim_now() -> Instant {
+    Instant::now()
+}
