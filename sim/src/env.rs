@@ -1,6 +1,7 @@
 //! Simulated implementations of the node's environment traits.
 
-use crate::byzantine::Byzantine;
+use crate::byzantine::{Byzantine, Relay};
+use crate::links::Links;
 use crate::world::{PeerFrame, World};
 use hotpocket_node::consensus::{Event, Stats};
 use hotpocket_node::crypto::PubKey;
@@ -48,23 +49,52 @@ pub struct SimNet {
     pub node: usize,
     pub rx: UnboundedReceiver<PeerFrame>,
     pub byzantine: Option<Byzantine>,
+    pub links: Links,
+    /// A relaying role's own connections, beside the honest ones.
+    pub relay: Option<Relay>,
 }
 
 impl SimNet {
-    fn index_of(&self, key: &PubKey) -> Option<usize> {
-        self.world.lock().index.get(key).copied()
+    /// Dials every peer, as a node does when it starts.
+    pub fn start(&mut self) {
+        let peers: Vec<PubKey> = {
+            let g = self.world.lock();
+            let me = g.nodes[self.node].key.public();
+            g.unl.iter().filter(|k| **k != me).copied().collect()
+        };
+        let dests: Vec<usize> = peers
+            .iter()
+            .filter_map(|k| self.world.resolve(self.node, k))
+            .collect();
+        self.links.dial_all(&self.world, dests);
+    }
+}
+
+impl SimNet {
+    /// Sends to node number `n` as its key is reached now (a byzantine
+    /// role names nodes by number; the twin split picks the copy).
+    fn send_node(&mut self, n: usize, bytes: Vec<u8>) {
+        let key = self.world.lock().nodes[n].key.public();
+        if let Some(dest) = self.world.resolve(self.node, &key) {
+            self.links.send(&self.world, dest, bytes);
+        }
     }
 }
 
 impl PeerNetwork for SimNet {
     fn send(&mut self, to: &PubKey, bytes: Vec<u8>) {
-        let Some(to) = self.index_of(to) else { return };
+        let Some(to) = self.world.resolve(self.node, to) else {
+            return;
+        };
+        if let Some(r) = &mut self.relay {
+            r.tick(&self.world, self.node);
+        }
         match &mut self.byzantine {
-            None => self.world.send(self.node, to, bytes),
+            None => self.links.send(&self.world, to, bytes),
             Some(b) => {
                 let fault = self.world.mutation(self.node, to);
                 for (dest, frame) in b.outgoing(to, bytes, fault) {
-                    self.world.send(self.node, dest, frame);
+                    self.send_node(dest, frame);
                 }
             }
         }
@@ -86,13 +116,25 @@ impl PeerNetwork for SimNet {
     }
 
     async fn recv(&mut self) -> Option<(PubKey, Vec<u8>)> {
-        let frame = self.rx.recv().await?;
-        if let Some(b) = &mut self.byzantine {
-            for (to, bytes) in b.observe(&frame.1) {
-                self.world.send(self.node, to, bytes);
+        loop {
+            let (from, wire) = self.rx.recv().await?;
+            if let Some(r) = &mut self.relay {
+                if r.take(&self.world, self.node, from, &wire) {
+                    continue;
+                }
             }
+            let Some(frame) = self.links.receive(&self.world, from, wire) else {
+                continue;
+            };
+            let sends = match &mut self.byzantine {
+                Some(b) => b.observe(&frame.1),
+                None => vec![],
+            };
+            for (to, bytes) in sends {
+                self.send_node(to, bytes);
+            }
+            return Some(frame);
         }
-        Some(frame)
     }
 }
 

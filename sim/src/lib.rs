@@ -15,6 +15,7 @@ pub mod entropy;
 pub mod env;
 pub mod fuzz;
 pub mod latency;
+pub mod links;
 pub mod npl_check;
 pub mod npl_host;
 pub mod outputs;

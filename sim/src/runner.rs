@@ -1,9 +1,10 @@
 //! Runs one scenario with one seed on a fresh madsim runtime.
 
-use crate::byzantine::{Byzantine, MutationFault};
+use crate::byzantine::{Byzantine, MutationFault, Relay};
 use crate::contract::SimContract;
 use crate::entropy::SimEntropy;
 use crate::env::{SimClock, SimNet, SimObserver, SimStore};
+use crate::links::Links;
 use crate::picture::log::Log;
 use crate::scenario::{ContractKind, ContractSettings, Fault, Role, Scenario};
 use crate::users::byzantine::{spawn_attackers, ByzUserStats};
@@ -339,14 +340,14 @@ async fn node_main(
 ) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let (utx, urx) = tokio::sync::mpsc::unbounded_channel();
-    let (key, role, unl, boots) = {
+    let (key, role, unl, boots, handshake) = {
         let mut g = world.lock();
         let n = &mut g.nodes[i];
         n.inbox = Some(tx);
         n.users = Some(utx);
         n.alive = true;
         let boots = n.crashes as u64;
-        (n.key.clone(), n.role, g.unl.clone(), boots)
+        (n.key.clone(), n.role, g.unl.clone(), boots, g.handshake)
     };
     let mut store = SimStore {
         world: world.clone(),
@@ -408,6 +409,13 @@ async fn node_main(
             .map(|n| n.key.clone());
         (keys, same.collect())
     };
+    let links = Links::new(
+        i,
+        key.clone(),
+        unl.clone(),
+        handshake,
+        SimEntropy::for_boot(seed ^ 0x6c69_6e6b, i, boots),
+    );
     let mut byzantine = Byzantine::new(
         role,
         key,
@@ -429,6 +437,8 @@ async fn node_main(
             node: i,
             rx,
             byzantine,
+            links,
+            relay: (role == Role::Relay).then(|| Relay::new(handshake, roundtime, seed ^ i as u64)),
         },
         users,
         store,
@@ -438,6 +448,7 @@ async fn node_main(
             node: i,
         },
     };
+    env.net.start();
     if let Err(e) = driver::run(&mut node, &mut env).await {
         let mut g = world.lock();
         // A node killed mid-write stops here, dead until restarted.

@@ -48,6 +48,12 @@ pub struct Scenario {
     /// Runs a second copy of one node under its key; see `twins.rs`.
     #[serde(default)]
     pub twins: Option<crate::twins::Twins>,
+    /// The peer handshake the nodes run; only tests plant an old one.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::links::HandshakeKind::is_default"
+    )]
+    pub handshake: crate::links::HandshakeKind,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -209,6 +215,9 @@ pub enum Role {
     /// left out: the next does not follow the first, and fails the link
     /// check only.
     HistorySkipper,
+    /// Honest on its own links; beside them it splices, claims and
+    /// replays peer handshakes between honest nodes.
+    Relay,
     /// Runs as two honest copies under one key (`[twins]`), each with its
     /// own state, the other nodes split between them round by round: the
     /// equivocation and forgetting a real fault produces, from correct code.

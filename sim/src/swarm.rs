@@ -55,7 +55,7 @@ pub struct SwarmRanges {
 
 /// Every role that plays against consensus with the key-value contract
 /// (and `twin`, drawn apart: one run in six, at most one a run).
-const ROLES: [Role; 16] = [
+const ROLES: [Role; 17] = [
     Role::Equivocator,
     Role::Forger,
     Role::Replayer,
@@ -72,6 +72,7 @@ const ROLES: [Role; 16] = [
     Role::Sybil,
     Role::HistoryForger,
     Role::BodySwapper,
+    Role::Relay,
 ];
 
 /// Byzantine nodes at which two conflicting final ledgers become possible:

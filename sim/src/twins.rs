@@ -113,21 +113,37 @@ impl Twins {
         to: usize,
         now: u64,
     ) -> (usize, bool) {
-        let round = now / roundtime;
-        let to = if to == self.node && self.with_second(from, round) {
+        let to = self.redirect(second, roundtime, from, to, now);
+        (to, self.cut(second, roundtime, from, to, now))
+    }
+
+    /// Which copy of the twin a node that means `to` reaches at `now`.
+    pub fn redirect(
+        &self,
+        second: usize,
+        roundtime: u64,
+        from: usize,
+        to: usize,
+        now: u64,
+    ) -> usize {
+        if to == self.node && self.with_second(from, now / roundtime) {
             second
         } else {
             to
-        };
+        }
+    }
+
+    /// Whether the split cuts a frame between the machines `from` and `to`.
+    pub fn cut(&self, second: usize, roundtime: u64, from: usize, to: usize, now: u64) -> bool {
+        let round = now / roundtime;
         let copy = |n: usize| n == self.node || n == second;
         let apart = self.partition
             && !copy(from)
             && !copy(to)
             && self.with_second(from, round) != self.with_second(to, round);
-        let cut = apart
+        apart
             || (from == self.node && self.with_second(to, round))
-            || (from == second && (!self.second_alive(round) || !self.with_second(to, round)));
-        (to, cut)
+            || (from == second && (!self.second_alive(round) || !self.with_second(to, round)))
     }
 
     /// Whether the second copy is still in the game in `round`.

@@ -6,6 +6,7 @@
 //! the difference would prove nothing.
 
 use hotpocket_node::consensus::PlantedBug;
+use hotpocket_sim::links::HandshakeKind;
 use hotpocket_sim::{run, Scenario};
 use std::path::PathBuf;
 
@@ -114,5 +115,28 @@ fn twins_with_partitions_fork_nodes_that_close_on_a_majority_of_what_they_receiv
         assert!(!forks("twins-partition", seed, false));
         assert!(forks("twins-partition", seed, true), "seed {seed}");
         assert!(!forks("twins", seed, true), "seed {seed}");
+    }
+}
+
+/// The relay adversary and the session check have teeth: with the peer
+/// handshake issue 25 found open (version 1), or version 2 with dialers
+/// that take whatever key answers, the relay gets honest nodes to hold
+/// sessions whose key is not the machine at the other end; with the
+/// handshake as shipped it gets none.
+#[test]
+fn the_relay_fools_the_old_handshake_and_an_unpinned_dialer_only() {
+    let mut s = load("relay");
+    for seed in 1..=2 {
+        let clean = run(&s, seed);
+        assert!(clean.passed, "relay seed {seed}: {:?}", clean.violations);
+        for kind in [HandshakeKind::V1, HandshakeKind::V2Unpinned] {
+            s.handshake = kind;
+            let v = run(&s, seed).violations;
+            assert!(
+                v.iter().any(|v| v.contains("holds a session")),
+                "{kind:?}, seed {seed}: expected a fooled session, got {v:?}"
+            );
+            s.handshake = HandshakeKind::V2;
+        }
     }
 }

@@ -6,10 +6,12 @@ mod beacon;
 mod collude;
 mod history;
 mod mutate;
+mod relay;
 mod votes;
 
 pub use beacon::liked;
 pub use mutate::MutationFault;
+pub use relay::Relay;
 
 use crate::scenario::Role;
 use hotpocket_node::consensus::{ExecResult, PeerMessage};
@@ -114,7 +116,7 @@ impl Byzantine {
         fault: Option<MutationFault>,
     ) -> Vec<(usize, Vec<u8>)> {
         match self.role {
-            Role::Honest | Role::Twin => vec![(to, bytes)],
+            Role::Honest | Role::Twin | Role::Relay => vec![(to, bytes)],
             Role::Mutator => match fault {
                 Some(f) => self.mutate(bytes, f).into_iter().map(|b| (to, b)).collect(),
                 None => vec![(to, bytes)],
