@@ -4,7 +4,7 @@
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use hotpocket_node::cli::signals::{Stop, StopSignals};
-use hotpocket_node::cli::{bench, client, cluster};
+use hotpocket_node::cli::{bench, bench_memory, client, cluster};
 use hotpocket_node::real::config::{check_binary, Config};
 use hotpocket_node::real::{random_key, runtime, OsEntropy};
 use std::io::IsTerminal;
@@ -126,6 +126,87 @@ enum Command {
         #[arg(long, default_value_t = 24860)]
         peerport: u16,
         #[arg(long, default_value_t = 10080)]
+        pubport: u16,
+    },
+    /// Measure a node's memory (RSS) under two attacks, and check it against a bound (build with --release).
+    ///
+    /// Starts a local cluster whose contract answers each user with a large
+    /// output every run, and measures node 0's RSS (/proc: VmRSS sampled,
+    /// and VmHWM reset per phase) idle, then under each attack:
+    ///
+    /// A, stalled frames: an insider holding node 1's key (from its hp.cfg)
+    /// keeps --stall-sessions proven peer sessions open on node 0, each
+    /// declaring a 16 MiB frame and stalling. The node holds at most a 64
+    /// KiB read chunk per session until the body's bytes arrive, and cuts
+    /// the session after 10 s: 30 sessions' buffers come to about 2 MiB.
+    /// The bound, 64 MiB over the baseline, is far under the 480 MiB the
+    /// declared frames would take if the node reserved what is declared.
+    ///
+    /// B, output amplification: one user with --connections connections
+    /// that never read asks for an output each round. The node queues at
+    /// most 8 MiB (or one larger output) per connection, and 256 MiB of
+    /// outputs queued or being written for all users; a connection too slow
+    /// for that is closed. The bound is those 256 MiB plus 128 MiB, eight
+    /// outputs at the 16 MiB contract output limit, for the node's own
+    /// copies (the run being read, results waiting for their verdict, the
+    /// one being handed out, the copy a websocket frames) and what the
+    /// allocator keeps of freed ones: 384 MiB over the baseline. Before
+    /// it, a reference phase (B0) sends the same outputs to a user that
+    /// reads them: what they cost the node without an attack.
+    ///
+    /// A stalled session that sends most of its frame first
+    /// (--stall-fill-kib) is held as it arrives, up to 16 MiB each for 10
+    /// s: that variant is not within the bound.
+    ///
+    /// Exits non-zero if a peak is over its bound (or --max-rss-mib).
+    BenchMemory {
+        /// Nodes in the cluster: at least 2, as attack A holds node 1's key.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Round length, ms.
+        #[arg(long, default_value_t = 1000)]
+        roundtime: u64,
+        /// Seconds the idle node is sampled for the baseline, once the chain runs.
+        #[arg(long, default_value_t = 5)]
+        warmup: u64,
+        /// Attack A: stalled sessions held at once.
+        #[arg(long, default_value_t = 30)]
+        stall_sessions: usize,
+        /// Attack A: KiB of each declared frame sent before stalling.
+        #[arg(long, default_value_t = 0)]
+        stall_fill_kib: usize,
+        /// Attack A: how long, s (a session the node cuts is opened again).
+        #[arg(long, default_value_t = 20)]
+        stall_seconds: u64,
+        /// Attack B: connections of the one user.
+        #[arg(long, default_value_t = 10)]
+        connections: usize,
+        /// Attack B: MiB the contract writes to the user each run.
+        #[arg(long, default_value_t = 15)]
+        output_mib: usize,
+        /// Attack B: rounds it asks for an output.
+        #[arg(long, default_value_t = 12)]
+        amplify_rounds: u64,
+        /// Seconds sampled after each attack ends.
+        #[arg(long, default_value_t = 3)]
+        settle: u64,
+        /// Sampling interval, ms.
+        #[arg(long, default_value_t = 500)]
+        sample_ms: u64,
+        /// Bound on attack A's peak over the baseline, MiB.
+        #[arg(long, default_value_t = 64)]
+        stall_bound_mib: u64,
+        /// Bound on attack B's peak over the baseline, MiB.
+        #[arg(long, default_value_t = 384)]
+        amplify_bound_mib: u64,
+        /// A bound on either attack's peak RSS itself, MiB [default: none].
+        #[arg(long)]
+        max_rss_mib: Option<u64>,
+        /// Peer port of node 0; node i uses this plus i.
+        #[arg(long, default_value_t = 26860)]
+        peerport: u16,
+        /// User port of node 0; node i uses this plus i.
+        #[arg(long, default_value_t = 12080)]
         pubport: u16,
     },
 }
@@ -261,6 +342,44 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 pubport,
             };
             bench::run(&o).await
+        }
+        Command::BenchMemory {
+            nodes,
+            roundtime,
+            warmup,
+            stall_sessions,
+            stall_fill_kib,
+            stall_seconds,
+            connections,
+            output_mib,
+            amplify_rounds,
+            settle,
+            sample_ms,
+            stall_bound_mib,
+            amplify_bound_mib,
+            max_rss_mib,
+            peerport,
+            pubport,
+        } => {
+            let o = bench_memory::Options {
+                nodes,
+                roundtime,
+                warmup,
+                stall_sessions,
+                stall_fill: stall_fill_kib.saturating_mul(1 << 10),
+                stall_seconds,
+                connections,
+                output_bytes: output_mib.saturating_mul(1 << 20),
+                amplify_rounds,
+                settle,
+                sample_ms,
+                stall_bound_mib,
+                amplify_bound_mib,
+                max_rss_mib,
+                peerport,
+                pubport,
+            };
+            bench_memory::run(&o).await
         }
     }
 }

@@ -143,6 +143,49 @@ async fn a_user_that_never_reads_cannot_grow_the_nodes_memory() {
     drop(conns);
 }
 
+/// An output a connection is writing to a user that does not read stays
+/// in the total until written: counted only while queued, each such
+/// connection held one more output outside the bound for all
+/// (`hotpocket bench-memory`: 40 connections took a node to 927 MiB).
+#[tokio::test]
+async fn outputs_being_written_count_against_the_total() {
+    const OUT: usize = 8 << 20; // over what loopback buffers take unread
+    let limits = ConnLimits {
+        out_queue_bytes: 2 * OUT,
+        out_total_bytes: 4 * OUT,
+        write_timeout: Duration::from_secs(20),
+        ..ConnLimits::default()
+    };
+    let (mut users, port, _stop) = server(SessionLimits::default(), limits).await;
+    let key = Keypair::from_seed([11; 32]);
+    let mut conns = Vec::new();
+    for _ in 0..8 {
+        conns.push(user(port, &key).await);
+    }
+    wait_until("all eight are in", || users.connections() == 8).await;
+    let run = RunResult {
+        outcome: RunOutcome::Exited(Some(0)),
+        outputs: BTreeMap::from([(key.public(), vec![b'x'; OUT])]),
+    };
+    // Four fit in the total; the others are closed.
+    users.deliver(1, &run);
+    assert_eq!(users.connections(), 4);
+    // Their outputs leave the queues for the sockets, where they stall,
+    // and still count.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(users.queued_output_bytes(), 4 * OUT);
+    // So the next output fits nowhere: every connection is too slow.
+    users.deliver(2, &run);
+    assert_eq!(users.connections(), 0);
+    assert_eq!(users.queued_output_bytes(), 4 * OUT);
+    // Gone with the connections.
+    drop(conns);
+    wait_until("the writes are given up", || {
+        users.queued_output_bytes() == 0
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_message_too_big_to_buffer_gets_an_error_and_a_close_code() {
     let session = SessionLimits {

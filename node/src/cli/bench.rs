@@ -2,6 +2,7 @@
 //! Measures input-to-output latency (ms and rounds), answered inputs per
 //! second and node memory. A measurement, not a test: run it `--release`.
 
+use crate::cli::bench_memory::status_kib;
 use crate::cli::cluster::{node_dir, prepare, spawn_nodes, stop_nodes, Plan};
 use crate::real::config::Config;
 use crate::real::users_ws::now_ms;
@@ -37,17 +38,11 @@ pub struct Options {
 }
 
 fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
+    status_kib(pid, "VmRSS").unwrap_or(0)
 }
 
-fn head(dir: &Path) -> u64 {
+/// The highest ledger seq in a node's SQLite file (0 before any).
+pub(crate) fn head(dir: &Path) -> u64 {
     rusqlite::Connection::open(dir.join("ledger.sqlite"))
         .and_then(|db| {
             db.query_row("SELECT COALESCE(MAX(seq), 0) FROM ledgers", [], |r| {

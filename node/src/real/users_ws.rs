@@ -41,9 +41,9 @@ pub struct ConnLimits {
     /// Time a connection has to complete the handshake.
     pub helo_timeout: Duration,
     /// Output messages and bytes queued for one connection, and bytes for
-    /// all together, beyond which a connection counts as too slow and is
-    /// closed: a user that never reads must not make the node hold its
-    /// outputs without bound.
+    /// all together (queued or being written), beyond which a connection
+    /// counts as too slow and is closed: a user that never reads must not
+    /// make the node hold its outputs without bound.
     pub out_queue: usize,
     pub out_queue_bytes: usize,
     pub out_total_bytes: usize,
@@ -106,7 +106,7 @@ pub struct WsUsers {
     /// 0 while the node takes inputs; else how many ledgers its contract
     /// runs are behind (intake paused).
     behind: Arc<AtomicU64>,
-    /// Output bytes queued for all connections.
+    /// Output bytes queued or being written, for all connections.
     out_total: Arc<AtomicUsize>,
     limits: ConnLimits,
     too_slow: LogThrottle,
@@ -167,6 +167,19 @@ impl Drop for Unsent {
     }
 }
 
+/// An output a connection is writing: its bytes leave the total when the
+/// write ends, however it ends.
+struct Writing<'a> {
+    total: &'a AtomicUsize,
+    len: usize,
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.len, Ordering::Relaxed);
+    }
+}
+
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -220,7 +233,7 @@ impl WsUsers {
         }
     }
 
-    /// Output bytes queued for all connections now, not yet written.
+    /// Output bytes queued or being written for all connections now.
     pub fn queued_output_bytes(&self) -> usize {
         self.out_total.load(Ordering::Relaxed)
     }
@@ -449,7 +462,14 @@ async fn serve(
                 };
                 let len = out.len();
                 out_bytes.fetch_sub(len, Ordering::Relaxed);
-                shared.out_total.fetch_sub(len, Ordering::Relaxed);
+                // The websocket holds the output until it is written (up
+                // to the write timeout), so it stays in the total until
+                // then: counted only while queued, every connection that
+                // never reads held one output beyond the bound for all.
+                let _writing = Writing {
+                    total: &shared.out_total,
+                    len,
+                };
                 // Not reading: the connection ends, its queue with it.
                 send(&mut ws, out, timeout).await?;
                 continue;
