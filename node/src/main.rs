@@ -155,8 +155,11 @@ enum Command {
     /// reads them: what they cost the node without an attack.
     ///
     /// A stalled session that sends most of its frame first
-    /// (--stall-fill-kib) is held as it arrives, up to 16 MiB each for 10
-    /// s: that variant is not within the bound.
+    /// (--stall-fill-kib) is held as it arrives, up to 16 MiB for 10 s;
+    /// a key has one such session at a time (a newly proven one ends the
+    /// one before), so that variant is bounded by the UNL's size, not by
+    /// the attacker's connections, but is over the +64 MiB meant for
+    /// stalls that send nothing (about +100 MiB with one key).
     ///
     /// Exits non-zero if a peak is over its bound (or --max-rss-mib).
     BenchMemory {

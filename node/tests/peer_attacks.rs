@@ -6,7 +6,7 @@
 use hotpocket_node::env::PeerNetwork;
 use hotpocket_node::gate::GateConfig;
 use hotpocket_node::handshake::{Hello, HELLO_BYTES, VERSION};
-use hotpocket_node::real::peers::{handshake, TcpPeers, READ_CHUNK};
+use hotpocket_node::real::peers::{handshake, seal, TcpPeers, READ_CHUNK};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -367,4 +367,36 @@ async fn a_dial_spliced_to_another_node_is_refused_when_the_key_is_pinned() {
         control.connected().contains(&jk)
     })
     .await;
+}
+
+/// An insider holding I's key proves session after session, each with part
+/// of the largest frame sent and the rest held back. Each newly proven
+/// session ends the one before it at once, mid-frame, buffer and all: one
+/// key holds one partly read frame, not one per connection (30 of them
+/// took a node to 510 MiB before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_proven_session_ends_a_stalled_one_at_once() {
+    let (_stop_tx, stop) = watch::channel(false);
+    let (j, j_addr) = node(2, vec![], GateConfig::default(), &stop).await;
+    let mut open = vec![];
+    for c in 0..4u8 {
+        let mut s = TcpStream::connect(j_addr).await.unwrap();
+        let session = handshake(&mut s, &key(1), &unl(), [c; 32]).await.unwrap();
+        let proof = seal(&key(1), &session.id, 1, &[]);
+        s.write_u32(proof.len() as u32).await.unwrap();
+        s.write_all(&proof).await.unwrap();
+        s.write_u32(16 << 20).await.unwrap();
+        s.write_all(&vec![0u8; 1 << 20]).await.unwrap();
+        open.push(s);
+    }
+    let mut newest = open.pop().unwrap();
+    for (n, s) in open.iter_mut().enumerate() {
+        assert!(
+            closed(s, Duration::from_secs(3)).await,
+            "session {n} still open after a newer one was proven"
+        );
+    }
+    // The newest still has its frame's 10 s.
+    assert!(!closed(&mut newest, Duration::from_millis(500)).await);
+    assert_eq!(j.stats().inbound_sessions, 4);
 }

@@ -2,9 +2,9 @@
 //! second: what an insider and a user do to a node from outside.
 
 use super::Options;
-use crate::crypto::{Keypair, PubKey};
+use crate::crypto::{Hash, Keypair, PubKey};
 use crate::env::Entropy;
-use crate::real::peers::handshake;
+use crate::real::peers::{handshake, seal};
 use crate::real::users_ws::now_ms;
 use crate::real::{random_key, OsEntropy};
 use crate::users::answer_challenge;
@@ -19,12 +19,6 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-/// The domain peer frames are signed in. `real::peers` keeps its `seal`
-/// private, and an insider must seal its first frame as it does to prove a
-/// session. Were the two to differ, the node would close every session at
-/// once, and attack A fails saying it held none.
-const FRAME_DOMAIN: &str = "hotpocket/peer-frame/v2";
 
 /// What attack A did.
 #[derive(Debug, Default)]
@@ -52,17 +46,11 @@ impl Stalled {
     }
 }
 
-/// A sealed peer frame, length first: counter, signature, payload.
-fn sealed(key: &Keypair, session: &[u8; 32], counter: u64, payload: &[u8]) -> Vec<u8> {
-    let mut signed = session.to_vec();
-    signed.extend_from_slice(&counter.to_be_bytes());
-    signed.extend_from_slice(payload);
-    let sig = key.sign(FRAME_DOMAIN, &signed);
-    let len = (8 + 64 + payload.len()) as u32;
-    let mut out = len.to_be_bytes().to_vec();
-    out.extend_from_slice(&counter.to_be_bytes());
-    out.extend_from_slice(&sig.0);
-    out.extend_from_slice(payload);
+/// A sealed peer frame, length first.
+fn sealed(key: &Keypair, session: &Hash, counter: u64, payload: &[u8]) -> Vec<u8> {
+    let body = seal(key, session, counter, payload);
+    let mut out = (body.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&body);
     out
 }
 
@@ -91,7 +79,7 @@ async fn stall(
                 continue;
             }
         };
-        let mut attack = sealed(&key, &session.id.0, 1, &[]);
+        let mut attack = sealed(&key, &session.id, 1, &[]);
         attack.extend_from_slice(&(MAX_FRAME_BYTES as u32).to_be_bytes());
         attack.resize(attack.len() + fill, 0);
         if s.write_all(&attack).await.is_err() {

@@ -62,8 +62,9 @@ fn frame_message(session: &Hash, counter: u64, payload: &[u8]) -> Vec<u8> {
     m
 }
 
-/// A frame as sent: counter, signature, payload.
-pub(super) fn seal(key: &Keypair, session: &Hash, counter: u64, payload: &[u8]) -> Vec<u8> {
+/// A frame as sent: counter, signature, payload (public for tools and
+/// tests that speak to a node as a peer).
+pub fn seal(key: &Keypair, session: &Hash, counter: u64, payload: &[u8]) -> Vec<u8> {
     let sig = key.sign(FRAME_DOMAIN, &frame_message(session, counter, payload));
     let mut body = Vec::with_capacity(FRAME_OVERHEAD + payload.len());
     body.extend_from_slice(&counter.to_be_bytes());

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 
 mod dial;
 mod frame;
@@ -32,7 +32,7 @@ mod frame;
 use dial::{dial_loop, run_handshake};
 pub use dial::{handshake, PeerAddr};
 use frame::{open, write_frame, FRAME_OVERHEAD};
-pub use frame::{read_frame_into, READ_CHUNK};
+pub use frame::{read_frame_into, seal, READ_CHUNK};
 
 /// Bounds the handshake (four messages of at most 65 bytes), and then
 /// again the wait for the dialer's first signed frame, sent right after it.
@@ -120,6 +120,9 @@ impl Warnings {
     }
 }
 
+/// A peer's inbound link: its generation, and the bell that ends it.
+type Inbound = (u64, Arc<Notify>);
+
 #[derive(Clone)]
 struct Shared {
     key: Keypair,
@@ -127,8 +130,10 @@ struct Shared {
     incoming: mpsc::Sender<(PubKey, Vec<u8>)>,
     outbound: Arc<Mutex<BTreeMap<PubKey, mpsc::Sender<Vec<u8>>>>>,
     /// The one inbound connection each peer may have (the newest proven
-    /// one), so a peer cannot multiply its rate budget by opening more.
-    inbound: Arc<Mutex<(u64, BTreeMap<PubKey, u64>)>>,
+    /// one, by generation, with the bell that ends it when a newer one is
+    /// proven), so a peer can neither multiply its rate budget by opening
+    /// more nor hold a partly sent frame on each of many.
+    inbound: Arc<Mutex<(u64, BTreeMap<PubKey, Inbound>)>>,
     gate: Arc<Mutex<Gate>>,
     warnings: Arc<Mutex<Warnings>>,
     counters: Arc<Counters>,
@@ -324,7 +329,10 @@ async fn serve_inbound(
             let why = read_loop(&shared, stream, &session, generation, slot, shutdown).await;
             // A replaced or failed connection only ever held its own entry.
             let mut g = shared.inbound.lock().expect("not poisoned");
-            if g.1.get(&session.peer) == Some(&generation) {
+            if g.1
+                .get(&session.peer)
+                .is_some_and(|(n, _)| *n == generation)
+            {
                 g.1.remove(&session.peer);
             }
             drop(g);
@@ -367,6 +375,7 @@ async fn read_loop(
     let mut in_window = 0u32;
     let mut dropped = 0u64;
     let mut frame = Vec::new();
+    let replaced = Arc::new(Notify::new());
     loop {
         // A big frame's buffer is not kept for the small ones after it.
         if frame.capacity() > 4 * READ_CHUNK {
@@ -390,6 +399,8 @@ async fn read_loop(
         let result = tokio::select! {
             f = read => f,
             _ = shutdown.changed() => return PeerError::Io(std::io::ErrorKind::Interrupted.into()),
+            // Even in the middle of a frame: its buffer goes with it.
+            _ = replaced.notified() => return PeerError::Replaced,
         };
         if let Err(e) = result {
             return e;
@@ -399,11 +410,6 @@ async fn read_loop(
         }
         // The rate is checked first, so a flood costs no verifications.
         if window.elapsed() >= Duration::from_secs(1) {
-            let g = shared.inbound.lock().expect("not poisoned");
-            if proven && g.1.get(&session.peer) != Some(&generation) {
-                return PeerError::Replaced;
-            }
-            drop(g);
             if dropped > 0 {
                 tracing::warn!(peer = %session.peer.short(), dropped, "peer over its message rate");
             }
@@ -425,13 +431,17 @@ async fn read_loop(
         }
         last = counter;
         if !proven {
-            // Proven: now it is the peer's one inbound link.
-            shared
+            // Proven: now it is the peer's one inbound link, and the one
+            // before it ends at once.
+            let old = shared
                 .inbound
                 .lock()
                 .expect("not poisoned")
                 .1
-                .insert(session.peer, generation);
+                .insert(session.peer, (generation, replaced.clone()));
+            if let Some((_, bell)) = old {
+                bell.notify_one();
+            }
             slot = None;
         }
         // The dialer's first frame is empty: it proves the link, and
