@@ -162,56 +162,7 @@ enum Command {
     /// stalls that send nothing (about +100 MiB with one key).
     ///
     /// Exits non-zero if a peak is over its bound (or --max-rss-mib).
-    BenchMemory {
-        /// Nodes in the cluster: at least 2, as attack A holds node 1's key.
-        #[arg(long, default_value_t = 3)]
-        nodes: usize,
-        /// Round length, ms.
-        #[arg(long, default_value_t = 1000)]
-        roundtime: u64,
-        /// Seconds the idle node is sampled for the baseline, once the chain runs.
-        #[arg(long, default_value_t = 5)]
-        warmup: u64,
-        /// Attack A: stalled sessions held at once.
-        #[arg(long, default_value_t = 30)]
-        stall_sessions: usize,
-        /// Attack A: KiB of each declared frame sent before stalling.
-        #[arg(long, default_value_t = 0)]
-        stall_fill_kib: usize,
-        /// Attack A: how long, s (a session the node cuts is opened again).
-        #[arg(long, default_value_t = 20)]
-        stall_seconds: u64,
-        /// Attack B: connections of the one user.
-        #[arg(long, default_value_t = 10)]
-        connections: usize,
-        /// Attack B: MiB the contract writes to the user each run.
-        #[arg(long, default_value_t = 15)]
-        output_mib: usize,
-        /// Attack B: rounds it asks for an output.
-        #[arg(long, default_value_t = 12)]
-        amplify_rounds: u64,
-        /// Seconds sampled after each attack ends.
-        #[arg(long, default_value_t = 3)]
-        settle: u64,
-        /// Sampling interval, ms.
-        #[arg(long, default_value_t = 500)]
-        sample_ms: u64,
-        /// Bound on attack A's peak over the baseline, MiB.
-        #[arg(long, default_value_t = 64)]
-        stall_bound_mib: u64,
-        /// Bound on attack B's peak over the baseline, MiB.
-        #[arg(long, default_value_t = 384)]
-        amplify_bound_mib: u64,
-        /// A bound on either attack's peak RSS itself, MiB [default: none].
-        #[arg(long)]
-        max_rss_mib: Option<u64>,
-        /// Peer port of node 0; node i uses this plus i.
-        #[arg(long, default_value_t = 26860)]
-        peerport: u16,
-        /// User port of node 0; node i uses this plus i.
-        #[arg(long, default_value_t = 12080)]
-        pubport: u16,
-    },
+    BenchMemory(bench_memory::Options),
 }
 
 fn main() {
@@ -346,44 +297,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             };
             bench::run(&o).await
         }
-        Command::BenchMemory {
-            nodes,
-            roundtime,
-            warmup,
-            stall_sessions,
-            stall_fill_kib,
-            stall_seconds,
-            connections,
-            output_mib,
-            amplify_rounds,
-            settle,
-            sample_ms,
-            stall_bound_mib,
-            amplify_bound_mib,
-            max_rss_mib,
-            peerport,
-            pubport,
-        } => {
-            let o = bench_memory::Options {
-                nodes,
-                roundtime,
-                warmup,
-                stall_sessions,
-                stall_fill: stall_fill_kib.saturating_mul(1 << 10),
-                stall_seconds,
-                connections,
-                output_bytes: output_mib.saturating_mul(1 << 20),
-                amplify_rounds,
-                settle,
-                sample_ms,
-                stall_bound_mib,
-                amplify_bound_mib,
-                max_rss_mib,
-                peerport,
-                pubport,
-            };
-            bench_memory::run(&o).await
-        }
+        Command::BenchMemory(o) => bench_memory::run(&o).await,
     }
 }
 

@@ -102,21 +102,6 @@ impl Twins {
             .is_some_and(|g| g.contains(&node))
     }
 
-    /// Where a frame from `from` to `to` goes at `now` (ms), and whether
-    /// the split cuts it: a node's frames for the twin's key reach the copy
-    /// it is with this round, and each copy reaches only the nodes with it.
-    pub fn route(
-        &self,
-        second: usize,
-        roundtime: u64,
-        from: usize,
-        to: usize,
-        now: u64,
-    ) -> (usize, bool) {
-        let to = self.redirect(second, roundtime, from, to, now);
-        (to, self.cut(second, roundtime, from, to, now))
-    }
-
     /// Which copy of the twin a node that means `to` reaches at `now`.
     pub fn redirect(
         &self,
@@ -155,6 +140,21 @@ impl Twins {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Where a frame from `from` to `to` goes at `now` (ms), and whether
+    /// the split cuts it: a node's frames for the twin's key reach the copy
+    /// it is with this round, and each copy reaches only the nodes with it.
+    fn route(
+        t: &Twins,
+        second: usize,
+        roundtime: u64,
+        from: usize,
+        to: usize,
+        now: u64,
+    ) -> (usize, bool) {
+        let to = t.redirect(second, roundtime, from, to, now);
+        (to, t.cut(second, roundtime, from, to, now))
+    }
 
     #[test]
     fn enumeration_covers_every_schedule_once() {
@@ -201,17 +201,17 @@ mod tests {
         };
         let second = 4;
         // Round 2 (200 ms rounds): node 0 is with the second copy.
-        assert_eq!(t.route(second, 100, 0, 1, 200), (1, false));
+        assert_eq!(route(&t, second, 100, 0, 1, 200), (1, false));
         t.partition = true;
-        assert_eq!(t.route(second, 100, 0, 1, 200), (1, true));
-        assert_eq!(t.route(second, 100, 1, 0, 200), (0, true));
-        assert_eq!(t.route(second, 100, 1, 2, 200), (2, false));
+        assert_eq!(route(&t, second, 100, 0, 1, 200), (1, true));
+        assert_eq!(route(&t, second, 100, 1, 0, 200), (0, true));
+        assert_eq!(route(&t, second, 100, 1, 2, 200), (2, false));
         // Each side keeps its copy: 0 reaches the second, 1 the first.
-        assert_eq!(t.route(second, 100, 0, 3, 200), (4, false));
-        assert_eq!(t.route(second, 100, 1, 3, 200), (3, false));
-        assert_eq!(t.route(second, 100, 4, 1, 200), (1, true));
+        assert_eq!(route(&t, second, 100, 0, 3, 200), (4, false));
+        assert_eq!(route(&t, second, 100, 1, 3, 200), (3, false));
+        assert_eq!(route(&t, second, 100, 4, 1, 200), (1, true));
         // Before and after the steps, nobody is apart.
-        assert_eq!(t.route(second, 100, 0, 1, 100), (1, false));
-        assert_eq!(t.route(second, 100, 0, 1, 300), (1, false));
+        assert_eq!(route(&t, second, 100, 0, 1, 100), (1, false));
+        assert_eq!(route(&t, second, 100, 0, 1, 300), (1, false));
     }
 }

@@ -24,31 +24,67 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
+/// `hotpocket bench-memory`'s flags.
+#[derive(clap::Args, Debug)]
 pub struct Options {
+    /// Nodes in the cluster: at least 2, as attack A holds node 1's key.
+    #[arg(long, default_value_t = 3)]
     pub nodes: usize,
+    /// Round length, ms.
+    #[arg(long, default_value_t = 1000)]
     pub roundtime: u64,
-    /// Seconds the idle node is sampled for its baseline.
+    /// Seconds the idle node is sampled for the baseline, once the chain runs.
+    #[arg(long, default_value_t = 5)]
     pub warmup: u64,
-    /// Stalled sessions attack A keeps open at once.
+    /// Attack A: stalled sessions held at once.
+    #[arg(long, default_value_t = 30)]
     pub stall_sessions: usize,
-    /// Bytes of each declared frame sent before stalling.
-    pub stall_fill: usize,
+    /// Attack A: KiB of each declared frame sent before stalling.
+    #[arg(long, default_value_t = 0)]
+    pub stall_fill_kib: usize,
+    /// Attack A: how long, s (a session the node cuts is opened again).
+    #[arg(long, default_value_t = 20)]
     pub stall_seconds: u64,
-    /// Connections of attack B's one user.
+    /// Attack B: connections of the one user.
+    #[arg(long, default_value_t = 10)]
     pub connections: usize,
-    /// Bytes the contract writes to each user with inputs in a run.
-    pub output_bytes: usize,
+    /// Attack B: MiB the contract writes to the user each run.
+    #[arg(long, default_value_t = 15)]
+    pub output_mib: usize,
+    /// Attack B: rounds it asks for an output.
+    #[arg(long, default_value_t = 12)]
     pub amplify_rounds: u64,
     /// Seconds sampled after each attack ends.
+    #[arg(long, default_value_t = 3)]
     pub settle: u64,
+    /// Sampling interval, ms.
+    #[arg(long, default_value_t = 500)]
     pub sample_ms: u64,
-    /// Bounds on each attack's peak over the baseline, MiB.
+    /// Bound on attack A's peak over the baseline, MiB.
+    #[arg(long, default_value_t = 64)]
     pub stall_bound_mib: u64,
+    /// Bound on attack B's peak over the baseline, MiB.
+    #[arg(long, default_value_t = 384)]
     pub amplify_bound_mib: u64,
-    /// A bound on any phase's peak, MiB.
+    /// A bound on either attack's peak RSS itself, MiB [default: none].
+    #[arg(long)]
     pub max_rss_mib: Option<u64>,
+    /// Peer port of node 0; node i uses this plus i.
+    #[arg(long, default_value_t = 26860)]
     pub peerport: u16,
+    /// User port of node 0; node i uses this plus i.
+    #[arg(long, default_value_t = 12080)]
     pub pubport: u16,
+}
+
+impl Options {
+    fn stall_fill(&self) -> usize {
+        self.stall_fill_kib.saturating_mul(1 << 10)
+    }
+
+    fn output_bytes(&self) -> usize {
+        self.output_mib.saturating_mul(1 << 20)
+    }
 }
 
 /// The contract: every user with inputs in a run gets `argv[1]` bytes,
@@ -208,11 +244,11 @@ fn make_cluster(o: &Options, root: &Path) -> anyhow::Result<()> {
     for i in 0..o.nodes {
         let dir = node_dir(root, i);
         let mut cfg = Config::read(&dir)?;
-        cfg.binargs = o.output_bytes.to_string();
+        cfg.binargs = o.output_bytes().to_string();
         // Room for the output: a run writing more is killed.
         cfg.contract_max_output_bytes = cfg
             .contract_max_output_bytes
-            .max(o.output_bytes + (1 << 20));
+            .max(o.output_bytes() + (1 << 20));
         cfg.save(&dir)
             .with_context(|| format!("writing {}", Config::path(&dir).display()))?;
     }
@@ -223,7 +259,7 @@ pub async fn run(o: &Options) -> anyhow::Result<()> {
     if o.nodes < 2 {
         bail!("--nodes must be at least 2: attack A dials node 0 with node 1's key");
     }
-    if o.stall_fill >= MAX_FRAME_BYTES {
+    if o.stall_fill() >= MAX_FRAME_BYTES {
         bail!(
             "--stall-fill-kib must be under the {} KiB frame it fills",
             MAX_FRAME_BYTES >> 10
@@ -353,7 +389,7 @@ async fn measure_all(o: &Options, root: &Path, pid: u32) -> anyhow::Result<()> {
         o.stall_sessions,
         o.stall_seconds,
         MAX_FRAME_BYTES >> 20,
-        o.stall_fill >> 10,
+        o.stall_fill() >> 10,
         stalled.opened,
         stalled.held,
         stalled.refused,
@@ -370,7 +406,7 @@ async fn measure_all(o: &Options, root: &Path, pid: u32) -> anyhow::Result<()> {
     println!(
         "B: one user, {} connections that never read, {:.1} MiB to it each run, {} rounds: {} inputs sent, {} connections opened, {} found closed by the node; {:.1} MiB of outputs waited unread in the attacker's sockets; {} ledgers closed",
         o.connections,
-        o.output_bytes as f64 / MIB,
+        o.output_bytes() as f64 / MIB,
         o.amplify_rounds,
         amplified.inputs,
         amplified.opened,

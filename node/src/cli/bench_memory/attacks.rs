@@ -114,7 +114,7 @@ pub(super) async fn attack_a(
 ) -> anyhow::Result<Stalled> {
     let end = tokio::time::Instant::now() + Duration::from_secs(o.stall_seconds);
     let tasks: Vec<_> = (0..o.stall_sessions)
-        .map(|_| tokio::spawn(stall(addr, key.clone(), unl.to_vec(), o.stall_fill, end)))
+        .map(|_| tokio::spawn(stall(addr, key.clone(), unl.to_vec(), o.stall_fill(), end)))
         .collect();
     let mut all = Stalled::default();
     for t in tasks {
@@ -232,7 +232,7 @@ pub(super) async fn attack_b(o: &Options, port: u16) -> anyhow::Result<Amplified
 /// is told apart from what the attack adds. Outputs and bytes received.
 pub(super) async fn reference_b(o: &Options, port: u16) -> anyhow::Result<(u64, u64)> {
     let key = random_key(&mut OsEntropy);
-    let ws = user_connection(port, &key, o.output_bytes + (1 << 20)).await?;
+    let ws = user_connection(port, &key, o.output_bytes() + (1 << 20)).await?;
     let (mut tx, mut rx) = ws.split();
     let reader = tokio::spawn(async move {
         let (mut n, mut bytes) = (0u64, 0u64);
