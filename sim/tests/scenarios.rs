@@ -87,19 +87,6 @@ fn checkers_catch_a_real_violation() {
     );
 }
 
-#[test]
-fn adopted_ledgers_keep_the_bodies_the_node_holds() {
-    // The seed the file was cut from (see its header).
-    let r = run(&load("lost-bodies"), 98);
-    assert!(r.passed, "{:?}", r.violations);
-}
-
-#[test]
-fn every_retry_of_a_state_request_reaches_another_peer() {
-    let r = run(&load("liar-rotation"), 303);
-    assert!(r.passed, "{:?}", r.violations);
-}
-
 /// Runs `name` fuzzed with each seed; fails on any violation. Returns the
 /// random beacon values of the runs' final ledgers.
 fn sweep(name: &str, seeds: std::ops::Range<u64>) -> Vec<Hash> {
