@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::Path;
 
+mod role;
+pub use role::Role;
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
@@ -152,76 +155,6 @@ pub struct LinkOverride {
     pub latency_ms: Option<Latency>,
     #[serde(default)]
     pub loss_pct: Option<f64>,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    #[default]
-    Honest,
-    /// Sends different validly signed proposals to different peers.
-    Equivocator,
-    /// Sends proposals with broken or misattributed signatures, and garbage.
-    Forger,
-    /// Re-sends old and others' proposals.
-    Replayer,
-    /// Sends nothing.
-    Silent,
-    /// Honest, except that it answers history requests with forged,
-    /// stripped or truncated ledgers.
-    HistoryLiar,
-    /// Lies in every answer to a state sync request.
-    StateLiar,
-    /// Honest, but with every party line chunk it also floods: chunks
-    /// past the limits, oversize ones, chunks in another node's name and
-    /// replays for an older ledger.
-    NplSpammer,
-    /// Sends different party line data to different peers, validly signed.
-    NplEquivocator,
-    /// Commits, then holds its stage-0 proposals until it has seen the
-    /// others' reveals and reveals only if that gives a value it likes
-    /// (lowest bit clear): the one-bit bias commit-reveal allows.
-    BeaconWithholder,
-    /// Commits to one secret with its odd peers, another with the rest.
-    BeaconEquivocator,
-    /// Reveals a secret that does not open its commitment.
-    BeaconLiar,
-    /// Plays with the beacon's signed entries: forged copies of the
-    /// others' reveals and commits, a flood of its own commitments, other
-    /// proofs against itself; to all peers or some.
-    BeaconForger,
-    /// Honest, except inside its `mutate` timeline windows: then each
-    /// message it sends to the named peers gets one small-scope (or
-    /// any-scope) mutation, re-signed with its own key (ByzzFuzz).
-    Mutator,
-    /// One of a coalition with one plan: every colluder splits the honest
-    /// nodes the same way each round and shows one half the real
-    /// candidate, the other half one without inputs, at every stage.
-    Colluder,
-    /// Sends its victim stage-3 votes for a candidate nobody else sees,
-    /// in the other members' names, signed with its own key: each fails
-    /// the signature check and nothing else.
-    VoteForger,
-    /// The same votes, validly signed by keys outside the UNL: each fails
-    /// the membership check and nothing else.
-    Sybil,
-    /// Answers every history request with a chain of its own, each ledger
-    /// proven by its own vote alone: fails the proof threshold only.
-    HistoryForger,
-    /// Answers history with the real ledgers and proofs, every input's
-    /// body swapped for another real one: fails the body hash check only.
-    BodySwapper,
-    /// Answers history with the real ledgers and proofs, the second one
-    /// left out: the next does not follow the first, and fails the link
-    /// check only.
-    HistorySkipper,
-    /// Honest on its own links; beside them it splices, claims and
-    /// replays peer handshakes between honest nodes.
-    Relay,
-    /// Runs as two honest copies under one key (`[twins]`), each with its
-    /// own state, the other nodes split between them round by round: the
-    /// equivocation and forgetting a real fault produces, from correct code.
-    Twin,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
