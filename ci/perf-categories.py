@@ -6,7 +6,7 @@
     perf script -i perf.data | python3 ci/perf-categories.py
 
 Each sample counts once, for the first category (in the order below) that
-any frame of its stack matches; the README's "where the time goes" table
+any frame of its stack matches; docs/performance.md's "where the time goes" table
 is this script's output before and after issue 15.
 """
 import collections

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The project's test command (README): formatting, lints, then every test —
+# The project's test command (README): links, formatting, lints, then every test —
 # unit tests, the protocol harness, every scenario in scenarios/, the
-# determinism test and a 595-seed fuzz sweep, real and simulated together.
+# determinism test and a 705-seed fuzz sweep, real and simulated together.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+python3 ci/check-links.py
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
