@@ -400,3 +400,22 @@ async fn a_newer_proven_session_ends_a_stalled_one_at_once() {
     assert!(!closed(&mut newest, Duration::from_millis(500)).await);
     assert_eq!(j.stats().inbound_sessions, 4);
 }
+
+/// Two peer entries that reach the same node (an IP and a name, say): the
+/// second never displaces the first's working link, at either end, and
+/// backs off instead of redialling every 100 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_address_of_a_linked_peer_leaves_the_link_alone() {
+    let (_stop_tx, stop) = watch::channel(false);
+    let (j, j_addr) = node(2, vec![], GateConfig::default(), &stop).await;
+    let twice = vec![j_addr.to_string(), format!("localhost:{}", j_addr.port())];
+    let (i, _) = node(1, twice, GateConfig::default(), &stop).await;
+    let jk = key(2).public();
+    until("I connects to J", || i.connected().contains(&jk)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(i.connected().contains(&jk));
+    // The first link, and at most one refused second dial; a flapping
+    // pair would have proven dozens.
+    let n = j.stats().inbound_sessions;
+    assert!(n <= 2, "{n} sessions proven at J in 3 s");
+}

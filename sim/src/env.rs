@@ -83,17 +83,23 @@ impl SimNet {
 
 impl PeerNetwork for SimNet {
     fn send(&mut self, to: &PubKey, bytes: Vec<u8>) {
-        let Some(to) = self.world.resolve(self.node, to) else {
-            return;
-        };
         if let Some(r) = &mut self.relay {
             r.tick(&self.world, self.node);
         }
         match &mut self.byzantine {
-            None => self.links.send(&self.world, to, bytes),
+            None => {
+                if let Some(dest) = self.world.resolve(self.node, to) {
+                    self.links.send(&self.world, dest, bytes);
+                }
+            }
+            // Byzantine roles name nodes by number, the twin's first copy
+            // for its key; `send_node` finds the machine.
             Some(b) => {
-                let fault = self.world.mutation(self.node, to);
-                for (dest, frame) in b.outgoing(to, bytes, fault) {
+                let Some(n) = self.world.lock().index.get(to).copied() else {
+                    return;
+                };
+                let fault = self.world.mutation(self.node, n);
+                for (dest, frame) in b.outgoing(n, bytes, fault) {
                     self.send_node(dest, frame);
                 }
             }

@@ -3,7 +3,7 @@
 //! peer proposed on.
 
 use super::tally::lcl_votes;
-use super::{ConsensusConfig, PlantedBug, Proposal, SignedProposal};
+use super::{planted, ConsensusConfig, Proposal, SignedProposal};
 use crate::crypto::{KeyRing, PubKey};
 use crate::ledger::{LedgerId, MAX_VERDICTS};
 use std::collections::BTreeMap;
@@ -60,7 +60,7 @@ impl ProposalBook {
         signed: Option<&[u8]>,
     ) -> Arrival {
         let p = &sp.proposal;
-        if !cfg.in_unl(&p.author) && !cfg.planted(PlantedBug::NoUnlCheck) {
+        if !cfg.in_unl(&p.author) && !planted!(cfg, NoUnlCheck) {
             return Arrival::NotUnl;
         }
         let skew = cfg.max_round_skew;
@@ -88,7 +88,7 @@ impl ProposalBook {
                 Err(_) => Arrival::BadSignature,
             };
         }
-        if sp.verify_encoded(ring, signed).is_err() && !cfg.planted(PlantedBug::NoSignatureCheck) {
+        if sp.verify_encoded(ring, signed).is_err() && !planted!(cfg, NoSignatureCheck) {
             return Arrival::BadSignature;
         }
         let (author, round, lcl) = (p.author, p.round, p.lcl);

@@ -124,11 +124,11 @@ pub fn check_answer(
     records: Vec<LedgerRecord>,
 ) -> Answer {
     let mut needed = cfg.needed(cfg.close_threshold_pct);
-    if cfg.planted(super::PlantedBug::WeakHistoryProof) {
+    if super::planted!(cfg, WeakHistoryProof) {
         needed = 1;
     }
-    let unchecked_bodies = cfg.planted(super::PlantedBug::UncheckedBodies);
-    let no_link_check = cfg.planted(super::PlantedBug::NoLinkCheck);
+    let unchecked_bodies = super::planted!(cfg, UncheckedBodies);
+    let no_link_check = super::planted!(cfg, NoLinkCheck);
     let verify = |lcl: &LedgerId, rec: &LedgerRecord| {
         if no_link_check {
             // Checked against the parent it names, the link always holds.

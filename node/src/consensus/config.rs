@@ -43,11 +43,14 @@ pub struct ConsensusConfig {
     /// A check switched off on purpose. Only the simulator's tests set it,
     /// to show that an adversary exploits the check's absence (a fuzzer
     /// that cannot catch a planted bug has no teeth); the node's config
-    /// file has no such field.
+    /// file has no such field, and a node built without the `planted`
+    /// feature has neither the field nor any way around the checks.
+    #[cfg(feature = "planted")]
     pub planted_bug: Option<PlantedBug>,
 }
 
 /// The checks a test may switch off; each names what the node then skips.
+#[cfg(feature = "planted")]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PlantedBug {
@@ -106,10 +109,12 @@ impl ConsensusConfig {
             state_sync_gap: 32,
             npl: NplLimits::default(),
             unl,
+            #[cfg(feature = "planted")]
             planted_bug: None,
         }
     }
 
+    #[cfg(feature = "planted")]
     pub(crate) fn planted(&self, bug: PlantedBug) -> bool {
         self.planted_bug == Some(bug)
     }
@@ -160,6 +165,25 @@ impl ConsensusConfig {
 pub fn threshold(n: usize, pct: u64) -> usize {
     ((pct * n as u64).div_ceil(100)) as usize
 }
+
+/// Whether `cfg` switches the check `bug` (a [`PlantedBug`] name) off.
+/// Without the `planted` feature, as in every `hotpocket` binary, it is
+/// `false`: the check cannot be bypassed, and the bypass is not compiled.
+#[cfg(feature = "planted")]
+macro_rules! planted {
+    ($cfg:expr, $bug:ident) => {
+        $cfg.planted($crate::consensus::PlantedBug::$bug)
+    };
+}
+
+#[cfg(not(feature = "planted"))]
+macro_rules! planted {
+    ($cfg:expr, $bug:ident) => {
+        false
+    };
+}
+
+pub(crate) use planted;
 
 #[cfg(test)]
 mod tests {

@@ -29,7 +29,10 @@ pub use crate::contract::{input_hash, ExecResult};
 pub use crate::ledger::{Proposal, SignedProposal};
 pub use crate::wire::MAX_FRAME_BYTES;
 pub use backlog::{PAUSE_BEHIND, RESUME_BEHIND};
-pub use config::{threshold, ConfigError, ConsensusConfig, PlantedBug};
+pub(crate) use config::planted;
+#[cfg(feature = "planted")]
+pub use config::PlantedBug;
+pub use config::{threshold, ConfigError, ConsensusConfig};
 pub use frames::{FrameStats, SentProposals};
 pub use interface::{Action, BeaconStats, CloseVia, Event, Input, NodeError, Stats, Withheld};
 pub use jobs::{ContractJobs, Job};

@@ -86,6 +86,15 @@ impl Relay {
             .collect()
     }
 
+    /// Marks `conn` judged; false if it was already.
+    fn judge(&mut self, conn: u64) -> bool {
+        let new = self.judged.insert(conn);
+        while self.judged.len() > 4 * MAX_TRACKED {
+            self.judged.pop_first();
+        }
+        new
+    }
+
     fn track(&mut self, a: u64, b: u64, b_end: usize, a_end: usize, proof_only: bool) {
         let leg = |other, end| Leg {
             other,
@@ -114,7 +123,7 @@ impl Relay {
             return;
         }
         let conn = world.lock().conns.open(me, j);
-        self.judged.insert(conn);
+        self.judge(conn);
         let replay = self
             .heard
             .iter()
@@ -179,7 +188,7 @@ impl Relay {
                     // J answered the claim: ask the victim as J, with J's
                     // own hello.
                     let second = world.lock().conns.open(me, victim);
-                    self.judged.insert(second);
+                    self.judge(second);
                     self.track(conn, second, victim, from, true);
                     let hello = bytes[..bytes.len().min(HELLO_BYTES)].to_vec();
                     world.send(
@@ -206,11 +215,8 @@ impl Relay {
             return true;
         }
         let dialled_us = world.lock().conns.ends(conn) == Some((from, me));
-        if data || !dialled_us || !self.judged.insert(conn) {
+        if data || !dialled_us || !self.judge(conn) {
             return false;
-        }
-        while self.judged.len() > 4 * MAX_TRACKED {
-            self.judged.pop_first();
         }
         // A new dial to us: splice half of them.
         if self.rng.next_u64() % 2 == 1 {
@@ -222,7 +228,7 @@ impl Relay {
             return false;
         };
         let second = world.lock().conns.open(me, j);
-        self.judged.insert(second);
+        self.judge(second);
         self.track(conn, second, j, from, false);
         world.send(
             me,

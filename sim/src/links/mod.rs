@@ -167,9 +167,11 @@ enum Out {
     },
 }
 
+/// An accepted connection, with the machine that dialled it: frames on it
+/// from any other machine are dropped, as TCP would never deliver them.
 enum In {
-    Accepting(Box<Hs>),
-    Up(PubKey),
+    Accepting(Box<Hs>, usize),
+    Up(PubKey, usize),
 }
 
 /// One node's connections, for one life of the node: a restart starts
@@ -220,7 +222,15 @@ impl Links {
                     queue.push(bytes);
                 }
             }
-            _ => self.dial(world, dest, vec![bytes]),
+            // Stuck or gone: dial again, keeping what waited.
+            stale => {
+                let mut queue = match stale {
+                    Some(Out::Dialing { queue, .. }) => std::mem::take(queue),
+                    _ => vec![],
+                };
+                queue.push(bytes);
+                self.dial(world, dest, queue);
+            }
         }
     }
 
@@ -263,17 +273,19 @@ impl Links {
     ) -> Option<(PubKey, Vec<u8>)> {
         match wire {
             Wire::Data { conn, bytes } => match self.inbound.get(&conn) {
-                Some(In::Up(peer)) => Some((*peer, bytes)),
+                Some(In::Up(peer, m)) if *m == from => Some((*peer, bytes)),
                 // A late handshake message may still make it: wait.
-                Some(In::Accepting(_)) => None,
+                Some(_) => None,
                 None => {
                     world.send(self.node, from, Wire::Reset { conn });
                     None
                 }
             },
             Wire::Reset { conn } => {
-                self.out.retain(|_, o| match o {
-                    Out::Up { conn: c } | Out::Dialing { conn: c, .. } => *c != conn,
+                self.out.retain(|dest, o| match o {
+                    Out::Up { conn: c } | Out::Dialing { conn: c, .. } => {
+                        *c != conn || *dest != from
+                    }
                 });
                 None
             }
@@ -283,7 +295,8 @@ impl Links {
                     _ => None,
                 });
                 match dialled {
-                    Some(dest) => self.dialer_step(world, dest, &bytes),
+                    Some(dest) if dest == from => self.dialer_step(world, dest, &bytes),
+                    Some(_) => {}
                     None => self.acceptor_step(world, from, conn, &bytes),
                 }
                 None
@@ -292,10 +305,16 @@ impl Links {
     }
 
     fn dialer_step(&mut self, world: &Arc<World>, dest: usize, bytes: &[u8]) {
-        let Some(Out::Dialing { conn, hs, .. }) = self.out.get_mut(&dest) else {
+        let now = world.now();
+        let Some(Out::Dialing {
+            conn, hs, since_ms, ..
+        }) = self.out.get_mut(&dest)
+        else {
             return;
         };
         let conn = *conn;
+        // A handshake that moves is not stuck, however slow its link.
+        *since_ms = now;
         match hs.receive(bytes) {
             Ok(Step::Send(m)) => world.send(self.node, dest, Wire::Handshake { conn, bytes: m }),
             Ok(Step::Done { last, session }) => {
@@ -320,15 +339,16 @@ impl Links {
 
     fn acceptor_step(&mut self, world: &Arc<World>, from: usize, conn: u64, bytes: &[u8]) {
         let hs = match self.inbound.get_mut(&conn) {
-            Some(In::Accepting(hs)) => hs,
-            // Proven already: a late or replayed handshake message.
-            Some(In::Up(_)) => return,
+            Some(In::Accepting(hs, m)) if *m == from => hs,
+            // Proven already (a late or replayed handshake message), or
+            // from a machine not at this connection's other end.
+            Some(_) => return,
             // Only a connection dialled to us starts a handshake here (not
             // a late answer to a dial of ours we gave up on).
             None if world.lock().conns.ends(conn) != Some((from, self.node)) => return,
             None => {
                 let pending: Vec<u64> = (self.inbound.iter())
-                    .filter(|(_, i)| matches!(i, In::Accepting(_)))
+                    .filter(|(_, i)| matches!(i, In::Accepting(..)))
                     .map(|(c, _)| *c)
                     .collect();
                 if pending.len() >= PENDING_ACCEPTS {
@@ -336,9 +356,9 @@ impl Links {
                 }
                 let challenge = hotpocket_node::env::Entropy::seed32(&mut self.entropy);
                 let hs = Hs::acceptor(self.kind, &self.key, &self.unl, challenge);
-                self.inbound.insert(conn, In::Accepting(Box::new(hs)));
+                self.inbound.insert(conn, In::Accepting(Box::new(hs), from));
                 match self.inbound.get_mut(&conn) {
-                    Some(In::Accepting(hs)) => hs,
+                    Some(In::Accepting(hs, _)) => hs,
                     _ => return,
                 }
             }
@@ -350,7 +370,7 @@ impl Links {
                     world.send(self.node, from, Wire::Handshake { conn, bytes: m });
                 }
                 world.session_opened(self.node, conn, &session);
-                self.admit(conn, session);
+                self.admit(conn, session, from);
             }
             Err(_) => {
                 self.inbound.remove(&conn);
@@ -360,10 +380,10 @@ impl Links {
 
     /// Keeps `conn` as a proven session, dropping the oldest of the same
     /// peer past the cap.
-    fn admit(&mut self, conn: u64, session: Session) {
-        self.inbound.insert(conn, In::Up(session.peer));
+    fn admit(&mut self, conn: u64, session: Session, from: usize) {
+        self.inbound.insert(conn, In::Up(session.peer, from));
         let same: Vec<u64> = (self.inbound.iter())
-            .filter(|(_, i)| matches!(i, In::Up(p) if *p == session.peer))
+            .filter(|(_, i)| matches!(i, In::Up(p, _) if *p == session.peer))
             .map(|(c, _)| *c)
             .collect();
         for c in same

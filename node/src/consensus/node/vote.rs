@@ -179,10 +179,7 @@ impl Node {
         let lcl = self.chain.lcl();
         let stage3 = self.book.slot(round, 3);
         let mut needed = self.cfg.needed(self.cfg.close_threshold_pct);
-        if self
-            .cfg
-            .planted(crate::consensus::PlantedBug::CloseOnReceived)
-        {
+        if crate::consensus::planted!(self.cfg, CloseOnReceived) {
             needed = stage3.len() / 2 + 1;
         }
         let Some((hash, group)) = tally::closing(&stage3, lcl, needed) else {

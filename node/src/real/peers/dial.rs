@@ -130,44 +130,56 @@ async fn dial_once(
     shutdown: &mut watch::Receiver<bool>,
     backoff: &mut Duration,
 ) -> Result<(), PeerError> {
+    let live = |peer: &PubKey| {
+        let out = shared.outbound.lock().expect("not poisoned");
+        out.get(peer).is_some_and(|tx| !tx.is_closed())
+    };
+    // The key this address answers for is linked through another address:
+    // a second link would only replace that one at the acceptor.
+    if let Some(peer) = pinned.as_ref().filter(|p| live(p)) {
+        return Err(PeerError::Duplicate(peer.short()));
+    }
     let mut stream = TcpStream::connect(addr).await?;
     let _ = stream.set_nodelay(true);
     let session =
         dial_handshake(&mut stream, &shared.key, &shared.unl, *pinned, challenge()).await?;
     *pinned = Some(session.peer);
-    *backoff = Duration::from_millis(100);
-    let mut w = tokio::io::BufWriter::new(stream);
-    // The empty first frame proves the link to the acceptor at once.
-    let mut counter = 1u64;
-    write_frame(&mut w, &seal(&shared.key, &session.id, counter, &[])).await?;
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(SEND_QUEUE);
     // Weak, so a connection whose entry a newer one replaced still sees
     // its queue close and ends.
     let mine = tx.downgrade();
     {
-        // A working link from another address is never displaced: only
-        // this address's own loop replaces its link, once it has ended.
+        // Checked and taken under one lock, before the first frame proves
+        // this link to the acceptor (where it would end the working one).
         let mut out = shared.outbound.lock().expect("not poisoned");
         if out.get(&session.peer).is_some_and(|tx| !tx.is_closed()) {
             return Err(PeerError::Duplicate(session.peer.short()));
         }
         out.insert(session.peer, tx);
     }
+    *backoff = Duration::from_millis(100);
     tracing::info!(peer = %session.peer.short(), %addr, "peer connected (outbound)");
-    let result = loop {
-        let payload = tokio::select! {
-            p = rx.recv() => p,
-            _ = shutdown.changed() => None,
-        };
-        let Some(payload) = payload else { break Ok(()) };
-        counter += 1;
-        let body = seal(&shared.key, &session.id, counter, &payload);
-        match tokio::time::timeout(WRITE_TIMEOUT, write_frame(&mut w, &body)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => break Err(e),
-            Err(_) => break Err(PeerError::Timeout),
+    let mut w = tokio::io::BufWriter::new(stream);
+    let result = async {
+        // The empty first frame proves the link to the acceptor at once.
+        let mut counter = 1u64;
+        write_frame(&mut w, &seal(&shared.key, &session.id, counter, &[])).await?;
+        loop {
+            let payload = tokio::select! {
+                p = rx.recv() => p,
+                _ = shutdown.changed() => None,
+            };
+            let Some(payload) = payload else { break Ok(()) };
+            counter += 1;
+            let body = seal(&shared.key, &session.id, counter, &payload);
+            match tokio::time::timeout(WRITE_TIMEOUT, write_frame(&mut w, &body)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => break Err(e),
+                Err(_) => break Err(PeerError::Timeout),
+            }
         }
-    };
+    }
+    .await;
     {
         // Only our own entry: a newer connection to this peer may own it.
         let mut out = shared.outbound.lock().expect("not poisoned");
