@@ -11,7 +11,7 @@
 mod support;
 
 use hotpocket_node::env::ContractHost;
-use hotpocket_node::real::contract_host::ProcessContract;
+use hotpocket_node::real::contract_host::ProcessHost;
 use std::time::Instant;
 
 fn main() {
@@ -39,7 +39,7 @@ fn main() {
     let total = (files * kib) as f64 / 1024.0;
     // Fetches `src`'s state into `dst` and installs it: (what was fetched,
     // ms to fetch, ms to fetch and install).
-    let sync = |src: &mut ProcessContract, dst: &mut ProcessContract, seq| {
+    let sync = |src: &mut ProcessHost, dst: &mut ProcessHost, seq| {
         let t = Instant::now();
         let (patch, stats) = support::fetch(src, dst, seq);
         let fetched = t.elapsed().as_secs_f64() * 1e3;

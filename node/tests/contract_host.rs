@@ -9,8 +9,8 @@ use hotpocket_node::crypto::{Hash, Keypair, PubKey};
 use hotpocket_node::env::{ContractHost, RollbackError, RunEvent, RunLink, RunSession};
 use hotpocket_node::ledger::LedgerRecord;
 use hotpocket_node::npl::frame;
-use hotpocket_node::real::contract_host::ProcessContract;
-use hotpocket_node::real::process::ProcessHost;
+use hotpocket_node::real::contract_host::ProcessHost;
+use hotpocket_node::real::process::ProcessRunner;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -34,8 +34,8 @@ fn host(
     dir: PathBuf,
     format: FdlistFormat,
     limits: RunLimits,
-) -> ProcessHost {
-    ProcessHost {
+) -> ProcessRunner {
+    ProcessRunner {
         binary: binary.into(),
         args: args.iter().map(|s| s.to_string()).collect(),
         state_dir: dir,
@@ -229,7 +229,7 @@ async fn the_host_behind_the_seam_runs_ledgers_and_rolls_back_one() {
         FdlistFormat::Json,
         RunLimits::default(),
     );
-    let mut contract = ProcessContract::open(h, user(100), vec![user(100)]).unwrap();
+    let mut contract = ProcessHost::open(h, user(100), vec![user(100)]).unwrap();
     let first = contract
         .execute(&ledger(1, user(1), &[b"ab", b"cd"]), RunLink::default())
         .await;
@@ -264,7 +264,7 @@ async fn the_host_behind_the_seam_runs_ledgers_and_rolls_back_one() {
     assert!(snap.is_dir());
     std::fs::rename(&dir, dir.with_extension("rolledback")).unwrap();
     let h = contract.host.clone();
-    let reopened = ProcessContract::open(h.clone(), user(100), vec![user(100)]).unwrap();
+    let reopened = ProcessHost::open(h.clone(), user(100), vec![user(100)]).unwrap();
     assert_eq!(reopened.state_hash().unwrap(), first.state);
     assert_eq!(reopened.ran().seq, 1);
     assert!(!dir.with_extension("rolledback").exists());
@@ -283,7 +283,7 @@ async fn the_host_behind_the_seam_runs_ledgers_and_rolls_back_one() {
         .unwrap();
     assert!(copied.success());
     std::fs::write(dir.join("count"), "half written").unwrap();
-    let reopened = ProcessContract::open(h, user(100), vec![user(100)]).unwrap();
+    let reopened = ProcessHost::open(h, user(100), vec![user(100)]).unwrap();
     assert_eq!(reopened.ran().seq, 2);
     assert_eq!(reopened.state_hash().unwrap(), second.state);
     let _ = std::fs::remove_dir_all(&snap);

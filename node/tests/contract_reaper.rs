@@ -11,7 +11,7 @@
 
 use hotpocket_node::contract::{FdlistFormat, RunLimits, RunOutcome, RunRequest};
 use hotpocket_node::crypto::{Hash, Keypair, PubKey};
-use hotpocket_node::real::process::ProcessHost;
+use hotpocket_node::real::process::ProcessRunner;
 use hotpocket_node::real::reaper;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -31,14 +31,14 @@ fn fixture() -> String {
 
 /// A host running `detach.sh MODE PIDFILE` in a fresh state directory,
 /// and PIDFILE.
-fn host(tag: &str, mode: &str, limits: RunLimits) -> (ProcessHost, PathBuf) {
+fn host(tag: &str, mode: &str, limits: RunLimits) -> (ProcessRunner, PathBuf) {
     reaper::become_subreaper().unwrap();
     assert!(reaper::is_subreaper());
     let root = std::env::temp_dir().join(format!("hp-reaper-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(root.join("state")).unwrap();
     let pids = root.join("pids");
-    let host = ProcessHost {
+    let host = ProcessRunner {
         binary: fixture().into(),
         args: vec![mode.to_string(), pids.display().to_string()],
         state_dir: root.join("state"),

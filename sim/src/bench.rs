@@ -19,7 +19,7 @@ pub struct Bench {
 }
 
 /// The runs' figures.
-pub struct Timing {
+pub struct Measured {
     pub scenario: Scenario,
     pub walls: Vec<Duration>,
     /// The first run's report (every run is the same seed, so the same).
@@ -68,7 +68,7 @@ impl Bench {
         Ok(s)
     }
 
-    pub fn time(&self) -> Result<Timing, BenchError> {
+    pub fn time(&self) -> Result<Measured, BenchError> {
         let s = self.scenario()?;
         let mut walls = Vec::with_capacity(self.runs);
         let mut first = None;
@@ -78,7 +78,7 @@ impl Bench {
             walls.push(started.elapsed());
             first.get_or_insert(r);
         }
-        Ok(Timing {
+        Ok(Measured {
             scenario: s,
             walls,
             report: first.expect("at least one run"),
@@ -97,7 +97,7 @@ fn peak_rss_kib() -> u64 {
     usage.ru_maxrss.max(0) as u64
 }
 
-impl Timing {
+impl Measured {
     pub fn rounds(&self) -> u64 {
         (self.scenario.duration_ms / self.scenario.consensus.roundtime_ms).max(1)
     }

@@ -93,9 +93,9 @@ pub struct Failure {
     pub reproduce_shrunk: Option<String>,
 }
 
-/// A campaign's figures; shards' reports add up with [`Report::merge`].
+/// A campaign's figures; shards' reports add up with [`CampaignReport::merge`].
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Report {
+pub struct CampaignReport {
     pub runs: u64,
     pub failed: u64,
     pub passed: bool,
@@ -111,8 +111,8 @@ pub struct Report {
     pub roles: BTreeMap<String, u64>,
 }
 
-impl Report {
-    pub fn merge(&mut self, other: Report) {
+impl CampaignReport {
+    pub fn merge(&mut self, other: CampaignReport) {
         self.passed = (self.runs == 0 || self.passed) && other.passed;
         self.runs += other.runs;
         self.failed += other.failed;
@@ -164,7 +164,7 @@ pub struct Plan {
 /// Runs the campaign. Seeds go in the outer loop and files in the inner,
 /// so a budget shares its time among the files.
 #[allow(clippy::disallowed_methods)] // the budget is wall time (module doc)
-pub fn run(plan: &Plan) -> Result<Report> {
+pub fn run(plan: &Plan) -> Result<CampaignReport> {
     let started = Instant::now();
     let bases: Vec<(PathBuf, Scenario)> = plan
         .files
@@ -177,9 +177,9 @@ pub fn run(plan: &Plan) -> Result<Report> {
         None => plan.shard.count_in(&plan.seeds),
     };
     let progress = Progress::new(plan.verbose, total * bases.len() as u64, plan.budget);
-    let mut r = Report {
+    let mut r = CampaignReport {
         passed: true,
-        ..Report::default()
+        ..CampaignReport::default()
     };
     let mut shrunk_kinds = std::collections::BTreeSet::new();
     let mut stopped_at = None;
@@ -259,7 +259,7 @@ impl Progress {
         Progress { bar, verbose }
     }
 
-    fn ran(&self, r: &Report) {
+    fn ran(&self, r: &CampaignReport) {
         match &self.bar {
             Some(bar) => {
                 bar.set_position(r.runs);
@@ -370,15 +370,15 @@ pub fn shrink_to_file(
 }
 
 /// Folds shard reports (JSON files) into one.
-pub fn merge(files: &[PathBuf]) -> Result<Report> {
-    let mut total = Report {
+pub fn merge(files: &[PathBuf]) -> Result<CampaignReport> {
+    let mut total = CampaignReport {
         passed: true,
-        ..Report::default()
+        ..CampaignReport::default()
     };
     for f in files {
         let text =
             std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
-        let r: Report = serde_json::from_str(&text)
+        let r: CampaignReport = serde_json::from_str(&text)
             .with_context(|| format!("{} is not a campaign report", f.display()))?;
         total.merge(r);
     }
@@ -417,18 +417,18 @@ mod tests {
 
     #[test]
     fn merged_reports_add_up() {
-        let one = |runs, failed: u64, kind: &str| Report {
+        let one = |runs, failed: u64, kind: &str| CampaignReport {
             runs,
             failed,
             passed: failed == 0,
             simulated_ms: runs * 1000,
             by_kind: BTreeMap::from([(kind.to_string(), failed)]),
             faults: BTreeMap::from([("crash".to_string(), runs)]),
-            ..Report::default()
+            ..CampaignReport::default()
         };
-        let mut r = Report {
+        let mut r = CampaignReport {
             passed: true,
-            ..Report::default()
+            ..CampaignReport::default()
         };
         r.merge(one(10, 0, "fork"));
         assert!(r.passed);

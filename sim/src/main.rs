@@ -402,7 +402,7 @@ fn randomness(files: &[PathBuf], seeds: &str, check: bool) -> Result<()> {
 }
 
 /// The text summary of a campaign report.
-fn print_campaign(r: &campaign::Report) {
+fn print_campaign(r: &campaign::CampaignReport) {
     println!(
         "{} runs, {} failed ({} simulated s in {} s)",
         r.runs,

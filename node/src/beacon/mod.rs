@@ -1,7 +1,7 @@
-//! The commit-reveal random beacon (DESIGN §7, after the datdot note in
-//! `seeds/`): its messages, fraud proofs, the outcome of a session, and the
-//! counting consensus does over them. Pure functions of their inputs; not
-//! yet carried in proposals or ledgers.
+//! The commit-reveal random beacon: its messages, fraud proofs, the outcome
+//! of a session, and the counting consensus does over them. Pure functions
+//! of their inputs; proposals carry the messages (`consensus`), ledgers the
+//! agreed commits, reveals and outcome (`ledger::beacon`).
 //!
 //! One session per ledger, named by the last closed ledger the
 //! commitments are proposed on; call it `L`:

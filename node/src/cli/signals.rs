@@ -34,7 +34,7 @@ impl fmt::Display for Stop {
 
 #[derive(Debug, thiserror::Error)]
 #[error("installing a {signal} handler")]
-pub struct InstallError {
+pub struct SignalError {
     pub signal: Stop,
     #[source]
     pub source: std::io::Error,
@@ -48,13 +48,13 @@ pub struct StopSignals(Vec<(Stop, Signal)>);
 
 impl StopSignals {
     /// Must be called inside a tokio runtime.
-    pub fn install(stops: &[Stop]) -> Result<Self, InstallError> {
+    pub fn install(stops: &[Stop]) -> Result<Self, SignalError> {
         stops
             .iter()
             .map(|&s| {
                 signal(s.kind())
                     .map(|h| (s, h))
-                    .map_err(|source| InstallError { signal: s, source })
+                    .map_err(|source| SignalError { signal: s, source })
             })
             .collect::<Result<_, _>>()
             .map(StopSignals)

@@ -164,7 +164,7 @@ impl Transcript {
 /// An authenticated peer: who it is, and the id both sides sign frames
 /// under.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Session {
+pub struct PeerSession {
     pub peer: PubKey,
     pub id: Hash,
     pub role: Role,
@@ -178,7 +178,7 @@ pub enum Step {
     /// The peer is authenticated; send `last` (if any) first.
     Done {
         last: Option<Vec<u8>>,
-        session: Session,
+        session: PeerSession,
     },
 }
 
@@ -294,7 +294,7 @@ impl Handshake {
                     t.check(Role::Dialer, msg)?;
                     Ok(Step::Done {
                         last: Some(t.sign(&self.key, Role::Acceptor)),
-                        session: Session {
+                        session: PeerSession {
                             peer: t.dialer,
                             id: t.session_id(),
                             role: Role::Acceptor,
@@ -305,7 +305,7 @@ impl Handshake {
                     t.check(Role::Acceptor, msg)?;
                     Ok(Step::Done {
                         last: None,
-                        session: Session {
+                        session: PeerSession {
                             peer: t.acceptor,
                             id: t.session_id(),
                             role: Role::Dialer,

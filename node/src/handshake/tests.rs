@@ -15,7 +15,7 @@ fn challenge(n: u8) -> [u8; 32] {
 
 /// Runs a whole honest handshake and returns both sessions and every
 /// message, in order, as a wiretap would see them.
-fn honest(dialer: u8, acceptor: u8, cd: u8, ca: u8) -> (Session, Session, Vec<Vec<u8>>) {
+fn honest(dialer: u8, acceptor: u8, cd: u8, ca: u8) -> (PeerSession, PeerSession, Vec<Vec<u8>>) {
     let (mut d, hello) = Handshake::dialer(key(dialer), unl(), challenge(cd));
     let mut a = Handshake::acceptor(key(acceptor), unl(), challenge(ca));
     let Step::Send(a_hello) = a.receive(&hello).unwrap() else {
@@ -201,7 +201,7 @@ fn outsiders_ourselves_and_malformed_hellos_are_refused() {
 /// `seen` what it has heard already. Returns the sessions honest nodes
 /// reached, how many handshakes it left waiting for a proof, and how many
 /// (state, message) pairs it tried.
-fn attack(mut open: Vec<Handshake>, mut seen: Vec<Vec<u8>>) -> (Vec<Session>, usize, usize) {
+fn attack(mut open: Vec<Handshake>, mut seen: Vec<Vec<u8>>) -> (Vec<PeerSession>, usize, usize) {
     let i = key(1).public();
     let j = key(2).public();
     let m = key(3);

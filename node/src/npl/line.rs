@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 /// What an arriving chunk turned out to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum Verdict {
+pub enum ChunkVerdict {
     /// New and valid: delivered now, or held until its turn.
     Accepted,
     /// A copy of a chunk already accepted.
@@ -65,7 +65,7 @@ pub struct Relay {
 /// What [`PartyLine::receive`] makes of a chunk.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Received {
-    pub verdict: Verdict,
+    pub verdict: ChunkVerdict,
     /// Framed records to write to the contract's NPL input now, in order.
     /// Only ever for the run in progress: that is the chunk's run.
     pub records: Vec<Vec<u8>>,
@@ -73,7 +73,7 @@ pub struct Received {
 }
 
 impl Received {
-    fn only(verdict: Verdict) -> Received {
+    fn only(verdict: ChunkVerdict) -> Received {
         Received {
             verdict,
             records: Vec::new(),
@@ -295,15 +295,15 @@ impl PartyLine {
         // name we did not send (a twin's) is not ours to deliver either.
         if author == self.me {
             self.stats.dropped_duplicate += 1;
-            return Received::only(Verdict::Echo);
+            return Received::only(ChunkVerdict::Echo);
         }
         if !unl.contains(&author) {
             self.stats.dropped_not_unl += 1;
-            return Received::only(Verdict::NotUnl);
+            return Received::only(ChunkVerdict::NotUnl);
         }
         if !self.accepts(seq) {
             self.stats.dropped_stale += 1;
-            return Received::only(Verdict::Stale);
+            return Received::only(ChunkVerdict::Stale);
         }
         let stream = self
             .runs
@@ -314,7 +314,7 @@ impl PartyLine {
             .or_default();
         if stream.cut_off {
             self.stats.dropped_cut_off += 1;
-            return Received::only(Verdict::AfterCutOff);
+            return Received::only(ChunkVerdict::AfterCutOff);
         }
         let content = env.chunk.content();
         // A copy costs no signature check; a different chunk must carry a
@@ -322,16 +322,16 @@ impl PartyLine {
         let first = stream.marks.get(&index).copied();
         if first == Some(content) {
             self.stats.dropped_duplicate += 1;
-            return Received::only(Verdict::Duplicate);
+            return Received::only(ChunkVerdict::Duplicate);
         }
         self.stats.signature_checks += 1;
         if env.chunk.verify_with(ring).is_err() {
             self.stats.dropped_bad_signature += 1;
-            return Received::only(Verdict::BadSignature);
+            return Received::only(ChunkVerdict::BadSignature);
         }
         if first.is_some() {
             self.stats.equivocations += 1;
-            return Received::only(Verdict::Equivocation);
+            return Received::only(ChunkVerdict::Equivocation);
         }
         // Only now, with the author's signature on it, may a chunk cut its
         // author off: otherwise any relay could silence an honest node.
@@ -340,7 +340,7 @@ impl PartyLine {
             self.buffered -= bytes;
             self.stats.dropped_undelivered += chunks;
             self.stats.cut_off += 1;
-            return Received::only(Verdict::CutOff(CutOff {
+            return Received::only(ChunkVerdict::CutOff(CutOff {
                 author,
                 seq,
                 reason,
@@ -351,7 +351,7 @@ impl PartyLine {
         // Nothing is marked, so a copy by another path may still get in.
         if !now && self.buffered + len > self.limits.max_buffered_bytes {
             self.stats.dropped_over_buffer += 1;
-            return Received::only(Verdict::OverBuffer);
+            return Received::only(ChunkVerdict::OverBuffer);
         }
         stream.marks.insert(index, content);
         stream.bytes += len;
@@ -385,7 +385,7 @@ impl PartyLine {
             );
         }
         Received {
-            verdict: Verdict::Accepted,
+            verdict: ChunkVerdict::Accepted,
             records,
             relay,
         }

@@ -17,7 +17,9 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
-pub use line::{CutOff, CutOffReason, Outgoing, PartyLine, Received, Relay, SendError, Verdict};
+pub use line::{
+    ChunkVerdict, CutOff, CutOffReason, Outgoing, PartyLine, Received, Relay, SendError,
+};
 pub use message::{frame, NplChunk, NplEnvelope, SignedChunk};
 
 use crate::wire::MAX_FRAME_BYTES;

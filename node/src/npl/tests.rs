@@ -96,7 +96,7 @@ fn accepts_a_valid_chunk_and_frames_it() {
     let net = Net::new();
     let mut l = net.line(0, 5);
     let r = net.recv(&mut l, net.env(1, 5, 0, b"hello"));
-    assert_eq!(r.verdict, Verdict::Accepted);
+    assert_eq!(r.verdict, ChunkVerdict::Accepted);
     assert_eq!(r.records, vec![frame(&net.pk(1), b"hello")]);
     assert_eq!(l.stats().chunks_delivered, 1);
     assert_eq!(l.stats().bytes_delivered, 5);
@@ -108,16 +108,16 @@ fn tampered_chunk_is_rejected() {
     let mut l = net.line(0, 5);
     let mut env = net.env(1, 5, 0, b"hello");
     env.chunk.chunk.data[0] ^= 1;
-    assert_eq!(net.recv(&mut l, env).verdict, Verdict::BadSignature);
+    assert_eq!(net.recv(&mut l, env).verdict, ChunkVerdict::BadSignature);
     let mut env = net.env(1, 5, 0, b"hello");
     env.chunk.sig.0[10] ^= 1;
     let r = net.recv(&mut l, env);
-    assert_eq!(r.verdict, Verdict::BadSignature);
+    assert_eq!(r.verdict, ChunkVerdict::BadSignature);
     assert!(r.records.is_empty() && r.relay.is_none());
     assert_eq!(l.stats().dropped_bad_signature, 2);
     // The real chunk still gets in: a forgery marks nothing.
     let r = net.recv(&mut l, net.env(1, 5, 0, b"hello"));
-    assert_eq!(r.verdict, Verdict::Accepted);
+    assert_eq!(r.verdict, ChunkVerdict::Accepted);
 }
 
 #[test]
@@ -136,7 +136,7 @@ fn non_unl_author_is_rejected() {
         .sign(&outsider),
     };
     let r = l.receive(&net.unl, &net.ring, net.pk(1), env);
-    assert_eq!(r.verdict, Verdict::NotUnl);
+    assert_eq!(r.verdict, ChunkVerdict::NotUnl);
     assert!(r.records.is_empty() && r.relay.is_none());
     assert_eq!(l.stats().dropped_not_unl, 1);
 }
@@ -157,7 +157,7 @@ fn a_chunk_in_another_nodes_name_is_rejected() {
         .sign(&net.keys[2]),
     };
     let r = l.receive(&net.unl, &net.ring, net.pk(2), env);
-    assert_eq!(r.verdict, Verdict::BadSignature);
+    assert_eq!(r.verdict, ChunkVerdict::BadSignature);
     // A forgery far past the chunk limit does not cut node 1 off either.
     let env = NplEnvelope {
         hops: 0,
@@ -170,7 +170,7 @@ fn a_chunk_in_another_nodes_name_is_rejected() {
         .sign(&net.keys[2]),
     };
     let r = l.receive(&net.unl, &net.ring, net.pk(2), env);
-    assert_eq!(r.verdict, Verdict::BadSignature);
+    assert_eq!(r.verdict, ChunkVerdict::BadSignature);
     assert_eq!(l.stats().cut_off, 0);
     let r = net.recv(&mut l, net.env(1, 5, 0, b"real"));
     assert_eq!(r.records, vec![frame(&net.pk(1), b"real")]);
@@ -181,22 +181,25 @@ fn older_runs_are_stale_and_so_are_runs_too_far_ahead() {
     let net = Net::new();
     let mut l = net.line(0, 3);
     let old = net.env(1, 3, 0, b"run 3");
-    assert_eq!(net.recv(&mut l, old.clone()).verdict, Verdict::Accepted);
+    assert_eq!(
+        net.recv(&mut l, old.clone()).verdict,
+        ChunkVerdict::Accepted
+    );
     l.run_finished(3);
     // A replay of run 3's chunk after the run is over.
-    assert_eq!(net.recv(&mut l, old.clone()).verdict, Verdict::Stale);
+    assert_eq!(net.recv(&mut l, old.clone()).verdict, ChunkVerdict::Stale);
     // Between runs only the next one is accepted.
     assert!(l.accepts(4) && !l.accepts(5));
     assert_eq!(
         net.recv(&mut l, net.env(1, 5, 0, b"x")).verdict,
-        Verdict::Stale
+        ChunkVerdict::Stale
     );
     l.run_started(4);
     assert!(l.accepts(4) && l.accepts(5) && !l.accepts(3) && !l.accepts(6));
-    assert_eq!(net.recv(&mut l, old).verdict, Verdict::Stale);
+    assert_eq!(net.recv(&mut l, old).verdict, ChunkVerdict::Stale);
     assert_eq!(
         net.recv(&mut l, net.env(1, 6, 0, b"x")).verdict,
-        Verdict::Stale
+        ChunkVerdict::Stale
     );
     assert_eq!(l.stats().dropped_stale, 4);
 }
@@ -214,7 +217,7 @@ fn next_run_chunks_are_buffered_and_handed_over_in_order() {
         net.env(3, 6, 1, b"3b"), // node 3's chunk 0 comes during the run
     ] {
         let r = net.recv(&mut l, env);
-        assert_eq!(r.verdict, Verdict::Accepted);
+        assert_eq!(r.verdict, ChunkVerdict::Accepted);
         assert!(r.records.is_empty(), "run 6 has not started");
     }
     assert_eq!(l.buffered_bytes(), 12);
@@ -270,12 +273,12 @@ fn duplicates_are_delivered_once_also_via_a_relay() {
     let first = net.recv(&mut l, env.clone());
     assert_eq!(first.records.len(), 1);
     let again = net.recv(&mut l, env.clone());
-    assert_eq!(again.verdict, Verdict::Duplicate);
+    assert_eq!(again.verdict, ChunkVerdict::Duplicate);
     assert!(again.records.is_empty() && again.relay.is_none());
     // The same chunk relayed by node 2.
     let relayed = NplEnvelope { hops: 1, ..env };
     let r = l.receive(&net.unl, &net.ring, net.pk(2), relayed.clone());
-    assert_eq!(r.verdict, Verdict::Duplicate);
+    assert_eq!(r.verdict, ChunkVerdict::Duplicate);
     assert!(r.records.is_empty());
     // Arriving by relay first, it is delivered once as well.
     let mut m = net.line(3, 5);
@@ -283,7 +286,7 @@ fn duplicates_are_delivered_once_also_via_a_relay() {
     assert_eq!(r.records, vec![frame(&net.pk(1), b"once")]);
     assert_eq!(
         net.recv(&mut m, net.env(1, 5, 0, b"once")).verdict,
-        Verdict::Duplicate
+        ChunkVerdict::Duplicate
     );
     assert_eq!(m.stats().chunks_delivered, 1);
     assert_eq!(
@@ -300,12 +303,12 @@ fn equivocation_keeps_the_first() {
     let r = net.recv(&mut l, net.env(1, 5, 1, b"first"));
     assert!(r.records.is_empty(), "waits for chunk 0");
     let r = net.recv(&mut l, net.env(1, 5, 1, b"second"));
-    assert_eq!(r.verdict, Verdict::Equivocation);
+    assert_eq!(r.verdict, ChunkVerdict::Equivocation);
     assert!(r.relay.is_none());
     // A forged "second" is a bad signature, not an equivocation.
     let mut forged = net.env(1, 5, 1, b"third");
     forged.chunk.chunk.data = b"fourth".to_vec();
-    assert_eq!(net.recv(&mut l, forged).verdict, Verdict::BadSignature);
+    assert_eq!(net.recv(&mut l, forged).verdict, ChunkVerdict::BadSignature);
     let r = net.recv(&mut l, net.env(1, 5, 0, b"zero"));
     assert_eq!(
         r.records,
@@ -313,12 +316,12 @@ fn equivocation_keeps_the_first() {
     );
     // After delivery too.
     let r = net.recv(&mut l, net.env(1, 5, 0, b"other zero"));
-    assert_eq!(r.verdict, Verdict::Equivocation);
+    assert_eq!(r.verdict, ChunkVerdict::Equivocation);
     assert_eq!(l.stats().equivocations, 2);
     // The author re-signing the same bytes is a copy, not equivocation.
     let mut resigned = net.env(1, 5, 0, b"zero");
     resigned.chunk.sig = net.keys[2].sign("x", b"y");
-    assert_eq!(net.recv(&mut l, resigned).verdict, Verdict::Duplicate);
+    assert_eq!(net.recv(&mut l, resigned).verdict, ChunkVerdict::Duplicate);
 }
 
 #[test]
@@ -334,17 +337,17 @@ fn limits_cut_an_author_off_for_that_run_only() {
     // Node 1: 4 + 4 bytes fine, then 4 more is 12 > 10.
     assert_eq!(
         net.recv(&mut l, net.env(1, 5, 0, b"aaaa")).verdict,
-        Verdict::Accepted
+        ChunkVerdict::Accepted
     );
     assert_eq!(
         net.recv(&mut l, net.env(1, 5, 2, b"cc")).verdict,
-        Verdict::Accepted
+        ChunkVerdict::Accepted
     );
     assert_eq!(l.buffered_bytes(), 2);
     let r = net.recv(&mut l, net.env(1, 5, 1, b"bbbbb"));
     assert_eq!(
         r.verdict,
-        Verdict::CutOff(CutOff {
+        ChunkVerdict::CutOff(CutOff {
             author: net.pk(1),
             seq: 5,
             reason: CutOffReason::ChunkTooBig { bytes: 5 },
@@ -353,7 +356,7 @@ fn limits_cut_an_author_off_for_that_run_only() {
     assert_eq!(l.buffered_bytes(), 0, "its waiting chunk is dropped");
     assert_eq!(l.stats().dropped_undelivered, 1);
     let r = net.recv(&mut l, net.env(1, 5, 1, b"bbbb"));
-    assert_eq!(r.verdict, Verdict::AfterCutOff);
+    assert_eq!(r.verdict, ChunkVerdict::AfterCutOff);
     assert!(r.records.is_empty() && r.relay.is_none());
     // Node 2 goes over in bytes, node 3 in chunks, one with no data.
     for i in 0..2 {
@@ -362,7 +365,7 @@ fn limits_cut_an_author_off_for_that_run_only() {
     let r = net.recv(&mut l, net.env(2, 5, 2, b"ddd"));
     assert!(matches!(
         r.verdict,
-        Verdict::CutOff(CutOff {
+        ChunkVerdict::CutOff(CutOff {
             reason: CutOffReason::TooManyBytes { bytes: 11 },
             ..
         })
@@ -370,7 +373,7 @@ fn limits_cut_an_author_off_for_that_run_only() {
     let r = net.recv(&mut l, net.env(3, 5, 4, b"e"));
     assert!(matches!(
         r.verdict,
-        Verdict::CutOff(CutOff {
+        ChunkVerdict::CutOff(CutOff {
             reason: CutOffReason::TooManyChunks { index: 4 },
             ..
         })
@@ -378,7 +381,7 @@ fn limits_cut_an_author_off_for_that_run_only() {
     let r = net.recv(&mut l, net.env(3, 6, 0, b""));
     assert!(matches!(
         r.verdict,
-        Verdict::CutOff(CutOff {
+        ChunkVerdict::CutOff(CutOff {
             reason: CutOffReason::EmptyChunk,
             seq: 6,
             ..
@@ -392,7 +395,7 @@ fn limits_cut_an_author_off_for_that_run_only() {
     assert_eq!(r.records, vec![frame(&net.pk(1), b"aaaa")]);
     assert_eq!(
         net.recv(&mut l, net.env(3, 6, 0, b"e")).verdict,
-        Verdict::AfterCutOff
+        ChunkVerdict::AfterCutOff
     );
     assert_eq!(l.stats().dropped_cut_off, 2);
 }
@@ -408,16 +411,22 @@ fn a_full_buffer_drops_waiting_chunks_but_not_deliverable_ones() {
     let mut l = net.line_with(0, limits, 5);
     assert_eq!(
         net.recv(&mut l, net.env(1, 6, 0, b"aaaa")).verdict,
-        Verdict::Accepted
+        ChunkVerdict::Accepted
     );
     let late = net.env(2, 6, 0, b"bbbb");
-    assert_eq!(net.recv(&mut l, late.clone()).verdict, Verdict::OverBuffer);
+    assert_eq!(
+        net.recv(&mut l, late.clone()).verdict,
+        ChunkVerdict::OverBuffer
+    );
     assert_eq!(
         net.recv(&mut l, net.env(3, 5, 1, b"cc")).verdict,
-        Verdict::Accepted
+        ChunkVerdict::Accepted
     );
     let late3 = net.env(3, 5, 2, b"c");
-    assert_eq!(net.recv(&mut l, late3.clone()).verdict, Verdict::OverBuffer);
+    assert_eq!(
+        net.recv(&mut l, late3.clone()).verdict,
+        ChunkVerdict::OverBuffer
+    );
     // In order, the run in progress needs no buffer.
     let r = net.recv(&mut l, net.env(2, 5, 0, b"dddd"));
     assert_eq!(r.records, vec![frame(&net.pk(2), b"dddd")]);
@@ -448,7 +457,7 @@ fn relay_goes_one_hop_to_the_others() {
     // Node 3 hears it by relay: it does not pass it on again.
     let mut m = net.line(3, 5);
     let r = m.receive(&net.unl, &net.ring, net.pk(0), relay.env);
-    assert_eq!(r.verdict, Verdict::Accepted);
+    assert_eq!(r.verdict, ChunkVerdict::Accepted);
     assert!(r.relay.is_none());
     assert_eq!(m.stats().relayed, 0);
     // With no relaying at all, nothing is.
@@ -480,7 +489,7 @@ fn own_messages_are_delivered_to_self_and_echoes_dropped() {
         ..out.envelopes[0].clone()
     };
     let r = l.receive(&net.unl, &net.ring, net.pk(1), echo);
-    assert_eq!(r.verdict, Verdict::Echo);
+    assert_eq!(r.verdict, ChunkVerdict::Echo);
     assert!(r.records.is_empty() && r.relay.is_none());
     // Another node hears it as any other.
     let mut m = net.line(1, 5);
@@ -556,7 +565,7 @@ fn our_own_contract_over_the_limits_is_cut_off_for_the_run() {
     let mut m = net.line_with(1, limits, 5);
     for env in sent.envelopes {
         let r = m.receive(&net.unl, &net.ring, net.pk(0), env);
-        assert_eq!(r.verdict, Verdict::Accepted);
+        assert_eq!(r.verdict, ChunkVerdict::Accepted);
     }
     // Many small writes run out of chunks instead.
     l.run_finished(5);

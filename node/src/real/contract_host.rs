@@ -14,7 +14,7 @@ use crate::contract::{RunReport, RunRequest, StateNode};
 use crate::crypto::{Hash, PubKey};
 use crate::env::{ContractHost, InstallError, RollbackError, RunLink};
 use crate::ledger::LedgerRecord;
-use crate::real::process::ProcessHost;
+use crate::real::process::ProcessRunner;
 use crate::real::state_dir;
 use crate::sync::state_transfer::{serve, StateIndex, StatePatch, StateRequest, StateResponse};
 use serde::{Deserialize, Serialize};
@@ -56,8 +56,8 @@ impl RanFile {
     }
 }
 
-pub struct ProcessContract {
-    pub host: ProcessHost,
+pub struct ProcessHost {
+    pub host: ProcessRunner,
     pub node: PubKey,
     pub unl: Vec<PubKey>,
     /// The contract's signing seed on this node (`Keypair::contract_seed`),
@@ -80,11 +80,11 @@ fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
-impl ProcessContract {
+impl ProcessHost {
     /// Takes over `host.state_dir` (created if missing), repairing what a
     /// crash left half done.
-    pub fn open(host: ProcessHost, node: PubKey, unl: Vec<PubKey>) -> io::Result<ProcessContract> {
-        let mut c = ProcessContract {
+    pub fn open(host: ProcessRunner, node: PubKey, unl: Vec<PubKey>) -> io::Result<ProcessHost> {
+        let mut c = ProcessHost {
             host,
             node,
             unl,
@@ -268,7 +268,7 @@ fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
     }
 }
 
-impl ContractHost for ProcessContract {
+impl ContractHost for ProcessHost {
     fn ran(&self) -> (u64, ExecResult) {
         (self.ran.seq, self.ran.result())
     }

@@ -52,7 +52,7 @@ const PIPE_GRACE: Duration = Duration::from_millis(150);
 const FINAL_READ_BYTES: usize = 2 << 20;
 
 #[derive(Clone, Debug)]
-pub struct ProcessHost {
+pub struct ProcessRunner {
     pub binary: PathBuf,
     pub args: Vec<String>,
     pub state_dir: PathBuf,
@@ -163,7 +163,7 @@ fn log_reader(
 /// runs one contract, and its log is what is being spared.
 static FAILURES: Mutex<FailureLog> = Mutex::new(FailureLog::new());
 
-impl ProcessHost {
+impl ProcessRunner {
     /// Hash of the state directory as it is now.
     pub fn state(&self) -> io::Result<StateNode> {
         crate::real::state_dir::scan(&self.state_dir)

@@ -5,9 +5,9 @@ use crate::consensus::Event;
 use crate::driver::{self, Env};
 use crate::env::{Clock, Observer};
 use crate::real::config::Config;
-use crate::real::contract_host::ProcessContract;
+use crate::real::contract_host::ProcessHost;
 use crate::real::peers::TcpPeers;
-use crate::real::process::ProcessHost;
+use crate::real::process::ProcessRunner;
 use crate::real::reaper;
 use crate::real::store::SqliteStore;
 use crate::real::users_ws::{now_ms, WsUsers};
@@ -134,15 +134,15 @@ async fn run_until_shutdown(dir: &Path, shutdown: watch::Receiver<bool>) -> anyh
     let unl = checked.consensus.unl.clone();
 
     let mut store = SqliteStore::open(&dir.join("ledger.sqlite")).context("opening the ledger")?;
-    let host = ProcessHost {
+    let host = ProcessRunner {
         binary: checked.binary.clone(),
         args: cfg.binargs.split_whitespace().map(String::from).collect(),
         state_dir: dir.join("state"),
         format: cfg.fdlist,
         limits: checked.limits.clone(),
     };
-    let mut contract = ProcessContract::open(host, key.public(), unl.clone())
-        .context("opening the contract state")?;
+    let mut contract =
+        ProcessHost::open(host, key.public(), unl.clone()).context("opening the contract state")?;
     // Contracts that sign over the party line (the multisig example) sign
     // with this, never with the node key.
     contract.contract_seed = Some(key.contract_seed());

@@ -13,7 +13,7 @@ use crate::gate::{Gate, GateConfig, LogThrottle, Slot};
 use crate::real::OsEntropy;
 use crate::users::{
     busy_reason, error_message, failed_message, outputs_for, refused_message, withheld_message,
-    Action, Intake, SessionLimits,
+    ConnAction, Intake, SessionLimits,
 };
 use futures_util::{SinkExt, StreamExt};
 use std::collections::BTreeMap;
@@ -524,14 +524,14 @@ async fn serve(
             .act(now, replies);
         for action in actions {
             match action {
-                Action::Send(m) => send(&mut ws, Message::Text(m), timeout).await?,
-                Action::Close(m) => {
+                ConnAction::Send(m) => send(&mut ws, Message::Text(m), timeout).await?,
+                ConnAction::Close(m) => {
                     let user = user.or(session.user()).map(|u| u.short());
                     tracing::info!(user = user.as_deref().unwrap_or("(no helo yet)"), reason = %m, "closing a user connection");
                     send(&mut ws, Message::Text(m.clone()), timeout).await?;
                     closing = Some(m);
                 }
-                Action::Submit(body) => {
+                ConnAction::Submit(body) => {
                     let behind = shared.behind.load(Ordering::Relaxed);
                     let len = body.len();
                     let why = if behind > 0 {

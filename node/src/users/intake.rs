@@ -10,7 +10,7 @@ use crate::env::Entropy;
 
 /// What a connection must do for one session reply, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Action {
+pub enum ConnAction {
     /// Send this text message to the user.
     Send(String),
     /// Hand this input body (an encoded `UserInput`) to the node.
@@ -62,14 +62,14 @@ impl<E: Entropy> Intake<E> {
 
     /// What to do for `replies`, a session's answer to a message that
     /// arrived at node time `now_ms`.
-    pub fn act(&mut self, now_ms: u64, replies: Vec<Reply>) -> Vec<Action> {
+    pub fn act(&mut self, now_ms: u64, replies: Vec<Reply>) -> Vec<ConnAction> {
         replies
             .into_iter()
             .map(|reply| match reply {
-                Reply::Send(m) => Action::Send(m),
-                Reply::Close(m) => Action::Close(m),
+                Reply::Send(m) => ConnAction::Send(m),
+                Reply::Close(m) => ConnAction::Close(m),
                 Reply::Input { user, body } => {
-                    Action::Submit(self.stamper.stamp(now_ms, user, body))
+                    ConnAction::Submit(self.stamper.stamp(now_ms, user, body))
                 }
             })
             .collect()

@@ -58,7 +58,7 @@ fn inputs_are_stamped_for_the_node_and_messages_pass_through() {
     for (s, body) in [(&mut sa, &b"set x 1"[..]), (&mut sb, b"get x")] {
         let replies = s.on_message(NOW, body, false);
         match &intake.act(NOW, replies)[..] {
-            [Action::Submit(stamped)] => submitted.push(UserInput::decode(stamped).unwrap()),
+            [ConnAction::Submit(stamped)] => submitted.push(UserInput::decode(stamped).unwrap()),
             other => panic!("{other:?}"),
         }
     }
@@ -72,7 +72,7 @@ fn inputs_are_stamped_for_the_node_and_messages_pass_through() {
     let replies = vec![Reply::Send("s".into()), Reply::Close("c".into())];
     assert_eq!(
         intake.act(NOW, replies),
-        vec![Action::Send("s".into()), Action::Close("c".into())]
+        vec![ConnAction::Send("s".into()), ConnAction::Close("c".into())]
     );
 }
 

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use std::collections::{BTreeSet, VecDeque};
 
 mod intake;
-pub use intake::{outputs_for, Action, Intake};
+pub use intake::{outputs_for, ConnAction, Intake};
 
 pub const PROTOCOL_VERSION: &str = "0.1";
 

@@ -5,8 +5,8 @@ use hotpocket_node::contract::ExecResult;
 use hotpocket_node::contract::{FdlistFormat, RunLimits};
 use hotpocket_node::crypto::{Hash, Keypair};
 use hotpocket_node::env::ContractHost;
-use hotpocket_node::real::contract_host::ProcessContract;
-use hotpocket_node::real::process::ProcessHost;
+use hotpocket_node::real::contract_host::ProcessHost;
+use hotpocket_node::real::process::ProcessRunner;
 use hotpocket_node::sync::state_transfer::{FetchStats, StateFetch, StatePatch, Step};
 use std::path::{Path, PathBuf};
 
@@ -31,8 +31,8 @@ pub fn sibling(d: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(format!("{}.{suffix}", d.display()))
 }
 
-pub fn open(d: &Path) -> ProcessContract {
-    let host = ProcessHost {
+pub fn open(d: &Path) -> ProcessHost {
+    let host = ProcessRunner {
         binary: "true".into(),
         args: vec![],
         state_dir: d.to_path_buf(),
@@ -40,7 +40,7 @@ pub fn open(d: &Path) -> ProcessContract {
         limits: RunLimits::default(),
     };
     let me = Keypair::from_seed([1; 32]).public();
-    ProcessContract::open(host, me, vec![me]).unwrap()
+    ProcessHost::open(host, me, vec![me]).unwrap()
 }
 
 pub fn write(d: &Path, path: &str, bytes: &[u8]) {
@@ -50,11 +50,7 @@ pub fn write(d: &Path, path: &str, bytes: &[u8]) {
 }
 
 /// Fetches what `from` holds into a patch for `to`, as a node would.
-pub fn fetch(
-    from: &mut ProcessContract,
-    to: &mut ProcessContract,
-    seq: u64,
-) -> (StatePatch, FetchStats) {
+pub fn fetch(from: &mut ProcessHost, to: &mut ProcessHost, seq: u64) -> (StatePatch, FetchStats) {
     let result = ExecResult {
         state: from.ran().state,
         output: Hash([4; 32]),

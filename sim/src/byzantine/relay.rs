@@ -38,7 +38,7 @@ struct Leg {
     proof_only: bool,
 }
 
-enum Plan {
+enum Play {
     /// Claimed `victim`'s key to the node dialled; its answer opens the
     /// second leg to the victim.
     Claim { victim: usize },
@@ -53,7 +53,7 @@ pub struct Relay {
     next_ms: u64,
     /// Each relayed connection and where what arrives on it goes.
     pairs: BTreeMap<u64, Leg>,
-    plans: BTreeMap<u64, Plan>,
+    plays: BTreeMap<u64, Play>,
     /// Connections already judged (ours to work, or left to the honest
     /// links).
     judged: BTreeSet<u64>,
@@ -69,7 +69,7 @@ impl Relay {
             every_ms: (roundtime_ms / 2).max(50),
             next_ms: 0,
             pairs: BTreeMap::new(),
-            plans: BTreeMap::new(),
+            plays: BTreeMap::new(),
             judged: BTreeSet::new(),
             heard: VecDeque::new(),
         }
@@ -129,23 +129,23 @@ impl Relay {
             .iter()
             .find(|(of, m)| *of != j && m.len() == HELLO_BYTES)
             .cloned();
-        let (plan, hello) = match replay {
+        let (play, hello) = match replay {
             Some((of, hello)) if self.rng.next_u64().is_multiple_of(2) => {
-                (Plan::Replay { of }, hello)
+                (Play::Replay { of }, hello)
             }
             _ => {
                 let victim_key = world.lock().nodes[i].key.public();
                 let mut x = [0u8; 32];
                 self.rng.fill_bytes(&mut x);
                 (
-                    Plan::Claim { victim: i },
+                    Play::Claim { victim: i },
                     Hs::hello(self.kind, victim_key, x),
                 )
             }
         };
-        self.plans.insert(conn, plan);
-        while self.plans.len() > MAX_TRACKED {
-            self.plans.pop_first();
+        self.plays.insert(conn, play);
+        while self.plays.len() > MAX_TRACKED {
+            self.plays.pop_first();
         }
         world.send(me, j, Wire::Handshake { conn, bytes: hello });
     }
@@ -182,9 +182,9 @@ impl Relay {
             world.send(me, end, wire);
             return true;
         }
-        if let Some(plan) = self.plans.remove(&conn) {
-            match plan {
-                Plan::Claim { victim } => {
+        if let Some(play) = self.plays.remove(&conn) {
+            match play {
+                Play::Claim { victim } => {
                     // J answered the claim: ask the victim as J, with J's
                     // own hello.
                     let second = world.lock().conns.open(me, victim);
@@ -200,7 +200,7 @@ impl Relay {
                         },
                     );
                 }
-                Plan::Replay { of } => {
+                Play::Replay { of } => {
                     let proof = self
                         .heard
                         .iter()

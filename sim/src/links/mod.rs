@@ -12,7 +12,7 @@ mod v1;
 
 use crate::world::World;
 use hotpocket_node::crypto::{Keypair, PubKey};
-use hotpocket_node::handshake::{Handshake, HandshakeError, Session, Step};
+use hotpocket_node::handshake::{Handshake, HandshakeError, PeerSession, Step};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -380,7 +380,7 @@ impl Links {
 
     /// Keeps `conn` as a proven session, dropping the oldest of the same
     /// peer past the cap.
-    fn admit(&mut self, conn: u64, session: Session, from: usize) {
+    fn admit(&mut self, conn: u64, session: PeerSession, from: usize) {
         self.inbound.insert(conn, In::Up(session.peer, from));
         let same: Vec<u64> = (self.inbound.iter())
             .filter(|(_, i)| matches!(i, In::Up(p, _) if *p == session.peer))

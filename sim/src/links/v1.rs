@@ -8,7 +8,7 @@
 //! acceptor answers a hello with its hello and signature at once.
 
 use hotpocket_node::crypto::{verify, Hash, Keypair, PubKey, Sig};
-use hotpocket_node::handshake::{HandshakeError, Role, Session, Step};
+use hotpocket_node::handshake::{HandshakeError, PeerSession, Role, Step};
 
 const VERSION: u8 = 1;
 const DOMAIN: &str = "hotpocket/peer-hello/v1";
@@ -124,14 +124,14 @@ impl Handshake {
         })
     }
 
-    fn session(&self) -> Session {
+    fn session(&self) -> PeerSession {
         let (peer, theirs) = self.peer.expect("hello first");
         let (a, b) = if self.key.public() < peer {
             (self.challenge, theirs)
         } else {
             (theirs, self.challenge)
         };
-        Session {
+        PeerSession {
             peer,
             id: Hash::of("hotpocket/peer-session/v1", &[&a, &b]),
             role: if self.dialer {

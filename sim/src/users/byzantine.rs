@@ -11,7 +11,7 @@ use crate::scenario::{AttackKind, Scenario};
 use crate::world::{World, EPOCH_MS};
 use hotpocket_node::contract::UserInput;
 use hotpocket_node::crypto::PubKey;
-use hotpocket_node::users::{helo_message, Action};
+use hotpocket_node::users::{helo_message, ConnAction};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use serde::Serialize;
@@ -110,12 +110,12 @@ pub fn judge(
     expect: &Expect,
     own: PubKey,
     sent: &[u8],
-    actions: &[Action],
+    actions: &[ConnAction],
     user_after: Option<PubKey>,
     closed_after: bool,
 ) -> Result<Outcome, Misjudged> {
     let wrong = |accepted: bool, what: String| Err(Misjudged { accepted, what });
-    let took = actions.iter().any(|a| matches!(a, Action::Submit(_)));
+    let took = actions.iter().any(|a| matches!(a, ConnAction::Submit(_)));
     let opened_other = user_after.is_some_and(|u| u != own);
     if opened_other {
         return wrong(
@@ -129,7 +129,7 @@ pub fn judge(
             _ => wrong(false, format!("refused a valid helo: {actions:?}")),
         },
         Expect::Input => match actions {
-            [Action::Submit(body)] => match UserInput::decode(body) {
+            [ConnAction::Submit(body)] => match UserInput::decode(body) {
                 Some(i) if i.user == own && i.payload == sent => Ok(Outcome::Taken),
                 Some(i) if i.user != own => {
                     wrong(true, format!("took the input in the name of {:?}", i.user))
@@ -143,17 +143,17 @@ pub fn judge(
             _ => wrong(took, format!("answered a message it should ignore: {actions:?}")),
         },
         Expect::Closed(why) => match actions {
-            [Action::Close(m)] if error_text(m).contains(why) && closed_after => {
+            [ConnAction::Close(m)] if error_text(m).contains(why) && closed_after => {
                 Ok(Outcome::Refused)
             }
-            [Action::Close(m)] => wrong(false, format!("refused it, but not for {why:?}: {m}")),
+            [ConnAction::Close(m)] => wrong(false, format!("refused it, but not for {why:?}: {m}")),
             _ => wrong(
                 true,
                 format!("did not refuse it (it should close the session: {why}); it answered {actions:?}"),
             ),
         },
         Expect::Dropped(why) => match actions {
-            [Action::Send(m)] if error_text(m).contains(why) && !closed_after => {
+            [ConnAction::Send(m)] if error_text(m).contains(why) && !closed_after => {
                 Ok(Outcome::Refused)
             }
             _ if took || actions.is_empty() => wrong(
@@ -248,7 +248,7 @@ impl SimUsers {
                 }
             };
             for action in actions {
-                if let Action::Submit(body) = action {
+                if let ConnAction::Submit(body) = action {
                     self.world.input_taken(
                         self.node,
                         u,

@@ -16,7 +16,7 @@ use hotpocket_node::contract::{RunOutcome, RunResult};
 use hotpocket_node::crypto::{Keypair, PubKey};
 use hotpocket_node::env::Users;
 use hotpocket_node::users::{
-    answer_challenge, outputs_for, Action, Intake, Session, SessionLimits,
+    answer_challenge, outputs_for, ConnAction, Intake, Session, SessionLimits,
 };
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -117,17 +117,17 @@ impl SimUsers {
         let replies = session.on_message(now, &payload, false);
         for action in self.intake.act(now, replies) {
             match action {
-                Action::Submit(_) if self.refusing => {
+                ConnAction::Submit(_) if self.refusing => {
                     // Refused, not submitted: a later try is a new input.
                     session.unsubmit(&payload);
                     return None;
                 }
-                Action::Submit(body) => {
+                ConnAction::Submit(body) => {
                     self.world
                         .input_taken(self.node, u, key, &body, Source::Honest);
                     return Some(body);
                 }
-                Action::Send(m) | Action::Close(m) => {
+                ConnAction::Send(m) | ConnAction::Close(m) => {
                     self.world
                         .violation(format!("node {} answered user {u}: {m}", self.node));
                 }

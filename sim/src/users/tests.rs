@@ -4,7 +4,7 @@ use crate::scenario::AttackKind;
 use hotpocket_node::contract::{Stamper, UserInput};
 use hotpocket_node::crypto::Keypair;
 use hotpocket_node::env::Entropy;
-use hotpocket_node::users::{answer_challenge, Action, Intake, SessionLimits};
+use hotpocket_node::users::{answer_challenge, ConnAction, Intake, SessionLimits};
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 use serde_json::Value;
@@ -173,10 +173,11 @@ fn attack_planned_with(
 fn every_wrong_answer_is_judged_and_acceptance_is_told_apart() {
     let me = Keypair::from_seed([1; 32]).public();
     let victim = Keypair::from_seed([2; 32]).public();
-    let close = |why: &str| Action::Close(format!(r#"{{"type":"error","error":"{why}"}}"#));
+    let close = |why: &str| ConnAction::Close(format!(r#"{{"type":"error","error":"{why}"}}"#));
     let mut stamper = Stamper::default();
-    let stamped =
-        |s: &mut Stamper, user, body: &[u8]| Action::Submit(s.stamp(NOW_MS, user, body.to_vec()));
+    let stamped = |s: &mut Stamper, user, body: &[u8]| {
+        ConnAction::Submit(s.stamp(NOW_MS, user, body.to_vec()))
+    };
     let accepted = |r: Result<Outcome, Misjudged>| match r {
         Err(m) => m.accepted,
         Ok(o) => panic!("judged fine: {o:?}"),
@@ -294,7 +295,7 @@ fn every_wrong_answer_is_judged_and_acceptance_is_told_apart() {
         ),
         Ok(Outcome::Refused)
     );
-    let drop = [Action::Send(format!(
+    let drop = [ConnAction::Send(format!(
         r#"{{"error":"at most 64 {R_ROUND}"}}"#
     ))];
     assert_eq!(

@@ -8,7 +8,7 @@ use crate::picture::log::{self, Fate};
 use crate::scenario::{NetworkSettings, Role};
 use hotpocket_node::consensus::PeerMessage;
 use hotpocket_node::crypto::PubKey;
-use hotpocket_node::handshake::Session;
+use hotpocket_node::handshake::PeerSession;
 use madsim::time::Duration;
 use rand_core::RngCore;
 use std::sync::Arc;
@@ -133,7 +133,7 @@ impl World {
 
     /// Node `node` finished a handshake on `conn`: an honest node must only
     /// ever hold a session with the key of the machine at its other end.
-    pub fn session_opened(&self, node: usize, conn: u64, session: &Session) {
+    pub fn session_opened(&self, node: usize, conn: u64, session: &PeerSession) {
         let t = self.now();
         let mut g = self.lock();
         if g.nodes[node].role != Role::Honest {

@@ -6,7 +6,7 @@ use super::Node;
 use crate::consensus::message::PeerMessage;
 use crate::consensus::Action;
 use crate::crypto::PubKey;
-use crate::npl::{CutOff, NplEnvelope, Verdict};
+use crate::npl::{ChunkVerdict, CutOff, NplEnvelope};
 
 impl Node {
     /// The contract's session for ledger `seq` is open: what peers sent
@@ -46,7 +46,7 @@ impl Node {
     /// reach.
     pub(super) fn npl_from_peer(&mut self, from: PubKey, env: NplEnvelope) {
         let got = self.npl.receive(&self.cfg.unl, &self.ring, from, env);
-        if let Verdict::CutOff(c) = &got.verdict {
+        if let ChunkVerdict::CutOff(c) = &got.verdict {
             log_cut_off(&from.short(), c);
         }
         if let Some(seq) = self.npl.running() {

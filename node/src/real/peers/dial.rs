@@ -5,7 +5,7 @@
 use super::frame::{read_frame_into, seal, write_frame};
 use super::{challenge, PeerError, Shared, HANDSHAKE_TIMEOUT, SEND_QUEUE, WRITE_TIMEOUT};
 use crate::crypto::{Keypair, PubKey};
-use crate::handshake::{Handshake, Session, Step, MAX_MESSAGE_BYTES};
+use crate::handshake::{Handshake, PeerSession, Step, MAX_MESSAGE_BYTES};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -48,7 +48,7 @@ pub async fn handshake(
     key: &Keypair,
     unl: &[PubKey],
     challenge: [u8; 32],
-) -> Result<Session, PeerError> {
+) -> Result<PeerSession, PeerError> {
     dial_handshake(stream, key, unl, None, challenge).await
 }
 
@@ -59,7 +59,7 @@ async fn dial_handshake(
     unl: &[PubKey],
     expect: Option<PubKey>,
     challenge: [u8; 32],
-) -> Result<Session, PeerError> {
+) -> Result<PeerSession, PeerError> {
     let (mut hs, hello) = Handshake::dialer(key.clone(), unl.to_vec(), challenge);
     if let Some(peer) = expect {
         hs = hs.expecting(peer);
@@ -74,7 +74,7 @@ pub(super) async fn run_handshake(
     stream: &mut TcpStream,
     mut hs: Handshake,
     first: Option<Vec<u8>>,
-) -> Result<Session, PeerError> {
+) -> Result<PeerSession, PeerError> {
     if let Some(m) = first {
         write_frame(stream, &m).await?;
     }

@@ -4,7 +4,7 @@
 
 use super::PeerError;
 use crate::crypto::{verify, Hash, Keypair, Sig};
-use crate::handshake::Session;
+use crate::handshake::PeerSession;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -74,7 +74,10 @@ pub fn seal(key: &Keypair, session: &Hash, counter: u64, payload: &[u8]) -> Vec<
 }
 
 /// Checks a sealed frame from `session`'s peer: its counter and payload.
-pub(super) fn open<'a>(session: &Session, frame: &'a [u8]) -> Result<(u64, &'a [u8]), PeerError> {
+pub(super) fn open<'a>(
+    session: &PeerSession,
+    frame: &'a [u8],
+) -> Result<(u64, &'a [u8]), PeerError> {
     if frame.len() < FRAME_OVERHEAD {
         return Err(PeerError::Malformed);
     }

@@ -15,7 +15,7 @@
 use crate::crypto::{Keypair, PubKey};
 use crate::env::{Entropy, PeerNetwork};
 use crate::gate::{Gate, GateConfig, LogThrottle, Slot};
-use crate::handshake::{Handshake, HandshakeError, Hello, Session, VERSION};
+use crate::handshake::{Handshake, HandshakeError, Hello, PeerSession, VERSION};
 use crate::real::OsEntropy;
 use crate::wire::MAX_FRAME_BYTES;
 use std::collections::BTreeMap;
@@ -363,7 +363,7 @@ async fn serve_inbound(
 async fn read_loop(
     shared: &Shared,
     stream: TcpStream,
-    session: &Session,
+    session: &PeerSession,
     generation: u64,
     slot: Slot,
     mut shutdown: watch::Receiver<bool>,
