@@ -4,7 +4,7 @@
 
 use crate::beacon_check::BeaconChecker;
 use crate::npl_check::NplChecker;
-use crate::outputs::OutputChecker;
+use crate::output_check::OutputChecker;
 use crate::scenario::Expectation;
 use crate::verdict_check::VerdictChecker;
 use hotpocket_node::consensus::{CloseVia, Event};

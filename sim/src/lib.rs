@@ -6,6 +6,7 @@
 //! a run's trace hash is a fingerprint of the whole execution.
 
 pub mod beacon_check;
+pub mod beacon_stats;
 pub mod bench;
 pub mod byzantine;
 pub mod campaign;
@@ -18,9 +19,8 @@ pub mod latency;
 pub mod links;
 pub mod npl_check;
 pub mod npl_host;
-pub mod outputs;
+pub mod output_check;
 pub mod picture;
-pub mod randomness;
 pub mod runner;
 pub mod scenario;
 pub mod shrink;

@@ -368,8 +368,8 @@ fn randomness(files: &[PathBuf], seeds: &str, check: bool) -> Result<()> {
             values.extend(report.beacon.values);
         }
     }
-    let s = hotpocket_sim::randomness::summarise(&values);
-    let verdict = |t: &hotpocket_sim::randomness::Test| if t.passed() { "pass" } else { "FAIL" };
+    let s = hotpocket_sim::beacon_stats::summarise(&values);
+    let verdict = |t: &hotpocket_sim::beacon_stats::Test| if t.passed() { "pass" } else { "FAIL" };
     println!(
         "{runs} runs ({failed} with violations): {} final ledgers with a random value, {predictable} without",
         s.values

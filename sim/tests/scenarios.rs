@@ -2,8 +2,8 @@
 //! over the lossy, partition, crash and byzantine scenarios finds nothing.
 
 use hotpocket_node::crypto::Hash;
+use hotpocket_sim::beacon_stats::summarise;
 use hotpocket_sim::fuzz::fuzzed;
-use hotpocket_sim::randomness::summarise;
 use hotpocket_sim::scenario::AttackKind;
 use hotpocket_sim::{run, Scenario};
 use std::path::PathBuf;

@@ -6,7 +6,7 @@
 
 use super::attack::{plan, Ctx, Expect, Victim};
 use super::SimUsers;
-use crate::outputs::Source;
+use crate::output_check::Source;
 use crate::scenario::{AttackKind, Scenario};
 use crate::world::{World, EPOCH_MS};
 use hotpocket_node::contract::UserInput;

@@ -8,7 +8,7 @@ pub mod attack;
 pub mod byzantine;
 
 use crate::entropy::SimEntropy;
-use crate::outputs::Source;
+use crate::output_check::Source;
 use crate::world::{World, EPOCH_MS};
 use byzantine::Attack;
 use hotpocket_node::consensus::Withheld;

@@ -6,7 +6,7 @@ use crate::byzantine::MutationFault;
 use crate::checker::Checker;
 use crate::contract::ContractDisk;
 use crate::links::{Conns, HandshakeKind, Wire};
-use crate::outputs::{InputInfo, Source};
+use crate::output_check::{InputInfo, Source};
 use crate::picture::log::Log;
 use crate::scenario::{Latency, NetworkSettings, Role, Scenario};
 use crate::trace::Trace;
