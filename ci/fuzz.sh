@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A bounded swarm campaign for CI (issue 14): two shards, one per core, each
+# A bounded swarm campaign for CI: two shards, one per core, each
 # for a wall-clock budget over seeds 0..5000 (every one of them passed the
 # full campaign recorded in docs/performance.md, so a failure here is the change's).
 # Fails on any violation and prints the shrunk scenario.

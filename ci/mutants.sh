@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Mutation testing of the protocol (node/src/consensus, node/src/sync)
-# against the simulator's bounded fuzz campaign (issue 13 item 7), not the
+# against the simulator's bounded fuzz campaign (the fuzzer work), not the
 # unit tests: each mutant of hotpocket-node is built and then judged by the
 # hotpocket-sim integration tests scenarios.rs (fuzz_swarm, fuzz_byzzfuzz,
 # fuzz_coalition, fuzz_check_probers) and planted.rs (every test: the

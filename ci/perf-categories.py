@@ -7,7 +7,7 @@
 
 Each sample counts once, for the first category (in the order below) that
 any frame of its stack matches; docs/performance.md's "where the time goes" table
-is this script's output before and after issue 15.
+is this script's output before and after the simulator-speed work.
 """
 import collections
 import sys

@@ -1,4 +1,4 @@
-//! Fuzz campaigns (issue 14): seeds from a range, a shard of it, or as
+//! Fuzz campaigns: seeds from a range, a shard of it, or as
 //! many as a wall-clock budget allows; failing seeds written out and
 //! shrunk; one JSON report per campaign, which `merge` folds together, so
 //! shards run on any job engine (a CI matrix, Indexed Jobs, GNU parallel)

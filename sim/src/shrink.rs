@@ -1,4 +1,4 @@
-//! Shrinking a failing run (issue 14): delta debugging over the scenario
+//! Shrinking a failing run: delta debugging over the scenario
 //! until no single step keeps the failure. A step is kept when the run,
 //! with the same seed, still shows a violation of the same kind (its text
 //! with numbers and hashes blanked, see [`kind`]). Deterministic: the same

@@ -1,4 +1,4 @@
-//! A run's picture in a real browser (issue 14): the planted fork of
+//! A run's picture in a real browser: the planted fork of
 //! `majority-partition` (nodes that close on a majority of the votes they
 //! received) drawn as HTML, opened in headless Chromium, and the
 //! screenshot checked for the lanes and the arrows. The page and the

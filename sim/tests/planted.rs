@@ -119,7 +119,7 @@ fn twins_with_partitions_fork_nodes_that_close_on_a_majority_of_what_they_receiv
 }
 
 /// The relay adversary and the session check have teeth: with the peer
-/// handshake issue 25 found open (version 1), or version 2 with dialers
+/// handshake found open to a relay (version 1), or version 2 with dialers
 /// that take whatever key answers, the relay gets honest nodes to hold
 /// sessions whose key is not the machine at the other end; with the
 /// handshake as shipped it gets none.

@@ -1,4 +1,4 @@
-//! Shrinking (issue 14) on a deliberately broken protocol: with
+//! Shrinking on a deliberately broken protocol: with
 //! `close_on_received` planted, a node closes on a majority of the stage-3
 //! votes it received, so each side of a partition closes on its own. A small
 //! campaign over a noisy partition scenario finds the fork, and the

@@ -1,5 +1,5 @@
 //! `hotpocket bench-memory`: the resident memory of a real node process
-//! under the two attacks of issue 25 that used to grow it without bound.
+//! under the two attacks that used to grow it without bound.
 //!
 //! A small local cluster runs a contract that answers every user with a
 //! large output each run. The target, node 0, is measured idle, then while
@@ -88,7 +88,7 @@ impl Options {
 }
 
 /// The contract: every user with inputs in a run gets `argv[1]` bytes,
-/// however many inputs it sent, as issue 25's "15 MB per round to that
+/// however many inputs it sent, as the hardening work's "15 MB per round to that
 /// user". The same on every node, so every run is certified and delivered.
 const CONTRACT: &str = r#"#!/usr/bin/env python3
 # Written by `hotpocket bench-memory`: answers each user with inputs in a

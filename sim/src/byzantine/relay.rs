@@ -1,6 +1,6 @@
 //! The handshake relay: a UNL insider that runs the honest protocol on its
 //! own links and, beside them, works the peer handshake between honest
-//! nodes, as issue 25's attacker did on real sockets. Three plays:
+//! nodes, as the hardening work's attacker did on real sockets. Three plays:
 //!
 //! - **splice**: an honest node dials us; we pass its hello on to another
 //!   honest node and relay both ways, hoping each takes the other's answer;

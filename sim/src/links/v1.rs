@@ -1,5 +1,5 @@
-//! Version 1 of the peer handshake, the one issue 25 found open to a relay,
-//! kept here (and only here) as a planted bug: the simulator's relay
+//! Version 1 of the peer handshake, found open to a relay, kept here (and
+//! only here) as a planted bug: the simulator's relay
 //! adversary and session check must catch it.
 //!
 //! Both sides send (version, key, challenge); each then signs "the other's

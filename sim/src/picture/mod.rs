@@ -1,4 +1,4 @@
-//! Pictures of a run (issue 14): one self-contained HTML page (inline SVG
+//! Pictures of a run: one self-contained HTML page (inline SVG
 //! and a few lines of script, nothing fetched) with a lane per node on
 //! simulated time, each message an arrow coloured by kind, lost and
 //! blocked ones cut short where they died, faults shaded, closes and
