@@ -92,3 +92,7 @@ pub fn outputs_for<C>(
         })
         .collect()
 }
+
+#[cfg(test)]
+#[path = "intake_tests.rs"]
+mod tests;

@@ -1,4 +1,5 @@
 use super::*;
+use crate::users::*;
 use crate::contract::{RunOutcome, RunResult, UserInput};
 use crate::env::Entropy;
 use std::collections::BTreeMap;

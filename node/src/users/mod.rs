@@ -337,6 +337,4 @@ fn helo(
 }
 
 #[cfg(test)]
-mod intake_tests;
-#[cfg(test)]
 mod tests;
