@@ -181,3 +181,52 @@ fn shards_split_a_campaign_and_merge_adds_them_up() {
     assert_eq!(v["runs"], 0);
     assert_eq!(v["spans"][0]["stopped_at"], 0);
 }
+
+/// Every field path of `v` with its JSON type (arrays by their first
+/// element): the shape a consumer of `--json` relies on, not its values.
+fn shape(v: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+    use serde_json::Value::*;
+    match v {
+        Object(m) => {
+            for (k, x) in m {
+                shape(x, &format!("{path}.{k}"), out);
+            }
+        }
+        Array(a) => match a.first() {
+            Some(x) => shape(x, &format!("{path}[]"), out),
+            None => out.push(format!("{path}[] (empty)")),
+        },
+        Null => out.push(format!("{path}: null")),
+        Bool(_) => out.push(format!("{path}: bool")),
+        Number(_) => out.push(format!("{path}: number")),
+        String(_) => out.push(format!("{path}: string")),
+    }
+}
+
+/// The `run --json` report's shape as a reviewed snapshot: renaming or
+/// dropping a field shows as a diff (`cargo insta review`).
+#[test]
+fn run_json_shape_is_the_snapshot() {
+    let v = json_of(&["run", "scenarios/happy-path.toml", "--seed", "1", "--json"]);
+    let mut paths = vec![];
+    shape(&v, "", &mut paths);
+    insta::assert_snapshot!(paths.join("\n"));
+}
+
+/// What the swarm draws for its first seeds, as a reviewed snapshot: a
+/// change to the draws shows as a diff, and asks for a new campaign.
+#[test]
+fn swarm_draws_are_the_snapshot() {
+    let base = hotpocket_sim::Scenario::load(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scenarios/swarm.toml"
+    )))
+    .unwrap();
+    let drawn: Vec<String> = (1..=3)
+        .map(|seed| {
+            let s = hotpocket_sim::fuzz::fuzzed(&base, seed);
+            format!("# seed {seed}\n{}", toml::to_string_pretty(&s).unwrap())
+        })
+        .collect();
+    insta::assert_snapshot!(drawn.join("\n"));
+}

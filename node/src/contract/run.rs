@@ -205,6 +205,25 @@ mod tests {
         assert!(v.get("rand").is_none());
     }
 
+    /// The whole description a contract reads, both formats, with users,
+    /// the party line, a beacon value and a signing seed.
+    #[test]
+    fn the_description_is_the_snapshot() {
+        let users = BTreeMap::from([(PubKey([4; 32]), (30, 29)), (PubKey([5; 32]), (34, 33))]);
+        let full = RunRequest {
+            rand: Some(Hash([6; 32])),
+            contract_seed: Some([7; 32]),
+            ..req()
+        };
+        let json = describe(FdlistFormat::Json, &full, (27, 26), &users);
+        let pretty: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let text = describe(FdlistFormat::Text, &full, (0, 0), &users);
+        insta::assert_snapshot!(format!(
+            "{}\n---\n{text}",
+            serde_json::to_string_pretty(&pretty).unwrap()
+        ));
+    }
+
     #[test]
     fn text_matches_the_first_prototype_format() {
         let users = BTreeMap::from([(PubKey([4; 32]), (30, 29)), (PubKey([5; 32]), (34, 33))]);

@@ -1,7 +1,7 @@
 use super::*;
-use crate::users::*;
 use crate::contract::{RunOutcome, RunResult, UserInput};
 use crate::env::Entropy;
+use crate::users::*;
 use std::collections::BTreeMap;
 
 const NOW: u64 = 1_700_000_000_000;
