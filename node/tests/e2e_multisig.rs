@@ -195,7 +195,7 @@ fn check(out: &serde_json::Value, user: &str, input: &str, nodes: &[usize]) -> u
 /// every one of `nodes`; every output on the way must pass `check`.
 ///
 /// Why more than one try: each copy of the contract waits at most
-/// `SIGN_TIMEOUT_MS` for the others (DESIGN §7), so a node whose run starts
+/// `SIGN_TIMEOUT_MS` for the others (the NPL design), so a node whose run starts
 /// that much late (a loaded machine) misses some signatures or has its own
 /// missed; copies then differ, and the ledger certifies what a threshold
 /// agreed (fewer signatures) or, with no slack left, nothing (an

@@ -1,4 +1,4 @@
-//! `hotpocket client`: a user, written from DESIGN §6 alone. It signs the
+//! `hotpocket client`: a user, written from the user protocol alone. It signs the
 //! node's challenge string with ed25519, sends `helo`, then sends each
 //! stdin line as one input and prints every output.
 

@@ -1,4 +1,4 @@
-//! The node party line (NPL), sans-IO (DESIGN §7).
+//! The node party line (NPL), sans-IO.
 //!
 //! A contract run is a session. What the contract running ledger `seq`
 //! writes to its NPL output is a byte stream; the node cuts it into signed

@@ -1,4 +1,4 @@
-//! The node party line's two pipes for one contract run (DESIGN §7).
+//! The node party line's two pipes for one contract run.
 //!
 //! The contract reads its NPL input (`npl[0]` in the description) and
 //! writes its NPL output (`npl[1]`). While it runs, one task reads the

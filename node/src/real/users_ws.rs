@@ -1,4 +1,4 @@
-//! The websocket server users connect to. It speaks DESIGN §6 through the
+//! The websocket server users connect to. It speaks the user protocol through the
 //! sans-IO `users::Session` and decides nothing itself: the session says
 //! what to send, what to close and what is an input.
 //!

@@ -32,7 +32,7 @@ impl FdTransport {
             output: output.into(),
             eof: false,
             // The real transport's timeouts are real time, and nothing but
-            // this contract's own waiting depends on it (DESIGN §7: what a
+            // this contract's own waiting depends on it (the NPL design: what a
             // contract heard before its timeout may differ between nodes).
             #[allow(clippy::disallowed_methods)]
             started: Instant::now(),

@@ -3,7 +3,7 @@
 //! returns what it wants done; only this file moves results between parts.
 
 mod beacon;
-mod party;
+mod npl;
 mod vote;
 
 use crate::consensus::backlog::Backlog;

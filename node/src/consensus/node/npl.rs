@@ -1,4 +1,4 @@
-//! The node's side of the party line (DESIGN §7): runs opening and
+//! The node's side of the party line: runs opening and
 //! closing, what our contract writes, and what peers send. The rules are
 //! in `npl::PartyLine`; this only moves bytes between it and the driver.
 
