@@ -55,22 +55,21 @@ pub struct SimNet {
 }
 
 impl SimNet {
+    /// Every UNL key but ours.
+    fn peers(&self) -> Vec<PubKey> {
+        let g = self.world.lock();
+        let me = g.nodes[self.node].key.public();
+        g.unl.iter().filter(|k| **k != me).copied().collect()
+    }
+
     /// Dials every peer, as a node does when it starts.
     pub fn start(&mut self) {
-        let peers: Vec<PubKey> = {
-            let g = self.world.lock();
-            let me = g.nodes[self.node].key.public();
-            g.unl.iter().filter(|k| **k != me).copied().collect()
-        };
-        let dests: Vec<usize> = peers
-            .iter()
+        let dests: Vec<usize> = (self.peers().iter())
             .filter_map(|k| self.world.resolve(self.node, k))
             .collect();
         self.links.dial_all(&self.world, dests);
     }
-}
 
-impl SimNet {
     /// Sends to node number `n` as its key is reached now (a byzantine
     /// role names nodes by number; the twin split picks the copy).
     fn send_node(&mut self, n: usize, bytes: Vec<u8>) {
@@ -107,11 +106,7 @@ impl PeerNetwork for SimNet {
     }
 
     fn broadcast(&mut self, bytes: Vec<u8>) {
-        let peers: Vec<PubKey> = {
-            let g = self.world.lock();
-            let me = g.nodes[self.node].key.public();
-            g.unl.iter().filter(|k| **k != me).copied().collect()
-        };
+        let peers = self.peers();
         // A copy per peer but the last, which takes the frame itself.
         if let Some((last, rest)) = peers.split_last() {
             for p in rest {

@@ -6,6 +6,7 @@ use hotpocket_sim::beacon_stats::summarise;
 use hotpocket_sim::fuzz::fuzzed;
 use hotpocket_sim::scenario::AttackKind;
 use hotpocket_sim::{run, Scenario};
+use std::fmt::Write;
 use std::path::PathBuf;
 
 fn scenario_dir() -> PathBuf {
@@ -48,6 +49,30 @@ fn every_scenario_passes_with_seed_1_and_replays_identically() {
             f.display()
         );
     }
+}
+
+/// The trace hash of every scenario file and every regression at seeds 1-3,
+/// with its verdict, as one reviewed snapshot
+/// (`snapshots/scenarios__every_scenario_at_seeds_1_to_3.snap`). A change
+/// that must not alter behaviour leaves it as it is; one that does shows as
+/// its diff, accepted with `cargo insta review` (or by running this test
+/// with `INSTA_UPDATE=always`) and committed with the change.
+#[test]
+fn every_scenario_at_seeds_1_to_3() {
+    let root = scenario_dir();
+    let mut table = String::new();
+    for dir in [root.clone(), root.join("regressions")] {
+        for f in toml_files(&dir) {
+            let s = Scenario::load(&f).unwrap();
+            let name = f.strip_prefix(&root).unwrap().display().to_string();
+            for seed in 1..=3 {
+                let r = run(&s, seed);
+                let verdict = if r.passed { "pass" } else { "FAIL" };
+                writeln!(table, "{name} {seed} {} {verdict}", r.trace_hash).unwrap();
+            }
+        }
+    }
+    insta::assert_snapshot!(table);
 }
 
 #[test]

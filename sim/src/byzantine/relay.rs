@@ -158,6 +158,11 @@ impl Relay {
             Wire::Data { conn, .. } => (*conn, true),
             Wire::Reset { conn } => return self.pairs.contains_key(conn),
         };
+        // Frames of the honest links (every proposal) pass untouched and
+        // uncopied: only a relayed connection carries data for the relay.
+        if data && !self.pairs.contains_key(&conn) {
+            return false;
+        }
         let bytes = wire.bytes().to_vec();
         if !data {
             self.heard.push_back((from, bytes.clone()));
@@ -215,7 +220,7 @@ impl Relay {
             return true;
         }
         let dialled_us = world.lock().conns.ends(conn) == Some((from, me));
-        if data || !dialled_us || !self.judge(conn) {
+        if !dialled_us || !self.judge(conn) {
             return false;
         }
         // A new dial to us: splice half of them.

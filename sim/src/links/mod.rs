@@ -315,13 +315,9 @@ impl Links {
         let conn = *conn;
         // A handshake that moves is not stuck, however slow its link.
         *since_ms = now;
-        match hs.receive(bytes) {
-            Ok(Step::Send(m)) => world.send(self.node, dest, Wire::Handshake { conn, bytes: m }),
-            Ok(Step::Done { last, session }) => {
-                if let Some(m) = last {
-                    world.send(self.node, dest, Wire::Handshake { conn, bytes: m });
-                }
-                world.session_opened(self.node, conn, &session);
+        match step(world, self.node, dest, conn, hs, bytes) {
+            Ok(None) => {}
+            Ok(Some(_)) => {
                 let Some(Out::Dialing { queue, .. }) = self.out.insert(dest, Out::Up { conn })
                 else {
                     return;
@@ -331,7 +327,7 @@ impl Links {
                 }
             }
             // Given up: the next send dials again.
-            Err(_) => {
+            Err(()) => {
                 self.out.remove(&dest);
             }
         }
@@ -356,23 +352,20 @@ impl Links {
                 }
                 let challenge = hotpocket_node::env::Entropy::seed32(&mut self.entropy);
                 let hs = Hs::acceptor(self.kind, &self.key, &self.unl, challenge);
-                self.inbound.insert(conn, In::Accepting(Box::new(hs), from));
-                match self.inbound.get_mut(&conn) {
-                    Some(In::Accepting(hs, _)) => hs,
-                    _ => return,
+                match self
+                    .inbound
+                    .entry(conn)
+                    .or_insert(In::Accepting(Box::new(hs), from))
+                {
+                    In::Accepting(hs, _) => hs,
+                    In::Up(..) => return,
                 }
             }
         };
-        match hs.receive(bytes) {
-            Ok(Step::Send(m)) => world.send(self.node, from, Wire::Handshake { conn, bytes: m }),
-            Ok(Step::Done { last, session }) => {
-                if let Some(m) = last {
-                    world.send(self.node, from, Wire::Handshake { conn, bytes: m });
-                }
-                world.session_opened(self.node, conn, &session);
-                self.admit(conn, session, from);
-            }
-            Err(_) => {
+        match step(world, self.node, from, conn, hs, bytes) {
+            Ok(None) => {}
+            Ok(Some(session)) => self.admit(conn, session, from),
+            Err(()) => {
                 self.inbound.remove(&conn);
             }
         }
@@ -392,5 +385,31 @@ impl Links {
         {
             self.inbound.remove(c);
         }
+    }
+}
+
+/// Feeds `bytes` to `hs` and sends what it answers on `conn` to machine
+/// `to`. A finished handshake is reported to the world and returned; a
+/// failed one is `Err`, and its side is done.
+fn step(
+    world: &Arc<World>,
+    node: usize,
+    to: usize,
+    conn: u64,
+    hs: &mut Hs,
+    bytes: &[u8],
+) -> Result<Option<PeerSession>, ()> {
+    let send = |m| world.send(node, to, Wire::Handshake { conn, bytes: m });
+    match hs.receive(bytes) {
+        Ok(Step::Send(m)) => {
+            send(m);
+            Ok(None)
+        }
+        Ok(Step::Done { last, session }) => {
+            last.map(send);
+            world.session_opened(node, conn, &session);
+            Ok(Some(session))
+        }
+        Err(_) => Err(()),
     }
 }

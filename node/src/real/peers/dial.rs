@@ -6,6 +6,7 @@ use super::frame::{read_frame_into, seal, write_frame};
 use super::{challenge, PeerError, Shared, HANDSHAKE_TIMEOUT, SEND_QUEUE, WRITE_TIMEOUT};
 use crate::crypto::{Keypair, PubKey};
 use crate::handshake::{Handshake, PeerSession, Step, MAX_MESSAGE_BYTES};
+use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -123,6 +124,11 @@ pub(super) async fn dial_loop(shared: Shared, peer: PeerAddr, mut shutdown: watc
     }
 }
 
+/// Whether `peer` has a working outbound link.
+fn linked(out: &BTreeMap<PubKey, mpsc::Sender<Vec<u8>>>, peer: &PubKey) -> bool {
+    out.get(peer).is_some_and(|tx| !tx.is_closed())
+}
+
 async fn dial_once(
     shared: &Shared,
     addr: &str,
@@ -130,13 +136,10 @@ async fn dial_once(
     shutdown: &mut watch::Receiver<bool>,
     backoff: &mut Duration,
 ) -> Result<(), PeerError> {
-    let live = |peer: &PubKey| {
-        let out = shared.outbound.lock().expect("not poisoned");
-        out.get(peer).is_some_and(|tx| !tx.is_closed())
-    };
     // The key this address answers for is linked through another address:
     // a second link would only replace that one at the acceptor.
-    if let Some(peer) = pinned.as_ref().filter(|p| live(p)) {
+    let already = |p: &PubKey| linked(&shared.outbound.lock().expect("not poisoned"), p);
+    if let Some(peer) = pinned.as_ref().filter(|p| already(p)) {
         return Err(PeerError::Duplicate(peer.short()));
     }
     let mut stream = TcpStream::connect(addr).await?;
@@ -152,7 +155,7 @@ async fn dial_once(
         // Checked and taken under one lock, before the first frame proves
         // this link to the acceptor (where it would end the working one).
         let mut out = shared.outbound.lock().expect("not poisoned");
-        if out.get(&session.peer).is_some_and(|tx| !tx.is_closed()) {
+        if linked(&out, &session.peer) {
             return Err(PeerError::Duplicate(session.peer.short()));
         }
         out.insert(session.peer, tx);
