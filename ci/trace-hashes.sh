@@ -17,7 +17,7 @@ trap 'rm -f "$table"' EXIT
 for f in scenarios/*.toml scenarios/regressions/*.toml; do
     [ -f "$f" ] || continue
     for seed in $(seq 1 "$seeds"); do
-        # A failing run still prints its report (and exits 1): its hash counts too.
+        # A failing run still prints its report (and exits non-zero): its hash counts too.
         json=$("$sim" run "$f" --seed "$seed" --json 2>/dev/null || true)
         hash=$(python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["trace_hash"], "pass" if r["passed"] else "FAIL")' <<<"$json")
         echo "$(basename "$f" .toml) $seed $hash" | tee -a "$table"

@@ -13,6 +13,7 @@
 //!
 //! It also keeps the values of final ledgers, for the statistics.
 
+use crate::violation::{Kind, Violation};
 use hotpocket_node::beacon::{self, Beacon, FraudProof, Outcome};
 use hotpocket_node::crypto::{Hash, KeyRing, PubKey, Verified};
 use hotpocket_node::ledger::{Ledger, LedgerId};
@@ -284,24 +285,28 @@ impl BeaconChecker {
         &self,
         absent: &[usize],
         convicted: &[usize],
-        min_random_pct: u64,
-    ) -> Vec<String> {
+        min_random_pct: Option<u64>,
+    ) -> Vec<Violation> {
         let mut found = Vec::new();
-        for n in absent {
-            if !self.absent.contains_key(n) {
-                found.push(format!("node {n} was never recorded absent by the beacon"));
+        for &n in absent {
+            if !self.absent.contains_key(&n) {
+                let what = format!("node {n} was never recorded absent by the beacon");
+                found.push(Violation::at_end(Kind::Beacon, what).by(n));
             }
         }
-        for n in convicted {
-            if !self.fraud.contains_key(n) {
-                found.push(format!("node {n} was never convicted of beacon fraud"));
+        for &n in convicted {
+            if !self.fraud.contains_key(&n) {
+                let what = format!("node {n} was never convicted of beacon fraud");
+                found.push(Violation::at_end(Kind::Beacon, what).by(n));
             }
         }
         let random = self.values.values().filter(|v| v.is_some()).count() as u64;
         let all = self.values.len() as u64;
-        if all == 0 || random * 100 < min_random_pct * all {
-            found.push(format!(
-                "liveness: {random} of {all} final beacon outcomes are random, expected {min_random_pct}%"
+        let short = |pct: u64| all == 0 || random * 100 < pct * all;
+        if let Some(min_random_pct) = min_random_pct.filter(|&p| short(p)) {
+            found.push(Violation::at_end(
+                Kind::Liveness,
+                format!("{random} of {all} final beacon outcomes are random, expected {min_random_pct}%"),
             ));
         }
         found
@@ -519,7 +524,7 @@ mod tests {
         f.checker.on_final(&child.hash());
         assert_eq!(f.checker.values.len(), 1);
         assert_eq!(f.checker.absent, BTreeMap::from([(2, 1)]));
-        assert!(f.checker.expect(&[2], &[], 100).is_empty());
-        assert_eq!(f.checker.expect(&[1], &[2], 100).len(), 2);
+        assert!(f.checker.expect(&[2], &[], Some(100)).is_empty());
+        assert_eq!(f.checker.expect(&[1], &[2], Some(100)).len(), 2);
     }
 }

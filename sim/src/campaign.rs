@@ -9,8 +9,9 @@
 
 use crate::fuzz::fuzzed;
 use crate::scenario::{Role, Scenario};
-use crate::shrink::{kind, shrink};
+use crate::shrink::shrink;
 use crate::swarm::role_name;
+use crate::violation::{Class, Kind, Violation};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -86,8 +87,8 @@ pub struct Failure {
     pub scenario: String,
     pub file: String,
     pub seed: u64,
-    pub kind: String,
-    pub violations: Vec<String>,
+    pub kind: Kind,
+    pub violations: Vec<Violation>,
     pub reproduce: String,
     pub reproduce_file: String,
     pub reproduce_shrunk: Option<String>,
@@ -103,7 +104,7 @@ pub struct CampaignReport {
     pub wall_ms: u64,
     pub spans: Vec<Span>,
     /// Failing runs by violation kind (the first violation of each run).
-    pub by_kind: BTreeMap<String, u64>,
+    pub by_kind: BTreeMap<Kind, u64>,
     pub failures: Vec<Failure>,
     /// How many times each timeline fault kind was drawn, over all runs.
     pub faults: BTreeMap<String, u64>,
@@ -127,6 +128,11 @@ impl CampaignReport {
             .sort_by(|a, b| (&a.scenario, a.seed).cmp(&(&b.scenario, b.seed)));
     }
 
+    /// The gravest class among the failures, which the exit code says.
+    pub fn class(&self) -> Option<Class> {
+        Class::worst(self.failures.iter().flat_map(|f| &f.violations))
+    }
+
     fn count_drawn(&mut self, s: &Scenario) {
         for e in &s.timeline {
             let v = serde_json::to_value(&e.fault).unwrap_or_default();
@@ -142,7 +148,7 @@ impl CampaignReport {
     }
 }
 
-fn add(to: &mut BTreeMap<String, u64>, from: BTreeMap<String, u64>) {
+fn add<K: Ord>(to: &mut BTreeMap<K, u64>, from: BTreeMap<K, u64>) {
     for (k, v) in from {
         *to.entry(k).or_default() += v;
     }
@@ -195,9 +201,9 @@ pub fn run(plan: &Plan) -> Result<CampaignReport> {
             r.runs += 1;
             r.simulated_ms += report.simulated_ms;
             if !report.passed {
-                let k = kind(&report.violations[0]);
+                let k = report.violations[0].kind;
                 let written = write_failure(&plan.out, &s, seed)?;
-                let min = if plan.shrink_runs > 0 && shrunk_kinds.insert(k.clone()) {
+                let min = if plan.shrink_runs > 0 && shrunk_kinds.insert(k) {
                     let path = written.with_file_name(format!("{}-seed-{seed}-min.toml", s.name));
                     shrink_to_file(&s, seed, plan.shrink_runs, &path, plan.verbose)?;
                     Some(repro_command(&path, seed, false))
@@ -208,7 +214,7 @@ pub fn run(plan: &Plan) -> Result<CampaignReport> {
                     scenario: base.name.clone(),
                     file: file.display().to_string(),
                     seed,
-                    kind: k.clone(),
+                    kind: k,
                     violations: report.violations,
                     reproduce: repro_command(file, seed, true),
                     reproduce_file: repro_command(&written, seed, false),
@@ -276,7 +282,8 @@ impl Progress {
         if !self.verbose {
             return;
         }
-        let mut shown = f.violations[..f.violations.len().min(3)].join("; ");
+        let first = f.violations.iter().take(3).map(Violation::to_string);
+        let mut shown = first.collect::<Vec<_>>().join("; ");
         if f.violations.len() > 3 {
             shown += &format!("; ... {} violations in all", f.violations.len());
         }
@@ -417,12 +424,12 @@ mod tests {
 
     #[test]
     fn merged_reports_add_up() {
-        let one = |runs, failed: u64, kind: &str| CampaignReport {
+        let one = |runs, failed: u64, kind: Kind| CampaignReport {
             runs,
             failed,
             passed: failed == 0,
             simulated_ms: runs * 1000,
-            by_kind: BTreeMap::from([(kind.to_string(), failed)]),
+            by_kind: BTreeMap::from([(kind, failed)]),
             faults: BTreeMap::from([("crash".to_string(), runs)]),
             ..CampaignReport::default()
         };
@@ -430,13 +437,18 @@ mod tests {
             passed: true,
             ..CampaignReport::default()
         };
-        r.merge(one(10, 0, "fork"));
+        r.merge(one(10, 0, Kind::Fork));
         assert!(r.passed);
-        r.merge(one(5, 2, "fork"));
-        r.merge(one(5, 1, "liveness"));
+        r.merge(one(5, 2, Kind::Fork));
+        r.merge(one(5, 1, Kind::Liveness));
         assert_eq!((r.runs, r.failed, r.simulated_ms), (20, 3, 20_000));
         assert!(!r.passed);
-        assert_eq!(r.by_kind["fork"], 2);
+        assert_eq!(r.by_kind[&Kind::Fork], 2);
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(
+            json.contains(r#""by_kind":{"fork":2,"liveness":1}"#),
+            "{json}"
+        );
         assert_eq!(r.faults["crash"], 20);
     }
 }

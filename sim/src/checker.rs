@@ -5,8 +5,8 @@
 use crate::beacon_check::BeaconChecker;
 use crate::npl_check::NplChecker;
 use crate::output_check::OutputChecker;
-use crate::scenario::Expectation;
 use crate::verdict_check::VerdictChecker;
+use crate::violation::{Kind, Violation};
 use hotpocket_node::consensus::{CloseVia, Event};
 use hotpocket_node::contract::RunResult;
 use hotpocket_node::crypto::Hash;
@@ -32,7 +32,7 @@ pub struct Checker {
     pub progress: BTreeMap<usize, Vec<(u64, u64)>>,
     /// Inputs, outputs and what users received.
     pub outputs: OutputChecker,
-    pub violations: Vec<String>,
+    pub violations: Vec<Violation>,
     /// What closes certified each contract run as.
     verdicts: VerdictChecker,
     /// Per node: state syncs installed, and bytes they fetched.
@@ -51,17 +51,6 @@ pub struct Checker {
     pub withheld: BTreeMap<usize, u64>,
     /// The random beacon's outcomes.
     pub beacon: BeaconChecker,
-}
-
-/// The simulated time a safety violation names (`violate` writes them as
-/// "t=Nms: ..."); liveness findings, judged at the end, carry none.
-pub fn violation_time(violation: &str) -> Option<u64> {
-    violation
-        .strip_prefix("t=")?
-        .split_once("ms: ")?
-        .0
-        .parse()
-        .ok()
 }
 
 /// Ledgers a node with a diverged run may close by consensus (rounds it
@@ -83,9 +72,7 @@ impl Checker {
             _ => {}
         }
         if honest {
-            for v in found {
-                self.violate(t, v);
-            }
+            self.violate_all(t, Kind::Outputs, node, found);
         }
         let moved = match ev {
             Event::Started { lcl } => Some(*lcl),
@@ -115,50 +102,57 @@ impl Checker {
                     *closes += 1;
                     if *closes == RECOVERY_LEDGERS + 1 {
                         let from = *from;
-                        self.violate(
+                        self.violate(Violation::at(
                             t,
+                            Kind::Divergence,
                             format!("node {node}'s run of ledger {from} diverged and it has not installed the certified state {RECOVERY_LEDGERS} ledgers later"),
-                        );
+                        ).by(node));
                     }
                 }
                 let actual = ledger.hash();
                 if actual != *hash {
                     self.violate(
-                        t,
-                        format!(
-                            "node {node} closed seq {} as {hash:?} but it hashes to {actual:?}",
-                            ledger.seq
-                        ),
+                        Violation::at(
+                            t,
+                            Kind::Chain,
+                            format!(
+                                "node {node} closed seq {} as {hash:?} but it hashes to {actual:?}",
+                                ledger.seq
+                            ),
+                        )
+                        .by(node),
                     );
                 }
                 match self.lcl.get(&node) {
-                    Some(prev) if ledger.seq != prev.seq + 1 || ledger.prev != prev.hash => self.violate(
+                    Some(prev) if ledger.seq != prev.seq + 1 || ledger.prev != prev.hash => self.violate(Violation::at(
                         t,
+                        Kind::Chain,
                         format!(
                             "node {node} chain broken: closed seq {} (prev {:?}) on top of seq {} ({:?}) via {via:?}",
                             ledger.seq, ledger.prev, prev.seq, prev.hash
                         ),
-                    ),
-                    None => self.violate(t, format!("node {node} closed a ledger before starting")),
+                    ).by(node)),
+                    None => self.violate(Violation::at(t, Kind::Chain, format!("node {node} closed a ledger before starting")).by(node)),
                     _ => {}
                 }
                 let mut found = Vec::new();
                 self.beacon
                     .on_closed(t, node, ledger, *hash, voted, &mut found);
+                self.violate_all(t, Kind::Beacon, node, found);
+                let mut found = Vec::new();
                 self.verdicts.on_closed(node, ledger, *hash, &mut found);
-                for v in found {
-                    self.violate(t, v);
-                }
+                self.violate_all(t, Kind::Verdict, node, found);
                 // This close finalises its parent.
                 let fin = ledger.seq - 1;
                 match self.agreed.get(&fin) {
-                    Some((h, first)) if *h != ledger.prev => self.violate(
+                    Some((h, first)) if *h != ledger.prev => self.violate(Violation::at(
                         t,
+                        Kind::Fork,
                         format!(
                             "fork at seq {fin}: node {first} finalised {h:?}, node {node} finalised {:?}",
                             ledger.prev
                         ),
-                    ),
+                    ).by(node)),
                     Some(_) => {}
                     None => {
                         self.agreed.insert(fin, (ledger.prev, node));
@@ -173,14 +167,24 @@ impl Checker {
                     || to.seq + 1 != from.seq
                 {
                     self.violate(
-                        t,
-                        format!("node {node} rolled back {from:?} to {to:?}, past a final ledger"),
+                        Violation::at(
+                            t,
+                            Kind::Rollback,
+                            format!(
+                                "node {node} rolled back {from:?} to {to:?}, past a final ledger"
+                            ),
+                        )
+                        .by(node),
                     );
                 }
                 if self.lcl.get(&node) != Some(from) {
                     self.violate(
-                        t,
-                        format!("node {node} rolled back {from:?}, which was not its lcl"),
+                        Violation::at(
+                            t,
+                            Kind::Rollback,
+                            format!("node {node} rolled back {from:?}, which was not its lcl"),
+                        )
+                        .by(node),
                     );
                 }
             }
@@ -189,10 +193,14 @@ impl Checker {
                 *self.divergences.entry(node).or_default() += 1;
                 if !self.may_diverge {
                     self.violate(
-                        t,
-                        format!(
+                        Violation::at(
+                            t,
+                            Kind::Divergence,
+                            format!(
                             "node {node}: its run of ledger {seq} differs from the certified one"
                         ),
+                        )
+                        .by(node),
                     );
                 }
                 if matches!(ev, Event::StateMismatch { .. }) {
@@ -217,9 +225,7 @@ impl Checker {
                 }
                 let mut found = Vec::new();
                 self.verdicts.on_installed(node, *seq, *state, &mut found);
-                for v in found {
-                    self.violate(t, v);
-                }
+                self.violate_all(t, Kind::Verdict, node, found);
             }
             Event::Started { .. } => {
                 // A restart replays its runs; a divergence found then counts
@@ -246,21 +252,26 @@ impl Checker {
         let mut found = Vec::new();
         self.outputs.on_delivered(node, seq, run, to, &mut found);
         if honest {
-            for v in found {
-                self.violate(t, v);
-            }
+            self.violate_all(t, Kind::Outputs, node, found);
         }
     }
 
-    pub(crate) fn violate(&mut self, t: u64, what: String) {
+    pub fn violate(&mut self, v: Violation) {
         // Bound the report: the first violations are the useful ones.
         if self.violations.len() < 50 {
-            self.violations.push(format!("t={t}ms: {what}"));
+            self.violations.push(v);
+        }
+    }
+
+    /// What one sub-checker found at `t` about `node`.
+    pub fn violate_all(&mut self, t: u64, kind: Kind, node: usize, found: Vec<String>) {
+        for v in found {
+            self.violate(Violation::at(t, kind, v).by(node));
         }
     }
 
     /// Highest seq `node` had reached by time `t`.
-    fn seq_at(&self, node: usize, t: u64) -> u64 {
+    pub(crate) fn seq_at(&self, node: usize, t: u64) -> u64 {
         self.progress
             .get(&node)
             .map(|p| {
@@ -272,130 +283,13 @@ impl Checker {
             })
             .unwrap_or(0)
     }
-
-    /// `steady`: honest nodes that never crashed, whose users' inputs must
-    /// all be answered when a scenario expects it.
-    pub fn check_expectations(
-        &mut self,
-        expectations: &[Expectation],
-        honest: &[usize],
-        steady: &[usize],
-    ) {
-        for e in expectations {
-            match e {
-                Expectation::AllAnswered {
-                    sent_by_ms,
-                    sent_from_ms,
-                } => {
-                    let mut found = Vec::new();
-                    let window = *sent_from_ms..=*sent_by_ms;
-                    self.outputs.check_all_answered(steady, window, &mut found);
-                    self.violations
-                        .extend(found.into_iter().map(|v| format!("liveness: {v}")));
-                }
-                Expectation::Signatures { min } => match self.outputs.fewest_signatures {
-                    None => self
-                        .violations
-                        .push("liveness: no multisig output was delivered".into()),
-                    Some(n) if n < *min => self.violations.push(format!(
-                        "a delivered multisig output had {n} signatures, expected at least {min}"
-                    )),
-                    Some(_) => {}
-                },
-                Expectation::NoneWithheld => {
-                    for n in honest {
-                        if let Some(w) = self.withheld.get(n) {
-                            self.violations.push(format!(
-                                "node {n} withheld the outputs of {w} runs: its copy was not certified"
-                            ));
-                        }
-                    }
-                }
-                Expectation::Diverged => {
-                    if !honest.iter().any(|n| self.withheld.contains_key(n)) {
-                        self.violations.push(
-                            "expected an honest copy to diverge and withhold its outputs; none did"
-                                .into(),
-                        );
-                    }
-                }
-                Expectation::StateSynced { node, max_bytes } => {
-                    match self.state_synced.get(node) {
-                        None => self.violations.push(format!(
-                            "liveness: node {node} never installed a fetched state"
-                        )),
-                        Some((n, bytes)) if bytes > max_bytes => self.violations.push(format!(
-                            "node {node} fetched {bytes} bytes of state in {n} syncs, more than {max_bytes}"
-                        )),
-                        Some(_) => {}
-                    }
-                }
-                Expectation::ReachSeq { seq, by_ms, nodes } => {
-                    let nodes = if nodes.is_empty() { honest } else { nodes };
-                    for &n in nodes {
-                        let got = self.seq_at(n, *by_ms);
-                        if got < *seq {
-                            self.violations.push(format!(
-                                "liveness: node {n} reached seq {got} by {by_ms}ms, expected {seq}"
-                            ));
-                        }
-                    }
-                }
-                Expectation::Progress { from_ms, ledgers } => {
-                    for &n in honest {
-                        let (from, to) = (self.seq_at(n, *from_ms), self.seq_at(n, u64::MAX));
-                        if to < from + ledgers {
-                            self.violations.push(format!(
-                                "liveness: node {n} went from seq {from} at {from_ms}ms to {to}, expected {ledgers} more"
-                            ));
-                        }
-                    }
-                }
-                Expectation::NoProgress { from_ms, to_ms } => {
-                    for &n in honest {
-                        let closes = self.progress.get(&n).map_or(0, |p| {
-                            p.windows(2)
-                                .filter(|w| {
-                                    w[1].0 > *from_ms && w[1].0 <= *to_ms && w[1].1 > w[0].1
-                                })
-                                .count()
-                        });
-                        if closes > 0 {
-                            self.violations.push(format!(
-                                "expected no progress in {from_ms}..{to_ms}ms, node {n} closed {closes} ledgers"
-                            ));
-                        }
-                    }
-                }
-                Expectation::Beacon {
-                    absent,
-                    convicted,
-                    min_random_pct,
-                } => {
-                    let found = self.beacon.expect(absent, convicted, *min_random_pct);
-                    self.violations.extend(found);
-                }
-                Expectation::MaxLag { ledgers } => {
-                    let seqs: Vec<u64> = honest
-                        .iter()
-                        .map(|n| self.lcl.get(n).map_or(0, |l| l.seq))
-                        .collect();
-                    let (lo, hi) = (seqs.iter().min(), seqs.iter().max());
-                    if let (Some(lo), Some(hi)) = (lo, hi) {
-                        if hi - lo > *ledgers {
-                            self.violations
-                                .push(format!("at the end honest nodes span seqs {lo}..{hi}, more than {ledgers} apart"));
-                        }
-                    }
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::expectations::Judged;
+    use crate::scenario::{Expectation, Fault, Scenario, TimelineEvent};
     use hotpocket_node::ledger::{Ledger, LedgerRecord};
 
     fn closed(prev: &LedgerId, time: u64) -> (Ledger, Event) {
@@ -424,7 +318,7 @@ mod tests {
 
     /// Node 0 finds run 1 diverged, then closes `closes` ledgers, and
     /// installs the certified state of run `synced` if given.
-    fn diverge(may_diverge: bool, closes: u64, synced: Option<u64>) -> Vec<String> {
+    fn diverge(may_diverge: bool, closes: u64, synced: Option<u64>) -> Vec<Violation> {
         let mut c = Checker {
             may_diverge,
             ..Checker::default()
@@ -452,13 +346,19 @@ mod tests {
     #[test]
     fn a_diverged_run_must_be_replaced_by_the_certified_state() {
         // A deterministic contract never diverges.
-        assert!(diverge(false, 0, None)[0].contains("differs from the certified one"));
+        let v = &diverge(false, 0, None)[0];
+        assert_eq!(
+            (v.kind, v.node, v.at_ms),
+            (Kind::Divergence, Some(0), Some(0))
+        );
+        assert!(v.detail.contains("differs from the certified one"));
         // One that talks over the NPL may, if it then takes the state.
         assert!(diverge(true, RECOVERY_LEDGERS, None).is_empty());
         assert!(diverge(true, 50, Some(1)).is_empty());
         let v = diverge(true, RECOVERY_LEDGERS + 1, None);
         assert!(
-            v[0].contains("has not installed the certified state"),
+            v[0].detail
+                .contains("has not installed the certified state"),
             "{v:?}"
         );
         // A state older than the diverged run does not count.
@@ -483,7 +383,8 @@ mod tests {
         assert!(c.violations.is_empty());
         c.on_event(4, 1, &b2, true);
         assert_eq!(c.violations.len(), 1, "{:?}", c.violations);
-        assert!(c.violations[0].contains("fork at seq 1"));
+        assert_eq!(c.violations[0].kind, Kind::Fork);
+        assert!(c.violations[0].detail.contains("fork at seq 1"));
         // Node 0 skips a seq.
         let skip = LedgerId {
             seq: 5,
@@ -492,7 +393,7 @@ mod tests {
         let (_, s) = closed(&skip, 3000);
         c.on_event(5, 0, &s, true);
         assert!(
-            c.violations[1].contains("chain broken"),
+            c.violations[1].kind == Kind::Chain && c.violations[1].detail.contains("chain broken"),
             "{:?}",
             c.violations
         );
@@ -572,10 +473,39 @@ mod tests {
                     nodes: vec![],
                 },
             ],
-            &[0],
-            &[0],
+            &judged(vec![]),
         );
         assert_eq!(c.violations.len(), 1, "{:?}", c.violations);
-        assert!(c.violations[0].contains("reached seq 1 by 4000ms"));
+        assert_eq!(c.violations[0].kind, Kind::Liveness);
+        assert!(c.violations[0].detail.contains("reached seq 1 by 4000ms"));
+        // With node 0 down from 3000ms on, no protocol could have it reach
+        // seq 2 by 4000ms: that is not judged. By 2000ms it could.
+        let mut c = Checker::default();
+        c.on_event(0, 0, &Event::Started { lcl: g }, true);
+        let crash = (3000, Fault::Crash { node: 0 });
+        let reach = |by_ms| Expectation::ReachSeq {
+            seq: 1,
+            by_ms,
+            nodes: vec![],
+        };
+        c.check_expectations(&[reach(4000)], &judged(vec![crash.clone()]));
+        assert!(c.violations.is_empty(), "{:?}", c.violations);
+        c.check_expectations(&[reach(2000)], &judged(vec![crash]));
+        assert_eq!(c.violations.len(), 1, "{:?}", c.violations);
+    }
+
+    /// One honest node, whose timeline is `faults`, judged at 10 s.
+    fn judged(faults: Vec<(u64, Fault)>) -> Judged {
+        let mut s: Scenario =
+            toml::from_str("name = \"t\"\nnodes = 1\nduration_ms = 10000").unwrap();
+        s.timeline = (faults.into_iter())
+            .map(|(at_ms, fault)| TimelineEvent { at_ms, fault })
+            .collect();
+        Judged {
+            honest: vec![0],
+            steady: vec![0],
+            uptime: s.uptime(),
+            end_ms: 10_000,
+        }
     }
 }

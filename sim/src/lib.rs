@@ -14,6 +14,7 @@ pub mod checker;
 pub mod contract;
 pub mod entropy;
 pub mod env;
+pub mod expectations;
 pub mod fuzz;
 pub mod latency;
 pub mod links;
@@ -29,6 +30,7 @@ pub mod trace;
 pub mod twins;
 pub mod users;
 pub mod verdict_check;
+pub mod violation;
 pub mod world;
 
 pub use runner::{run, Report};

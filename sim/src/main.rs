@@ -5,6 +5,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use hotpocket_sim::fuzz::{fuzzed, parse_seeds};
+use hotpocket_sim::violation::Class;
 use hotpocket_sim::{campaign, picture, run, Report, Scenario};
 use std::path::{Path, PathBuf};
 
@@ -24,7 +25,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run one scenario with one seed; exits 1 if any check fails.
+    /// Run one scenario with one seed. Exits 1 on a safety violation, 4 on a
+    /// crash (a panic, a node stopped), 3 on a liveness failure only; 2 on
+    /// a usage or file error.
     Run {
         /// Scenario file (TOML), see scenarios/README.md.
         file: PathBuf,
@@ -58,7 +61,8 @@ enum Command {
     /// Run scenarios over a range of seeds (or as many as a budget allows),
     /// varying fault parameters within each scenario's [fuzz] or [swarm]
     /// ranges; writes each failing seed's scenario and shrinks the first of
-    /// each kind of violation. Exits 1 if any seed fails.
+    /// each kind of violation. Exits as `run` does for the gravest
+    /// failure of any seed.
     Fuzz {
         /// Scenario files.
         #[arg(required = true)]
@@ -211,9 +215,9 @@ fn real_main() -> Result<()> {
             } else {
                 print_report(&report);
             }
-            if !report.passed {
-                eprintln!("FAILED; reproduce with: {repro}");
-                std::process::exit(1);
+            if let Some(class) = Class::worst(&report.violations) {
+                eprintln!("FAILED ({class:?}); reproduce with: {repro}");
+                std::process::exit(class.exit_code());
             }
             Ok(())
         }
@@ -255,8 +259,8 @@ fn real_main() -> Result<()> {
                 }
                 None => print_campaign(&report),
             }
-            if !report.passed {
-                std::process::exit(1);
+            if let Some(class) = report.class() {
+                std::process::exit(class.exit_code());
             }
             Ok(())
         }
@@ -361,7 +365,12 @@ fn randomness(files: &[PathBuf], seeds: &str, check: bool) -> Result<()> {
                 eprintln!(
                     "FAIL {} seed {seed}: {}",
                     base.name,
-                    report.violations.join("; ")
+                    report
+                        .violations
+                        .iter()
+                        .map(|v| v.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 );
             }
             predictable += report.beacon.outcomes - report.beacon.random;

@@ -4,11 +4,13 @@ use crate::byzantine::{Byzantine, MutationFault, Relay};
 use crate::contract::SimContract;
 use crate::entropy::SimEntropy;
 use crate::env::{SimClock, SimNet, SimObserver, SimStore};
+use crate::expectations::Judged;
 use crate::links::Links;
 use crate::picture::log::Log;
 use crate::scenario::{ContractKind, ContractSettings, Fault, Role, Scenario};
 use crate::users::byzantine::{spawn_attackers, ByzUserStats};
 use crate::users::SimUsers;
+use crate::violation::{Kind, Violation};
 use crate::world::{NetStats, World};
 use hotpocket_multisig_contract::DEFAULT_TIMEOUT_MS;
 use hotpocket_node::consensus::{ConsensusConfig, FrameStats, SentProposals, Stats, VoteStatus};
@@ -44,7 +46,7 @@ pub struct Report {
     pub trace_hash: String,
     pub trace_events: u64,
     pub passed: bool,
-    pub violations: Vec<String>,
+    pub violations: Vec<Violation>,
     pub nodes: Vec<NodeReport>,
     pub simulated_ms: u64,
     pub net: NetStats,
@@ -125,7 +127,10 @@ pub fn run_with(scenario: &Scenario, seed: u64, print_events: bool, picture: boo
         Report {
             scenario: scenario.name.clone(),
             seed,
-            violations: vec![format!("a node panicked: {msg}")],
+            violations: vec![Violation::at_end(
+                Kind::Panic,
+                format!("a node panicked: {msg}"),
+            )],
             ..Report::default()
         }
     })
@@ -390,11 +395,8 @@ async fn node_main(
     let mut node = match driver::boot(cfg, key.clone(), &mut store, &mut contract) {
         Ok(n) => n,
         Err(e) => {
-            world
-                .lock()
-                .checker
-                .violations
-                .push(format!("node {i} could not start: {e}"));
+            let what = format!("node {i} could not start: {e}");
+            world.violation(Kind::Stopped, i, what);
             return;
         }
     };
@@ -453,7 +455,8 @@ async fn node_main(
         let mut g = world.lock();
         // A node killed mid-write stops here, dead until restarted.
         if g.nodes[i].alive {
-            g.checker.violations.push(format!("node {i} stopped: {e}"));
+            let v = Violation::at(world.now(), Kind::Stopped, format!("node {i} stopped: {e}"));
+            g.checker.violate(v.by(i));
         }
     }
 }
@@ -469,17 +472,22 @@ fn report(s: &Scenario, seed: u64, world: &Arc<World>) -> Report {
         .copied()
         .filter(|&i| g.nodes[i].crashes == 0)
         .collect();
-    g.checker
-        .check_expectations(&s.expectations, &honest, &steady);
+    let judged = Judged {
+        honest: honest.clone(),
+        steady,
+        uptime: s.uptime(),
+        end_ms: simulated_ms,
+    };
+    g.checker.check_expectations(&s.expectations, &judged);
     // With no byzantine node, a seen equivocation is an honest node that
     // signed one stage twice (a restart mid-round, say).
     if honest.len() == s.nodes {
         for i in 0..s.nodes {
             let n = g.nodes[i].stats.equivocations;
             if n > 0 {
-                g.checker.violations.push(format!(
-                    "node {i} saw {n} equivocations, and every node is honest"
-                ));
+                let what = format!("node {i} saw {n} equivocations, and every node is honest");
+                g.checker
+                    .violate(Violation::at_end(Kind::Equivocation, what).by(i));
             }
         }
     }

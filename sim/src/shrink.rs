@@ -1,7 +1,6 @@
 //! Shrinking a failing run: delta debugging over the scenario
 //! until no single step keeps the failure. A step is kept when the run,
-//! with the same seed, still shows a violation of the same kind (its text
-//! with numbers and hashes blanked, see [`kind`]). Deterministic: the same
+//! with the same seed, still shows a violation of the same [`Kind`]. Deterministic: the same
 //! scenario and seed always shrink to the same file. Bounded by a number
 //! of runs rather than by time, so that stays true on any machine.
 //!
@@ -14,57 +13,16 @@
 //! sparser inputs; `[[node]]` entries left at the defaults. Until a whole
 //! round of steps keeps nothing.
 
-use crate::checker::violation_time;
 use crate::latency::Latency;
 use crate::runner::run;
 use crate::scenario::{Expectation, Fault, Role, Scenario};
-
-/// A violation's kind: its text without the time, numbers and hashes, so
-/// "t=9ms: fork at seq 12: node 0 finalised …" and "t=70ms: fork at seq 9:
-/// node 3 finalised …" are one kind.
-pub fn kind(violation: &str) -> String {
-    let text = match violation.split_once("ms: ") {
-        Some((t, rest)) if t.starts_with("t=") => rest,
-        _ => violation,
-    };
-    let mut out = String::with_capacity(text.len());
-    let mut token = String::new();
-    // A hash is a token of 8 or more hex digits; in any other token each
-    // run of digits is a number ("10238ms", "n2").
-    let flush = |token: &mut String, out: &mut String| {
-        if token.len() >= 8 && token.bytes().all(|b| b.is_ascii_hexdigit()) {
-            out.push('#');
-        } else {
-            let mut in_number = false;
-            for c in token.chars() {
-                let digit = c.is_ascii_digit();
-                if !digit {
-                    out.push(c);
-                } else if !in_number {
-                    out.push('#');
-                }
-                in_number = digit;
-            }
-        }
-        token.clear();
-    };
-    for c in text.chars() {
-        if c.is_ascii_alphanumeric() {
-            token.push(c);
-        } else {
-            flush(&mut token, &mut out);
-            out.push(c);
-        }
-    }
-    flush(&mut token, &mut out);
-    out
-}
+use crate::violation::{Kind, Violation};
 
 pub struct Shrunk {
     pub scenario: Scenario,
     /// The violation the shrunk run shows (same kind as the original's
     /// first).
-    pub violation: String,
+    pub violation: Violation,
     /// Runs made, the original included.
     pub runs: u64,
     /// Whether the run budget ended the search before a fixpoint.
@@ -77,7 +35,7 @@ pub struct Shrunk {
 pub fn shrink(start: &Scenario, seed: u64, max_runs: u64) -> Option<Shrunk> {
     let first = run(start, seed).violations.into_iter().next()?;
     let mut s = Search {
-        target: kind(&first),
+        target: first.kind,
         seed,
         best: start.clone(),
         violation: first,
@@ -86,7 +44,7 @@ pub fn shrink(start: &Scenario, seed: u64, max_runs: u64) -> Option<Shrunk> {
     };
     loop {
         let before = s.fingerprint();
-        if violation_time(&s.violation).is_some() {
+        if s.violation.at_ms.is_some() {
             s.try_each(|b| {
                 let mut c = b.clone();
                 c.expectations.clear();
@@ -132,10 +90,10 @@ pub fn shrink(start: &Scenario, seed: u64, max_runs: u64) -> Option<Shrunk> {
 }
 
 struct Search {
-    target: String,
+    target: Kind,
     seed: u64,
     best: Scenario,
-    violation: String,
+    violation: Violation,
     runs: u64,
     max_runs: u64,
 }
@@ -161,7 +119,7 @@ impl Search {
         let found = run(&c, self.seed)
             .violations
             .into_iter()
-            .find(|v| kind(v) == self.target);
+            .find(|v| v.kind == self.target);
         match found {
             Some(v) => {
                 self.best = c;
@@ -191,7 +149,7 @@ impl Search {
     /// Ends a safety failure's run two rounds after the violation, halving
     /// what is left after it while the failure stays.
     fn cut_tail(&mut self) {
-        let Some(t) = violation_time(&self.violation) else {
+        let Some(t) = self.violation.at_ms else {
             return;
         };
         let floor = t + 2 * self.best.consensus.roundtime_ms;
@@ -378,28 +336,4 @@ fn lighter_workload(b: &Scenario) -> Vec<Scenario> {
         }
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn kinds_ignore_times_numbers_and_hashes() {
-        let a =
-            "t=36084ms: fork at seq 12: node 0 finalised Some(c7e50d87), node 3 finalised 1a41be31";
-        let b = "t=9ms: fork at seq 9: node 1 finalised Some(00ff00ff), node 2 finalised 0d800492";
-        assert_eq!(kind(a), kind(b));
-        assert_eq!(
-            kind(a),
-            "fork at seq #: node # finalised Some(#), node # finalised #"
-        );
-        assert_ne!(kind(a), kind("t=5ms: node 0 chain broken"));
-        assert_eq!(
-            kind("liveness: node 4 went from seq 1 at 10238ms to 3"),
-            "liveness: node # went from seq # at #ms to #"
-        );
-        assert_eq!(violation_time(a), Some(36084));
-        assert_eq!(violation_time("liveness: node 4 went"), None);
-    }
 }

@@ -44,7 +44,7 @@ fn run_json_has_the_promised_fields() {
 }
 
 #[test]
-fn a_failing_run_exits_1_and_says_how_to_reproduce() {
+fn a_failing_run_exits_with_its_class_and_says_how_to_reproduce() {
     let dir = scratch("hps-cli");
     let f = dir.join("impossible.toml");
     std::fs::write(
@@ -56,7 +56,8 @@ fn a_failing_run_exits_1_and_says_how_to_reproduce() {
         .args(["run", f.to_str().unwrap(), "--seed", "9"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    // Liveness only: exit code 3.
+    assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(&format!("hotpocket-sim run {} --seed 9", f.display())),
@@ -97,7 +98,7 @@ fn shrink_writes_a_smaller_file_that_still_fails_and_refuses_a_passing_one() {
     // Ledger 50 in 3 s cannot happen; the crash is beside the point.
     std::fs::write(
         &f,
-        "name = \"slow\"\nduration_ms = 3000\nnodes = 3\n\
+        "name = \"slow\"\nduration_ms = 3000\nnodes = 5\n\
          [[timeline]]\nat_ms = 1000\naction = \"crash\"\nnode = 2\n\
          [[expect]]\nkind = \"reach_seq\"\nseq = 50\nby_ms = 3000\nnodes = [0]\n",
     )
@@ -117,7 +118,7 @@ fn shrink_writes_a_smaller_file_that_still_fails_and_refuses_a_passing_one() {
         "{min}"
     );
     assert!(
-        min.contains("from 1 to 0 timeline events and 3 to 1 nodes"),
+        min.contains("from 1 to 0 timeline events and 5 to 1 nodes"),
         "{min}"
     );
     assert!(min.contains("# hotpocket-sim run FILE --seed 4"), "{min}");
@@ -130,7 +131,7 @@ fn shrink_writes_a_smaller_file_that_still_fails_and_refuses_a_passing_one() {
         ])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3));
 
     let out = sim()
         .args(["shrink", "scenarios/happy-path.toml", "--max-runs", "5"])

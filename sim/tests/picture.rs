@@ -7,6 +7,7 @@
 use hotpocket_node::consensus::PlantedBug;
 use hotpocket_sim::picture;
 use hotpocket_sim::runner::run_with;
+use hotpocket_sim::violation::Kind;
 use hotpocket_sim::Scenario;
 use std::path::PathBuf;
 use std::process::Command;
@@ -45,7 +46,7 @@ fn the_picture_of_a_planted_fork_shows_lanes_arrows_and_the_fork_in_chromium() {
     s.consensus.planted_bug = Some(PlantedBug::CloseOnReceived);
     let report = run_with(&s, 1, false, true);
     assert!(
-        report.violations.iter().any(|v| v.contains("fork at seq")),
+        report.violations.iter().any(|v| v.kind == Kind::Fork),
         "{:?}",
         report.violations
     );
@@ -58,6 +59,7 @@ fn the_picture_of_a_planted_fork_shows_lanes_arrows_and_the_fork_in_chromium() {
     assert!(html.contains(r#"class="violation""#));
     // The fork: the closes of the first forked seq carry two colours.
     let seq = report.violations[0]
+        .detail
         .split("fork at seq ")
         .nth(1)
         .and_then(|r| r.split(':').next())

@@ -7,6 +7,7 @@
 
 use hotpocket_node::consensus::PlantedBug;
 use hotpocket_sim::links::HandshakeKind;
+use hotpocket_sim::violation::{Kind, Violation};
 use hotpocket_sim::{run, Scenario};
 use std::path::PathBuf;
 
@@ -17,7 +18,7 @@ fn load(name: &str) -> Scenario {
 
 /// Runs `name` with `seed`, first as written, then with `bug` planted;
 /// returns the violations of the second run.
-fn with_and_without(name: &str, bug: PlantedBug, seed: u64) -> Vec<String> {
+fn with_and_without(name: &str, bug: PlantedBug, seed: u64) -> Vec<Violation> {
     let mut s = load(name);
     let clean = run(&s, seed);
     assert!(clean.passed, "{name} seed {seed}: {:?}", clean.violations);
@@ -29,7 +30,7 @@ fn assert_fork(name: &str, bug: PlantedBug) {
     for seed in 1..=3 {
         let v = with_and_without(name, bug, seed);
         assert!(
-            v.iter().any(|v| v.contains("fork at seq")),
+            v.iter().any(|v| v.kind == Kind::Fork),
             "{name} with {bug:?}, seed {seed}: expected a fork, got {v:?}"
         );
     }
@@ -73,8 +74,7 @@ fn body_swapper_makes_a_node_that_skips_body_checks_run_other_inputs() {
     for seed in 1..=3 {
         let v = with_and_without("body-swapper", PlantedBug::UncheckedBodies, seed);
         assert!(
-            v.iter()
-                .any(|v| v.contains("differs from the certified one")),
+            v.iter().any(|v| v.kind == Kind::Divergence),
             "seed {seed}: expected a divergence, got {v:?}"
         );
     }
@@ -90,7 +90,7 @@ fn history_skipper_makes_a_node_that_skips_link_checks_break_its_chain() {
         let v = with_and_without("history-skipper", PlantedBug::NoLinkCheck, seed);
         assert!(
             v.iter()
-                .any(|v| v.contains("a node panicked: just appended")),
+                .any(|v| v.kind == Kind::Panic && v.detail.contains("just appended")),
             "seed {seed}: expected the chain to break, got {v:?}"
         );
     }
@@ -109,7 +109,7 @@ fn twins_with_partitions_fork_nodes_that_close_on_a_majority_of_what_they_receiv
         }
         let r = run(&s, seed);
         assert!(bug || r.passed, "{name} seed {seed}: {:?}", r.violations);
-        r.violations.iter().any(|v| v.contains("fork at seq"))
+        r.violations.iter().any(|v| v.kind == Kind::Fork)
     };
     for seed in [3, 5, 6] {
         assert!(!forks("twins-partition", seed, false));
@@ -133,7 +133,7 @@ fn the_relay_fools_the_old_handshake_and_an_unpinned_dialer_only() {
             s.handshake = kind;
             let v = run(&s, seed).violations;
             assert!(
-                v.iter().any(|v| v.contains("holds a session")),
+                v.iter().any(|v| v.kind == Kind::Session),
                 "{kind:?}, seed {seed}: expected a fooled session, got {v:?}"
             );
             s.handshake = HandshakeKind::V2;

@@ -9,6 +9,7 @@
 use crate::latency::sample;
 use crate::npl_host::{run_multisig, SimTransport};
 use crate::scenario::{ContractKind, Latency};
+use crate::violation::Kind;
 use crate::world::World;
 use hotpocket_contract::{parse_description, Changes, Contract, MemState, Overlay, Run, State};
 use hotpocket_kv_contract::Kv;
@@ -57,10 +58,11 @@ impl SimContract {
         let (ran, _) = g.nodes[self.node].contract.latest();
         if ran + 1 != seq {
             drop(g);
-            self.world.violation(format!(
+            let what = format!(
                 "node {} ran ledger {seq} on the state of ledger {ran}",
                 self.node
-            ));
+            );
+            self.world.violation(Kind::Contract, self.node, what);
             g = self.world.lock();
         }
         let disk = &mut g.nodes[self.node].contract;
@@ -155,10 +157,11 @@ impl ContractHost for SimContract {
             .count();
         let honest = self.world.lock().nodes[self.node].role == crate::scenario::Role::Honest;
         if missing > 0 && honest {
-            self.world.violation(format!(
+            let what = format!(
                 "node {} ran ledger {} with {missing} input bodies missing",
                 self.node, record.ledger.seq
-            ));
+            );
+            self.world.violation(Kind::Contract, self.node, what);
         }
         let delay = self.run_ms.map_or(0, |l| sample(&mut self.rng, l));
         let mut req = RunRequest::for_ledger(record, self.key, &self.unl);
@@ -244,10 +247,11 @@ impl ContractHost for SimContract {
             drop(g);
             // Every piece was checked against the certified root: a patch
             // that misses it is a protocol bug.
-            self.world.violation(format!(
+            let what = format!(
                 "node {} fetched a state for ledger {} that hashes to {got}, not {}",
                 self.node, patch.seq, patch.result.state
-            ));
+            );
+            self.world.violation(Kind::Contract, self.node, what);
             Err(InstallError::Hash {
                 want: patch.result.state,
                 got,

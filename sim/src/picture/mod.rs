@@ -7,7 +7,6 @@
 
 pub mod log;
 
-use crate::checker::violation_time;
 use crate::runner::Report;
 use crate::scenario::Scenario;
 use anyhow::Context;
@@ -24,7 +23,7 @@ const WIDTH: f64 = 1400.0;
 /// The window a page opens on: around the first violation that has a
 /// time (four rounds before it, one after), else the last five rounds.
 pub fn default_window(report: &Report, roundtime: u64, end: u64) -> (u64, u64) {
-    match report.violations.iter().find_map(|v| violation_time(v)) {
+    match report.violations.iter().find_map(|v| v.at_ms) {
         Some(t) => (t.saturating_sub(4 * roundtime), (t + roundtime).min(end)),
         None => (end.saturating_sub(5 * roundtime), end),
     }
@@ -213,7 +212,7 @@ pub fn html(
         }
     }
     for v in &report.violations {
-        let Some(t) = violation_time(v) else {
+        let Some(t) = v.at_ms else {
             continue;
         };
         if !(a..=b).contains(&t) {
@@ -223,7 +222,7 @@ pub fn html(
             svg,
             r##"<line class="violation" x1="{0:.1}" y1="5" x2="{0:.1}" y2="{height:.1}" stroke="#d62728" stroke-width="2"><title>{1}</title></line>"##,
             x(t),
-            esc(v)
+            esc(&v.to_string())
         );
     }
     svg.push_str("</svg>");
@@ -304,7 +303,7 @@ fn page(
         .violations
         .iter()
         .take(5)
-        .map(|v| format!("<li>{}</li>", esc(v)))
+        .map(|v| format!("<li>{}</li>", esc(&v.to_string())))
         .collect();
     if report.violations.len() > 5 {
         let _ = write!(

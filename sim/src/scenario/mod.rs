@@ -9,7 +9,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 mod role;
+mod uptime;
 pub use role::Role;
+pub use uptime::Uptime;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -8,6 +8,7 @@ use super::attack::{plan, Ctx, Expect, Victim};
 use super::SimUsers;
 use crate::output_check::Source;
 use crate::scenario::{AttackKind, Scenario};
+use crate::violation::Kind;
 use crate::world::{World, EPOCH_MS};
 use hotpocket_node::contract::UserInput;
 use hotpocket_node::crypto::PubKey;
@@ -206,10 +207,14 @@ impl SimUsers {
         };
         let (mut session, msg) = self.intake.open();
         let Some(challenge) = challenge_of(&msg) else {
-            self.world.violation(format!(
-                "node {} sent a challenge with no challenge string: {msg}",
-                self.node
-            ));
+            self.world.violation(
+                Kind::Users,
+                self.node,
+                format!(
+                    "node {} sent a challenge with no challenge string: {msg}",
+                    self.node
+                ),
+            );
             return;
         };
         // A second connection, left unanswered, whose challenge the first
@@ -326,9 +331,8 @@ impl World {
                 s.misjudged += 1;
             }
         }
-        for (_, v) in tally.misjudged {
-            g.checker.violate(t, v);
-        }
+        let misjudged = tally.misjudged.into_iter().map(|(_, v)| v).collect();
+        g.checker.violate_all(t, Kind::Users, i, misjudged);
         g.users[u].seen = Some(seen);
     }
 }

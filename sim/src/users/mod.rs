@@ -9,6 +9,7 @@ pub mod byzantine;
 
 use crate::entropy::SimEntropy;
 use crate::output_check::Source;
+use crate::violation::Kind;
 use crate::world::{World, EPOCH_MS};
 use byzantine::Attack;
 use hotpocket_node::consensus::Withheld;
@@ -85,18 +86,23 @@ impl SimUsers {
         let (mut session, msg) = self.intake.open_with(self.honest_limits.clone());
         let key = self.world.lock().users[u].key.clone();
         let Ok(helo) = answer_challenge(&key, &msg, (EPOCH_MS + self.world.now()) / 1000) else {
-            self.world.violation(format!(
-                "node {} sent user {u} a challenge it cannot answer: {msg}",
-                self.node
-            ));
+            self.world.violation(
+                Kind::Users,
+                self.node,
+                format!(
+                    "node {} sent user {u} a challenge it cannot answer: {msg}",
+                    self.node
+                ),
+            );
             return None;
         };
         let replies = session.on_message(now, helo.as_bytes(), true);
         if session.user() != Some(key.public()) {
-            self.world.violation(format!(
-                "node {} refused user {u}'s helo: {replies:?}",
-                self.node
-            ));
+            self.world.violation(
+                Kind::Users,
+                self.node,
+                format!("node {} refused user {u}'s helo: {replies:?}", self.node),
+            );
             return None;
         }
         if let Some(o) = &mut self.world.lock().overheard {
@@ -128,8 +134,8 @@ impl SimUsers {
                     return Some(body);
                 }
                 ConnAction::Send(m) | ConnAction::Close(m) => {
-                    self.world
-                        .violation(format!("node {} answered user {u}: {m}", self.node));
+                    let what = format!("node {} answered user {u}: {m}", self.node);
+                    self.world.violation(Kind::Users, self.node, what);
                 }
             }
         }

@@ -6,6 +6,7 @@ use super::{ppm, Inner, World};
 use crate::links::Wire;
 use crate::picture::log::{self, Fate};
 use crate::scenario::{NetworkSettings, Role};
+use crate::violation::{Kind, Violation};
 use hotpocket_node::consensus::PeerMessage;
 use hotpocket_node::crypto::PubKey;
 use hotpocket_node::handshake::PeerSession;
@@ -144,14 +145,17 @@ impl World {
         };
         if g.nodes[other].key.public() != session.peer {
             let claimed = g.index.get(&session.peer).copied();
-            g.checker.violate(
+            let v = Violation::at(
                 t,
+                Kind::Session,
                 format!(
                     "node {node} holds a session ({:?}, connection {conn}) attributed to node {claimed:?}'s key, \
                      but node {other} is at the other end",
                     session.role
                 ),
-            );
+            )
+            .by(node);
+            g.checker.violate(v);
         }
     }
 

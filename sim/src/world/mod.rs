@@ -13,6 +13,7 @@ use crate::trace::Trace;
 use crate::twins::Twins;
 use crate::users::byzantine::{Attack, ByzUserStats, Overheard};
 use crate::users::{SimUser, UserMsg};
+use crate::violation::{Kind, Violation};
 use hotpocket_node::consensus::input_hash;
 use hotpocket_node::consensus::{Event, Stats, VoteStatus};
 use hotpocket_node::contract::{RunResult, UserInput};
@@ -318,19 +319,15 @@ impl World {
         let mut found = Vec::new();
         inner.checker.npl.heard(i, seq, record, author, &mut found);
         if honest(i) {
-            for v in found {
-                inner.checker.violate(t, v);
-            }
+            inner.checker.violate_all(t, Kind::Npl, i, found);
         }
     }
 
-    /// A violation found outside the event checkers.
-    pub fn violation(&self, what: String) {
-        let t = self.now();
-        self.lock()
-            .checker
-            .violations
-            .push(format!("t={t}ms: {what}"));
+    /// A violation `node`'s simulated surroundings found, outside the
+    /// event checkers.
+    pub fn violation(&self, kind: Kind, node: usize, what: String) {
+        let v = Violation::at(self.now(), kind, what).by(node);
+        self.lock().checker.violate(v);
     }
 
     /// Ends the run: nothing is sent after this.
@@ -392,9 +389,11 @@ impl World {
         };
         let mut found = Vec::new();
         g.checker.outputs.taken(h, info, claimed, owner, &mut found);
-        for v in found {
-            g.checker.violate(at_ms, format!("node {i}: {v}"));
-        }
+        let found = found
+            .into_iter()
+            .map(|v| format!("node {i}: {v}"))
+            .collect();
+        g.checker.violate_all(at_ms, Kind::Outputs, i, found);
     }
 
     /// Node `i` delivered ledger `seq`'s outputs to its users `to`.
@@ -423,10 +422,11 @@ impl World {
             .flat_map(|r| &r.ledger.verdicts)
             .any(|v| v.seq == seq && v.result.map(|c| c.output) == Some(run.output_hash()));
         if honest && !durable {
-            g.checker.violate(
+            g.checker.violate(Violation::at(
                 t,
+                Kind::Durability,
                 format!("node {i} delivered ledger {seq}'s outputs before the ledger certifying them was on disk"),
-            );
+            ).by(i));
         }
         g.checker.on_delivered(t, i, seq, run, &to, honest);
     }

@@ -1,0 +1,133 @@
+//! Which nodes a correct protocol could keep moving at a given time, read
+//! from the timeline alone: a liveness expectation is judged only where it
+//! could be met. A shrink step that makes it unmeetable (drops the restart,
+//! the heal) then makes the violation vanish and is refused, instead of
+//! shrinking a bug into a scenario the correct code fails too.
+
+use super::{Fault, Scenario};
+use hotpocket_node::consensus::threshold;
+use std::collections::BTreeSet;
+
+/// The timeline's crashes, pauses and partitions, replayed on demand.
+pub struct Uptime {
+    nodes: usize,
+    unl: Vec<usize>,
+    /// Votes a close needs.
+    needed: usize,
+    timeline: Vec<(u64, Fault)>,
+}
+
+/// The timeline's state at one moment.
+struct At {
+    down: BTreeSet<usize>,
+    groups: Vec<Vec<usize>>,
+}
+
+impl Scenario {
+    pub fn uptime(&self) -> Uptime {
+        let mut timeline: Vec<(u64, Fault)> = (self.timeline.iter())
+            .map(|e| (e.at_ms, e.fault.clone()))
+            .collect();
+        timeline.sort_by_key(|(t, _)| *t);
+        let unl = self.unl();
+        Uptime {
+            nodes: self.nodes,
+            needed: threshold(unl.len(), self.consensus.close_threshold_pct),
+            unl,
+            timeline,
+        }
+    }
+}
+
+impl Uptime {
+    fn at(&self, t: u64) -> At {
+        let mut at = At {
+            down: BTreeSet::new(),
+            groups: Vec::new(),
+        };
+        for (_, fault) in self.timeline.iter().take_while(|(at, _)| *at <= t) {
+            match fault {
+                // A crash mid-write takes the node down at its next write:
+                // within a round of the event.
+                Fault::Crash { node } | Fault::CrashMidWrite { node } | Fault::Pause { node } => {
+                    at.down.insert(*node);
+                }
+                Fault::Restart { node } | Fault::Resume { node } => {
+                    at.down.remove(node);
+                }
+                Fault::Partition { groups } => at.groups = groups.clone(),
+                Fault::Heal => at.groups.clear(),
+                // One-way cuts, network settings, clocks and mutations slow
+                // a network down but do not by themselves stop a quorum.
+                Fault::Block { .. }
+                | Fault::Clock { .. }
+                | Fault::Network(_)
+                | Fault::Mutate { .. } => {}
+            }
+        }
+        at
+    }
+
+    /// Whether `node` is up at `t` and can hear a quorum of the UNL that is
+    /// up too: only then can it be expected to close ledgers.
+    pub fn can_progress(&self, node: usize, t: u64) -> bool {
+        let at = self.at(t);
+        if at.down.contains(&node) {
+            return false;
+        }
+        // Nodes in no group keep all their links.
+        let grouped: BTreeSet<usize> = at.groups.iter().flatten().copied().collect();
+        let mine = at.groups.iter().find(|g| g.contains(&node));
+        let hears =
+            |other: usize| mine.is_none_or(|g| g.contains(&other)) || !grouped.contains(&other);
+        let voters = (self.unl.iter())
+            .filter(|&&n| !at.down.contains(&n) && hears(n))
+            .count();
+        voters >= self.needed
+    }
+
+    /// Whether any node can progress at `t`.
+    pub fn quorum(&self, t: u64) -> bool {
+        (0..self.nodes).any(|n| self.can_progress(n, t))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::TimelineEvent;
+
+    fn three(timeline: Vec<(u64, Fault)>) -> Uptime {
+        let mut s: Scenario =
+            toml::from_str("name = \"t\"\nnodes = 3\nduration_ms = 10000").unwrap();
+        s.timeline = timeline
+            .into_iter()
+            .map(|(at_ms, fault)| TimelineEvent { at_ms, fault })
+            .collect();
+        s.uptime()
+    }
+
+    #[test]
+    fn a_node_down_for_good_leaves_three_of_three_without_a_quorum() {
+        let u = three(vec![(1000, Fault::Crash { node: 2 })]);
+        assert!(u.can_progress(0, 999));
+        assert!(!u.can_progress(0, 1000));
+        assert!(!u.can_progress(2, 5000));
+        assert!(!u.quorum(9000));
+        let u = three(vec![
+            (1000, Fault::Crash { node: 2 }),
+            (3000, Fault::Restart { node: 2 }),
+        ]);
+        assert!(u.quorum(3000) && u.can_progress(2, 9000));
+    }
+
+    #[test]
+    fn a_partition_holds_progress_until_it_heals() {
+        let split = Fault::Partition {
+            groups: vec![vec![0, 1], vec![2]],
+        };
+        let u = three(vec![(1000, split), (4000, Fault::Heal)]);
+        assert!(!u.quorum(2000));
+        assert!(u.can_progress(2, 4000));
+    }
+}
