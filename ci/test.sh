@@ -12,7 +12,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 # runtime's crates (tokio, SQLite, websockets, OS randomness).
 cargo clippy -p hotpocket-node --no-default-features --all-targets -- -D warnings
 cargo check -p hotpocket-sim
-python3 ci/import-cycles.py
+python3 ci/floors.py
 python3 fixtures/contracts/npl.py --selftest
 python3 fixtures/contracts/rand.py --selftest
 # Files a reader can take in at one sitting.

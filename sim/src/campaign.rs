@@ -7,11 +7,11 @@
 //! The budget is wall time by definition: it decides only how many seeds
 //! run, never what happens inside one, so every run still replays.
 
+use crate::check::violation::{Class, Kind, Violation};
 use crate::fuzz::fuzzed;
+use crate::fuzz::swarm::role_name;
 use crate::scenario::{Role, Scenario};
 use crate::shrink::shrink;
-use crate::swarm::role_name;
-use crate::violation::{Class, Kind, Violation};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -197,7 +197,7 @@ pub fn run(plan: &Plan) -> Result<CampaignReport> {
         for (file, base) in &bases {
             let s = fuzzed(base, seed);
             r.count_drawn(&s);
-            let report = crate::run(&s, seed);
+            let report = crate::runner::run(&s, seed);
             r.runs += 1;
             r.simulated_ms += report.simulated_ms;
             if !report.passed {

@@ -4,8 +4,8 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use hotpocket_sim::check::violation::Class;
 use hotpocket_sim::fuzz::{fuzzed, parse_seeds};
-use hotpocket_sim::violation::Class;
 use hotpocket_sim::{campaign, picture, run, Report, Scenario};
 use std::path::{Path, PathBuf};
 
@@ -377,8 +377,9 @@ fn randomness(files: &[PathBuf], seeds: &str, check: bool) -> Result<()> {
             values.extend(report.beacon.values);
         }
     }
-    let s = hotpocket_sim::beacon_stats::summarise(&values);
-    let verdict = |t: &hotpocket_sim::beacon_stats::Test| if t.passed() { "pass" } else { "FAIL" };
+    let s = hotpocket_sim::check::beacon_stats::summarise(&values);
+    let verdict =
+        |t: &hotpocket_sim::check::beacon_stats::Test| if t.passed() { "pass" } else { "FAIL" };
     println!(
         "{runs} runs ({failed} with violations): {} final ledgers with a random value, {predictable} without",
         s.values

@@ -1,16 +1,18 @@
 //! Runs one scenario with one seed on a fresh madsim runtime.
 
-use crate::byzantine::{Byzantine, MutationFault, Relay};
-use crate::contract::SimContract;
-use crate::entropy::SimEntropy;
+use crate::adversary::{Byzantine, Relay};
+use crate::check::expectations::Judged;
+use crate::check::violation::{Kind, Violation};
+use crate::env::contract::SimContract;
+use crate::env::users::byzantine::spawn_attackers;
+use crate::env::users::SimUsers;
 use crate::env::{SimClock, SimNet, SimObserver, SimStore};
-use crate::expectations::Judged;
-use crate::links::Links;
-use crate::picture::log::Log;
 use crate::scenario::{ContractKind, ContractSettings, Fault, Role, Scenario};
-use crate::users::byzantine::{spawn_attackers, ByzUserStats};
-use crate::users::SimUsers;
-use crate::violation::{Kind, Violation};
+use crate::world::entropy::SimEntropy;
+use crate::world::links::Links;
+use crate::world::log::Log;
+use crate::world::mutate::MutationFault;
+use crate::world::users::ByzUserStats;
 use crate::world::{NetStats, World};
 use hotpocket_multisig_contract::DEFAULT_TIMEOUT_MS;
 use hotpocket_node::consensus::{ConsensusConfig, FrameStats, SentProposals, Stats, VoteStatus};
@@ -197,7 +199,7 @@ async fn simulate(s: Scenario, seed: u64, print_events: bool, picture: bool) -> 
         let close = cfg.needed(cfg.close_threshold_pct);
         b.init(&unl, &keys, honest, cfg.roundtime_ms, cfg.stage_ms(), close);
         b.share(&verified);
-        b.untimely = !crate::latency::timely(&s);
+        b.untimely = !crate::scenario::latency::timely(&s);
     }
 
     let nodes: Vec<NodeHandle> = (0..slots)

@@ -13,10 +13,10 @@
 //! sparser inputs; `[[node]]` entries left at the defaults. Until a whole
 //! round of steps keeps nothing.
 
-use crate::latency::Latency;
+use crate::check::violation::{Kind, Violation};
 use crate::runner::run;
+use crate::scenario::latency::Latency;
 use crate::scenario::{Expectation, Fault, Role, Scenario};
-use crate::violation::{Kind, Violation};
 
 pub struct Shrunk {
     pub scenario: Scenario,

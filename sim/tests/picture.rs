@@ -5,9 +5,9 @@
 //! screenshot stay in the test's output folder (CARGO_TARGET_TMPDIR).
 
 use hotpocket_node::consensus::PlantedBug;
+use hotpocket_sim::check::violation::Kind;
 use hotpocket_sim::picture;
 use hotpocket_sim::runner::run_with;
-use hotpocket_sim::violation::Kind;
 use hotpocket_sim::Scenario;
 use std::path::PathBuf;
 use std::process::Command;

@@ -6,8 +6,8 @@
 //! the difference would prove nothing.
 
 use hotpocket_node::consensus::PlantedBug;
-use hotpocket_sim::links::HandshakeKind;
-use hotpocket_sim::violation::{Kind, Violation};
+use hotpocket_sim::check::violation::{Kind, Violation};
+use hotpocket_sim::scenario::HandshakeKind;
 use hotpocket_sim::{run, Scenario};
 use std::path::PathBuf;
 

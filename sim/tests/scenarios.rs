@@ -2,10 +2,10 @@
 //! over the lossy, partition, crash and byzantine scenarios finds nothing.
 
 use hotpocket_node::crypto::Hash;
-use hotpocket_sim::beacon_stats::summarise;
+use hotpocket_sim::check::beacon_stats::summarise;
+use hotpocket_sim::check::violation::Kind;
 use hotpocket_sim::fuzz::fuzzed;
 use hotpocket_sim::scenario::AttackKind;
-use hotpocket_sim::violation::Kind;
 use hotpocket_sim::{run, Scenario};
 use std::fmt::Write;
 use std::path::PathBuf;

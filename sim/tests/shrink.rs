@@ -5,10 +5,10 @@
 //! shrinker brings the run down to a few timeline events that still fork.
 
 use hotpocket_node::consensus::PlantedBug;
+use hotpocket_sim::check::violation::{Kind, Violation};
 use hotpocket_sim::fuzz::{fuzzed, FuzzRanges};
 use hotpocket_sim::scenario::Fault;
 use hotpocket_sim::shrink::shrink;
-use hotpocket_sim::violation::{Kind, Violation};
 use hotpocket_sim::{run, Scenario};
 use std::path::PathBuf;
 

@@ -5,12 +5,10 @@
 //! rollbacks marked and the violation highlighted; a per-round strip of
 //! the whole run above it. Also a ShiViz log (vector clocks).
 
-pub mod log;
-
 use crate::runner::Report;
 use crate::scenario::Scenario;
+use crate::world::log::{self, Fate, Log, MarkKind};
 use anyhow::Context;
-use log::{Fate, Log, MarkKind};
 use std::fmt::Write;
 use std::path::Path;
 

@@ -1,15 +1,19 @@
 //! Scenario files: who runs, on what network, with which faults, expecting what.
 //! The format is documented in `scenarios/README.md`.
 
-pub use crate::fuzz::FuzzRanges;
-pub use crate::latency::Latency;
-pub use crate::users::attack::{AttackKind, ByzantineUsers};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::Path;
 
+mod attacks;
+pub mod latency;
+mod ranges;
 mod role;
+pub mod twins;
 mod uptime;
+pub use attacks::{AttackKind, ByzantineUsers};
+pub use latency::Latency;
+pub use ranges::{FuzzRanges, SwarmRanges};
 pub use role::Role;
 pub use uptime::Uptime;
 
@@ -49,16 +53,13 @@ pub struct Scenario {
     pub fuzz: Option<FuzzRanges>,
     /// Draws the whole world from the seed; see `swarm.rs`.
     #[serde(default)]
-    pub swarm: Option<crate::swarm::SwarmRanges>,
+    pub swarm: Option<SwarmRanges>,
     /// Runs a second copy of one node under its key; see `twins.rs`.
     #[serde(default)]
-    pub twins: Option<crate::twins::Twins>,
+    pub twins: Option<twins::Twins>,
     /// The peer handshake the nodes run; only tests plant an old one.
-    #[serde(
-        default,
-        skip_serializing_if = "crate::links::HandshakeKind::is_default"
-    )]
-    pub handshake: crate::links::HandshakeKind,
+    #[serde(default, skip_serializing_if = "HandshakeKind::is_default")]
+    pub handshake: HandshakeKind,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -538,5 +539,26 @@ fn check_network(n: &NetworkSettings) -> Result<(), ScenarioError> {
             ScenarioError::Invalid(format!("latency min {min} is above max {max}")),
         ),
         _ => Ok(()),
+    }
+}
+
+/// The handshake the nodes run. Only tests choose another: the planted
+/// versions are the protocol's known holes, kept so that a test can show
+/// the relay adversary and the session check find them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HandshakeKind {
+    #[default]
+    V2,
+    /// Version 2 with dialers that take whatever key answers.
+    V2Unpinned,
+    /// Version 1: each side signs "your challenge, my key, your key" for
+    /// anyone claiming a UNL key, before the other proved anything.
+    V1,
+}
+
+impl HandshakeKind {
+    pub fn is_default(&self) -> bool {
+        *self == HandshakeKind::V2
     }
 }

@@ -2,11 +2,12 @@
 //! one-way cuts between machines, and the check that every session an
 //! honest node holds is with the key it names.
 
-use super::{ppm, Inner, World};
-use crate::links::Wire;
-use crate::picture::log::{self, Fate};
+use super::{Inner, World};
+use crate::check::violation::{Kind, Violation};
+use crate::scenario::latency::ppm;
 use crate::scenario::{NetworkSettings, Role};
-use crate::violation::{Kind, Violation};
+use crate::world::links::Wire;
+use crate::world::log::{self, Fate};
 use hotpocket_node::consensus::PeerMessage;
 use hotpocket_node::crypto::PubKey;
 use hotpocket_node::handshake::PeerSession;
@@ -81,7 +82,7 @@ impl World {
         };
         let mut wire = wire;
         for copy in 0..copies {
-            let mut delay = crate::latency::sample(&mut g.rng, latency);
+            let mut delay = crate::scenario::latency::sample(&mut g.rng, latency);
             if g.rng.next_u64() % 1_000_000 < ppm(g.network.reorder_pct) {
                 delay += g.rng.next_u64() % (g.network.reorder_extra_ms + 1);
             }

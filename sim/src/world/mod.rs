@@ -1,19 +1,19 @@
-//! Everything the simulated nodes share: links, clocks, stores, checkers and
-//! the trace. Node tasks die on a crash; the world, like disks and wires,
-//! does not.
+//! Everything the simulated nodes share, behind one lock: each node's slot
+//! (key, role, clock, disk and contract directory, whether it is up), the
+//! link model (`link.rs`) and connections (`links/`), users' routes
+//! (`users.rs`), `mutate` windows, the checker it feeds and the trace.
+//! Node tasks die on a crash; the world, like disks and wires, does not.
 
-use crate::byzantine::MutationFault;
-use crate::checker::Checker;
-use crate::contract::ContractDisk;
-use crate::links::{Conns, HandshakeKind, Wire};
-use crate::output_check::{InputInfo, Source};
-use crate::picture::log::Log;
-use crate::scenario::{Latency, NetworkSettings, Role, Scenario};
-use crate::trace::Trace;
-use crate::twins::Twins;
-use crate::users::byzantine::{Attack, ByzUserStats, Overheard};
-use crate::users::{SimUser, UserMsg};
-use crate::violation::{Kind, Violation};
+use crate::check::outputs::{InputInfo, Source};
+use crate::check::violation::{Kind, Violation};
+use crate::check::Checker;
+use crate::scenario::twins::Twins;
+use crate::scenario::{HandshakeKind, Latency, NetworkSettings, Role, Scenario};
+use crate::world::disk::ContractDisk;
+use crate::world::links::{Conns, Wire};
+use crate::world::log::Log;
+use crate::world::mutate::MutationFault;
+use crate::world::trace::Trace;
 use hotpocket_node::consensus::input_hash;
 use hotpocket_node::consensus::{Event, Stats, VoteStatus};
 use hotpocket_node::contract::{RunResult, UserInput};
@@ -25,8 +25,17 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
+use users::{Attack, ByzUserStats, Overheard, SimUser, UserMsg};
 
+pub mod disk;
+pub mod entropy;
 mod link;
+pub mod links;
+pub mod log;
+pub mod mutate;
+pub mod trace;
+mod tree;
+pub mod users;
 use tokio::sync::mpsc::UnboundedSender;
 
 /// Unix time the simulation starts at, so node clocks look like real ones.
@@ -115,11 +124,6 @@ pub struct World {
     /// it holds the runtime, whose node closures hold this world, and that
     /// cycle would leak every finished run.
     wire: Mutex<Option<NodeHandle>>,
-}
-
-/// Parts per million, for integer probability draws.
-pub(crate) fn ppm(pct: f64) -> u64 {
-    (pct * 10_000.0).round().clamp(0.0, 1_000_000.0) as u64
 }
 
 impl World {

@@ -10,6 +10,7 @@
 
 mod v1;
 
+use crate::scenario::HandshakeKind;
 use crate::world::World;
 use hotpocket_node::crypto::{Keypair, PubKey};
 use hotpocket_node::handshake::{Handshake, HandshakeError, PeerSession, Step};
@@ -45,27 +46,6 @@ impl Wire {
             Wire::Handshake { bytes, .. } | Wire::Data { bytes, .. } => bytes,
             Wire::Reset { .. } => &[],
         }
-    }
-}
-
-/// The handshake the nodes run. Only tests choose another: the planted
-/// versions are the protocol's known holes, kept so that a test can show
-/// the relay adversary and the session check find them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum HandshakeKind {
-    #[default]
-    V2,
-    /// Version 2 with dialers that take whatever key answers.
-    V2Unpinned,
-    /// Version 1: each side signs "your challenge, my key, your key" for
-    /// anyone claiming a UNL key, before the other proved anything.
-    V1,
-}
-
-impl HandshakeKind {
-    pub fn is_default(&self) -> bool {
-        *self == HandshakeKind::V2
     }
 }
 
@@ -181,7 +161,7 @@ pub struct Links {
     key: Keypair,
     unl: Vec<PubKey>,
     kind: HandshakeKind,
-    entropy: crate::entropy::SimEntropy,
+    entropy: crate::world::entropy::SimEntropy,
     /// By the node dialled (its "address"), not by key.
     out: BTreeMap<usize, Out>,
     inbound: BTreeMap<u64, In>,
@@ -193,7 +173,7 @@ impl Links {
         key: Keypair,
         unl: Vec<PubKey>,
         kind: HandshakeKind,
-        entropy: crate::entropy::SimEntropy,
+        entropy: crate::world::entropy::SimEntropy,
     ) -> Links {
         Links {
             node,

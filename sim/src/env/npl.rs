@@ -4,7 +4,7 @@
 //! delivers comes back through it, so NPL chunks cross the simulated
 //! network with its latency, loss and partitions like any other frame.
 
-use crate::contract::{sdk_result, sdk_run, KeyMemo};
+use crate::env::contract::{sdk_result, sdk_run, KeyMemo};
 use crate::world::World;
 use hotpocket_contract::{MemState, Npl, NplContract, NplTransport, RecvFuture};
 use hotpocket_multisig_contract::Multisig;

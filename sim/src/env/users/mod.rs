@@ -7,14 +7,14 @@
 pub mod attack;
 pub mod byzantine;
 
-use crate::entropy::SimEntropy;
-use crate::output_check::Source;
-use crate::violation::Kind;
+use crate::check::outputs::Source;
+use crate::check::violation::Kind;
+use crate::world::entropy::SimEntropy;
+use crate::world::users::UserMsg;
 use crate::world::{World, EPOCH_MS};
-use byzantine::Attack;
 use hotpocket_node::consensus::Withheld;
 use hotpocket_node::contract::{RunOutcome, RunResult};
-use hotpocket_node::crypto::{Keypair, PubKey};
+use hotpocket_node::crypto::PubKey;
 use hotpocket_node::env::Users;
 use hotpocket_node::users::{
     answer_challenge, outputs_for, ConnAction, Intake, Session, SessionLimits,
@@ -22,28 +22,6 @@ use hotpocket_node::users::{
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedReceiver;
-
-pub struct SimUser {
-    pub key: Keypair,
-    /// The node this user connects to.
-    pub node: usize,
-    pub byzantine: bool,
-    /// A byzantine user's latest challenge, with a helo answering it.
-    pub seen: Option<(String, String)>,
-}
-
-pub enum UserMsg {
-    /// An honest user's command, setting kv key `key`.
-    Input {
-        user: usize,
-        key: String,
-        payload: Vec<u8>,
-    },
-    Attack {
-        user: usize,
-        attack: Attack,
-    },
-}
 
 /// A node's user-facing side: one session per user that connected to it
 /// since it booted.

@@ -2,10 +2,12 @@
 //! a scenario's `[fuzz]` table declares, its fault parameters. The concrete
 //! scenario a seed produced can be written out and re-run with `run`.
 
+pub mod swarm;
+
+pub use crate::scenario::FuzzRanges;
 use crate::scenario::{Fault, Latency, NodeSettings, Role, Scenario, TimelineEvent};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
-use serde::{Deserialize, Serialize};
 
 fn pick_f(rng: &mut ChaCha8Rng, [lo, hi]: [f64; 2]) -> f64 {
     // Draw in hundredths so the chosen value prints exactly in TOML.
@@ -21,31 +23,11 @@ pub(crate) fn pick_i(rng: &mut ChaCha8Rng, [lo, hi]: [i64; 2]) -> i64 {
     lo + (rng.next_u64() % ((hi - lo).max(0) as u64 + 1)) as i64
 }
 
-/// Ranges the fuzzer draws from, one draw per seed.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct FuzzRanges {
-    pub loss_pct: Option<[f64; 2]>,
-    pub duplicate_pct: Option<[f64; 2]>,
-    pub reorder_pct: Option<[f64; 2]>,
-    pub latency_min_ms: Option<[u64; 2]>,
-    pub latency_max_ms: Option<[u64; 2]>,
-    pub clock_offset_ms: Option<[i64; 2]>,
-    pub clock_drift_ppm: Option<[i64; 2]>,
-    /// Each timeline event moves by up to this much, either way.
-    pub timeline_jitter_ms: Option<u64>,
-    /// Adds this many crash-and-restart pairs of random honest nodes, at
-    /// random times in the first 70% of the run.
-    pub random_crashes: Option<[u64; 2]>,
-    /// The honest nodes random crashes pick from (all when unset).
-    pub random_crash_nodes: Option<Vec<usize>>,
-}
-
 /// The concrete scenario fuzz seed `seed` runs. Without a `[fuzz]` table,
 /// only the seed varies.
 pub fn fuzzed(base: &Scenario, seed: u64) -> Scenario {
     let mut s = match &base.swarm {
-        Some(r) => crate::swarm::draw(base, r, seed),
+        Some(r) => crate::fuzz::swarm::draw(base, r, seed),
         None => base.clone(),
     };
     if let Some(t) = s.twins.as_mut().filter(|t| t.search_steps.is_some()) {

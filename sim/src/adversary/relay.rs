@@ -13,8 +13,9 @@
 //! key whose holder is not at its other end; the world's session check
 //! reports it.
 
-use crate::links::{HandshakeKind, Hs, Wire};
+use crate::scenario::HandshakeKind;
 use crate::scenario::Role;
+use crate::world::links::{Hs, Wire};
 use crate::world::World;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};

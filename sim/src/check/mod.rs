@@ -1,12 +1,23 @@
-//! Safety checkers, fed every event an honest node emits, and the liveness
-//! expectations evaluated at the end of a run. They live only here: the
-//! protocol just emits typed events.
+//! The checkers. `Checker` owns what the run's events showed (each honest
+//! node's chain, what is final where, divergences, state syncs) and feeds
+//! the part checkers below it (outputs, verdicts, beacon, NPL); the
+//! scenario's expectations are judged at the end (`expectations`). They
+//! live only here: the protocol just emits typed events, and a finding is
+//! a typed `Violation`. This floor knows nothing of the world that feeds it.
 
-use crate::beacon_check::BeaconChecker;
-use crate::npl_check::NplChecker;
-use crate::output_check::OutputChecker;
-use crate::verdict_check::VerdictChecker;
-use crate::violation::{Kind, Violation};
+pub mod beacon;
+pub mod beacon_stats;
+pub mod expectations;
+pub mod npl;
+pub mod outputs;
+pub mod verdicts;
+pub mod violation;
+
+use crate::check::beacon::BeaconChecker;
+use crate::check::npl::NplChecker;
+use crate::check::outputs::OutputChecker;
+use crate::check::verdicts::VerdictChecker;
+use crate::check::violation::{Kind, Violation};
 use hotpocket_node::consensus::{CloseVia, Event};
 use hotpocket_node::contract::RunResult;
 use hotpocket_node::crypto::Hash;
@@ -288,7 +299,7 @@ impl Checker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::expectations::Judged;
+    use crate::check::expectations::Judged;
     use crate::scenario::{Expectation, Fault, Scenario, TimelineEvent};
     use hotpocket_node::ledger::{Ledger, LedgerRecord};
 

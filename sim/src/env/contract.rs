@@ -6,10 +6,10 @@
 //! its end (a run that takes time sleeps first), so a crash cannot split
 //! one.
 
-use crate::latency::sample;
-use crate::npl_host::{run_multisig, SimTransport};
+use crate::check::violation::Kind;
+use crate::env::npl::{run_multisig, SimTransport};
+use crate::scenario::latency::sample;
 use crate::scenario::{ContractKind, Latency};
-use crate::violation::Kind;
 use crate::world::World;
 use hotpocket_contract::{parse_description, Changes, Contract, MemState, Overlay, Run, State};
 use hotpocket_kv_contract::Kv;
@@ -26,11 +26,6 @@ use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
-
-mod disk;
-mod tree;
-
-pub use disk::ContractDisk;
 
 /// The contract host of simulated node `node`.
 pub struct SimContract {

@@ -3,6 +3,7 @@
 //! own key, so they pass every signature check.
 
 use super::Byzantine;
+use crate::check::beacon_stats::liked;
 use crate::scenario::Role;
 use hotpocket_node::beacon::{self, FraudProof, SignedCommit, SignedReveal};
 use hotpocket_node::consensus::{PeerMessage, Proposal};
@@ -33,12 +34,6 @@ impl Withholding {
             self.seen.clear();
         }
     }
-}
-
-/// Whether the withholder likes a value: it wants the lowest bit clear,
-/// as a contract drawing heads or tails from `rand` would read it.
-pub fn liked(value: &Hash) -> bool {
-    value.0[31] & 1 == 0
 }
 
 impl Byzantine {

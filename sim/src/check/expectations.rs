@@ -1,9 +1,9 @@
 //! The scenario's expectations, judged at the end of a run: each only
 //! where the timeline lets a correct protocol meet it.
 
-use crate::checker::Checker;
+use crate::check::violation::{Kind, Violation};
+use crate::check::Checker;
 use crate::scenario::{Expectation, Uptime};
-use crate::violation::{Kind, Violation};
 
 impl Checker {
     /// Judges the scenario's expectations at the end of a run that lasted

@@ -1,7 +1,15 @@
-//! Simulated implementations of the node's environment traits.
+//! One simulated node's surroundings, implementing the node's `env`
+//! traits over the world: its clock (offset and drift), its peer network
+//! (links, and the adversary rewriting what a byzantine node sends), its
+//! store (a disk in the world), its observer (events to the checkers and
+//! trace), its contract host (`contract`, `npl`) and its users (`users`).
 
-use crate::byzantine::{Byzantine, Relay};
-use crate::links::Links;
+pub mod contract;
+pub mod npl;
+pub mod users;
+
+use crate::adversary::{Byzantine, Relay};
+use crate::world::links::Links;
 use crate::world::{PeerFrame, World};
 use hotpocket_node::consensus::{Event, Stats};
 use hotpocket_node::crypto::PubKey;

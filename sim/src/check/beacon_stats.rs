@@ -2,7 +2,6 @@
 //! withholder bend the one it cares about? For the `randomness` command;
 //! floating point is fine here, nothing here decides anything in a run.
 
-use crate::byzantine::liked;
 use hotpocket_node::crypto::Hash;
 
 /// A test's statistic and its two-sided p-value.
@@ -112,6 +111,12 @@ fn erfc(x: f64) -> f64 {
     } else {
         2.0 - r
     }
+}
+
+/// Whether the withholder likes a value: it wants the lowest bit clear,
+/// as a contract drawing heads or tails from `rand` would read it.
+pub fn liked(value: &Hash) -> bool {
+    value.0[31] & 1 == 0
 }
 
 #[cfg(test)]

@@ -4,54 +4,14 @@
 //! aim; after the handshake every message is an input by design, so there
 //! the attacks are about limits and about whose name an input carries.
 
+use crate::scenario::AttackKind;
 use hotpocket_node::contract::UserInput;
 use hotpocket_node::crypto::{Keypair, PubKey};
 use hotpocket_node::users::{helo_message, SessionLimits};
 use rand_chacha::ChaCha8Rng;
 use rand_core::RngCore;
-use serde::{Deserialize, Serialize};
+
 use serde_json::{json, Value};
-
-/// What a byzantine user tries on a node's user session; each is described
-/// at its plan below.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AttackKind {
-    BadSignature,
-    ReplayedChallenge,
-    WrongChallenge,
-    Impersonation,
-    MessageFlood,
-    InputFlood,
-    Oversize,
-    Malformed,
-}
-
-impl AttackKind {
-    pub const ALL: [AttackKind; 8] = [
-        AttackKind::BadSignature,
-        AttackKind::ReplayedChallenge,
-        AttackKind::WrongChallenge,
-        AttackKind::Impersonation,
-        AttackKind::MessageFlood,
-        AttackKind::InputFlood,
-        AttackKind::Oversize,
-        AttackKind::Malformed,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            AttackKind::BadSignature => "bad_signature",
-            AttackKind::ReplayedChallenge => "replayed_challenge",
-            AttackKind::WrongChallenge => "wrong_challenge",
-            AttackKind::Impersonation => "impersonation",
-            AttackKind::MessageFlood => "message_flood",
-            AttackKind::InputFlood => "input_flood",
-            AttackKind::Oversize => "oversize",
-            AttackKind::Malformed => "malformed",
-        }
-    }
-}
 
 // What the session's refusals say, as far as telling them apart needs.
 pub const R_SIG: &str = "signature does not verify";
@@ -551,23 +511,4 @@ fn malformed(rng: &mut ChaCha8Rng, c: &Ctx) -> Vec<Step> {
         }
     };
     vec![step(bytes, Expect::Closed(expect), what)]
-}
-
-/// Byzantine users: `users` of them (one per listed node when unset), each
-/// connected to one of `nodes` (all when empty) in turn. Together they make
-/// one attack every `every_ms` from `start_ms` until `stop_ms`, taking
-/// turns; each attack is drawn from `attacks` (all kinds when empty).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ByzantineUsers {
-    #[serde(default)]
-    pub nodes: Vec<usize>,
-    #[serde(default)]
-    pub users: Option<usize>,
-    pub every_ms: u64,
-    #[serde(default)]
-    pub start_ms: u64,
-    pub stop_ms: u64,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub attacks: Vec<AttackKind>,
 }

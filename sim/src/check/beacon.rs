@@ -13,7 +13,7 @@
 //!
 //! It also keeps the values of final ledgers, for the statistics.
 
-use crate::violation::{Kind, Violation};
+use crate::check::violation::{Kind, Violation};
 use hotpocket_node::beacon::{self, Beacon, FraudProof, Outcome};
 use hotpocket_node::crypto::{Hash, KeyRing, PubKey, Verified};
 use hotpocket_node::ledger::{Ledger, LedgerId};

@@ -25,6 +25,11 @@ pub enum Latency {
     },
 }
 
+/// Parts per million, for integer probability draws.
+pub fn ppm(pct: f64) -> u64 {
+    (pct * 10_000.0).round().clamp(0.0, 1_000_000.0) as u64
+}
+
 pub(crate) fn sample(rng: &mut ChaCha8Rng, l: Latency) -> u64 {
     let between = |rng: &mut ChaCha8Rng, lo: u64, hi: u64| lo + rng.next_u64() % (hi - lo + 1);
     match l {
@@ -36,7 +41,7 @@ pub(crate) fn sample(rng: &mut ChaCha8Rng, l: Latency) -> u64 {
             tail_pct,
             tail_max,
         } => {
-            if rng.next_u64() % 1_000_000 < crate::world::ppm(tail_pct) {
+            if rng.next_u64() % 1_000_000 < ppm(tail_pct) {
                 between(rng, max, tail_max.max(max))
             } else {
                 between(rng, min, max)

@@ -9,11 +9,10 @@ mod mutate;
 mod relay;
 mod votes;
 
-pub use beacon::liked;
-pub use mutate::MutationFault;
 pub use relay::Relay;
 
 use crate::scenario::Role;
+use crate::world::mutate::MutationFault;
 use hotpocket_node::consensus::{ExecResult, PeerMessage};
 use hotpocket_node::crypto::{Hash, Keypair, PubKey};
 use hotpocket_node::ledger::Verdict;

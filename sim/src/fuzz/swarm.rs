@@ -9,49 +9,15 @@
 //!   then every honest node must close ledgers after the last fault ends.
 
 use crate::fuzz::{add_crashes, pick_u};
+use crate::scenario::twins::Twins;
+use crate::scenario::SwarmRanges;
 use crate::scenario::{
     ByzantineUsers, ConsensusSettings, Expectation, Fault, Latency, NetworkSettings, NodeSettings,
     Role, Scenario, TimelineEvent, Workload,
 };
-use crate::twins::Twins;
 use hotpocket_node::consensus::threshold;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
-use serde::{Deserialize, Serialize};
-
-/// Ranges the swarm draws from; a range `[x, x]` pins a value.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SwarmRanges {
-    /// Nodes, all in the UNL (default 4 to 10).
-    pub nodes: Option<[u64; 2]>,
-    /// Byzantine nodes (default 0 to the most the safety bound allows;
-    /// never more than that, whatever the range says).
-    pub byzantine: Option<[u64; 2]>,
-    /// Roles byzantine nodes play (default every consensus role).
-    pub roles: Option<Vec<Role>>,
-    pub roundtime_ms: Option<[u64; 2]>,
-    pub stage_slice_pct: Option<[u64; 2]>,
-    pub close_threshold_pct: Option<[u64; 2]>,
-    /// Run length in rounds (default 40 to 60).
-    pub rounds: Option<[u64; 2]>,
-    /// All faults fall in the first `fault_pct` percent of the rounds
-    /// (ByzzFuzz's r; default 50).
-    pub fault_pct: Option<u64>,
-    /// Workload: one input every this many ms (default 20 to 200).
-    pub every_ms: Option<[u64; 2]>,
-    /// Random two-way partitions (ByzzFuzz's d; default 0 to 2), each
-    /// lasting `partition_rounds` rounds (default 1 to 6).
-    pub partitions: Option<[u64; 2]>,
-    pub partition_rounds: Option<[u64; 2]>,
-    /// Crash-and-restart pairs of honest nodes (default 0 to 2).
-    pub crashes: Option<[u64; 2]>,
-    /// One-round `mutate` windows per mutator (ByzzFuzz's c; default 1 to
-    /// 4), each to a random set of peers; `any_scope_pct` of them any-scope.
-    pub mutations: Option<[u64; 2]>,
-    pub any_scope_pct: Option<u64>,
-    pub loss_pct: Option<[u64; 2]>,
-}
 
 /// Every role that plays against consensus with the key-value contract
 /// (and `twin`, drawn apart: one run in six, at most one a run).
@@ -415,7 +381,11 @@ mod tests {
             if s.description.contains("beyond the shortest stage") {
                 not += 1;
             } else {
-                assert!(crate::latency::timely(&s), "seed {seed}: {}", s.description);
+                assert!(
+                    crate::scenario::latency::timely(&s),
+                    "seed {seed}: {}",
+                    s.description
+                );
                 timely += 1;
             }
         }

@@ -7,6 +7,7 @@
 //! measurements; any-scope ones draw a field anew.
 
 use super::Byzantine;
+use crate::world::mutate::MutationFault;
 use hotpocket_node::consensus::{ExecResult, PeerMessage};
 use hotpocket_node::crypto::Hash;
 use hotpocket_node::ledger::{LedgerRecord, Proposal};
@@ -15,13 +16,6 @@ use hotpocket_node::sync::state_transfer::{StateRequest, StateResponse};
 use rand_chacha::ChaCha8Rng;
 use rand_core::RngCore;
 use std::collections::VecDeque;
-
-/// An active `mutate` window, as the world hands it to the sender.
-#[derive(Clone, Copy, Debug)]
-pub struct MutationFault {
-    pub seed: u64,
-    pub any_scope: bool,
-}
 
 /// Earlier proposals (its own and those it received), for the mutations
 /// that reuse a value seen before.
@@ -65,28 +59,6 @@ fn nudge(rng: &mut ChaCha8Rng, v: u64) -> u64 {
         v.saturating_add(1)
     } else {
         v.saturating_sub(1)
-    }
-}
-
-impl crate::world::World {
-    /// Opens a `mutate` window on `node`'s links to `to` (all when empty).
-    pub fn open_mutation(&self, node: usize, to: Vec<usize>, for_ms: u64, fault: MutationFault) {
-        let until = self.now() + for_ms;
-        let mut g = self.lock();
-        g.mutations.retain(|m| m.2 > until - for_ms);
-        g.mutations.push((node, to, until, fault));
-    }
-
-    /// The `mutate` window open now on the link `from` → `to`, if any.
-    pub fn mutation(&self, from: usize, to: usize) -> Option<MutationFault> {
-        let now = self.now();
-        let g = self.lock();
-        g.mutations
-            .iter()
-            .find(|(n, peers, until, _)| {
-                *n == from && now < *until && (peers.is_empty() || peers.contains(&to))
-            })
-            .map(|m| m.3)
     }
 }
 
