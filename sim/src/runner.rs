@@ -1,97 +1,30 @@
-//! Runs one scenario with one seed on a fresh madsim runtime.
+//! Runs one scenario with one seed on a fresh madsim runtime: makes the
+//! world, boots (and reboots) the nodes in their surroundings, sends the
+//! users' inputs, applies the timeline, and asks the world for the report.
 
 use crate::adversary::{Byzantine, Relay};
-use crate::check::expectations::Judged;
 use crate::check::violation::{Kind, Violation};
 use crate::env::contract::SimContract;
 use crate::env::users::byzantine::spawn_attackers;
 use crate::env::users::SimUsers;
 use crate::env::{SimClock, SimNet, SimObserver, SimStore};
-use crate::scenario::{ContractKind, ContractSettings, Fault, Role, Scenario};
+use crate::scenario::{ContractSettings, Fault, Role, Scenario};
 use crate::world::entropy::SimEntropy;
 use crate::world::links::Links;
-use crate::world::log::Log;
-use crate::world::mutate::MutationFault;
-use crate::world::users::ByzUserStats;
-use crate::world::{NetStats, World};
+use crate::world::nodes::Boot;
+use crate::world::{unl_of, Setup, World};
 use hotpocket_multisig_contract::DEFAULT_TIMEOUT_MS;
-use hotpocket_node::consensus::{ConsensusConfig, FrameStats, SentProposals, Stats, VoteStatus};
-use hotpocket_node::crypto::{Hash, Keypair, Verified, VerifiedStats};
+use hotpocket_node::consensus::{ConsensusConfig, SentProposals};
+use hotpocket_node::crypto::{Keypair, PubKey, Verified};
 use hotpocket_node::driver::{self, Env};
 use hotpocket_node::npl::NplLimits;
 use hotpocket_node::users::{Intake, SessionLimits};
 use madsim::runtime::{Handle, NodeHandle, Runtime};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
-use serde::Serialize;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-#[derive(Clone, Debug, Serialize)]
-pub struct NodeReport {
-    pub id: usize,
-    pub role: Role,
-    pub seq: u64,
-    pub lcl: String,
-    pub status: Option<VoteStatus>,
-    pub stats: Stats,
-    /// Runs of this node that differed from the certified result, and runs
-    /// whose outputs it withheld.
-    pub diverged: u64,
-    pub withheld: u64,
-}
-
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Report {
-    pub scenario: String,
-    pub seed: u64,
-    pub trace_hash: String,
-    pub trace_events: u64,
-    pub passed: bool,
-    pub violations: Vec<Violation>,
-    pub nodes: Vec<NodeReport>,
-    pub simulated_ms: u64,
-    pub net: NetStats,
-    pub inputs_submitted: u64,
-    pub inputs_dropped: u64,
-    /// Inputs nodes took from users, and how many of those were answered:
-    /// their output reached the user.
-    pub inputs_taken: u64,
-    pub inputs_answered: u64,
-    /// Closes that a node later rolled back (never final ones).
-    pub rolled_back: u64,
-    pub beacon: BeaconSummary,
-    pub byzantine_users: ByzUserStats,
-    /// Every message and mark of the run, when it was asked for.
-    #[serde(skip)]
-    pub log: Option<Log>,
-    /// Signature checks answered from the shared memory, and checked in
-    /// full, and proposal frames found in memory or decoded: for the bench,
-    /// not the report.
-    #[serde(skip)]
-    pub verified: VerifiedStats,
-    #[serde(skip)]
-    pub frames: FrameStats,
-}
-
-/// The random beacon over the run's final ledgers.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct BeaconSummary {
-    /// Final ledgers with an outcome, and how many of them are random.
-    pub outcomes: u64,
-    pub random: u64,
-    /// Per node: final ledgers recording it absent, and convicting it.
-    pub absent: BTreeMap<usize, u64>,
-    pub fraud: BTreeMap<usize, u64>,
-    /// Honest nodes recorded absent while away or behind (any ledger
-    /// closed, final or not).
-    pub excused: u64,
-    /// Commits of honest nodes, up and in time, that missed the ledger.
-    pub commits_missed: u64,
-    /// Each random value, by seq: for the statistics, not the report.
-    #[serde(skip)]
-    pub values: Vec<Hash>,
-}
+pub use crate::world::report::{BeaconSummary, NodeReport, Report};
 
 /// Node keys come from the seed, so a seed names one whole world; `salt`
 /// keeps user keys apart from node keys.
@@ -138,7 +71,7 @@ pub fn run_with(scenario: &Scenario, seed: u64, print_events: bool, picture: boo
     })
 }
 
-fn consensus_config(s: &Scenario, world: &World) -> ConsensusConfig {
+fn consensus_config(s: &Scenario, unl: Vec<PubKey>) -> ConsensusConfig {
     let c = &s.consensus;
     ConsensusConfig {
         roundtime_ms: c.roundtime_ms,
@@ -150,7 +83,7 @@ fn consensus_config(s: &Scenario, world: &World) -> ConsensusConfig {
             max_hops: c.npl_max_hops,
             ..NplLimits::default()
         },
-        ..ConsensusConfig::new(world.lock().unl.clone())
+        ..ConsensusConfig::new(unl)
     }
 }
 
@@ -178,29 +111,15 @@ async fn simulate(s: Scenario, seed: u64, print_events: bool, picture: bool) -> 
         keys.push(keys[t.node].clone());
     }
     let slots = keys.len();
-    let world = World::new(&s, seed, keys, user_keys, wire);
-    world.lock().print_events = print_events;
-    world.lock().log = picture.then(Log::default);
-    world.lock().checker.may_diverge = s.contract.kind == ContractKind::Multisig;
-    world.lock().checker.outputs.kind = s.contract.kind;
-    world.lock().checker.outputs.unsourced_ok = s.honest().len() < s.nodes;
-    let cfg = consensus_config(&s, &world);
-    {
-        let mut g = world.lock();
-        let keys: Vec<_> = g
-            .nodes
-            .iter()
-            .take(s.nodes)
-            .map(|n| n.key.public())
-            .collect();
-        let honest = (0..s.nodes).map(|i| s.honest().contains(&i)).collect();
-        let unl = g.unl.clone();
-        let b = &mut g.checker.beacon;
-        let close = cfg.needed(cfg.close_threshold_pct);
-        b.init(&unl, &keys, honest, cfg.roundtime_ms, cfg.stage_ms(), close);
-        b.share(&verified);
-        b.untimely = !crate::scenario::latency::timely(&s);
-    }
+    let public: Vec<PubKey> = keys.iter().map(Keypair::public).collect();
+    let cfg = consensus_config(&s, unl_of(&s, &public));
+    let setup = Setup {
+        cfg: &cfg,
+        verified: &verified,
+        print_events,
+        picture,
+    };
+    let world = World::new(&s, seed, keys, user_keys, wire, setup);
 
     let nodes: Vec<NodeHandle> = (0..slots)
         .map(|i| {
@@ -260,7 +179,7 @@ async fn simulate(s: Scenario, seed: u64, print_events: bool, picture: bool) -> 
         apply(&handle, &world, &nodes, ev.fault);
     }
     madsim::time::sleep_until(world.instant_at(s.duration_ms)).await;
-    let mut report = report(&s, seed, &world);
+    let mut report = world.report(&s, seed);
     report.verified = verified.stats();
     report.frames = frames.stats();
     // madsim does not free tasks still pending when a runtime is dropped, so
@@ -272,67 +191,15 @@ async fn simulate(s: Scenario, seed: u64, print_events: bool, picture: bool) -> 
     report
 }
 
+/// Applies `fault` to the world, and kills, restarts or pauses node tasks.
 fn apply(handle: &Handle, world: &Arc<World>, nodes: &[NodeHandle], fault: Fault) {
-    note_away(world, &fault);
-    if let Some(log) = world.lock().log.as_mut() {
-        log.fault(world.now(), &fault);
-    }
+    world.apply(&fault);
     match fault {
-        Fault::Partition { groups } => world.partition(&groups),
-        Fault::Block { from, to, npl_only } => world.block(&from, &to, npl_only),
-        Fault::Heal => world.heal(),
-        Fault::Crash { node } => {
-            world.crash(node);
-            handle.kill(nodes[node].id());
-        }
-        Fault::CrashMidWrite { node } => world.lock().nodes[node].crash_at_write = true,
-        Fault::Restart { node } => {
-            world.crash(node);
-            handle.restart(nodes[node].id());
-        }
+        Fault::Crash { node } => handle.kill(nodes[node].id()),
+        Fault::Restart { node } => handle.restart(nodes[node].id()),
         Fault::Pause { node } => handle.pause(nodes[node].id()),
         Fault::Resume { node } => handle.resume(nodes[node].id()),
-        Fault::Clock {
-            node,
-            offset_ms,
-            drift_ppm,
-        } => {
-            let mut g = world.lock();
-            g.nodes[node].clock_offset_ms = offset_ms;
-            g.nodes[node].clock_drift_ppm = drift_ppm;
-        }
-        Fault::Network(n) => world.set_network(n),
-        Fault::Mutate {
-            node,
-            to,
-            seed,
-            for_ms,
-            any_scope,
-        } => world.open_mutation(node, to, for_ms, MutationFault { seed, any_scope }),
-    }
-}
-
-/// Tells the beacon checker who a fault keeps from taking part, so an
-/// honest node recorded absent then is not a violation.
-fn note_away(world: &Arc<World>, fault: &Fault) {
-    let t = world.now();
-    let mut g = world.lock();
-    let b = &mut g.checker.beacon;
-    match fault {
-        Fault::Partition { groups } => b.partition(groups, t),
-        Fault::Block { npl_only: true, .. } => {}
-        Fault::Block { from, to, .. } => from.iter().chain(to).for_each(|&n| b.away(n, t)),
-        Fault::Heal => b.all_back(t),
-        Fault::Crash { node } | Fault::CrashMidWrite { node } | Fault::Pause { node } => {
-            b.away(*node, t)
-        }
-        // Away only a moment: the grace covers its catching up.
-        Fault::Restart { node } | Fault::Clock { node, .. } => {
-            b.away(*node, t);
-            b.back(*node, t);
-        }
-        Fault::Resume { node } => b.back(*node, t),
-        Fault::Network(_) | Fault::Mutate { .. } => {}
+        _ => {}
     }
 }
 
@@ -347,15 +214,13 @@ async fn node_main(
 ) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let (utx, urx) = tokio::sync::mpsc::unbounded_channel();
-    let (key, role, unl, boots, handshake) = {
-        let mut g = world.lock();
-        let n = &mut g.nodes[i];
-        n.inbox = Some(tx);
-        n.users = Some(utx);
-        n.alive = true;
-        let boots = n.crashes as u64;
-        (n.key.clone(), n.role, g.unl.clone(), boots, g.handshake)
-    };
+    let Boot {
+        key,
+        role,
+        unl,
+        boots,
+        handshake,
+    } = world.boot(i, tx, utx);
     let mut store = SimStore {
         world: world.clone(),
         node: i,
@@ -403,16 +268,8 @@ async fn node_main(
         }
     };
     node.share_frames(&frames);
-    let (keys, coalition): (Vec<_>, Vec<_>) = {
-        let g = world.lock();
-        let keys = g.nodes.iter().map(|n| n.key.public()).collect();
-        let same = g
-            .nodes
-            .iter()
-            .filter(|n| n.role == role)
-            .map(|n| n.key.clone());
-        (keys, same.collect())
-    };
+    let keys = world.keys();
+    let coalition = world.playing(role).into_iter().map(|(_, k)| k).collect();
     let links = Links::new(
         i,
         key.clone(),
@@ -454,93 +311,7 @@ async fn node_main(
     };
     env.net.start();
     if let Err(e) = driver::run(&mut node, &mut env).await {
-        let mut g = world.lock();
         // A node killed mid-write stops here, dead until restarted.
-        if g.nodes[i].alive {
-            let v = Violation::at(world.now(), Kind::Stopped, format!("node {i} stopped: {e}"));
-            g.checker.violate(v.by(i));
-        }
-    }
-}
-
-fn report(s: &Scenario, seed: u64, world: &Arc<World>) -> Report {
-    world.shut_down();
-    let trace_hash = world.trace_hash().to_string();
-    let simulated_ms = world.now();
-    let mut g = world.lock();
-    let honest = s.honest();
-    let steady: Vec<usize> = honest
-        .iter()
-        .copied()
-        .filter(|&i| g.nodes[i].crashes == 0)
-        .collect();
-    let judged = Judged {
-        honest: honest.clone(),
-        steady,
-        uptime: s.uptime(),
-        end_ms: simulated_ms,
-    };
-    g.checker.check_expectations(&s.expectations, &judged);
-    // With no byzantine node, a seen equivocation is an honest node that
-    // signed one stage twice (a restart mid-round, say).
-    if honest.len() == s.nodes {
-        for i in 0..s.nodes {
-            let n = g.nodes[i].stats.equivocations;
-            if n > 0 {
-                let what = format!("node {i} saw {n} equivocations, and every node is honest");
-                g.checker
-                    .violate(Violation::at_end(Kind::Equivocation, what).by(i));
-            }
-        }
-    }
-    let (inputs_taken, inputs_answered) = g.checker.outputs.summary();
-    let nodes = (0..g.nodes.len())
-        .map(|i| {
-            let lcl = g.checker.lcl.get(&i).copied();
-            let n = &g.nodes[i];
-            NodeReport {
-                id: i,
-                role: n.role,
-                seq: lcl.map_or(0, |l| l.seq),
-                lcl: lcl.map_or_else(String::new, |l| l.hash.to_string()),
-                status: n.status,
-                stats: n.stats.clone(),
-                diverged: g.checker.divergences.get(&i).copied().unwrap_or(0),
-                withheld: g.checker.withheld.get(&i).copied().unwrap_or(0),
-            }
-        })
-        .collect();
-    Report {
-        scenario: s.name.clone(),
-        seed,
-        trace_hash,
-        trace_events: g.trace.events,
-        passed: g.checker.violations.is_empty(),
-        violations: g.checker.violations.clone(),
-        nodes,
-        simulated_ms,
-        net: g.net,
-        inputs_submitted: g.inputs_submitted,
-        inputs_dropped: g.inputs_dropped,
-        inputs_taken,
-        inputs_answered,
-        rolled_back: g.checker.rolled_back,
-        byzantine_users: g.byz_users.clone(),
-        log: g.log.take(),
-        verified: VerifiedStats::default(),
-        frames: FrameStats::default(),
-        beacon: {
-            let b = &g.checker.beacon;
-            let values: Vec<Hash> = b.values.values().flatten().copied().collect();
-            BeaconSummary {
-                outcomes: b.values.len() as u64,
-                random: values.len() as u64,
-                absent: b.absent.clone(),
-                fraud: b.fraud.clone(),
-                excused: b.excused,
-                commits_missed: b.commits_missed,
-                values,
-            }
-        },
+        world.stopped(i, e.to_string());
     }
 }

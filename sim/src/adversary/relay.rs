@@ -81,10 +81,8 @@ impl Relay {
     }
 
     fn honest(world: &World) -> Vec<usize> {
-        let g = world.lock();
-        (0..g.nodes.len())
-            .filter(|&i| g.nodes[i].role == Role::Honest)
-            .collect()
+        let honest = world.playing(Role::Honest);
+        honest.into_iter().map(|(i, _)| i).collect()
     }
 
     /// Marks `conn` judged; false if it was already.
@@ -123,7 +121,7 @@ impl Relay {
         if i == j {
             return;
         }
-        let conn = world.lock().conns.open(me, j);
+        let conn = world.open_conn(me, j);
         self.judge(conn);
         let replay = self
             .heard
@@ -135,7 +133,7 @@ impl Relay {
                 (Play::Replay { of }, hello)
             }
             _ => {
-                let victim_key = world.lock().nodes[i].key.public();
+                let victim_key = world.key(i);
                 let mut x = [0u8; 32];
                 self.rng.fill_bytes(&mut x);
                 (
@@ -193,7 +191,7 @@ impl Relay {
                 Play::Claim { victim } => {
                     // J answered the claim: ask the victim as J, with J's
                     // own hello.
-                    let second = world.lock().conns.open(me, victim);
+                    let second = world.open_conn(me, victim);
                     self.judge(second);
                     self.track(conn, second, victim, from, true);
                     let hello = bytes[..bytes.len().min(HELLO_BYTES)].to_vec();
@@ -220,7 +218,7 @@ impl Relay {
             }
             return true;
         }
-        let dialled_us = world.lock().conns.ends(conn) == Some((from, me));
+        let dialled_us = world.conn_ends(conn) == Some((from, me));
         if !dialled_us || !self.judge(conn) {
             return false;
         }
@@ -233,7 +231,7 @@ impl Relay {
         let Some(j) = self.pick(&others) else {
             return false;
         };
-        let second = world.lock().conns.open(me, j);
+        let second = world.open_conn(me, j);
         self.judge(second);
         self.track(conn, second, j, from, false);
         world.send(

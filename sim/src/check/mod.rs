@@ -18,9 +18,10 @@ use crate::check::npl::NplChecker;
 use crate::check::outputs::OutputChecker;
 use crate::check::verdicts::VerdictChecker;
 use crate::check::violation::{Kind, Violation};
-use hotpocket_node::consensus::{CloseVia, Event};
+use crate::scenario::{ContractKind, Scenario};
+use hotpocket_node::consensus::{CloseVia, ConsensusConfig, Event};
 use hotpocket_node::contract::RunResult;
-use hotpocket_node::crypto::Hash;
+use hotpocket_node::crypto::{Hash, PubKey, Verified};
 use hotpocket_node::ledger::LedgerId;
 use std::collections::BTreeMap;
 
@@ -69,6 +70,38 @@ pub struct Checker {
 pub const RECOVERY_LEDGERS: u64 = 20;
 
 impl Checker {
+    /// A checker for runs of `s`: what it tolerates follows from the
+    /// scenario (a contract whose copies may diverge, byzantine nodes that
+    /// may take inputs in no one's name) and the beacon's from the UNL.
+    pub fn new(
+        s: &Scenario,
+        unl: &[PubKey],
+        keys: &[PubKey],
+        cfg: &ConsensusConfig,
+        verified: &Verified,
+    ) -> Checker {
+        let mut c = Checker {
+            may_diverge: s.contract.kind == ContractKind::Multisig,
+            ..Checker::default()
+        };
+        c.outputs.kind = s.contract.kind;
+        c.outputs.unsourced_ok = s.honest().len() < s.nodes;
+        let honest = (0..s.nodes).map(|i| s.honest().contains(&i)).collect();
+        let close = cfg.needed(cfg.close_threshold_pct);
+        let b = &mut c.beacon;
+        b.init(
+            unl,
+            &keys[..s.nodes],
+            honest,
+            cfg.roundtime_ms,
+            cfg.stage_ms(),
+            close,
+        );
+        b.share(verified);
+        b.untimely = !crate::scenario::latency::timely(s);
+        c
+    }
+
     /// Tracks every node's chain; only honest nodes' events can violate.
     pub fn on_event(&mut self, t: u64, node: usize, ev: &Event, honest: bool) {
         if honest {

@@ -10,6 +10,7 @@ use crate::check::violation::Kind;
 use crate::env::npl::{run_multisig, SimTransport};
 use crate::scenario::latency::sample;
 use crate::scenario::{ContractKind, Latency};
+use crate::world::disk::ContractDisk;
 use crate::world::World;
 use hotpocket_contract::{parse_description, Changes, Contract, MemState, Overlay, Run, State};
 use hotpocket_kv_contract::Kv;
@@ -49,19 +50,17 @@ impl SimContract {
     /// Keeps what run `seq` changed, all at once, as the process host's
     /// snapshot does.
     fn finish(&self, seq: u64, changes: Changes, run: RunResult) -> RunReport {
-        let mut g = self.world.lock();
-        let (ran, _) = g.nodes[self.node].contract.latest();
+        let (ran, _) = self.world.with_contract(self.node, |disk| disk.latest());
         if ran + 1 != seq {
-            drop(g);
             let what = format!(
                 "node {} ran ledger {seq} on the state of ledger {ran}",
                 self.node
             );
             self.world.violation(Kind::Contract, self.node, what);
-            g = self.world.lock();
         }
-        let disk = &mut g.nodes[self.node].contract;
-        let result = disk.keep(seq, &changes, run.output_hash());
+        let output = run.output_hash();
+        let keep = |disk: &mut ContractDisk| disk.keep(seq, &changes, output);
+        let result = self.world.with_contract(self.node, keep);
         RunReport {
             state: result.state,
             run,
@@ -137,7 +136,7 @@ fn run_kv(req: &RunRequest, state: &mut dyn State, keys: &mut KeyMemo) -> RunRes
 
 impl ContractHost for SimContract {
     fn ran(&self) -> (u64, ExecResult) {
-        self.world.lock().nodes[self.node].contract.latest()
+        self.world.with_contract(self.node, |disk| disk.latest())
     }
 
     /// A run that takes time sleeps first and then runs: a crash meanwhile
@@ -150,7 +149,7 @@ impl ContractHost for SimContract {
             .iter()
             .filter(|h| !record.bodies.contains_key(h))
             .count();
-        let honest = self.world.lock().nodes[self.node].role == crate::scenario::Role::Honest;
+        let honest = self.world.role(self.node) == crate::scenario::Role::Honest;
         if missing > 0 && honest {
             let what = format!(
                 "node {} ran ledger {} with {missing} input bodies missing",
@@ -168,10 +167,12 @@ impl ContractHost for SimContract {
             let (run, changes) = match self.kind {
                 // Over the state in place: the kv run does not wait.
                 ContractKind::Kv => {
-                    let g = self.world.lock();
-                    let mut state = Overlay::new(g.nodes[self.node].contract.files());
-                    let run = run_kv(&req, &mut state, &mut self.keys);
-                    (run, state.into_changes())
+                    let keys = &mut self.keys;
+                    self.world.with_contract(self.node, |disk| {
+                        let mut state = Overlay::new(disk.files());
+                        let run = run_kv(&req, &mut state, keys);
+                        (run, state.into_changes())
+                    })
                 }
                 // It waits on its peers, so it runs on a copy.
                 ContractKind::Multisig => {
@@ -182,15 +183,14 @@ impl ContractHost for SimContract {
                         node: self.node,
                         seq: req.seq,
                     };
-                    let mut state = self.world.lock().nodes[self.node].contract.files().clone();
+                    let mut state =
+                        (self.world).with_contract(self.node, |disk| disk.files().clone());
                     let run = run_multisig(&req, &mut state, transport, self.npl_timeout_ms).await;
                     // The host runs one job at a time: the disk is still
                     // where this run started.
-                    let g = self.world.lock();
-                    (
-                        run,
-                        changes_between(g.nodes[self.node].contract.files(), &state),
-                    )
+                    let changes = (self.world)
+                        .with_contract(self.node, |disk| changes_between(disk.files(), &state));
+                    (run, changes)
                 }
             };
             self.finish(req.seq, changes, run)
@@ -198,30 +198,32 @@ impl ContractHost for SimContract {
     }
 
     fn rollback(&mut self, seq: u64) -> Result<(), RollbackError> {
-        self.world.lock().nodes[self.node].contract.rollback(seq)
+        self.world
+            .with_contract(self.node, |disk| disk.rollback(seq))
     }
 
     fn state_tree(&mut self) -> StateNode {
-        self.world.lock().nodes[self.node].contract.tree()
+        self.world.with_contract(self.node, |disk| disk.tree())
     }
 
     /// Serves from the latest run and the one before, as the real host.
     fn serve_state(&mut self, req: &StateRequest) -> StateResponse {
-        let g = self.world.lock();
-        let disk = &g.nodes[self.node].contract;
-        let previous = disk.previous();
-        let mut kept = vec![(disk.files(), disk.tree())];
-        kept.extend(previous.as_ref().map(|(files, tree)| (files, tree.clone())));
-        let indexes: Vec<StateIndex> = kept.iter().map(|(_, tree)| StateIndex::new(tree)).collect();
-        let refs: Vec<&StateIndex> = indexes.iter().collect();
-        serve(&refs, req, |i, path, offset, len| {
-            let path = std::str::from_utf8(path).map_err(|_| ())?;
-            let bytes = kept[i].0 .0.get(path).ok_or(())?;
-            let end = offset as usize + len as usize;
-            bytes
-                .get(offset as usize..end)
-                .map(<[u8]>::to_vec)
-                .ok_or(())
+        self.world.with_contract(self.node, |disk| {
+            let previous = disk.previous();
+            let mut kept = vec![(disk.files(), disk.tree())];
+            kept.extend(previous.as_ref().map(|(files, tree)| (files, tree.clone())));
+            let indexes: Vec<StateIndex> =
+                kept.iter().map(|(_, tree)| StateIndex::new(tree)).collect();
+            let refs: Vec<&StateIndex> = indexes.iter().collect();
+            serve(&refs, req, |i, path, offset, len| {
+                let path = std::str::from_utf8(path).map_err(|_| ())?;
+                let bytes = kept[i].0 .0.get(path).ok_or(())?;
+                let end = offset as usize + len as usize;
+                bytes
+                    .get(offset as usize..end)
+                    .map(<[u8]>::to_vec)
+                    .ok_or(())
+            })
         })
     }
 
@@ -231,15 +233,18 @@ impl ContractHost for SimContract {
         &mut self,
         patch: StatePatch,
     ) -> impl Future<Output = Result<(), InstallError>> {
-        let mut g = self.world.lock();
-        let disk = &mut g.nodes[self.node].contract;
-        let (files, tree) = disk.patched(&patch);
-        let got = tree.hash();
+        let install = |disk: &mut ContractDisk| {
+            let (files, tree) = disk.patched(&patch);
+            let got = tree.hash();
+            if got == patch.result.state {
+                disk.install(patch.seq, files, tree, patch.result);
+            }
+            got
+        };
+        let got = self.world.with_contract(self.node, install);
         let result = if got == patch.result.state {
-            disk.install(patch.seq, files, tree, patch.result);
             Ok(())
         } else {
-            drop(g);
             // Every piece was checked against the certified root: a patch
             // that misses it is a protocol bug.
             let what = format!(

@@ -27,8 +27,7 @@ pub struct SimClock {
 
 impl Clock for SimClock {
     fn now_ms(&self) -> u64 {
-        let g = self.world.lock();
-        World::local_time(&g, self.node, self.world.now())
+        self.world.local_now(self.node)
     }
 
     fn sleep_until(&self, local_ms: u64) -> impl Future<Output = ()> {
@@ -38,12 +37,8 @@ impl Clock for SimClock {
             // Re-checked after waking: a clock fault may have moved the
             // node's time while it slept.
             loop {
-                let at = {
-                    let g = world.lock();
-                    if World::local_time(&g, node, world.now()) >= local_ms {
-                        return;
-                    }
-                    World::sim_time_for(&g, node, local_ms)
+                let Some(at) = world.wake_at(node, local_ms) else {
+                    return;
                 };
                 madsim::time::sleep_until(world.instant_at(at.max(world.now() + 1))).await;
             }
@@ -65,9 +60,7 @@ pub struct SimNet {
 impl SimNet {
     /// Every UNL key but ours.
     fn peers(&self) -> Vec<PubKey> {
-        let g = self.world.lock();
-        let me = g.nodes[self.node].key.public();
-        g.unl.iter().filter(|k| **k != me).copied().collect()
+        self.world.peers_of(self.node)
     }
 
     /// Dials every peer, as a node does when it starts.
@@ -81,7 +74,7 @@ impl SimNet {
     /// Sends to node number `n` as its key is reached now (a byzantine
     /// role names nodes by number; the twin split picks the copy).
     fn send_node(&mut self, n: usize, bytes: Vec<u8>) {
-        let key = self.world.lock().nodes[n].key.public();
+        let key = self.world.key(n);
         if let Some(dest) = self.world.resolve(self.node, &key) {
             self.links.send(&self.world, dest, bytes);
         }
@@ -102,7 +95,7 @@ impl PeerNetwork for SimNet {
             // Byzantine roles name nodes by number, the twin's first copy
             // for its key; `send_node` finds the machine.
             Some(b) => {
-                let Some(n) = self.world.lock().index.get(to).copied() else {
+                let Some(n) = self.world.node_of(to) else {
                     return;
                 };
                 let fault = self.world.mutation(self.node, n);
@@ -156,35 +149,23 @@ pub struct SimStore {
 
 impl Store for SimStore {
     fn load(&mut self) -> Result<Vec<LedgerRecord>, StoreError> {
-        let disk = &self.world.lock().nodes[self.node].disk;
-        Ok(disk.synced.iter().map(|r| LedgerRecord::clone(r)).collect())
+        Ok(self.world.disk_load(self.node))
     }
     fn append(&mut self, record: Arc<LedgerRecord>) -> Result<(), StoreError> {
-        let mut g = self.world.lock();
-        let n = &mut g.nodes[self.node];
-        if n.crash_at_write {
+        if !self.world.disk_append(self.node, record) {
             // The driver stops at this error: nothing after the write runs.
-            drop(g);
-            self.world.crash(self.node);
             return Err(StoreError::Io("crashed in the middle of a write".into()));
         }
-        n.disk.unsynced.push(record);
         Ok(())
     }
     fn truncate(&mut self, keep_through: u64) -> Result<(), StoreError> {
         // Modelled as durable at once: a crash right after cannot bring the
         // dropped ledger back, which is the cautious direction.
-        let mut g = self.world.lock();
-        let disk = &mut g.nodes[self.node].disk;
-        disk.synced.retain(|r| r.ledger.seq <= keep_through);
-        disk.unsynced.retain(|r| r.ledger.seq <= keep_through);
+        self.world.disk_truncate(self.node, keep_through);
         Ok(())
     }
     fn sync(&mut self) -> Result<(), StoreError> {
-        let mut g = self.world.lock();
-        let disk = &mut g.nodes[self.node].disk;
-        let pending = std::mem::take(&mut disk.unsynced);
-        disk.synced.extend(pending);
+        self.world.disk_sync(self.node);
         Ok(())
     }
 }
@@ -199,6 +180,6 @@ impl Observer for SimObserver {
         self.world.notify(self.node, event);
     }
     fn stats(&mut self, stats: &Stats) {
-        self.world.lock().nodes[self.node].stats = stats.clone();
+        self.world.set_stats(self.node, stats.clone());
     }
 }

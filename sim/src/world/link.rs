@@ -199,4 +199,14 @@ impl World {
         g.blocked.clear();
         g.npl_blocked.clear();
     }
+
+    /// Opens a connection from `dialer` to `acceptor`; its number.
+    pub fn open_conn(&self, dialer: usize, acceptor: usize) -> u64 {
+        self.lock().conns.open(dialer, acceptor)
+    }
+
+    /// The dialer and the acceptor of `conn`.
+    pub fn conn_ends(&self, conn: u64) -> Option<(usize, usize)> {
+        self.lock().conns.ends(conn)
+    }
 }

@@ -15,9 +15,9 @@ use crate::world::log::Log;
 use crate::world::mutate::MutationFault;
 use crate::world::trace::Trace;
 use hotpocket_node::consensus::input_hash;
-use hotpocket_node::consensus::{Event, Stats, VoteStatus};
+use hotpocket_node::consensus::{ConsensusConfig, Event, Stats, VoteStatus};
 use hotpocket_node::contract::{RunResult, UserInput};
-use hotpocket_node::crypto::{Hash, Keypair, PubKey};
+use hotpocket_node::crypto::{Hash, Keypair, PubKey, Verified};
 use hotpocket_node::ledger::LedgerRecord;
 use madsim::runtime::NodeHandle;
 use madsim::time::{Duration, Instant};
@@ -33,6 +33,8 @@ mod link;
 pub mod links;
 pub mod log;
 pub mod mutate;
+pub mod nodes;
+pub mod report;
 pub mod trace;
 mod tree;
 pub mod users;
@@ -57,35 +59,35 @@ pub struct NetStats {
 }
 
 #[derive(Default)]
-pub struct DiskState {
+struct DiskState {
     /// The node's chain holds these very records (`Store::append`).
-    pub synced: Vec<Arc<LedgerRecord>>,
-    pub unsynced: Vec<Arc<LedgerRecord>>,
+    synced: Vec<Arc<LedgerRecord>>,
+    unsynced: Vec<Arc<LedgerRecord>>,
 }
 
-pub struct NodeSlot {
-    pub key: Keypair,
-    pub role: Role,
-    pub clock_offset_ms: i64,
-    pub clock_drift_ppm: i64,
-    pub inbox: Option<UnboundedSender<PeerFrame>>,
-    pub users: Option<UnboundedSender<UserMsg>>,
-    pub disk: DiskState,
+struct NodeSlot {
+    key: Keypair,
+    role: Role,
+    clock_offset_ms: i64,
+    clock_drift_ppm: i64,
+    inbox: Option<UnboundedSender<PeerFrame>>,
+    users: Option<UnboundedSender<UserMsg>>,
+    disk: DiskState,
     /// The contract's state directory, which survives a crash like `disk`.
-    pub contract: ContractDisk,
-    pub alive: bool,
-    pub crashes: u32,
+    contract: ContractDisk,
+    alive: bool,
+    crashes: u32,
     /// Armed by a `crash_mid_write` fault: the next ledger write kills it.
-    pub crash_at_write: bool,
-    pub stats: Stats,
-    pub status: Option<VoteStatus>,
+    crash_at_write: bool,
+    stats: Stats,
+    status: Option<VoteStatus>,
 }
 
-pub struct Inner {
-    pub nodes: Vec<NodeSlot>,
-    pub users: Vec<SimUser>,
-    pub index: BTreeMap<PubKey, usize>,
-    pub unl: Vec<PubKey>,
+struct Inner {
+    nodes: Vec<NodeSlot>,
+    users: Vec<SimUser>,
+    index: BTreeMap<PubKey, usize>,
+    unl: Vec<PubKey>,
     network: NetworkSettings,
     links: BTreeMap<(usize, usize), (Option<Latency>, Option<f64>)>,
     /// Directed pairs that cannot talk.
@@ -93,27 +95,27 @@ pub struct Inner {
     /// Links that lose node party line chunks only.
     npl_blocked: BTreeSet<(usize, usize)>,
     rng: ChaCha8Rng,
-    pub checker: Checker,
-    pub trace: Trace,
-    pub net: NetStats,
-    pub inputs_submitted: u64,
-    pub inputs_dropped: u64,
+    checker: Checker,
+    trace: Trace,
+    net: NetStats,
+    inputs_submitted: u64,
+    inputs_dropped: u64,
     /// What byzantine users did and what the nodes answered.
-    pub byz_users: ByzUserStats,
+    byz_users: ByzUserStats,
     /// What byzantine users may learn of honest users (only kept when
     /// there are byzantine users).
-    pub overheard: Option<Overheard>,
+    overheard: Option<Overheard>,
     /// Print every protocol event as it happens (`run --events`).
-    pub print_events: bool,
+    print_events: bool,
     /// Every message and mark, for `run --picture`.
-    pub log: Option<Log>,
+    log: Option<Log>,
     /// Open `mutate` windows: (node, peers, until ms, the fault).
-    pub(crate) mutations: Vec<(usize, Vec<usize>, u64, MutationFault)>,
+    mutations: Vec<(usize, Vec<usize>, u64, MutationFault)>,
     /// Twins: the schedule, the second copy's slot and the round length.
     twins: Option<(Twins, usize, u64)>,
     /// Every connection opened, with its two ends.
-    pub conns: Conns,
-    pub handshake: HandshakeKind,
+    conns: Conns,
+    handshake: HandshakeKind,
 }
 
 pub struct World {
@@ -133,6 +135,7 @@ impl World {
         keys: Vec<Keypair>,
         user_keys: Vec<Keypair>,
         wire: NodeHandle,
+        setup: Setup,
     ) -> Arc<World> {
         // Honest users first, then byzantine ones: `user_keys` holds both.
         let honest_users = scenario.users().into_iter().map(|u| (u, false));
@@ -180,12 +183,8 @@ impl World {
             .enumerate()
             .map(|(i, n)| (n.key.public(), i))
             .collect();
-        let mut unl: Vec<PubKey> = scenario
-            .unl()
-            .iter()
-            .map(|&i| nodes[i].key.public())
-            .collect();
-        unl.sort();
+        let unl = unl_of(scenario, &keys_of(&nodes));
+        let checker = Checker::new(scenario, &unl, &keys_of(&nodes), setup.cfg, setup.verified);
         let links = scenario
             .links
             .iter()
@@ -202,15 +201,15 @@ impl World {
                 blocked: BTreeSet::new(),
                 npl_blocked: BTreeSet::new(),
                 rng: ChaCha8Rng::seed_from_u64(seed ^ 0x6e65_7477_6f72_6b21),
-                checker: Checker::default(),
+                checker,
                 trace: Trace::new(seed),
                 net: NetStats::default(),
                 inputs_submitted: 0,
                 inputs_dropped: 0,
                 byz_users: ByzUserStats::default(),
                 overheard,
-                print_events: false,
-                log: None,
+                print_events: setup.print_events,
+                log: setup.picture.then(Log::default),
                 mutations: Vec::new(),
                 twins: (scenario.twins.clone())
                     .map(|t| (t, scenario.nodes, scenario.consensus.roundtime_ms.max(1))),
@@ -222,7 +221,7 @@ impl World {
         })
     }
 
-    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
         // Single-threaded simulation: a poisoned lock means a panic already
         // failed the run, so just keep going to report it.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
@@ -238,7 +237,7 @@ impl World {
     }
 
     /// Node `i`'s local unix-ms clock at simulated time `t`.
-    pub fn local_time(inner: &Inner, i: usize, t: u64) -> u64 {
+    fn local_time(inner: &Inner, i: usize, t: u64) -> u64 {
         let n = &inner.nodes[i];
         let t = t as i128;
         let local = EPOCH_MS as i128
@@ -249,7 +248,7 @@ impl World {
     }
 
     /// The earliest simulated time at which node `i`'s clock shows `local`.
-    pub fn sim_time_for(inner: &Inner, i: usize, local: u64) -> u64 {
+    fn sim_time_for(inner: &Inner, i: usize, local: u64) -> u64 {
         let n = &inner.nodes[i];
         let target = local as i128 - EPOCH_MS as i128 - n.clock_offset_ms as i128;
         let t = (target * 1_000_000).div_euclid(1_000_000 + n.clock_drift_ppm as i128);
@@ -260,12 +259,12 @@ impl World {
         t
     }
 
-    pub fn record(&self, inner: &mut Inner, node: usize, what: &[u8]) {
+    fn record(&self, inner: &mut Inner, node: usize, what: &[u8]) {
         let t = self.now();
         inner.trace.record(t, node, what);
     }
 
-    pub fn trace_hash(&self) -> Hash {
+    fn trace_hash(&self) -> Hash {
         self.lock().trace.hash()
     }
 
@@ -335,7 +334,7 @@ impl World {
     }
 
     /// Ends the run: nothing is sent after this.
-    pub fn shut_down(&self) {
+    fn shut_down(&self) {
         self.wire.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
@@ -459,6 +458,29 @@ impl World {
         n.disk.unsynced.clear();
         self.record(&mut g, i, b"crash");
     }
+}
+
+/// How a run watches itself, fixed when the world is made.
+pub struct Setup<'a> {
+    pub cfg: &'a ConsensusConfig,
+    /// The signature memory the nodes share, which the beacon checker
+    /// shares too.
+    pub verified: &'a Verified,
+    /// Print every protocol event as it happens (`run --events`).
+    pub print_events: bool,
+    /// Keep every message and mark, for `run --picture`.
+    pub picture: bool,
+}
+
+/// The UNL's keys, sorted as the node keeps them.
+pub fn unl_of(scenario: &Scenario, keys: &[PubKey]) -> Vec<PubKey> {
+    let mut unl: Vec<PubKey> = scenario.unl().iter().map(|&i| keys[i]).collect();
+    unl.sort();
+    unl
+}
+
+fn keys_of(nodes: &[NodeSlot]) -> Vec<PubKey> {
+    nodes.iter().map(|n| n.key.public()).collect()
 }
 
 /// Simulated time: madsim's `Instant` is std's type, but inside a madsim

@@ -13,7 +13,7 @@ const CLOSES_KEPT: usize = 64;
 pub struct Trace {
     hasher: Hasher,
     /// Entries hashed so far.
-    pub events: u64,
+    pub(super) events: u64,
     /// Recent close events with their JSON: a close carries its whole
     /// ledger (at 16 nodes, 32 signed beacon entries), and encoding it
     /// again for each node that reports it cost more than the protocol's

@@ -5,17 +5,17 @@
 use super::World;
 use crate::check::violation::Kind;
 use crate::scenario::AttackKind;
-use hotpocket_node::crypto::Keypair;
+use hotpocket_node::crypto::{Keypair, PubKey};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
 pub struct SimUser {
-    pub key: Keypair,
+    pub(super) key: Keypair,
     /// The node this user connects to.
-    pub node: usize,
-    pub byzantine: bool,
+    pub(super) node: usize,
+    pub(super) byzantine: bool,
     /// A byzantine user's latest challenge, with a helo answering it.
-    pub seen: Option<(String, String)>,
+    pub(super) seen: Option<(String, String)>,
 }
 
 pub enum UserMsg {
@@ -43,8 +43,8 @@ pub struct Attack {
 /// its own challenge) and a kv key each wrote.
 #[derive(Default)]
 pub struct Overheard {
-    pub helos: BTreeMap<usize, String>,
-    pub keys: BTreeMap<usize, String>,
+    pub(super) helos: BTreeMap<usize, String>,
+    pub(super) keys: BTreeMap<usize, String>,
 }
 
 /// The run report's account of byzantine users, by attack kind.
@@ -133,5 +133,49 @@ impl World {
         let misjudged = tally.misjudged.into_iter().map(|(_, v)| v).collect();
         g.checker.violate_all(t, Kind::Users, i, misjudged);
         g.users[u].seen = Some(seen);
+    }
+}
+
+/// What byzantine users may know of an honest user.
+pub struct Heard {
+    pub key: PubKey,
+    /// A kv key it wrote, and a helo it sent, if overheard.
+    pub kv_key: Option<String>,
+    pub helo: Option<String>,
+}
+
+impl World {
+    pub fn user_key(&self, u: usize) -> Keypair {
+        self.lock().users[u].key.clone()
+    }
+
+    pub fn honest_users(&self) -> Vec<usize> {
+        let g = self.lock();
+        (0..g.users.len())
+            .filter(|&v| !g.users[v].byzantine)
+            .collect()
+    }
+
+    pub fn heard_of(&self, v: usize) -> Heard {
+        let g = self.lock();
+        let heard = g.overheard.as_ref();
+        Heard {
+            key: g.users[v].key.public(),
+            kv_key: heard.and_then(|o| o.keys.get(&v).cloned()),
+            helo: heard.and_then(|o| o.helos.get(&v).cloned()),
+        }
+    }
+
+    /// The challenge and helo byzantine user `u` remembers from its last
+    /// attack, to replay.
+    pub fn seen_by(&self, u: usize) -> Option<(String, String)> {
+        self.lock().users[u].seen.clone()
+    }
+
+    /// Honest user `u` sent `helo`, which byzantine users may overhear.
+    pub fn overhear_helo(&self, u: usize, helo: String) {
+        if let Some(o) = &mut self.lock().overheard {
+            o.helos.insert(u, helo);
+        }
     }
 }

@@ -129,22 +129,17 @@ impl SimUsers {
         let now = self.now_ms();
         let now_s = (EPOCH_MS + self.world.now()) / 1000;
         let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
-        let (key, old, victim) = {
-            let g = self.world.lock();
-            let honest: Vec<usize> = (0..g.users.len())
-                .filter(|&v| !g.users[v].byzantine)
-                .collect();
-            let victim = (!honest.is_empty()).then(|| {
-                let v = honest[(rng.next_u64() % honest.len() as u64) as usize];
-                let heard = g.overheard.as_ref();
-                Victim {
-                    key: g.users[v].key.public(),
-                    kv_key: heard.and_then(|o| o.keys.get(&v).cloned()),
-                    helo: heard.and_then(|o| o.helos.get(&v).cloned()),
-                }
-            });
-            (g.users[u].key.clone(), g.users[u].seen.clone(), victim)
-        };
+        let honest = self.world.honest_users();
+        let victim = (!honest.is_empty()).then(|| {
+            let v = honest[(rng.next_u64() % honest.len() as u64) as usize];
+            let heard = self.world.heard_of(v);
+            Victim {
+                key: heard.key,
+                kv_key: heard.kv_key,
+                helo: heard.helo,
+            }
+        });
+        let (key, old) = (self.world.user_key(u), self.world.seen_by(u));
         let (mut session, msg) = self.intake.open();
         let Some(challenge) = challenge_of(&msg) else {
             self.world.violation(

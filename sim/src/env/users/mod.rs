@@ -54,15 +54,14 @@ impl SimUsers {
     }
 
     fn now_ms(&self) -> u64 {
-        let g = self.world.lock();
-        World::local_time(&g, self.node, self.world.now())
+        self.world.local_now(self.node)
     }
 
     /// Connects user `u`: the node challenges, the user signs, the node
     /// checks. Any refusal is a violation: these users are honest.
     fn connect(&mut self, u: usize, now: u64) -> Option<Session> {
         let (mut session, msg) = self.intake.open_with(self.honest_limits.clone());
-        let key = self.world.lock().users[u].key.clone();
+        let key = self.world.user_key(u);
         let Ok(helo) = answer_challenge(&key, &msg, (EPOCH_MS + self.world.now()) / 1000) else {
             self.world.violation(
                 Kind::Users,
@@ -83,9 +82,7 @@ impl SimUsers {
             );
             return None;
         }
-        if let Some(o) = &mut self.world.lock().overheard {
-            o.helos.insert(u, helo);
-        }
+        self.world.overhear_helo(u, helo);
         Some(session)
     }
 
