@@ -71,24 +71,40 @@ impl Uptime {
     /// Whether `node` is up at `t` and can hear a quorum of the UNL that is
     /// up too: only then can it be expected to close ledgers.
     pub fn can_progress(&self, node: usize, t: u64) -> bool {
+        self.voters(node, t) >= self.needed
+    }
+
+    /// Votes a close needs.
+    pub fn needed(&self) -> usize {
+        self.needed
+    }
+
+    /// How many UNL members `node` hears at `t`, itself included, that are
+    /// up (none when `node` is down).
+    pub fn voters(&self, node: usize, t: u64) -> usize {
         let at = self.at(t);
         if at.down.contains(&node) {
-            return false;
+            return 0;
         }
         // Nodes in no group keep all their links.
         let grouped: BTreeSet<usize> = at.groups.iter().flatten().copied().collect();
         let mine = at.groups.iter().find(|g| g.contains(&node));
         let hears =
             |other: usize| mine.is_none_or(|g| g.contains(&other)) || !grouped.contains(&other);
-        let voters = (self.unl.iter())
+        (self.unl.iter())
             .filter(|&&n| !at.down.contains(&n) && hears(n))
-            .count();
-        voters >= self.needed
+            .count()
     }
 
     /// Whether any node can progress at `t`.
     pub fn quorum(&self, t: u64) -> bool {
-        (0..self.nodes).any(|n| self.can_progress(n, t))
+        self.best_voters(t) >= self.needed
+    }
+
+    /// The most UNL members any node hears at `t`: the best-connected
+    /// group, which is the one that can close.
+    pub fn best_voters(&self, t: u64) -> usize {
+        (0..self.nodes).map(|n| self.voters(n, t)).max().unwrap_or(0)
     }
 }
 
