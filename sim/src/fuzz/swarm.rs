@@ -52,25 +52,72 @@ fn pick(rng: &mut ChaCha8Rng, r: Option<[u64; 2]>, default: [u64; 2]) -> u64 {
     pick_u(rng, r.unwrap_or(default))
 }
 
-/// The concrete scenario swarm seed `seed` draws from `base`.
+/// What the consensus draw fixes that the other draws depend on.
+struct Timing {
+    roundtime: u64,
+    close: u64,
+    /// The highest stage or close threshold: the honest nodes must reach
+    /// it alone for liveness.
+    top_pct: u64,
+    /// The widest a link, reordering or clock gap may be in a timely run.
+    window: u64,
+    /// Whether the run keeps the timing the protocol assumes.
+    timely: bool,
+}
+
+/// Who is byzantine, and how.
+struct Byzantine {
+    bound: usize,
+    count: usize,
+    roles: Vec<(usize, Role)>,
+    twin: Option<usize>,
+}
+
+/// The concrete scenario swarm seed `seed` draws from `base`: one stream,
+/// drawn subsystem by subsystem in a fixed order.
 pub fn draw(base: &Scenario, r: &SwarmRanges, seed: u64) -> Scenario {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7377_6172_6d21);
     let mut s = base.clone();
     let n = pick(&mut rng, r.nodes, [4, 10]).max(1) as usize;
     s.nodes = n;
     s.unl = None;
-    let roundtime = pick(&mut rng, r.roundtime_ms, [300, 1000]) / 10 * 10;
-    let slice = pick(&mut rng, r.stage_slice_pct, [15, 30]);
-    let close = pick(&mut rng, r.close_threshold_pct, [60, 90]);
-    let t1 = pick_u(&mut rng, [40, 60]);
-    let t2 = pick_u(&mut rng, [t1.max(55), 75]);
-    let t3 = pick_u(&mut rng, [t2.max(65).min(close), close]);
+    let timing = consensus(&mut rng, r, &mut s);
+    let byz = byzantine(&mut rng, r, n, &timing);
+    clocks(&mut rng, &mut s, &byz, &timing);
+    network(&mut rng, r, &mut s, &timing);
+    let rounds = pick(&mut rng, r.rounds, [40, 60]);
+    let roundtime = timing.roundtime;
+    s.duration_ms = rounds * roundtime;
+    if timing.timely {
+        // Two clocks drifting apart over the run open up to twice this.
+        let cap = (timing.window * 1_000_000 / (20 * s.duration_ms).max(1)) as i64;
+        for ns in &mut s.node_settings {
+            ns.clock_drift_ppm = ns.clock_drift_ppm.clamp(-cap, cap);
+        }
+    }
+    let fault_end = rounds * r.fault_pct.unwrap_or(50).min(90) / 100 * roundtime;
+    users(&mut rng, r, &mut s, roundtime);
+    faults(&mut rng, r, &mut s, &byz, roundtime, fault_end);
+    let live = timing.timely && n - byz.count >= threshold(n, timing.top_pct);
+    expect(&mut s, &byz, &timing, live);
+    describe(&mut s, &byz, &timing, live);
+    s.swarm = None;
+    s
+}
+
+fn consensus(rng: &mut ChaCha8Rng, r: &SwarmRanges, s: &mut Scenario) -> Timing {
+    let roundtime = pick(rng, r.roundtime_ms, [300, 1000]) / 10 * 10;
+    let slice = pick(rng, r.stage_slice_pct, [15, 30]);
+    let close = pick(rng, r.close_threshold_pct, [60, 90]);
+    let t1 = pick_u(rng, [40, 60]);
+    let t2 = pick_u(rng, [t1.max(55), 75]);
+    let t3 = pick_u(rng, [t2.max(65).min(close), close]);
     s.consensus = ConsensusSettings {
         roundtime_ms: roundtime,
         stage_slice_pct: slice,
         stage_thresholds_pct: [t1, t2, t3],
         close_threshold_pct: close,
-        ..base.consensus.clone()
+        ..s.consensus.clone()
     };
     // The shortest stage: stage 0 gets what stages 1-3 leave. The protocol
     // assumes clocks and links keep inside it (`timing_spread_ms`): timely
@@ -81,23 +128,31 @@ pub fn draw(base: &Scenario, r: &SwarmRanges, seed: u64) -> Scenario {
     let stage0_ms = roundtime * (100 - 3 * slice) / 100;
     let window = (roundtime * slice / 100).min(stage0_ms).max(1);
     let timely = !rng.next_u64().is_multiple_of(4);
+    Timing {
+        roundtime,
+        close,
+        top_pct: t1.max(t2).max(t3).max(close),
+        window,
+        timely,
+    }
+}
 
-    let bound = safety_bound(n, close);
+fn byzantine(rng: &mut ChaCha8Rng, r: &SwarmRanges, n: usize, timing: &Timing) -> Byzantine {
+    let bound = safety_bound(n, timing.close);
     let most = (bound.saturating_sub(1)).min(n - 1) as u64;
     // Half the runs keep enough honest nodes for liveness; the others may
     // go right up to the bound, where only safety is left to check.
     // Any stage's threshold held by byzantine votes lets them split the
     // honest nodes on every input, round after round (coalition seeds 398,
     // 403, 627 stalled so): liveness needs the honest nodes to reach each.
-    let top_pct = t1.max(t2).max(t3).max(close);
-    let live_most = most.min((n - threshold(n, top_pct)) as u64);
+    let live_most = most.min((n - threshold(n, timing.top_pct)) as u64);
     let top = if rng.next_u64().is_multiple_of(2) {
         live_most
     } else {
         most
     };
     let [lo, hi] = r.byzantine.unwrap_or([0, top]);
-    let b = pick_u(&mut rng, [lo.min(most), hi.min(most)]) as usize;
+    let b = pick_u(rng, [lo.min(most), hi.min(most)]) as usize;
     let roles = r.roles.clone().unwrap_or(ROLES.to_vec());
     let mut order: Vec<usize> = (0..n).collect();
     for i in (1..n).rev() {
@@ -122,65 +177,87 @@ pub fn draw(base: &Scenario, r: &SwarmRanges, seed: u64) -> Scenario {
     {
         x.1 = Role::Equivocator;
     }
-    let skew = if timely { window / 10 } else { window / 2 } as i64;
-    s.node_settings = (0..n)
+    Byzantine {
+        bound,
+        count: b,
+        roles: byz,
+        twin,
+    }
+}
+
+/// Each node's role, clock offset and drift.
+fn clocks(rng: &mut ChaCha8Rng, s: &mut Scenario, byz: &Byzantine, timing: &Timing) {
+    let window = timing.window;
+    let skew = if timing.timely {
+        window / 10
+    } else {
+        window / 2
+    } as i64;
+    s.node_settings = (0..s.nodes)
         .map(|id| NodeSettings {
             id,
-            role: byz.iter().find(|x| x.0 == id).map_or(Role::Honest, |x| x.1),
-            clock_offset_ms: crate::fuzz::pick_i(&mut rng, [-skew, skew]),
-            clock_drift_ppm: crate::fuzz::pick_i(&mut rng, [-100, 100]),
+            role: (byz.roles.iter().find(|x| x.0 == id)).map_or(Role::Honest, |x| x.1),
+            clock_offset_ms: crate::fuzz::pick_i(rng, [-skew, skew]),
+            clock_drift_ppm: crate::fuzz::pick_i(rng, [-100, 100]),
         })
         .collect();
+}
 
-    let min = pick_u(&mut rng, [1, 10]);
+fn network(rng: &mut ChaCha8Rng, r: &SwarmRanges, s: &mut Scenario, timing: &Timing) {
+    let (window, timely) = (timing.window, timing.timely);
+    let min = pick_u(rng, [1, 10]);
     let top = if timely { window * 2 / 5 } else { window * 2 };
-    let max = pick_u(&mut rng, [min, top.max(min)]);
+    let max = pick_u(rng, [min, top.max(min)]);
     s.network = NetworkSettings {
         latency_ms: Latency::Uniform { min, max },
-        loss_pct: pick(&mut rng, r.loss_pct, [0, 3]) as f64,
-        duplicate_pct: pick_u(&mut rng, [0, 2]) as f64,
-        reorder_pct: pick_u(&mut rng, [0, 10]) as f64,
+        loss_pct: pick(rng, r.loss_pct, [0, 3]) as f64,
+        duplicate_pct: pick_u(rng, [0, 2]) as f64,
+        reorder_pct: pick_u(rng, [0, 10]) as f64,
         reorder_extra_ms: if timely { window / 5 } else { window / 2 }.max(1),
     };
     s.links.clear();
+}
 
-    let rounds = pick(&mut rng, r.rounds, [40, 60]);
-    s.duration_ms = rounds * roundtime;
-    if timely {
-        // Two clocks drifting apart over the run open up to twice this.
-        let cap = (window * 1_000_000 / (20 * s.duration_ms).max(1)) as i64;
-        for ns in &mut s.node_settings {
-            ns.clock_drift_ppm = ns.clock_drift_ppm.clamp(-cap, cap);
-        }
-    }
-    let fault_end = rounds * r.fault_pct.unwrap_or(50).min(90) / 100 * roundtime;
+/// Honest users on every node; one run in four adds byzantine users.
+fn users(rng: &mut ChaCha8Rng, r: &SwarmRanges, s: &mut Scenario, roundtime: u64) {
     s.workload = vec![Workload {
         nodes: vec![],
         users: None,
-        every_ms: pick(&mut rng, r.every_ms, [20, 200]).max(1),
+        every_ms: pick(rng, r.every_ms, [20, 200]).max(1),
         start_ms: 500,
         stop_ms: s.duration_ms.saturating_sub(2 * roundtime),
         size: 64,
         keys: 100,
     }];
-
-    // One run in four adds byzantine users on every node.
     s.byzantine_users.clear();
     if rng.next_u64().is_multiple_of(4) {
         s.byzantine_users.push(ByzantineUsers {
             nodes: vec![],
             users: None,
-            every_ms: pick_u(&mut rng, [50, 400]),
+            every_ms: pick_u(rng, [50, 400]),
             start_ms: 300,
             stop_ms: s.duration_ms.saturating_sub(2 * roundtime),
             attacks: vec![],
         });
     }
+}
+
+/// Partitions, crashes, the twin's schedule and mutation windows, all over
+/// by `fault_end`.
+fn faults(
+    rng: &mut ChaCha8Rng,
+    r: &SwarmRanges,
+    s: &mut Scenario,
+    byz: &Byzantine,
+    roundtime: u64,
+    fault_end: u64,
+) {
+    let n = s.nodes;
     s.timeline.clear();
     let mut at = 2 * roundtime;
-    for _ in 0..pick(&mut rng, r.partitions, [0, 2]) {
-        let start = at + pick_u(&mut rng, [0, 4]) * roundtime;
-        let len = pick(&mut rng, r.partition_rounds, [1, 6]) * roundtime;
+    for _ in 0..pick(rng, r.partitions, [0, 2]) {
+        let start = at + pick_u(rng, [0, 4]) * roundtime;
+        let len = pick(rng, r.partition_rounds, [1, 6]) * roundtime;
         if start + len > fault_end {
             break;
         }
@@ -193,18 +270,12 @@ pub fn draw(base: &Scenario, r: &SwarmRanges, seed: u64) -> Scenario {
         }
         at = start + len + roundtime;
     }
-    let crashes = pick(&mut rng, r.crashes, [0, 2]);
+    let crashes = pick(rng, r.crashes, [0, 2]);
     let honest = s.honest();
-    add_crashes(
-        &mut s,
-        &mut rng,
-        crashes,
-        &honest,
-        fault_end.saturating_sub(4000),
-    );
-    s.twins = twin.map(|node| {
+    add_crashes(s, rng, crashes, &honest, fault_end.saturating_sub(4000));
+    s.twins = byz.twin.map(|node| {
         let others: Vec<usize> = (0..n).filter(|&i| i != node).collect();
-        let step_rounds = pick_u(&mut rng, [1, 3]);
+        let step_rounds = pick_u(rng, [1, 3]);
         let steps = 3;
         let last = (fault_end / roundtime)
             .saturating_sub(steps * step_rounds)
@@ -212,7 +283,7 @@ pub fn draw(base: &Scenario, r: &SwarmRanges, seed: u64) -> Scenario {
         Twins {
             node,
             step_rounds,
-            from_round: pick_u(&mut rng, [2, last]),
+            from_round: pick_u(rng, [2, last]),
             split: (0..steps)
                 .map(|_| {
                     (others.iter().copied())
@@ -224,12 +295,12 @@ pub fn draw(base: &Scenario, r: &SwarmRanges, seed: u64) -> Scenario {
             partition: false,
         }
     });
-    for &(id, role) in &byz {
+    for &(id, role) in &byz.roles {
         if role != Role::Mutator {
             continue;
         }
-        for _ in 0..pick(&mut rng, r.mutations, [1, 4]) {
-            let round = pick_u(&mut rng, [1, (fault_end / roundtime).max(2) - 1]);
+        for _ in 0..pick(rng, r.mutations, [1, 4]) {
+            let round = pick_u(rng, [1, (fault_end / roundtime).max(2) - 1]);
             let to: Vec<usize> = (0..n)
                 .filter(|&p| p != id && rng.next_u64().is_multiple_of(2))
                 .collect();
@@ -246,10 +317,13 @@ pub fn draw(base: &Scenario, r: &SwarmRanges, seed: u64) -> Scenario {
         }
     }
     s.timeline.sort_by_key(|e| e.at_ms);
+}
 
-    let needed = threshold(n, close);
-    let live = timely && n - b >= threshold(n, top_pct);
-    let quiet = (s.timeline.iter().map(end_of).max().unwrap_or(0)).max(twins_end(&s));
+/// What the run must satisfy, from what was drawn: liveness only when
+/// `live`.
+fn expect(s: &mut Scenario, byz: &Byzantine, timing: &Timing, live: bool) {
+    let (n, b, roundtime) = (s.nodes, byz.count, timing.roundtime);
+    let quiet = (s.timeline.iter().map(end_of).max().unwrap_or(0)).max(twins_end(s));
     s.expectations.clear();
     if live {
         let from = quiet + 6 * roundtime;
@@ -262,7 +336,8 @@ pub fn draw(base: &Scenario, r: &SwarmRanges, seed: u64) -> Scenario {
         // over seeds 1..30 of the same world). Owe a quarter of that, and
         // answers only to inputs sent while 8 closes are still to come.
         let h = n - b;
-        let closing = if h == threshold(n, top_pct) && s.network.loss_pct > 0.0 {
+        let top = threshold(n, timing.top_pct);
+        let closing = if h == top && s.network.loss_pct > 0.0 {
             (1.0 - s.network.loss_pct / 100.0).powi((h * (h - 1)) as i32)
         } else {
             1.0
@@ -281,33 +356,40 @@ pub fn draw(base: &Scenario, r: &SwarmRanges, seed: u64) -> Scenario {
         // Results are certified by a majority as well: the honest nodes
         // alone must reach it for every input to come back.
         let sent_by_ms = s.duration_ms.saturating_sub(answer_rounds * roundtime);
-        if n - b >= threshold(n, top_pct).max(n / 2 + 1) && sent_by_ms > from {
+        if n - b >= top.max(n / 2 + 1) && sent_by_ms > from {
             s.expectations.push(Expectation::AllAnswered {
                 sent_by_ms,
                 sent_from_ms: from,
             });
         }
     }
-    let roles: Vec<String> = byz
-        .iter()
+}
+
+fn describe(s: &mut Scenario, byz: &Byzantine, timing: &Timing, live: bool) {
+    let c = &s.consensus;
+    let [t1, t2, t3] = c.stage_thresholds_pct;
+    let (n, b, bound) = (s.nodes, byz.count, byz.bound);
+    let roles: Vec<String> = (byz.roles.iter())
         .map(|(id, role)| format!("n{id} {}", role_name(*role)))
         .collect();
     s.description = format!(
-        "swarm: {n} nodes, {b} byzantine [{}] (safety bound {bound}), roundtime {roundtime} ms, \
-         stage {slice}%, thresholds {t1}/{t2}/{t3}, close {close}% ({needed} of {n}), {} faults, \
+        "swarm: {n} nodes, {b} byzantine [{}] (safety bound {bound}), roundtime {} ms, \
+         stage {}%, thresholds {t1}/{t2}/{t3}, close {}% ({} of {n}), {} faults, \
          {} byzantine user tables, \
          liveness {}",
         roles.join(", "),
+        c.roundtime_ms,
+        c.stage_slice_pct,
+        c.close_threshold_pct,
+        threshold(n, timing.close),
         s.timeline.len(),
         s.byzantine_users.len(),
-        match (live, timely) {
+        match (live, timing.timely) {
             (true, _) => "expected",
             (false, true) => "not expected (too few honest)",
             (false, false) => "not expected (latency and clocks beyond the shortest stage)",
         },
     );
-    s.swarm = None;
-    s
 }
 
 fn ev(at_ms: u64, fault: Fault) -> TimelineEvent {

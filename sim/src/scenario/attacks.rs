@@ -43,10 +43,9 @@ impl AttackKind {
     }
 }
 
-/// Byzantine users: `users` of them (one per listed node when unset), each
-/// connected to one of `nodes` (all when empty) in turn. Together they make
-/// one attack every `every_ms` from `start_ms` until `stop_ms`, taking
-/// turns; each attack is drawn from `attacks` (all kinds when empty).
+/// Byzantine users on a [`super::Schedule`] (its fields are this table's
+/// first five), each action an attack drawn from `attacks` (all kinds when
+/// empty).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ByzantineUsers {
@@ -60,4 +59,16 @@ pub struct ByzantineUsers {
     pub stop_ms: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attacks: Vec<AttackKind>,
+}
+
+impl ByzantineUsers {
+    pub fn schedule(&self) -> super::Schedule {
+        super::Schedule {
+            nodes: self.nodes.clone(),
+            users: self.users,
+            every_ms: self.every_ms,
+            start_ms: self.start_ms,
+            stop_ms: self.stop_ms,
+        }
+    }
 }

@@ -9,12 +9,14 @@ mod attacks;
 pub mod latency;
 mod ranges;
 mod role;
+mod schedule;
 pub mod twins;
 mod uptime;
 pub use attacks::{AttackKind, ByzantineUsers};
 pub use latency::Latency;
 pub use ranges::{FuzzRanges, SwarmRanges};
 pub use role::Role;
+pub use schedule::Schedule;
 pub use uptime::Uptime;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -172,10 +174,8 @@ pub struct NodeSettings {
     pub clock_drift_ppm: i64,
 }
 
-/// Simulated users sending key-value commands: `users` users (one per
-/// listed node when unset), each connected to one of `nodes` (all nodes
-/// when empty) in turn. Together they send one input every `every_ms` from
-/// `start_ms` until `stop_ms`, taking turns; each is `size` bytes.
+/// Simulated users sending key-value commands on a [`Schedule`] (its
+/// fields are this table's first five); each input is `size` bytes.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Workload {
@@ -193,6 +193,18 @@ pub struct Workload {
     /// state at users x keys x size.
     #[serde(default = "default_keys")]
     pub keys: u64,
+}
+
+impl Workload {
+    pub fn schedule(&self) -> Schedule {
+        Schedule {
+            nodes: self.nodes.clone(),
+            users: self.users,
+            every_ms: self.every_ms,
+            start_ms: self.start_ms,
+            stop_ms: self.stop_ms,
+        }
+    }
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -366,35 +378,14 @@ impl Scenario {
 
     /// Every simulated user, in order: (its workload, the node it uses).
     pub fn users(&self) -> Vec<(usize, usize)> {
-        let mut out = Vec::new();
-        for (wi, w) in self.workload.iter().enumerate() {
-            let targets: Vec<usize> = if w.nodes.is_empty() {
-                (0..self.nodes).collect()
-            } else {
-                w.nodes.clone()
-            };
-            for u in 0..w.users.unwrap_or(targets.len()) {
-                out.push((wi, targets[u % targets.len()]));
-            }
-        }
-        out
+        schedule::expand(self.workload.iter().map(Workload::schedule), self.nodes)
     }
 
     /// Every byzantine user, in order: (its `[[byzantine_users]]` table,
     /// the node it uses). They are numbered after the honest users.
     pub fn byzantine_users(&self) -> Vec<(usize, usize)> {
-        let mut out = Vec::new();
-        for (gi, g) in self.byzantine_users.iter().enumerate() {
-            let targets: Vec<usize> = if g.nodes.is_empty() {
-                (0..self.nodes).collect()
-            } else {
-                g.nodes.clone()
-            };
-            for u in 0..g.users.unwrap_or(targets.len()) {
-                out.push((gi, targets[u % targets.len()]));
-            }
-        }
-        out
+        let tables = self.byzantine_users.iter().map(ByzantineUsers::schedule);
+        schedule::expand(tables, self.nodes)
     }
 
     pub fn honest(&self) -> Vec<usize> {

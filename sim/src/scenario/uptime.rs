@@ -104,7 +104,10 @@ impl Uptime {
     /// The most UNL members any node hears at `t`: the best-connected
     /// group, which is the one that can close.
     pub fn best_voters(&self, t: u64) -> usize {
-        (0..self.nodes).map(|n| self.voters(n, t)).max().unwrap_or(0)
+        (0..self.nodes)
+            .map(|n| self.voters(n, t))
+            .max()
+            .unwrap_or(0)
     }
 }
 

@@ -245,11 +245,9 @@ pub fn spawn_attackers(world: &Arc<World>, s: &Scenario, seed: u64) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6279_7a75_7365_7273 ^ ((gi as u64) << 48));
         let (world, g) = (world.clone(), g.clone());
         madsim::task::spawn(async move {
-            let mut k = 0usize;
-            let mut t = g.start_ms;
-            while t < g.stop_ms {
+            for (k, t) in g.schedule().times() {
                 madsim::time::sleep_until(world.instant_at(t)).await;
-                let u = mine[k % mine.len()];
+                let u = mine[k as usize % mine.len()];
                 let kind = kinds[(rng.next_u64() % kinds.len() as u64) as usize];
                 world.attack(
                     u,
@@ -258,8 +256,6 @@ pub fn spawn_attackers(world: &Arc<World>, s: &Scenario, seed: u64) {
                         seed: rng.next_u64(),
                     },
                 );
-                k += 1;
-                t += g.every_ms;
             }
         });
     }
