@@ -35,7 +35,7 @@ pub use config::PlantedBug;
 pub use config::{threshold, ConfigError, ConsensusConfig};
 pub use frames::{FrameStats, SentProposals};
 pub use interface::{Action, BeaconStats, CloseVia, Event, Input, NodeError, Stats, Withheld};
-pub use jobs::{ContractJobs, Job};
+pub use jobs::Job;
 pub use message::{PeerMessage, WireError};
 pub use node::Node;
 pub use tally::{agreed_time, best_candidate, inputs_with_votes, lcl_votes, VoteStatus};

@@ -154,6 +154,11 @@ impl Node {
         let mut fx = Vec::new();
         self.state.abort_above(&self.chain, &mut fx);
         self.apply(fx);
+        // The ledgers go at once (durable at the `Sync` that follows); the
+        // contract state when its turn in the host's queue comes.
+        self.out.push(Action::Truncate {
+            keep_through: to.seq,
+        });
         self.out.push(Action::Contract(Job::Rollback { to }));
         self.out.push(Action::Sync);
         self.out

@@ -209,7 +209,7 @@ impl Node {
             Input::RollbackFailed { seq, error } => {
                 // The contract state is a later run's, not what the chain
                 // now says: no run goes until the certified state is fetched
-                // and installed. The driver dropped the runs it had queued.
+                // and installed. The runs queued for the host were dropped.
                 tracing::error!(seq, error, "contract state not rolled back; will fetch it");
                 self.restore_runs(seq + 1, self.chain.lcl().seq);
                 self.state.force(Forced::Rollback);
