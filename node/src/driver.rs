@@ -8,15 +8,16 @@
 //! node asked for them; a run is a session that may emit messages while
 //! it runs and receive the node's.
 
-use crate::consensus::{Action, ConsensusConfig, ContractJobs, Input, Job, Node, NodeError};
-use crate::contract::RunReport;
-use crate::crypto::{Hash, Keypair};
+mod contract_slot;
+
+use crate::consensus::{Action, ConsensusConfig, Input, Node, NodeError};
+use crate::crypto::Keypair;
 use crate::env::{
-    Clock, ContractHost, Observer, PeerNetwork, RollbackError, RunEvent, RunLink, RunSession,
-    Store, StoreError, Users,
+    Clock, ContractHost, Observer, PeerNetwork, RollbackError, Store, StoreError, Users,
 };
+use contract_slot::ContractSlot;
 use std::future::{poll_fn, Future};
-use std::pin::{pin, Pin};
+use std::pin::pin;
 use std::task::Poll;
 
 /// Peer and user inputs handled in a row, past a due tick, before the
@@ -83,23 +84,6 @@ pub fn boot(
     Ok(Node::new(cfg, key, stored, contract.ran())?)
 }
 
-/// What the driver waits for next.
-enum Wake<R> {
-    Input(Option<Input>),
-    /// The contract job in flight (a run or a state install) finished.
-    Done(R),
-}
-
-/// A contract job in flight, holding the host until it ends.
-enum Running<'a, X> {
-    Run {
-        seq: u64,
-        hash: Hash,
-        session: RunSession<'a, (&'a mut X, RunReport)>,
-    },
-    Install(Pin<Box<dyn Future<Output = (&'a mut X, Input)> + 'a>>),
-}
-
 /// Runs until the peer network shuts down (`Ok`) or the store fails.
 ///
 /// A contract run goes on beside consensus: the node keeps taking in and
@@ -127,13 +111,7 @@ where
     } = env;
     let mut pending: Vec<Action> = node.handle(clock.now_ms(), Input::Tick);
     let mut streak = 0usize;
-    let mut jobs = ContractJobs::default();
-    // The contract while idle; a job in flight owns it and hands it back.
-    let mut idle: Option<&mut X> = Some(contract);
-    let mut running: Option<Running<'_, X>> = None;
-    // What quick contract jobs (reading the state tree, answering a
-    // peer's state request, a failed rollback) gave back.
-    let mut fed: Vec<Input> = Vec::new();
+    let mut slot = ContractSlot::new(contract);
     loop {
         for action in pending.drain(..) {
             match action {
@@ -141,12 +119,8 @@ where
                 Action::Broadcast { bytes } => net.broadcast(bytes),
                 Action::Persist(record) => store.append(record)?,
                 Action::Sync => store.sync()?,
-                Action::ToContract { seq, bytes } => match running.as_mut() {
-                    Some(Running::Run {
-                        seq: s, session, ..
-                    }) if *s == seq => session.deliver(bytes),
-                    _ => tracing::trace!(seq, "no run of that ledger in progress: dropped"),
-                },
+                Action::Truncate { keep_through } => store.truncate(keep_through)?,
+                Action::ToContract { seq, bytes } => slot.deliver(seq, bytes),
                 Action::RunFailed {
                     seq,
                     users: who,
@@ -156,129 +130,43 @@ where
                 Action::Withhold { seq, run, why } => users.withhold(seq, &run, why),
                 Action::Notify(event) => observer.notify(&event),
                 Action::Intake { open, behind } => users.intake(open, behind),
-                Action::Contract(job) => {
-                    if let Job::Rollback { to } = &job {
-                        // The ledgers go at once (durable at the `Sync` that
-                        // follows); the contract state when its turn comes.
-                        store.truncate(to.seq)?;
-                    }
-                    jobs.push(job);
-                }
+                Action::Contract(job) => slot.push(job),
             }
         }
-        while let Some(host) = idle.take() {
-            match jobs.pop() {
-                Some(Job::Rollback { to }) => {
-                    if let Err(e) = host.rollback(to.seq) {
-                        tracing::error!(seq = to.seq, error = %e, "contract state rollback failed");
-                        if let RollbackError::Lost(_) = e {
-                            return Err(DriverError::ContractLost(e));
-                        }
-                        // Runs queued behind it would run on the wrong
-                        // state; the node hands them out again once it has
-                        // the certified state.
-                        jobs.drop_runs();
-                        let error = e.to_string();
-                        fed.push(Input::RollbackFailed { seq: to.seq, error });
-                    }
-                    idle = Some(host);
-                }
-                Some(Job::Execute(record)) => {
-                    let (seq, hash) = (record.ledger.seq, record.hash);
-                    let link = RunLink::default();
-                    let run_link = link.clone();
-                    let run = async move {
-                        let report = host.execute(&record, run_link).await;
-                        (host, report)
-                    };
-                    let session = RunSession::new(run, link);
-                    running = Some(Running::Run { seq, hash, session });
-                    fed.push(Input::RunStarted { seq });
-                }
-                Some(Job::InstallState(patch)) => {
-                    running = Some(Running::Install(Box::pin(async move {
-                        let seq = patch.seq;
-                        let error = host.install_state(*patch).await.err();
-                        let error = error.map(|e| e.to_string());
-                        (host, Input::StateInstalled { seq, error })
-                    })));
-                }
-                Some(Job::ReadState { id }) => {
-                    let tree = host.state_tree();
-                    fed.push(Input::LocalState { id, tree });
-                    idle = Some(host);
-                }
-                Some(Job::ServeState { to, req }) => {
-                    let resp = host.serve_state(&req);
-                    fed.push(Input::StateServed { to, resp });
-                    idle = Some(host);
-                }
-                None => idle = Some(host),
-            }
-            if running.is_some() || jobs.is_empty() {
-                break;
-            }
-        }
+        slot.start().map_err(DriverError::ContractLost)?;
         let deadline = node.next_deadline(clock.now_ms());
         // Messages already waiting go in before the timer's tick (the node
         // enters a stage only on a tick), but a flood cannot hold the tick
         // back for ever.
         let overdue = streak >= MAX_STREAK && clock.now_ms() >= deadline;
-        let wake = if !fed.is_empty() {
-            Wake::Input(Some(fed.remove(0)))
+        let input = if let Some(fed) = slot.next_fed() {
+            Some(fed)
         } else if overdue {
-            Wake::Input(Some(Input::Tick))
+            Some(Input::Tick)
         } else {
             let mut peer = pin!(net.recv());
             let mut user = pin!(users.recv());
             let mut timer = pin!(clock.sleep_until(deadline));
             // Polled in a fixed order so a simulation replays identically.
             poll_fn(|cx| {
-                match running.as_mut() {
-                    Some(Running::Run { seq, hash, session }) => match session.poll_event(cx) {
-                        Poll::Ready(RunEvent::Message(bytes)) => {
-                            let seq = *seq;
-                            return Poll::Ready(Wake::Input(Some(Input::FromContract {
-                                seq,
-                                bytes,
-                            })));
-                        }
-                        Poll::Ready(RunEvent::Finished((host, report))) => {
-                            let (seq, hash) = (*seq, *hash);
-                            let done = Input::Executed { seq, hash, report };
-                            return Poll::Ready(Wake::Done((host, done)));
-                        }
-                        Poll::Pending => {}
-                    },
-                    Some(Running::Install(f)) => {
-                        if let Poll::Ready(done) = f.as_mut().poll(cx) {
-                            return Poll::Ready(Wake::Done(done));
-                        }
-                    }
-                    None => {}
+                if let Poll::Ready(input) = slot.poll(cx) {
+                    return Poll::Ready(Some(input));
                 }
                 if let Poll::Ready(m) = peer.as_mut().poll(cx) {
-                    let m = m.map(|(from, bytes)| Input::Peer { from, bytes });
-                    return Poll::Ready(Wake::Input(m));
+                    return Poll::Ready(m.map(|(from, bytes)| Input::Peer { from, bytes }));
                 }
                 if let Poll::Ready(Some(body)) = user.as_mut().poll(cx) {
-                    return Poll::Ready(Wake::Input(Some(Input::Submit(body))));
+                    return Poll::Ready(Some(Input::Submit(body)));
                 }
                 if timer.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Wake::Input(Some(Input::Tick)));
+                    return Poll::Ready(Some(Input::Tick));
                 }
                 Poll::Pending
             })
             .await
         };
-        let input = match wake {
-            Wake::Done((host, input)) => {
-                running = None;
-                idle = Some(host);
-                input
-            }
-            Wake::Input(None) => return Ok(()),
-            Wake::Input(Some(input)) => input,
+        let Some(input) = input else {
+            return Ok(());
         };
         let tick = matches!(input, Input::Tick);
         if matches!(

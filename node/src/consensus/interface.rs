@@ -32,7 +32,8 @@ pub enum Input {
     /// The contract host's answer to `Job::ServeState`, for peer `to`.
     StateServed { to: PubKey, resp: StateResponse },
     /// `Job::Rollback { to }` could not return the contract state to
-    /// what running `seq` left: it is still what a later run left.
+    /// what running `seq` left: it is still what a later run left. The
+    /// runs queued for the host were dropped.
     RollbackFailed { seq: u64, error: String },
     /// The contract started running ledger `seq` (its session is open).
     RunStarted { seq: u64 },
@@ -55,6 +56,11 @@ pub enum Action {
     Persist(Arc<LedgerRecord>),
     /// Durability point: everything persisted before must be on disk.
     Sync,
+    /// Drop every stored ledger after `keep_through` (the node rolled its
+    /// lcl back); durable by the next `Sync` at the latest.
+    Truncate {
+        keep_through: u64,
+    },
     /// Work for the contract host, queued in order.
     Contract(Job),
     /// Hand a message to the contract running ledger `seq`, if it still

@@ -4,8 +4,8 @@
 //! a user input, a finished contract run) with the node-local time and returns
 //! [`Action`]s for its driver to carry out. It owns its parts, each in its
 //! own file with its own state: the input pool, the proposal book, the chain,
-//! the execution tracker, and the catch-up, body fetch and state sync
-//! sub-machines; vote counting is pure functions in `tally`.
+//! the execution tracker, the voter, and the catch-up, body fetch and state
+//! sync sub-machines; vote counting is pure functions in `tally`.
 
 mod backlog;
 mod bodies;
@@ -35,7 +35,7 @@ pub use config::PlantedBug;
 pub use config::{threshold, ConfigError, ConsensusConfig};
 pub use frames::{FrameStats, SentProposals};
 pub use interface::{Action, BeaconStats, CloseVia, Event, Input, NodeError, Stats, Withheld};
-pub use jobs::{ContractJobs, Job};
+pub use jobs::Job;
 pub use message::{PeerMessage, WireError};
 pub use node::Node;
 pub use tally::{agreed_time, best_candidate, inputs_with_votes, lcl_votes, VoteStatus};

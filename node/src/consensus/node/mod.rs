@@ -1,15 +1,20 @@
 //! The consensus state machine of one node: it owns its parts and
 //! dispatches each event to them. Every part keeps its own state and
-//! returns what it wants done; only this file moves results between parts.
+//! returns what it wants done; only this file and `ledgers.rs` (closing,
+//! adopting and rolling back ledgers, which touches most parts) move
+//! results between parts. `voter.rs` is the part that votes, `beacon.rs`
+//! the beacon's share of its proposals and of the node's records, and
+//! `npl.rs` turns what the party line says into actions.
 
 mod beacon;
+mod ledgers;
 mod npl;
-mod vote;
+mod voter;
 
 use crate::consensus::backlog::Backlog;
 use crate::consensus::bodies::{self, BodyFetch, MAX_BODIES_PER_MESSAGE};
-use crate::consensus::book::ProposalBook;
-use crate::consensus::catchup::{self, check_answer, Answer, Catchup};
+use crate::consensus::book::{Arrival, ProposalBook};
+use crate::consensus::catchup::{self, Catchup};
 use crate::consensus::chain::Chain;
 use crate::consensus::exec::Execution;
 use crate::consensus::frames::SentProposals;
@@ -18,15 +23,15 @@ use crate::consensus::pool::{Admission, InputPool};
 use crate::consensus::served::Served;
 use crate::consensus::state_sync::{Effect, Forced, StateSync, View};
 use crate::consensus::timing::{Slot, Timing};
-use crate::consensus::VoteStatus;
-use crate::consensus::{Action, CloseVia, ConsensusConfig, Event, Input, Job, NodeError, Stats};
+use crate::consensus::{Action, ConsensusConfig, Event, Input, NodeError, Stats};
+use crate::consensus::{SignedProposal, VoteStatus};
 use crate::contract::{input_hash, ExecResult};
-use crate::crypto::{Hash, KeyRing, Keypair, PubKey};
+use crate::crypto::{KeyRing, Keypair, PubKey};
 use crate::ledger::{LedgerId, LedgerRecord};
 use crate::npl::PartyLine;
 use crate::wire::MAX_FRAME_BYTES;
-use std::collections::BTreeMap;
 use std::sync::Arc;
+use voter::Voter;
 
 /// History or body requests served to one peer per round. An honest node
 /// asks once per stage at most.
@@ -46,19 +51,7 @@ pub struct Node {
     bodies: BodyFetch,
     state: StateSync,
     npl: PartyLine,
-    /// The stage the node is in, and the last one it proposed in.
-    slot: Option<Slot>,
-    proposed: Option<Slot>,
-    status: VoteStatus,
-    forks_reported: BTreeMap<u64, Hash>,
-    /// The first round this incarnation may vote in: the one after the
-    /// round it started in. Votes are not on disk, so a node restarted
-    /// mid-round would otherwise sign that round's stages a second time,
-    /// maybe differently: an equivocation, and a break in the one-vote
-    /// rule the close threshold's safety rests on.
-    vote_from_round: Option<u64>,
-    /// Until when the stage-1 proposal waits for the lcl's run.
-    result_wait: Option<u64>,
+    voter: Voter,
     /// History and body requests served to each peer in the current
     /// round, so a UNL member cannot make this node send 16 MiB answers
     /// back to back.
@@ -119,12 +112,7 @@ impl Node {
             catchup: Catchup::default(),
             bodies: BodyFetch::default(),
             state,
-            slot: None,
-            proposed: None,
-            status: VoteStatus::Synced,
-            forks_reported: BTreeMap::new(),
-            vote_from_round: None,
-            result_wait: None,
+            voter: Voter::default(),
             served: Served::default(),
             absences: crate::beacon::Absences::new(beacon::ABSENCE_WINDOW),
             frames: None,
@@ -155,12 +143,12 @@ impl Node {
     pub fn stats(&self) -> Stats {
         Stats {
             npl: self.npl.stats().clone(),
-            beacon: self.beacon_stats(),
+            beacon: beacon::stats(&self.absences),
             ..self.stats.clone()
         }
     }
     pub fn status(&self) -> VoteStatus {
-        self.status
+        self.voter.status()
     }
     pub fn pool_len(&self) -> usize {
         self.pool.len()
@@ -168,7 +156,7 @@ impl Node {
 
     /// The node-local time at which the node next wants a `Tick`.
     pub fn next_deadline(&self, now: u64) -> u64 {
-        if self.slot.is_none_or(|s| self.timing.slot(now) > s) {
+        if self.voter.slot().is_none_or(|s| self.timing.slot(now) > s) {
             return now; // a stage began and has not been entered yet
         }
         let mut d = self.timing.next_boundary(now);
@@ -177,7 +165,7 @@ impl Node {
             self.bodies.deadline(),
             self.state.deadline(),
             self.pool.deadline(),
-            self.result_wait,
+            self.voter.deadline(),
         ]
         .into_iter()
         .flatten()
@@ -189,9 +177,7 @@ impl Node {
 
     /// Feeds one event at node-local time `now` and returns what to do.
     pub fn handle(&mut self, now: u64, input: Input) -> Vec<Action> {
-        if self.vote_from_round.is_none() {
-            self.vote_from_round = Some(self.timing.slot(now).round + 1);
-        }
+        self.voter.woke_in(self.timing.slot(now).round);
         let tick = matches!(input, Input::Tick);
         match input {
             Input::Tick => {}
@@ -223,13 +209,16 @@ impl Node {
             Input::RollbackFailed { seq, error } => {
                 // The contract state is a later run's, not what the chain
                 // now says: no run goes until the certified state is fetched
-                // and installed. The driver dropped the runs it had queued.
+                // and installed. The runs queued for the host were dropped.
                 tracing::error!(seq, error, "contract state not rolled back; will fetch it");
                 self.restore_runs(seq + 1, self.chain.lcl().seq);
                 self.state.force(Forced::Rollback);
             }
-            Input::RunStarted { seq } => self.npl_run_started(seq),
-            Input::FromContract { seq, bytes } => self.npl_from_contract(seq, &bytes),
+            Input::RunStarted { seq } => self.out.extend(npl::run_started(&mut self.npl, seq)),
+            Input::FromContract { seq, bytes } => {
+                let sent = npl::from_contract(&mut self.npl, &self.key, seq, &bytes);
+                self.out.extend(sent);
+            }
         }
         self.advance(now, tick);
         let intake = self
@@ -242,7 +231,7 @@ impl Node {
 
     /// The current round (0 before the first tick).
     fn round(&self) -> u64 {
-        self.slot.map_or(0, |s| s.round)
+        self.voter.round()
     }
 
     /// Hands an event to the state sync with what it reads of the node,
@@ -302,12 +291,9 @@ impl Node {
     /// polls peers before its timer, and only then votes on it.
     fn advance(&mut self, now: u64, tick: bool) {
         let slot = self.timing.slot(now);
-        // Only forwards: a clock stepped back must not make the node enter,
-        // and sign in, a stage it has already voted in.
-        if tick && self.slot.is_none_or(|s| slot > s) {
-            self.slot = Some(slot);
+        if tick && self.voter.enter(slot) {
             self.enter(slot, now);
-        } else if tick && self.result_wait.is_some_and(|t| now >= t) {
+        } else if tick && self.voter.wait_over(now) {
             self.propose_waiting(now);
         }
         self.catchup_tick(now);
@@ -318,7 +304,7 @@ impl Node {
     /// The stage-1 proposal that waited for the lcl's run goes out, with
     /// the result if it is known by now.
     fn propose_waiting(&mut self, now: u64) {
-        if let Some(slot) = self.slot.filter(|_| self.result_wait.is_some()) {
+        if let Some(slot) = self.voter.waiting() {
             self.propose(slot, now);
         }
     }
@@ -332,9 +318,84 @@ impl Node {
             }
             self.out.extend(self.pool.expire(slot.round));
         } else {
-            self.update_status(slot);
+            let mut fx = Vec::new();
+            self.vote(|voter, v| voter.update_status(v, slot, &mut fx));
+            for e in fx {
+                match e {
+                    voter::Effect::Notify(e) => self.out.push(Action::Notify(*e)),
+                    voter::Effect::RollBack => {
+                        self.rollback(false);
+                    }
+                }
+            }
         }
         self.propose(slot, now);
+    }
+
+    /// Hands the voter what it reads of the node.
+    fn vote<T>(&mut self, f: impl FnOnce(&mut Voter, &voter::View) -> T) -> T {
+        let v = voter::View {
+            cfg: &self.cfg,
+            ring: &self.ring,
+            key: &self.key,
+            timing: &self.timing,
+            chain: &self.chain,
+            book: &self.book,
+            pool: &self.pool,
+            exec: &self.exec,
+        };
+        f(&mut self.voter, &v)
+    }
+
+    /// Keeps and sends what the voter signs in `slot`, if anything.
+    fn propose(&mut self, slot: Slot, now: u64) {
+        let Some(signed) = self.vote(|voter, v| voter.propose(v, slot, now)) else {
+            return;
+        };
+        if let Some(frames) = &self.frames {
+            frames.sent(&signed.proposal, signed.signing.into());
+        }
+        let lcl = signed.proposal.proposal.lcl;
+        self.book.insert(signed.proposal);
+        if slot.stage == 3 {
+            // Voted on top of our lcl: the rollback rule keeps it now.
+            self.chain.vote(lcl);
+        }
+        self.out.push(Action::Broadcast {
+            bytes: signed.frame,
+        });
+    }
+
+    /// A peer's proposal; `signed` is its encoding when the frame came
+    /// from the shared memory of sent frames.
+    fn on_proposal(&mut self, now: u64, sp: Arc<SignedProposal>, signed: Option<&[u8]>) {
+        let round = self
+            .voter
+            .slot()
+            .map_or(self.timing.slot(now).round, |s| s.round);
+        let lcl = sp.proposal.lcl;
+        let arrival = self.book.arrive(&self.cfg, &self.ring, round, sp, signed);
+        if arrival.verified() {
+            self.stats.signature_checks += 1;
+        }
+        let s = &mut self.stats;
+        match arrival {
+            Arrival::Accepted => {
+                s.proposals_accepted += 1;
+                if lcl != self.chain.lcl() {
+                    s.foreign_lcl += 1;
+                }
+                if lcl.seq > self.chain.lcl().seq {
+                    self.catchup_tick(now);
+                }
+            }
+            Arrival::Duplicate => s.dropped_duplicate += 1,
+            Arrival::Equivocation => s.equivocations += 1,
+            Arrival::Stale => s.dropped_stale += 1,
+            Arrival::BadSignature => s.dropped_bad_signature += 1,
+            Arrival::Malformed => s.dropped_malformed += 1,
+            Arrival::NotUnl => s.dropped_not_unl += 1,
+        }
     }
 
     fn on_peer(&mut self, now: u64, from: PubKey, bytes: &[u8]) {
@@ -365,7 +426,10 @@ impl Node {
             PeerMessage::HistoryResponse(records) => self.on_history(now, from, records),
             PeerMessage::BodyResponse(bodies) => self.on_bodies(now, from, bodies),
             _ if !in_unl => self.stats.dropped_not_unl += 1,
-            PeerMessage::Npl(env) => self.npl_from_peer(from, *env),
+            PeerMessage::Npl(env) => {
+                let got = npl::from_peer(&mut self.npl, &self.cfg, &self.ring, from, *env);
+                self.out.extend(got);
+            }
             PeerMessage::Inputs(bodies) => {
                 let round = self.round();
                 for b in bodies {
@@ -423,127 +487,6 @@ impl Node {
         let ahead = || book.peers_ahead(&me, seq, round, skew);
         self.out
             .extend(self.catchup.tick(&self.cfg, now, seq, ahead));
-    }
-
-    fn on_history(&mut self, now: u64, from: PubKey, records: Vec<LedgerRecord>) {
-        if !self.catchup.answered(&from) {
-            self.stats.dropped_duplicate += 1; // unsolicited
-            return;
-        }
-        match check_answer(&self.cfg, &self.ring, self.chain.lcl(), records) {
-            Answer::OtherParent { signers, refused } => {
-                if self.rollback(true) {
-                    // Ask again from the seq we now lack.
-                    self.stats.signature_checks += signers as u64;
-                } else {
-                    self.refuse_history(from, refused);
-                    self.catchup.failed();
-                }
-            }
-            Answer::Extends { ledgers, refused } => {
-                let mut adopted = Vec::new();
-                for rec in ledgers {
-                    self.stats.signature_checks += rec.proof.len() as u64;
-                    adopted.push(self.append(rec).clone());
-                }
-                if let Some(e) = refused {
-                    self.refuse_history(from, e);
-                }
-                if adopted.is_empty() {
-                    self.catchup.failed();
-                } else {
-                    self.adopted(adopted);
-                }
-            }
-        }
-        self.catchup_tick(now);
-    }
-
-    fn refuse_history(&mut self, from: PubKey, e: crate::sync::SyncError) {
-        self.stats.history_rejected += 1;
-        self.catchup.failed();
-        tracing::warn!(peer = ?from, error = %e, "rejecting history");
-        self.out.push(Action::Notify(Event::HistoryRejected {
-            peer: from,
-            reason: e.to_string(),
-        }));
-    }
-
-    /// Ledgers verified and appended from history: made durable, announced,
-    /// and queued to run.
-    fn adopted(&mut self, records: Vec<Arc<LedgerRecord>>) {
-        self.stats.history_adopted += records.len() as u64;
-        for r in &records {
-            self.out.push(Action::Persist(r.clone()));
-        }
-        self.out.push(Action::Sync);
-        for r in &records {
-            self.out.push(Action::Notify(Event::LedgerClosed {
-                ledger: r.ledger.clone(),
-                hash: r.hash,
-                via: CloseVia::History,
-            }));
-        }
-        for r in records {
-            self.exec.schedule(r.ledger.seq);
-        }
-    }
-
-    /// Adds a verified ledger to the chain. It certifies its predecessor's
-    /// run: a run of ours that differs is reported.
-    fn append(&mut self, record: LedgerRecord) -> &Arc<LedgerRecord> {
-        let mismatch = self.exec.on_append(&record.ledger);
-        let appended = self.chain.append(record, &mut self.pool).ledger.seq;
-        self.mismatch(mismatch);
-        self.note_beacon(appended);
-        self.chain.shared(appended).expect("just appended")
-    }
-
-    /// Our run differs from what the UNL certified: copies may diverge
-    /// (what a contract heard on the party line is not agreed). With
-    /// another state, the node takes the certified one before its next
-    /// run; with only other outputs, withholding them is all there is.
-    fn mismatch(&mut self, event: Option<Event>) {
-        if let Some(e) = event {
-            tracing::warn!(?e, "our run differs from the certified one");
-            if matches!(e, Event::StateMismatch { .. }) {
-                self.state.force(Forced::Mismatch);
-            }
-            self.out.push(Action::Notify(e));
-        }
-    }
-
-    /// Drops the lcl if the chain's rollback rule allows it; returns
-    /// whether it did. Its inputs go back to the pool, its run and
-    /// outputs are forgotten, and the contract state steps back too.
-    fn rollback(&mut self, proven_elsewhere: bool) -> bool {
-        let Some(mut dropped) = self.chain.roll_back(proven_elsewhere) else {
-            return false;
-        };
-        let from = dropped.id();
-        let round = self.round();
-        for h in &dropped.ledger.inputs {
-            if let Some(body) = dropped.bodies.remove(h) {
-                self.pool.put_back(*h, body, round);
-            }
-        }
-        self.exec.on_rollback(from.seq);
-        let to = self.chain.lcl();
-        self.stats.rollbacks += 1;
-        tracing::warn!(
-            ?from,
-            ?to,
-            "rolling back an unfinal ledger the UNL did not build on"
-        );
-        self.exec.forget_above(to.seq);
-        let mut fx = Vec::new();
-        self.state.abort_above(&self.chain, &mut fx);
-        self.apply(fx);
-        self.out.push(Action::Contract(Job::Rollback { to }));
-        self.out.push(Action::Sync);
-        self.out
-            .push(Action::Notify(Event::RolledBack { from, to }));
-        true
     }
 
     /// After every event: hands over certified outputs (after every close
