@@ -60,7 +60,7 @@ impl Bench {
             s.nodes = n;
         }
         for w in &mut s.workload {
-            w.stop_ms = s.duration_ms;
+            w.schedule.stop_ms = s.duration_ms;
         }
         // A scenario that names nodes --nodes leaves out is refused here,
         // not found as a panic in the run.

@@ -141,7 +141,7 @@ async fn simulate(s: Scenario, seed: u64, print_events: bool, picture: bool) -> 
         let mine: Vec<usize> = (0..users.len()).filter(|&u| users[u].0 == wi).collect();
         let (world, w) = (world.clone(), w.clone());
         madsim::task::spawn(async move {
-            for (k, t) in w.schedule().times() {
+            for (k, t) in w.schedule.times() {
                 madsim::time::sleep_until(world.instant_at(t)).await;
                 let u = mine[(k % mine.len() as u64) as usize];
                 let n = k / mine.len() as u64;

@@ -222,14 +222,14 @@ fn drop_last_node(b: &Scenario) -> Vec<Scenario> {
     c.node_settings.retain(|n| n.id != gone);
     c.links.retain(|l| l.from != gone && l.to != gone);
     c.workload.retain_mut(|w| {
-        let named = !w.nodes.is_empty();
-        keep(&mut w.nodes);
-        !named || !w.nodes.is_empty()
+        let named = !w.schedule.nodes.is_empty();
+        keep(&mut w.schedule.nodes);
+        !named || !w.schedule.nodes.is_empty()
     });
     c.byzantine_users.retain_mut(|g| {
-        let named = !g.nodes.is_empty();
-        keep(&mut g.nodes);
-        !named || !g.nodes.is_empty()
+        let named = !g.schedule.nodes.is_empty();
+        keep(&mut g.schedule.nodes);
+        !named || !g.schedule.nodes.is_empty()
     });
     if let Some(t) = c.twins.as_mut() {
         t.split.iter_mut().for_each(keep);
@@ -324,14 +324,15 @@ fn still_clocks(b: &Scenario) -> Vec<Scenario> {
 fn lighter_workload(b: &Scenario) -> Vec<Scenario> {
     let mut out = Vec::new();
     for i in 0..b.workload.len() {
-        if b.workload[i].users != Some(1) {
+        let w = &b.workload[i].schedule;
+        if w.users != Some(1) {
             let mut c = b.clone();
-            c.workload[i].users = Some(1);
+            c.workload[i].schedule.users = Some(1);
             out.push(c);
         }
-        if b.workload[i].every_ms < b.duration_ms {
+        if w.every_ms < b.duration_ms {
             let mut c = b.clone();
-            c.workload[i].every_ms *= 2;
+            c.workload[i].schedule.every_ms *= 2;
             out.push(c);
         }
     }

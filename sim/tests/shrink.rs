@@ -6,8 +6,9 @@
 
 use hotpocket_node::consensus::PlantedBug;
 use hotpocket_sim::check::violation::{Kind, Violation};
-use hotpocket_sim::fuzz::{fuzzed, FuzzRanges};
+use hotpocket_sim::fuzz::fuzzed;
 use hotpocket_sim::scenario::Fault;
+use hotpocket_sim::scenario::Ranges;
 use hotpocket_sim::shrink::shrink;
 use hotpocket_sim::{run, Scenario};
 use std::path::PathBuf;
@@ -16,13 +17,13 @@ fn noisy_broken_partition() -> Scenario {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
     let mut s = Scenario::load(&dir.join("majority-partition.toml")).unwrap();
     s.consensus.planted_bug = Some(PlantedBug::CloseOnReceived);
-    s.fuzz = Some(FuzzRanges {
+    s.fuzz = Some(Ranges {
         loss_pct: Some([1.0, 3.0]),
         reorder_pct: Some([0.0, 10.0]),
         clock_offset_ms: Some([-20, 20]),
-        random_crashes: Some([5, 5]),
+        crashes: Some([5, 5]),
         timeline_jitter_ms: Some(500),
-        ..FuzzRanges::default()
+        ..Ranges::default()
     });
     s
 }

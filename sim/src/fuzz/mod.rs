@@ -1,13 +1,38 @@
 //! Fuzzing: one seed picks both the run's randomness and, within the ranges
-//! a scenario's `[fuzz]` table declares, its fault parameters. The concrete
-//! scenario a seed produced can be written out and re-run with `run`.
+//! a scenario's `[fuzz]` or `[swarm]` table declares (`scenario::Ranges`),
+//! its world and faults. The concrete scenario a seed produced can be
+//! written out and re-run with `run`.
 
+mod draws;
 pub mod swarm;
 
-pub use crate::scenario::FuzzRanges;
-use crate::scenario::{Expectation, Fault, Latency, NodeSettings, Role, Scenario, TimelineEvent};
+use crate::scenario::{Expectation, Ranges, Scenario};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
+
+/// The independent streams one seed splits into, one per subsystem, so
+/// that a knob added to one subsystem leaves the others' draws alone.
+#[derive(Clone, Copy)]
+pub(crate) enum Stream {
+    World = 1,
+    Byzantine,
+    Clocks,
+    Network,
+    Users,
+    Partitions,
+    Crashes,
+    Twins,
+    Mutations,
+    Jitter,
+}
+
+/// Subsystem `stream`'s randomness for `seed`: ChaCha's own stream
+/// number, so no two subsystems ever share a word.
+pub(crate) fn stream(seed: u64, stream: Stream) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(stream as u64);
+    rng
+}
 
 fn pick_f(rng: &mut ChaCha8Rng, [lo, hi]: [f64; 2]) -> f64 {
     // Draw in hundredths so the chosen value prints exactly in TOML.
@@ -23,12 +48,13 @@ pub(crate) fn pick_i(rng: &mut ChaCha8Rng, [lo, hi]: [i64; 2]) -> i64 {
     lo + (rng.next_u64() % ((hi - lo).max(0) as u64 + 1)) as i64
 }
 
-/// The concrete scenario fuzz seed `seed` runs. Without a `[fuzz]` table,
-/// only the seed varies.
+/// The concrete scenario fuzz seed `seed` runs. Without a `[fuzz]` or
+/// `[swarm]` table, only the seed (and a twins search) varies.
 pub fn fuzzed(base: &Scenario, seed: u64) -> Scenario {
-    let mut s = match &base.swarm {
-        Some(r) => crate::fuzz::swarm::draw(base, r, seed),
-        None => base.clone(),
+    let mut s = match (&base.swarm, &base.fuzz) {
+        (Some(r), _) => swarm::draw(base, r, seed),
+        (None, Some(r)) => perturbed(base, r, seed),
+        (None, None) => base.clone(),
     };
     if let Some(t) = s.twins.as_mut().filter(|t| t.search_steps.is_some()) {
         t.split = t.enumerated(s.nodes, seed);
@@ -40,82 +66,18 @@ pub fn fuzzed(base: &Scenario, seed: u64) -> Scenario {
             t.split
         );
     }
-    let Some(f) = base.fuzz.clone() else {
-        return s;
-    };
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6675_7a7a);
-    let n = &mut s.network;
-    if let Some(r) = f.loss_pct {
-        n.loss_pct = pick_f(&mut rng, r);
-    }
-    if let Some(r) = f.duplicate_pct {
-        n.duplicate_pct = pick_f(&mut rng, r);
-    }
-    if let Some(r) = f.reorder_pct {
-        n.reorder_pct = pick_f(&mut rng, r);
-    }
-    if f.latency_min_ms.is_some() || f.latency_max_ms.is_some() {
-        let min = f.latency_min_ms.map_or(5, |r| pick_u(&mut rng, r));
-        let max = f
-            .latency_max_ms
-            .map_or(min + 25, |r| pick_u(&mut rng, r))
-            .max(min);
-        n.latency_ms = Latency::Uniform { min, max };
-    }
-    if f.clock_offset_ms.is_some() || f.clock_drift_ppm.is_some() {
-        for id in 0..s.nodes {
-            let offset = f.clock_offset_ms.map_or(0, |r| pick_i(&mut rng, r));
-            let drift = f.clock_drift_ppm.map_or(0, |r| pick_i(&mut rng, r));
-            match s.node_settings.iter_mut().find(|x| x.id == id) {
-                Some(x) => {
-                    x.clock_offset_ms = offset;
-                    x.clock_drift_ppm = drift;
-                }
-                None => s.node_settings.push(NodeSettings {
-                    id,
-                    role: Role::Honest,
-                    clock_offset_ms: offset,
-                    clock_drift_ppm: drift,
-                }),
-            }
-        }
-        s.node_settings.sort_by_key(|x| x.id);
-    }
-    if let Some(j) = f.timeline_jitter_ms {
-        // Each event moves by up to ±j, but never before the one it followed,
-        // so a restart never comes before its crash.
-        let mut floor = 0;
-        for ev in s.timeline.iter_mut() {
-            let delta = pick_i(&mut rng, [-(j as i64), j as i64]);
-            ev.at_ms = (ev.at_ms as i64 + delta).max(floor as i64) as u64;
-            floor = ev.at_ms;
-        }
-    }
-    if let Some(r) = f.random_crashes {
-        // Not a node the timeline crashes already: a random restart would
-        // cut its planned absence short.
-        let planned: Vec<usize> = s
-            .timeline
-            .iter()
-            .filter_map(|e| match e.fault {
-                Fault::Crash { node } | Fault::CrashMidWrite { node } => Some(node),
-                _ => None,
-            })
-            .collect();
-        let honest: Vec<usize> = s
-            .honest()
-            .into_iter()
-            .filter(|n| !planned.contains(n))
-            .filter(|n| f.random_crash_nodes.as_ref().is_none_or(|c| c.contains(n)))
-            .collect();
-        let crashes = if honest.is_empty() {
-            0
-        } else {
-            pick_u(&mut rng, r)
-        };
-        let window = s.duration_ms * 7 / 10;
-        add_crashes(&mut s, &mut rng, crashes, &honest, window);
-    }
+    s
+}
+
+/// `base` with the network, clocks and faults its `[fuzz]` table sets
+/// drawn for `seed`, and its `reach_seq` owed what the draw leaves.
+fn perturbed(base: &Scenario, r: &Ranges, seed: u64) -> Scenario {
+    let mut s = base.clone();
+    draws::network(&mut stream(seed, Stream::Network), r, &mut s, None);
+    draws::clocks(&mut stream(seed, Stream::Clocks), r, &mut s, None);
+    draws::jitter(&mut stream(seed, Stream::Jitter), r, &mut s);
+    let window = s.duration_ms * 7 / 10;
+    draws::crashes(&mut stream(seed, Stream::Crashes), r, &mut s, None, window);
     owe_reach_seq(&mut s);
     s.fuzz = None;
     s.description = format!("{} [fuzz seed {seed} of {}]", base.description, base.name);
@@ -155,37 +117,6 @@ fn owe_reach_seq(s: &mut Scenario) {
         let owed = (mean - 4.0 * var.sqrt()).floor().max(0.0) as u64;
         *seq = (*seq).min(owed);
     }
-}
-
-/// Adds `count` crash-and-restart pairs of nodes from `candidates`, each
-/// at a random time before `window_ms` and down 0.2 to 5 s; half of them
-/// in the middle of the node's next ledger write.
-pub(crate) fn add_crashes(
-    s: &mut Scenario,
-    rng: &mut ChaCha8Rng,
-    count: u64,
-    candidates: &[usize],
-    window_ms: u64,
-) {
-    if candidates.is_empty() {
-        return;
-    }
-    for _ in 0..count {
-        let node = candidates[(rng.next_u64() % candidates.len() as u64) as usize];
-        let at = rng.next_u64() % window_ms.max(1);
-        let down = pick_u(rng, [200, 5000]);
-        let fault = if rng.next_u64().is_multiple_of(2) {
-            Fault::Crash { node }
-        } else {
-            Fault::CrashMidWrite { node }
-        };
-        s.timeline.push(TimelineEvent { at_ms: at, fault });
-        s.timeline.push(TimelineEvent {
-            at_ms: at + down,
-            fault: Fault::Restart { node },
-        });
-    }
-    s.timeline.sort_by_key(|e| e.at_ms);
 }
 
 /// Parses `A..B` (B exclusive) or a single seed.

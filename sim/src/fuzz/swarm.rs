@@ -8,16 +8,16 @@
 //! - liveness only when the honest nodes alone reach the close threshold:
 //!   then every honest node must close ledgers after the last fault ends.
 
-use crate::fuzz::{add_crashes, pick_u};
+use super::draws::{self, Window};
+use super::{pick_u, stream, Stream};
 use crate::scenario::twins::Twins;
-use crate::scenario::SwarmRanges;
 use crate::scenario::{
-    ByzantineUsers, ConsensusSettings, Expectation, Fault, Latency, NetworkSettings, NodeSettings,
-    Role, Scenario, TimelineEvent, Workload,
+    ByzantineUsers, ConsensusSettings, Expectation, Fault, NodeSettings, Ranges, Role, Scenario,
+    Schedule, TimelineEvent, Workload,
 };
 use hotpocket_node::consensus::threshold;
 use rand_chacha::ChaCha8Rng;
-use rand_core::{RngCore, SeedableRng};
+use rand_core::RngCore;
 
 /// Every role that plays against consensus with the key-value contract
 /// (and `twin`, drawn apart: one run in six, at most one a run).
@@ -59,10 +59,9 @@ struct Timing {
     /// The highest stage or close threshold: the honest nodes must reach
     /// it alone for liveness.
     top_pct: u64,
-    /// The widest a link, reordering or clock gap may be in a timely run.
-    window: u64,
-    /// Whether the run keeps the timing the protocol assumes.
-    timely: bool,
+    /// The widest a link, reordering or clock gap may be in a timely run,
+    /// and whether the run keeps to it (the timing the protocol assumes).
+    window: Window,
 }
 
 /// Who is byzantine, and how.
@@ -73,39 +72,68 @@ struct Byzantine {
     twin: Option<usize>,
 }
 
-/// The concrete scenario swarm seed `seed` draws from `base`: one stream,
-/// drawn subsystem by subsystem in a fixed order.
-pub fn draw(base: &Scenario, r: &SwarmRanges, seed: u64) -> Scenario {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7377_6172_6d21);
+/// The concrete scenario swarm seed `seed` draws from `base`, subsystem
+/// by subsystem, each from its own stream of the seed.
+pub fn draw(base: &Scenario, r: &Ranges, seed: u64) -> Scenario {
     let mut s = base.clone();
-    let n = pick(&mut rng, r.nodes, [4, 10]).max(1) as usize;
+    let world = &mut stream(seed, Stream::World);
+    let n = pick(world, r.nodes, [4, 10]).max(1) as usize;
     s.nodes = n;
     s.unl = None;
-    let timing = consensus(&mut rng, r, &mut s);
-    let byz = byzantine(&mut rng, r, n, &timing);
-    clocks(&mut rng, &mut s, &byz, &timing);
-    network(&mut rng, r, &mut s, &timing);
-    let rounds = pick(&mut rng, r.rounds, [40, 60]);
+    let timing = consensus(world, r, &mut s);
+    let rounds = pick(world, r.rounds, [40, 60]);
     let roundtime = timing.roundtime;
     s.duration_ms = rounds * roundtime;
-    if timing.timely {
+    let byz = byzantine(&mut stream(seed, Stream::Byzantine), r, n, &timing);
+    s.node_settings = (0..n)
+        .map(|id| NodeSettings {
+            id,
+            role: (byz.roles.iter().find(|x| x.0 == id)).map_or(Role::Honest, |x| x.1),
+            clock_offset_ms: 0,
+            clock_drift_ppm: 0,
+        })
+        .collect();
+    let window = Some(timing.window);
+    draws::clocks(&mut stream(seed, Stream::Clocks), r, &mut s, window);
+    if timing.window.timely {
         // Two clocks drifting apart over the run open up to twice this.
-        let cap = (timing.window * 1_000_000 / (20 * s.duration_ms).max(1)) as i64;
+        let cap = (timing.window.ms * 1_000_000 / (20 * s.duration_ms).max(1)) as i64;
         for ns in &mut s.node_settings {
             ns.clock_drift_ppm = ns.clock_drift_ppm.clamp(-cap, cap);
         }
     }
+    draws::network(&mut stream(seed, Stream::Network), r, &mut s, window);
+    s.links.clear();
     let fault_end = rounds * r.fault_pct.unwrap_or(50).min(90) / 100 * roundtime;
-    users(&mut rng, r, &mut s, roundtime);
-    faults(&mut rng, r, &mut s, &byz, roundtime, fault_end);
-    let live = timing.timely && n - byz.count >= threshold(n, timing.top_pct);
+    users(&mut stream(seed, Stream::Users), r, &mut s, roundtime);
+    s.timeline.clear();
+    partitions(
+        &mut stream(seed, Stream::Partitions),
+        r,
+        &mut s,
+        roundtime,
+        fault_end,
+    );
+    s.twins = (byz.twin).map(|node| twins(&mut stream(seed, Stream::Twins), &s, node, fault_end));
+    mutations(
+        &mut stream(seed, Stream::Mutations),
+        r,
+        &mut s,
+        &byz,
+        fault_end,
+    );
+    draws::jitter(&mut stream(seed, Stream::Jitter), r, &mut s);
+    let crash_window = fault_end.saturating_sub(4000);
+    let crashes = &mut stream(seed, Stream::Crashes);
+    draws::crashes(crashes, r, &mut s, Some([0, 2]), crash_window);
+    let live = timing.window.timely && n - byz.count >= threshold(n, timing.top_pct);
     expect(&mut s, &byz, &timing, live);
     describe(&mut s, &byz, &timing, live);
     s.swarm = None;
     s
 }
 
-fn consensus(rng: &mut ChaCha8Rng, r: &SwarmRanges, s: &mut Scenario) -> Timing {
+fn consensus(rng: &mut ChaCha8Rng, r: &Ranges, s: &mut Scenario) -> Timing {
     let roundtime = pick(rng, r.roundtime_ms, [300, 1000]) / 10 * 10;
     let slice = pick(rng, r.stage_slice_pct, [15, 30]);
     let close = pick(rng, r.close_threshold_pct, [60, 90]);
@@ -126,18 +154,17 @@ fn consensus(rng: &mut ChaCha8Rng, r: &SwarmRanges, s: &mut Scenario) -> Timing 
     // it, clocks half of it apart), and then only safety is checked.
     // Rounded down here, so never above `latency::shortest_stage_ms`.
     let stage0_ms = roundtime * (100 - 3 * slice) / 100;
-    let window = (roundtime * slice / 100).min(stage0_ms).max(1);
+    let ms = (roundtime * slice / 100).min(stage0_ms).max(1);
     let timely = !rng.next_u64().is_multiple_of(4);
     Timing {
         roundtime,
         close,
         top_pct: t1.max(t2).max(t3).max(close),
-        window,
-        timely,
+        window: Window { ms, timely },
     }
 }
 
-fn byzantine(rng: &mut ChaCha8Rng, r: &SwarmRanges, n: usize, timing: &Timing) -> Byzantine {
+fn byzantine(rng: &mut ChaCha8Rng, r: &Ranges, n: usize, timing: &Timing) -> Byzantine {
     let bound = safety_bound(n, timing.close);
     let most = (bound.saturating_sub(1)).min(n - 1) as u64;
     // Half the runs keep enough honest nodes for liveness; the others may
@@ -185,75 +212,36 @@ fn byzantine(rng: &mut ChaCha8Rng, r: &SwarmRanges, n: usize, timing: &Timing) -
     }
 }
 
-/// Each node's role, clock offset and drift.
-fn clocks(rng: &mut ChaCha8Rng, s: &mut Scenario, byz: &Byzantine, timing: &Timing) {
-    let window = timing.window;
-    let skew = if timing.timely {
-        window / 10
-    } else {
-        window / 2
-    } as i64;
-    s.node_settings = (0..s.nodes)
-        .map(|id| NodeSettings {
-            id,
-            role: (byz.roles.iter().find(|x| x.0 == id)).map_or(Role::Honest, |x| x.1),
-            clock_offset_ms: crate::fuzz::pick_i(rng, [-skew, skew]),
-            clock_drift_ppm: crate::fuzz::pick_i(rng, [-100, 100]),
+/// Honest users on every node; one run in four adds byzantine users.
+fn users(rng: &mut ChaCha8Rng, r: &Ranges, s: &mut Scenario, roundtime: u64) {
+    let everyone = |every_ms, start_ms| Schedule {
+        nodes: vec![],
+        users: None,
+        every_ms,
+        start_ms,
+        stop_ms: s.duration_ms.saturating_sub(2 * roundtime),
+    };
+    let schedule = everyone(pick(rng, r.every_ms, [20, 200]).max(1), 500);
+    let attackers =
+        (rng.next_u64().is_multiple_of(4)).then(|| everyone(pick_u(rng, [50, 400]), 300));
+    s.workload = vec![Workload {
+        schedule,
+        size: 64,
+        keys: 100,
+        unknown: Default::default(),
+    }];
+    s.byzantine_users = (attackers.into_iter())
+        .map(|schedule| ByzantineUsers {
+            schedule,
+            attacks: vec![],
+            unknown: Default::default(),
         })
         .collect();
 }
 
-fn network(rng: &mut ChaCha8Rng, r: &SwarmRanges, s: &mut Scenario, timing: &Timing) {
-    let (window, timely) = (timing.window, timing.timely);
-    let min = pick_u(rng, [1, 10]);
-    let top = if timely { window * 2 / 5 } else { window * 2 };
-    let max = pick_u(rng, [min, top.max(min)]);
-    s.network = NetworkSettings {
-        latency_ms: Latency::Uniform { min, max },
-        loss_pct: pick(rng, r.loss_pct, [0, 3]) as f64,
-        duplicate_pct: pick_u(rng, [0, 2]) as f64,
-        reorder_pct: pick_u(rng, [0, 10]) as f64,
-        reorder_extra_ms: if timely { window / 5 } else { window / 2 }.max(1),
-    };
-    s.links.clear();
-}
-
-/// Honest users on every node; one run in four adds byzantine users.
-fn users(rng: &mut ChaCha8Rng, r: &SwarmRanges, s: &mut Scenario, roundtime: u64) {
-    s.workload = vec![Workload {
-        nodes: vec![],
-        users: None,
-        every_ms: pick(rng, r.every_ms, [20, 200]).max(1),
-        start_ms: 500,
-        stop_ms: s.duration_ms.saturating_sub(2 * roundtime),
-        size: 64,
-        keys: 100,
-    }];
-    s.byzantine_users.clear();
-    if rng.next_u64().is_multiple_of(4) {
-        s.byzantine_users.push(ByzantineUsers {
-            nodes: vec![],
-            users: None,
-            every_ms: pick_u(rng, [50, 400]),
-            start_ms: 300,
-            stop_ms: s.duration_ms.saturating_sub(2 * roundtime),
-            attacks: vec![],
-        });
-    }
-}
-
-/// Partitions, crashes, the twin's schedule and mutation windows, all over
-/// by `fault_end`.
-fn faults(
-    rng: &mut ChaCha8Rng,
-    r: &SwarmRanges,
-    s: &mut Scenario,
-    byz: &Byzantine,
-    roundtime: u64,
-    fault_end: u64,
-) {
+/// Random two-way partitions, one after another, all over by `fault_end`.
+fn partitions(rng: &mut ChaCha8Rng, r: &Ranges, s: &mut Scenario, roundtime: u64, fault_end: u64) {
     let n = s.nodes;
-    s.timeline.clear();
     let mut at = 2 * roundtime;
     for _ in 0..pick(rng, r.partitions, [0, 2]) {
         let start = at + pick_u(rng, [0, 4]) * roundtime;
@@ -270,31 +258,37 @@ fn faults(
         }
         at = start + len + roundtime;
     }
-    let crashes = pick(rng, r.crashes, [0, 2]);
-    let honest = s.honest();
-    add_crashes(s, rng, crashes, &honest, fault_end.saturating_sub(4000));
-    s.twins = byz.twin.map(|node| {
-        let others: Vec<usize> = (0..n).filter(|&i| i != node).collect();
-        let step_rounds = pick_u(rng, [1, 3]);
-        let steps = 3;
-        let last = (fault_end / roundtime)
-            .saturating_sub(steps * step_rounds)
-            .max(2);
-        Twins {
-            node,
-            step_rounds,
-            from_round: pick_u(rng, [2, last]),
-            split: (0..steps)
-                .map(|_| {
-                    (others.iter().copied())
-                        .filter(|_| rng.next_u64().is_multiple_of(2))
-                        .collect()
-                })
-                .collect(),
-            search_steps: None,
-            partition: false,
-        }
-    });
+}
+
+/// The twin's schedule: three steps, each splitting the others into who
+/// talks to which copy, over by `fault_end`.
+fn twins(rng: &mut ChaCha8Rng, s: &Scenario, node: usize, fault_end: u64) -> Twins {
+    let roundtime = s.consensus.roundtime_ms;
+    let others: Vec<usize> = (0..s.nodes).filter(|&i| i != node).collect();
+    let step_rounds = pick_u(rng, [1, 3]);
+    let steps = 3;
+    let last = (fault_end / roundtime)
+        .saturating_sub(steps * step_rounds)
+        .max(2);
+    Twins {
+        node,
+        step_rounds,
+        from_round: pick_u(rng, [2, last]),
+        split: (0..steps)
+            .map(|_| {
+                (others.iter().copied())
+                    .filter(|_| rng.next_u64().is_multiple_of(2))
+                    .collect()
+            })
+            .collect(),
+        search_steps: None,
+        partition: false,
+    }
+}
+
+/// Each mutator's one-round mutation windows, before `fault_end`.
+fn mutations(rng: &mut ChaCha8Rng, r: &Ranges, s: &mut Scenario, byz: &Byzantine, fault_end: u64) {
+    let (n, roundtime) = (s.nodes, s.consensus.roundtime_ms);
     for &(id, role) in &byz.roles {
         if role != Role::Mutator {
             continue;
@@ -384,7 +378,7 @@ fn describe(s: &mut Scenario, byz: &Byzantine, timing: &Timing, live: bool) {
         threshold(n, timing.close),
         s.timeline.len(),
         s.byzantine_users.len(),
-        match (live, timing.timely) {
+        match (live, timing.window.timely) {
             (true, _) => "expected",
             (false, true) => "not expected (too few honest)",
             (false, false) => "not expected (latency and clocks beyond the shortest stage)",

@@ -43,32 +43,14 @@ impl AttackKind {
     }
 }
 
-/// Byzantine users on a [`super::Schedule`] (its fields are this table's
-/// first five), each action an attack drawn from `attacks` (all kinds when
-/// empty).
+/// Byzantine users on a [`super::Schedule`], each action an attack drawn
+/// from `attacks` (all kinds when empty).
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ByzantineUsers {
-    #[serde(default)]
-    pub nodes: Vec<usize>,
-    #[serde(default)]
-    pub users: Option<usize>,
-    pub every_ms: u64,
-    #[serde(default)]
-    pub start_ms: u64,
-    pub stop_ms: u64,
+    #[serde(flatten)]
+    pub schedule: super::Schedule,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attacks: Vec<AttackKind>,
-}
-
-impl ByzantineUsers {
-    pub fn schedule(&self) -> super::Schedule {
-        super::Schedule {
-            nodes: self.nodes.clone(),
-            users: self.users,
-            every_ms: self.every_ms,
-            start_ms: self.start_ms,
-            stop_ms: self.stop_ms,
-        }
-    }
+    #[serde(flatten, skip_serializing)]
+    pub unknown: super::schedule::Unknown,
 }

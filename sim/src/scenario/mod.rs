@@ -14,7 +14,7 @@ pub mod twins;
 mod uptime;
 pub use attacks::{AttackKind, ByzantineUsers};
 pub use latency::Latency;
-pub use ranges::{FuzzRanges, SwarmRanges};
+pub use ranges::Ranges;
 pub use role::Role;
 pub use schedule::Schedule;
 pub use uptime::Uptime;
@@ -51,11 +51,12 @@ pub struct Scenario {
     pub timeline: Vec<TimelineEvent>,
     #[serde(default, rename = "expect")]
     pub expectations: Vec<Expectation>,
+    /// Perturbs this scenario per seed; see `ranges.rs`.
     #[serde(default)]
-    pub fuzz: Option<FuzzRanges>,
-    /// Draws the whole world from the seed; see `swarm.rs`.
+    pub fuzz: Option<Ranges>,
+    /// Draws the whole world per seed; see `ranges.rs` and `fuzz/swarm.rs`.
     #[serde(default)]
-    pub swarm: Option<SwarmRanges>,
+    pub swarm: Option<Ranges>,
     /// Runs a second copy of one node under its key; see `twins.rs`.
     #[serde(default)]
     pub twins: Option<twins::Twins>,
@@ -174,37 +175,20 @@ pub struct NodeSettings {
     pub clock_drift_ppm: i64,
 }
 
-/// Simulated users sending key-value commands on a [`Schedule`] (its
-/// fields are this table's first five); each input is `size` bytes.
+/// Simulated users sending key-value commands on a [`Schedule`]; each
+/// input is `size` bytes.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Workload {
-    #[serde(default)]
-    pub nodes: Vec<usize>,
-    #[serde(default)]
-    pub users: Option<usize>,
-    pub every_ms: u64,
-    #[serde(default)]
-    pub start_ms: u64,
-    pub stop_ms: u64,
+    #[serde(flatten)]
+    pub schedule: Schedule,
     #[serde(default = "default_input_size")]
     pub size: usize,
     /// Each user cycles through this many keys, which bounds the contract
     /// state at users x keys x size.
     #[serde(default = "default_keys")]
     pub keys: u64,
-}
-
-impl Workload {
-    pub fn schedule(&self) -> Schedule {
-        Schedule {
-            nodes: self.nodes.clone(),
-            users: self.users,
-            every_ms: self.every_ms,
-            start_ms: self.start_ms,
-            stop_ms: self.stop_ms,
-        }
-    }
+    #[serde(flatten, skip_serializing)]
+    pub unknown: schedule::Unknown,
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -378,13 +362,13 @@ impl Scenario {
 
     /// Every simulated user, in order: (its workload, the node it uses).
     pub fn users(&self) -> Vec<(usize, usize)> {
-        schedule::expand(self.workload.iter().map(Workload::schedule), self.nodes)
+        schedule::expand(self.workload.iter().map(|w| w.schedule.clone()), self.nodes)
     }
 
     /// Every byzantine user, in order: (its `[[byzantine_users]]` table,
     /// the node it uses). They are numbered after the honest users.
     pub fn byzantine_users(&self) -> Vec<(usize, usize)> {
-        let tables = self.byzantine_users.iter().map(ByzantineUsers::schedule);
+        let tables = self.byzantine_users.iter().map(|g| g.schedule.clone());
         schedule::expand(tables, self.nodes)
     }
 
@@ -434,27 +418,13 @@ impl Scenario {
             node_ok(l.to, "[[link]]")?;
         }
         check_network(&self.network)?;
+        let n = self.nodes;
         for w in &self.workload {
-            if w.every_ms == 0 {
-                return bad("workload every_ms must be positive".into());
-            }
-            if w.users == Some(0) {
-                return bad("workload users must be positive".into());
-            }
-            for &i in &w.nodes {
-                node_ok(i, "workload")?;
-            }
+            (w.schedule.check("workload", &w.unknown, n)).map_err(ScenarioError::Invalid)?;
         }
         for g in &self.byzantine_users {
-            if g.every_ms == 0 {
-                return bad("byzantine_users every_ms must be positive".into());
-            }
-            if g.users == Some(0) {
-                return bad("byzantine_users users must be positive".into());
-            }
-            for &i in &g.nodes {
-                node_ok(i, "byzantine_users")?;
-            }
+            let unknown = &g.unknown;
+            (g.schedule.check("byzantine_users", unknown, n)).map_err(ScenarioError::Invalid)?;
         }
         for ev in &self.timeline {
             match &ev.fault {
@@ -489,6 +459,27 @@ impl Scenario {
         }
         if let Some(t) = &self.twins {
             t.validate(self)?;
+        }
+        if self.fuzz.is_some() && self.swarm.is_some() {
+            return bad(
+                "a scenario has [fuzz] or [swarm], not both: [swarm] draws everything [fuzz] would"
+                    .into(),
+            );
+        }
+        if let Some(f) = &self.fuzz {
+            let world = f.world_knobs();
+            if !world.is_empty() {
+                return bad(format!(
+                    "[fuzz] keeps the world the file wrote; {} can be drawn only under [swarm]",
+                    world.join(", ")
+                ));
+            }
+            f.check(self.nodes, "fuzz")
+                .map_err(ScenarioError::Invalid)?;
+        }
+        if let Some(r) = &self.swarm {
+            r.check(self.nodes, "swarm")
+                .map_err(ScenarioError::Invalid)?;
         }
         for e in &self.expectations {
             if let Expectation::ReachSeq { nodes, .. } = e {

@@ -1,21 +1,52 @@
 //! When, and through which nodes, a table of users acts: the one schedule
-//! honest `[[workload]]` and `[[byzantine_users]]` tables share. (The
-//! tables keep their fields flat in TOML: serde cannot flatten a struct
-//! into one that refuses unknown fields, and refusing typos matters more.)
+//! honest `[[workload]]` and `[[byzantine_users]]` tables share, its fields
+//! flattened into each.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// `users` users (one per listed node when unset), each connected to one
 /// of `nodes` (all nodes when empty) in turn; together they act once every
 /// `every_ms` from `start_ms` until `stop_ms`, taking turns.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Schedule {
+    #[serde(default)]
     pub nodes: Vec<usize>,
+    #[serde(default)]
     pub users: Option<usize>,
     pub every_ms: u64,
+    #[serde(default)]
     pub start_ms: u64,
     pub stop_ms: u64,
 }
 
+/// The fields of a users table that no table has. Serde cannot refuse
+/// unknown fields in a table another is flattened into, so they are kept
+/// here and `Schedule::check` refuses them: a typo is never ignored.
+pub type Unknown = BTreeMap<String, toml::Value>;
+
 impl Schedule {
+    /// What is wrong with table `table` whose other fields are `unknown`,
+    /// in a network of `n` nodes.
+    pub fn check(&self, table: &str, unknown: &Unknown, n: usize) -> Result<(), String> {
+        if let Some(field) = unknown.keys().next() {
+            return Err(format!("[[{table}]] has an unknown field `{field}`"));
+        }
+        if self.every_ms == 0 {
+            return Err(format!("{table} every_ms must be positive"));
+        }
+        if self.users == Some(0) {
+            return Err(format!("{table} users must be positive"));
+        }
+        match self.nodes.iter().find(|&&i| i >= n) {
+            Some(i) => Err(format!(
+                "{table} names node {i}, but there are only {n} nodes (0..{})",
+                n - 1
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// The node each of its users connects to, in a network of `n`.
     pub fn homes(&self, n: usize) -> Vec<usize> {
         let targets: Vec<usize> = if self.nodes.is_empty() {

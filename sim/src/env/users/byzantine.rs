@@ -245,7 +245,7 @@ pub fn spawn_attackers(world: &Arc<World>, s: &Scenario, seed: u64) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6279_7a75_7365_7273 ^ ((gi as u64) << 48));
         let (world, g) = (world.clone(), g.clone());
         madsim::task::spawn(async move {
-            for (k, t) in g.schedule().times() {
+            for (k, t) in g.schedule.times() {
                 madsim::time::sleep_until(world.instant_at(t)).await;
                 let u = mine[k as usize % mine.len()];
                 let kind = kinds[(rng.next_u64() % kinds.len() as u64) as usize];
