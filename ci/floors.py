@@ -23,8 +23,10 @@ FLOORS = {
     "node/src": [
         ["memo", "wire", "gate"],
         ["crypto"],
-        ["ledger", "handshake", "npl"],
-        ["beacon", "contract"],
+        ["ledger_id"],
+        ["beacon", "handshake", "npl"],
+        ["ledger"],
+        ["contract"],
         ["sync"],
         ["consensus"],  # the protocol: pure state machines
         ["env"],  # the seam: the traits a world implements

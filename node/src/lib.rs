@@ -13,6 +13,7 @@ pub mod env;
 pub mod gate;
 pub mod handshake;
 pub mod ledger;
+pub mod ledger_id;
 mod memo;
 pub mod npl;
 #[cfg(feature = "runtime")]

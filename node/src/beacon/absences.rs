@@ -3,8 +3,8 @@
 //! offline), but one that is absent far more often than the others is
 //! worth a look.
 
+use super::Outcome;
 use crate::crypto::PubKey;
-use crate::ledger::beacon::Outcome;
 use std::collections::{BTreeMap, VecDeque};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -1,41 +1,13 @@
-//! What ledgers carry of the random beacon: signed commits and reveals,
-//! fraud proofs, and a session's outcome. Here rather than in `beacon`
-//! because ledgers carry them; `beacon` decides and counts them.
+//! What a ledger or a proposal carries of the beacon: signed commits and
+//! reveals, fraud proofs and a session's outcome, how the ledger hash
+//! covers them, and the bounds a peer's part must keep.
 
-mod commit;
-mod fraud;
-
-pub use commit::{commitment, secret_for, SignedCommit, SignedReveal};
-pub use fraud::{FraudError, FraudProof};
-
+use super::{FraudProof, Outcome, SignedCommit, SignedReveal};
 use crate::crypto::{Hash, Hasher, KeyRing, PubKey};
-use crate::ledger::LedgerId;
+use crate::ledger_id::LedgerId;
 use serde::{Deserialize, Serialize};
 
 const BEACON_DOMAIN: &str = "hotpocket/ledger-beacon/v1";
-
-/// What a session produced. Every list is sorted by node key and no node
-/// is in two of them, so equal inputs give equal bytes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Outcome {
-    /// The beacon value, see `beacon::value`.
-    pub value: Hash,
-    /// Committers whose secret is in the value.
-    pub revealed: Vec<PubKey>,
-    /// Committers with no reveal in the agreed set, not convicted of fraud.
-    pub absent: Vec<PubKey>,
-    /// One proof per convicted node (the least, in the types' order, where
-    /// there are several), sorted by that node's key.
-    pub fraud: Vec<FraudProof>,
-}
-
-impl Outcome {
-    /// Whether the value is unpredictable: at least one secret went in.
-    /// Without one it is a function of the lcl alone.
-    pub fn is_random(&self) -> bool {
-        !self.revealed.is_empty()
-    }
-}
 
 /// A ledger's (or a proposal's) part of the beacon. Ledger `N` on lcl
 /// `L = N - 1` carries the commits of the session on `L` and the double

@@ -1,7 +1,7 @@
 //! Signed commitments and reveals, and the secrets behind them.
 
 use crate::crypto::{self, CryptoError, Hash, Hasher, KeyRing, Keypair, PubKey, Sig};
-use crate::ledger::LedgerId;
+use crate::ledger_id::LedgerId;
 use serde::{Deserialize, Serialize};
 
 const COMMIT_DOMAIN: &str = "hotpocket/beacon-commit/v1";

@@ -1,9 +1,9 @@
 //! Fraud proofs: signed evidence that a node cheated in a beacon session,
 //! checkable by anyone with the UNL's keys and nothing else.
 
-use super::commit::{SignedCommit, SignedReveal};
+use super::{SignedCommit, SignedReveal};
 use crate::crypto::{CryptoError, KeyRing, PubKey};
-use crate::ledger::LedgerId;
+use crate::ledger_id::LedgerId;
 use serde::{Deserialize, Serialize};
 
 /// Why a supposed fraud proof proves nothing.

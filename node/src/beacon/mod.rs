@@ -1,7 +1,8 @@
-//! The commit-reveal random beacon: its messages, fraud proofs, the outcome
-//! of a session, and the counting consensus does over them. Pure functions
-//! of their inputs; proposals carry the messages (`consensus`), ledgers the
-//! agreed commits, reveals and outcome (`ledger::beacon`).
+//! The commit-reveal random beacon, all of it but the node's own part in
+//! a round (`consensus/node/beacon.rs`): its signed messages and fraud
+//! proofs, what ledgers and proposals carry of it ([`Beacon`]), a
+//! session's outcome, and the counting consensus does over them. Pure
+//! functions of their inputs.
 //!
 //! One session per ledger, named by the last closed ledger the
 //! commitments are proposed on; call it `L`:
@@ -37,14 +38,17 @@
 //! committed to, and nothing needs to be stored for that.
 
 mod absences;
+mod carried;
+mod commit;
+mod fraud;
 mod outcome;
 pub mod tally;
 
-pub use crate::ledger::beacon::{
-    commitment, secret_for, Beacon, FraudError, FraudProof, Outcome, SignedCommit, SignedReveal,
-};
 pub use absences::{AbsenceError, Absences};
-pub use outcome::{decide, value};
+pub use carried::{two_each, Beacon};
+pub use commit::{commitment, secret_for, SignedCommit, SignedReveal};
+pub use fraud::{FraudError, FraudProof};
+pub use outcome::{decide, value, Outcome};
 
 #[cfg(test)]
 mod tests;
@@ -52,7 +56,7 @@ mod tests;
 #[cfg(test)]
 pub(crate) mod testkit {
     use crate::crypto::{Hash, Keypair, PubKey};
-    use crate::ledger::LedgerId;
+    use crate::ledger_id::LedgerId;
 
     /// `n` node keys, always the same for the same index.
     pub fn keys(n: u8) -> Vec<Keypair> {

@@ -1,9 +1,33 @@
 //! The outcome of one beacon session, from its agreed commits and reveals.
 
+use super::{FraudProof, SignedCommit, SignedReveal};
 use crate::crypto::{Hash, Hasher, KeyRing, PubKey};
-use crate::ledger::beacon::{FraudProof, Outcome, SignedCommit, SignedReveal};
-use crate::ledger::LedgerId;
+use crate::ledger_id::LedgerId;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+/// What a session produced. Every list is sorted by node key and no node
+/// is in two of them, so equal inputs give equal bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The beacon value, see `beacon::value`.
+    pub value: Hash,
+    /// Committers whose secret is in the value.
+    pub revealed: Vec<PubKey>,
+    /// Committers with no reveal in the agreed set, not convicted of fraud.
+    pub absent: Vec<PubKey>,
+    /// One proof per convicted node (the least, in the types' order, where
+    /// there are several), sorted by that node's key.
+    pub fraud: Vec<FraudProof>,
+}
+
+impl Outcome {
+    /// Whether the value is unpredictable: at least one secret went in.
+    /// Without one it is a function of the lcl alone.
+    pub fn is_random(&self) -> bool {
+        !self.revealed.is_empty()
+    }
+}
 
 const VALUE_DOMAIN: &str = "hotpocket/beacon-value/v1";
 

@@ -2,9 +2,9 @@
 //! ladder keeps, and the double commits among everything seen. Mirrors
 //! `consensus::tally::inputs_with_votes` for inputs.
 
+use super::{FraudProof, SignedCommit, SignedReveal};
 use crate::crypto::{CryptoError, Hash, KeyRing, PubKey};
-use crate::ledger::beacon::{FraudProof, SignedCommit, SignedReveal};
-use crate::ledger::LedgerId;
+use crate::ledger_id::LedgerId;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What votes count: an entry's author and what it said.
@@ -265,7 +265,7 @@ mod tests {
     /// Whether `c` is a well-formed set of commits for `session` in a
     /// UNL with room for `max` (two per node, so `max` rounds up to even).
     fn commits_ok(c: &[SignedCommit], session: u64, max: usize) -> bool {
-        let b = crate::ledger::Beacon {
+        let b = crate::beacon::Beacon {
             commits: c.to_vec(),
             ..Default::default()
         };

@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-pub mod beacon;
 mod proposal;
 
-pub use beacon::Beacon;
+pub use crate::beacon::Beacon;
+pub use crate::ledger_id::LedgerId;
 pub use proposal::{Proposal, SignedProposal};
 
 /// State and output hashes of one contract run: what the next ledger
@@ -109,13 +109,6 @@ pub(crate) fn ledger_hash(
     }
     h.hash(&beacon.digest());
     h.finish()
-}
-
-/// The id of a closed ledger: what proposals call the "last closed ledger".
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct LedgerId {
-    pub seq: u64,
-    pub hash: Hash,
 }
 
 /// A ledger as a node keeps it: with its hash, the input bodies it knows, and
@@ -283,7 +276,7 @@ mod tests {
             },
             Ledger {
                 beacon: Beacon {
-                    outcome: Some(Box::new(beacon::Outcome {
+                    outcome: Some(Box::new(crate::beacon::Outcome {
                         value: Hash([1; 32]),
                         revealed: vec![],
                         absent: vec![],

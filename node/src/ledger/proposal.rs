@@ -202,7 +202,7 @@ mod tests {
             |p| p.inputs.clear(),
             |p| p.results.clear(),
             |p| {
-                p.beacon.outcome = Some(Box::new(crate::ledger::beacon::Outcome {
+                p.beacon.outcome = Some(Box::new(crate::beacon::Outcome {
                     value: Hash([5; 32]),
                     revealed: vec![],
                     absent: vec![],

@@ -4,9 +4,9 @@
 //! `synchronous=FULL`, so a ledger is durable exactly when the node's
 //! `Sync` action returns, and a crash loses whole ledgers, never half of one.
 
+use crate::beacon::{Beacon, FraudProof};
 use crate::crypto::PubKey;
 use crate::env::{Store, StoreError};
-use crate::ledger::beacon::{Beacon, FraudProof};
 use crate::ledger::{LedgerRecord, Verdict};
 use rusqlite::{params, Connection};
 use std::path::Path;

@@ -10,12 +10,12 @@
 //! for, so the value is part of the candidate every closing node signs.
 
 use super::voter::View;
+use crate::beacon::two_each;
 use crate::beacon::{self, tally, Absences, Beacon, FraudProof, SignedCommit, SignedReveal};
 use crate::consensus::chain::Chain;
 use crate::consensus::timing::Slot;
 use crate::consensus::BeaconStats;
 use crate::crypto::PubKey;
-use crate::ledger::beacon::two_each;
 use crate::ledger::{Ledger, LedgerId};
 use std::collections::{BTreeMap, BTreeSet};
 
