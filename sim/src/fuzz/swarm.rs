@@ -21,7 +21,7 @@ use rand_core::RngCore;
 
 /// Every role that plays against consensus with the key-value contract
 /// (and `twin`, drawn apart: one run in six, at most one a run).
-const ROLES: [Role; 17] = [
+const ROLES: [Role; 18] = [
     Role::Equivocator,
     Role::Forger,
     Role::Replayer,
@@ -37,6 +37,7 @@ const ROLES: [Role; 17] = [
     Role::VoteForger,
     Role::Sybil,
     Role::HistoryForger,
+    Role::HistorySkipper,
     Role::BodySwapper,
     Role::Relay,
 ];
