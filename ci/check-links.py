@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fails if a relative link in a markdown file does not resolve.
 
-Finds every *.md in the repository (not under target/ or .git/), and checks
+Finds every *.md in the repository (not under target/, .git/ or node_modules/), and checks
 that each relative link [text](path) or [text](path#anchor) names an
 existing file or directory inside the repository. Anchors are not checked;
 links with a scheme (https:, mailto:) and bare anchors (#x) are skipped.
@@ -13,7 +13,7 @@ import re
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-SKIP_DIRS = {"target", ".git"}
+SKIP_DIRS = {"target", ".git", "node_modules"}
 LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
 

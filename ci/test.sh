@@ -22,4 +22,9 @@ if [ -n "$long" ]; then echo "files over 600 lines:"; echo "$long"; exit 1; fi
 if ! command -v chromium >/dev/null 2>&1; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
+# node/tests/js_client.rs drives the official JS client library with
+# Node.js; it installs the library itself (`npm ci` in fixtures/js-client).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+fi
 cargo test --workspace

@@ -4,7 +4,7 @@
 
 use super::chain::Chain;
 use super::{Action, Event, Job, Withheld};
-use crate::contract::{ExecResult, RunOutcome, RunReport, RunResult, UserInput};
+use crate::contract::{runnable, ExecResult, RunOutcome, RunReport, RunResult};
 use crate::crypto::Hash;
 use crate::crypto::PubKey;
 use crate::ledger::{Ledger, Verdict, MAX_VERDICTS};
@@ -211,13 +211,13 @@ impl Execution {
     }
 }
 
-/// The users with an input in ledger `seq`, each once.
+/// The users with an input that ran in ledger `seq`, each once.
 fn input_users(chain: &Chain, seq: u64) -> Vec<PubKey> {
     let Some(record) = chain.get(seq) else {
         return vec![];
     };
     let users: BTreeSet<PubKey> = (record.ledger.inputs.iter())
-        .filter_map(|h| UserInput::decode(record.bodies.get(h)?))
+        .filter_map(|h| runnable(record.bodies.get(h)?, seq))
         .map(|i| i.user)
         .collect();
     users.into_iter().collect()

@@ -1,7 +1,7 @@
 //! A user's input as it travels through consensus, and how a closed
 //! ledger's inputs become one contract run.
 
-use super::RunRequest;
+use super::{RunRequest, SignedInput};
 use crate::crypto::{Hash, PubKey};
 use crate::ledger::LedgerRecord;
 use serde::{Deserialize, Serialize};
@@ -63,15 +63,33 @@ impl Stamper {
     }
 }
 
+/// A body of ledger `seq` as it runs: its user, nonce and payload; `None`
+/// for a body every node skips the same way: one that is not an input, a
+/// signed input whose signature or container does not hold, or one past
+/// its `max_ledger_seq_no`.
+pub fn runnable(body: &[u8], seq: u64) -> Option<UserInput> {
+    if let Some(input) = UserInput::decode(body) {
+        return Some(input);
+    }
+    let signed = SignedInput::decode(body)?;
+    let c = signed.open().ok()?;
+    (seq <= c.max_ledger_seq_no).then(|| UserInput {
+        user: signed.user,
+        nonce: c.nonce,
+        payload: c.input.into_bytes(),
+    })
+}
+
 impl RunRequest {
     /// The run of a closed ledger: each user's inputs in nonce order (ties
-    /// by input hash). Bodies that do not decode, and bodies the record
-    /// lacks, are left out; the node runs a ledger only once it has every
-    /// body, so all nodes leave out the same ones.
+    /// by input hash). Bodies that do not run (see [`runnable`]), and bodies
+    /// the record lacks, are left out; the node runs a ledger only once it
+    /// has every body, so all nodes leave out the same ones.
     pub fn for_ledger(record: &LedgerRecord, node: PubKey, unl: &[PubKey]) -> RunRequest {
         let mut per_user: BTreeMap<PubKey, Vec<(u64, Hash, Vec<u8>)>> = BTreeMap::new();
+        let seq = record.ledger.seq;
         for h in &record.ledger.inputs {
-            let Some(input) = record.bodies.get(h).and_then(|b| UserInput::decode(b)) else {
+            let Some(input) = record.bodies.get(h).and_then(|b| runnable(b, seq)) else {
                 continue;
             };
             per_user
@@ -133,6 +151,33 @@ mod tests {
         assert_eq!(got, [&b"first"[..], b"second", b"third"]);
         assert_eq!(req.inputs[&b], vec![b"other".to_vec()]);
         assert_eq!(req.inputs.len(), 2);
+    }
+
+    #[test]
+    fn signed_inputs_run_until_their_max_ledger_and_forged_ones_never() {
+        use crate::crypto::Keypair;
+        let key = Keypair::from_seed([3; 32]);
+        let user = key.public();
+        let sign = |c: &str| SignedInput {
+            user,
+            container: c.to_string(),
+            sig: key.sign_raw(c.as_bytes()),
+        };
+        let late = sign(r#"{"input":"late","nonce":1,"max_ledger_seq_no":4}"#);
+        let on_time = sign(r#"{"input":"b","nonce":3,"max_ledger_seq_no":5}"#);
+        let first = sign(r#"{"input":"a","nonce":2,"max_ledger_seq_no":9}"#);
+        let mut forged = sign(r#"{"input":"forged","nonce":0,"max_ledger_seq_no":9}"#);
+        forged.sig = Keypair::from_seed([4; 32]).sign_raw(forged.container.as_bytes());
+        let mut record = LedgerRecord::genesis();
+        record.ledger.seq = 5;
+        for body in [&late, &on_time, &first, &forged].map(SignedInput::encode) {
+            let h = input_hash(&body);
+            record.ledger.inputs.push(h);
+            record.bodies.insert(h, body);
+        }
+        record.ledger.inputs.sort();
+        let req = RunRequest::for_ledger(&record, user, &[user]);
+        assert_eq!(req.inputs[&user], vec![b"a".to_vec(), b"b".to_vec()]);
     }
 
     #[test]

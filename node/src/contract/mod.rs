@@ -3,9 +3,11 @@
 
 mod input;
 mod run;
+mod signed_input;
 mod state_tree;
 
-pub use input::{input_hash, Stamper, UserInput};
+pub use input::{input_hash, runnable, Stamper, UserInput};
+pub use signed_input::{Container, SignedInput, SignedInputError};
 
 pub use crate::ledger::ExecResult;
 pub use run::{describe, FdlistFormat, RunLimits, RunOutcome, RunReport, RunRequest, RunResult};

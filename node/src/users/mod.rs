@@ -14,6 +14,8 @@ use crate::crypto::{verify_raw, Hash, Keypair, PubKey, Sig};
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, VecDeque};
 
+pub mod hp;
+pub mod hp_outputs;
 mod intake;
 pub use intake::{outputs_for, ConnAction, Intake};
 
