@@ -128,7 +128,10 @@ where
                 } => users.run_failed(seq, &who, &outcome),
                 Action::Deliver { seq, run } => users.deliver(seq, &run),
                 Action::Withhold { seq, run, why } => users.withhold(seq, &run, why),
-                Action::Notify(event) => observer.notify(&event),
+                Action::Notify(event) => {
+                    users.notify(&event);
+                    observer.notify(&event);
+                }
                 Action::Intake { open, behind } => users.intake(open, behind),
                 Action::Contract(job) => slot.push(job),
             }

@@ -90,9 +90,10 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 async fn connect(port: u16) -> (Ws, String) {
     let url = format!("ws://127.0.0.1:{port}");
     let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-    let Some(Ok(Message::Text(hello))) = ws.next().await else {
+    let Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) = ws.next().await else {
         panic!("no challenge")
     };
+    let hello = m.into_text().unwrap();
     let v: serde_json::Value = serde_json::from_str(&hello).unwrap();
     let challenge = v["challenge"].as_str().unwrap().to_string();
     let signing = SigningKey::from_bytes(&[77u8; 32]);

@@ -7,9 +7,12 @@
 //! signature and name, and whether 80% of the UNL it was given signed the
 //! root its output folds to.
 //!
-//! The node's sessions do not speak this protocol yet; this pins the bytes
-//! they will send. Needs Node.js and npm (CI installs them).
+//! Then the same client against real `hotpocket run` processes: an input
+//! through consensus, its status once its ledger is final, and its output
+//! with the node's proof. Needs Node.js and npm (CI installs them).
 #![cfg(feature = "runtime")]
+// Real processes on real time.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use futures_util::{SinkExt, StreamExt};
 use hotpocket_node::contract::{runnable, RunOutcome, RunResult};
@@ -86,8 +89,7 @@ async fn serve(listener: TcpListener, unl: Vec<Keypair>, signers: usize) -> Seen
             _ => continue,
         };
         let Some(who) = user else {
-            let v: Value = serde_json::from_slice(&bytes).unwrap();
-            let (who, answer) = hp::accept_user(&node, challenge, &v).expect("a good response");
+            let (who, answer) = hp::accept_user(&node, challenge, &bytes).expect("a good response");
             ws.send(bin(answer)).await.unwrap();
             (user, seen.user) = (Some(who), Some(who));
             continue;
@@ -153,19 +155,9 @@ fn output(unl: &[Keypair], signers: usize, user: PubKey, out: Vec<u8>, ledger: L
     contract_output(ledger.seq, &ledger.hash, &text, &mine, view, &sigs)
 }
 
-/// Runs the client against a server of `unl` with `signers` signing;
-/// returns its exit code, its lines and what the server saw.
-async fn check(
-    unl: Vec<Keypair>,
-    signers: usize,
-    trusted: &PubKey,
-    id: &str,
-) -> (i32, Vec<Value>, Seen) {
+/// Runs `check.js` with `args`: its exit code and its JSON lines.
+async fn run_client(args: [String; 3]) -> (i32, Vec<Value>) {
     let dir = client_dir();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("ws://{}", listener.local_addr().unwrap());
-    let server = tokio::spawn(serve(listener, unl, signers));
-    let args = [url, hp::ed_hex(trusted), id.to_string()];
     let out = tokio::task::spawn_blocking(move || {
         Command::new("node")
             .arg("check.js")
@@ -184,6 +176,21 @@ async fn check(
         .collect();
     let code = out.status.code().unwrap_or(-1);
     assert_ne!(code, 3, "the client library threw: {lines:?}");
+    (code, lines)
+}
+
+/// Runs the client against a server of `unl` with `signers` signing;
+/// returns its exit code, its lines and what the server saw.
+async fn check(
+    unl: Vec<Keypair>,
+    signers: usize,
+    trusted: &PubKey,
+    id: &str,
+) -> (i32, Vec<Value>, Seen) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(serve(listener, unl, signers));
+    let (code, lines) = run_client([url, hp::ed_hex(trusted), id.to_string()]).await;
     let seen = if code == 1 {
         server.abort();
         Seen::default()
@@ -265,4 +272,62 @@ async fn the_client_refuses_a_node_it_does_not_trust_or_another_contract() {
     let me = unl[0].public();
     let (code, _, _) = check(unl, 3, &me, "another-contract").await;
     assert_eq!(code, 1);
+}
+
+#[path = "support/cluster.rs"]
+mod cluster;
+
+/// Ports from the process id, apart from the other end-to-end tests'.
+fn base_port(offset: u16) -> u16 {
+    40_000 + (std::process::id() % 1_000) as u16 * 20 + offset
+}
+
+fn echo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/contracts/echo.py")
+}
+
+#[tokio::test]
+async fn the_official_client_gets_a_status_and_a_proved_output_from_a_real_node() {
+    let base = base_port(0);
+    let _net = cluster::start("js-one", 1, base, &echo(), "");
+    let url = format!("ws://127.0.0.1:{}", base + 5);
+    let me = hp::ed_hex(&cluster::node_key(0).public());
+    let (code, lines) = run_client([url, me, "-".into()]).await;
+    assert_eq!(code, 0, "{lines:?}");
+    let status = line(&lines, "status");
+    assert_eq!(status["status"], "accepted", "{status}");
+    assert!(status["ledgerSeqNo"].as_u64() > Some(0), "{status}");
+    let stat = line(&lines, "stat");
+    assert_eq!(
+        stat["currentUnl"].as_array().map(Vec::len),
+        Some(1),
+        "{stat}"
+    );
+    // echo.py answers "<n> bytes sha256 <hex> ...": the client checked
+    // the node's signature over the tree its output folds to.
+    let out = line(&lines, "outputs")[0]["outputs"][0]
+        .as_str()
+        .unwrap_or_default();
+    assert!(out.contains("bytes sha256"), "{lines:?}");
+}
+
+#[tokio::test]
+async fn on_three_nodes_an_input_reaches_consensus_and_its_status_names_the_ledger() {
+    let base = base_port(10);
+    let net = cluster::start("js-three", 3, base, &echo(), "");
+    let url = format!("ws://127.0.0.1:{}", base + 5);
+    // Trusting no key: outputs come unchecked (one node's signature is a
+    // third of the UNL, which the client refuses when it checks).
+    let (code, lines) = run_client([url, "-".into(), "-".into()]).await;
+    assert_eq!(code, 0, "{lines:?}");
+    let status = line(&lines, "status");
+    assert_eq!(status["status"], "accepted", "{status}");
+    let seq = status["ledgerSeqNo"].as_i64().unwrap();
+    let hash = status["ledgerHash"].as_str().unwrap().to_string();
+    // The ledger the status names is the one every node holds at that seq.
+    for i in 0..3 {
+        let dir = cluster::node_dir(&net.root, i);
+        let found = cluster::ledger(&dir).into_iter().find(|(s, _)| *s == seq);
+        assert_eq!(found.map(|(_, h)| h), Some(hash.clone()), "node {i}");
+    }
 }

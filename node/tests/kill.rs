@@ -66,9 +66,10 @@ async fn user(id: usize, port: u16, stop: Arc<AtomicBool>, fate: Arc<Mutex<Fate>
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
-        let Some(Ok(Message::Text(challenge))) = ws.next().await else {
+        let Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) = ws.next().await else {
             continue;
         };
+        let challenge = m.into_text().unwrap();
         let helo = answer_challenge(&key, &challenge, now_ms() / 1000).unwrap();
         if ws.send(Message::Text(helo)).await.is_err() {
             continue;

@@ -40,9 +40,10 @@ async fn user(port: u16, key: &Keypair) -> Ws {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}"))
         .await
         .unwrap();
-    let Some(Ok(Message::Text(challenge))) = ws.next().await else {
+    let Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) = ws.next().await else {
         panic!("no challenge");
     };
+    let challenge = m.into_text().unwrap();
     let helo = answer_challenge(key, &challenge, now_ms() / 1000).unwrap();
     ws.send(Message::Text(helo)).await.unwrap();
     ws

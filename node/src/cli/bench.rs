@@ -87,9 +87,10 @@ async fn client(
 ) -> anyhow::Result<()> {
     let key = random_key(&mut OsEntropy);
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}")).await?;
-    let Some(Ok(Message::Text(challenge))) = ws.next().await else {
+    let Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) = ws.next().await else {
         bail!("no challenge");
     };
+    let challenge = m.into_text()?;
     ws.send(Message::Text(answer_challenge(
         &key,
         &challenge,

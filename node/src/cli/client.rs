@@ -32,7 +32,9 @@ pub async fn run(url: &str, key: &Keypair, linger: Duration) -> anyhow::Result<(
         .await
         .with_context(|| format!("connecting to {url}"))?;
     let challenge = match ws.next().await {
-        Some(Ok(Message::Text(t))) => t,
+        // The first is hpcore's `user_challenge`, in a binary frame; its
+        // challenge is answered by a `helo` too.
+        Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => m.into_text()?,
         other => bail!("expected the node's challenge, got {other:?}"),
     };
     ws.send(Message::Text(answer_challenge(

@@ -55,6 +55,9 @@ pub trait Users {
     /// Ledger `seq`'s certified run ended with `outcome`, not a clean exit:
     /// each of `users` connected here is told (`users::failed_message`).
     fn run_failed(&mut self, seq: u64, users: &[PubKey], outcome: &RunOutcome);
+    /// What the node reports to its observer, in order: ledgers closed and
+    /// rolled back tell users whose inputs they hold or dropped.
+    fn notify(&mut self, _event: &Event) {}
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -68,6 +68,13 @@ pub struct Config {
     /// meant "never", which read as "always"; a large value is "never".
     #[serde(default = "default_state_sync_gap")]
     pub state_sync_gap: u64,
+    /// The contract's id and version as hpcore's handshake reports them
+    /// (its client may check both). Without an id, one is made from the
+    /// UNL, so every node of a network reports the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contract_id: Option<String>,
+    #[serde(default = "default_contract_version")]
+    pub contract_version: String,
 }
 
 const MAX_PUBMAXSIZE: usize = 2 << 20;
@@ -77,6 +84,9 @@ fn default_keytype() -> String {
 }
 fn default_ip() -> String {
     "127.0.0.1".into()
+}
+fn default_contract_version() -> String {
+    "1.0".into()
 }
 fn default_state_sync_gap() -> u64 {
     32
@@ -353,6 +363,8 @@ impl Config {
             contract_max_output_bytes: default_contract_max_output(),
             fdlist: FdlistFormat::Json,
             state_sync_gap: default_state_sync_gap(),
+            contract_id: None,
+            contract_version: default_contract_version(),
         }
     }
 }

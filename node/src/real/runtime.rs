@@ -2,6 +2,7 @@
 //! clock, TCP peers, websocket users, SQLite and a child-process contract.
 
 use crate::consensus::Event;
+use crate::crypto::{Hash, PubKey};
 use crate::driver::{self, Env};
 use crate::env::{Clock, Observer};
 use crate::real::config::Config;
@@ -11,6 +12,7 @@ use crate::real::process::ProcessRunner;
 use crate::real::reaper;
 use crate::real::store::SqliteStore;
 use crate::real::users_ws::{now_ms, WsUsers};
+use crate::users::hp::HpNode;
 use anyhow::Context;
 use std::path::Path;
 use std::time::Duration;
@@ -170,8 +172,14 @@ async fn run_until_shutdown(dir: &Path, shutdown: watch::Receiver<bool>) -> anyh
         lcl,
         "node listening"
     );
+    let hp = HpNode {
+        key: key.clone(),
+        contract_id: (cfg.contract_id.clone()).unwrap_or_else(|| contract_id_of(&unl)),
+        contract_version: cfg.contract_version.clone(),
+        unl: unl.clone(),
+    };
     let net = TcpPeers::start(key, unl, peer_listener, cfg.peers.clone(), shutdown.clone());
-    let users = WsUsers::start(user_listener, checked.session.clone(), shutdown);
+    let users = WsUsers::start_hp(user_listener, checked.session.clone(), hp, shutdown);
     let mut env = Env {
         clock: SystemClock,
         net,
@@ -185,4 +193,21 @@ async fn run_until_shutdown(dir: &Path, shutdown: watch::Receiver<bool>) -> anyh
         .context("the node stopped")?;
     tracing::info!(seq = node.lcl().seq, "node shut down cleanly");
     Ok(())
+}
+
+/// A contract id for a network that set none: the same on every node of
+/// one UNL, in the UUID layout hpcore's ids have.
+fn contract_id_of(unl: &[PubKey]) -> String {
+    let mut sorted = unl.to_vec();
+    sorted.sort();
+    let keys: Vec<&[u8]> = sorted.iter().map(|k| &k.0[..]).collect();
+    let h = hex::encode(&Hash::of("hotpocket/contract-id/v1", &keys).0[..16]);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }

@@ -26,6 +26,16 @@ pub struct HpNode {
     pub unl: Vec<PubKey>,
 }
 
+impl std::fmt::Debug for HpNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HpNode")
+            .field("key", &self.key.public())
+            .field("contract_id", &self.contract_id)
+            .field("contract_version", &self.contract_version)
+            .finish()
+    }
+}
+
 /// A key as hpcore writes it: `ed` and 64 hex digits.
 pub fn ed_hex(key: &PubKey) -> String {
     format!("ed{}", key.to_hex())
@@ -62,8 +72,10 @@ pub fn user_challenge(node: &HpNode, challenge: &str) -> String {
 pub fn accept_user(
     node: &HpNode,
     challenge: &str,
-    msg: &Value,
+    bytes: &[u8],
 ) -> Result<(PubKey, String), String> {
+    let msg: Value = serde_json::from_slice(bytes)
+        .map_err(|e| format!("user_challenge_response is not valid JSON: {e}"))?;
     let field = |name: &str| msg.get(name).and_then(Value::as_str);
     let user = field("pubkey")
         .and_then(parse_ed_hex)
@@ -93,6 +105,29 @@ pub fn accept_user(
         "unl": node.unl.iter().map(ed_hex).collect::<Vec<_>>(),
     });
     Ok((user, answer.to_string()))
+}
+
+/// Whether a message is hpcore's `user_challenge_response` (what a
+/// prototype client never sends).
+pub fn is_response(bytes: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Typed<'a> {
+        #[serde(borrow, rename = "type")]
+        kind: Option<&'a str>,
+    }
+    serde_json::from_slice::<Typed>(bytes).is_ok_and(|t| t.kind == Some("user_challenge_response"))
+}
+
+/// The name of the input a message carries, if it carries a signature
+/// (`""` if not): what a status refusing it must name.
+pub fn name_of(bytes: &[u8]) -> String {
+    let v: Option<Value> = serde_json::from_slice(bytes).ok();
+    let sig = v
+        .as_ref()
+        .and_then(|v| v.get("sig"))
+        .and_then(Value::as_str);
+    sig.and_then(|s| Sig::from_hex(s).ok())
+        .map_or_else(String::new, |s| input_name(&s))
 }
 
 /// Why an input was refused, in hpcore's words.

@@ -30,7 +30,8 @@ fn the_handshake_proves_both_sides_and_hands_over_the_unl() {
 
     let user = Keypair::from_seed([9; 32]);
     let theirs = "0123456789abcdef0123456789abcdef";
-    let (who, answer) = accept_user(&n, "00ff", &response(&user, "00ff", theirs)).unwrap();
+    let ok = response(&user, "00ff", theirs).to_string();
+    let (who, answer) = accept_user(&n, "00ff", ok.as_bytes()).unwrap();
     assert_eq!(who, user.public());
     let a: Value = serde_json::from_str(&answer).unwrap();
     assert_eq!(a["type"], "server_challenge_response");
@@ -47,7 +48,7 @@ fn a_bad_handshake_answer_is_refused_with_the_reason() {
     let user = Keypair::from_seed([9; 32]);
     let good = "0123456789abcdef0123456789abcdef";
     let refuse = |v: Value, what: &str| {
-        let e = accept_user(&n, "00ff", &v).unwrap_err();
+        let e = accept_user(&n, "00ff", v.to_string().as_bytes()).unwrap_err();
         assert!(e.contains(what), "{e}");
     };
     refuse(response(&user, "00fe", good), "does not verify");

@@ -3,10 +3,12 @@
 //! challenged, how a session's replies become inputs for the node, and which
 //! outputs of a run go to which connection.
 
+use super::hp::{self, HpNode, Refused, View};
 use super::{Reply, Session, SessionLimits};
 use crate::contract::{RunResult, Stamper};
 use crate::crypto::PubKey;
 use crate::env::Entropy;
+use std::sync::Arc;
 
 /// What a connection must do for one session reply, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,6 +19,15 @@ pub enum ConnAction {
     Submit(Vec<u8>),
     /// Send this text message, then close the connection.
     Close(String),
+    /// Send this hpcore message (JSON) in a binary frame.
+    SendHp(String),
+    /// Hand this signed input's body to the node; its user knows it as
+    /// `name` and is owed a status for it by ledger `max_ledger`.
+    SubmitSigned {
+        body: Vec<u8>,
+        name: String,
+        max_ledger: u64,
+    },
 }
 
 /// Opens sessions and stamps their inputs for every user connection of one
@@ -27,6 +38,9 @@ pub struct Intake<E> {
     limits: SessionLimits,
     entropy: E,
     stamper: Stamper,
+    /// Who the node is in hpcore's protocol, and its view of the chain,
+    /// when it serves that protocol.
+    hp: Option<(Arc<HpNode>, View)>,
 }
 
 impl<E: Entropy> Intake<E> {
@@ -35,7 +49,27 @@ impl<E: Entropy> Intake<E> {
             limits,
             entropy,
             stamper: Stamper::default(),
+            hp: None,
         }
+    }
+
+    /// Serves hpcore's protocol beside the prototype's: each session is
+    /// offered both (see `Session::open_hp`).
+    pub fn serving_hp(mut self, node: HpNode, view: View) -> Self {
+        self.hp = Some((Arc::new(node), view));
+        self
+    }
+
+    /// Whether new sessions are first sent hpcore's `user_challenge`,
+    /// which goes in a binary frame.
+    pub fn offers_hp(&self) -> bool {
+        self.hp.is_some()
+    }
+
+    /// The chain as `stat` and `lcl` report it and inputs are checked
+    /// against; `None` unless serving hpcore's protocol.
+    pub fn view_mut(&mut self) -> Option<&mut View> {
+        self.hp.as_mut().map(|(_, v)| v)
     }
 
     pub fn limits(&self) -> &SessionLimits {
@@ -45,9 +79,7 @@ impl<E: Entropy> Intake<E> {
     /// A new connection's session, challenged with fresh entropy, and the
     /// challenge message to send it first.
     pub fn open(&mut self) -> (Session, String) {
-        let mut challenge = [0u8; 16];
-        self.entropy.fill(&mut challenge);
-        Session::open(self.limits.clone(), challenge)
+        self.open_with(self.limits.clone())
     }
 
     /// As [`open`](Self::open), but the session keeps `limits` instead of
@@ -57,22 +89,55 @@ impl<E: Entropy> Intake<E> {
     pub fn open_with(&mut self, limits: SessionLimits) -> (Session, String) {
         let mut challenge = [0u8; 16];
         self.entropy.fill(&mut challenge);
-        Session::open(limits, challenge)
+        match &self.hp {
+            Some((node, _)) => Session::open_hp(limits, challenge, node.clone()),
+            None => Session::open(limits, challenge),
+        }
     }
 
     /// What to do for `replies`, a session's answer to a message that
     /// arrived at node time `now_ms`.
     pub fn act(&mut self, now_ms: u64, replies: Vec<Reply>) -> Vec<ConnAction> {
-        replies
-            .into_iter()
-            .map(|reply| match reply {
-                Reply::Send(m) => ConnAction::Send(m),
-                Reply::Close(m) => ConnAction::Close(m),
+        let mut out = Vec::with_capacity(replies.len());
+        for reply in replies {
+            let hp_answer = |hp: &Option<(Arc<HpNode>, View)>,
+                             f: &dyn Fn(&HpNode, &View) -> String| {
+                hp.as_ref()
+                    .map(|(node, view)| ConnAction::SendHp(f(node, view)))
+            };
+            let action = match reply {
+                Reply::Send(m) => Some(ConnAction::Send(m)),
+                Reply::Close(m) => Some(ConnAction::Close(m)),
+                Reply::SendHp(m) => Some(ConnAction::SendHp(m)),
                 Reply::Input { user, body } => {
-                    ConnAction::Submit(self.stamper.stamp(now_ms, user, body))
+                    Some(ConnAction::Submit(self.stamper.stamp(now_ms, user, body)))
                 }
-            })
-            .collect()
+                Reply::Signed {
+                    input,
+                    name,
+                    max_ledger,
+                } => {
+                    let lcl = self.hp.as_ref().map_or(0, |(_, v)| v.lcl.seq);
+                    Some(match hp::check_max_ledger(max_ledger, lcl) {
+                        Ok(()) => ConnAction::SubmitSigned {
+                            body: input.encode(),
+                            name,
+                            max_ledger,
+                        },
+                        Err(reason) => {
+                            ConnAction::SendHp(hp::rejected(&Refused { reason, hash: name }))
+                        }
+                    })
+                }
+                Reply::Stat => hp_answer(&self.hp, &hp::stat_response),
+                Reply::Lcl => hp_answer(&self.hp, &|_, v| hp::lcl_response(v)),
+                Reply::LedgerQuery { id } => {
+                    hp_answer(&self.hp, &|_, _| hp::ledger_query_unserved(&id))
+                }
+            };
+            out.extend(action);
+        }
+        out
     }
 }
 

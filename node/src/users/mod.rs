@@ -1,22 +1,33 @@
-//! User sessions, sans-IO: the prototype's challenge handshake, then one input
-//! per message, with limits. The websocket server feeds text and binary
-//! messages in and carries the replies out; it never decides anything.
+//! User sessions, sans-IO: two protocols on one port, with limits. The
+//! websocket server feeds text and binary messages in and carries the
+//! replies out; it never decides anything.
 //!
-//! On connect the node sends
+//! The prototype's: the node sends
 //! `{"hotpocket":"0.1","type":"public_challenge","challenge":"<32 hex>"}`.
 //! The user answers `{"type":"helo","pubkey":"<64 hex>","sig":"<128 hex>",
 //! "challenge":"…","timestamp":<unix s>}`, `sig` being ed25519 over the
-//! challenge string. Every later message is one input.
+//! challenge string. Every later message is one input, vouched for by
+//! this node.
+//!
+//! hpcore's (`hp.rs`), when the node serves it: the node sends
+//! `user_challenge` first, with the same challenge. A
+//! `user_challenge_response` opens an hpcore session (signed inputs,
+//! statuses, `stat`, `lcl`); a `helo` opens a prototype one at once; a
+//! user silent for a moment (`on_quiet`) is sent the `public_challenge`
+//! too, which is what the prototype's own client waits for.
 
 use crate::consensus::Withheld;
-use crate::contract::{input_hash, RunOutcome};
+use crate::contract::{input_hash, RunOutcome, SignedInput};
 use crate::crypto::{verify_raw, Hash, Keypair, PubKey, Sig};
+use hp::{HpNode, Reason, Refused, Request};
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
 
 pub mod hp;
 pub mod hp_outputs;
 mod intake;
+pub mod statuses;
 pub use intake::{outputs_for, ConnAction, Intake};
 
 pub const PROTOCOL_VERSION: &str = "0.1";
@@ -52,21 +63,48 @@ pub enum Reply {
     /// Send this text message.
     Send(String),
     /// The user submitted this input.
-    Input { user: PubKey, body: Vec<u8> },
+    Input {
+        user: PubKey,
+        body: Vec<u8>,
+    },
     /// Send this text message, then close the connection.
     Close(String),
+    /// Send this hpcore message (JSON, in a binary frame).
+    SendHp(String),
+    /// An hpcore user submitted this signed input, named `name` (its
+    /// `input_hash`), to run in a ledger no later than `max_ledger`.
+    Signed {
+        input: SignedInput,
+        name: String,
+        max_ledger: u64,
+    },
+    /// An hpcore user asks for the node's status, or its lcl, or a ledger.
+    Stat,
+    Lcl,
+    LedgerQuery {
+        id: String,
+    },
 }
 
 #[derive(Debug)]
 enum State {
-    Challenged { challenge: String },
-    Open { user: PubKey },
+    Challenged {
+        challenge: String,
+        /// The prototype's `public_challenge` went out too.
+        prototype_offered: bool,
+    },
+    Open {
+        user: PubKey,
+        hp: bool,
+    },
     Closed,
 }
 
 #[derive(Debug)]
 pub struct Session {
     limits: SessionLimits,
+    /// Set when the node serves hpcore's protocol.
+    hp: Option<Arc<HpNode>>,
     state: State,
     /// (minute, messages in it)
     minute: (u64, u32),
@@ -129,10 +167,14 @@ impl Session {
     /// the challenge message to send.
     pub fn open(limits: SessionLimits, challenge: [u8; 16]) -> (Session, String) {
         let challenge = hex::encode(challenge);
-        let msg = json!({"hotpocket": PROTOCOL_VERSION, "type": "public_challenge", "challenge": challenge}).to_string();
+        let msg = public_challenge(&challenge);
         let session = Session {
             limits,
-            state: State::Challenged { challenge },
+            hp: None,
+            state: State::Challenged {
+                challenge,
+                prototype_offered: true,
+            },
             minute: (0, 0),
             round: (0, 0),
             recent: VecDeque::new(),
@@ -141,12 +183,53 @@ impl Session {
         (session, msg)
     }
 
+    /// As [`open`](Self::open), for a node that serves hpcore's protocol
+    /// too: the message to send (in a binary frame) is hpcore's
+    /// `user_challenge`; the prototype's follows from [`on_quiet`](Self::on_quiet).
+    pub fn open_hp(
+        limits: SessionLimits,
+        challenge: [u8; 16],
+        node: Arc<HpNode>,
+    ) -> (Session, String) {
+        let (mut session, _) = Session::open(limits, challenge);
+        let State::Challenged { challenge, .. } = &session.state else {
+            unreachable!("a new session is challenged")
+        };
+        let msg = hp::user_challenge(&node, challenge);
+        session.state = State::Challenged {
+            challenge: challenge.clone(),
+            prototype_offered: false,
+        };
+        session.hp = Some(node);
+        (session, msg)
+    }
+
+    /// The user has said nothing since the challenge: a prototype client
+    /// waits for its own `public_challenge`, sent once.
+    pub fn on_quiet(&mut self) -> Vec<Reply> {
+        match &mut self.state {
+            State::Challenged {
+                challenge,
+                prototype_offered,
+            } if !*prototype_offered => {
+                *prototype_offered = true;
+                vec![Reply::Send(public_challenge(challenge))]
+            }
+            _ => vec![],
+        }
+    }
+
     /// The authenticated user, once the handshake is done.
     pub fn user(&self) -> Option<PubKey> {
         match self.state {
-            State::Open { user } => Some(user),
+            State::Open { user, .. } => Some(user),
             _ => None,
         }
+    }
+
+    /// Whether the session speaks hpcore's protocol (once open).
+    pub fn is_hp(&self) -> bool {
+        matches!(self.state, State::Open { hp: true, .. })
     }
 
     pub fn is_closed(&self) -> bool {
@@ -181,12 +264,28 @@ impl Session {
             if self.user().is_none() || self.minute.1 > limit.saturating_mul(4) {
                 return self.close(why);
             }
+            if self.is_hp() {
+                let refused = Refused {
+                    reason: Reason::RoundInputsOverflow,
+                    hash: hp::name_of(bytes),
+                };
+                return vec![Reply::SendHp(hp::rejected(&refused))];
+            }
             let why = format!("{why}; message refused, send it again later");
             return vec![Reply::Send(refused_message(bytes, &why))];
         }
         match &self.state {
-            State::Challenged { challenge } => {
+            State::Challenged { challenge, .. } => {
                 let challenge = challenge.clone();
+                if let Some(node) = self.hp.clone().filter(|_| hp::is_response(bytes)) {
+                    return match hp::accept_user(&node, &challenge, bytes) {
+                        Ok((user, answer)) => {
+                            self.state = State::Open { user, hp: true };
+                            vec![Reply::SendHp(answer)]
+                        }
+                        Err(e) => self.close(e),
+                    };
+                }
                 match helo(
                     &challenge,
                     bytes,
@@ -195,22 +294,71 @@ impl Session {
                     self.limits.timestamp_tolerance_s,
                 ) {
                     Ok(user) => {
-                        self.state = State::Open { user };
+                        self.state = State::Open { user, hp: false };
                         vec![]
                     }
                     Err(e) => self.close(e),
                 }
             }
-            State::Open { user } => {
+            State::Open { user, hp: false } => {
                 let user = *user;
-                self.input(now_ms, user, bytes)
+                match self.take(now_ms, input_hash(bytes)) {
+                    Ok(()) => vec![Reply::Input {
+                        user,
+                        body: bytes.to_vec(),
+                    }],
+                    Err(None) => vec![],
+                    Err(Some(most)) => {
+                        let why = format!("input dropped: at most {most} inputs a round");
+                        vec![Reply::Send(refused_message(bytes, &why))]
+                    }
+                }
+            }
+            State::Open { user, hp: true } => {
+                let user = *user;
+                self.hp_request(now_ms, user, bytes)
             }
             State::Closed => vec![],
         }
     }
 
-    fn input(&mut self, now_ms: u64, user: PubKey, body: &[u8]) -> Vec<Reply> {
-        let h = input_hash(body);
+    fn hp_request(&mut self, now_ms: u64, user: PubKey, bytes: &[u8]) -> Vec<Reply> {
+        let reply = match hp::request(user, bytes) {
+            Ok(Request::Input {
+                signed,
+                container,
+                hash,
+            }) => {
+                let refused = |reason| {
+                    let hash = hash.clone();
+                    Reply::SendHp(hp::rejected(&Refused { reason, hash }))
+                };
+                match self.take(now_ms, input_hash(&signed.encode())) {
+                    Ok(()) => Reply::Signed {
+                        input: signed,
+                        name: hash,
+                        max_ledger: container.max_ledger_seq_no,
+                    },
+                    // A repeat: its first copy's status answers it.
+                    Err(None) => return vec![],
+                    Err(Some(_)) => refused(Reason::RoundInputsOverflow),
+                }
+            }
+            Ok(Request::Stat) => Reply::Stat,
+            Ok(Request::Lcl) => Reply::Lcl,
+            Ok(Request::LedgerQuery { id }) => Reply::LedgerQuery { id },
+            // Read requests are not served: hpcore ignores them when they
+            // are off, and its client gives up after its own timeout.
+            Ok(Request::Read { .. }) | Ok(Request::Subscription) => return vec![],
+            Err(refused) => Reply::SendHp(hp::rejected(&refused)),
+        };
+        vec![reply]
+    }
+
+    /// Takes one input named `h` into this round's count: `Err(None)` for
+    /// a repeat of a recent one (a retry), `Err(Some(limit))` past the
+    /// round's limit.
+    fn take(&mut self, now_ms: u64, h: Hash) -> Result<(), Option<u32>> {
         let round = now_ms / self.limits.roundtime_ms.max(1);
         while let Some(&(r, old)) = self.recent.front() {
             if r + 1 >= round && self.recent.len() < RECENT_INPUTS {
@@ -220,32 +368,25 @@ impl Session {
             self.recent_set.remove(&old);
         }
         if self.recent_set.contains(&h) {
-            return vec![]; // a repeat: ignored, as the user may simply retry
+            return Err(None); // a repeat: ignored, as the user may simply retry
         }
         if self.round.0 != round {
             self.round = (round, 0);
         }
         if self.round.1 >= self.limits.max_inputs_per_round {
-            let why = format!(
-                "input dropped: at most {} inputs a round",
-                self.limits.max_inputs_per_round
-            );
-            return vec![Reply::Send(refused_message(body, &why))];
+            return Err(Some(self.limits.max_inputs_per_round));
         }
         self.round.1 += 1;
         self.recent.push_back((round, h));
         self.recent_set.insert(h);
-        vec![Reply::Input {
-            user,
-            body: body.to_vec(),
-        }]
+        Ok(())
     }
 
-    /// The node refused an input this session took (`body`, as sent): it
-    /// was not submitted, so sending it again must not count as a repeat,
-    /// nor against the round's limit.
-    pub fn unsubmit(&mut self, body: &[u8]) {
-        let h = input_hash(body);
+    /// The node refused an input this session took, named `h` (the hash of
+    /// the message as sent; of the signed body, for hpcore's): it was not
+    /// submitted, so sending it again must not count as a repeat, nor
+    /// against the round's limit.
+    pub fn unsubmit(&mut self, h: Hash) {
         if self.recent_set.remove(&h) {
             self.recent.retain(|(_, r)| *r != h);
             self.round.1 = self.round.1.saturating_sub(1);
@@ -256,6 +397,11 @@ impl Session {
         self.state = State::Closed;
         vec![Reply::Close(error_message(&why))]
     }
+}
+
+fn public_challenge(challenge: &str) -> String {
+    json!({"hotpocket": PROTOCOL_VERSION, "type": "public_challenge", "challenge": challenge})
+        .to_string()
 }
 
 /// The user's side of the handshake: the `helo` a user holding `key` sends
@@ -279,7 +425,9 @@ pub enum ChallengeError {
     NotAChallenge(String),
 }
 
-/// The `helo` answering a node's `public_challenge` message.
+/// The `helo` answering a node's `public_challenge` message, or its
+/// `user_challenge` (hpcore's first message, whose challenge a `helo`
+/// answers too).
 pub fn answer_challenge(
     key: &Keypair,
     challenge_msg: &str,
@@ -291,7 +439,9 @@ pub fn answer_challenge(
         v.get("type").and_then(Value::as_str),
         v.get("challenge").and_then(Value::as_str),
     ) {
-        (Some("public_challenge"), Some(challenge)) => Ok(helo_message(key, challenge, now_s)),
+        (Some("public_challenge" | "user_challenge"), Some(challenge)) => {
+            Ok(helo_message(key, challenge, now_s))
+        }
         _ => Err(ChallengeError::NotAChallenge(challenge_msg.to_string())),
     }
 }

@@ -213,7 +213,7 @@ fn an_input_the_node_refused_may_be_sent_again_at_once() {
     assert!(taken(s.on_message(NOW, b"a", false)));
     assert!(s.on_message(NOW, b"a", false).is_empty(), "a repeat");
     // The node refused it (busy): the same bytes again are a new try.
-    s.unsubmit(b"a");
+    s.unsubmit(input_hash(b"a"));
     assert!(taken(s.on_message(NOW, b"a", false)));
     // Nor did the refused one use the round's quota of two.
     assert!(taken(s.on_message(NOW, b"b", false)));

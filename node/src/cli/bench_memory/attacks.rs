@@ -147,7 +147,7 @@ async fn user_connection(port: u16, key: &Keypair, max: usize) -> anyhow::Result
         .await
         .with_context(|| format!("connecting to {url}"))?;
     let challenge = match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
-        Ok(Some(Ok(Message::Text(t)))) => t,
+        Ok(Some(Ok(m @ (Message::Text(_) | Message::Binary(_))))) => m.into_text()?,
         other => bail!("{url}: expected the node's challenge, got {other:?}"),
     };
     let helo = answer_challenge(key, &challenge, now_ms() / 1000)?;

@@ -13,7 +13,7 @@ use crate::world::entropy::SimEntropy;
 use crate::world::users::UserMsg;
 use crate::world::{World, EPOCH_MS};
 use hotpocket_node::consensus::Withheld;
-use hotpocket_node::contract::{RunOutcome, RunResult};
+use hotpocket_node::contract::{input_hash, RunOutcome, RunResult};
 use hotpocket_node::crypto::PubKey;
 use hotpocket_node::env::Users;
 use hotpocket_node::users::{
@@ -100,7 +100,7 @@ impl SimUsers {
             match action {
                 ConnAction::Submit(_) if self.refusing => {
                     // Refused, not submitted: a later try is a new input.
-                    session.unsubmit(&payload);
+                    session.unsubmit(input_hash(&payload));
                     return None;
                 }
                 ConnAction::Submit(body) => {
@@ -108,8 +108,13 @@ impl SimUsers {
                         .input_taken(self.node, u, key, &body, Source::Honest);
                     return Some(body);
                 }
-                ConnAction::Send(m) | ConnAction::Close(m) => {
+                ConnAction::Send(m) | ConnAction::Close(m) | ConnAction::SendHp(m) => {
                     let what = format!("node {} answered user {u}: {m}", self.node);
+                    self.world.violation(Kind::Users, self.node, what);
+                }
+                // Simulated users speak the prototype's protocol.
+                ConnAction::SubmitSigned { name, .. } => {
+                    let what = format!("node {} took user {u}'s input {name} as signed", self.node);
                     self.world.violation(Kind::Users, self.node, what);
                 }
             }

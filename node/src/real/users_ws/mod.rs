@@ -1,0 +1,399 @@
+//! The websocket server users connect to. It speaks the user protocol through the
+//! sans-IO `users::Session` and decides nothing itself: the session says
+//! what to send, what to close and what is an input.
+//!
+//! Certified outputs go back as binary messages on every connection the
+//! user has open to this node: raw to prototype sessions, as hpcore's
+//! `contract_output` with its proof to hpcore ones.
+
+mod conn;
+mod outbox;
+
+use crate::consensus::{Event, Withheld};
+use crate::contract::{RunOutcome, RunResult};
+use crate::crypto::{Hash, PubKey};
+use crate::env::Users;
+use crate::gate::{Gate, GateConfig, LogThrottle, Slot};
+use crate::real::OsEntropy;
+use crate::users::hp::{HpNode, View};
+use crate::users::hp_outputs::{contract_output, leaf, output_text, OutputTree};
+use crate::users::statuses::Statuses;
+use crate::users::{failed_message, outputs_for, withheld_message, Intake, SessionLimits};
+use outbox::{Open, Outbox};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Limits on user connections: every one holds a file descriptor that
+/// peers and the contract also need, and memory for what it has not read.
+#[derive(Clone, Debug)]
+pub struct ConnLimits {
+    /// Open connections beyond which new ones are turned away.
+    pub max_connections: usize,
+    /// Connections without a valid helo yet, in total and from one address:
+    /// sockets that never finish the handshake must not keep users out.
+    pub max_pending: usize,
+    pub max_pending_per_ip: usize,
+    /// Time a connection has to complete the handshake.
+    pub helo_timeout: Duration,
+    /// Output messages and bytes queued for one connection, and bytes for
+    /// all together (queued or being written), beyond which a connection
+    /// counts as too slow and is closed: a user that never reads must not
+    /// make the node hold its outputs without bound.
+    pub out_queue: usize,
+    pub out_queue_bytes: usize,
+    pub out_total_bytes: usize,
+    /// A write of an output that takes longer means the user stopped
+    /// reading: the connection is closed and its queue freed.
+    pub write_timeout: Duration,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            max_connections: 1024,
+            max_pending: 256,
+            max_pending_per_ip: 32,
+            helo_timeout: Duration::from_secs(10),
+            out_queue: 1024,
+            out_queue_bytes: 8 << 20,
+            out_total_bytes: 256 << 20,
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Warnings an outsider can cause: one line per interval, with a count.
+const WARN_EVERY_MS: u64 = 10_000;
+
+/// Bytes of inputs waiting for the node, from all users together, beyond
+/// which a user is told the node is busy.
+const MAX_QUEUED_BYTES: usize = 64 << 20;
+
+type Conns = Arc<Mutex<BTreeMap<PubKey, BTreeMap<u64, Outbox>>>>;
+
+/// The statuses owed hpcore users, each for (user, connection).
+type Owed = Arc<Mutex<Statuses<(PubKey, u64)>>>;
+
+/// How long a connection offered hpcore's `user_challenge` may stay silent
+/// before it is offered the prototype's `public_challenge` too: hpcore's
+/// client answers within milliseconds and gives up after 5 s.
+const QUIET: Duration = Duration::from_millis(1500);
+
+pub struct WsUsers {
+    intake: Arc<Mutex<Intake<OsEntropy>>>,
+    owed: Owed,
+    /// Who the node is in hpcore's protocol, when it serves it: it signs
+    /// the proofs of outputs.
+    hp: Option<Arc<HpNode>>,
+    inputs: mpsc::Receiver<Vec<u8>>,
+    conns: Conns,
+    queued: Arc<AtomicUsize>,
+    /// 0 while the node takes inputs; else how many ledgers its contract
+    /// runs are behind (intake paused).
+    behind: Arc<AtomicU64>,
+    /// Output bytes queued or being written, for all connections.
+    out_total: Arc<AtomicUsize>,
+    limits: ConnLimits,
+    too_slow: LogThrottle,
+}
+
+#[derive(Clone)]
+struct Shared {
+    inputs: mpsc::Sender<Vec<u8>>,
+    conns: Conns,
+    intake: Arc<Mutex<Intake<OsEntropy>>>,
+    owed: Owed,
+    next_id: Arc<AtomicU64>,
+    open: Arc<AtomicUsize>,
+    queued: Arc<AtomicUsize>,
+    behind: Arc<AtomicU64>,
+    out_total: Arc<AtomicUsize>,
+    pending: Arc<Mutex<Gate>>,
+    limits: ConnLimits,
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl WsUsers {
+    pub fn start(
+        listener: TcpListener,
+        limits: SessionLimits,
+        shutdown: watch::Receiver<bool>,
+    ) -> WsUsers {
+        WsUsers::start_with(listener, limits, ConnLimits::default(), shutdown)
+    }
+
+    pub fn start_with(
+        listener: TcpListener,
+        limits: SessionLimits,
+        conn_limits: ConnLimits,
+        shutdown: watch::Receiver<bool>,
+    ) -> WsUsers {
+        let intake = Intake::new(limits, OsEntropy);
+        WsUsers::serve_intake(listener, intake, None, conn_limits, shutdown)
+    }
+
+    /// Serves hpcore's protocol as well as the prototype's: `node` is who
+    /// this node is in it, `roundtime_ms` what `stat` reports.
+    pub fn start_hp(
+        listener: TcpListener,
+        limits: SessionLimits,
+        node: HpNode,
+        shutdown: watch::Receiver<bool>,
+    ) -> WsUsers {
+        let view = View {
+            lcl: crate::ledger::LedgerId {
+                seq: 0,
+                hash: Hash([0; 32]),
+            },
+            vote_status: "unknown",
+            roundtime_ms: limits.roundtime_ms,
+        };
+        let hp = Arc::new(node.clone());
+        let intake = Intake::new(limits, OsEntropy).serving_hp(node, view);
+        WsUsers::serve_intake(listener, intake, Some(hp), ConnLimits::default(), shutdown)
+    }
+
+    fn serve_intake(
+        listener: TcpListener,
+        intake: Intake<OsEntropy>,
+        hp: Option<Arc<HpNode>>,
+        conn_limits: ConnLimits,
+        shutdown: watch::Receiver<bool>,
+    ) -> WsUsers {
+        let (tx, rx) = mpsc::channel(64 * 1024);
+        let intake = Arc::new(Mutex::new(intake));
+        let owed: Owed = Default::default();
+        let conns: Conns = Default::default();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let behind = Arc::new(AtomicU64::new(0));
+        let out_total = Arc::new(AtomicUsize::new(0));
+        let shared = Shared {
+            intake: intake.clone(),
+            owed: owed.clone(),
+            inputs: tx,
+            conns: conns.clone(),
+            next_id: Default::default(),
+            open: Default::default(),
+            queued: queued.clone(),
+            behind: behind.clone(),
+            out_total: out_total.clone(),
+            pending: Arc::new(Mutex::new(Gate::new(GateConfig {
+                max_pending: conn_limits.max_pending,
+                max_pending_per_source: conn_limits.max_pending_per_ip,
+            }))),
+            limits: conn_limits.clone(),
+        };
+        tokio::spawn(accept_loop(shared, listener, shutdown));
+        WsUsers {
+            intake,
+            owed,
+            hp,
+            inputs: rx,
+            conns,
+            queued,
+            behind,
+            out_total,
+            limits: conn_limits,
+            too_slow: LogThrottle::new(WARN_EVERY_MS),
+        }
+    }
+
+    /// Output bytes queued or being written for all connections now.
+    pub fn queued_output_bytes(&self) -> usize {
+        self.out_total.load(Ordering::Relaxed)
+    }
+
+    /// Connections of authenticated users open now.
+    pub fn connections(&self) -> usize {
+        let conns = self.conns.lock().expect("not poisoned");
+        conns.values().map(BTreeMap::len).sum()
+    }
+}
+
+impl Users for WsUsers {
+    async fn recv(&mut self) -> Option<Vec<u8>> {
+        let body = self.inputs.recv().await?;
+        self.queued.fetch_sub(body.len(), Ordering::Relaxed);
+        Some(body)
+    }
+
+    fn deliver(&mut self, seq: u64, run: &RunResult) {
+        let ledger = self.owed.lock().expect("not poisoned").ledger_hash(seq);
+        let proof = (self.hp.as_ref()).map(|node| {
+            let ledger = ledger.unwrap_or_default();
+            let tree = OutputTree::of(run, seq, &ledger);
+            let sig = (node.key.public(), tree.sign(&node.key));
+            (tree, sig, ledger)
+        });
+        self.send_to_output_owners(seq, run, "output", |user, out, hp_conn| {
+            match (&proof, hp_conn) {
+                (Some((tree, sig, ledger)), true) => {
+                    let text = vec![output_text(out)];
+                    let mine = leaf(&user, &text);
+                    let view = tree.for_user(&mine)?;
+                    let m = contract_output(seq, ledger, &text, &mine, view, &[*sig]);
+                    Some(Message::Binary(m.into_bytes()))
+                }
+                _ => Some(Message::Binary(out.to_vec())),
+            }
+        });
+    }
+
+    fn withhold(&mut self, seq: u64, run: &RunResult, why: Withheld) {
+        // hpcore's protocol has no such notice, and its client in a browser
+        // fails on a text frame: only prototype sessions hear it.
+        let notice = withheld_message(seq, why);
+        self.send_to_output_owners(seq, run, "notice", |_, _, hp_conn| {
+            (!hp_conn).then(|| Message::Text(notice.clone()))
+        });
+    }
+
+    fn notify(&mut self, event: &Event) {
+        let due = {
+            let mut intake = self.intake.lock().expect("not poisoned");
+            let mut owed = self.owed.lock().expect("not poisoned");
+            owed.on_event(event, intake.view_mut())
+        };
+        if due.is_empty() {
+            return;
+        }
+        let conns = self.conns.lock().expect("not poisoned");
+        for ((user, id), status) in due {
+            // A user gone since is told nothing: hpcore's client forgets
+            // its inputs when its connection drops.
+            let Some(outbox) = conns.get(&user).and_then(|m| m.get(&id)) else {
+                continue;
+            };
+            let m = Message::Binary(status.into_bytes());
+            if !outbox.offer(m, &self.out_total, |_, _| true) {
+                if let Some(n) = self.too_slow.event(now_ms()) {
+                    tracing::warn!(user = %user.short(), count = n, "user connection too slow to take an input status: dropped");
+                }
+            }
+        }
+    }
+
+    fn run_failed(&mut self, seq: u64, users: &[PubKey], outcome: &RunOutcome) {
+        let notice = Message::Text(failed_message(seq, outcome));
+        let conns = self.conns.lock().expect("not poisoned");
+        for user in users {
+            let outboxes = conns.get(user).into_iter().flat_map(BTreeMap::values);
+            for outbox in outboxes.filter(|o| !o.hp) {
+                // A notice is small and not held back by the byte bounds;
+                // a queue too full even for it loses it (logged).
+                if !outbox.offer(notice.clone(), &self.out_total, |_, _| true) {
+                    if let Some(n) = self.too_slow.event(now_ms()) {
+                        tracing::warn!(user = %user.short(), seq, count = n, "user connection too slow to take a failure notice: dropped");
+                    }
+                }
+            }
+        }
+    }
+
+    fn intake(&mut self, open: bool, behind: u64) {
+        let v = if open { 0 } else { behind.max(1) };
+        self.behind.store(v, Ordering::Relaxed);
+    }
+}
+
+impl WsUsers {
+    /// Sends `msg(output)` to every connection of each user with an output
+    /// in `run`. A connection too slow to take it (its queue full, in
+    /// messages or bytes, or all queues together full) is closed: its user
+    /// sees the close and may reconnect, instead of the node holding ever
+    /// more for it.
+    fn send_to_output_owners(
+        &mut self,
+        seq: u64,
+        run: &RunResult,
+        what: &str,
+        msg: impl Fn(PubKey, &[u8], bool) -> Option<Message>,
+    ) {
+        let mut conns = self.conns.lock().expect("not poisoned");
+        let here: Vec<((PubKey, u64), PubKey)> = conns
+            .iter()
+            .flat_map(|(user, m)| m.keys().map(move |id| ((*user, *id), *user)))
+            .collect();
+        let mut slow = Vec::new();
+        for ((user, id), out) in outputs_for(run, here) {
+            let Some(outbox) = conns.get(&user).and_then(|m| m.get(&id)) else {
+                continue;
+            };
+            let Some(m) = msg(user, out, outbox.hp) else {
+                continue;
+            };
+            let len = m.len();
+            // An output bigger than the per-connection bound (the contract
+            // may write up to its own output limit) goes to an empty queue.
+            let (per, all) = (self.limits.out_queue_bytes, self.limits.out_total_bytes);
+            let fits =
+                |mine: usize, total: usize| (mine == 0 || mine + len <= per) && total + len <= all;
+            if !outbox.offer(m, &self.out_total, fits) {
+                slow.push((user, id));
+            }
+        }
+        for (user, id) in slow {
+            // Dropping its queue's sender ends the connection (`serve`).
+            if let Some(m) = conns.get_mut(&user) {
+                m.remove(&id);
+                if m.is_empty() {
+                    conns.remove(&user);
+                }
+            }
+            if let Some(n) = self.too_slow.event(now_ms()) {
+                tracing::warn!(user = %user.short(), seq, count = n, "user connection too slow to take its {what}: closed");
+            }
+        }
+    }
+}
+
+async fn accept_loop(shared: Shared, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    let mut full = LogThrottle::new(WARN_EVERY_MS);
+    let mut crowded = LogThrottle::new(WARN_EVERY_MS);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        match accepted {
+            Ok((stream, addr)) => {
+                if shared.open.fetch_add(1, Ordering::Relaxed) >= shared.limits.max_connections {
+                    shared.open.fetch_sub(1, Ordering::Relaxed);
+                    if let Some(n) = full.event(now_ms()) {
+                        tracing::warn!(%addr, count = n, "too many user connections: turned away");
+                    }
+                    continue;
+                }
+                let open = Open(shared.open.clone());
+                let Ok(slot) = Slot::take(&shared.pending, addr.ip()) else {
+                    if let Some(n) = crowded.event(now_ms()) {
+                        tracing::warn!(%addr, count = n, "too many user connections still in the handshake: turned away");
+                    }
+                    continue;
+                };
+                let shared = shared.clone();
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move {
+                    let _open = open;
+                    if let Err(e) = conn::serve(shared, stream, slot, shutdown).await {
+                        tracing::debug!(%addr, error = %e, "user connection ended");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}

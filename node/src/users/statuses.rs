@@ -1,0 +1,260 @@
+//! The statuses a node owes hpcore users for their signed inputs, sans-IO.
+//! An input is `accepted` once the ledger holding it is final (the next
+//! ledger closed on it), naming that ledger: a status never names a ledger
+//! that is then rolled back. It is `rejected` as `max_ledger_expired` once
+//! a final ledger reaches its last ledger without it, or holds it too late
+//! (every node skips it there). Every input taken is answered one way or
+//! the other, as long as the chain goes on.
+
+use super::hp::{self, Reason, Refused, View};
+use crate::consensus::{Event, VoteStatus};
+use crate::crypto::Hash;
+use crate::ledger::LedgerId;
+use std::collections::BTreeMap;
+
+/// Ledger hashes kept for outputs, which are delivered a ledger or two
+/// after their run's ledger closes.
+const KEEP_HASHES: usize = 1024;
+
+struct Pending<C> {
+    conn: C,
+    name: String,
+    max_ledger: u64,
+}
+
+/// Owed statuses, for connections named `C`.
+pub struct Statuses<C> {
+    /// By the input's hash in ledgers (of its signed body).
+    pending: BTreeMap<Hash, Pending<C>>,
+    /// The newest ledger closed, not yet final, and the inputs it holds.
+    newest: Option<(LedgerId, Vec<Hash>)>,
+    hashes: BTreeMap<u64, Hash>,
+}
+
+impl<C> Default for Statuses<C> {
+    fn default() -> Self {
+        Statuses {
+            pending: BTreeMap::new(),
+            newest: None,
+            hashes: BTreeMap::new(),
+        }
+    }
+}
+
+impl<C: Clone> Statuses<C> {
+    /// Input `ours` (the hash ledgers name it by) went to the node from
+    /// connection `conn`, whose user calls it `name`.
+    pub fn submitted(&mut self, ours: Hash, conn: C, name: String, max_ledger: u64) {
+        self.pending.insert(
+            ours,
+            Pending {
+                conn,
+                name,
+                max_ledger,
+            },
+        );
+    }
+
+    /// Input `ours` never reached the node after all: nothing is owed.
+    pub fn forget(&mut self, ours: &Hash) {
+        self.pending.remove(ours);
+    }
+
+    /// Inputs owed a status.
+    pub fn owed(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The hash of ledger `seq`, if it closed here lately.
+    pub fn ledger_hash(&self, seq: u64) -> Option<Hash> {
+        self.hashes.get(&seq).copied()
+    }
+
+    /// Takes an event of the node's: keeps `view` up to date and returns
+    /// the statuses now due, each for its connection.
+    pub fn on_event(&mut self, event: &Event, view: Option<&mut View>) -> Vec<(C, String)> {
+        let mut due = Vec::new();
+        match event {
+            Event::Started { lcl } => {
+                set_lcl(view, *lcl);
+                self.newest = None;
+            }
+            Event::LedgerClosed { ledger, hash, .. } => {
+                let id = LedgerId {
+                    seq: ledger.seq,
+                    hash: *hash,
+                };
+                if let Some((below, inputs)) = self.newest.take() {
+                    if below.hash == ledger.prev && below.seq + 1 == ledger.seq {
+                        self.final_ledger(below, &inputs, &mut due);
+                    }
+                }
+                self.newest = Some((id, ledger.inputs.clone()));
+                self.hashes.insert(id.seq, id.hash);
+                while self.hashes.len() > KEEP_HASHES {
+                    self.hashes.pop_first();
+                }
+                set_lcl(view, id);
+            }
+            Event::RolledBack { to, .. } => {
+                // `to` was final already: its inputs were answered when the
+                // dropped ledger closed on it.
+                self.newest = None;
+                set_lcl(view, *to);
+            }
+            Event::Status(status) => {
+                if let Some(v) = view {
+                    v.vote_status = match status {
+                        VoteStatus::Synced => "synced",
+                        VoteStatus::Desync => "desync",
+                        VoteStatus::Unreliable => "unreliable",
+                    };
+                }
+            }
+            _ => {}
+        }
+        due
+    }
+
+    /// Ledger `id`, holding `inputs`, is final: its inputs are answered,
+    /// and so is every input whose last ledger it reached.
+    fn final_ledger(&mut self, id: LedgerId, inputs: &[Hash], due: &mut Vec<(C, String)>) {
+        for h in inputs {
+            let Some(p) = self.pending.remove(h) else {
+                continue;
+            };
+            let status = if id.seq <= p.max_ledger {
+                hp::accepted(&p.name, id)
+            } else {
+                expired(p.name)
+            };
+            due.push((p.conn, status));
+        }
+        let late: Vec<Hash> = (self.pending.iter())
+            .filter(|(_, p)| p.max_ledger <= id.seq)
+            .map(|(h, _)| *h)
+            .collect();
+        for h in late {
+            let p = self.pending.remove(&h).expect("listed");
+            due.push((p.conn, expired(p.name)));
+        }
+    }
+}
+
+fn expired(name: String) -> String {
+    hp::rejected(&Refused {
+        reason: Reason::MaxLedgerExpired,
+        hash: name,
+    })
+}
+
+fn set_lcl(view: Option<&mut View>, lcl: LedgerId) {
+    if let Some(v) = view {
+        v.lcl = lcl;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consensus::CloseVia;
+    use crate::ledger::Ledger;
+
+    fn closed(seq: u64, prev: Hash, inputs: &[Hash]) -> (Event, Hash) {
+        let mut ledger = Ledger::genesis();
+        ledger.seq = seq;
+        ledger.prev = prev;
+        ledger.inputs = inputs.to_vec();
+        let hash = Hash([seq as u8 + 100; 32]);
+        let e = Event::LedgerClosed {
+            ledger,
+            hash,
+            via: CloseVia::Consensus,
+        };
+        (e, hash)
+    }
+
+    fn status(due: &[(u8, String)]) -> Vec<(u8, String, String)> {
+        (due.iter())
+            .map(|(c, m)| {
+                let v: serde_json::Value = serde_json::from_str(m).unwrap();
+                let what = v["reason"].as_str().or(v["status"].as_str()).unwrap();
+                (*c, v["input_hash"].as_str().unwrap().into(), what.into())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_input_is_accepted_when_its_ledger_is_final_and_expired_past_its_last() {
+        let (a, b, c) = (Hash([1; 32]), Hash([2; 32]), Hash([3; 32]));
+        let mut s: Statuses<u8> = Statuses::default();
+        s.submitted(a, 1, "A".into(), 5);
+        s.submitted(b, 2, "B".into(), 5);
+        s.submitted(c, 3, "C".into(), 6);
+        let (e4, h4) = closed(4, Hash([0; 32]), &[a]);
+        assert!(
+            s.on_event(&e4, None).is_empty(),
+            "ledger 4 is not final yet"
+        );
+        let (e5, h5) = closed(5, h4, &[]);
+        assert_eq!(
+            status(&s.on_event(&e5, None)),
+            [(1, "A".into(), "accepted".into())]
+        );
+        // Ledger 5 is final once 6 closes on it: B's last ledger passed.
+        let (e6, h6) = closed(6, h5, &[c]);
+        assert_eq!(
+            status(&s.on_event(&e6, None)),
+            [(2, "B".into(), "max_ledger_expired".into())]
+        );
+        assert_eq!(s.owed(), 1);
+        let (e7, _) = closed(7, h6, &[]);
+        assert_eq!(
+            status(&s.on_event(&e7, None)),
+            [(3, "C".into(), "accepted".into())]
+        );
+        assert_eq!(s.owed(), 0);
+        assert_eq!(s.ledger_hash(5), Some(h5));
+    }
+
+    #[test]
+    fn a_rolled_back_ledger_never_answers_and_its_inputs_wait_for_their_next() {
+        let a = Hash([1; 32]);
+        let mut s: Statuses<u8> = Statuses::default();
+        s.submitted(a, 1, "A".into(), 9);
+        let (e4, h4) = closed(4, Hash([0; 32]), &[]);
+        s.on_event(&e4, None);
+        let (e5, _) = closed(5, h4, &[a]);
+        s.on_event(&e5, None);
+        let back = Event::RolledBack {
+            from: LedgerId {
+                seq: 5,
+                hash: Hash([105; 32]),
+            },
+            to: LedgerId { seq: 4, hash: h4 },
+        };
+        let mut view = View {
+            lcl: LedgerId {
+                seq: 0,
+                hash: Hash([0; 32]),
+            },
+            vote_status: "unknown",
+            roundtime_ms: 1000,
+        };
+        assert!(s.on_event(&back, Some(&mut view)).is_empty());
+        assert_eq!(view.lcl.seq, 4);
+        // Another ledger 5, without it, then 6 with it.
+        let (mut other5, _) = closed(5, h4, &[]);
+        if let Event::LedgerClosed { hash, .. } = &mut other5 {
+            *hash = Hash([55; 32]);
+        }
+        assert!(s.on_event(&other5, None).is_empty());
+        let (e6, h6) = closed(6, Hash([55; 32]), &[a]);
+        assert!(s.on_event(&e6, None).is_empty());
+        let (e7, _) = closed(7, h6, &[]);
+        assert_eq!(
+            status(&s.on_event(&e7, None)),
+            [(1, "A".into(), "accepted".into())]
+        );
+    }
+}
