@@ -16,6 +16,10 @@ use std::collections::BTreeMap;
 /// after their run's ledger closes.
 const KEEP_HASHES: usize = 1024;
 
+/// Most inputs owed a status at once, from all users together: a user
+/// past it is refused with `round_inputs_overflow`.
+pub const MAX_OWED: usize = 1 << 16;
+
 struct Pending<C> {
     conn: C,
     name: String,
@@ -42,9 +46,14 @@ impl<C> Default for Statuses<C> {
 }
 
 impl<C: Clone> Statuses<C> {
-    /// Input `ours` (the hash ledgers name it by) went to the node from
-    /// connection `conn`, whose user calls it `name`.
-    pub fn submitted(&mut self, ours: Hash, conn: C, name: String, max_ledger: u64) {
+    /// Input `ours` (the hash ledgers name it by) goes to the node from
+    /// connection `conn`, whose user calls it `name`. False, and nothing
+    /// kept, when `MAX_OWED` are owed already: while no ledger closes,
+    /// nothing is answered, and users must not make the node keep more.
+    pub fn submitted(&mut self, ours: Hash, conn: C, name: String, max_ledger: u64) -> bool {
+        if self.pending.len() >= MAX_OWED {
+            return false;
+        }
         self.pending.insert(
             ours,
             Pending {
@@ -53,6 +62,7 @@ impl<C: Clone> Statuses<C> {
                 max_ledger,
             },
         );
+        true
     }
 
     /// Input `ours` never reached the node after all: nothing is owed.
@@ -188,9 +198,9 @@ mod tests {
     fn an_input_is_accepted_when_its_ledger_is_final_and_expired_past_its_last() {
         let (a, b, c) = (Hash([1; 32]), Hash([2; 32]), Hash([3; 32]));
         let mut s: Statuses<u8> = Statuses::default();
-        s.submitted(a, 1, "A".into(), 5);
-        s.submitted(b, 2, "B".into(), 5);
-        s.submitted(c, 3, "C".into(), 6);
+        assert!(s.submitted(a, 1, "A".into(), 5));
+        assert!(s.submitted(b, 2, "B".into(), 5));
+        assert!(s.submitted(c, 3, "C".into(), 6));
         let (e4, h4) = closed(4, Hash([0; 32]), &[a]);
         assert!(
             s.on_event(&e4, None).is_empty(),
@@ -218,10 +228,22 @@ mod tests {
     }
 
     #[test]
+    fn no_more_than_max_owed_are_kept() {
+        let mut s: Statuses<u8> = Statuses::default();
+        for i in 0..MAX_OWED as u64 {
+            let mut h = [0u8; 32];
+            h[..8].copy_from_slice(&i.to_le_bytes());
+            assert!(s.submitted(Hash(h), 0, String::new(), 5));
+        }
+        assert!(!s.submitted(Hash([0xff; 32]), 0, String::new(), 5));
+        assert_eq!(s.owed(), MAX_OWED);
+    }
+
+    #[test]
     fn a_rolled_back_ledger_never_answers_and_its_inputs_wait_for_their_next() {
         let a = Hash([1; 32]);
         let mut s: Statuses<u8> = Statuses::default();
-        s.submitted(a, 1, "A".into(), 9);
+        assert!(s.submitted(a, 1, "A".into(), 9));
         let (e4, h4) = closed(4, Hash([0; 32]), &[]);
         s.on_event(&e4, None);
         let (e5, _) = closed(5, h4, &[a]);

@@ -221,16 +221,18 @@ pub(super) async fn serve(
                     let user = session.user().expect("an hpcore session is open");
                     // Owed before it can close: the status may be due
                     // before this task runs again.
-                    (shared.owed.lock().expect("not poisoned")).submitted(
+                    let owed = (shared.owed.lock().expect("not poisoned")).submitted(
                         ours,
                         (user, id),
                         name.clone(),
                         max_ledger,
                     );
-                    if submit(&shared, body).is_ok() {
+                    if owed && submit(&shared, body).is_ok() {
                         continue;
                     }
-                    shared.owed.lock().expect("not poisoned").forget(&ours);
+                    if owed {
+                        shared.owed.lock().expect("not poisoned").forget(&ours);
+                    }
                     session.unsubmit(ours);
                     let refused = Refused {
                         reason: Reason::RoundInputsOverflow,
