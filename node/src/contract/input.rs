@@ -68,10 +68,12 @@ impl Stamper {
 /// signed input whose signature or container does not hold, or one past
 /// its `max_ledger_seq_no`.
 pub fn runnable(body: &[u8], seq: u64) -> Option<UserInput> {
-    if let Some(input) = UserInput::decode(body) {
-        return Some(input);
-    }
-    let signed = SignedInput::decode(body)?;
+    // Signed first: a signed body can also read as a vouched input under a
+    // key that begins with the signed kind's mark, which nobody holds.
+    let Some(signed) = SignedInput::decode_marked(body) else {
+        return UserInput::decode(body);
+    };
+    let signed = signed.ok()?;
     let c = signed.open().ok()?;
     (seq <= c.max_ledger_seq_no).then(|| UserInput {
         user: signed.user,
@@ -178,6 +180,23 @@ mod tests {
         record.ledger.inputs.sort();
         let req = RunRequest::for_ledger(&record, user, &[user]);
         assert_eq!(req.inputs[&user], vec![b"a".to_vec(), b"b".to_vec()]);
+    }
+
+    #[test]
+    fn a_marked_body_never_runs_as_a_vouched_input() {
+        // A vouched input whose key starts with the signed kind's mark
+        // (which no one can hold) reads as a vouched input, and is marked.
+        let mut key = [0u8; 32];
+        key[..28].copy_from_slice(b"\0hotpocket/signed-input/v1\0\0");
+        let body = UserInput {
+            user: PubKey(key),
+            nonce: 1,
+            payload: b"x".to_vec(),
+        }
+        .encode();
+        assert!(UserInput::decode(&body).is_some());
+        assert!(SignedInput::decode_marked(&body).is_some());
+        assert_eq!(runnable(&body, 1), None);
     }
 
     #[test]

@@ -48,11 +48,17 @@ impl SignedInput {
 
     /// `None` for anything that is not exactly one encoded signed input.
     pub fn decode(bytes: &[u8]) -> Option<SignedInput> {
+        SignedInput::decode_marked(bytes)?.ok()
+    }
+
+    /// `None` for bytes without the signed kind's mark; for marked bytes,
+    /// the input, or `Err` when the rest is not exactly one.
+    pub fn decode_marked(bytes: &[u8]) -> Option<Result<SignedInput, ()>> {
         let rest = bytes.strip_prefix(MAGIC)?;
-        match postcard::take_from_bytes::<SignedInput>(rest) {
-            Ok((input, [])) => Some(input),
-            _ => None,
-        }
+        Some(match postcard::take_from_bytes::<SignedInput>(rest) {
+            Ok((input, [])) => Ok(input),
+            _ => Err(()),
+        })
     }
 
     /// The container, once the user's signature over it holds.

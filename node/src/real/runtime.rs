@@ -172,9 +172,17 @@ async fn run_until_shutdown(dir: &Path, shutdown: watch::Receiver<bool>) -> anyh
         lcl,
         "node listening"
     );
+    // An empty id and version would make the handshake's signature one
+    // over the user's 32 hex digits alone: what a helo signs.
+    anyhow::ensure!(
+        !cfg.contract_version.is_empty(),
+        "cfg/hp.cfg: field `contract_version` must not be empty"
+    );
     let hp = HpNode {
         key: key.clone(),
-        contract_id: (cfg.contract_id.clone()).unwrap_or_else(|| contract_id_of(&unl)),
+        contract_id: (cfg.contract_id.clone())
+            .filter(|id| !id.is_empty())
+            .unwrap_or_else(|| contract_id_of(&unl)),
         contract_version: cfg.contract_version.clone(),
         unl: unl.clone(),
     };

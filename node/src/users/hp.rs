@@ -86,8 +86,8 @@ pub fn accept_user(
     verify_raw(&user, challenge.as_bytes(), &sig)
         .map_err(|_| "signature does not verify: sign the challenge text with the pubkey's key")?;
     let theirs = field("server_challenge")
-        .filter(|c| c.len() == 32 && c.bytes().all(|b| b.is_ascii_hexdigit()))
-        .ok_or("server_challenge must be 32 hex digits")?;
+        .filter(|c| super::is_challenge(c))
+        .ok_or("server_challenge must be 32 lower-case hex digits")?;
     match field("protocol") {
         Some("json") => {}
         Some(other) => {

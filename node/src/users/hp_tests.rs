@@ -53,7 +53,13 @@ fn a_bad_handshake_answer_is_refused_with_the_reason() {
     };
     refuse(response(&user, "00fe", good), "does not verify");
     // The node signs the user's challenge raw: it must not be free text.
-    refuse(response(&user, "00ff", "hotpocket/proposal/v1"), "32 hex");
+    refuse(
+        response(&user, "00ff", "hotpocket/proposal/v1"),
+        "32 lower-case hex",
+    );
+    let not_hex = r#"{"input":"xyz","nonce":1,"m":22}"#;
+    assert_eq!(not_hex.len(), 32);
+    refuse(response(&user, "00ff", not_hex), "32 lower-case hex");
     let mut bson = response(&user, "00ff", good);
     bson["protocol"] = json!("bson");
     refuse(bson, "not served");

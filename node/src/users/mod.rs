@@ -399,6 +399,13 @@ impl Session {
     }
 }
 
+/// Whether `s` is a challenge as nodes make them: 32 lower-case hex digits.
+pub fn is_challenge(s: &str) -> bool {
+    s.len() == 32
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 fn public_challenge(challenge: &str) -> String {
     json!({"hotpocket": PROTOCOL_VERSION, "type": "public_challenge", "challenge": challenge})
         .to_string()
@@ -439,7 +446,11 @@ pub fn answer_challenge(
         v.get("type").and_then(Value::as_str),
         v.get("challenge").and_then(Value::as_str),
     ) {
-        (Some("public_challenge" | "user_challenge"), Some(challenge)) => {
+        // Only a node's 32 hex digits: signed raw, free text from a node
+        // could be the container of a signed input in this user's name.
+        (Some("public_challenge" | "user_challenge"), Some(challenge))
+            if is_challenge(challenge) =>
+        {
             Ok(helo_message(key, challenge, now_s))
         }
         _ => Err(ChallengeError::NotAChallenge(challenge_msg.to_string())),

@@ -88,6 +88,7 @@ impl<C: Clone> Statuses<C> {
             Event::Started { lcl } => {
                 set_lcl(view, *lcl);
                 self.newest = None;
+                self.hashes.insert(lcl.seq, lcl.hash);
             }
             Event::LedgerClosed { ledger, hash, .. } => {
                 let id = LedgerId {
@@ -184,12 +185,17 @@ mod tests {
         (e, hash)
     }
 
+    /// (connection, input name, status or reason, and for an accepted
+    /// one the seq of the ledger it names).
     fn status(due: &[(u8, String)]) -> Vec<(u8, String, String)> {
         (due.iter())
             .map(|(c, m)| {
                 let v: serde_json::Value = serde_json::from_str(m).unwrap();
-                let what = v["reason"].as_str().or(v["status"].as_str()).unwrap();
-                (*c, v["input_hash"].as_str().unwrap().into(), what.into())
+                let what = match v["reason"].as_str() {
+                    Some(r) => r.to_string(),
+                    None => format!("accepted {}", v["ledger_seq_no"]),
+                };
+                (*c, v["input_hash"].as_str().unwrap().into(), what)
             })
             .collect()
     }
@@ -209,7 +215,7 @@ mod tests {
         let (e5, h5) = closed(5, h4, &[]);
         assert_eq!(
             status(&s.on_event(&e5, None)),
-            [(1, "A".into(), "accepted".into())]
+            [(1, "A".into(), "accepted 4".into())]
         );
         // Ledger 5 is final once 6 closes on it: B's last ledger passed.
         let (e6, h6) = closed(6, h5, &[c]);
@@ -221,10 +227,22 @@ mod tests {
         let (e7, _) = closed(7, h6, &[]);
         assert_eq!(
             status(&s.on_event(&e7, None)),
-            [(3, "C".into(), "accepted".into())]
+            [(3, "C".into(), "accepted 6".into())]
         );
         assert_eq!(s.owed(), 0);
         assert_eq!(s.ledger_hash(5), Some(h5));
+    }
+
+    #[test]
+    fn an_input_held_past_its_last_ledger_is_expired_not_accepted() {
+        let a = Hash([1; 32]);
+        let mut s: Statuses<u8> = Statuses::default();
+        assert!(s.submitted(a, 1, "A".into(), 3));
+        let (e4, h4) = closed(4, Hash([0; 32]), &[a]);
+        s.on_event(&e4, None);
+        let (e5, _) = closed(5, h4, &[]);
+        let due = status(&s.on_event(&e5, None));
+        assert_eq!(due, [(1, "A".into(), "max_ledger_expired".into())]);
     }
 
     #[test]
@@ -276,7 +294,7 @@ mod tests {
         let (e7, _) = closed(7, h6, &[]);
         assert_eq!(
             status(&s.on_event(&e7, None)),
-            [(1, "A".into(), "accepted".into())]
+            [(1, "A".into(), "accepted 6".into())]
         );
     }
 }

@@ -196,6 +196,61 @@ fn a_user_answers_the_challenge_message_and_the_session_accepts_it() {
         crate::users::answer_challenge(&k, "{nope", 0),
         Err(crate::users::ChallengeError::NotJson(_))
     ));
+    // A challenge that is not a node's 32 hex digits is not signed: it
+    // could be a signed input's container.
+    let lure = json!({"type": "user_challenge", "challenge": "{\"input\":\"x\"}"}).to_string();
+    assert!(crate::users::answer_challenge(&k, &lure, 0).is_err());
+}
+
+#[test]
+fn a_node_serving_hpcore_offers_it_first_and_the_prototype_after_a_silence() {
+    let node = std::sync::Arc::new(hp::HpNode {
+        key: Keypair::from_seed([1; 32]),
+        contract_id: "c".into(),
+        contract_version: "1.0".into(),
+        unl: vec![],
+    });
+    let (mut s, first) = Session::open_hp(SessionLimits::default(), [7; 16], node.clone());
+    let v: Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(v["type"], "user_challenge");
+    let quiet = s.on_quiet();
+    assert!(matches!(&quiet[..], [Reply::Send(m)] if m.contains("public_challenge")));
+    assert!(s.on_quiet().is_empty(), "offered once");
+    // A helo answers the same challenge, in a prototype session.
+    let k = Keypair::from_seed([6; 32]);
+    let helo = crate::users::answer_challenge(&k, &first, NOW / 1000).unwrap();
+    assert!(s.on_message(NOW, helo.as_bytes(), true).is_empty());
+    assert!(!s.is_hp() && s.user() == Some(k.public()));
+
+    // An hpcore user: its inputs are signed, a retry is silent, `stat`
+    // is the intake's to answer.
+    let (mut s, first) = Session::open_hp(SessionLimits::default(), [8; 16], node);
+    let challenge = serde_json::from_str::<Value>(&first).unwrap()["challenge"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let response = json!({
+        "type": "user_challenge_response",
+        "sig": k.sign_raw(challenge.as_bytes()).to_hex(),
+        "pubkey": hp::ed_hex(&k.public()),
+        "server_challenge": "0123456789abcdef0123456789abcdef",
+        "protocol": "json",
+    });
+    let r = s.on_message(NOW, response.to_string().as_bytes(), false);
+    assert!(matches!(&r[..], [Reply::SendHp(m)] if m.contains("server_challenge_response")));
+    assert!(s.is_hp());
+    let c = r#"{"input":"x","nonce":1,"max_ledger_seq_no":9}"#;
+    let input = json!({"type": "contract_input", "input_container": c, "sig": k.sign_raw(c.as_bytes()).to_hex()});
+    let r = s.on_message(NOW, input.to_string().as_bytes(), false);
+    assert!(
+        matches!(&r[..], [Reply::Signed { max_ledger: 9, .. }]),
+        "{r:?}"
+    );
+    assert!(s
+        .on_message(NOW, input.to_string().as_bytes(), false)
+        .is_empty());
+    let r = s.on_message(NOW, br#"{"type":"stat"}"#, false);
+    assert_eq!(r, vec![Reply::Stat]);
 }
 
 #[test]

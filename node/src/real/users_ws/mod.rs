@@ -229,22 +229,27 @@ impl Users for WsUsers {
 
     fn deliver(&mut self, seq: u64, run: &RunResult) {
         let ledger = self.owed.lock().expect("not poisoned").ledger_hash(seq);
-        let proof = (self.hp.as_ref()).map(|node| {
+        // Made for the first hpcore connection with an output, if any.
+        let proof = std::cell::OnceCell::new();
+        let hp = self.hp.clone();
+        let make = |node: &HpNode| {
             let ledger = ledger.unwrap_or_default();
             let tree = OutputTree::of(run, seq, &ledger);
             let sig = (node.key.public(), tree.sign(&node.key));
             (tree, sig, ledger)
-        });
+        };
         self.send_to_output_owners(seq, run, "output", |user, out, hp_conn| {
-            match (&proof, hp_conn) {
-                (Some((tree, sig, ledger)), true) => {
+            let node = hp.as_deref().filter(|_| hp_conn);
+            let proof = node.map(|n| proof.get_or_init(|| make(n)));
+            match proof {
+                Some((tree, sig, ledger)) => {
                     let text = vec![output_text(out)];
                     let mine = leaf(&user, &text);
                     let view = tree.for_user(&mine)?;
                     let m = contract_output(seq, ledger, &text, &mine, view, &[*sig]);
                     Some(Message::Binary(m.into_bytes()))
                 }
-                _ => Some(Message::Binary(out.to_vec())),
+                None => Some(Message::Binary(out.to_vec())),
             }
         });
     }
