@@ -31,6 +31,10 @@ const CONTRACT: &str = "5ac9a1f0-js-client-check";
 
 fn client_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/js-client");
+    // Once for all the tests here: `npm ci` starts by removing
+    // node_modules, under any client another test is running.
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _once = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
     if !dir.join("node_modules/hotpocket-js-client").exists() {
         // Nothing in the library compiles; its blake3 install script only
         // tries a download it can do without (it falls back to WASM).
@@ -277,9 +281,10 @@ async fn the_client_refuses_a_node_it_does_not_trust_or_another_contract() {
 #[path = "support/cluster.rs"]
 mod cluster;
 
-/// Ports from the process id, apart from the other end-to-end tests'.
+/// Ports from the process id, below the ephemeral range (32 768 on):
+/// the tests beside these bind port 0 and connect while they run.
 fn base_port(offset: u16) -> u16 {
-    40_000 + (std::process::id() % 1_000) as u16 * 20 + offset
+    21_000 + (std::process::id() % 500) as u16 * 20 + offset
 }
 
 fn echo() -> PathBuf {
