@@ -10,7 +10,7 @@
 //! its UNL, which a client that trusts this node's key then trusts.
 
 use crate::contract::{Container, SignedInput, SignedInputError};
-use crate::crypto::{verify_raw, Hash, Keypair, PubKey, Sig};
+use crate::crypto::{verify_raw, Keypair, PubKey, Sig};
 use crate::ledger::LedgerId;
 use serde_json::{json, Value};
 
@@ -44,10 +44,7 @@ pub fn ed_hex(key: &PubKey) -> String {
 /// A key written as [`ed_hex`] does, in lower case.
 pub fn parse_ed_hex(s: &str) -> Option<PubKey> {
     let hex = s.strip_prefix("ed")?;
-    let lower = hex
-        .bytes()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    (hex.len() == 64 && lower).then(|| PubKey::from_hex(hex).ok())?
+    (hex.len() == 64 && super::is_lower_hex(hex)).then(|| PubKey::from_hex(hex).ok())?
 }
 
 /// The node's first message: the challenge, and what it serves.
@@ -309,11 +306,6 @@ pub fn lcl_response(view: &View) -> String {
 pub fn ledger_query_unserved(id: &str) -> String {
     json!({"type": "ledger_query_result", "reply_for": id, "error": "not_supported", "results": []})
         .to_string()
-}
-
-/// The ledger hash's hex, as hpcore writes it.
-pub fn hash_hex(h: &Hash) -> String {
-    hex::encode(h.0)
 }
 
 #[cfg(test)]

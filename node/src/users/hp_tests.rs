@@ -1,4 +1,5 @@
 use super::*;
+use crate::crypto::Hash;
 
 fn node() -> HpNode {
     let key = Keypair::from_seed([1; 32]);

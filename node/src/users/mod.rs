@@ -401,9 +401,13 @@ impl Session {
 
 /// Whether `s` is a challenge as nodes make them: 32 lower-case hex digits.
 pub fn is_challenge(s: &str) -> bool {
-    s.len() == 32
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 32 && is_lower_hex(s)
+}
+
+/// Hex digits in lower case only, as this node writes them.
+fn is_lower_hex(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn public_challenge(challenge: &str) -> String {
