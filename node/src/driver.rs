@@ -126,7 +126,10 @@ where
                     users: who,
                     outcome,
                 } => users.run_failed(seq, &who, &outcome),
-                Action::Deliver { seq, run } => users.deliver(seq, &run),
+                Action::Deliver { seq, ledger, run } => users.deliver(seq, &ledger, &run),
+                Action::OutputsSigned { seq, root, sigs } => {
+                    users.outputs_signed(seq, &root, &sigs)
+                }
                 Action::Withhold { seq, run, why } => users.withhold(seq, &run, why),
                 Action::Notify(event) => {
                     users.notify(&event);

@@ -385,6 +385,17 @@ fn outputs_go_out_once_and_only_after_the_next_ledger_certifies_them() {
             .collect::<Vec<_>>()
             .join(&b'|');
         assert_eq!(echoed, b"in0|in1|in2|in3|in4|in5", "node {i}");
+        // Each run with outputs had its root signed by 4 of the 5, once.
+        for (seq, run, _) in d.iter().filter(|(_, run, _)| !run.outputs.is_empty()) {
+            let signed: Vec<usize> = (net.signed[i].iter())
+                .filter(|(s, _)| s == seq)
+                .map(|(_, n)| *n)
+                .collect();
+            assert!(
+                matches!(signed[..], [n] if n >= 4),
+                "node {i} seq {seq}: {signed:?} {run:?}"
+            );
+        }
     }
 }
 

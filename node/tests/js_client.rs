@@ -15,11 +15,12 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use futures_util::{SinkExt, StreamExt};
+use hotpocket_node::contract::{leaf, output_text, OutputTree};
 use hotpocket_node::contract::{runnable, RunOutcome, RunResult};
 use hotpocket_node::crypto::{Hash, Keypair, PubKey};
 use hotpocket_node::ledger::LedgerId;
 use hotpocket_node::users::hp::{self, HpNode, Request, View};
-use hotpocket_node::users::hp_outputs::{contract_output, leaf, output_text, OutputTree};
+use hotpocket_node::users::hp_outputs::contract_output;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -317,14 +318,15 @@ async fn the_official_client_gets_a_status_and_a_proved_output_from_a_real_node(
 }
 
 #[tokio::test]
-async fn on_three_nodes_an_input_reaches_consensus_and_its_status_names_the_ledger() {
+async fn on_three_nodes_the_client_takes_outputs_the_whole_unl_signed() {
     let base = base_port(10);
     let net = cluster::start("js-three", 3, base, &echo(), "");
     let url = format!("ws://127.0.0.1:{}", base + 5);
-    // Trusting no key: outputs come unchecked (one node's signature is a
-    // third of the UNL, which the client refuses when it checks).
-    let (code, lines) = run_client([url, "-".into(), "-".into()]).await;
-    assert_eq!(code, 0, "{lines:?}");
+    // Trusting node 0 alone, the client trusts the UNL it reports and takes
+    // only outputs that 80% of it signed: all three nodes' signatures.
+    let me = hp::ed_hex(&cluster::node_key(0).public());
+    let (code, lines) = run_client([url, me, "-".into()]).await;
+    assert_eq!(code, 0, "no output passed the client's check: {lines:?}");
     let status = line(&lines, "status");
     assert_eq!(status["status"], "accepted", "{status}");
     let seq = status["ledgerSeqNo"].as_i64().unwrap();
@@ -335,4 +337,8 @@ async fn on_three_nodes_an_input_reaches_consensus_and_its_status_names_the_ledg
         let found = cluster::ledger(&dir).into_iter().find(|(s, _)| *s == seq);
         assert_eq!(found.map(|(_, h)| h), Some(hash.clone()), "node {i}");
     }
+    let outputs = &line(&lines, "outputs")[0];
+    assert_eq!(outputs["ledgerSeqNo"].as_i64(), Some(seq), "{outputs}");
+    let out = outputs["outputs"][0].as_str().unwrap_or_default();
+    assert!(out.contains("bytes sha256"), "{lines:?}");
 }

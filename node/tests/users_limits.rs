@@ -9,7 +9,7 @@
 
 use futures_util::{SinkExt, StreamExt};
 use hotpocket_node::contract::{RunOutcome, RunResult};
-use hotpocket_node::crypto::Keypair;
+use hotpocket_node::crypto::{Hash, Keypair};
 use hotpocket_node::env::Users;
 use hotpocket_node::real::users_ws::{now_ms, ConnLimits, WsUsers};
 use hotpocket_node::users::{answer_challenge, SessionLimits};
@@ -127,7 +127,7 @@ async fn a_user_that_never_reads_cannot_grow_the_nodes_memory() {
     };
     // 32 MiB for each connection if nothing bounded it.
     for seq in 1..=64 {
-        users.deliver(seq, &run);
+        users.deliver(seq, &Hash([0; 32]), &run);
         assert!(
             users.queued_output_bytes() <= limits.out_total_bytes,
             "{} bytes queued after output {seq}",
@@ -169,14 +169,14 @@ async fn outputs_being_written_count_against_the_total() {
         outputs: BTreeMap::from([(key.public(), vec![b'x'; OUT])]),
     };
     // Four fit in the total; the others are closed.
-    users.deliver(1, &run);
+    users.deliver(1, &Hash([0; 32]), &run);
     assert_eq!(users.connections(), 4);
     // Their outputs leave the queues for the sockets, where they stall,
     // and still count.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(users.queued_output_bytes(), 4 * OUT);
     // So the next output fits nowhere: every connection is too slow.
-    users.deliver(2, &run);
+    users.deliver(2, &Hash([0; 32]), &run);
     assert_eq!(users.connections(), 0);
     assert_eq!(users.queued_output_bytes(), 4 * OUT);
     // Gone with the connections.

@@ -83,6 +83,9 @@ fn consensus_config(s: &Scenario, unl: Vec<PubKey>) -> ConsensusConfig {
             max_hops: c.npl_max_hops,
             ..NplLimits::default()
         },
+        // No simulated user speaks hpcore's protocol yet: nobody would take
+        // the signatures over output roots (docs/limitations.md).
+        sign_outputs: false,
         ..ConsensusConfig::new(unl)
     }
 }

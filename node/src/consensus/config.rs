@@ -40,6 +40,9 @@ pub struct ConsensusConfig {
     pub npl: NplLimits,
     /// Sorted, distinct UNL.
     pub unl: Vec<PubKey>,
+    /// Sign the output tree root of every delivered run and tell the
+    /// peers, for hpcore's users (`Action::OutputsSigned`).
+    pub sign_outputs: bool,
     /// A check switched off on purpose. Only the simulator's tests set it,
     /// to show that an adversary exploits the check's absence (a fuzzer
     /// that cannot catch a planted bug has no teeth); the node's config
@@ -109,6 +112,7 @@ impl ConsensusConfig {
             state_sync_gap: 32,
             npl: NplLimits::default(),
             unl,
+            sign_outputs: true,
             #[cfg(feature = "planted")]
             planted_bug: None,
         }

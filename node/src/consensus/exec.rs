@@ -198,7 +198,9 @@ impl Execution {
                             outcome,
                         });
                     }
-                    out.push(Action::Deliver { seq, run });
+                    // A verdict is on a ledger after `seq`: `seq` is held.
+                    let ledger = chain.get(seq).map(|r| r.hash).unwrap_or_default();
+                    out.push(Action::Deliver { seq, ledger, run });
                     continue;
                 }
                 Some(_) => Withheld::Differs,

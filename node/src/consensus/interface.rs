@@ -3,7 +3,7 @@
 
 use super::{ConfigError, Job, VoteStatus};
 use crate::contract::{RunOutcome, RunReport, RunResult, StateNode};
-use crate::crypto::{Hash, PubKey};
+use crate::crypto::{Hash, PubKey, Sig};
 use crate::ledger::{ChainError, Ledger, LedgerId, LedgerRecord};
 use crate::npl::NplStats;
 use crate::sync::state_transfer::{FetchStats, StateResponse};
@@ -73,7 +73,17 @@ pub enum Action {
     /// after it, durably stored, certified exactly these.
     Deliver {
         seq: u64,
+        ledger: Hash,
         run: RunResult,
+    },
+    /// Enough of the UNL signed the output tree root of ledger `seq`'s run
+    /// (`contract::OutputTree`) for hpcore's users to take its outputs,
+    /// or the run left the window with fewer: hand them these. Follows
+    /// its `Deliver`, only when `ConsensusConfig::sign_outputs`.
+    OutputsSigned {
+        seq: u64,
+        root: crate::contract::B3,
+        sigs: Vec<(PubKey, Sig)>,
     },
     /// Ledger `seq`'s run, as certified, did not end cleanly (`outcome`):
     /// tell each user with an input in it (`users`), since a run that

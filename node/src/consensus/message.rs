@@ -1,5 +1,6 @@
 //! Messages between nodes and their wire encoding.
 
+use super::output_sigs::OutputSig;
 use crate::crypto::{Hash, Sig};
 use crate::ledger::LedgerRecord;
 use crate::ledger::SignedProposal;
@@ -31,6 +32,8 @@ pub enum PeerMessage {
     StateResponse(StateResponse),
     /// A signed chunk of a contract's node party line output.
     Npl(Box<NplEnvelope>),
+    /// A node's signature over a delivered run's output tree root.
+    OutputSig(OutputSig),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -4,12 +4,12 @@
 
 use super::message::PeerMessage;
 use super::{Action, ConsensusConfig};
-use crate::contract::input_hash;
+use crate::contract::{input_hash, last_ledger};
 use crate::crypto::Hash;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Rounds an input may wait in the pool before it is dropped.
-const INPUT_TTL_ROUNDS: u64 = 20;
+pub const INPUT_TTL_ROUNDS: u64 = 20;
 /// Largest batch of inputs sent in one message.
 const BATCH_BYTES: usize = 1 << 20;
 
@@ -20,14 +20,23 @@ pub enum Admission {
     New,
     /// Already pooled, or already in a recent ledger.
     Known,
-    /// Over a size limit: too big, or the pool is full.
+    /// Over a size limit (too big, or the pool is full), or a signed input
+    /// whose signature or container does not hold.
     Refused,
+}
+
+#[derive(Debug)]
+struct Pooled {
+    body: Vec<u8>,
+    arrived: u64,
+    last: u64,
 }
 
 #[derive(Debug, Default)]
 pub struct InputPool {
-    /// Bodies by input hash, with the round each arrived in.
-    bodies: BTreeMap<Hash, (Vec<u8>, u64)>,
+    /// Bodies by input hash, with the round each arrived in and the last
+    /// ledger it may go into (`contract::last_ledger`).
+    bodies: BTreeMap<Hash, Pooled>,
     bytes: usize,
     /// Pooled inputs this node took from its own users: it re-sends them
     /// while they wait, since a lost broadcast would otherwise keep them
@@ -47,7 +56,7 @@ impl InputPool {
     }
 
     pub fn get(&self, h: &Hash) -> Option<&Vec<u8>> {
-        self.bodies.get(h).map(|(b, _)| b)
+        self.bodies.get(h).map(|p| &p.body)
     }
 
     /// When the batch of users' inputs is due to go out.
@@ -74,12 +83,26 @@ impl InputPool {
         if included(&h) || self.bodies.contains_key(&h) {
             return Admission::Known;
         }
+        // Checked once here, before any vote: a signature that does not
+        // hold would only be skipped at run time, after taking ledger space.
+        let Some(last) = last_ledger(&body) else {
+            return Admission::Refused;
+        };
         if mine {
             self.mine.insert(h);
         }
-        self.bytes += body.len();
-        self.bodies.insert(h, (body, round));
+        self.insert(h, body, round, last);
         Admission::New
+    }
+
+    fn insert(&mut self, h: Hash, body: Vec<u8>, arrived: u64, last: u64) {
+        self.bytes += body.len();
+        let pooled = Pooled {
+            body,
+            arrived,
+            last,
+        };
+        self.bodies.insert(h, pooled);
     }
 
     /// A body a user submitted here: pooled, and queued for the UNL within
@@ -119,26 +142,32 @@ impl InputPool {
 
     /// Moves a body out: its ledger closed.
     pub fn take(&mut self, h: &Hash) -> Option<Vec<u8>> {
-        let (b, _) = self.bodies.remove(h)?;
-        self.bytes -= b.len();
-        Some(b)
+        let p = self.bodies.remove(h)?;
+        self.bytes -= p.body.len();
+        Some(p.body)
     }
 
     /// Puts back the body of an input whose ledger was rolled back.
     pub fn put_back(&mut self, h: Hash, body: Vec<u8>, round: u64) {
-        self.bytes += body.len();
-        self.bodies.insert(h, (body, round));
+        let last = last_ledger(&body).unwrap_or(0);
+        self.insert(h, body, round, last);
     }
 
     /// What a stage-0 proposal offers: the oldest waiting inputs first (so
     /// grinding input hashes cannot jump the queue) within the ledger's
-    /// count and byte budget (so a ledger always fits in a frame), sorted.
-    pub fn proposable(&self, cfg: &ConsensusConfig, included: impl Fn(&Hash) -> bool) -> Vec<Hash> {
+    /// count and byte budget (so a ledger always fits in a frame), sorted;
+    /// none past its last ledger, for ledger `next`.
+    pub fn proposable(
+        &self,
+        cfg: &ConsensusConfig,
+        next: u64,
+        included: impl Fn(&Hash) -> bool,
+    ) -> Vec<Hash> {
         let mut waiting: Vec<(u64, Hash, usize)> = self
             .bodies
             .iter()
-            .filter(|(h, _)| !included(h))
-            .map(|(h, (b, arrived))| (*arrived, *h, b.len()))
+            .filter(|(h, p)| p.last >= next && !included(h))
+            .map(|(h, p)| (p.arrived, *h, p.body.len()))
             .collect();
         waiting.sort();
         let mut budget = cfg.max_ledger_input_bytes;
@@ -154,20 +183,20 @@ impl InputPool {
         inputs
     }
 
-    /// At stage 0: drops inputs that waited too long, and returns the
-    /// re-sends of this node's own users' inputs still waiting, every
-    /// other round.
-    pub fn expire(&mut self, round: u64) -> Vec<Action> {
+    /// At stage 0: drops inputs that waited too long or are past their
+    /// last ledger (the next is `next`), and returns the re-sends of this
+    /// node's own users' inputs still waiting, every other round.
+    pub fn expire(&mut self, round: u64, next: u64) -> Vec<Action> {
         self.bodies
-            .retain(|_, (_, arrived)| arrived.saturating_add(INPUT_TTL_ROUNDS) > round);
-        self.bytes = self.bodies.values().map(|(b, _)| b.len()).sum();
+            .retain(|_, p| p.arrived.saturating_add(INPUT_TTL_ROUNDS) > round && p.last >= next);
+        self.bytes = self.bodies.values().map(|p| p.body.len()).sum();
         let bodies = &self.bodies;
         self.mine.retain(|h| bodies.contains_key(h));
         let mut out = Vec::new();
         let mut batch = Vec::new();
         let mut size = 0;
         for h in &self.mine {
-            let (body, arrived) = &self.bodies[h];
+            let Pooled { body, arrived, .. } = &self.bodies[h];
             let waited = round.saturating_sub(*arrived);
             if waited < 2 || waited % 2 != 0 {
                 continue;
@@ -246,7 +275,7 @@ mod tests {
         pool.take(&input_hash(&[1; 6]));
         assert_eq!(pool.admit(&cfg, vec![2; 6], 0, false, none), Admission::New);
         // Expiry recounts: the bytes of dropped bodies free up.
-        assert!(pool.expire(INPUT_TTL_ROUNDS).is_empty());
+        assert!(pool.expire(INPUT_TTL_ROUNDS, 1).is_empty());
         assert_eq!(pool.len(), 0);
         assert_eq!(
             pool.admit(&cfg, vec![3; 10], 0, false, none),
@@ -272,13 +301,13 @@ mod tests {
         );
         assert!(pool.flush(due + 100).is_none());
         // Waiting inputs are re-sent every other round, from the second on.
-        assert!(pool.expire(1).is_empty());
-        assert_eq!(pool.expire(2).len(), 1);
-        assert!(pool.expire(3).is_empty());
+        assert!(pool.expire(1, 1).is_empty());
+        assert_eq!(pool.expire(2, 1).len(), 1);
+        assert!(pool.expire(3, 1).is_empty());
         // Inputs from peers are never re-sent by this node.
         let mut peer = InputPool::default();
         peer.admit(&cfg, b"z".to_vec(), 0, false, none);
-        assert!(peer.expire(2).is_empty());
+        assert!(peer.expire(2, 1).is_empty());
     }
 
     #[test]
@@ -291,8 +320,35 @@ mod tests {
         }
         let mut want = vec![input_hash(&[2]), input_hash(&[3])];
         want.sort();
-        assert_eq!(pool.proposable(&cfg, none), want);
+        assert_eq!(pool.proposable(&cfg, 1, none), want);
         let skip = input_hash(&[2]);
-        assert!(!pool.proposable(&cfg, |h| *h == skip).contains(&skip));
+        assert!(!pool.proposable(&cfg, 1, |h| *h == skip).contains(&skip));
+    }
+
+    #[test]
+    fn a_signed_input_is_checked_before_it_is_pooled_and_leaves_after_its_last_ledger() {
+        use crate::contract::SignedInput;
+        let cfg = cfg();
+        let user = Keypair::from_seed([5; 32]);
+        let container = r#"{"input":"hi","nonce":1,"max_ledger_seq_no":5}"#;
+        let good = SignedInput {
+            user: user.public(),
+            container: container.into(),
+            sig: user.sign_raw(container.as_bytes()),
+        };
+        let mut forged = good.clone();
+        forged.container = container.replace("hi", "ho");
+        let mut pool = InputPool::default();
+        let admit =
+            |pool: &mut InputPool, s: &SignedInput| pool.admit(&cfg, s.encode(), 0, false, none);
+        assert_eq!(admit(&mut pool, &forged), Admission::Refused);
+        assert_eq!(admit(&mut pool, &good), Admission::New);
+        let h = input_hash(&good.encode());
+        assert_eq!(pool.proposable(&cfg, 5, none), vec![h]);
+        assert!(pool.proposable(&cfg, 6, none).is_empty(), "past ledger 5");
+        pool.expire(1, 5);
+        assert_eq!(pool.len(), 1);
+        pool.expire(1, 6);
+        assert_eq!(pool.len(), 0);
     }
 }

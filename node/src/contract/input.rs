@@ -63,6 +63,17 @@ impl Stamper {
     }
 }
 
+/// The last ledger `body` may go into: a signed input's
+/// `max_ledger_seq_no`, no limit for a vouched one; `None` for a signed
+/// input whose signature or container does not hold, which no honest node
+/// pools or proposes.
+pub fn last_ledger(body: &[u8]) -> Option<u64> {
+    match SignedInput::decode_marked(body) {
+        None => Some(u64::MAX),
+        Some(signed) => Some(signed.ok()?.open().ok()?.max_ledger_seq_no),
+    }
+}
+
 /// A body of ledger `seq` as it runs: its user, nonce and payload; `None`
 /// for a body every node skips the same way: one that is not an input, a
 /// signed input whose signature or container does not hold, or one past

@@ -2,11 +2,13 @@
 //! and its state are named by hashes.
 
 mod input;
+mod output_tree;
 mod run;
 mod signed_input;
 mod state_tree;
 
-pub use input::{input_hash, runnable, Stamper, UserInput};
+pub use input::{input_hash, last_ledger, runnable, Stamper, UserInput};
+pub use output_tree::{leaf, output_text, OutputTree, B3};
 pub use signed_input::{Container, SignedInput, SignedInputError};
 
 pub use crate::ledger::ExecResult;

@@ -10,8 +10,8 @@ mod session;
 pub use session::{RunEvent, RunLink, RunSession};
 
 use crate::consensus::{Event, Stats, Withheld};
-use crate::contract::{ExecResult, RunOutcome, RunReport, RunResult, StateNode};
-use crate::crypto::{Hash, PubKey};
+use crate::contract::{ExecResult, RunOutcome, RunReport, RunResult, StateNode, B3};
+use crate::crypto::{Hash, PubKey, Sig};
 use crate::ledger::LedgerRecord;
 use crate::sync::state_transfer::{StatePatch, StateRequest, StateResponse};
 use std::future::Future;
@@ -41,9 +41,14 @@ pub trait Users {
     ///
     /// [`UserInput`]: crate::contract::UserInput
     fn recv(&mut self) -> impl Future<Output = Option<Vec<u8>>>;
-    /// The outputs of running ledger `seq`, now certified by the ledger
-    /// after it: each goes to its user if that user is connected here.
-    fn deliver(&mut self, seq: u64, run: &RunResult);
+    /// The outputs of running ledger `seq` (hash `ledger`), now certified
+    /// by a ledger after it: each goes to its user if that user is
+    /// connected here.
+    fn deliver(&mut self, seq: u64, ledger: &Hash, run: &RunResult);
+    /// Enough of the UNL signed the output tree root of ledger `seq`'s run
+    /// for hpcore's users (or the node gave up waiting): its outputs go to
+    /// them with `sigs`. Comes after that run's `deliver`.
+    fn outputs_signed(&mut self, _seq: u64, _root: &B3, _sigs: &[(PubKey, Sig)]) {}
     /// The outputs of our run of ledger `seq` were not certified: each of
     /// its users connected here is told (`users::withheld_message`) that
     /// they will not come.

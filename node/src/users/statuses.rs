@@ -12,10 +12,6 @@ use crate::crypto::Hash;
 use crate::ledger::LedgerId;
 use std::collections::BTreeMap;
 
-/// Ledger hashes kept for outputs, which are delivered a ledger or two
-/// after their run's ledger closes.
-const KEEP_HASHES: usize = 1024;
-
 /// Most inputs owed a status at once, from all users together: a user
 /// past it is refused with `round_inputs_overflow`.
 pub const MAX_OWED: usize = 1 << 16;
@@ -32,7 +28,6 @@ pub struct Statuses<C> {
     pending: BTreeMap<Hash, Pending<C>>,
     /// The newest ledger closed, not yet final, and the inputs it holds.
     newest: Option<(LedgerId, Vec<Hash>)>,
-    hashes: BTreeMap<u64, Hash>,
 }
 
 impl<C> Default for Statuses<C> {
@@ -40,7 +35,6 @@ impl<C> Default for Statuses<C> {
         Statuses {
             pending: BTreeMap::new(),
             newest: None,
-            hashes: BTreeMap::new(),
         }
     }
 }
@@ -75,11 +69,6 @@ impl<C: Clone> Statuses<C> {
         self.pending.len()
     }
 
-    /// The hash of ledger `seq`, if it closed here lately.
-    pub fn ledger_hash(&self, seq: u64) -> Option<Hash> {
-        self.hashes.get(&seq).copied()
-    }
-
     /// Takes an event of the node's: keeps `view` up to date and returns
     /// the statuses now due, each for its connection.
     pub fn on_event(&mut self, event: &Event, view: Option<&mut View>) -> Vec<(C, String)> {
@@ -88,7 +77,6 @@ impl<C: Clone> Statuses<C> {
             Event::Started { lcl } => {
                 set_lcl(view, *lcl);
                 self.newest = None;
-                self.hashes.insert(lcl.seq, lcl.hash);
             }
             Event::LedgerClosed { ledger, hash, .. } => {
                 let id = LedgerId {
@@ -101,10 +89,6 @@ impl<C: Clone> Statuses<C> {
                     }
                 }
                 self.newest = Some((id, ledger.inputs.clone()));
-                self.hashes.insert(id.seq, id.hash);
-                while self.hashes.len() > KEEP_HASHES {
-                    self.hashes.pop_first();
-                }
                 set_lcl(view, id);
             }
             Event::RolledBack { to, .. } => {
@@ -230,7 +214,6 @@ mod tests {
             [(3, "C".into(), "accepted 6".into())]
         );
         assert_eq!(s.owed(), 0);
-        assert_eq!(s.ledger_hash(5), Some(h5));
     }
 
     #[test]

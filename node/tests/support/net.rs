@@ -23,6 +23,8 @@ pub struct Net {
     pub runs: Vec<Vec<(u64, bool)>>,
     /// Per node: (seq, outputs, whether seq + 1 had closed there before).
     pub delivered: Vec<Vec<(u64, RunResult, bool)>>,
+    /// Per node: (seq, signatures) of each `OutputsSigned`.
+    pub signed: Vec<Vec<(u64, usize)>>,
     /// Per node: state syncs given up, by target seq.
     pub abandoned: Vec<Vec<u64>>,
     /// Frames in flight: (to, from, bytes).
@@ -76,6 +78,7 @@ impl Net {
             closed: vec![vec![]; n],
             runs: vec![vec![]; n],
             delivered: vec![vec![]; n],
+            signed: vec![vec![]; n],
             abandoned: vec![vec![]; n],
             queue: VecDeque::new(),
             down: vec![false; n],
@@ -115,7 +118,8 @@ impl Net {
                     );
                     pending.extend(more);
                 }
-                Action::Deliver { seq, run } => {
+                Action::OutputsSigned { seq, sigs, .. } => self.signed[i].push((seq, sigs.len())),
+                Action::Deliver { seq, run, .. } => {
                     let certified = self.closed[i].iter().any(|(s, _)| *s == seq + 1);
                     self.delivered[i].push((seq, run, certified));
                 }

@@ -206,5 +206,6 @@ pub fn describe(bytes: &[u8]) -> (&'static str, String) {
         PeerMessage::StateRequest(q) => ("state", format!("state request {q:?}")),
         PeerMessage::StateResponse(_) => ("state", "state response".into()),
         PeerMessage::Npl(e) => ("npl", format!("npl chunk, {} hops", e.hops)),
+        PeerMessage::OutputSig(s) => ("other", format!("output signature, seq {}", s.seq)),
     }
 }

@@ -19,6 +19,7 @@ use crate::consensus::chain::Chain;
 use crate::consensus::exec::Execution;
 use crate::consensus::frames::SentProposals;
 use crate::consensus::message::PeerMessage;
+use crate::consensus::output_sigs::OutputSigs;
 use crate::consensus::pool::{Admission, InputPool};
 use crate::consensus::served::Served;
 use crate::consensus::state_sync::{Effect, Forced, StateSync, View};
@@ -61,6 +62,8 @@ pub struct Node {
     /// Proposal frames the nodes of this process sent, when it shares them.
     frames: Option<SentProposals>,
     backlog: Backlog,
+    /// The UNL's signatures over delivered runs' outputs, for hpcore users.
+    output_sigs: OutputSigs,
     stats: Stats,
     out: Vec<Action>,
 }
@@ -117,6 +120,7 @@ impl Node {
             absences: crate::beacon::Absences::new(beacon::ABSENCE_WINDOW),
             frames: None,
             backlog: Backlog::default(),
+            output_sigs: OutputSigs::default(),
             stats: Stats::default(),
             out: vec![Action::Notify(Event::Started { lcl })],
         })
@@ -316,7 +320,8 @@ impl Node {
             if slot.round > 0 {
                 self.try_close(slot.round - 1);
             }
-            self.out.extend(self.pool.expire(slot.round));
+            let next = self.chain.lcl().seq + 1;
+            self.out.extend(self.pool.expire(slot.round, next));
         } else {
             let mut fx = Vec::new();
             self.vote(|voter, v| voter.update_status(v, slot, &mut fx));
@@ -450,6 +455,12 @@ impl Node {
                     self.out.push(Action::Send { to: from, bytes });
                 }
             }
+            // Signed by the peer on this link, or not counted.
+            PeerMessage::OutputSig(s) if self.cfg.sign_outputs && s.author == from => {
+                let lcl = self.chain.lcl().seq;
+                (self.output_sigs).on_sig(&self.cfg, lcl, s, &mut self.out);
+            }
+            PeerMessage::OutputSig(_) => {}
             PeerMessage::BodyRequest(hashes) => {
                 if !self.may_serve(from) {
                     return;
@@ -496,7 +507,20 @@ impl Node {
     /// the contract is far behind, hands out the runs that are ready, and
     /// asks for the bodies the next run lacks.
     fn progress_runs(&mut self, now: u64) {
-        self.out.extend(self.exec.deliver_certified(&self.chain));
+        let delivered = self.exec.deliver_certified(&self.chain);
+        let start = self.out.len();
+        self.out.extend(delivered);
+        if self.cfg.sign_outputs {
+            let (cfg, key, sigs) = (&self.cfg, &self.key, &mut self.output_sigs);
+            let mut signed = Vec::new();
+            for a in &self.out[start..] {
+                if let Action::Deliver { seq, ledger, run } = a {
+                    sigs.delivered(cfg, key, *seq, ledger, run, &mut signed);
+                }
+            }
+            sigs.on_lcl(self.chain.lcl().seq, &mut signed);
+            self.out.extend(signed);
+        }
         let first = self.exec.first_waiting();
         self.state_sync(now, |s, v, _, fx| s.maybe_start(v, first, fx));
         // Not while the contract state is being replaced, nor while it is

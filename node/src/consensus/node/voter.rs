@@ -197,7 +197,7 @@ impl Voter {
         let chain = v.chain;
         let (inputs, time) = match slot.stage {
             0 => (
-                v.pool.proposable(v.cfg, |h| chain.includes(h)),
+                v.pool.proposable(v.cfg, lcl.seq + 1, |h| chain.includes(h)),
                 v.timing.round_start(slot.round),
             ),
             _ => tally::follow(

@@ -10,13 +10,13 @@ mod conn;
 mod outbox;
 
 use crate::consensus::{Event, Withheld};
-use crate::contract::{RunOutcome, RunResult};
-use crate::crypto::{Hash, PubKey};
+use crate::contract::{leaf, output_text, OutputTree, RunOutcome, RunResult, B3};
+use crate::crypto::{Hash, PubKey, Sig};
 use crate::env::Users;
 use crate::gate::{Gate, GateConfig, LogThrottle, Slot};
 use crate::real::OsEntropy;
 use crate::users::hp::{HpNode, View};
-use crate::users::hp_outputs::{contract_output, leaf, output_text, OutputTree};
+use crate::users::hp_outputs::contract_output;
 use crate::users::statuses::Statuses;
 use crate::users::{failed_message, outputs_for, withheld_message, Intake, SessionLimits};
 use outbox::{Open, Outbox};
@@ -90,6 +90,9 @@ pub struct WsUsers {
     /// Who the node is in hpcore's protocol, when it serves it: it signs
     /// the proofs of outputs.
     hp: Option<Arc<HpNode>>,
+    /// Runs delivered with outputs for hpcore users here, waiting for the
+    /// UNL's signatures: (ledger hash, run) by seq.
+    signing: BTreeMap<u64, (Hash, RunResult)>,
     inputs: mpsc::Receiver<Vec<u8>>,
     conns: Conns,
     queued: Arc<AtomicUsize>,
@@ -198,6 +201,7 @@ impl WsUsers {
             intake,
             owed,
             hp,
+            signing: BTreeMap::new(),
             inputs: rx,
             conns,
             queued,
@@ -227,30 +231,40 @@ impl Users for WsUsers {
         Some(body)
     }
 
-    fn deliver(&mut self, seq: u64, run: &RunResult) {
-        let ledger = self.owed.lock().expect("not poisoned").ledger_hash(seq);
-        // Made for the first hpcore connection with an output, if any.
-        let proof = std::cell::OnceCell::new();
-        let hp = self.hp.clone();
-        let make = |node: &HpNode| {
-            let ledger = ledger.unwrap_or_default();
-            let tree = OutputTree::of(run, seq, &ledger);
-            let sig = (node.key.public(), tree.sign(&node.key));
-            (tree, sig, ledger)
+    fn deliver(&mut self, seq: u64, ledger: &Hash, run: &RunResult) {
+        // hpcore's users wait for the UNL's signatures (`outputs_signed`).
+        self.send_to_output_owners(seq, run, "output", |_, out, hp_conn| {
+            (!hp_conn).then(|| Message::Binary(out.to_vec()))
+        });
+        if self.hp.is_some() && self.hp_owner_here(run) {
+            self.signing.insert(seq, (*ledger, run.clone()));
+        }
+    }
+
+    fn outputs_signed(&mut self, seq: u64, root: &B3, sigs: &[(PubKey, Sig)]) {
+        // The node hands every delivered run once, in order: one it did
+        // not is gone for good.
+        self.signing = self.signing.split_off(&seq);
+        let Some((ledger, run)) = self.signing.remove(&seq) else {
+            return;
         };
-        self.send_to_output_owners(seq, run, "output", |user, out, hp_conn| {
-            let node = hp.as_deref().filter(|_| hp_conn);
-            let proof = node.map(|n| proof.get_or_init(|| make(n)));
-            match proof {
-                Some((tree, sig, ledger)) => {
-                    let text = vec![output_text(out)];
-                    let mine = leaf(&user, &text);
-                    let view = tree.for_user(&mine)?;
-                    let m = contract_output(seq, ledger, &text, &mine, view, &[*sig]);
-                    Some(Message::Binary(m.into_bytes()))
-                }
-                None => Some(Message::Binary(out.to_vec())),
+        let tree = OutputTree::of(&run, seq, &ledger);
+        if tree.root() != *root {
+            tracing::error!(
+                seq,
+                "the signed output root is not the one of the delivered run: outputs not sent"
+            );
+            return;
+        }
+        self.send_to_output_owners(seq, &run, "output", |user, out, hp_conn| {
+            if !hp_conn {
+                return None;
             }
+            let text = vec![output_text(out)];
+            let mine = leaf(&user, &text);
+            let view = tree.for_user(&mine)?;
+            let m = contract_output(seq, &ledger, &text, &mine, view, sigs);
+            Some(Message::Binary(m.into_bytes()))
         });
     }
 
@@ -312,6 +326,14 @@ impl Users for WsUsers {
 }
 
 impl WsUsers {
+    /// Whether a user with an output in `run` has an hpcore connection here.
+    fn hp_owner_here(&self, run: &RunResult) -> bool {
+        let conns = self.conns.lock().expect("not poisoned");
+        (run.outputs.keys())
+            .filter_map(|user| conns.get(user))
+            .any(|m| m.values().any(|o| o.hp))
+    }
+
     /// Sends `msg(output)` to every connection of each user with an output
     /// in `run`. A connection too slow to take it (its queue full, in
     /// messages or bytes, or all queues together full) is closed: its user

@@ -14,7 +14,7 @@ use crate::world::users::UserMsg;
 use crate::world::{World, EPOCH_MS};
 use hotpocket_node::consensus::Withheld;
 use hotpocket_node::contract::{input_hash, RunOutcome, RunResult};
-use hotpocket_node::crypto::PubKey;
+use hotpocket_node::crypto::{Hash, PubKey};
 use hotpocket_node::env::Users;
 use hotpocket_node::users::{
     answer_challenge, outputs_for, ConnAction, Intake, Session, SessionLimits,
@@ -142,7 +142,7 @@ impl Users for SimUsers {
         }
     }
 
-    fn deliver(&mut self, seq: u64, run: &RunResult) {
+    fn deliver(&mut self, seq: u64, _ledger: &Hash, run: &RunResult) {
         let here = outputs_for(run, self.connected())
             .into_iter()
             .map(|(u, out)| (u, out.to_vec()))

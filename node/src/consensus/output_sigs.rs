@@ -1,0 +1,244 @@
+//! The UNL's signatures over each run's output tree root, which hpcore's
+//! users check before they believe an output (`contract::OutputTree`):
+//! a user that trusts no single node takes outputs a threshold of the UNL
+//! signed. Each node signs the root of every run it delivers (its outputs
+//! were certified) and tells its peers; a node hands its users the
+//! signatures over the root it computed itself once enough have come.
+//!
+//! What a peer sends is bounded before it is kept: one signature per UNL
+//! member per ledger, for ledgers near this node's lcl only. A signature is
+//! checked when it can count, against the root this node computed; one
+//! over another root is never counted and never passed on.
+
+use super::{threshold, Action, ConsensusConfig, PeerMessage};
+use crate::contract::{OutputTree, RunResult, B3};
+use crate::crypto::{verify_raw, Hash, Keypair, PubKey, Sig};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Ledgers either side of the lcl whose signatures are kept: runs are
+/// delivered a ledger or two after they close, a peer's a little earlier
+/// or later than ours.
+const WINDOW: u64 = 16;
+
+/// The least share of the UNL hpcore's client takes outputs on (its
+/// `outputValidationPassThreshold`).
+const CLIENT_PCT: u64 = 80;
+
+/// One node's signature over the output tree root of ledger `seq`'s run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputSig {
+    pub seq: u64,
+    pub root: B3,
+    pub author: PubKey,
+    pub sig: Sig,
+}
+
+/// A run this node delivered, and the signatures over its root so far.
+struct Ours {
+    root: B3,
+    sigs: BTreeMap<PubKey, Sig>,
+    handed: bool,
+}
+
+#[derive(Default)]
+pub struct OutputSigs {
+    ours: BTreeMap<u64, Ours>,
+    /// Signatures heard for runs not delivered here yet, unchecked.
+    early: BTreeMap<u64, BTreeMap<PubKey, (B3, Sig)>>,
+}
+
+impl OutputSigs {
+    /// This node delivers ledger `seq`'s run (ledger hash `ledger`): it
+    /// signs the root and tells its peers; the signatures heard already
+    /// over the same root count.
+    pub fn delivered(
+        &mut self,
+        cfg: &ConsensusConfig,
+        key: &Keypair,
+        seq: u64,
+        ledger: &Hash,
+        run: &RunResult,
+        out: &mut Vec<Action>,
+    ) {
+        let tree = OutputTree::of(run, seq, ledger);
+        let root = tree.root();
+        // Delivered again (the run was done again after a state sync):
+        // signed and handed already.
+        if self.ours.get(&seq).is_some_and(|o| o.root == root) {
+            return;
+        }
+        let mine = OutputSig {
+            seq,
+            root,
+            author: key.public(),
+            sig: tree.sign(key),
+        };
+        out.push(Action::Broadcast {
+            bytes: PeerMessage::OutputSig(mine.clone()).encode(),
+        });
+        let mut ours = Ours {
+            root,
+            sigs: BTreeMap::from([(mine.author, mine.sig)]),
+            handed: false,
+        };
+        for (author, (r, sig)) in self.early.remove(&seq).unwrap_or_default() {
+            if r == root && verify_raw(&author, &root, &sig).is_ok() {
+                ours.sigs.insert(author, sig);
+            }
+        }
+        self.ours.insert(seq, ours);
+        self.hand_if_enough(cfg, seq, out);
+    }
+
+    /// A peer's signature. `lcl` is this node's last closed ledger.
+    pub fn on_sig(&mut self, cfg: &ConsensusConfig, lcl: u64, s: OutputSig, out: &mut Vec<Action>) {
+        let near = s.seq + WINDOW > lcl && s.seq <= lcl + WINDOW;
+        if !near || cfg.unl.binary_search(&s.author).is_err() {
+            return;
+        }
+        match self.ours.get_mut(&s.seq) {
+            Some(ours) => {
+                let counts = ours.root == s.root && !ours.sigs.contains_key(&s.author);
+                if counts && verify_raw(&s.author, &s.root, &s.sig).is_ok() {
+                    ours.sigs.insert(s.author, s.sig);
+                    self.hand_if_enough(cfg, s.seq, out);
+                }
+            }
+            None => {
+                let heard = self.early.entry(s.seq).or_default();
+                heard.entry(s.author).or_insert((s.root, s.sig));
+            }
+        }
+    }
+
+    /// The lcl moved to `lcl`: runs that fell out of the window go. One
+    /// whose signatures never reached the threshold is handed out with
+    /// those it has, so its users hear of it (their client then refuses
+    /// it, as it should).
+    pub fn on_lcl(&mut self, lcl: u64, out: &mut Vec<Action>) {
+        let keep = lcl.saturating_sub(WINDOW - 1);
+        self.early = self.early.split_off(&keep);
+        let kept = self.ours.split_off(&keep);
+        for (seq, ours) in std::mem::replace(&mut self.ours, kept) {
+            if !ours.handed {
+                out.push(signed(seq, &ours));
+            }
+        }
+    }
+
+    fn hand_if_enough(&mut self, cfg: &ConsensusConfig, seq: u64, out: &mut Vec<Action>) {
+        let needed = threshold(cfg.unl.len(), CLIENT_PCT.max(cfg.close_threshold_pct));
+        let Some(ours) = self.ours.get_mut(&seq) else {
+            return;
+        };
+        if !ours.handed && ours.sigs.len() >= needed {
+            ours.handed = true;
+            out.push(signed(seq, ours));
+        }
+    }
+}
+
+fn signed(seq: u64, ours: &Ours) -> Action {
+    Action::OutputsSigned {
+        seq,
+        root: ours.root,
+        sigs: ours.sigs.iter().map(|(k, s)| (*k, *s)).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::RunOutcome;
+
+    fn keys(n: u8) -> Vec<Keypair> {
+        (0..n).map(|i| Keypair::from_seed([i + 1; 32])).collect()
+    }
+
+    fn setup(n: u8) -> (Vec<Keypair>, ConsensusConfig, RunResult) {
+        let keys = keys(n);
+        let cfg = ConsensusConfig::new(keys.iter().map(Keypair::public).collect());
+        let run = RunResult {
+            outcome: RunOutcome::Exited(Some(0)),
+            outputs: BTreeMap::from([(PubKey([7; 32]), b"out".to_vec())]),
+        };
+        (keys, cfg, run)
+    }
+
+    fn sig_of(key: &Keypair, seq: u64, run: &RunResult) -> OutputSig {
+        let tree = OutputTree::of(run, seq, &Hash([seq as u8; 32]));
+        OutputSig {
+            seq,
+            root: tree.root(),
+            author: key.public(),
+            sig: tree.sign(key),
+        }
+    }
+
+    fn handed(out: &[Action]) -> Vec<(u64, usize)> {
+        (out.iter())
+            .filter_map(|a| match a {
+                Action::OutputsSigned { seq, sigs, .. } => Some((*seq, sigs.len())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn outputs_are_handed_once_when_four_of_five_signed() {
+        let (keys, cfg, run) = setup(5);
+        let (mut sigs, mut out) = (OutputSigs::default(), Vec::new());
+        // One peer is faster than us: its signature waits.
+        sigs.on_sig(&cfg, 3, sig_of(&keys[1], 3, &run), &mut out);
+        sigs.delivered(&cfg, &keys[0], 3, &Hash([3; 32]), &run, &mut out);
+        assert!(matches!(out[0], Action::Broadcast { .. }));
+        sigs.on_sig(&cfg, 3, sig_of(&keys[2], 3, &run), &mut out);
+        assert!(handed(&out).is_empty(), "3 of 5 is short of 80%");
+        sigs.on_sig(&cfg, 3, sig_of(&keys[3], 3, &run), &mut out);
+        sigs.on_sig(&cfg, 3, sig_of(&keys[4], 3, &run), &mut out);
+        assert_eq!(handed(&out), vec![(3, 4)]);
+    }
+
+    #[test]
+    fn forged_foreign_and_repeated_signatures_never_count() {
+        let (keys, cfg, run) = setup(5);
+        let (mut sigs, mut out) = (OutputSigs::default(), Vec::new());
+        sigs.delivered(&cfg, &keys[0], 3, &Hash([3; 32]), &run, &mut out);
+        let mut forged = sig_of(&keys[1], 3, &run);
+        forged.author = keys[2].public();
+        let outsider = sig_of(&Keypair::from_seed([99; 32]), 3, &run);
+        let mut other_run = run.clone();
+        other_run.outputs.insert(PubKey([7; 32]), b"lie".to_vec());
+        let other_root = sig_of(&keys[3], 3, &other_run);
+        for s in [forged, outsider, other_root, sig_of(&keys[1], 3, &run)] {
+            sigs.on_sig(&cfg, 3, s, &mut out);
+        }
+        // keys[1] again, then a replay of its signature for another seq.
+        sigs.on_sig(&cfg, 3, sig_of(&keys[1], 3, &run), &mut out);
+        assert_eq!(sigs.ours[&3].sigs.len(), 2, "ours and keys[1] only");
+        // Far from the lcl: not even kept.
+        sigs.on_sig(&cfg, 3, sig_of(&keys[1], 4 + WINDOW, &run), &mut out);
+        assert!(sigs.early.is_empty());
+    }
+
+    #[test]
+    fn a_run_short_of_signatures_is_handed_with_what_it_has_when_it_leaves() {
+        let (keys, cfg, run) = setup(5);
+        let (mut sigs, mut out) = (OutputSigs::default(), Vec::new());
+        sigs.delivered(&cfg, &keys[0], 3, &Hash([3; 32]), &run, &mut out);
+        sigs.on_lcl(3 + WINDOW - 1, &mut out);
+        assert!(handed(&out).is_empty());
+        sigs.on_lcl(3 + WINDOW, &mut out);
+        assert_eq!(handed(&out), vec![(3, 1)]);
+        assert!(sigs.ours.is_empty());
+    }
+
+    #[test]
+    fn a_one_node_unl_hands_its_own_signature_at_once() {
+        let (keys, cfg, run) = setup(1);
+        let (mut sigs, mut out) = (OutputSigs::default(), Vec::new());
+        sigs.delivered(&cfg, &keys[0], 3, &Hash([3; 32]), &run, &mut out);
+        assert_eq!(handed(&out), vec![(3, 1)]);
+    }
+}
