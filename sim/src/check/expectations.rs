@@ -33,8 +33,8 @@ impl Checker {
                         .collect();
                     let mut unanswered = Vec::new();
                     let window = *sent_from_ms..=*sent_by_ms;
-                    self.outputs
-                        .check_all_answered(&able, window, &mut unanswered);
+                    let owed = |sent_ms| uptime.could_land(sent_ms);
+                    (self.outputs).check_all_answered(&able, window, owed, &mut unanswered);
                     found.extend(unanswered.into_iter().map(live));
                 }
                 Expectation::Signatures { min } => match self.outputs.fewest_signatures {

@@ -248,16 +248,19 @@ impl OutputChecker {
         })
     }
 
-    /// Every input taken by one of `nodes` in `sent` (ms) was answered.
+    /// Every input taken by one of `nodes` in `sent` (ms) was answered,
+    /// of those `owed` says could land.
     pub fn check_all_answered(
         &self,
         nodes: &[usize],
         sent: std::ops::RangeInclusive<u64>,
+        owed: impl Fn(u64) -> bool,
         out: &mut Vec<String>,
     ) {
         let mut missing = 0;
         for (h, i) in &self.inputs {
-            if !sent.contains(&i.at_ms) || !nodes.contains(&i.node) || i.source != Source::Honest {
+            let judged = sent.contains(&i.at_ms) && owed(i.at_ms);
+            if !judged || !nodes.contains(&i.node) || i.source != Source::Honest {
                 continue;
             }
             if !self.answered(h, i) {
@@ -342,7 +345,7 @@ mod tests {
         let mut v = Vec::new();
         c.on_delivered(0, 1, &r, &[(0, b"ok a\n".to_vec())], &mut v);
         assert!(v.is_empty(), "{v:?}");
-        c.check_all_answered(&[0], 0..=100, &mut v);
+        c.check_all_answered(&[0], 0..=100, |_| true, &mut v);
         assert!(v.is_empty(), "{v:?}");
         assert_eq!(c.summary(), (1, 1));
     }
@@ -369,7 +372,7 @@ mod tests {
         // Never.
         let (c, _) = setup(&r);
         let mut v = Vec::new();
-        c.check_all_answered(&[0], 0..=100, &mut v);
+        c.check_all_answered(&[0], 0..=100, |_| true, &mut v);
         assert!(v[0].contains("never got the answer to a"), "{v:?}");
     }
 
@@ -475,7 +478,7 @@ mod tests {
         let mut v = Vec::new();
         c.on_delivered(0, 1, &r, &[(5, b"ok b5-1\n".to_vec())], &mut v);
         assert!(v.is_empty(), "{v:?}");
-        c.check_all_answered(&[0], 0..=100, &mut v);
+        c.check_all_answered(&[0], 0..=100, |_| true, &mut v);
         assert_eq!(v.len(), 1, "{v:?}");
         assert!(v[0].contains("user 0 never got"), "{v:?}");
         assert_eq!(c.summary(), (1, 0));

@@ -71,3 +71,13 @@ pub enum Role {
     /// equivocation and forgetting a real fault produces, from correct code.
     Twin,
 }
+
+impl Role {
+    /// Whether liveness may count on a node in this role to vote: honest
+    /// code that serves real history. A byzantine node may close a ledger
+    /// alone and then withhold it, as any BFT protocol assumes; twins run
+    /// correct code and serve what they closed.
+    pub fn counted_for_liveness(self) -> bool {
+        matches!(self, Role::Honest | Role::Twin)
+    }
+}

@@ -5,15 +5,17 @@
 //! shrinking a bug into a scenario the correct code fails too.
 
 use super::{Fault, Scenario};
-use hotpocket_node::consensus::threshold;
+use hotpocket_node::consensus::{threshold, INPUT_TTL_ROUNDS};
 use std::collections::BTreeSet;
 
 /// The timeline's crashes, pauses and partitions, replayed on demand.
 pub struct Uptime {
     nodes: usize,
-    unl: Vec<usize>,
+    /// The UNL members liveness may count on (`Role::counted_for_liveness`).
+    voters: Vec<usize>,
     /// Votes a close needs.
     needed: usize,
+    roundtime_ms: u64,
     timeline: Vec<(u64, Fault)>,
 }
 
@@ -33,7 +35,10 @@ impl Scenario {
         Uptime {
             nodes: self.nodes,
             needed: threshold(unl.len(), self.consensus.close_threshold_pct),
-            unl,
+            voters: (unl.into_iter())
+                .filter(|&n| self.role(n).counted_for_liveness())
+                .collect(),
+            roundtime_ms: self.consensus.roundtime_ms.max(1),
             timeline,
         }
     }
@@ -68,8 +73,8 @@ impl Uptime {
         at
     }
 
-    /// Whether `node` is up at `t` and can hear a quorum of the UNL that is
-    /// up too: only then can it be expected to close ledgers.
+    /// Whether `node` is up at `t` and can hear a quorum of counted voters
+    /// that are up too: only then can it be expected to close ledgers.
     pub fn can_progress(&self, node: usize, t: u64) -> bool {
         self.voters(node, t) >= self.needed
     }
@@ -79,8 +84,8 @@ impl Uptime {
         self.needed
     }
 
-    /// How many UNL members `node` hears at `t`, itself included, that are
-    /// up (none when `node` is down).
+    /// How many UNL members liveness counts on that `node` hears at `t`,
+    /// itself included, and that are up (none when `node` is down).
     pub fn voters(&self, node: usize, t: u64) -> usize {
         let at = self.at(t);
         if at.down.contains(&node) {
@@ -91,7 +96,7 @@ impl Uptime {
         let mine = at.groups.iter().find(|g| g.contains(&node));
         let hears =
             |other: usize| mine.is_none_or(|g| g.contains(&other)) || !grouped.contains(&other);
-        (self.unl.iter())
+        (self.voters.iter())
             .filter(|&&n| !at.down.contains(&n) && hears(n))
             .count()
     }
@@ -101,7 +106,20 @@ impl Uptime {
         self.best_voters(t) >= self.needed
     }
 
-    /// The most UNL members any node hears at `t`: the best-connected
+    /// Whether an input a node pooled at `sent_ms` is owed an answer: a
+    /// quorum could close ledgers for at least half of the rounds it may
+    /// wait in the pool. Past that the pool drops it, and a network stalled
+    /// that long (a byzantine voter withholding the ledger it closed alone,
+    /// say) is allowed to.
+    pub fn could_land(&self, sent_ms: u64) -> bool {
+        let rt = self.roundtime_ms;
+        let able = (0..INPUT_TTL_ROUNDS)
+            .filter(|k| self.quorum(sent_ms + k * rt + rt / 2))
+            .count() as u64;
+        2 * able >= INPUT_TTL_ROUNDS
+    }
+
+    /// The most counted voters any node hears at `t`: the best-connected
     /// group, which is the one that can close.
     pub fn best_voters(&self, t: u64) -> usize {
         (0..self.nodes)
@@ -138,6 +156,29 @@ mod tests {
             (3000, Fault::Restart { node: 2 }),
         ]);
         assert!(u.quorum(3000) && u.can_progress(2, 9000));
+    }
+
+    /// The seed-192 stall of history-forger: with node 4 cut off, the four
+    /// left are exactly the close threshold, and one of them is byzantine.
+    #[test]
+    fn a_quorum_that_needs_a_byzantine_vote_is_not_owed_progress() {
+        let text = |role: &str| {
+            format!(
+                "name = \"t\"\nnodes = 5\nduration_ms = 10000\n\
+                 [[node]]\nid = 3\nrole = \"{role}\"\n\
+                 [[timeline]]\nat_ms = 1000\naction = \"partition\"\ngroups = [[4], [0, 1, 2, 3]]"
+            )
+        };
+        let uptime = |role: &str| toml::from_str::<Scenario>(&text(role)).unwrap().uptime();
+        let forger = uptime("history_forger");
+        assert!(forger.quorum(500) && !forger.quorum(2000));
+        assert_eq!(forger.best_voters(2000), 3);
+        assert!(uptime("honest").can_progress(0, 2000));
+        // Twins run correct code: counted.
+        assert!(uptime("twin").can_progress(0, 2000));
+        // 20 rounds of 1 s: an input sent before the cut had one round.
+        assert!(!forger.could_land(0));
+        assert!(uptime("honest").could_land(0));
     }
 
     #[test]
