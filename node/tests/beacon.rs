@@ -52,7 +52,10 @@ fn every_ledger_from_the_second_has_a_value_from_every_node() {
     // revealed yet, and the contract gets no `rand`.
     assert_eq!(chain[1].ledger.beacon.commits.len(), 4);
     assert!(chain[1].ledger.beacon.outcome.is_none());
-    assert_eq!(RunRequest::for_ledger(&chain[1], all[0], &all).rand, None);
+    assert_eq!(
+        RunRequest::for_ledger(&chain[1], all[0], &all, true).rand,
+        None
+    );
     let mut values = BTreeSet::new();
     for w in chain[1..].windows(2) {
         let (parent, r) = (&w[0], &w[1]);
@@ -63,7 +66,10 @@ fn every_ledger_from_the_second_has_a_value_from_every_node() {
         assert_eq!(o.revealed, all);
         assert!(o.absent.is_empty() && o.fraud.is_empty());
         assert_eq!(*o, recomputed(&net, parent, r));
-        assert_eq!(RunRequest::for_ledger(r, all[0], &all).rand, Some(o.value));
+        assert_eq!(
+            RunRequest::for_ledger(r, all[0], &all, true).rand,
+            Some(o.value)
+        );
         assert!(values.insert(o.value), "value repeated at {}", r.ledger.seq);
     }
     assert!(net.nodes[0].stats().beacon.absent.is_empty());

@@ -400,6 +400,43 @@ fn outputs_go_out_once_and_only_after_the_next_ledger_certifies_them() {
 }
 
 #[test]
+fn a_network_that_takes_signed_inputs_only_never_runs_a_vouched_one() {
+    use hotpocket_node::contract::SignedInput;
+    let mut net = Net::with(5, |cfg| cfg.vouched_inputs = false);
+    net.step(T0);
+    let user = Keypair::from_seed([9; 32]);
+    // Every node is handed an input vouched for in the user's name, as a
+    // node that made it up would send it; and the user's own signed one.
+    let vouched = Stamper::default().stamp(T0, user.public(), b"made up".to_vec());
+    let container = r#"{"input":"signed","nonce":1,"max_ledger_seq_no":20}"#;
+    let signed = SignedInput {
+        user: user.public(),
+        container: container.into(),
+        sig: user.sign_raw(container.as_bytes()),
+    }
+    .encode();
+    for i in 0..5 {
+        for body in [&vouched, &signed] {
+            let a = net.nodes[i].handle(T0 + 10, Input::Submit(body.clone()));
+            net.apply(i, T0 + 10, a);
+        }
+    }
+    net.run_until(T0 + 6_000);
+    let made_up = hotpocket_node::contract::input_hash(&vouched);
+    for i in 0..5 {
+        let in_ledgers = net.nodes[i]
+            .chain()
+            .iter()
+            .any(|r| r.ledger.inputs.contains(&made_up));
+        assert!(!in_ledgers, "node {i} put the vouched input in a ledger");
+        let outputs: Vec<&[u8]> = (net.delivered[i].iter())
+            .filter_map(|(_, run, _)| run.outputs.get(&user.public()).map(Vec::as_slice))
+            .collect();
+        assert_eq!(outputs, [&b"signed"[..]], "node {i}");
+    }
+}
+
+#[test]
 fn a_restarted_node_reruns_what_its_contract_missed_without_delivering_it_again() {
     let mut net = Net::new(5);
     net.step(T0);
@@ -453,7 +490,11 @@ fn a_run_of_a_ledger_no_longer_in_the_chain_is_ignored() {
     let lcl = net.nodes[0].lcl();
     // A stale run of "another ledger" at the lcl's seq, as if queued before
     // a rollback: it must neither replace the real outputs nor be sent.
-    let mut stale = run_of(&net.nodes[0].chain()[lcl.seq as usize], PubKey([0; 32]));
+    let mut stale = run_of(
+        &net.nodes[0].chain()[lcl.seq as usize],
+        PubKey([0; 32]),
+        true,
+    );
     stale.run.outputs.insert(user, b"stale".to_vec());
     let wrong = Input::Executed {
         seq: lcl.seq,

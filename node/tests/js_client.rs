@@ -121,7 +121,7 @@ async fn serve(listener: TcpListener, unl: Vec<Keypair>, signers: usize) -> Seen
                 let body = signed.encode();
                 let seq = view.lcl.seq + 1;
                 seen.inputs
-                    .push(runnable(&body, seq).expect("runs").payload);
+                    .push(runnable(&body, seq, true).expect("runs").payload);
                 let ledger = LedgerId {
                     seq,
                     hash: Hash([seq as u8; 32]),
@@ -321,7 +321,9 @@ async fn the_official_client_gets_a_status_and_a_proved_output_from_a_real_node(
 async fn on_three_nodes_the_client_takes_outputs_the_whole_unl_signed() {
     let base = base_port(10);
     let net = cluster::start("js-three", 3, base, &echo(), "");
-    let url = format!("ws://127.0.0.1:{}", base + 5);
+    // Over TLS: the certificate `hotpocket cluster` made, self-signed,
+    // which the client takes (the test above uses plain ws, same port).
+    let url = format!("wss://127.0.0.1:{}", base + 5);
     // Trusting node 0 alone, the client trusts the UNL it reports and takes
     // only outputs that 80% of it signed: all three nodes' signatures.
     let me = hp::ed_hex(&cluster::node_key(0).public());
@@ -341,4 +343,39 @@ async fn on_three_nodes_the_client_takes_outputs_the_whole_unl_signed() {
     assert_eq!(outputs["ledgerSeqNo"].as_i64(), Some(seq), "{outputs}");
     let out = outputs["outputs"][0].as_str().unwrap_or_default();
     assert!(out.contains("bytes sha256"), "{lines:?}");
+}
+
+#[tokio::test]
+async fn with_prototype_users_off_the_official_client_works_and_a_helo_is_refused() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let base = base_port(2);
+    let _net = cluster::start_with("js-signed", 1, base, &echo(), |cfg| {
+        cfg["prototype_users"] = false.into();
+    });
+    let url = format!("ws://127.0.0.1:{}", base + 5);
+    let me = hp::ed_hex(&cluster::node_key(0).public());
+    let (code, lines) = run_client([url.clone(), me, "-".into()]).await;
+    assert_eq!(code, 0, "{lines:?}");
+    assert_eq!(line(&lines, "status")["status"], "accepted");
+
+    // The prototype's client waits for its challenge, which never comes;
+    // a helo answering hpcore's is refused, saying why.
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    let first = ws.next().await.unwrap().unwrap().into_data();
+    let quiet = tokio::time::timeout(std::time::Duration::from_secs(3), ws.next()).await;
+    assert!(quiet.is_err(), "offered something more: {quiet:?}");
+    let user = Keypair::from_seed([42; 32]);
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let helo =
+        hotpocket_node::users::answer_challenge(&user, std::str::from_utf8(&first).unwrap(), now_s)
+            .unwrap();
+    ws.send(Message::Text(helo)).await.unwrap();
+    let answer = ws.next().await.unwrap().unwrap().into_text().unwrap();
+    assert!(answer.contains("prototype's sessions are off"), "{answer}");
 }

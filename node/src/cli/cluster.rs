@@ -18,7 +18,8 @@ pub struct Plan {
     pub pubport: u16,
 }
 
-/// Writes a new node directory: config and an empty state directory.
+/// Writes a new node directory: config, a self-signed TLS certificate for
+/// its users' wss and an empty state directory.
 pub fn create_node(dir: &Path, cfg: &Config) -> anyhow::Result<()> {
     if Config::path(dir).exists() {
         bail!("{} already holds a node", dir.display());
@@ -26,7 +27,8 @@ pub fn create_node(dir: &Path, cfg: &Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir.join("state"))
         .with_context(|| format!("creating {}", dir.display()))?;
     cfg.save(dir)
-        .with_context(|| format!("writing {}", Config::path(dir).display()))
+        .with_context(|| format!("writing {}", Config::path(dir).display()))?;
+    crate::real::tls::make_cert(dir)
 }
 
 pub fn node_dir(root: &Path, i: usize) -> PathBuf {

@@ -43,6 +43,11 @@ pub struct ConsensusConfig {
     /// Sign the output tree root of every delivered run and tell the
     /// peers, for hpcore's users (`Action::OutputsSigned`).
     pub sign_outputs: bool,
+    /// Whether inputs the node that took them vouches for (the seed
+    /// prototype's sessions) are pooled and run. Off, only inputs their
+    /// users signed (hpcore's) are: no UNL member can put an input in a
+    /// user's name into a run. Every node of a network must agree.
+    pub vouched_inputs: bool,
     /// A check switched off on purpose. Only the simulator's tests set it,
     /// to show that an adversary exploits the check's absence (a fuzzer
     /// that cannot catch a planted bug has no teeth); the node's config
@@ -113,6 +118,7 @@ impl ConsensusConfig {
             npl: NplLimits::default(),
             unl,
             sign_outputs: true,
+            vouched_inputs: true,
             #[cfg(feature = "planted")]
             planted_bug: None,
         }

@@ -174,7 +174,8 @@ impl Execution {
     /// Settles every run the chain has a verdict on: outputs the UNL
     /// certified go to users; outputs nobody certified, or that differ from
     /// what was certified, are withheld (users are told), never delivered.
-    pub fn deliver_certified(&mut self, chain: &Chain) -> Vec<Action> {
+    /// `vouched`: `ConsensusConfig::vouched_inputs`.
+    pub fn deliver_certified(&mut self, chain: &Chain, vouched: bool) -> Vec<Action> {
         let ready: Vec<(u64, Option<ExecResult>)> = self
             .undelivered
             .keys()
@@ -190,7 +191,7 @@ impl Execution {
                     // news to every user with an input in that ledger, and
                     // often the only news (a timed-out run has no outputs).
                     if run.outcome != RunOutcome::Exited(Some(0)) {
-                        let users = input_users(chain, seq);
+                        let users = input_users(chain, seq, vouched);
                         let outcome = run.outcome.clone();
                         out.push(Action::RunFailed {
                             seq,
@@ -214,12 +215,12 @@ impl Execution {
 }
 
 /// The users with an input that ran in ledger `seq`, each once.
-fn input_users(chain: &Chain, seq: u64) -> Vec<PubKey> {
+fn input_users(chain: &Chain, seq: u64, vouched: bool) -> Vec<PubKey> {
     let Some(record) = chain.get(seq) else {
         return vec![];
     };
     let users: BTreeSet<PubKey> = (record.ledger.inputs.iter())
-        .filter_map(|h| runnable(record.bodies.get(h)?, seq))
+        .filter_map(|h| runnable(record.bodies.get(h)?, seq, vouched))
         .map(|i| i.user)
         .collect();
     users.into_iter().collect()
@@ -339,7 +340,7 @@ mod tests {
         };
         exec.on_executed(&chain, 1, one.hash, report);
         append(&mut chain, Some(Some(result)), vec![]);
-        let out = exec.deliver_certified(&chain);
+        let out = exec.deliver_certified(&chain, true);
         let [Action::RunFailed {
             seq: 1,
             users,
@@ -368,7 +369,7 @@ mod tests {
         assert!(mismatch.is_none());
         assert!(exec.result(1).is_some());
         assert!(
-            exec.deliver_certified(&chain).is_empty(),
+            exec.deliver_certified(&chain, true).is_empty(),
             "not certified yet"
         );
         let report = run(b"hi");
@@ -377,9 +378,12 @@ mod tests {
             output: report.run.output_hash(),
         };
         append(&mut chain, Some(Some(result)), vec![]);
-        let out = exec.deliver_certified(&chain);
+        let out = exec.deliver_certified(&chain, true);
         assert!(matches!(out.as_slice(), [Action::Deliver { seq: 1, .. }]));
-        assert!(exec.deliver_certified(&chain).is_empty(), "at most once");
+        assert!(
+            exec.deliver_certified(&chain, true).is_empty(),
+            "at most once"
+        );
     }
 
     #[test]
@@ -410,7 +414,7 @@ mod tests {
             exec.on_append(&other_outputs),
             Some(Event::OutputMismatch { seq: 1 })
         );
-        let out = exec.deliver_certified(&chain);
+        let out = exec.deliver_certified(&chain, true);
         assert!(
             matches!(
                 out.as_slice(),
@@ -435,14 +439,17 @@ mod tests {
         let one = append(&mut chain, None, vec![]);
         exec.on_executed(&chain, 1, one.hash, run(b"mine"));
         let two = append(&mut chain, None, vec![]);
-        assert!(exec.deliver_certified(&chain).is_empty(), "no verdict yet");
+        assert!(
+            exec.deliver_certified(&chain, true).is_empty(),
+            "no verdict yet"
+        );
         let _ = two;
         // A later ledger decides run 1: uncertified.
         let three = append(&mut chain, Some(None), vec![]);
         let rec = chain.get(three.seq).unwrap().ledger.clone();
         assert_eq!(rec.verdicts.len(), 3, "runs 0 to 2");
         assert_eq!(exec.on_append(&rec), None, "uncertified: no mismatch");
-        let out = exec.deliver_certified(&chain);
+        let out = exec.deliver_certified(&chain, true);
         assert!(matches!(
             out.as_slice(),
             [
@@ -455,7 +462,7 @@ mod tests {
         ));
         // Ledger 1 runs again (after a state install): settled already.
         exec.on_executed(&chain, 1, one.hash, run(b"mine"));
-        assert!(exec.deliver_certified(&chain).is_empty());
+        assert!(exec.deliver_certified(&chain, true).is_empty());
     }
 
     #[test]

@@ -85,7 +85,7 @@ impl InputPool {
         }
         // Checked once here, before any vote: a signature that does not
         // hold would only be skipped at run time, after taking ledger space.
-        let Some(last) = last_ledger(&body) else {
+        let Some(last) = last_ledger(&body, cfg.vouched_inputs) else {
             return Admission::Refused;
         };
         if mine {
@@ -148,8 +148,8 @@ impl InputPool {
     }
 
     /// Puts back the body of an input whose ledger was rolled back.
-    pub fn put_back(&mut self, h: Hash, body: Vec<u8>, round: u64) {
-        let last = last_ledger(&body).unwrap_or(0);
+    pub fn put_back(&mut self, cfg: &ConsensusConfig, h: Hash, body: Vec<u8>, round: u64) {
+        let last = last_ledger(&body, cfg.vouched_inputs).unwrap_or(0);
         self.insert(h, body, round, last);
     }
 

@@ -65,24 +65,26 @@ impl Stamper {
 
 /// The last ledger `body` may go into: a signed input's
 /// `max_ledger_seq_no`, no limit for a vouched one; `None` for a signed
-/// input whose signature or container does not hold, which no honest node
-/// pools or proposes.
-pub fn last_ledger(body: &[u8]) -> Option<u64> {
+/// input whose signature or container does not hold, or any vouched one
+/// when the network takes none (`vouched` false): no honest node pools or
+/// proposes those.
+pub fn last_ledger(body: &[u8], vouched: bool) -> Option<u64> {
     match SignedInput::decode_marked(body) {
-        None => Some(u64::MAX),
+        None => vouched.then_some(u64::MAX),
         Some(signed) => Some(signed.ok()?.open().ok()?.max_ledger_seq_no),
     }
 }
 
 /// A body of ledger `seq` as it runs: its user, nonce and payload; `None`
 /// for a body every node skips the same way: one that is not an input, a
-/// signed input whose signature or container does not hold, or one past
-/// its `max_ledger_seq_no`.
-pub fn runnable(body: &[u8], seq: u64) -> Option<UserInput> {
+/// signed input whose signature or container does not hold, one past its
+/// `max_ledger_seq_no`, or a vouched one on a network that takes none
+/// (`vouched` false: the node that took it is all that vouches for it).
+pub fn runnable(body: &[u8], seq: u64, vouched: bool) -> Option<UserInput> {
     // Signed first: a signed body can also read as a vouched input under a
     // key that begins with the signed kind's mark, which nobody holds.
     let Some(signed) = SignedInput::decode_marked(body) else {
-        return UserInput::decode(body);
+        return UserInput::decode(body).filter(|_| vouched);
     };
     let signed = signed.ok()?;
     let c = signed.open().ok()?;
@@ -97,12 +99,18 @@ impl RunRequest {
     /// The run of a closed ledger: each user's inputs in nonce order (ties
     /// by input hash). Bodies that do not run (see [`runnable`]), and bodies
     /// the record lacks, are left out; the node runs a ledger only once it
-    /// has every body, so all nodes leave out the same ones.
-    pub fn for_ledger(record: &LedgerRecord, node: PubKey, unl: &[PubKey]) -> RunRequest {
+    /// has every body, so all nodes leave out the same ones. `vouched`:
+    /// whether the network takes vouched inputs (`ConsensusConfig`).
+    pub fn for_ledger(
+        record: &LedgerRecord,
+        node: PubKey,
+        unl: &[PubKey],
+        vouched: bool,
+    ) -> RunRequest {
         let mut per_user: BTreeMap<PubKey, Vec<(u64, Hash, Vec<u8>)>> = BTreeMap::new();
         let seq = record.ledger.seq;
         for h in &record.ledger.inputs {
-            let Some(input) = record.bodies.get(h).and_then(|b| runnable(b, seq)) else {
+            let Some(input) = record.bodies.get(h).and_then(|b| runnable(b, seq, vouched)) else {
                 continue;
             };
             per_user
@@ -158,12 +166,15 @@ mod tests {
             record.bodies.insert(h, body);
         }
         record.ledger.inputs.sort();
-        let req = RunRequest::for_ledger(&record, a, &[a, b]);
+        let req = RunRequest::for_ledger(&record, a, &[a, b], true);
         assert_eq!(req.seq, 3);
         let got: Vec<&[u8]> = req.inputs[&a].iter().map(|v| v.as_slice()).collect();
         assert_eq!(got, [&b"first"[..], b"second", b"third"]);
         assert_eq!(req.inputs[&b], vec![b"other".to_vec()]);
         assert_eq!(req.inputs.len(), 2);
+        // A network that takes signed inputs only runs none of these.
+        let signed_only = RunRequest::for_ledger(&record, a, &[a, b], false);
+        assert!(signed_only.inputs.is_empty());
     }
 
     #[test]
@@ -189,7 +200,10 @@ mod tests {
             record.bodies.insert(h, body);
         }
         record.ledger.inputs.sort();
-        let req = RunRequest::for_ledger(&record, user, &[user]);
+        let req = RunRequest::for_ledger(&record, user, &[user], true);
+        assert_eq!(req.inputs[&user], vec![b"a".to_vec(), b"b".to_vec()]);
+        // A network that takes signed inputs only runs the same.
+        let req = RunRequest::for_ledger(&record, user, &[user], false);
         assert_eq!(req.inputs[&user], vec![b"a".to_vec(), b"b".to_vec()]);
     }
 
@@ -207,7 +221,7 @@ mod tests {
         .encode();
         assert!(UserInput::decode(&body).is_some());
         assert!(SignedInput::decode_marked(&body).is_some());
-        assert_eq!(runnable(&body, 1), None);
+        assert_eq!(runnable(&body, 1, true), None);
     }
 
     #[test]

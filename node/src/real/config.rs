@@ -75,6 +75,12 @@ pub struct Config {
     pub contract_id: Option<String>,
     #[serde(default = "default_contract_version")]
     pub contract_version: String,
+    /// Whether the seed prototype's user sessions are served. Their inputs
+    /// are vouched for by the node that took them, so any UNL member can
+    /// make some up in a user's name; off, every input must be signed by
+    /// its user (hpcore's protocol). A network setting: every node the same.
+    #[serde(default = "default_true")]
+    pub prototype_users: bool,
 }
 
 const MAX_PUBMAXSIZE: usize = 2 << 20;
@@ -84,6 +90,9 @@ fn default_keytype() -> String {
 }
 fn default_ip() -> String {
     "127.0.0.1".into()
+}
+fn default_true() -> bool {
+    true
 }
 fn default_contract_version() -> String {
     "1.0".into()
@@ -256,6 +265,7 @@ impl Config {
             close_threshold_pct: self.close_threshold,
             max_input_bytes: self.pubmaxsize,
             state_sync_gap: self.state_sync_gap,
+            vouched_inputs: self.prototype_users,
             ..ConsensusConfig::new(unl)
         };
         consensus.validate().map_err(|e| {
@@ -291,6 +301,7 @@ impl Config {
             max_message_bytes: self.pubmaxsize,
             max_messages_per_minute: self.pubmaxcpm,
             roundtime_ms: self.roundtime,
+            prototype_sessions: self.prototype_users,
             ..SessionLimits::default()
         };
         let binary = dir.join(&self.binary);
@@ -365,6 +376,7 @@ impl Config {
             state_sync_gap: default_state_sync_gap(),
             contract_id: None,
             contract_version: default_contract_version(),
+            prototype_users: true,
         }
     }
 }

@@ -63,6 +63,8 @@ pub struct ProcessHost {
     /// The contract's signing seed on this node (`Keypair::contract_seed`),
     /// written into every run's description; None leaves it out.
     pub contract_seed: Option<[u8; 32]>,
+    /// `ConsensusConfig::vouched_inputs`: runs skip vouched inputs without.
+    pub vouched_inputs: bool,
     ran: Ran,
     /// The run whose state `S.prev` holds, if it is a valid snapshot.
     snapshot: Option<Ran>,
@@ -89,6 +91,7 @@ impl ProcessHost {
             node,
             unl,
             contract_seed: None,
+            vouched_inputs: true,
             ran: Ran {
                 seq: 0,
                 state: Hash::ZERO,
@@ -275,7 +278,7 @@ impl ContractHost for ProcessHost {
 
     /// The process's NPL fds are joined to `link` for the run.
     fn execute(&mut self, record: &LedgerRecord, link: RunLink) -> impl Future<Output = RunReport> {
-        let mut req = RunRequest::for_ledger(record, self.node, &self.unl);
+        let mut req = RunRequest::for_ledger(record, self.node, &self.unl, self.vouched_inputs);
         req.contract_seed = self.contract_seed;
         let seq = record.ledger.seq;
         async move {

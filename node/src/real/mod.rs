@@ -14,6 +14,7 @@ mod run_log;
 pub mod runtime;
 pub mod state_dir;
 pub mod store;
+pub mod tls;
 pub mod users_ws;
 
 use crate::crypto::Keypair;

@@ -148,6 +148,7 @@ async fn run_until_shutdown(dir: &Path, shutdown: watch::Receiver<bool>) -> anyh
     // Contracts that sign over the party line (the multisig example) sign
     // with this, never with the node key.
     contract.contract_seed = Some(key.contract_seed());
+    contract.vouched_inputs = checked.consensus.vouched_inputs;
     let mut node = driver::boot(
         checked.consensus.clone(),
         key.clone(),
@@ -165,10 +166,22 @@ async fn run_until_shutdown(dir: &Path, shutdown: watch::Receiver<bool>) -> anyh
     let user_listener = TcpListener::bind(&user_addr)
         .await
         .with_context(|| format!("listening for users on {user_addr}"))?;
+    let tls = crate::real::tls::acceptor(dir)?;
+    if tls.is_none() {
+        tracing::warn!(
+            "no {}: users connect over plain ws only (unencrypted); `hotpocket new` makes a certificate",
+            crate::real::tls::cert_path(dir).display()
+        );
+    }
+    let schemes = if tls.is_some() {
+        "wss:// or ws://"
+    } else {
+        "ws://"
+    };
     tracing::info!(
         key = %key.public().to_hex(),
         peers = %peer_addr,
-        users = %format!("ws://{user_addr}"),
+        users = %format!("{schemes}{user_addr}"),
         lcl,
         "node listening"
     );
@@ -187,7 +200,7 @@ async fn run_until_shutdown(dir: &Path, shutdown: watch::Receiver<bool>) -> anyh
         unl: unl.clone(),
     };
     let net = TcpPeers::start(key, unl, peer_listener, cfg.peers.clone(), shutdown.clone());
-    let users = WsUsers::start_hp(user_listener, checked.session.clone(), hp, shutdown);
+    let users = WsUsers::start_hp(user_listener, checked.session.clone(), hp, tls, shutdown);
     let mut env = Env {
         clock: SystemClock,
         net,

@@ -43,6 +43,9 @@ pub struct SessionLimits {
     pub roundtime_ms: u64,
     /// How far the helo timestamp may be from the node's clock.
     pub timestamp_tolerance_s: u64,
+    /// Whether the seed prototype's sessions are opened: their inputs are
+    /// vouched for by this node only (`ConsensusConfig::vouched_inputs`).
+    pub prototype_sessions: bool,
 }
 
 impl Default for SessionLimits {
@@ -53,6 +56,7 @@ impl Default for SessionLimits {
             max_inputs_per_round: 64,
             roundtime_ms: 1000,
             timestamp_tolerance_s: 300,
+            prototype_sessions: true,
         }
     }
 }
@@ -157,6 +161,11 @@ pub fn busy_reason(behind: u64) -> String {
     )
 }
 
+/// Why a `helo` is refused where the network takes signed inputs only.
+pub const PROTOTYPE_OFF: &str =
+    "this network takes only inputs their users sign (hpcore's protocol, \
+e.g. hotpocket-js-client): the prototype's sessions are off";
+
 /// A plain error for a user, as the session's refusals are worded.
 pub fn error_message(msg: &str) -> String {
     json!({"hotpocket": PROTOCOL_VERSION, "type": "error", "error": msg}).to_string()
@@ -211,7 +220,7 @@ impl Session {
             State::Challenged {
                 challenge,
                 prototype_offered,
-            } if !*prototype_offered => {
+            } if !*prototype_offered && self.limits.prototype_sessions => {
                 *prototype_offered = true;
                 vec![Reply::Send(public_challenge(challenge))]
             }
@@ -285,6 +294,9 @@ impl Session {
                         }
                         Err(e) => self.close(e),
                     };
+                }
+                if !self.limits.prototype_sessions {
+                    return self.close(PROTOTYPE_OFF.into());
                 }
                 match helo(
                     &challenge,

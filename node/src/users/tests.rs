@@ -254,6 +254,45 @@ fn a_node_serving_hpcore_offers_it_first_and_the_prototype_after_a_silence() {
 }
 
 #[test]
+fn with_prototype_sessions_off_a_helo_is_refused_and_hpcores_handshake_still_works() {
+    let node = std::sync::Arc::new(hp::HpNode {
+        key: Keypair::from_seed([1; 32]),
+        contract_id: "c".into(),
+        contract_version: "1.0".into(),
+        unl: vec![],
+    });
+    let limits = SessionLimits {
+        prototype_sessions: false,
+        ..SessionLimits::default()
+    };
+    let (mut s, first) = Session::open_hp(limits.clone(), [7; 16], node.clone());
+    assert!(
+        s.on_quiet().is_empty(),
+        "the prototype's challenge is never offered"
+    );
+    let k = Keypair::from_seed([6; 32]);
+    let helo = crate::users::answer_challenge(&k, &first, NOW / 1000).unwrap();
+    let r = s.on_message(NOW, helo.as_bytes(), true);
+    assert!(closed_with(&r, "prototype's sessions are off"), "{r:?}");
+    assert_eq!(s.user(), None);
+
+    let (mut s, first) = Session::open_hp(limits, [8; 16], node);
+    let challenge = serde_json::from_str::<Value>(&first).unwrap()["challenge"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let response = json!({
+        "type": "user_challenge_response",
+        "sig": k.sign_raw(challenge.as_bytes()).to_hex(),
+        "pubkey": hp::ed_hex(&k.public()),
+        "server_challenge": "0123456789abcdef0123456789abcdef",
+        "protocol": "json",
+    });
+    s.on_message(NOW, response.to_string().as_bytes(), false);
+    assert!(s.is_hp() && s.user() == Some(k.public()));
+}
+
+#[test]
 fn an_input_the_node_refused_may_be_sent_again_at_once() {
     let k = Keypair::from_seed([5; 32]);
     let limits = SessionLimits {

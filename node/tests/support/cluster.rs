@@ -39,6 +39,21 @@ pub fn node_key(i: usize) -> Keypair {
 /// (every node the same, as they must be). `HP_E2E_LOG` sets their log
 /// level (info by default); each logs to `node.log` in its directory.
 pub fn start(tag: &str, nodes: usize, base: u16, contract: &Path, binargs: &str) -> Cluster {
+    start_with(tag, nodes, base, contract, |cfg| {
+        if !binargs.is_empty() {
+            cfg["binargs"] = binargs.into();
+        }
+    })
+}
+
+/// As [`start`], each node's hp.cfg changed by `edit` first.
+pub fn start_with(
+    tag: &str,
+    nodes: usize,
+    base: u16,
+    contract: &Path,
+    edit: impl Fn(&mut serde_json::Value),
+) -> Cluster {
     let root = std::env::temp_dir().join(format!("hp-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     let plan = Plan {
@@ -58,13 +73,11 @@ pub fn start(tag: &str, nodes: usize, base: u16, contract: &Path, binargs: &str)
     let children = (0..nodes)
         .map(|i| {
             let dir = node_dir(&root, i);
-            if !binargs.is_empty() {
-                let cfg_path = dir.join("cfg/hp.cfg");
-                let mut cfg: serde_json::Value =
-                    serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
-                cfg["binargs"] = binargs.into();
-                std::fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
-            }
+            let cfg_path = dir.join("cfg/hp.cfg");
+            let mut cfg: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+            edit(&mut cfg);
+            std::fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
             spawn(&dir)
         })
         .collect();

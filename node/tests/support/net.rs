@@ -16,6 +16,8 @@ pub const T0: u64 = 1_700_000_000_000;
 pub type Rewrite<'a> = &'a mut dyn FnMut(usize, &mut Proposal);
 
 pub struct Net {
+    /// `ConsensusConfig::vouched_inputs`, which the runs follow.
+    pub vouched: bool,
     pub nodes: Vec<Node>,
     pub keys: Vec<Keypair>,
     pub closed: Vec<Vec<(u64, Hash)>>,
@@ -34,8 +36,10 @@ pub struct Net {
 }
 
 /// An echo contract: each user gets back what they sent, joined by `|`.
-pub fn run_of(r: &LedgerRecord, node: PubKey) -> RunReport {
-    let req = RunRequest::for_ledger(r, node, &[]);
+/// A run of `r` whose output to each user is its inputs joined by `|`,
+/// on a network that takes vouched inputs when `vouched`.
+pub fn run_of(r: &LedgerRecord, node: PubKey, vouched: bool) -> RunReport {
+    let req = RunRequest::for_ledger(r, node, &[], vouched);
     let outputs = req
         .inputs
         .into_iter()
@@ -64,15 +68,22 @@ pub fn initial() -> (u64, ExecResult) {
 
 impl Net {
     pub fn new(n: usize) -> Net {
+        Net::with(n, |_| {})
+    }
+
+    /// `n` nodes whose config `set` changes from the default.
+    pub fn with(n: usize, set: impl Fn(&mut ConsensusConfig)) -> Net {
         let keys: Vec<Keypair> = (0..n)
             .map(|i| Keypair::from_seed([i as u8 + 1; 32]))
             .collect();
-        let cfg = ConsensusConfig::new(keys.iter().map(|k| k.public()).collect());
+        let mut cfg = ConsensusConfig::new(keys.iter().map(|k| k.public()).collect());
+        set(&mut cfg);
         let nodes = keys
             .iter()
             .map(|k| Node::new(cfg.clone(), k.clone(), vec![], initial()).unwrap())
             .collect();
         Net {
+            vouched: cfg.vouched_inputs,
             nodes,
             keys,
             closed: vec![vec![]; n],
@@ -113,7 +124,7 @@ impl Net {
                         Input::Executed {
                             seq: r.ledger.seq,
                             hash: r.hash,
-                            report: run_of(&r, me),
+                            report: run_of(&r, me, self.vouched),
                         },
                     );
                     pending.extend(more);

@@ -158,7 +158,9 @@ impl ContractHost for SimContract {
             self.world.violation(Kind::Contract, self.node, what);
         }
         let delay = self.run_ms.map_or(0, |l| sample(&mut self.rng, l));
-        let mut req = RunRequest::for_ledger(record, self.key, &self.unl);
+        // Simulated users speak the prototype's protocol: every network
+        // takes vouched inputs.
+        let mut req = RunRequest::for_ledger(record, self.key, &self.unl, true);
         req.contract_seed = Some(self.contract_seed);
         async move {
             if delay > 0 {

@@ -139,7 +139,7 @@ impl Node {
         let round = self.round();
         for h in &dropped.ledger.inputs {
             if let Some(body) = dropped.bodies.remove(h) {
-                self.pool.put_back(*h, body, round);
+                self.pool.put_back(&self.cfg, *h, body, round);
             }
         }
         self.exec.on_rollback(from.seq);

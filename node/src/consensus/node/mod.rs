@@ -507,7 +507,7 @@ impl Node {
     /// the contract is far behind, hands out the runs that are ready, and
     /// asks for the bodies the next run lacks.
     fn progress_runs(&mut self, now: u64) {
-        let delivered = self.exec.deliver_certified(&self.chain);
+        let delivered = (self.exec).deliver_certified(&self.chain, self.cfg.vouched_inputs);
         let start = self.out.len();
         self.out.extend(delivered);
         if self.cfg.sign_outputs {

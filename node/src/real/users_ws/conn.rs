@@ -11,13 +11,17 @@ use futures_util::{SinkExt, StreamExt};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
+
+/// What a user connection runs over: TCP, or TLS on TCP.
+pub(super) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Io for S {}
 
 /// A websocket close frame's reason is at most 123 bytes.
 fn close_frame(code: CloseCode, reason: &str) -> Option<CloseFrame<'static>> {
@@ -34,15 +38,15 @@ fn close_frame(code: CloseCode, reason: &str) -> Option<CloseFrame<'static>> {
 /// A write to a user that takes longer than `t` means it stopped reading
 /// (or reads a byte at a time): the connection ends, whatever it was
 /// sending, so no task waits on such a user for ever.
-async fn send(ws: &mut WebSocketStream<TcpStream>, m: Message, t: Duration) -> Result<(), WsError> {
+async fn send<S: Io>(ws: &mut WebSocketStream<S>, m: Message, t: Duration) -> Result<(), WsError> {
     match tokio::time::timeout(t, ws.send(m)).await {
         Ok(sent) => sent,
         Err(_) => Err(WsError::Io(std::io::ErrorKind::TimedOut.into())),
     }
 }
 
-async fn close(
-    ws: &mut WebSocketStream<TcpStream>,
+async fn close<S: Io>(
+    ws: &mut WebSocketStream<S>,
     frame: Option<CloseFrame<'static>>,
     t: Duration,
 ) {
@@ -50,9 +54,9 @@ async fn close(
 }
 
 /// One user connection, from the challenge to the close.
-pub(super) async fn serve(
+pub(super) async fn serve<S: Io>(
     shared: Shared,
-    stream: TcpStream,
+    stream: S,
     slot: Slot,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), WsError> {

@@ -14,6 +14,7 @@ use crate::contract::{leaf, output_text, OutputTree, RunOutcome, RunResult, B3};
 use crate::crypto::{Hash, PubKey, Sig};
 use crate::env::Users;
 use crate::gate::{Gate, GateConfig, LogThrottle, Slot};
+use crate::real::tls::{is_tls, TlsAcceptor};
 use crate::real::OsEntropy;
 use crate::users::hp::{HpNode, View};
 use crate::users::hp_outputs::contract_output;
@@ -24,8 +25,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Limits on user connections: every one holds a file descriptor that
@@ -118,6 +120,8 @@ struct Shared {
     out_total: Arc<AtomicUsize>,
     pending: Arc<Mutex<Gate>>,
     limits: ConnLimits,
+    /// wss beside ws on the same port, when the node has a certificate.
+    tls: Option<TlsAcceptor>,
 }
 
 pub fn now_ms() -> u64 {
@@ -142,15 +146,17 @@ impl WsUsers {
         shutdown: watch::Receiver<bool>,
     ) -> WsUsers {
         let intake = Intake::new(limits, OsEntropy);
-        WsUsers::serve_intake(listener, intake, None, conn_limits, shutdown)
+        WsUsers::serve_intake(listener, intake, None, conn_limits, None, shutdown)
     }
 
     /// Serves hpcore's protocol as well as the prototype's: `node` is who
-    /// this node is in it, `roundtime_ms` what `stat` reports.
+    /// this node is in it, `roundtime_ms` what `stat` reports; with `tls`,
+    /// over wss as well as ws.
     pub fn start_hp(
         listener: TcpListener,
         limits: SessionLimits,
         node: HpNode,
+        tls: Option<TlsAcceptor>,
         shutdown: watch::Receiver<bool>,
     ) -> WsUsers {
         let view = View {
@@ -163,7 +169,8 @@ impl WsUsers {
         };
         let hp = Arc::new(node.clone());
         let intake = Intake::new(limits, OsEntropy).serving_hp(node, view);
-        WsUsers::serve_intake(listener, intake, Some(hp), ConnLimits::default(), shutdown)
+        let limits = ConnLimits::default();
+        WsUsers::serve_intake(listener, intake, Some(hp), limits, tls, shutdown)
     }
 
     fn serve_intake(
@@ -171,6 +178,7 @@ impl WsUsers {
         intake: Intake<OsEntropy>,
         hp: Option<Arc<HpNode>>,
         conn_limits: ConnLimits,
+        tls: Option<TlsAcceptor>,
         shutdown: watch::Receiver<bool>,
     ) -> WsUsers {
         let (tx, rx) = mpsc::channel(64 * 1024);
@@ -195,6 +203,7 @@ impl WsUsers {
                 max_pending_per_source: conn_limits.max_pending_per_ip,
             }))),
             limits: conn_limits.clone(),
+            tls,
         };
         tokio::spawn(accept_loop(shared, listener, shutdown));
         WsUsers {
@@ -384,6 +393,32 @@ impl WsUsers {
     }
 }
 
+/// A connection whose first byte opens a TLS handshake is served over TLS
+/// when the node has a certificate; any other as plain ws.
+async fn serve_tls_or_plain(
+    shared: Shared,
+    stream: TcpStream,
+    slot: Slot,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), WsError> {
+    let Some(tls) = shared.tls.clone() else {
+        return conn::serve(shared, stream, slot, shutdown).await;
+    };
+    let wait = shared.limits.helo_timeout;
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(wait, stream.peek(&mut first)).await {
+        Ok(Ok(1)) => {}
+        _ => return Ok(()), // silent, or gone, before its first byte
+    }
+    if !is_tls(first[0]) {
+        return conn::serve(shared, stream, slot, shutdown).await;
+    }
+    let Ok(accepted) = tokio::time::timeout(wait, tls.accept(stream)).await else {
+        return Ok(()); // never finished the TLS handshake
+    };
+    conn::serve(shared, accepted?, slot, shutdown).await
+}
+
 async fn accept_loop(shared: Shared, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
     let mut full = LogThrottle::new(WARN_EVERY_MS);
     let mut crowded = LogThrottle::new(WARN_EVERY_MS);
@@ -412,7 +447,7 @@ async fn accept_loop(shared: Shared, listener: TcpListener, mut shutdown: watch:
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {
                     let _open = open;
-                    if let Err(e) = conn::serve(shared, stream, slot, shutdown).await {
+                    if let Err(e) = serve_tls_or_plain(shared, stream, slot, shutdown).await {
                         tracing::debug!(%addr, error = %e, "user connection ended");
                     }
                 });
