@@ -102,7 +102,10 @@ async fn serve(listener: TcpListener, unl: Vec<Keypair>, signers: usize) -> Seen
         let answer = match hp::request(who, &bytes) {
             Ok(Request::Stat) => hp::stat_response(&node, &view),
             Ok(Request::Lcl) => hp::lcl_response(&view),
-            Ok(Request::LedgerQuery { id }) => hp::ledger_query_unserved(&id),
+            Ok(Request::LedgerQuery(q)) => {
+                let none = Err(hotpocket_node::users::hp_ledger::QueryError::NotSupported);
+                hotpocket_node::users::hp_ledger::result(&q, &who, none)
+            }
             Ok(Request::Subscription) | Ok(Request::Read { .. }) => continue,
             Err(refused) => hp::rejected(&refused),
             Ok(Request::Input {
@@ -315,6 +318,19 @@ async fn the_official_client_gets_a_status_and_a_proved_output_from_a_real_node(
         .as_str()
         .unwrap_or_default();
     assert!(out.contains("bytes sha256"), "{lines:?}");
+    // The ledger the status names, from the node's stored chain, with the
+    // user's own input in it under the name its client gave it.
+    let ledger = line(&lines, "ledger");
+    assert_eq!(ledger["seqNo"], status["ledgerSeqNo"], "{ledger}");
+    assert_eq!(ledger["hash"], status["ledgerHash"], "{ledger}");
+    let inputs = ledger["inputs"].as_array().expect("inputs asked for");
+    assert_eq!(inputs.len(), 1, "{ledger}");
+    assert_eq!(inputs[0]["hash"], line(&lines, "input").clone(), "{ledger}");
+    assert_eq!(
+        inputs[0]["blob"],
+        hex::encode("hello from js\n"),
+        "{ledger}"
+    );
 }
 
 #[tokio::test]

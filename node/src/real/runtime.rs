@@ -10,8 +10,8 @@ use crate::real::contract_host::ProcessHost;
 use crate::real::peers::TcpPeers;
 use crate::real::process::ProcessRunner;
 use crate::real::reaper;
-use crate::real::store::SqliteStore;
-use crate::real::users_ws::{now_ms, WsUsers};
+use crate::real::store::{LedgerReader, SqliteStore};
+use crate::real::users_ws::{now_ms, HpServing, WsUsers};
 use crate::users::hp::HpNode;
 use anyhow::Context;
 use std::path::Path;
@@ -135,7 +135,8 @@ async fn run_until_shutdown(dir: &Path, shutdown: watch::Receiver<bool>) -> anyh
     let key = checked.key.clone();
     let unl = checked.consensus.unl.clone();
 
-    let mut store = SqliteStore::open(&dir.join("ledger.sqlite")).context("opening the ledger")?;
+    let ledger_path = dir.join("ledger.sqlite");
+    let mut store = SqliteStore::open(&ledger_path).context("opening the ledger")?;
     let host = ProcessRunner {
         binary: checked.binary.clone(),
         args: cfg.binargs.split_whitespace().map(String::from).collect(),
@@ -200,7 +201,14 @@ async fn run_until_shutdown(dir: &Path, shutdown: watch::Receiver<bool>) -> anyh
         unl: unl.clone(),
     };
     let net = TcpPeers::start(key, unl, peer_listener, cfg.peers.clone(), shutdown.clone());
-    let users = WsUsers::start_hp(user_listener, checked.session.clone(), hp, tls, shutdown);
+    let ledgers =
+        LedgerReader::open(&ledger_path).context("opening the ledger for users' queries")?;
+    let serving = HpServing {
+        node: hp,
+        tls,
+        ledgers: Some(ledgers),
+    };
+    let users = WsUsers::start_hp(user_listener, checked.session.clone(), serving, shutdown);
     let mut env = Env {
         clock: SystemClock,
         net,

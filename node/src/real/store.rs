@@ -5,12 +5,14 @@
 //! `Sync` action returns, and a crash loses whole ledgers, never half of one.
 
 use crate::beacon::{Beacon, FraudProof};
-use crate::crypto::PubKey;
+use crate::crypto::{Hash, PubKey};
 use crate::env::{Store, StoreError};
-use crate::ledger::{LedgerRecord, Verdict};
-use rusqlite::{params, Connection};
+use crate::ledger::{ExecResult, LedgerRecord, Verdict};
+use crate::users::hp_ledger::Found;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 pub struct SqliteStore {
     conn: Connection,
@@ -102,6 +104,72 @@ impl SqliteStore {
             .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
             .map_err(io)?;
         rows.collect::<Result<_, _>>().map_err(io)
+    }
+}
+
+/// Reads the stored chain beside the node's own connection (SQLite's WAL
+/// lets a reader go on while the node writes), for users' ledger queries:
+/// what it reads is durable, so a query never shows a ledger a crash could
+/// take back.
+pub struct LedgerReader {
+    conn: Mutex<Connection>,
+}
+
+/// Ledgers after a run's own in which its verdict is looked for: a verdict
+/// comes a ledger or two later, or never (`Verdict::result` none).
+const VERDICT_WINDOW: i64 = 64;
+
+impl LedgerReader {
+    pub fn open(path: &Path) -> Result<LedgerReader, StoreError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(io)?;
+        conn.busy_timeout(Duration::from_secs(2)).map_err(io)?;
+        Ok(LedgerReader {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// Ledger `seq`, with its run's certified result if a later stored
+    /// ledger carries one; `None` if no ledger `seq` is stored.
+    pub fn ledger(&self, seq: u64) -> Result<Option<Found>, StoreError> {
+        let conn = self.conn.lock().expect("not poisoned");
+        let at = i64::try_from(seq).map_err(|_| StoreError::Io(format!("seq {seq}")))?;
+        let blob: Option<Vec<u8>> = conn
+            .query_row("SELECT record FROM ledgers WHERE seq = ?1", [at], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(io)?;
+        let Some(blob) = blob else {
+            return Ok(None);
+        };
+        let record: LedgerRecord = postcard::from_bytes(&blob)
+            .map_err(|e| StoreError::Corrupt(format!("ledger {seq}: {e}")))?;
+        let mut q = conn
+            .prepare("SELECT verdicts FROM ledgers WHERE seq > ?1 AND seq <= ?2 ORDER BY seq")
+            .map_err(io)?;
+        let rows = q
+            .query_map([at, at.saturating_add(VERDICT_WINDOW)], |r| {
+                r.get::<_, String>(0)
+            })
+            .map_err(io)?;
+        let mut certified = None;
+        for verdicts in rows {
+            let list: serde_json::Value = serde_json::from_str(&verdicts.map_err(io)?)
+                .map_err(|e| StoreError::Corrupt(format!("verdicts after {seq}: {e}")))?;
+            let mine = (list.as_array().into_iter().flatten()).find(|v| v["seq"] == seq);
+            if let Some(v) = mine {
+                let hash = |k: &str| {
+                    let bytes = hex::decode(v[k].as_str()?).ok()?;
+                    Some(Hash(bytes.try_into().ok()?))
+                };
+                certified = hash("state")
+                    .zip(hash("output"))
+                    .map(|(state, output)| ExecResult { state, output });
+                break;
+            }
+        }
+        Ok(Some(Found { record, certified }))
     }
 }
 
@@ -211,6 +279,33 @@ mod tests {
         drop(s);
         let mut s = SqliteStore::open(&path).unwrap();
         assert_eq!(s.load().unwrap(), vec![a]);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_reader_finds_a_stored_ledger_and_its_certified_result() {
+        let path = std::env::temp_dir().join(format!("hp-reader-{}.sqlite", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let a = record(1, LedgerRecord::genesis().hash);
+        let mut b = record(2, a.hash);
+        let result = ExecResult {
+            state: Hash([7; 32]),
+            output: Hash([8; 32]),
+        };
+        b.ledger.verdicts = vec![Verdict {
+            seq: 1,
+            result: Some(result),
+        }];
+        let mut s = SqliteStore::open(&path).unwrap();
+        s.append(Arc::new(a.clone())).unwrap();
+        s.append(Arc::new(b)).unwrap();
+        s.sync().unwrap();
+        let reader = LedgerReader::open(&path).unwrap();
+        let found = reader.ledger(1).unwrap().expect("stored");
+        assert_eq!((found.record, found.certified), (a, Some(result)));
+        assert!(reader.ledger(2).unwrap().unwrap().certified.is_none());
+        assert!(reader.ledger(3).unwrap().is_none());
+        drop(s);
         let _ = std::fs::remove_file(&path);
     }
 }

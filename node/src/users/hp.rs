@@ -168,9 +168,7 @@ pub enum Request {
     Read {
         id: String,
     },
-    LedgerQuery {
-        id: String,
-    },
+    LedgerQuery(super::hp_ledger::Query),
     /// `subscription`: taken, and nothing is sent for it.
     Subscription,
 }
@@ -222,7 +220,7 @@ pub fn request(user: PubKey, bytes: &[u8]) -> Result<Request, Refused> {
         Some("stat") => Ok(Request::Stat),
         Some("lcl") => Ok(Request::Lcl),
         Some("contract_read_request") => Ok(Request::Read { id: id() }),
-        Some("ledger_query") => Ok(Request::LedgerQuery { id: id() }),
+        Some("ledger_query") => Ok(Request::LedgerQuery(super::hp_ledger::query_of(&v))),
         Some("subscription") => Ok(Request::Subscription),
         _ => Err(refused(Reason::InvalidMsgType, "")),
     }
@@ -299,13 +297,6 @@ pub fn lcl_response(view: &View) -> String {
         "ledger_hash": hex::encode(view.lcl.hash.0),
     })
     .to_string()
-}
-
-/// The answer to a `ledger_query` this node cannot serve yet: the client
-/// waits for an answer without a timeout, so one always comes.
-pub fn ledger_query_unserved(id: &str) -> String {
-    json!({"type": "ledger_query_result", "reply_for": id, "error": "not_supported", "results": []})
-        .to_string()
 }
 
 #[cfg(test)]

@@ -120,7 +120,12 @@ fn other_requests_are_recognised() {
     assert_eq!(ask(json!({"type": "lcl"})), Request::Lcl);
     assert_eq!(
         ask(json!({"type": "ledger_query", "id": "q1"})),
-        Request::LedgerQuery { id: "q1".into() }
+        Request::LedgerQuery(crate::users::hp_ledger::Query {
+            id: "q1".into(),
+            seq: None,
+            inputs: false,
+            outputs: false
+        })
     );
     assert_eq!(
         ask(json!({"type": "subscription", "channel": "unl_change", "enabled": true})),
@@ -160,6 +165,4 @@ fn status_answers_have_the_fields_the_client_reads() {
         (ok["status"].as_str(), ok["ledger_seq_no"].as_u64()),
         (Some("accepted"), Some(7))
     );
-    let q: Value = serde_json::from_str(&ledger_query_unserved("q")).unwrap();
-    assert!(q["results"].as_array().unwrap().is_empty());
 }

@@ -4,6 +4,7 @@
 //! outputs of a run go to which connection.
 
 use super::hp::{self, HpNode, Refused, View};
+use super::hp_ledger;
 use super::{Reply, Session, SessionLimits};
 use crate::contract::{RunResult, Stamper};
 use crate::crypto::PubKey;
@@ -27,6 +28,12 @@ pub enum ConnAction {
         body: Vec<u8>,
         name: String,
         max_ledger: u64,
+    },
+    /// Answer `user`'s `ledger_query` from the node's chain
+    /// (`hp_ledger::result`).
+    QueryLedger {
+        user: PubKey,
+        query: hp_ledger::Query,
     },
 }
 
@@ -131,9 +138,7 @@ impl<E: Entropy> Intake<E> {
                 }
                 Reply::Stat => hp_answer(&self.hp, &hp::stat_response),
                 Reply::Lcl => hp_answer(&self.hp, &|_, v| hp::lcl_response(v)),
-                Reply::LedgerQuery { id } => {
-                    hp_answer(&self.hp, &|_, _| hp::ledger_query_unserved(&id))
-                }
+                Reply::LedgerQuery { user, query } => Some(ConnAction::QueryLedger { user, query }),
             };
             out.extend(action);
         }

@@ -25,6 +25,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 pub mod hp;
+pub mod hp_ledger;
 pub mod hp_outputs;
 mod intake;
 pub mod statuses;
@@ -86,7 +87,8 @@ pub enum Reply {
     Stat,
     Lcl,
     LedgerQuery {
-        id: String,
+        user: PubKey,
+        query: hp_ledger::Query,
     },
 }
 
@@ -358,7 +360,7 @@ impl Session {
             }
             Ok(Request::Stat) => Reply::Stat,
             Ok(Request::Lcl) => Reply::Lcl,
-            Ok(Request::LedgerQuery { id }) => Reply::LedgerQuery { id },
+            Ok(Request::LedgerQuery(query)) => Reply::LedgerQuery { user, query },
             // Read requests are not served: hpcore ignores them when they
             // are off, and its client gives up after its own timeout.
             Ok(Request::Read { .. }) | Ok(Request::Subscription) => return vec![],

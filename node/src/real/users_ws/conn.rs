@@ -4,8 +4,10 @@
 use super::outbox::{Outbox, Registration, Unsent, Writing};
 use super::{now_ms, Shared, MAX_QUEUED_BYTES, QUIET};
 use crate::contract::input_hash;
+use crate::crypto::PubKey;
 use crate::gate::Slot;
 use crate::users::hp::{self, Reason, Refused};
+use crate::users::hp_ledger::{self, Query, QueryError};
 use crate::users::{busy_reason, error_message, refused_message, ConnAction};
 use futures_util::{SinkExt, StreamExt};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -51,6 +53,38 @@ async fn close<S: Io>(
     t: Duration,
 ) {
     let _ = tokio::time::timeout(t, ws.close(frame)).await;
+}
+
+/// Longest a ledger query may take: its client waits without a timeout.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The answer to `user`'s ledger query, read from the stored chain.
+async fn query_ledger(shared: &Shared, user: PubKey, q: Query) -> String {
+    let found = match (&shared.ledgers, q.seq) {
+        (None, _) => Err(QueryError::NotSupported),
+        (_, None) => Err(QueryError::BadQuery),
+        (Some(reader), Some(seq)) => {
+            let reader = reader.clone();
+            let read = tokio::task::spawn_blocking(move || reader.ledger(seq));
+            match tokio::time::timeout(QUERY_TIMEOUT, read).await {
+                Ok(Ok(Ok(found))) => Ok(found),
+                failed => {
+                    let why = match failed {
+                        Ok(Ok(Err(e))) => e.to_string(),
+                        Ok(Err(e)) => e.to_string(),
+                        _ => format!("took over {QUERY_TIMEOUT:?}"),
+                    };
+                    tracing::warn!(seq, error = %why, "a user's ledger query failed");
+                    Err(QueryError::Failed)
+                }
+            }
+        }
+    };
+    hp_ledger::result(
+        &q,
+        &user,
+        found.as_ref().map(Option::as_ref).map_err(|e| *e),
+    )
 }
 
 /// One user connection, from the challenge to the close.
@@ -206,6 +240,11 @@ pub(super) async fn serve<S: Io>(
                 }
                 ConnAction::SendHp(m) => {
                     send(&mut ws, Message::Binary(m.into_bytes()), timeout).await?
+                }
+                // One at a time per connection: this one waits for it.
+                ConnAction::QueryLedger { user, query } => {
+                    let answer = query_ledger(&shared, user, query).await;
+                    send(&mut ws, Message::Binary(answer.into_bytes()), timeout).await?
                 }
                 ConnAction::Submit(body) => {
                     let Err(why) = submit(&shared, body) else {

@@ -14,6 +14,7 @@ use crate::contract::{leaf, output_text, OutputTree, RunOutcome, RunResult, B3};
 use crate::crypto::{Hash, PubKey, Sig};
 use crate::env::Users;
 use crate::gate::{Gate, GateConfig, LogThrottle, Slot};
+use crate::real::store::LedgerReader;
 use crate::real::tls::{is_tls, TlsAcceptor};
 use crate::real::OsEntropy;
 use crate::users::hp::{HpNode, View};
@@ -86,6 +87,14 @@ type Owed = Arc<Mutex<Statuses<(PubKey, u64)>>>;
 /// client answers within milliseconds and gives up after 5 s.
 const QUIET: Duration = Duration::from_millis(1500);
 
+/// What a node serving hpcore's protocol brings: who it is in it, its TLS
+/// certificate (wss beside ws) and its stored chain (ledger queries).
+pub struct HpServing {
+    pub node: HpNode,
+    pub tls: Option<TlsAcceptor>,
+    pub ledgers: Option<LedgerReader>,
+}
+
 pub struct WsUsers {
     intake: Arc<Mutex<Intake<OsEntropy>>>,
     owed: Owed,
@@ -122,6 +131,8 @@ struct Shared {
     limits: ConnLimits,
     /// wss beside ws on the same port, when the node has a certificate.
     tls: Option<TlsAcceptor>,
+    /// The stored chain, for hpcore users' ledger queries.
+    ledgers: Option<Arc<LedgerReader>>,
 }
 
 pub fn now_ms() -> u64 {
@@ -146,19 +157,18 @@ impl WsUsers {
         shutdown: watch::Receiver<bool>,
     ) -> WsUsers {
         let intake = Intake::new(limits, OsEntropy);
-        WsUsers::serve_intake(listener, intake, None, conn_limits, None, shutdown)
+        WsUsers::serve_intake(listener, intake, None, conn_limits, (None, None), shutdown)
     }
 
-    /// Serves hpcore's protocol as well as the prototype's: `node` is who
-    /// this node is in it, `roundtime_ms` what `stat` reports; with `tls`,
-    /// over wss as well as ws.
+    /// Serves hpcore's protocol as well as the prototype's (see
+    /// [`HpServing`]); `limits.roundtime_ms` is what `stat` reports.
     pub fn start_hp(
         listener: TcpListener,
         limits: SessionLimits,
-        node: HpNode,
-        tls: Option<TlsAcceptor>,
+        serving: HpServing,
         shutdown: watch::Receiver<bool>,
     ) -> WsUsers {
+        let HpServing { node, tls, ledgers } = serving;
         let view = View {
             lcl: crate::ledger::LedgerId {
                 seq: 0,
@@ -170,7 +180,8 @@ impl WsUsers {
         let hp = Arc::new(node.clone());
         let intake = Intake::new(limits, OsEntropy).serving_hp(node, view);
         let limits = ConnLimits::default();
-        WsUsers::serve_intake(listener, intake, Some(hp), limits, tls, shutdown)
+        let ledgers = ledgers.map(Arc::new);
+        WsUsers::serve_intake(listener, intake, Some(hp), limits, (tls, ledgers), shutdown)
     }
 
     fn serve_intake(
@@ -178,7 +189,7 @@ impl WsUsers {
         intake: Intake<OsEntropy>,
         hp: Option<Arc<HpNode>>,
         conn_limits: ConnLimits,
-        tls: Option<TlsAcceptor>,
+        (tls, ledgers): (Option<TlsAcceptor>, Option<Arc<LedgerReader>>),
         shutdown: watch::Receiver<bool>,
     ) -> WsUsers {
         let (tx, rx) = mpsc::channel(64 * 1024);
@@ -204,6 +215,7 @@ impl WsUsers {
             }))),
             limits: conn_limits.clone(),
             tls,
+            ledgers,
         };
         tokio::spawn(accept_loop(shared, listener, shutdown));
         WsUsers {
