@@ -448,6 +448,7 @@ fn json_report(r: &Report) -> serde_json::Value {
         "inputs_dropped": r.inputs_dropped,
         "inputs_taken": r.inputs_taken,
         "inputs_answered": r.inputs_answered,
+        "outputs_signed": r.outputs_signed,
         "rolled_back": r.rolled_back,
         "byzantine_users": r.byzantine_users,
     })
@@ -503,11 +504,13 @@ fn print_report(r: &Report) {
         n.sent, n.delivered, n.lost, n.blocked, n.duplicated, r.rolled_back
     );
     println!(
-        "  users: {} inputs sent, {} to a node that was down; {} taken, {} answered",
+        "  users: {} inputs sent, {} to a node that was down; {} taken, {} answered; outputs of {} runs handed with 80% of the UNL's signatures, {} with fewer",
         r.inputs_submitted + r.inputs_dropped,
         r.inputs_dropped,
         r.inputs_taken,
-        r.inputs_answered
+        r.inputs_answered,
+        r.outputs_signed[0],
+        r.outputs_signed[1]
     );
     if !r.byzantine_users.attacks.is_empty() {
         println!("  {}", r.byzantine_users.line());

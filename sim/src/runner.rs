@@ -6,6 +6,7 @@ use crate::adversary::{Byzantine, Relay};
 use crate::check::violation::{Kind, Violation};
 use crate::env::contract::SimContract;
 use crate::env::users::byzantine::spawn_attackers;
+use crate::env::users::signed::SignedCheck;
 use crate::env::users::SimUsers;
 use crate::env::{SimClock, SimNet, SimObserver, SimStore};
 use crate::scenario::{ContractSettings, Fault, Role, Scenario};
@@ -83,9 +84,6 @@ fn consensus_config(s: &Scenario, unl: Vec<PubKey>) -> ConsensusConfig {
             max_hops: c.npl_max_hops,
             ..NplLimits::default()
         },
-        // No simulated user speaks hpcore's protocol yet: nobody would take
-        // the signatures over output roots (docs/limitations.md).
-        sign_outputs: false,
         ..ConsensusConfig::new(unl)
     }
 }
@@ -254,6 +252,7 @@ async fn node_main(
         intake: Intake::new(limits, SimEntropy::for_boot(seed, i, boots)),
         pending: Default::default(),
         refusing: false,
+        signed: SignedCheck::new(&cfg),
     };
     let roundtime = cfg.roundtime_ms;
     // The contract's state survived the crash, maybe ahead of the store

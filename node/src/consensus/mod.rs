@@ -39,7 +39,7 @@ pub use interface::{Action, BeaconStats, CloseVia, Event, Input, NodeError, Stat
 pub use jobs::Job;
 pub use message::{PeerMessage, WireError};
 pub use node::Node;
-pub use output_sigs::OutputSig;
+pub use output_sigs::{signers_needed, OutputSig};
 pub use pool::INPUT_TTL_ROUNDS;
 pub use tally::{agreed_time, best_candidate, inputs_with_votes, lcl_votes, VoteStatus};
 pub use timing::{Slot, Timing};

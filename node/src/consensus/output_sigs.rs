@@ -128,7 +128,7 @@ impl OutputSigs {
     }
 
     fn hand_if_enough(&mut self, cfg: &ConsensusConfig, seq: u64, out: &mut Vec<Action>) {
-        let needed = threshold(cfg.unl.len(), CLIENT_PCT.max(cfg.close_threshold_pct));
+        let needed = signers_needed(cfg);
         let Some(ours) = self.ours.get_mut(&seq) else {
             return;
         };
@@ -137,6 +137,12 @@ impl OutputSigs {
             out.push(signed(seq, ours));
         }
     }
+}
+
+/// Signatures a run's outputs are handed with, unless it leaves the window
+/// short: what hpcore's client asks, or the close threshold if higher.
+pub fn signers_needed(cfg: &ConsensusConfig) -> usize {
+    threshold(cfg.unl.len(), CLIENT_PCT.max(cfg.close_threshold_pct))
 }
 
 fn signed(seq: u64, ours: &Ours) -> Action {

@@ -58,6 +58,9 @@ pub struct OutputChecker {
     pub kind: ContractKind,
     /// The fewest valid signatures a delivered multisig output carried.
     pub fewest_signatures: Option<usize>,
+    /// Runs handed to (would-be) hpcore users with the UNL signatures
+    /// their client asks for, and with fewer (`env::users::signed`).
+    pub signed_runs: [u64; 2],
     /// Byzantine nodes may get inputs nobody sent agreed on: then an input
     /// of unknown origin is no violation.
     pub unsourced_ok: bool,

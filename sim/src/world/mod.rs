@@ -333,6 +333,12 @@ impl World {
         self.lock().checker.violate(v);
     }
 
+    /// Node `node` handed a run's outputs with the UNL's signatures: with
+    /// as many as hpcore's client asks (`full`), or fewer.
+    pub fn outputs_signed(&self, full: bool) {
+        self.lock().checker.outputs.signed_runs[usize::from(!full)] += 1;
+    }
+
     /// Ends the run: nothing is sent after this.
     fn shut_down(&self) {
         self.wire.lock().unwrap_or_else(|e| e.into_inner()).take();

@@ -42,6 +42,9 @@ pub struct Report {
     /// their output reached the user.
     pub inputs_taken: u64,
     pub inputs_answered: u64,
+    /// Runs handed out with as many UNL signatures over their outputs as
+    /// hpcore's client asks, and with fewer.
+    pub outputs_signed: [u64; 2],
     /// Closes that a node later rolled back (never final ones).
     pub rolled_back: u64,
     pub beacon: BeaconSummary,
@@ -141,6 +144,7 @@ impl World {
             inputs_dropped: g.inputs_dropped,
             inputs_taken,
             inputs_answered,
+            outputs_signed: g.checker.outputs.signed_runs,
             rolled_back: g.checker.rolled_back,
             byzantine_users: g.byz_users.clone(),
             log: g.log.take(),

@@ -6,6 +6,7 @@
 
 pub mod attack;
 pub mod byzantine;
+pub mod signed;
 
 use crate::check::outputs::Source;
 use crate::check::violation::Kind;
@@ -13,8 +14,8 @@ use crate::world::entropy::SimEntropy;
 use crate::world::users::UserMsg;
 use crate::world::{World, EPOCH_MS};
 use hotpocket_node::consensus::Withheld;
-use hotpocket_node::contract::{input_hash, RunOutcome, RunResult};
-use hotpocket_node::crypto::{Hash, PubKey};
+use hotpocket_node::contract::{input_hash, RunOutcome, RunResult, B3};
+use hotpocket_node::crypto::{Hash, PubKey, Sig};
 use hotpocket_node::env::Users;
 use hotpocket_node::users::{
     answer_challenge, outputs_for, ConnAction, Intake, Session, SessionLimits,
@@ -43,6 +44,8 @@ pub struct SimUsers {
     /// refused at the door, as the websocket server refuses them (the user
     /// is told; the input is never taken, so no answer is owed).
     pub refusing: bool,
+    /// The UNL signatures the node hands with each run's outputs.
+    pub signed: signed::SignedCheck,
 }
 
 impl SimUsers {
@@ -147,12 +150,23 @@ impl Users for SimUsers {
         }
     }
 
-    fn deliver(&mut self, seq: u64, _ledger: &Hash, run: &RunResult) {
+    fn deliver(&mut self, seq: u64, ledger: &Hash, run: &RunResult) {
+        self.signed.delivered(seq, ledger, run);
         let here = outputs_for(run, self.connected())
             .into_iter()
             .map(|(u, out)| (u, out.to_vec()))
             .collect();
         self.world.outputs_delivered(self.node, seq, run, here);
+    }
+
+    fn outputs_signed(&mut self, seq: u64, root: &B3, sigs: &[(PubKey, Sig)]) {
+        match self.signed.signed(seq, root, sigs) {
+            Ok(full) => self.world.outputs_signed(full),
+            Err(what) => {
+                let what = format!("node {} {what}", self.node);
+                self.world.violation(Kind::Outputs, self.node, what);
+            }
+        }
     }
 
     fn withhold(&mut self, seq: u64, run: &RunResult, _why: Withheld) {
