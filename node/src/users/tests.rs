@@ -13,6 +13,31 @@ fn open(limits: SessionLimits) -> (Session, String) {
     (s, challenge)
 }
 
+fn hp_node() -> std::sync::Arc<hp::HpNode> {
+    std::sync::Arc::new(hp::HpNode {
+        key: Keypair::from_seed([1; 32]),
+        contract_id: "c".into(),
+        contract_version: "1.0".into(),
+        unl: vec![],
+    })
+}
+
+/// `k`'s answer to the `user_challenge` message `first`.
+fn hp_response(k: &Keypair, first: &str) -> String {
+    let challenge = serde_json::from_str::<Value>(first).unwrap()["challenge"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    json!({
+        "type": "user_challenge_response",
+        "sig": k.sign_raw(challenge.as_bytes()).to_hex(),
+        "pubkey": hp::ed_hex(&k.public()),
+        "server_challenge": "0123456789abcdef0123456789abcdef",
+        "protocol": "json",
+    })
+    .to_string()
+}
+
 fn closed_with(r: &[Reply], needle: &str) -> bool {
     matches!(r, [Reply::Close(m)] if m.contains(needle) && m.contains("\"type\":\"error\""))
 }
@@ -204,12 +229,7 @@ fn a_user_answers_the_challenge_message_and_the_session_accepts_it() {
 
 #[test]
 fn a_node_serving_hpcore_offers_it_first_and_the_prototype_after_a_silence() {
-    let node = std::sync::Arc::new(hp::HpNode {
-        key: Keypair::from_seed([1; 32]),
-        contract_id: "c".into(),
-        contract_version: "1.0".into(),
-        unl: vec![],
-    });
+    let node = hp_node();
     let (mut s, first) = Session::open_hp(SessionLimits::default(), [7; 16], node.clone());
     let v: Value = serde_json::from_str(&first).unwrap();
     assert_eq!(v["type"], "user_challenge");
@@ -225,18 +245,8 @@ fn a_node_serving_hpcore_offers_it_first_and_the_prototype_after_a_silence() {
     // An hpcore user: its inputs are signed, a retry is silent, `stat`
     // is the intake's to answer.
     let (mut s, first) = Session::open_hp(SessionLimits::default(), [8; 16], node);
-    let challenge = serde_json::from_str::<Value>(&first).unwrap()["challenge"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let response = json!({
-        "type": "user_challenge_response",
-        "sig": k.sign_raw(challenge.as_bytes()).to_hex(),
-        "pubkey": hp::ed_hex(&k.public()),
-        "server_challenge": "0123456789abcdef0123456789abcdef",
-        "protocol": "json",
-    });
-    let r = s.on_message(NOW, response.to_string().as_bytes(), false);
+    let response = hp_response(&k, &first);
+    let r = s.on_message(NOW, response.as_bytes(), false);
     assert!(matches!(&r[..], [Reply::SendHp(m)] if m.contains("server_challenge_response")));
     assert!(s.is_hp());
     let c = r#"{"input":"x","nonce":1,"max_ledger_seq_no":9}"#;
@@ -255,12 +265,7 @@ fn a_node_serving_hpcore_offers_it_first_and_the_prototype_after_a_silence() {
 
 #[test]
 fn with_prototype_sessions_off_a_helo_is_refused_and_hpcores_handshake_still_works() {
-    let node = std::sync::Arc::new(hp::HpNode {
-        key: Keypair::from_seed([1; 32]),
-        contract_id: "c".into(),
-        contract_version: "1.0".into(),
-        unl: vec![],
-    });
+    let node = hp_node();
     let limits = SessionLimits {
         prototype_sessions: false,
         ..SessionLimits::default()
@@ -277,18 +282,8 @@ fn with_prototype_sessions_off_a_helo_is_refused_and_hpcores_handshake_still_wor
     assert_eq!(s.user(), None);
 
     let (mut s, first) = Session::open_hp(limits, [8; 16], node);
-    let challenge = serde_json::from_str::<Value>(&first).unwrap()["challenge"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let response = json!({
-        "type": "user_challenge_response",
-        "sig": k.sign_raw(challenge.as_bytes()).to_hex(),
-        "pubkey": hp::ed_hex(&k.public()),
-        "server_challenge": "0123456789abcdef0123456789abcdef",
-        "protocol": "json",
-    });
-    s.on_message(NOW, response.to_string().as_bytes(), false);
+    let response = hp_response(&k, &first);
+    s.on_message(NOW, response.as_bytes(), false);
     assert!(s.is_hp() && s.user() == Some(k.public()));
 }
 
