@@ -27,7 +27,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create a node directory: a key pair, cfg/hp.cfg and the contract's state directory.
+    /// Create a node directory: a key pair, cfg/hp.cfg, a self-signed TLS certificate for
+    /// users' wss (cfg/tlscert.pem, cfg/tlskey.pem) and the contract's state directory.
     New {
         /// The node directory to create.
         dir: PathBuf,

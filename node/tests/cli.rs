@@ -57,6 +57,9 @@ fn new_writes_a_node_and_run_names_a_bad_field() {
     assert!(out.contains("hotpocket run"), "{out}");
     let cfg = hotpocket_node::real::config::Config::load(&dir).unwrap();
     assert_eq!(cfg.cfg.binargs, "--flag 1");
+    // With a certificate for users' wss that loads.
+    let tls = hotpocket_node::real::tls::acceptor(&dir).unwrap();
+    assert!(tls.is_some(), "no certificate made");
     // A second `new` refuses to overwrite.
     let (code, _, err) = hotpocket(&["new", d, "--contract", &contract]);
     assert_eq!(code, 1);

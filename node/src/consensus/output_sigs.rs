@@ -6,20 +6,26 @@
 //! signatures over the root it computed itself once enough have come.
 //!
 //! What a peer sends is bounded before it is kept: one signature per UNL
-//! member per ledger, for ledgers near this node's lcl only. A signature is
+//! member per ledger, for ledgers near this node's lcl only (a run is
+//! delivered when a later ledger certifies it, up to
+//! `VERDICT_BACKSTOP` ledgers after its own). A signature is
 //! checked when it can count, against the root this node computed; one
 //! over another root is never counted and never passed on.
 
+use super::tally::VERDICT_BACKSTOP;
 use super::{threshold, Action, ConsensusConfig, PeerMessage};
 use crate::contract::{OutputTree, RunResult, B3};
 use crate::crypto::{verify_raw, Hash, Keypair, PubKey, Sig};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Ledgers either side of the lcl whose signatures are kept: runs are
-/// delivered a ledger or two after they close, a peer's a little earlier
-/// or later than ours.
+/// Ledgers a delivered run waits for its signatures; also how far ahead of
+/// the lcl a peer's signature is kept (a peer ahead delivers earlier).
 const WINDOW: u64 = 16;
+
+/// How far behind the lcl a signature's run may be: delivered up to
+/// `VERDICT_BACKSTOP` ledgers late, then waiting up to `WINDOW`.
+const BACK: u64 = VERDICT_BACKSTOP + WINDOW;
 
 /// The least share of the UNL hpcore's client takes outputs on (its
 /// `outputValidationPassThreshold`).
@@ -39,6 +45,8 @@ struct Ours {
     root: B3,
     sigs: BTreeMap<PubKey, Sig>,
     handed: bool,
+    /// The lcl at which it stops waiting.
+    until: u64,
 }
 
 #[derive(Default)]
@@ -49,16 +57,16 @@ pub struct OutputSigs {
 }
 
 impl OutputSigs {
-    /// This node delivers ledger `seq`'s run (ledger hash `ledger`): it
-    /// signs the root and tells its peers; the signatures heard already
-    /// over the same root count.
+    /// This node delivers ledger `seq`'s run (ledger hash `ledger`) at
+    /// lcl `lcl`: it signs the root and tells its peers; the signatures
+    /// heard already over the same root count.
     pub fn delivered(
         &mut self,
         cfg: &ConsensusConfig,
         key: &Keypair,
-        seq: u64,
-        ledger: &Hash,
+        (seq, ledger): (u64, &Hash),
         run: &RunResult,
+        lcl: u64,
         out: &mut Vec<Action>,
     ) {
         let tree = OutputTree::of(run, seq, ledger);
@@ -81,6 +89,7 @@ impl OutputSigs {
             root,
             sigs: BTreeMap::from([(mine.author, mine.sig)]),
             handed: false,
+            until: lcl + WINDOW,
         };
         for (author, (r, sig)) in self.early.remove(&seq).unwrap_or_default() {
             if r == root && verify_raw(&author, &root, &sig).is_ok() {
@@ -93,7 +102,7 @@ impl OutputSigs {
 
     /// A peer's signature. `lcl` is this node's last closed ledger.
     pub fn on_sig(&mut self, cfg: &ConsensusConfig, lcl: u64, s: OutputSig, out: &mut Vec<Action>) {
-        let near = s.seq + WINDOW > lcl && s.seq <= lcl + WINDOW;
+        let near = s.seq + BACK > lcl && s.seq <= lcl + WINDOW;
         if !near || cfg.unl.binary_search(&s.author).is_err() {
             return;
         }
@@ -112,15 +121,18 @@ impl OutputSigs {
         }
     }
 
-    /// The lcl moved to `lcl`: runs that fell out of the window go. One
+    /// The lcl moved to `lcl`: runs that waited `WINDOW` ledgers go. One
     /// whose signatures never reached the threshold is handed out with
     /// those it has, so its users hear of it (their client then refuses
     /// it, as it should).
     pub fn on_lcl(&mut self, lcl: u64, out: &mut Vec<Action>) {
-        let keep = lcl.saturating_sub(WINDOW - 1);
-        self.early = self.early.split_off(&keep);
-        let kept = self.ours.split_off(&keep);
-        for (seq, ours) in std::mem::replace(&mut self.ours, kept) {
+        self.early = self.early.split_off(&lcl.saturating_sub(BACK - 1));
+        let done: Vec<u64> = (self.ours.iter())
+            .filter(|(_, o)| o.until <= lcl)
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in done {
+            let ours = self.ours.remove(&seq).expect("listed above");
             if !ours.handed {
                 out.push(signed(seq, &ours));
             }
@@ -197,7 +209,7 @@ mod tests {
         let (mut sigs, mut out) = (OutputSigs::default(), Vec::new());
         // One peer is faster than us: its signature waits.
         sigs.on_sig(&cfg, 3, sig_of(&keys[1], 3, &run), &mut out);
-        sigs.delivered(&cfg, &keys[0], 3, &Hash([3; 32]), &run, &mut out);
+        sigs.delivered(&cfg, &keys[0], (3, &Hash([3; 32])), &run, 3, &mut out);
         assert!(matches!(out[0], Action::Broadcast { .. }));
         sigs.on_sig(&cfg, 3, sig_of(&keys[2], 3, &run), &mut out);
         assert!(handed(&out).is_empty(), "3 of 5 is short of 80%");
@@ -210,7 +222,7 @@ mod tests {
     fn forged_foreign_and_repeated_signatures_never_count() {
         let (keys, cfg, run) = setup(5);
         let (mut sigs, mut out) = (OutputSigs::default(), Vec::new());
-        sigs.delivered(&cfg, &keys[0], 3, &Hash([3; 32]), &run, &mut out);
+        sigs.delivered(&cfg, &keys[0], (3, &Hash([3; 32])), &run, 3, &mut out);
         let mut forged = sig_of(&keys[1], 3, &run);
         forged.author = keys[2].public();
         let outsider = sig_of(&Keypair::from_seed([99; 32]), 3, &run);
@@ -225,6 +237,7 @@ mod tests {
         assert_eq!(sigs.ours[&3].sigs.len(), 2, "ours and keys[1] only");
         // Far from the lcl: not even kept.
         sigs.on_sig(&cfg, 3, sig_of(&keys[1], 4 + WINDOW, &run), &mut out);
+        sigs.on_sig(&cfg, 3 + BACK, sig_of(&keys[1], 3, &run), &mut out);
         assert!(sigs.early.is_empty());
     }
 
@@ -232,11 +245,14 @@ mod tests {
     fn a_run_short_of_signatures_is_handed_with_what_it_has_when_it_leaves() {
         let (keys, cfg, run) = setup(5);
         let (mut sigs, mut out) = (OutputSigs::default(), Vec::new());
-        sigs.delivered(&cfg, &keys[0], 3, &Hash([3; 32]), &run, &mut out);
-        sigs.on_lcl(3 + WINDOW - 1, &mut out);
+        // Certified late: delivered 20 ledgers after its own, it still
+        // waits its window, and peers' signatures still count.
+        sigs.delivered(&cfg, &keys[0], (3, &Hash([3; 32])), &run, 23, &mut out);
+        sigs.on_lcl(23 + WINDOW - 1, &mut out);
+        sigs.on_sig(&cfg, 23 + WINDOW - 1, sig_of(&keys[1], 3, &run), &mut out);
         assert!(handed(&out).is_empty());
-        sigs.on_lcl(3 + WINDOW, &mut out);
-        assert_eq!(handed(&out), vec![(3, 1)]);
+        sigs.on_lcl(23 + WINDOW, &mut out);
+        assert_eq!(handed(&out), vec![(3, 2)]);
         assert!(sigs.ours.is_empty());
     }
 
@@ -244,7 +260,7 @@ mod tests {
     fn a_one_node_unl_hands_its_own_signature_at_once() {
         let (keys, cfg, run) = setup(1);
         let (mut sigs, mut out) = (OutputSigs::default(), Vec::new());
-        sigs.delivered(&cfg, &keys[0], 3, &Hash([3; 32]), &run, &mut out);
+        sigs.delivered(&cfg, &keys[0], (3, &Hash([3; 32])), &run, 3, &mut out);
         assert_eq!(handed(&out), vec![(3, 1)]);
     }
 }

@@ -512,13 +512,13 @@ impl Node {
         self.out.extend(delivered);
         if self.cfg.sign_outputs {
             let (cfg, key, sigs) = (&self.cfg, &self.key, &mut self.output_sigs);
-            let mut signed = Vec::new();
+            let (mut signed, lcl) = (Vec::new(), self.chain.lcl().seq);
             for a in &self.out[start..] {
                 if let Action::Deliver { seq, ledger, run } = a {
-                    sigs.delivered(cfg, key, *seq, ledger, run, &mut signed);
+                    sigs.delivered(cfg, key, (*seq, ledger), run, lcl, &mut signed);
                 }
             }
-            sigs.on_lcl(self.chain.lcl().seq, &mut signed);
+            sigs.on_lcl(lcl, &mut signed);
             self.out.extend(signed);
         }
         let first = self.exec.first_waiting();

@@ -82,6 +82,10 @@ type Conns = Arc<Mutex<BTreeMap<PubKey, BTreeMap<u64, Outbox>>>>;
 /// The statuses owed hpcore users, each for (user, connection).
 type Owed = Arc<Mutex<Statuses<(PubKey, u64)>>>;
 
+/// Runs behind the one just handed whose outputs may still wait for their
+/// signatures: the node hands each within 16 ledgers of its lcl.
+const HELD_RUNS: u64 = 64;
+
 /// How long a connection offered hpcore's `user_challenge` may stay silent
 /// before it is offered the prototype's `public_challenge` too: hpcore's
 /// client answers within milliseconds and gives up after 5 s.
@@ -263,9 +267,11 @@ impl Users for WsUsers {
     }
 
     fn outputs_signed(&mut self, seq: u64, root: &B3, sigs: &[(PubKey, Sig)]) {
-        // The node hands every delivered run once, in order: one it did
-        // not is gone for good.
-        self.signing = self.signing.split_off(&seq);
+        // The node hands every delivered run once, not always in order (a
+        // run's signatures may come after a later run's); one still here
+        // far behind this was never handed (a restart of the node's
+        // consensus state): it goes.
+        self.signing = self.signing.split_off(&seq.saturating_sub(HELD_RUNS));
         let Some((ledger, run)) = self.signing.remove(&seq) else {
             return;
         };
