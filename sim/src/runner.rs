@@ -252,7 +252,7 @@ async fn node_main(
         intake: Intake::new(limits, SimEntropy::for_boot(seed, i, boots)),
         pending: Default::default(),
         refusing: false,
-        signed: SignedCheck::new(&cfg),
+        signed: SignedCheck::new(&cfg, key.verified()),
     };
     let roundtime = cfg.roundtime_ms;
     // The contract's state survived the crash, maybe ahead of the store

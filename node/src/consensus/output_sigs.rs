@@ -15,7 +15,7 @@
 use super::tally::VERDICT_BACKSTOP;
 use super::{threshold, Action, ConsensusConfig, PeerMessage};
 use crate::contract::{OutputTree, RunResult, B3};
-use crate::crypto::{verify_raw, Hash, Keypair, PubKey, Sig};
+use crate::crypto::{Hash, KeyRing, Keypair, PubKey, Sig};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -62,7 +62,7 @@ impl OutputSigs {
     /// heard already over the same root count.
     pub fn delivered(
         &mut self,
-        cfg: &ConsensusConfig,
+        (cfg, ring): (&ConsensusConfig, &KeyRing),
         key: &Keypair,
         (seq, ledger): (u64, &Hash),
         run: &RunResult,
@@ -92,7 +92,7 @@ impl OutputSigs {
             until: lcl + WINDOW,
         };
         for (author, (r, sig)) in self.early.remove(&seq).unwrap_or_default() {
-            if r == root && verify_raw(&author, &root, &sig).is_ok() {
+            if r == root && ring.verify_raw(&author, &root, &sig).is_ok() {
                 ours.sigs.insert(author, sig);
             }
         }
@@ -101,7 +101,13 @@ impl OutputSigs {
     }
 
     /// A peer's signature. `lcl` is this node's last closed ledger.
-    pub fn on_sig(&mut self, cfg: &ConsensusConfig, lcl: u64, s: OutputSig, out: &mut Vec<Action>) {
+    pub fn on_sig(
+        &mut self,
+        (cfg, ring): (&ConsensusConfig, &KeyRing),
+        lcl: u64,
+        s: OutputSig,
+        out: &mut Vec<Action>,
+    ) {
         let near = s.seq + BACK > lcl && s.seq <= lcl + WINDOW;
         if !near || cfg.unl.binary_search(&s.author).is_err() {
             return;
@@ -109,7 +115,7 @@ impl OutputSigs {
         match self.ours.get_mut(&s.seq) {
             Some(ours) => {
                 let counts = ours.root == s.root && !ours.sigs.contains_key(&s.author);
-                if counts && verify_raw(&s.author, &s.root, &s.sig).is_ok() {
+                if counts && ring.verify_raw(&s.author, &s.root, &s.sig).is_ok() {
                     ours.sigs.insert(s.author, s.sig);
                     self.hand_if_enough(cfg, s.seq, out);
                 }
@@ -170,6 +176,10 @@ mod tests {
     use super::*;
     use crate::contract::RunOutcome;
 
+    fn ring(cfg: &ConsensusConfig) -> KeyRing {
+        KeyRing::new(&cfg.unl)
+    }
+
     fn keys(n: u8) -> Vec<Keypair> {
         (0..n).map(|i| Keypair::from_seed([i + 1; 32])).collect()
     }
@@ -208,13 +218,20 @@ mod tests {
         let (keys, cfg, run) = setup(5);
         let (mut sigs, mut out) = (OutputSigs::default(), Vec::new());
         // One peer is faster than us: its signature waits.
-        sigs.on_sig(&cfg, 3, sig_of(&keys[1], 3, &run), &mut out);
-        sigs.delivered(&cfg, &keys[0], (3, &Hash([3; 32])), &run, 3, &mut out);
+        sigs.on_sig((&cfg, &ring(&cfg)), 3, sig_of(&keys[1], 3, &run), &mut out);
+        sigs.delivered(
+            (&cfg, &ring(&cfg)),
+            &keys[0],
+            (3, &Hash([3; 32])),
+            &run,
+            3,
+            &mut out,
+        );
         assert!(matches!(out[0], Action::Broadcast { .. }));
-        sigs.on_sig(&cfg, 3, sig_of(&keys[2], 3, &run), &mut out);
+        sigs.on_sig((&cfg, &ring(&cfg)), 3, sig_of(&keys[2], 3, &run), &mut out);
         assert!(handed(&out).is_empty(), "3 of 5 is short of 80%");
-        sigs.on_sig(&cfg, 3, sig_of(&keys[3], 3, &run), &mut out);
-        sigs.on_sig(&cfg, 3, sig_of(&keys[4], 3, &run), &mut out);
+        sigs.on_sig((&cfg, &ring(&cfg)), 3, sig_of(&keys[3], 3, &run), &mut out);
+        sigs.on_sig((&cfg, &ring(&cfg)), 3, sig_of(&keys[4], 3, &run), &mut out);
         assert_eq!(handed(&out), vec![(3, 4)]);
     }
 
@@ -222,7 +239,14 @@ mod tests {
     fn forged_foreign_and_repeated_signatures_never_count() {
         let (keys, cfg, run) = setup(5);
         let (mut sigs, mut out) = (OutputSigs::default(), Vec::new());
-        sigs.delivered(&cfg, &keys[0], (3, &Hash([3; 32])), &run, 3, &mut out);
+        sigs.delivered(
+            (&cfg, &ring(&cfg)),
+            &keys[0],
+            (3, &Hash([3; 32])),
+            &run,
+            3,
+            &mut out,
+        );
         let mut forged = sig_of(&keys[1], 3, &run);
         forged.author = keys[2].public();
         let outsider = sig_of(&Keypair::from_seed([99; 32]), 3, &run);
@@ -230,14 +254,24 @@ mod tests {
         other_run.outputs.insert(PubKey([7; 32]), b"lie".to_vec());
         let other_root = sig_of(&keys[3], 3, &other_run);
         for s in [forged, outsider, other_root, sig_of(&keys[1], 3, &run)] {
-            sigs.on_sig(&cfg, 3, s, &mut out);
+            sigs.on_sig((&cfg, &ring(&cfg)), 3, s, &mut out);
         }
         // keys[1] again, then a replay of its signature for another seq.
-        sigs.on_sig(&cfg, 3, sig_of(&keys[1], 3, &run), &mut out);
+        sigs.on_sig((&cfg, &ring(&cfg)), 3, sig_of(&keys[1], 3, &run), &mut out);
         assert_eq!(sigs.ours[&3].sigs.len(), 2, "ours and keys[1] only");
         // Far from the lcl: not even kept.
-        sigs.on_sig(&cfg, 3, sig_of(&keys[1], 4 + WINDOW, &run), &mut out);
-        sigs.on_sig(&cfg, 3 + BACK, sig_of(&keys[1], 3, &run), &mut out);
+        sigs.on_sig(
+            (&cfg, &ring(&cfg)),
+            3,
+            sig_of(&keys[1], 4 + WINDOW, &run),
+            &mut out,
+        );
+        sigs.on_sig(
+            (&cfg, &ring(&cfg)),
+            3 + BACK,
+            sig_of(&keys[1], 3, &run),
+            &mut out,
+        );
         assert!(sigs.early.is_empty());
     }
 
@@ -247,9 +281,21 @@ mod tests {
         let (mut sigs, mut out) = (OutputSigs::default(), Vec::new());
         // Certified late: delivered 20 ledgers after its own, it still
         // waits its window, and peers' signatures still count.
-        sigs.delivered(&cfg, &keys[0], (3, &Hash([3; 32])), &run, 23, &mut out);
+        sigs.delivered(
+            (&cfg, &ring(&cfg)),
+            &keys[0],
+            (3, &Hash([3; 32])),
+            &run,
+            23,
+            &mut out,
+        );
         sigs.on_lcl(23 + WINDOW - 1, &mut out);
-        sigs.on_sig(&cfg, 23 + WINDOW - 1, sig_of(&keys[1], 3, &run), &mut out);
+        sigs.on_sig(
+            (&cfg, &ring(&cfg)),
+            23 + WINDOW - 1,
+            sig_of(&keys[1], 3, &run),
+            &mut out,
+        );
         assert!(handed(&out).is_empty());
         sigs.on_lcl(23 + WINDOW, &mut out);
         assert_eq!(handed(&out), vec![(3, 2)]);
@@ -260,7 +306,14 @@ mod tests {
     fn a_one_node_unl_hands_its_own_signature_at_once() {
         let (keys, cfg, run) = setup(1);
         let (mut sigs, mut out) = (OutputSigs::default(), Vec::new());
-        sigs.delivered(&cfg, &keys[0], (3, &Hash([3; 32])), &run, 3, &mut out);
+        sigs.delivered(
+            (&cfg, &ring(&cfg)),
+            &keys[0],
+            (3, &Hash([3; 32])),
+            &run,
+            3,
+            &mut out,
+        );
         assert_eq!(handed(&out), vec![(3, 1)]);
     }
 }

@@ -223,10 +223,14 @@ impl Keypair {
     pub fn derive_secret(&self, domain: &str, context: &[u8]) -> [u8; 32] {
         Hash::of(domain, &[&self.signing.to_bytes(), context]).0
     }
-    /// Signs `msg` as it is, with no domain: only for the user handshake,
-    /// whose format the prototype fixed.
+    /// Signs `msg` as it is, with no domain: only where a client fixed the
+    /// format (the user handshakes, hpcore's output roots).
     pub fn sign_raw(&self, msg: &[u8]) -> Sig {
-        Sig(self.signing.sign(msg).to_bytes())
+        let sig = Sig(self.signing.sign(msg).to_bytes());
+        if let Some(v) = &self.verified {
+            v.signed(&self.public, &sig, msg);
+        }
+        sig
     }
     /// Signs `msg` under `domain`.
     pub fn sign(&self, domain: &str, msg: &[u8]) -> Sig {
@@ -316,19 +320,29 @@ impl KeyRing {
         msg: &[u8],
         sig: &Sig,
     ) -> Result<(), CryptoError> {
-        let signed = signing_bytes(domain, msg);
+        self.verify_bytes(key, &signing_bytes(domain, msg), sig)
+    }
+
+    /// Like [`verify_raw`], using the cached key when there is one.
+    pub fn verify_raw(&self, key: &PubKey, msg: &[u8], sig: &Sig) -> Result<(), CryptoError> {
+        self.verify_bytes(key, msg, sig)
+    }
+
+    /// Checks `sig` over exactly `signed`, answering from the shared memory
+    /// when there is one.
+    fn verify_bytes(&self, key: &PubKey, signed: &[u8], sig: &Sig) -> Result<(), CryptoError> {
         let Some(memory) = &self.verified else {
-            return self.check(key, &signed, sig);
+            return self.check(key, signed, sig);
         };
-        match memory.get(key, sig, &signed) {
+        match memory.get(key, sig, signed) {
             Some(true) => Ok(()),
             Some(false) => Err(CryptoError::BadSignature),
             None => {
-                let answer = self.check(key, &signed, sig);
+                let answer = self.check(key, signed, sig);
                 // Only answers about the signature are kept: a key that is
                 // no point is refused as such every time.
                 if answer != Err(CryptoError::BadPublicKey) {
-                    memory.put(key, sig, &signed, answer.is_ok());
+                    memory.put(key, sig, signed, answer.is_ok());
                 }
                 answer
             }

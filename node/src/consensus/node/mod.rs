@@ -458,7 +458,8 @@ impl Node {
             // Signed by the peer on this link, or not counted.
             PeerMessage::OutputSig(s) if self.cfg.sign_outputs && s.author == from => {
                 let lcl = self.chain.lcl().seq;
-                (self.output_sigs).on_sig(&self.cfg, lcl, s, &mut self.out);
+                let cfg = (&self.cfg, &self.ring);
+                self.output_sigs.on_sig(cfg, lcl, s, &mut self.out);
             }
             PeerMessage::OutputSig(_) => {}
             PeerMessage::BodyRequest(hashes) => {
@@ -511,7 +512,7 @@ impl Node {
         let start = self.out.len();
         self.out.extend(delivered);
         if self.cfg.sign_outputs {
-            let (cfg, key, sigs) = (&self.cfg, &self.key, &mut self.output_sigs);
+            let (cfg, key, sigs) = ((&self.cfg, &self.ring), &self.key, &mut self.output_sigs);
             let (mut signed, lcl) = (Vec::new(), self.chain.lcl().seq);
             for a in &self.out[start..] {
                 if let Action::Deliver { seq, ledger, run } = a {

@@ -7,20 +7,24 @@
 
 use hotpocket_node::consensus::{signers_needed, ConsensusConfig};
 use hotpocket_node::contract::{OutputTree, RunResult, B3};
-use hotpocket_node::crypto::{verify_raw, Hash, PubKey, Sig};
+use hotpocket_node::crypto::{Hash, KeyRing, PubKey, Sig, Verified};
 use std::collections::BTreeMap;
 
 pub struct SignedCheck {
     unl: Vec<PubKey>,
+    /// The world's memory of checks: a signature its signer recorded is
+    /// not checked again.
+    ring: KeyRing,
     needed: usize,
     /// Roots of runs delivered and not handed yet, by seq.
     expected: BTreeMap<u64, B3>,
 }
 
 impl SignedCheck {
-    pub fn new(cfg: &ConsensusConfig) -> SignedCheck {
+    pub fn new(cfg: &ConsensusConfig, verified: Option<&Verified>) -> SignedCheck {
         SignedCheck {
             unl: cfg.unl.clone(),
+            ring: KeyRing::new(&cfg.unl).sharing(verified),
             needed: signers_needed(cfg),
             expected: BTreeMap::new(),
         }
@@ -43,7 +47,7 @@ impl SignedCheck {
             ));
         }
         for (k, sig) in sigs {
-            if self.unl.binary_search(k).is_err() || verify_raw(k, root, sig).is_err() {
+            if self.unl.binary_search(k).is_err() || self.ring.verify_raw(k, root, sig).is_err() {
                 return Err(format!(
                     "handed ledger {seq}'s outputs with a signature that does not hold (by {})",
                     k.short()
@@ -71,7 +75,7 @@ mod tests {
     fn a_handing_must_match_the_delivered_run_once_with_valid_signers() {
         let keys: Vec<Keypair> = (1..=3).map(|i| Keypair::from_seed([i; 32])).collect();
         let cfg = ConsensusConfig::new(keys.iter().map(Keypair::public).collect());
-        let mut check = SignedCheck::new(&cfg);
+        let mut check = SignedCheck::new(&cfg, None);
         let run = RunResult {
             outcome: RunOutcome::Exited(Some(0)),
             outputs: BTreeMap::from([(PubKey([5; 32]), b"out".to_vec())]),
