@@ -23,9 +23,10 @@ use std::collections::BTreeMap;
 /// the lcl a peer's signature is kept (a peer ahead delivers earlier).
 const WINDOW: u64 = 16;
 
-/// How far behind the lcl a signature's run may be: delivered up to
-/// `VERDICT_BACKSTOP` ledgers late, then waiting up to `WINDOW`.
-const BACK: u64 = VERDICT_BACKSTOP + WINDOW;
+/// How far behind the lcl a peer's signature for a run not delivered here
+/// yet is kept: runs are delivered up to `VERDICT_BACKSTOP` ledgers after
+/// their own, by a contract up to `state_sync_gap` (32 by default) behind.
+const BACK: u64 = VERDICT_BACKSTOP + 40;
 
 /// The least share of the UNL hpcore's client takes outputs on (its
 /// `outputValidationPassThreshold`).
@@ -85,9 +86,15 @@ impl OutputSigs {
         out.push(Action::Broadcast {
             bytes: PeerMessage::OutputSig(mine.clone()).encode(),
         });
+        // A node outside the UNL signs for its peers' sake, but its own
+        // signature does not count toward what its users' client asks.
+        let mut sigs = BTreeMap::new();
+        if cfg.in_unl(&mine.author) {
+            sigs.insert(mine.author, mine.sig);
+        }
         let mut ours = Ours {
             root,
-            sigs: BTreeMap::from([(mine.author, mine.sig)]),
+            sigs,
             handed: false,
             until: lcl + WINDOW,
         };
@@ -108,22 +115,22 @@ impl OutputSigs {
         s: OutputSig,
         out: &mut Vec<Action>,
     ) {
-        let near = s.seq + BACK > lcl && s.seq <= lcl + WINDOW;
-        if !near || cfg.unl.binary_search(&s.author).is_err() {
+        if !cfg.in_unl(&s.author) {
             return;
         }
-        match self.ours.get_mut(&s.seq) {
-            Some(ours) => {
-                let counts = ours.root == s.root && !ours.sigs.contains_key(&s.author);
-                if counts && ring.verify_raw(&s.author, &s.root, &s.sig).is_ok() {
-                    ours.sigs.insert(s.author, s.sig);
-                    self.hand_if_enough(cfg, s.seq, out);
-                }
+        // A run waiting here counts it however late it was delivered.
+        if let Some(ours) = self.ours.get_mut(&s.seq) {
+            let counts = ours.root == s.root && !ours.sigs.contains_key(&s.author);
+            if counts && ring.verify_raw(&s.author, &s.root, &s.sig).is_ok() {
+                ours.sigs.insert(s.author, s.sig);
+                self.hand_if_enough(cfg, s.seq, out);
             }
-            None => {
-                let heard = self.early.entry(s.seq).or_default();
-                heard.entry(s.author).or_insert((s.root, s.sig));
-            }
+            return;
+        }
+        let near = s.seq.saturating_add(BACK) > lcl && s.seq <= lcl.saturating_add(WINDOW);
+        if near {
+            let heard = self.early.entry(s.seq).or_default();
+            heard.entry(s.author).or_insert((s.root, s.sig));
         }
     }
 
@@ -279,25 +286,25 @@ mod tests {
     fn a_run_short_of_signatures_is_handed_with_what_it_has_when_it_leaves() {
         let (keys, cfg, run) = setup(5);
         let (mut sigs, mut out) = (OutputSigs::default(), Vec::new());
-        // Certified late: delivered 20 ledgers after its own, it still
-        // waits its window, and peers' signatures still count.
+        // Delivered 60 ledgers after its own (a contract far behind), it
+        // still waits its window, and peers' signatures still count.
         sigs.delivered(
             (&cfg, &ring(&cfg)),
             &keys[0],
             (3, &Hash([3; 32])),
             &run,
-            23,
+            60,
             &mut out,
         );
-        sigs.on_lcl(23 + WINDOW - 1, &mut out);
+        sigs.on_lcl(60 + WINDOW - 1, &mut out);
         sigs.on_sig(
             (&cfg, &ring(&cfg)),
-            23 + WINDOW - 1,
+            60 + WINDOW - 1,
             sig_of(&keys[1], 3, &run),
             &mut out,
         );
         assert!(handed(&out).is_empty());
-        sigs.on_lcl(23 + WINDOW, &mut out);
+        sigs.on_lcl(60 + WINDOW, &mut out);
         assert_eq!(handed(&out), vec![(3, 2)]);
         assert!(sigs.ours.is_empty());
     }
@@ -315,5 +322,27 @@ mod tests {
             &mut out,
         );
         assert_eq!(handed(&out), vec![(3, 1)]);
+    }
+
+    #[test]
+    fn a_node_outside_the_unl_does_not_count_its_own_signature() {
+        let (keys, cfg, run) = setup(5);
+        let outsider = Keypair::from_seed([77; 32]);
+        let (mut sigs, mut out) = (OutputSigs::default(), Vec::new());
+        let ring = ring(&cfg);
+        sigs.delivered(
+            (&cfg, &ring),
+            &outsider,
+            (3, &Hash([3; 32])),
+            &run,
+            3,
+            &mut out,
+        );
+        for k in &keys[..3] {
+            sigs.on_sig((&cfg, &ring), 3, sig_of(k, 3, &run), &mut out);
+        }
+        assert!(handed(&out).is_empty(), "3 of the UNL and an outsider");
+        sigs.on_sig((&cfg, &ring), 3, sig_of(&keys[3], 3, &run), &mut out);
+        assert_eq!(handed(&out), vec![(3, 4)]);
     }
 }

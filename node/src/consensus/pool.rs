@@ -20,8 +20,9 @@ pub enum Admission {
     New,
     /// Already pooled, or already in a recent ledger.
     Known,
-    /// Over a size limit (too big, or the pool is full), or a signed input
-    /// whose signature or container does not hold.
+    /// Over a size limit (too big, or the pool is full), a signed input
+    /// whose signature or container does not hold, or a vouched input on a
+    /// network that takes none (`contract::last_ledger`).
     Refused,
 }
 

@@ -9,7 +9,7 @@
 //! kept after delivery, so `outputs` is always empty.
 
 use super::hp::{ed_hex, input_name};
-use crate::contract::{runnable, SignedInput};
+use crate::contract::{runnable, SignedInput, UserInput};
 use crate::crypto::PubKey;
 use crate::ledger::{ExecResult, LedgerRecord};
 use serde_json::{json, Value};
@@ -110,9 +110,19 @@ fn inputs_of(r: &LedgerRecord, caller: &PubKey) -> Vec<Value> {
     (r.ledger.inputs.iter())
         .filter_map(|h| {
             let body = r.bodies.get(h)?;
+            // Whose it is first: a signature is checked for the caller's
+            // own inputs only, not for every input of a full ledger.
+            let signed = SignedInput::decode(body);
+            let user = match &signed {
+                Some(s) => s.user,
+                None => UserInput::decode(body)?.user,
+            };
+            if user != *caller {
+                return None;
+            }
             // Vouched inputs too: a ledger holds only those the network took.
-            let input = runnable(body, seq, true).filter(|i| i.user == *caller)?;
-            let name = SignedInput::decode(body).map_or(h.to_string(), |s| input_name(&s.sig));
+            let input = runnable(body, seq, true)?;
+            let name = signed.map_or(h.to_string(), |s| input_name(&s.sig));
             Some(json!({
                 "pubkey": ed_hex(caller),
                 "hash": name,

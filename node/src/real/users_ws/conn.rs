@@ -60,31 +60,26 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The answer to `user`'s ledger query, read from the stored chain.
 async fn query_ledger(shared: &Shared, user: PubKey, q: Query) -> String {
-    let found = match (&shared.ledgers, q.seq) {
-        (None, _) => Err(QueryError::NotSupported),
-        (_, None) => Err(QueryError::BadQuery),
-        (Some(reader), Some(seq)) => {
-            let reader = reader.clone();
-            let read = tokio::task::spawn_blocking(move || reader.ledger(seq));
-            match tokio::time::timeout(QUERY_TIMEOUT, read).await {
-                Ok(Ok(Ok(found))) => Ok(found),
-                failed => {
-                    let why = match failed {
-                        Ok(Ok(Err(e))) => e.to_string(),
-                        Ok(Err(e)) => e.to_string(),
-                        _ => format!("took over {QUERY_TIMEOUT:?}"),
-                    };
-                    tracing::warn!(seq, error = %why, "a user's ledger query failed");
-                    Err(QueryError::Failed)
-                }
-            }
-        }
+    let (reader, seq) = match (&shared.ledgers, q.seq) {
+        (None, _) => return hp_ledger::result(&q, &user, Err(QueryError::NotSupported)),
+        (_, None) => return hp_ledger::result(&q, &user, Err(QueryError::BadQuery)),
+        (Some(reader), Some(seq)) => (reader.clone(), seq),
     };
-    hp_ledger::result(
-        &q,
-        &user,
-        found.as_ref().map(Option::as_ref).map_err(|e| *e),
-    )
+    let failed = hp_ledger::result(&q, &user, Err(QueryError::Failed));
+    // Reading and answering (which checks the caller's own input
+    // signatures) stay off the threads that serve connections.
+    let answer = tokio::task::spawn_blocking(move || {
+        let found = reader.ledger(seq)?;
+        Ok::<_, crate::env::StoreError>(hp_ledger::result(&q, &user, Ok(found.as_ref())))
+    });
+    let why = match tokio::time::timeout(QUERY_TIMEOUT, answer).await {
+        Ok(Ok(Ok(answer))) => return answer,
+        Ok(Ok(Err(e))) => e.to_string(),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("took over {QUERY_TIMEOUT:?}"),
+    };
+    tracing::warn!(seq, error = %why, "a user's ledger query failed");
+    failed
 }
 
 /// One user connection, from the challenge to the close.

@@ -83,7 +83,8 @@ type Conns = Arc<Mutex<BTreeMap<PubKey, BTreeMap<u64, Outbox>>>>;
 type Owed = Arc<Mutex<Statuses<(PubKey, u64)>>>;
 
 /// Runs behind the one just handed whose outputs may still wait for their
-/// signatures: the node hands each within 16 ledgers of its lcl.
+/// signatures: the node hands each 16 ledgers after delivering it at the
+/// latest, and delivers a run well within 48 ledgers of the next.
 const HELD_RUNS: u64 = 64;
 
 /// How long a connection offered hpcore's `user_challenge` may stay silent

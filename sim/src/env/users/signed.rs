@@ -55,6 +55,7 @@ impl SignedCheck {
             }
         }
         let mut signers: Vec<&PubKey> = sigs.iter().map(|(k, _)| k).collect();
+        signers.sort();
         signers.dedup();
         if signers.len() != sigs.len() {
             return Err(format!(
