@@ -183,166 +183,141 @@ mod tests {
     use super::*;
     use crate::contract::RunOutcome;
 
-    fn ring(cfg: &ConsensusConfig) -> KeyRing {
-        KeyRing::new(&cfg.unl)
+    /// One node's `OutputSigs` in a UNL of `n`, the run every node
+    /// delivers, and what the node did.
+    struct Net {
+        keys: Vec<Keypair>,
+        cfg: ConsensusConfig,
+        ring: KeyRing,
+        run: RunResult,
+        sigs: OutputSigs,
+        out: Vec<Action>,
     }
 
-    fn keys(n: u8) -> Vec<Keypair> {
-        (0..n).map(|i| Keypair::from_seed([i + 1; 32])).collect()
-    }
-
-    fn setup(n: u8) -> (Vec<Keypair>, ConsensusConfig, RunResult) {
-        let keys = keys(n);
-        let cfg = ConsensusConfig::new(keys.iter().map(Keypair::public).collect());
-        let run = RunResult {
-            outcome: RunOutcome::Exited(Some(0)),
-            outputs: BTreeMap::from([(PubKey([7; 32]), b"out".to_vec())]),
-        };
-        (keys, cfg, run)
-    }
-
-    fn sig_of(key: &Keypair, seq: u64, run: &RunResult) -> OutputSig {
-        let tree = OutputTree::of(run, seq, &Hash([seq as u8; 32]));
-        OutputSig {
-            seq,
-            root: tree.root(),
-            author: key.public(),
-            sig: tree.sign(key),
+    impl Net {
+        fn new(n: u8) -> Net {
+            let keys: Vec<Keypair> = (0..n).map(|i| Keypair::from_seed([i + 1; 32])).collect();
+            let cfg = ConsensusConfig::new(keys.iter().map(Keypair::public).collect());
+            let run = RunResult {
+                outcome: RunOutcome::Exited(Some(0)),
+                outputs: BTreeMap::from([(PubKey([7; 32]), b"out".to_vec())]),
+            };
+            Net {
+                ring: KeyRing::new(&cfg.unl),
+                keys,
+                cfg,
+                run,
+                sigs: OutputSigs::default(),
+                out: Vec::new(),
+            }
         }
-    }
 
-    fn handed(out: &[Action]) -> Vec<(u64, usize)> {
-        (out.iter())
-            .filter_map(|a| match a {
-                Action::OutputsSigned { seq, sigs, .. } => Some((*seq, sigs.len())),
-                _ => None,
-            })
-            .collect()
+        /// This node, holding `key`, delivers ledger `seq`'s run at `lcl`.
+        fn deliver(&mut self, key: &Keypair, seq: u64, lcl: u64) {
+            let ledger = Hash([seq as u8; 32]);
+            let at = (&self.cfg, &self.ring);
+            (self.sigs).delivered(at, key, (seq, &ledger), &self.run, lcl, &mut self.out);
+        }
+
+        /// A peer's signature arrives at `lcl`.
+        fn hear(&mut self, lcl: u64, s: OutputSig) {
+            let at = (&self.cfg, &self.ring);
+            self.sigs.on_sig(at, lcl, s, &mut self.out);
+        }
+
+        /// `key`'s signature over ledger `seq`'s run (`run`, or the run).
+        fn sig(&self, key: &Keypair, seq: u64, run: Option<&RunResult>) -> OutputSig {
+            let tree = OutputTree::of(run.unwrap_or(&self.run), seq, &Hash([seq as u8; 32]));
+            OutputSig {
+                seq,
+                root: tree.root(),
+                author: key.public(),
+                sig: tree.sign(key),
+            }
+        }
+
+        /// Peer `i`'s signature over ledger `seq`'s run.
+        fn peer(&self, i: usize, seq: u64) -> OutputSig {
+            self.sig(&self.keys[i], seq, None)
+        }
+
+        fn handed(&self) -> Vec<(u64, usize)> {
+            (self.out.iter())
+                .filter_map(|a| match a {
+                    Action::OutputsSigned { seq, sigs, .. } => Some((*seq, sigs.len())),
+                    _ => None,
+                })
+                .collect()
+        }
     }
 
     #[test]
     fn outputs_are_handed_once_when_four_of_five_signed() {
-        let (keys, cfg, run) = setup(5);
-        let (mut sigs, mut out) = (OutputSigs::default(), Vec::new());
+        let mut net = Net::new(5);
         // One peer is faster than us: its signature waits.
-        sigs.on_sig((&cfg, &ring(&cfg)), 3, sig_of(&keys[1], 3, &run), &mut out);
-        sigs.delivered(
-            (&cfg, &ring(&cfg)),
-            &keys[0],
-            (3, &Hash([3; 32])),
-            &run,
-            3,
-            &mut out,
-        );
-        assert!(matches!(out[0], Action::Broadcast { .. }));
-        sigs.on_sig((&cfg, &ring(&cfg)), 3, sig_of(&keys[2], 3, &run), &mut out);
-        assert!(handed(&out).is_empty(), "3 of 5 is short of 80%");
-        sigs.on_sig((&cfg, &ring(&cfg)), 3, sig_of(&keys[3], 3, &run), &mut out);
-        sigs.on_sig((&cfg, &ring(&cfg)), 3, sig_of(&keys[4], 3, &run), &mut out);
-        assert_eq!(handed(&out), vec![(3, 4)]);
+        net.hear(3, net.peer(1, 3));
+        net.deliver(&net.keys[0].clone(), 3, 3);
+        assert!(matches!(net.out[0], Action::Broadcast { .. }));
+        net.hear(3, net.peer(2, 3));
+        assert!(net.handed().is_empty(), "3 of 5 is short of 80%");
+        net.hear(3, net.peer(3, 3));
+        net.hear(3, net.peer(4, 3));
+        assert_eq!(net.handed(), vec![(3, 4)]);
     }
 
     #[test]
     fn forged_foreign_and_repeated_signatures_never_count() {
-        let (keys, cfg, run) = setup(5);
-        let (mut sigs, mut out) = (OutputSigs::default(), Vec::new());
-        sigs.delivered(
-            (&cfg, &ring(&cfg)),
-            &keys[0],
-            (3, &Hash([3; 32])),
-            &run,
-            3,
-            &mut out,
-        );
-        let mut forged = sig_of(&keys[1], 3, &run);
-        forged.author = keys[2].public();
-        let outsider = sig_of(&Keypair::from_seed([99; 32]), 3, &run);
-        let mut other_run = run.clone();
+        let mut net = Net::new(5);
+        net.deliver(&net.keys[0].clone(), 3, 3);
+        let mut forged = net.peer(1, 3);
+        forged.author = net.keys[2].public();
+        let outsider = net.sig(&Keypair::from_seed([99; 32]), 3, None);
+        let mut other_run = net.run.clone();
         other_run.outputs.insert(PubKey([7; 32]), b"lie".to_vec());
-        let other_root = sig_of(&keys[3], 3, &other_run);
-        for s in [forged, outsider, other_root, sig_of(&keys[1], 3, &run)] {
-            sigs.on_sig((&cfg, &ring(&cfg)), 3, s, &mut out);
+        let other_root = net.sig(&net.keys[3], 3, Some(&other_run));
+        for s in [forged, outsider, other_root, net.peer(1, 3)] {
+            net.hear(3, s);
         }
-        // keys[1] again, then a replay of its signature for another seq.
-        sigs.on_sig((&cfg, &ring(&cfg)), 3, sig_of(&keys[1], 3, &run), &mut out);
-        assert_eq!(sigs.ours[&3].sigs.len(), 2, "ours and keys[1] only");
-        // Far from the lcl: not even kept.
-        sigs.on_sig(
-            (&cfg, &ring(&cfg)),
-            3,
-            sig_of(&keys[1], 4 + WINDOW, &run),
-            &mut out,
-        );
-        sigs.on_sig(
-            (&cfg, &ring(&cfg)),
-            3 + BACK,
-            sig_of(&keys[1], 3, &run),
-            &mut out,
-        );
-        assert!(sigs.early.is_empty());
+        // keys[1] again.
+        net.hear(3, net.peer(1, 3));
+        assert_eq!(net.sigs.ours[&3].sigs.len(), 2, "ours and keys[1] only");
+        // For runs not delivered here, far from the lcl either way: not
+        // even kept.
+        net.hear(3, net.peer(1, 4 + WINDOW));
+        net.hear(2 + BACK, net.peer(1, 2));
+        assert!(net.sigs.early.is_empty());
     }
 
     #[test]
     fn a_run_short_of_signatures_is_handed_with_what_it_has_when_it_leaves() {
-        let (keys, cfg, run) = setup(5);
-        let (mut sigs, mut out) = (OutputSigs::default(), Vec::new());
+        let mut net = Net::new(5);
         // Delivered 60 ledgers after its own (a contract far behind), it
         // still waits its window, and peers' signatures still count.
-        sigs.delivered(
-            (&cfg, &ring(&cfg)),
-            &keys[0],
-            (3, &Hash([3; 32])),
-            &run,
-            60,
-            &mut out,
-        );
-        sigs.on_lcl(60 + WINDOW - 1, &mut out);
-        sigs.on_sig(
-            (&cfg, &ring(&cfg)),
-            60 + WINDOW - 1,
-            sig_of(&keys[1], 3, &run),
-            &mut out,
-        );
-        assert!(handed(&out).is_empty());
-        sigs.on_lcl(60 + WINDOW, &mut out);
-        assert_eq!(handed(&out), vec![(3, 2)]);
-        assert!(sigs.ours.is_empty());
+        net.deliver(&net.keys[0].clone(), 3, 60);
+        net.sigs.on_lcl(60 + WINDOW - 1, &mut net.out);
+        net.hear(60 + WINDOW - 1, net.peer(1, 3));
+        assert!(net.handed().is_empty());
+        net.sigs.on_lcl(60 + WINDOW, &mut net.out);
+        assert_eq!(net.handed(), vec![(3, 2)]);
+        assert!(net.sigs.ours.is_empty());
     }
 
     #[test]
     fn a_one_node_unl_hands_its_own_signature_at_once() {
-        let (keys, cfg, run) = setup(1);
-        let (mut sigs, mut out) = (OutputSigs::default(), Vec::new());
-        sigs.delivered(
-            (&cfg, &ring(&cfg)),
-            &keys[0],
-            (3, &Hash([3; 32])),
-            &run,
-            3,
-            &mut out,
-        );
-        assert_eq!(handed(&out), vec![(3, 1)]);
+        let mut net = Net::new(1);
+        net.deliver(&net.keys[0].clone(), 3, 3);
+        assert_eq!(net.handed(), vec![(3, 1)]);
     }
 
     #[test]
     fn a_node_outside_the_unl_does_not_count_its_own_signature() {
-        let (keys, cfg, run) = setup(5);
-        let outsider = Keypair::from_seed([77; 32]);
-        let (mut sigs, mut out) = (OutputSigs::default(), Vec::new());
-        let ring = ring(&cfg);
-        sigs.delivered(
-            (&cfg, &ring),
-            &outsider,
-            (3, &Hash([3; 32])),
-            &run,
-            3,
-            &mut out,
-        );
-        for k in &keys[..3] {
-            sigs.on_sig((&cfg, &ring), 3, sig_of(k, 3, &run), &mut out);
+        let mut net = Net::new(5);
+        net.deliver(&Keypair::from_seed([77; 32]), 3, 3);
+        for i in 0..3 {
+            net.hear(3, net.peer(i, 3));
         }
-        assert!(handed(&out).is_empty(), "3 of the UNL and an outsider");
-        sigs.on_sig((&cfg, &ring), 3, sig_of(&keys[3], 3, &run), &mut out);
-        assert_eq!(handed(&out), vec![(3, 4)]);
+        assert!(net.handed().is_empty(), "3 of the UNL and an outsider");
+        net.hear(3, net.peer(3, 3));
+        assert_eq!(net.handed(), vec![(3, 4)]);
     }
 }
