@@ -58,6 +58,7 @@ fn request(inputs: Vec<(PubKey, Vec<Vec<u8>>)>) -> RunRequest {
         rand: None,
         contract_seed: None,
         inputs: inputs.into_iter().collect(),
+        readonly: false,
     }
 }
 

@@ -62,6 +62,7 @@ fn request(seq: u64) -> RunRequest {
         rand: None,
         contract_seed: None,
         inputs: [(user(), vec![b"hi".to_vec()])].into_iter().collect(),
+        readonly: false,
     }
 }
 

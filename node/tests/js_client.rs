@@ -79,6 +79,7 @@ async fn serve(listener: TcpListener, unl: Vec<Keypair>, signers: usize) -> Seen
         },
         vote_status: "synced",
         roundtime_ms: 1000,
+        read_requests: true,
     };
     let challenge = "c0ffee00c0ffee00c0ffee00c0ffee00";
     let bin = |s: String| Message::Binary(s.into_bytes());
@@ -106,7 +107,10 @@ async fn serve(listener: TcpListener, unl: Vec<Keypair>, signers: usize) -> Seen
                 let none = Err(hotpocket_node::users::hp_ledger::QueryError::NotSupported);
                 hotpocket_node::users::hp_ledger::result(&q, &who, none)
             }
-            Ok(Request::Subscription) | Ok(Request::Read { .. }) => continue,
+            Ok(Request::Subscription) => continue,
+            Ok(Request::Read { id, content }) => {
+                hp::read_response(&id, Ok(format!("read: {content}").as_bytes()))
+            }
             Err(refused) => hp::rejected(&refused),
             Ok(Request::Input {
                 signed,
@@ -244,6 +248,7 @@ async fn the_official_client_accepts_the_handshake_statuses_and_a_proved_output(
         "{outputs}"
     );
     assert_eq!(line(&lines, "ledger"), &Value::Null);
+    assert_eq!(line(&lines, "read"), "read: read from js");
     // The user the client made, and the input it signed, as the UNL runs it.
     let user = line(&lines, "user").as_str().unwrap();
     assert_eq!(
@@ -331,6 +336,16 @@ async fn the_official_client_gets_a_status_and_a_proved_output_from_a_real_node(
         hex::encode("hello from js\n"),
         "{ledger}"
     );
+    // The read ran the contract on the node's state after that ledger.
+    use sha2::Digest;
+    let read = line(&lines, "read").as_str().unwrap_or_default();
+    let digest = hex::encode(sha2::Sha256::digest(b"read from js"));
+    assert!(
+        read.starts_with(&format!("12 bytes sha256 {digest}")),
+        "{read}"
+    );
+    let stat = line(&lines, "stat");
+    assert_eq!(stat["readRequestsEnabled"], true, "{stat}");
 }
 
 #[tokio::test]

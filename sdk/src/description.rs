@@ -26,6 +26,9 @@ pub struct Description {
     /// derived by the node from its key (never the node key itself). None
     /// from older nodes.
     pub contract_seed: Option<String>,
+    /// A user's read request, not a ledger's run: what the contract writes
+    /// to its state is thrown away, so it should answer without writing.
+    pub readonly: bool,
 }
 
 fn bad(m: &str) -> SdkError {
@@ -119,6 +122,7 @@ pub fn parse_description(text: &str) -> Result<Description, SdkError> {
         users,
         npl,
         contract_seed,
+        readonly: v.get("readonly").and_then(|x| x.as_bool()).unwrap_or(false),
     })
 }
 
@@ -134,6 +138,9 @@ mod tests {
         .unwrap();
         assert_eq!((d.seq, d.time, d.users["ee"]), (3, 1_568_193_881, (33, 32)));
         assert_eq!((d.npl, d.contract_seed), (Some((29, 28)), None));
+        assert!(!d.readonly);
+        let d = parse_description(r#"{"seq":3,"readonly":true,"user":{"ee":[33,32]}}"#).unwrap();
+        assert!(d.readonly);
         let d = parse_description("HOTPOCKET 0.1\nee=30:29\nff=34:33\n").unwrap();
         assert_eq!(d.users.len(), 2);
         assert_eq!(d.users["ff"], (34, 33));

@@ -138,6 +138,7 @@ impl RunRequest {
                 .map(|o| o.value),
             contract_seed: None,
             inputs,
+            readonly: false,
         }
     }
 }

@@ -79,6 +79,9 @@ pub struct RunRequest {
     pub contract_seed: Option<[u8; 32]>,
     /// Each user's inputs in this ledger, in ledger order.
     pub inputs: BTreeMap<PubKey, Vec<Vec<u8>>>,
+    /// A user's read request, not a ledger: the contract runs on a copy of
+    /// the state that is thrown away after (hpcore's `readonly` runs).
+    pub readonly: bool,
 }
 
 /// How a run ended. Part of the output hash, so nodes agree on it too.
@@ -168,6 +171,10 @@ pub fn describe(
             if let Some(seed) = req.contract_seed {
                 v["contract_seed"] = json!(hex::encode(seed));
             }
+            // Only when set: ledger runs' descriptions stay as they were.
+            if req.readonly {
+                v["readonly"] = json!(true);
+            }
             v.to_string()
         }
     }
@@ -187,6 +194,7 @@ mod tests {
             rand: None,
             contract_seed: None,
             inputs: BTreeMap::new(),
+            readonly: false,
         }
     }
 
@@ -203,6 +211,14 @@ mod tests {
         assert_eq!(v["lcl"].as_str().unwrap().len(), 64);
         assert_eq!(v["unl"].as_array().unwrap().len(), 2);
         assert!(v.get("rand").is_none());
+        assert!(v.get("readonly").is_none());
+        let read = RunRequest {
+            readonly: true,
+            ..req()
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&describe(FdlistFormat::Json, &read, (29, 28), &users)).unwrap();
+        assert_eq!(v["readonly"], true);
     }
 
     /// The whole description a contract reads, both formats, with users,

@@ -15,7 +15,8 @@ use crate::crypto::{Hash, PubKey};
 use crate::env::{ContractHost, InstallError, RollbackError, RunLink};
 use crate::ledger::LedgerRecord;
 use crate::real::process::ProcessRunner;
-use crate::real::state_dir;
+use crate::real::reads::ReadView;
+use crate::real::state_dir::{self, refresh_snapshot, remove_any};
 use crate::sync::state_transfer::{serve, StateIndex, StatePatch, StateRequest, StateResponse};
 use serde::{Deserialize, Serialize};
 use std::ffi::OsStr;
@@ -76,6 +77,8 @@ pub struct ProcessHost {
     /// built when first asked for.
     index: Option<StateIndex>,
     snap_index: Option<StateIndex>,
+    /// The copy of the state users' reads start from, once served.
+    reads: Option<ReadView>,
 }
 
 fn invalid(msg: String) -> io::Error {
@@ -102,6 +105,7 @@ impl ProcessHost {
             snap_tree: None,
             index: None,
             snap_index: None,
+            reads: None,
         };
         let (dir, snap) = (c.host.state_dir.clone(), c.sibling("prev"));
         if !dir.exists() && snap.is_dir() {
@@ -182,6 +186,42 @@ impl ProcessHost {
         dir.parent().unwrap_or(Path::new(".")).join(name)
     }
 
+    /// Keeps a copy of the state for users' reads (`S.read`), made now and
+    /// brought up to date after every change the host makes.
+    pub fn serve_reads(&mut self) -> io::Result<ReadView> {
+        let view = ReadView::new(self.sibling("read"));
+        view.refresh(&self.host.state_dir, &self.tree, self.ran.seq)?;
+        self.reads = Some(view.clone());
+        Ok(view)
+    }
+
+    /// Where reads copy their state to: `S.reads`.
+    pub fn reads_scratch(&self) -> PathBuf {
+        self.sibling("reads")
+    }
+
+    /// Brings the reads' copy up to what the state directory holds now.
+    /// A failure only refuses reads until the next change.
+    fn refresh_reads_blocking(&self) {
+        if let Some(view) = &self.reads {
+            if let Err(e) = view.refresh(&self.host.state_dir, &self.tree, self.ran.seq) {
+                tracing::warn!(error = %e, "could not copy the contract state for reads; reads refused until the next ledger");
+            }
+        }
+    }
+
+    /// As [`Self::refresh_reads_blocking`], off the async thread.
+    async fn refresh_reads(&self) {
+        let Some(view) = self.reads.clone() else {
+            return;
+        };
+        let (dir, tree, seq) = (self.host.state_dir.clone(), self.tree.clone(), self.ran.seq);
+        let done = tokio::task::spawn_blocking(move || view.refresh(&dir, &tree, seq)).await;
+        if let Err(e) = done.map_err(io::Error::other).and_then(|r| r) {
+            tracing::warn!(error = %e, "could not copy the contract state for reads; reads refused until the next ledger");
+        }
+    }
+
     /// The state directory's Merkle root as it is now.
     pub fn state_hash(&self) -> io::Result<Hash> {
         Ok(state_dir::scan(&self.host.state_dir)?.hash())
@@ -203,71 +243,6 @@ impl ProcessHost {
         self.snap_index = None;
         self.snapshot = Some(self.ran);
         Ok(())
-    }
-}
-
-/// Brings `snap` from `old` (what it held, if known) to `cur` (what `dir`
-/// holds), copying only the paths that differ: creating files is what costs.
-fn refresh_snapshot(
-    dir: &Path,
-    snap: &Path,
-    old: Option<StateNode>,
-    cur: &StateNode,
-) -> io::Result<()> {
-    match old {
-        Some(old) if snap.is_dir() => {
-            for p in old.differing_paths(cur) {
-                let rel = Path::new(OsStr::from_bytes(&p));
-                let (src, dst) = (dir.join(rel), snap.join(rel));
-                let from = std::fs::symlink_metadata(&src).ok();
-                let to = std::fs::symlink_metadata(&dst).ok();
-                match (from, to) {
-                    // Rewriting a file in place creates nothing.
-                    (Some(f), Some(t)) if f.is_file() && t.is_file() => {
-                        std::fs::copy(&src, &dst)?;
-                    }
-                    (Some(_), _) => {
-                        remove_any(&dst)?;
-                        if let Some(parent) = dst.parent() {
-                            std::fs::create_dir_all(parent)?;
-                        }
-                        copy_tree(&src, &dst)?;
-                    }
-                    (None, _) => remove_any(&dst)?,
-                }
-            }
-            Ok(())
-        }
-        _ => {
-            remove_any(snap)?;
-            copy_tree(dir, snap)
-        }
-    }
-}
-
-fn remove_any(p: &Path) -> io::Result<()> {
-    match std::fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(p),
-        Ok(_) => std::fs::remove_file(p),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-/// Copies a state tree: files, directories and symlinks (not followed).
-fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
-    let kind = std::fs::symlink_metadata(from)?.file_type();
-    if kind.is_symlink() {
-        std::os::unix::fs::symlink(std::fs::read_link(from)?, to)
-    } else if kind.is_dir() {
-        std::fs::create_dir(to)?;
-        for entry in std::fs::read_dir(from)? {
-            let entry = entry?;
-            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
-        }
-        Ok(())
-    } else {
-        std::fs::copy(from, to).map(|_| ())
     }
 }
 
@@ -311,6 +286,10 @@ impl ContractHost for ProcessHost {
                     // the zero hash makes this node disagree visibly
                     // (StateMismatch) rather than guess.
                     tracing::error!(error = %e, "could not hash the contract state");
+                    // Nor is its tree known: reads wait for one that is.
+                    if let Some(view) = &self.reads {
+                        view.invalidate();
+                    }
                     Hash::ZERO
                 }
             };
@@ -328,6 +307,9 @@ impl ContractHost for ProcessHost {
             };
             if let Err(e) = self.write_ran(self.snapshot) {
                 tracing::error!(error = %e, "could not record the contract run");
+            }
+            if state != Hash::ZERO {
+                self.refresh_reads().await;
             }
             RunReport { state, run }
         }
@@ -369,6 +351,8 @@ impl ContractHost for ProcessHost {
         };
         self.index = None;
         self.snap_index = None;
+        // Rare, and the host has just renamed directories in place too.
+        self.refresh_reads_blocking();
         // The state is rolled back; if its record cannot say so, a restart
         // would not know which run it holds. Reported as a failure, so the
         // node installs the certified state, which writes the record anew.
@@ -430,6 +414,7 @@ impl ContractHost for ProcessHost {
                 self.tree = new;
                 self.snap_tree = old;
                 self.ran = latest;
+                self.refresh_reads().await;
                 Ok(())
             }
             Err((e, snap_tree)) => {

@@ -9,6 +9,7 @@ pub mod contract_host;
 mod npl_pipes;
 pub mod peers;
 pub mod process;
+pub mod reads;
 pub mod reaper;
 mod run_log;
 pub mod runtime;

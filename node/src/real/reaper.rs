@@ -23,8 +23,9 @@
 //!   registers its pid from before `fork` returns until it is reaped): a
 //!   contract's main process is a child of ours tokio must reap, and an
 //!   orphan cannot be told apart from one a running contract still needs.
-//!   The node runs one contract at a time, so it sweeps after every run;
-//!   the last of several concurrent runs (tests) sweeps for all of them.
+//!   The node runs one ledger at a time, users' reads beside it, so it
+//!   sweeps after every run; the last of several concurrent runs sweeps
+//!   for all of them.
 //!
 //! What is left: a contract's children then are its descendants it had
 //! not waited for, so they are what the sweep kills, repeating until none

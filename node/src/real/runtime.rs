@@ -9,6 +9,7 @@ use crate::real::config::Config;
 use crate::real::contract_host::ProcessHost;
 use crate::real::peers::TcpPeers;
 use crate::real::process::ProcessRunner;
+use crate::real::reads::ContractReads;
 use crate::real::reaper;
 use crate::real::store::{LedgerReader, SqliteStore};
 use crate::real::users_ws::{now_ms, HpServing, WsUsers};
@@ -144,8 +145,18 @@ async fn run_until_shutdown(dir: &Path, shutdown: watch::Receiver<bool>) -> anyh
         format: cfg.fdlist,
         limits: checked.limits.clone(),
     };
+    let read_runner = host.clone();
     let mut contract =
         ProcessHost::open(host, key.public(), unl.clone()).context("opening the contract state")?;
+    let view = (contract.serve_reads()).context("copying the contract state for read requests")?;
+    let reads = ContractReads::new(
+        read_runner,
+        view,
+        contract.reads_scratch(),
+        key.public(),
+        unl.clone(),
+    )
+    .context("making room for read requests")?;
     // Contracts that sign over the party line (the multisig example) sign
     // with this, never with the node key.
     contract.contract_seed = Some(key.contract_seed());
@@ -207,6 +218,7 @@ async fn run_until_shutdown(dir: &Path, shutdown: watch::Receiver<bool>) -> anyh
         node: hp,
         tls,
         ledgers: Some(ledgers),
+        reads: Some(reads),
     };
     let users = WsUsers::start_hp(user_listener, checked.session.clone(), serving, shutdown);
     let mut env = Env {

@@ -1,9 +1,10 @@
-//! Hashing a contract's state directory on disk.
+//! A contract's state directory on disk: hashing it, and copying it.
 
 use crate::contract::StateNode;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::ffi::OsStr;
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -56,6 +57,71 @@ pub fn scan(root: &Path) -> std::io::Result<StateNode> {
             root.display()
         ),
     ))
+}
+
+/// Brings `snap` from `old` (what it held, if known) to `cur` (what `dir`
+/// holds), copying only the paths that differ: creating files is what costs.
+pub fn refresh_snapshot(
+    dir: &Path,
+    snap: &Path,
+    old: Option<StateNode>,
+    cur: &StateNode,
+) -> io::Result<()> {
+    match old {
+        Some(old) if snap.is_dir() => {
+            for p in old.differing_paths(cur) {
+                let rel = Path::new(OsStr::from_bytes(&p));
+                let (src, dst) = (dir.join(rel), snap.join(rel));
+                let from = std::fs::symlink_metadata(&src).ok();
+                let to = std::fs::symlink_metadata(&dst).ok();
+                match (from, to) {
+                    // Rewriting a file in place creates nothing.
+                    (Some(f), Some(t)) if f.is_file() && t.is_file() => {
+                        std::fs::copy(&src, &dst)?;
+                    }
+                    (Some(_), _) => {
+                        remove_any(&dst)?;
+                        if let Some(parent) = dst.parent() {
+                            std::fs::create_dir_all(parent)?;
+                        }
+                        copy_tree(&src, &dst)?;
+                    }
+                    (None, _) => remove_any(&dst)?,
+                }
+            }
+            Ok(())
+        }
+        _ => {
+            remove_any(snap)?;
+            copy_tree(dir, snap)
+        }
+    }
+}
+
+pub fn remove_any(p: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(p),
+        Ok(_) => std::fs::remove_file(p),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Copies a state tree: files, directories and symlinks (not followed).
+pub fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
+    let kind = std::fs::symlink_metadata(from)?.file_type();
+    if kind.is_symlink() {
+        std::os::unix::fs::symlink(std::fs::read_link(from)?, to)
+    } else if kind.is_dir() {
+        std::fs::create_dir(to)?;
+        for entry in std::fs::read_dir(from)? {
+            let entry = entry?;
+            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
+        }
+        Ok(())
+    } else {
+        std::fs::copy(from, to).map(|_| ())
+    }
 }
 
 #[cfg(test)]

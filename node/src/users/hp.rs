@@ -165,8 +165,11 @@ pub enum Request {
     },
     Stat,
     Lcl,
+    /// `contract_read_request`: `content` for the contract to answer on
+    /// the node's current state, the answer to carry `id`.
     Read {
         id: String,
+        content: String,
     },
     LedgerQuery(super::hp_ledger::Query),
     /// `subscription`: taken, and nothing is sent for it.
@@ -194,7 +197,6 @@ pub fn request(user: PubKey, bytes: &[u8]) -> Result<Request, Refused> {
     };
     let v: Value = serde_json::from_slice(bytes).map_err(|_| refused(Reason::BadMsgFormat, ""))?;
     let field = |name: &str| v.get(name).and_then(Value::as_str);
-    let id = || field("id").unwrap_or_default().to_string();
     match field("type") {
         Some("contract_input") => {
             let (Some(text), Some(sig)) = (field("input_container"), field("sig")) else {
@@ -219,7 +221,14 @@ pub fn request(user: PubKey, bytes: &[u8]) -> Result<Request, Refused> {
         }
         Some("stat") => Ok(Request::Stat),
         Some("lcl") => Ok(Request::Lcl),
-        Some("contract_read_request") => Ok(Request::Read { id: id() }),
+        // Both strings, as hpcore requires.
+        Some("contract_read_request") => match (field("id"), field("content")) {
+            (Some(id), Some(content)) => Ok(Request::Read {
+                id: id.to_string(),
+                content: content.to_string(),
+            }),
+            _ => Err(refused(Reason::BadMsgFormat, "")),
+        },
         Some("ledger_query") => Ok(Request::LedgerQuery(super::hp_ledger::query_of(&v))),
         Some("subscription") => Ok(Request::Subscription),
         _ => Err(refused(Reason::InvalidMsgType, "")),
@@ -270,6 +279,8 @@ pub struct View {
     /// `synced`, `desync`, `unreliable`, or `unknown` before the first.
     pub vote_status: &'static str,
     pub roundtime_ms: u64,
+    /// Whether the node runs users' read requests.
+    pub read_requests: bool,
 }
 
 pub fn stat_response(node: &HpNode, view: &View) -> String {
@@ -281,12 +292,32 @@ pub fn stat_response(node: &HpNode, view: &View) -> String {
         "vote_status": view.vote_status,
         "round_time": view.roundtime_ms,
         "contract_execution_enabled": true,
-        "read_requests_enabled": false,
+        "read_requests_enabled": view.read_requests,
         "is_full_history_node": true,
         "weakly_connected": false,
         "current_unl": node.unl.iter().map(ed_hex).collect::<Vec<_>>(),
         "peers": [],
     })
+    .to_string()
+}
+
+/// The answer to read request `id`: what the contract wrote (as outputs
+/// are written), or, when it gave no answer, `content` null (what hpcore's
+/// client resolves a read that timed out to) and why in `error`.
+pub fn read_response(id: &str, answer: Result<&[u8], String>) -> String {
+    match answer {
+        Ok(bytes) => json!({
+            "type": "contract_read_response",
+            "reply_for": id,
+            "content": crate::contract::output_text(bytes),
+        }),
+        Err(why) => json!({
+            "type": "contract_read_response",
+            "reply_for": id,
+            "content": null,
+            "error": why,
+        }),
+    }
     .to_string()
 }
 

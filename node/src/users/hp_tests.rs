@@ -134,6 +134,37 @@ fn other_requests_are_recognised() {
 }
 
 #[test]
+fn a_read_request_needs_an_id_and_content_and_is_answered_by_id() {
+    let u = PubKey([1; 32]);
+    let ask = |v: Value| request(u, v.to_string().as_bytes());
+    assert_eq!(
+        ask(json!({"type": "contract_read_request", "id": "17", "content": "get k"})),
+        Ok(Request::Read {
+            id: "17".into(),
+            content: "get k".into()
+        })
+    );
+    for bad in [
+        json!({"type": "contract_read_request", "id": "17"}),
+        json!({"type": "contract_read_request", "content": "get k"}),
+        json!({"type": "contract_read_request", "id": 17, "content": "get k"}),
+    ] {
+        let refused = ask(bad.clone()).unwrap_err();
+        assert_eq!(refused.reason, Reason::BadMsgFormat, "{bad}");
+    }
+    let ok: Value = serde_json::from_str(&read_response("17", Ok(b"k=v\n"))).unwrap();
+    assert_eq!(
+        ok,
+        json!({"type": "contract_read_response", "reply_for": "17", "content": "k=v\n"})
+    );
+    let failed: Value = serde_json::from_str(&read_response("17", Err("busy".into()))).unwrap();
+    assert_eq!(
+        (failed["content"].clone(), failed["error"].as_str()),
+        (Value::Null, Some("busy"))
+    );
+}
+
+#[test]
 fn the_last_ledger_must_be_ahead_and_not_too_far() {
     assert_eq!(check_max_ledger(5, 5), Err(Reason::MaxLedgerExpired));
     assert_eq!(check_max_ledger(6, 5), Ok(()));
@@ -154,6 +185,7 @@ fn status_answers_have_the_fields_the_client_reads() {
         },
         vote_status: "synced",
         roundtime_ms: 1000,
+        read_requests: false,
     };
     let stat: Value = serde_json::from_str(&stat_response(&n, &view)).unwrap();
     assert_eq!(stat["ledger_seq_no"], 7);

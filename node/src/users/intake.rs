@@ -35,6 +35,12 @@ pub enum ConnAction {
         user: PubKey,
         query: hp_ledger::Query,
     },
+    /// Run `user`'s read request and answer it (`hp::read_response`).
+    Read {
+        user: PubKey,
+        id: String,
+        content: String,
+    },
 }
 
 /// Opens sessions and stamps their inputs for every user connection of one
@@ -139,6 +145,7 @@ impl<E: Entropy> Intake<E> {
                 Reply::Stat => hp_answer(&self.hp, &hp::stat_response),
                 Reply::Lcl => hp_answer(&self.hp, &|_, v| hp::lcl_response(v)),
                 Reply::LedgerQuery { user, query } => Some(ConnAction::QueryLedger { user, query }),
+                Reply::Read { user, id, content } => Some(ConnAction::Read { user, id, content }),
             };
             out.extend(action);
         }

@@ -90,6 +90,12 @@ pub enum Reply {
         user: PubKey,
         query: hp_ledger::Query,
     },
+    /// An hpcore user's read request.
+    Read {
+        user: PubKey,
+        id: String,
+        content: String,
+    },
 }
 
 #[derive(Debug)]
@@ -361,9 +367,8 @@ impl Session {
             Ok(Request::Stat) => Reply::Stat,
             Ok(Request::Lcl) => Reply::Lcl,
             Ok(Request::LedgerQuery(query)) => Reply::LedgerQuery { user, query },
-            // Read requests are not served: hpcore ignores them when they
-            // are off, and its client gives up after its own timeout.
-            Ok(Request::Read { .. }) | Ok(Request::Subscription) => return vec![],
+            Ok(Request::Read { id, content }) => Reply::Read { user, id, content },
+            Ok(Request::Subscription) => return vec![],
             Err(refused) => Reply::SendHp(hp::rejected(&refused)),
         };
         vec![reply]

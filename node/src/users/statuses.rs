@@ -263,6 +263,7 @@ mod tests {
             },
             vote_status: "unknown",
             roundtime_ms: 1000,
+            read_requests: false,
         };
         assert!(s.on_event(&back, Some(&mut view)).is_empty());
         assert_eq!(view.lcl.seq, 4);

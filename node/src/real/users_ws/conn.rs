@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -60,7 +61,7 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The answer to `user`'s ledger query, read from the stored chain.
 async fn query_ledger(shared: &Shared, user: PubKey, q: Query) -> String {
-    let (reader, seq) = match (&shared.ledgers, q.seq) {
+    let (reader, seq) = match (&shared.backends.ledgers, q.seq) {
         (None, _) => return hp_ledger::result(&q, &user, Err(QueryError::NotSupported)),
         (_, None) => return hp_ledger::result(&q, &user, Err(QueryError::BadQuery)),
         (Some(reader), Some(seq)) => (reader.clone(), seq),
@@ -80,6 +81,36 @@ async fn query_ledger(shared: &Shared, user: PubKey, q: Query) -> String {
     };
     tracing::warn!(seq, error = %why, "a user's ledger query failed");
     failed
+}
+
+/// Read requests one connection may have running at once; more are
+/// answered at once with an error. The node's own bound is
+/// `reads::READS_AT_ONCE`, across connections.
+const READS_PER_CONNECTION: usize = 2;
+
+/// A read request's answer, for the connection's `reads` to send on.
+type ReadAnswer = (String, Result<Vec<u8>, String>);
+
+/// Starts `user`'s read request `id` on `reads`, or answers it at once
+/// when the node runs no reads or this connection has enough running.
+fn start_read(
+    shared: &Shared,
+    reads: &mut JoinSet<ReadAnswer>,
+    (user, id, content): (PubKey, String, String),
+) -> Option<String> {
+    let Some(contract) = shared.backends.reads.clone() else {
+        let why = "this node does not run read requests".to_string();
+        return Some(hp::read_response(&id, Err(why)));
+    };
+    if reads.len() >= READS_PER_CONNECTION {
+        let why = format!("at most {READS_PER_CONNECTION} reads at once on one connection");
+        return Some(hp::read_response(&id, Err(why)));
+    }
+    reads.spawn(async move {
+        let answer = contract.read(user, content.into_bytes()).await;
+        (id, answer.map_err(|e| e.to_string()))
+    });
+    None
 }
 
 /// One user connection, from the challenge to the close.
@@ -136,9 +167,21 @@ pub(super) async fn serve<S: Io>(
     };
     let mut registered: Option<Registration> = None;
     let mut slot = Some(slot);
+    // Dropped with the connection: a read whose user left is abandoned.
+    let mut reads: JoinSet<ReadAnswer> = JoinSet::new();
     loop {
         let msg = tokio::select! {
             m = ws.next() => m,
+            Some(done) = reads.join_next(), if !reads.is_empty() => {
+                // A read that panicked has no id to answer; its user's
+                // client gives up after its own timeout.
+                if let Ok((id, answer)) = done {
+                    let answer = answer.as_deref().map_err(Clone::clone);
+                    let m = hp::read_response(&id, answer);
+                    send(&mut ws, Message::Binary(m.into_bytes()), timeout).await?;
+                }
+                continue;
+            }
             _ = tokio::time::sleep_until(quiet_at), if quiet => {
                 quiet = false;
                 let replies = session.on_quiet();
@@ -240,6 +283,11 @@ pub(super) async fn serve<S: Io>(
                 ConnAction::QueryLedger { user, query } => {
                     let answer = query_ledger(&shared, user, query).await;
                     send(&mut ws, Message::Binary(answer.into_bytes()), timeout).await?
+                }
+                ConnAction::Read { user, id, content } => {
+                    if let Some(m) = start_read(&shared, &mut reads, (user, id, content)) {
+                        send(&mut ws, Message::Binary(m.into_bytes()), timeout).await?
+                    }
                 }
                 ConnAction::Submit(body) => {
                     let Err(why) = submit(&shared, body) else {

@@ -14,6 +14,7 @@ use crate::contract::{leaf, output_text, OutputTree, RunOutcome, RunResult, B3};
 use crate::crypto::{Hash, PubKey, Sig};
 use crate::env::Users;
 use crate::gate::{Gate, GateConfig, LogThrottle, Slot};
+use crate::real::reads::ContractReads;
 use crate::real::store::LedgerReader;
 use crate::real::tls::{is_tls, TlsAcceptor};
 use crate::real::OsEntropy;
@@ -93,11 +94,24 @@ const HELD_RUNS: u64 = 64;
 const QUIET: Duration = Duration::from_millis(1500);
 
 /// What a node serving hpcore's protocol brings: who it is in it, its TLS
-/// certificate (wss beside ws) and its stored chain (ledger queries).
+/// certificate (wss beside ws), its stored chain (ledger queries) and its
+/// contract (read requests).
 pub struct HpServing {
     pub node: HpNode,
     pub tls: Option<TlsAcceptor>,
     pub ledgers: Option<LedgerReader>,
+    pub reads: Option<ContractReads>,
+}
+
+/// What connections use besides the sessions: see [`HpServing`].
+#[derive(Clone, Default)]
+struct Backends {
+    /// wss beside ws on the same port, when the node has a certificate.
+    tls: Option<TlsAcceptor>,
+    /// The stored chain, for hpcore users' ledger queries.
+    ledgers: Option<Arc<LedgerReader>>,
+    /// The contract, for hpcore users' read requests.
+    reads: Option<Arc<ContractReads>>,
 }
 
 pub struct WsUsers {
@@ -134,10 +148,7 @@ struct Shared {
     out_total: Arc<AtomicUsize>,
     pending: Arc<Mutex<Gate>>,
     limits: ConnLimits,
-    /// wss beside ws on the same port, when the node has a certificate.
-    tls: Option<TlsAcceptor>,
-    /// The stored chain, for hpcore users' ledger queries.
-    ledgers: Option<Arc<LedgerReader>>,
+    backends: Backends,
 }
 
 pub fn now_ms() -> u64 {
@@ -162,7 +173,8 @@ impl WsUsers {
         shutdown: watch::Receiver<bool>,
     ) -> WsUsers {
         let intake = Intake::new(limits, OsEntropy);
-        WsUsers::serve_intake(listener, intake, None, conn_limits, (None, None), shutdown)
+        let none = Backends::default();
+        WsUsers::serve_intake(listener, intake, None, conn_limits, none, shutdown)
     }
 
     /// Serves hpcore's protocol as well as the prototype's (see
@@ -173,7 +185,12 @@ impl WsUsers {
         serving: HpServing,
         shutdown: watch::Receiver<bool>,
     ) -> WsUsers {
-        let HpServing { node, tls, ledgers } = serving;
+        let HpServing {
+            node,
+            tls,
+            ledgers,
+            reads,
+        } = serving;
         let view = View {
             lcl: crate::ledger::LedgerId {
                 seq: 0,
@@ -181,12 +198,17 @@ impl WsUsers {
             },
             vote_status: "unknown",
             roundtime_ms: limits.roundtime_ms,
+            read_requests: reads.is_some(),
         };
         let hp = Arc::new(node.clone());
         let intake = Intake::new(limits, OsEntropy).serving_hp(node, view);
         let limits = ConnLimits::default();
-        let ledgers = ledgers.map(Arc::new);
-        WsUsers::serve_intake(listener, intake, Some(hp), limits, (tls, ledgers), shutdown)
+        let backends = Backends {
+            tls,
+            ledgers: ledgers.map(Arc::new),
+            reads: reads.map(Arc::new),
+        };
+        WsUsers::serve_intake(listener, intake, Some(hp), limits, backends, shutdown)
     }
 
     fn serve_intake(
@@ -194,7 +216,7 @@ impl WsUsers {
         intake: Intake<OsEntropy>,
         hp: Option<Arc<HpNode>>,
         conn_limits: ConnLimits,
-        (tls, ledgers): (Option<TlsAcceptor>, Option<Arc<LedgerReader>>),
+        backends: Backends,
         shutdown: watch::Receiver<bool>,
     ) -> WsUsers {
         let (tx, rx) = mpsc::channel(64 * 1024);
@@ -219,8 +241,7 @@ impl WsUsers {
                 max_pending_per_source: conn_limits.max_pending_per_ip,
             }))),
             limits: conn_limits.clone(),
-            tls,
-            ledgers,
+            backends,
         };
         tokio::spawn(accept_loop(shared, listener, shutdown));
         WsUsers {
@@ -420,7 +441,7 @@ async fn serve_tls_or_plain(
     slot: Slot,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), WsError> {
-    let Some(tls) = shared.tls.clone() else {
+    let Some(tls) = shared.backends.tls.clone() else {
         return conn::serve(shared, stream, slot, shutdown).await;
     };
     let wait = shared.limits.helo_timeout;

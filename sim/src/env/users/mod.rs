@@ -120,9 +120,8 @@ impl SimUsers {
                     let what = format!("node {} took user {u}'s input {name} as signed", self.node);
                     self.world.violation(Kind::Users, self.node, what);
                 }
-                ConnAction::QueryLedger { .. } => {
-                    let what =
-                        format!("node {} took user {u}'s input as a ledger query", self.node);
+                ConnAction::QueryLedger { .. } | ConnAction::Read { .. } => {
+                    let what = format!("node {} took user {u}'s input as a query", self.node);
                     self.world.violation(Kind::Users, self.node, what);
                 }
             }

@@ -1,0 +1,209 @@
+//! Users' read requests (hpcore's `contract_read_request`): the contract
+//! runs with the request as its one user's input, on a copy of the node's
+//! current state that is thrown away after, so nothing a read writes
+//! persists and nothing it sees is half a ledger's run.
+//!
+//! The copy comes from `S.read`, a second copy of the state directory `S`
+//! beside it, which the process host brings up to date after every run,
+//! rollback and installed state, while nothing else writes `S`: only the
+//! paths that changed are copied, as for its rollback snapshot. Each read
+//! then copies `S.read` whole into a scratch directory (`S.reads/N`), so a
+//! read costs a copy of the state: fine for small states, and the reason
+//! reads are few at once.
+
+use crate::contract::{RunOutcome, RunRequest, StateNode};
+use crate::crypto::{Hash, PubKey};
+use crate::real::process::ProcessRunner;
+use crate::real::state_dir::{copy_tree, refresh_snapshot, remove_any};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// Reads running at once on one node (hpcore's `concurrent_read_requests`
+/// default). Each holds a copy of the state and a contract process.
+pub const READS_AT_ONCE: usize = 4;
+
+/// Longest a read waits for one of those places before it is refused.
+pub const READ_WAIT: Duration = Duration::from_secs(5);
+
+/// The copy of the state reads start from. Shared by the process host,
+/// which refreshes it, and the reads, which copy it; the lock keeps a
+/// read from copying it half refreshed.
+#[derive(Clone)]
+pub struct ReadView {
+    inner: Arc<Mutex<View>>,
+}
+
+struct View {
+    dir: PathBuf,
+    /// What `dir` holds, or None when it is not a faithful copy (not made
+    /// yet, or a refresh failed): then reads are refused until the next.
+    tree: Option<StateNode>,
+    /// The ledger whose run left that state.
+    seq: u64,
+}
+
+impl ReadView {
+    pub fn new(dir: PathBuf) -> ReadView {
+        ReadView {
+            inner: Arc::new(Mutex::new(View {
+                dir,
+                tree: None,
+                seq: 0,
+            })),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, View> {
+        // The guarded data is made consistent by `tree` alone.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes the view hold what `state_dir` holds now, `cur` (its tree as
+    /// last scanned), left by ledger `seq`. Blocking; the caller keeps
+    /// `state_dir` still meanwhile.
+    pub fn refresh(&self, state_dir: &Path, cur: &StateNode, seq: u64) -> io::Result<()> {
+        let mut v = self.lock();
+        let old = v.tree.take();
+        refresh_snapshot(state_dir, &v.dir, old, cur)?;
+        v.tree = Some(cur.clone());
+        v.seq = seq;
+        Ok(())
+    }
+
+    /// Refuses reads until the next refresh: the state it would copy from
+    /// is not known.
+    pub fn invalidate(&self) {
+        self.lock().tree = None;
+    }
+
+    /// Copies the view to `to` (which must not exist); returns the ledger
+    /// whose run left it. Blocking.
+    fn copy_to(&self, to: &Path) -> Result<u64, ReadError> {
+        let v = self.lock();
+        if v.tree.is_none() {
+            return Err(ReadError::NotReady);
+        }
+        copy_tree(&v.dir, to)?;
+        Ok(v.seq)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("node busy: {READS_AT_ONCE} reads running for over {READ_WAIT:?}; send the read again later")]
+    Busy,
+    #[error("the contract state cannot be read now; try again after the next ledger")]
+    NotReady,
+    #[error("the contract took over its {0} ms limit")]
+    TimedOut(u64),
+    #[error("the contract wrote over its {0}-byte output limit")]
+    OutputLimit(usize),
+    #[error("the contract could not be started")]
+    NotStarted,
+    #[error("could not copy the contract state: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Runs users' read requests for one node.
+pub struct ContractReads {
+    /// The contract as ledgers run it; each read gets its own state dir.
+    runner: ProcessRunner,
+    view: ReadView,
+    /// `S.reads`: one scratch directory per read in it.
+    scratch: PathBuf,
+    node: PubKey,
+    unl: Vec<PubKey>,
+    slots: Arc<Semaphore>,
+    next: AtomicU64,
+}
+
+/// Removes a read's scratch directory however the read ends, a dropped
+/// read (its user gone) included.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let dir = std::mem::take(&mut self.0);
+        let remove = move || {
+            if let Err(e) = remove_any(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not remove a read's copy of the state");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(remove)),
+            Err(_) => remove(),
+        }
+    }
+}
+
+impl ContractReads {
+    /// Reads for the contract `runner` runs, from `view`, with scratch
+    /// space in `scratch` (emptied now: what is there is left from a
+    /// node that stopped mid-read).
+    pub fn new(
+        runner: ProcessRunner,
+        view: ReadView,
+        scratch: PathBuf,
+        node: PubKey,
+        unl: Vec<PubKey>,
+    ) -> io::Result<ContractReads> {
+        remove_any(&scratch)?;
+        std::fs::create_dir_all(&scratch)?;
+        Ok(ContractReads {
+            runner,
+            view,
+            scratch,
+            node,
+            unl,
+            slots: Arc::new(Semaphore::new(READS_AT_ONCE)),
+            next: AtomicU64::new(0),
+        })
+    }
+
+    /// Runs the contract on `content` as `user`'s read request and returns
+    /// what it wrote to that user.
+    pub async fn read(&self, user: PubKey, content: Vec<u8>) -> Result<Vec<u8>, ReadError> {
+        let slot = self.slots.clone().acquire_owned();
+        let _slot = tokio::time::timeout(READ_WAIT, slot)
+            .await
+            .map_err(|_| ReadError::Busy)?
+            .expect("the semaphore is never closed");
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let scratch = Scratch(self.scratch.join(n.to_string()));
+        let (view, dir) = (self.view.clone(), scratch.0.clone());
+        let seq = tokio::task::spawn_blocking(move || view.copy_to(&dir))
+            .await
+            .map_err(io::Error::other)??;
+        let runner = ProcessRunner {
+            state_dir: scratch.0.clone(),
+            ..self.runner.clone()
+        };
+        let req = RunRequest {
+            seq,
+            // A read belongs to no ledger: `seq` says which one's state
+            // it sees.
+            lcl: Hash::ZERO,
+            time_ms: super::users_ws::now_ms(),
+            node: self.node,
+            unl: self.unl.clone(),
+            rand: None,
+            contract_seed: None,
+            inputs: [(user, vec![content])].into_iter().collect(),
+            readonly: true,
+        };
+        let mut run = runner.run(&req).await;
+        match run.outcome {
+            RunOutcome::Exited(_) => Ok(run.outputs.remove(&user).unwrap_or_default()),
+            RunOutcome::TimedOut => Err(ReadError::TimedOut(self.runner.limits.time_limit_ms)),
+            RunOutcome::OutputLimit => {
+                Err(ReadError::OutputLimit(self.runner.limits.max_output_bytes))
+            }
+            // The log has the cause; the user need not see the node's paths.
+            RunOutcome::SpawnFailed(_) => Err(ReadError::NotStarted),
+        }
+    }
+}

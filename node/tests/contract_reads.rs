@@ -1,0 +1,150 @@
+//! Users' read requests on the real contract host: the contract runs on a
+//! copy of the state the latest run left, writes nothing back, and is
+//! bounded in time and in how many run at once.
+#![cfg(feature = "runtime")]
+
+use hotpocket_node::consensus::input_hash;
+use hotpocket_node::contract::{FdlistFormat, RunLimits, Stamper};
+use hotpocket_node::crypto::{Keypair, PubKey};
+use hotpocket_node::env::{ContractHost, RunLink};
+use hotpocket_node::ledger::LedgerRecord;
+use hotpocket_node::real::contract_host::ProcessHost;
+use hotpocket_node::real::process::ProcessRunner;
+use hotpocket_node::real::reads::{ContractReads, ReadError, ReadView, READS_AT_ONCE};
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn echo(dir: PathBuf, time_limit_ms: u64) -> ProcessRunner {
+    ProcessRunner {
+        binary: format!(
+            "{}/../fixtures/contracts/echo.py",
+            env!("CARGO_MANIFEST_DIR")
+        )
+        .into(),
+        args: vec![],
+        state_dir: dir,
+        format: FdlistFormat::Json,
+        limits: RunLimits {
+            time_limit_ms,
+            ..RunLimits::default()
+        },
+    }
+}
+
+fn state_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("hp-reads-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn user(i: u8) -> PubKey {
+    Keypair::from_seed([i; 32]).public()
+}
+
+/// A closed ledger holding one input of user 1's.
+fn ledger(seq: u64) -> LedgerRecord {
+    let mut record = LedgerRecord::genesis();
+    record.ledger.seq = seq;
+    let body = Stamper::default().stamp(seq, user(1), b"in".to_vec());
+    let h = input_hash(&body);
+    record.ledger.inputs.push(h);
+    record.bodies.insert(h, body);
+    record.hash = record.ledger.hash();
+    record
+}
+
+/// A host running echo.py (it counts the users it answered in the file
+/// `count`), with reads served from it.
+fn host(tag: &str, time_limit_ms: u64) -> (ProcessHost, ContractReads, PathBuf) {
+    let dir = state_dir(tag);
+    let runner = echo(dir.clone(), time_limit_ms);
+    let mut host = ProcessHost::open(runner.clone(), user(100), vec![user(100)]).unwrap();
+    let view = host.serve_reads().unwrap();
+    let reads = ContractReads::new(
+        runner,
+        view,
+        host.reads_scratch(),
+        user(100),
+        vec![user(100)],
+    )
+    .unwrap();
+    (host, reads, dir)
+}
+
+async fn read(reads: &ContractReads, content: &str) -> String {
+    let out = reads.read(user(2), content.as_bytes().to_vec()).await;
+    String::from_utf8(out.expect("the read runs")).unwrap()
+}
+
+#[tokio::test]
+async fn a_read_sees_the_latest_state_and_writes_nothing_back() {
+    let (mut host, reads, dir) = host("latest", 5_000);
+    host.execute(&ledger(1), RunLink::default()).await;
+    let state = host.state_hash().unwrap();
+    // echo.py bumps `count` in every run it answers: a read sees the
+    // count ledger 1 left, and its own bump is thrown away.
+    for _ in 0..2 {
+        let out = read(&reads, "q").await;
+        assert!(out.contains("seq 1 count 2"), "{out}");
+    }
+    assert_eq!(std::fs::read_to_string(dir.join("count")).unwrap(), "1");
+    assert_eq!(host.state_hash().unwrap(), state);
+    host.execute(&ledger(2), RunLink::default()).await;
+    assert!(read(&reads, "q").await.contains("seq 2 count 3"));
+    // A rollback takes the reads back with the state.
+    host.rollback(1).unwrap();
+    assert!(read(&reads, "q").await.contains("seq 1 count 2"));
+    // Each read's copy is removed once it is over.
+    let scratch = host.reads_scratch();
+    let mut left = usize::MAX;
+    for _ in 0..50 {
+        left = std::fs::read_dir(&scratch).unwrap().count();
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(left, 0, "copies left in {}", scratch.display());
+}
+
+#[tokio::test]
+async fn a_read_that_hangs_is_ended_at_the_time_limit() {
+    let (_host, reads, _dir) = host("hang", 300);
+    let out = reads.read(user(2), b"hang".to_vec()).await;
+    assert!(matches!(out, Err(ReadError::TimedOut(300))), "{out:?}");
+}
+
+#[tokio::test]
+async fn reads_past_the_node_bound_wait_then_are_refused() {
+    let (_host, reads, _dir) = host("busy", 20_000);
+    let reads = std::sync::Arc::new(reads);
+    let mut hanging = tokio::task::JoinSet::new();
+    for _ in 0..READS_AT_ONCE {
+        let reads = reads.clone();
+        hanging.spawn(async move { reads.read(user(2), b"hang".to_vec()).await });
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let out = reads.read(user(3), b"q".to_vec()).await;
+    assert!(matches!(out, Err(ReadError::Busy)), "{out:?}");
+    // Abandoned reads (their users gone) end their contracts and free
+    // their places.
+    hanging.shutdown().await;
+    assert!(read(&reads, "q").await.contains("bytes sha256"));
+}
+
+#[tokio::test]
+async fn before_the_state_is_copied_reads_are_refused() {
+    let dir = state_dir("unready");
+    let view = ReadView::new(dir.with_extension("read"));
+    let reads = ContractReads::new(
+        echo(dir.clone(), 1_000),
+        view,
+        dir.with_extension("reads"),
+        user(100),
+        vec![user(100)],
+    )
+    .unwrap();
+    let out = reads.read(user(2), b"q".to_vec()).await;
+    assert!(matches!(out, Err(ReadError::NotReady)), "{out:?}");
+}
