@@ -80,6 +80,9 @@ async fn read(reads: &ContractReads, content: &str) -> String {
 #[tokio::test]
 async fn a_read_sees_the_latest_state_and_writes_nothing_back() {
     let (mut host, reads, dir) = host("latest", 5_000);
+    // The state as the host opened it (empty), and, once a read was
+    // asked for, every state after.
+    assert!(read(&reads, "q").await.contains("seq 0 count 1"));
     host.execute(&ledger(1), RunLink::default()).await;
     let state = host.state_hash().unwrap();
     // echo.py bumps `count` in every run it answers: a read sees the
@@ -106,6 +109,21 @@ async fn a_read_sees_the_latest_state_and_writes_nothing_back() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(left, 0, "copies left in {}", scratch.display());
+}
+
+#[tokio::test]
+async fn a_read_of_a_copy_gone_stale_waits_for_the_next_run() {
+    let (mut host, reads, _dir) = host("stale", 5_000);
+    // Nobody asked for a read: the run leaves the reads' copy stale.
+    host.execute(&ledger(1), RunLink::default()).await;
+    let reads = std::sync::Arc::new(reads);
+    let r = reads.clone();
+    let waiting = tokio::spawn(async move { read(&r, "q").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "it read a stale copy");
+    host.execute(&ledger(2), RunLink::default()).await;
+    let out = waiting.await.unwrap();
+    assert!(out.contains("seq 2 count 3"), "{out}");
 }
 
 #[tokio::test]

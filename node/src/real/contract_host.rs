@@ -204,7 +204,7 @@ impl ProcessHost {
     /// A failure only refuses reads until the next change.
     fn refresh_reads_blocking(&self) {
         if let Some(view) = &self.reads {
-            if let Err(e) = view.refresh(&self.host.state_dir, &self.tree, self.ran.seq) {
+            if let Err(e) = view.changed(&self.host.state_dir, &self.tree, self.ran.seq) {
                 tracing::warn!(error = %e, "could not copy the contract state for reads; reads refused until the next ledger");
             }
         }
@@ -215,8 +215,11 @@ impl ProcessHost {
         let Some(view) = self.reads.clone() else {
             return;
         };
+        if !view.wanted() {
+            return view.mark_stale();
+        }
         let (dir, tree, seq) = (self.host.state_dir.clone(), self.tree.clone(), self.ran.seq);
-        let done = tokio::task::spawn_blocking(move || view.refresh(&dir, &tree, seq)).await;
+        let done = tokio::task::spawn_blocking(move || view.changed(&dir, &tree, seq)).await;
         if let Err(e) = done.map_err(io::Error::other).and_then(|r| r) {
             tracing::warn!(error = %e, "could not copy the contract state for reads; reads refused until the next ledger");
         }

@@ -5,22 +5,23 @@
 //!
 //! The copy comes from `S.read`, a second copy of the state directory `S`
 //! beside it, which the process host brings up to date after every run,
-//! rollback and installed state, while nothing else writes `S`: only the
-//! paths that changed are copied, as for its rollback snapshot. Each read
-//! then copies `S.read` whole into a scratch directory (`S.reads/N`), so a
-//! read costs a copy of the state: fine for small states, and the reason
-//! reads are few at once.
+//! rollback and installed state while reads are being asked for, and
+//! while nothing else writes `S`: only the paths that changed are copied,
+//! as for its rollback snapshot. Each read then copies `S.read` whole into
+//! a scratch directory (`S.reads/N`), so a read costs a copy of the state:
+//! fine for small states, and the reason reads are few at once.
 
 use crate::contract::{RunOutcome, RunRequest, StateNode};
 use crate::crypto::{Hash, PubKey};
 use crate::real::process::ProcessRunner;
 use crate::real::state_dir::{copy_tree, refresh_snapshot, remove_any};
+use crate::real::users_ws::now_ms;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tokio::sync::Semaphore;
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, Semaphore};
 
 /// Reads running at once on one node (hpcore's `concurrent_read_requests`
 /// default). Each holds a copy of the state and a contract process.
@@ -29,37 +30,65 @@ pub const READS_AT_ONCE: usize = 4;
 /// Longest a read waits for one of those places before it is refused.
 pub const READ_WAIT: Duration = Duration::from_secs(5);
 
+/// How long after the last read request the host keeps the reads' copy
+/// fresh after every change. Past it, changes only mark the copy stale,
+/// so a node nobody reads from pays nothing for reads; the next read then
+/// waits for the next run (a round, as every ledger runs), which copies
+/// what changed meanwhile.
+pub const KEEP_FRESH: Duration = Duration::from_secs(60);
+
 /// The copy of the state reads start from. Shared by the process host,
 /// which refreshes it, and the reads, which copy it; the lock keeps a
 /// read from copying it half refreshed.
 #[derive(Clone)]
 pub struct ReadView {
-    inner: Arc<Mutex<View>>,
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    view: Mutex<View>,
+    /// Woken after every refresh, for reads waiting on a stale copy.
+    refreshed: Notify,
+    /// When a read was last asked for, unix ms.
+    asked_ms: AtomicU64,
 }
 
 struct View {
     dir: PathBuf,
-    /// What `dir` holds, or None when it is not a faithful copy (not made
-    /// yet, or a refresh failed): then reads are refused until the next.
+    /// What `dir` holds, or None when it is not a faithful copy of any
+    /// state (not made yet, or a refresh failed).
     tree: Option<StateNode>,
     /// The ledger whose run left that state.
     seq: u64,
+    /// Whether that is the state the host holds now.
+    fresh: bool,
 }
 
 impl ReadView {
     pub fn new(dir: PathBuf) -> ReadView {
         ReadView {
-            inner: Arc::new(Mutex::new(View {
-                dir,
-                tree: None,
-                seq: 0,
-            })),
+            inner: Arc::new(Shared {
+                view: Mutex::new(View {
+                    dir,
+                    tree: None,
+                    seq: 0,
+                    fresh: false,
+                }),
+                refreshed: Notify::new(),
+                asked_ms: AtomicU64::new(0),
+            }),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, View> {
         // The guarded data is made consistent by `tree` alone.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.view.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a read was asked for within [`KEEP_FRESH`].
+    pub fn wanted(&self) -> bool {
+        let asked = self.inner.asked_ms.load(Ordering::Relaxed);
+        now_ms().saturating_sub(asked) < KEEP_FRESH.as_millis() as u64
     }
 
     /// Makes the view hold what `state_dir` holds now, `cur` (its tree as
@@ -67,28 +96,67 @@ impl ReadView {
     /// `state_dir` still meanwhile.
     pub fn refresh(&self, state_dir: &Path, cur: &StateNode, seq: u64) -> io::Result<()> {
         let mut v = self.lock();
+        v.fresh = false;
         let old = v.tree.take();
         refresh_snapshot(state_dir, &v.dir, old, cur)?;
-        v.tree = Some(cur.clone());
-        v.seq = seq;
+        (v.tree, v.seq, v.fresh) = (Some(cur.clone()), seq, true);
+        drop(v);
+        self.inner.refreshed.notify_waiters();
         Ok(())
+    }
+
+    /// The host changed the state to `cur`, left by ledger `seq`: refreshes
+    /// the view if reads are being asked for, else only marks it stale.
+    pub fn changed(&self, state_dir: &Path, cur: &StateNode, seq: u64) -> io::Result<()> {
+        if self.wanted() {
+            return self.refresh(state_dir, cur, seq);
+        }
+        self.mark_stale();
+        Ok(())
+    }
+
+    /// The host changed the state and the view does not follow yet.
+    pub fn mark_stale(&self) {
+        self.lock().fresh = false;
     }
 
     /// Refuses reads until the next refresh: the state it would copy from
     /// is not known.
     pub fn invalidate(&self) {
-        self.lock().tree = None;
+        let mut v = self.lock();
+        (v.tree, v.fresh) = (None, false);
     }
 
-    /// Copies the view to `to` (which must not exist); returns the ledger
-    /// whose run left it. Blocking.
-    fn copy_to(&self, to: &Path) -> Result<u64, ReadError> {
+    /// Copies the view to `to` (which must not exist) if it is fresh;
+    /// returns the ledger whose run left it. Blocking.
+    fn copy_to(&self, to: &Path) -> io::Result<Option<u64>> {
         let v = self.lock();
-        if v.tree.is_none() {
-            return Err(ReadError::NotReady);
+        if !v.fresh {
+            return Ok(None);
         }
         copy_tree(&v.dir, to)?;
-        Ok(v.seq)
+        Ok(Some(v.seq))
+    }
+
+    /// Copies the view to `to` once it is fresh, waiting for the host's
+    /// next change until `deadline` if it is not.
+    async fn copy_fresh(&self, to: PathBuf, deadline: Instant) -> Result<u64, ReadError> {
+        self.inner.asked_ms.store(now_ms(), Ordering::Relaxed);
+        loop {
+            // Registered before the check: a refresh in between wakes it.
+            let refreshed = self.inner.refreshed.notified();
+            tokio::pin!(refreshed);
+            refreshed.as_mut().enable();
+            let (view, dir) = (self.clone(), to.clone());
+            let copied = tokio::task::spawn_blocking(move || view.copy_to(&dir))
+                .await
+                .map_err(io::Error::other)??;
+            if let Some(seq) = copied {
+                return Ok(seq);
+            }
+            (tokio::time::timeout_at(deadline.into(), refreshed).await)
+                .map_err(|_| ReadError::NotReady)?;
+        }
     }
 }
 
@@ -96,7 +164,7 @@ impl ReadView {
 pub enum ReadError {
     #[error("node busy: {READS_AT_ONCE} reads running for over {READ_WAIT:?}; send the read again later")]
     Busy,
-    #[error("the contract state cannot be read now; try again after the next ledger")]
+    #[error("no copy of the latest contract state to read within {READ_WAIT:?}; try again after the next ledger")]
     NotReady,
     #[error("the contract took over its {0} ms limit")]
     TimedOut(u64),
@@ -168,16 +236,14 @@ impl ContractReads {
     /// what it wrote to that user.
     pub async fn read(&self, user: PubKey, content: Vec<u8>) -> Result<Vec<u8>, ReadError> {
         let slot = self.slots.clone().acquire_owned();
-        let _slot = tokio::time::timeout(READ_WAIT, slot)
+        let deadline = Instant::now() + READ_WAIT;
+        let _slot = tokio::time::timeout_at(deadline.into(), slot)
             .await
             .map_err(|_| ReadError::Busy)?
             .expect("the semaphore is never closed");
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let scratch = Scratch(self.scratch.join(n.to_string()));
-        let (view, dir) = (self.view.clone(), scratch.0.clone());
-        let seq = tokio::task::spawn_blocking(move || view.copy_to(&dir))
-            .await
-            .map_err(io::Error::other)??;
+        let seq = self.view.copy_fresh(scratch.0.clone(), deadline).await?;
         let runner = ProcessRunner {
             state_dir: scratch.0.clone(),
             ..self.runner.clone()
@@ -187,7 +253,7 @@ impl ContractReads {
             // A read belongs to no ledger: `seq` says which one's state
             // it sees.
             lcl: Hash::ZERO,
-            time_ms: super::users_ws::now_ms(),
+            time_ms: now_ms(),
             node: self.node,
             unl: self.unl.clone(),
             rand: None,
