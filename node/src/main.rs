@@ -2,9 +2,9 @@
 //! node as a user.
 
 use anyhow::{bail, Context};
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use hotpocket_node::cli::signals::{Stop, StopSignals};
-use hotpocket_node::cli::{bench, bench_memory, client, cluster};
+use hotpocket_node::cli::{bench, bench_memory, client, client_hp, cluster};
 use hotpocket_node::real::config::{check_binary, Config};
 use hotpocket_node::real::{random_key, runtime, OsEntropy};
 use std::io::IsTerminal;
@@ -23,6 +23,15 @@ RUST_LOG=debug) to change how much."
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Protocol {
+    /// The seed prototype's: `helo`, inputs vouched for by the node.
+    Prototype,
+    /// hpcore's (what its official JS client speaks): signed inputs,
+    /// statuses, outputs proved by the UNL's signatures, reads.
+    Hpcore,
 }
 
 #[derive(Subcommand)]
@@ -57,9 +66,32 @@ enum Command {
     /// Print a new ed25519 key pair as JSON ({"pubkey", "seckey"}).
     Keygen,
     /// Connect to a node as a user: each stdin line is one input, each output is printed.
+    ///
+    /// In the prototype's protocol (the default) each stdin line is one
+    /// input, vouched for by the node, and outputs are printed as they come.
+    /// With `--protocol hpcore` each line is an input the client signs,
+    /// unless it is `/read TEXT` (the contract answers on the node's state,
+    /// changing nothing), `/stat`, `/lcl` or `/ledger SEQ`; outputs are
+    /// printed only when 80% of the UNL signed them, and statuses go to
+    /// stderr.
     Client {
-        /// The node's user endpoint, e.g. ws://127.0.0.1:8080.
+        /// The node's user endpoint, e.g. ws://127.0.0.1:8080 or
+        /// wss://127.0.0.1:8080 (any certificate is taken: a node's is
+        /// self-signed; with hpcore's protocol `--trust` says who the node
+        /// must be).
         url: String,
+        /// The user protocol to speak.
+        #[arg(long, value_enum, default_value_t = Protocol::Prototype)]
+        protocol: Protocol,
+        /// With hpcore's protocol: a node key ("ed" and 64 hex, or 64 hex)
+        /// the node must prove it holds; repeat for several. Without one,
+        /// any node is taken and the UNL it reports decides which outputs
+        /// are.
+        #[arg(long)]
+        trust: Vec<String>,
+        /// With hpcore's protocol: the contract id the node must serve.
+        #[arg(long)]
+        contract: Option<String>,
         /// A file holding the user's secret key (hex, or `hotpocket keygen` output);
         /// a fresh key is made when omitted.
         #[arg(long)]
@@ -238,7 +270,14 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Client { url, key, linger } => {
+        Command::Client {
+            url,
+            protocol,
+            trust,
+            contract,
+            key,
+            linger,
+        } => {
             let key = match key {
                 Some(path) => client::read_key(&path)?,
                 None => {
@@ -247,7 +286,22 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                     k
                 }
             };
-            client::run(&url, &key, std::time::Duration::from_secs(linger)).await
+            let linger = std::time::Duration::from_secs(linger);
+            match protocol {
+                Protocol::Prototype => {
+                    if !trust.is_empty() || contract.is_some() {
+                        bail!("--trust and --contract are for --protocol hpcore");
+                    }
+                    client::run(&url, &key, linger).await
+                }
+                Protocol::Hpcore => {
+                    let trust = (trust.iter())
+                        .map(|t| client::parse_node_key(t))
+                        .collect::<anyhow::Result<_>>()?;
+                    let opts = client_hp::Options { trust, contract };
+                    client_hp::run(&url, &key, linger, opts).await
+                }
+            }
         }
         Command::Cluster {
             nodes,

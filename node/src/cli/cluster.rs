@@ -291,6 +291,11 @@ pub async fn run(plan: &Plan, new_key: impl FnMut() -> Keypair) -> anyhow::Resul
         first.cfg.pubport
     );
     println!(
+        "  or, signed and over TLS:  hotpocket client --protocol hpcore --trust {} wss://127.0.0.1:{}",
+        first.key.public().to_hex(),
+        first.cfg.pubport
+    );
+    println!(
         "{}; Ctrl-C stops the cluster",
         typing_hint(&first.cfg.binary)
     );

@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod bench_memory;
 pub mod client;
+pub mod client_hp;
 pub mod cluster;
 pub mod signals;
 

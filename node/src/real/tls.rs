@@ -4,15 +4,27 @@
 //! one of their own there instead. The prototype's clients speak plain ws
 //! on the same port: a connection whose first byte opens a TLS handshake
 //! gets TLS, any other the websocket handshake as it is.
+//!
+//! `hotpocket client` dials wss as hpcore's client does: it takes any
+//! certificate, since a node's is self-signed; what it trusts is the node
+//! key that signs its challenge in hpcore's handshake.
 
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tokio_rustls::rustls::client::danger::{
+    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
+};
 use tokio_rustls::rustls::crypto::ring;
+use tokio_rustls::rustls::crypto::{
+    verify_tls12_signature, verify_tls13_signature, CryptoProvider,
+};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::rustls::ServerConfig;
-pub use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::pki_types::{ServerName, UnixTime};
+use tokio_rustls::rustls::SignatureScheme;
+use tokio_rustls::rustls::{ClientConfig, DigitallySignedStruct, Error as TlsError, ServerConfig};
+pub use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 /// The first byte of a TLS record that carries a handshake (a ClientHello
 /// here); an HTTP request starts with a letter.
@@ -72,18 +84,76 @@ pub fn acceptor(dir: &Path) -> anyhow::Result<Option<TlsAcceptor>> {
     anyhow::ensure!(!certs.is_empty(), "{} holds no certificate", cert.display());
     let private = PrivateKeyDer::from_pem_file(&key)
         .with_context(|| format!("reading the private key in {}", key.display()))?;
-    // ring builds with the Rust toolchain alone (aws-lc-rs wants cmake);
-    // rustls deprecates it for lacking post-quantum key exchange, which
-    // hpcore's client does not offer anyway.
-    #[allow(deprecated)]
-    let provider = Arc::new(ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
+    let config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
         .with_no_client_auth()
         .with_single_cert(certs, private)
         .with_context(|| format!("{} does not fit {}", key.display(), cert.display()))?;
     Ok(Some(TlsAcceptor::from(Arc::new(config))))
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    // ring builds with the Rust toolchain alone (aws-lc-rs wants cmake);
+    // rustls deprecates it for lacking post-quantum key exchange, which
+    // hpcore's client does not offer anyway.
+    #[allow(deprecated)]
+    Arc::new(ring::default_provider())
+}
+
+/// Takes any certificate, checking only that the server holds its key (the
+/// handshake's signatures still verify): a node's certificate is
+/// self-signed, and who the node is comes from hpcore's handshake.
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, TlsError> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, TlsError> {
+        let algs = &self.0.signature_verification_algorithms;
+        verify_tls12_signature(message, cert, dss, algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, TlsError> {
+        let algs = &self.0.signature_verification_algorithms;
+        verify_tls13_signature(message, cert, dss, algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The client side of wss to a node: any certificate (see the module).
+pub fn any_cert_connector() -> anyhow::Result<TlsConnector> {
+    let provider = provider();
+    let config = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 pub mod hp;
+pub mod hp_client;
 pub mod hp_ledger;
 pub mod hp_outputs;
 mod intake;
