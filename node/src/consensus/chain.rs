@@ -2,8 +2,9 @@
 //! window of included inputs, and the one rule that says when the lcl may
 //! be rolled back.
 
+use super::nonces::{Nonces, NONCE_WINDOW};
 use super::pool::InputPool;
-use crate::contract::ExecResult;
+use crate::contract::{ExecResult, Signer};
 use crate::crypto::Hash;
 use crate::ledger::{check_link, ChainError, LedgerId, LedgerRecord, Verdict};
 use std::collections::BTreeMap;
@@ -28,6 +29,8 @@ pub struct Chain {
     /// rolled back: that one-shot vote is what makes finality safe.
     voted_on: Option<LedgerId>,
     verdicts: Verdicts,
+    /// Users' nonces in recent ledgers, which order their signed inputs.
+    nonces: Nonces,
 }
 
 /// The verdicts on runs that the chain's ledgers carry.
@@ -91,8 +94,14 @@ impl Chain {
                 included.insert(*i, r.ledger.seq);
             }
         }
+        let mut nonces = Nonces::default();
+        let recent = records.len().saturating_sub(NONCE_WINDOW as usize);
+        for r in &records[recent.max(1)..] {
+            nonces.add(r);
+        }
         Ok(Chain {
             verdicts: Verdicts::of(&records),
+            nonces,
             records,
             included,
             final_seq: lcl_seq.saturating_sub(1),
@@ -121,6 +130,12 @@ impl Chain {
     /// Whether a ledger in the replay window holds input `h`.
     pub fn includes(&self, h: &Hash) -> bool {
         self.included.contains_key(h)
+    }
+
+    /// Whether a signed input by `s` may go into the next ledger, its
+    /// nonce above those of its user's inputs that ran (see `nonces`).
+    pub fn fresh(&self, s: &Signer) -> bool {
+        self.nonces.fresh(&s.user, s.nonce, self.lcl().seq + 1)
     }
 
     /// The body of an included input, if this node holds it.
@@ -208,6 +223,7 @@ impl Chain {
         }
         self.final_seq = self.final_seq.max(seq - 1);
         self.verdicts.take(&record.ledger.verdicts);
+        self.nonces.add(&record);
         self.records.push(Arc::new(record));
         self.records.last().expect("just pushed")
     }
@@ -234,6 +250,7 @@ impl Chain {
         for h in &dropped.ledger.inputs {
             self.included.remove(h);
         }
+        self.nonces.remove(from.seq);
         if !dropped.ledger.verdicts.is_empty() {
             self.verdicts = Verdicts::of(&self.records);
         }

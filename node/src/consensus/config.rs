@@ -78,6 +78,12 @@ pub enum PlantedBug {
     /// A ledger fetched from history is adopted without checking that it
     /// follows the one before it (seq + 1, and its parent's hash).
     NoLinkCheck,
+    /// An input body is pooled, and so proposed, without checking its
+    /// user's signature, or whether the network takes vouched inputs.
+    UncheckedInputs,
+    /// A signed input is proposed whatever its nonce: a user's inputs can
+    /// run out of the order it signed them.
+    NoNonceOrder,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

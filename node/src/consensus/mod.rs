@@ -19,6 +19,7 @@ mod interface;
 mod jobs;
 mod message;
 mod node;
+mod nonces;
 mod output_sigs;
 mod pool;
 mod served;

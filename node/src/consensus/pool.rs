@@ -4,7 +4,7 @@
 
 use super::message::PeerMessage;
 use super::{Action, ConsensusConfig};
-use crate::contract::{input_hash, last_ledger};
+use crate::contract::{admissible, input_hash, Signer};
 use crate::crypto::Hash;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -31,6 +31,8 @@ struct Pooled {
     body: Vec<u8>,
     arrived: u64,
     last: u64,
+    /// Who signed it, for a signed input.
+    signer: Option<Signer>,
 }
 
 #[derive(Debug, Default)]
@@ -86,22 +88,31 @@ impl InputPool {
         }
         // Checked once here, before any vote: a signature that does not
         // hold would only be skipped at run time, after taking ledger space.
-        let Some(last) = last_ledger(&body, cfg.vouched_inputs) else {
-            return Admission::Refused;
+        let (last, signer) = match admissible(&body, cfg.vouched_inputs) {
+            Some(a) => a,
+            None if super::planted!(cfg, UncheckedInputs) => (u64::MAX, None),
+            None => return Admission::Refused,
         };
         if mine {
             self.mine.insert(h);
         }
-        self.insert(h, body, round, last);
+        self.insert(h, body, round, (last, signer));
         Admission::New
     }
 
-    fn insert(&mut self, h: Hash, body: Vec<u8>, arrived: u64, last: u64) {
+    fn insert(
+        &mut self,
+        h: Hash,
+        body: Vec<u8>,
+        arrived: u64,
+        (last, signer): (u64, Option<Signer>),
+    ) {
         self.bytes += body.len();
         let pooled = Pooled {
             body,
             arrived,
             last,
+            signer,
         };
         self.bodies.insert(h, pooled);
     }
@@ -150,24 +161,27 @@ impl InputPool {
 
     /// Puts back the body of an input whose ledger was rolled back.
     pub fn put_back(&mut self, cfg: &ConsensusConfig, h: Hash, body: Vec<u8>, round: u64) {
-        let last = last_ledger(&body, cfg.vouched_inputs).unwrap_or(0);
-        self.insert(h, body, round, last);
+        let admitted = admissible(&body, cfg.vouched_inputs).unwrap_or((0, None));
+        self.insert(h, body, round, admitted);
     }
 
     /// What a stage-0 proposal offers: the oldest waiting inputs first (so
     /// grinding input hashes cannot jump the queue) within the ledger's
     /// count and byte budget (so a ledger always fits in a frame), sorted;
-    /// none past its last ledger, for ledger `next`.
+    /// none past its last ledger, for ledger `next`, none a ledger holds,
+    /// and no signed one whose nonce the chain does not take (`fresh`).
     pub fn proposable(
         &self,
         cfg: &ConsensusConfig,
         next: u64,
         included: impl Fn(&Hash) -> bool,
+        fresh: impl Fn(&Signer) -> bool,
     ) -> Vec<Hash> {
         let mut waiting: Vec<(u64, Hash, usize)> = self
             .bodies
             .iter()
             .filter(|(h, p)| p.last >= next && !included(h))
+            .filter(|(_, p)| p.signer.as_ref().is_none_or(&fresh))
             .map(|(h, p)| (p.arrived, *h, p.body.len()))
             .collect();
         waiting.sort();
@@ -321,9 +335,11 @@ mod tests {
         }
         let mut want = vec![input_hash(&[2]), input_hash(&[3])];
         want.sort();
-        assert_eq!(pool.proposable(&cfg, 1, none), want);
+        assert_eq!(pool.proposable(&cfg, 1, none, |_| true), want);
         let skip = input_hash(&[2]);
-        assert!(!pool.proposable(&cfg, 1, |h| *h == skip).contains(&skip));
+        assert!(!pool
+            .proposable(&cfg, 1, |h| *h == skip, |_| true)
+            .contains(&skip));
     }
 
     #[test]
@@ -345,8 +361,14 @@ mod tests {
         assert_eq!(admit(&mut pool, &forged), Admission::Refused);
         assert_eq!(admit(&mut pool, &good), Admission::New);
         let h = input_hash(&good.encode());
-        assert_eq!(pool.proposable(&cfg, 5, none), vec![h]);
-        assert!(pool.proposable(&cfg, 6, none).is_empty(), "past ledger 5");
+        assert_eq!(pool.proposable(&cfg, 5, none, |_| true), vec![h]);
+        assert!(
+            pool.proposable(&cfg, 6, none, |_| true).is_empty(),
+            "past ledger 5"
+        );
+        // The chain decides on its nonce, seeing who signed it.
+        let signer = |s: &Signer| s.user == user.public() && s.nonce == 1 && s.last == 5;
+        assert!(pool.proposable(&cfg, 5, none, |s| !signer(s)).is_empty());
         pool.expire(1, 5);
         assert_eq!(pool.len(), 1);
         pool.expire(1, 6);

@@ -63,16 +63,41 @@ impl Stamper {
     }
 }
 
-/// The last ledger `body` may go into: a signed input's
-/// `max_ledger_seq_no`, no limit for a vouched one; `None` for a signed
-/// input whose signature or container does not hold, or any vouched one
-/// when the network takes none (`vouched` false): no honest node pools or
-/// proposes those.
-pub fn last_ledger(body: &[u8], vouched: bool) -> Option<u64> {
+/// What orders a signed input among its user's: who signed it, its nonce,
+/// and the last ledger it may go into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Signer {
+    pub user: PubKey,
+    pub nonce: u64,
+    pub last: u64,
+}
+
+/// The signer of a signed input whose signature and container hold.
+pub fn signer(body: &[u8]) -> Option<Signer> {
+    let signed = SignedInput::decode_marked(body)?.ok()?;
+    let c = signed.open().ok()?;
+    Some(Signer {
+        user: signed.user,
+        nonce: c.nonce,
+        last: c.max_ledger_seq_no,
+    })
+}
+
+/// The last ledger `body` may go into (a signed input's
+/// `max_ledger_seq_no`, no limit for a vouched one), and its signer if it
+/// is signed; `None` for a signed input whose signature or container does
+/// not hold, or any vouched one when the network takes none (`vouched`
+/// false): no honest node pools or proposes those.
+pub fn admissible(body: &[u8], vouched: bool) -> Option<(u64, Option<Signer>)> {
     match SignedInput::decode_marked(body) {
-        None => vouched.then_some(u64::MAX),
-        Some(signed) => Some(signed.ok()?.open().ok()?.max_ledger_seq_no),
+        None => vouched.then_some((u64::MAX, None)),
+        Some(_) => signer(body).map(|s| (s.last, Some(s))),
     }
+}
+
+/// The last ledger of [`admissible`].
+pub fn last_ledger(body: &[u8], vouched: bool) -> Option<u64> {
+    admissible(body, vouched).map(|(last, _)| last)
 }
 
 /// A body of ledger `seq` as it runs: its user, nonce and payload; `None`

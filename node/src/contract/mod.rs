@@ -7,7 +7,9 @@ mod run;
 mod signed_input;
 mod state_tree;
 
-pub use input::{input_hash, last_ledger, runnable, Stamper, UserInput};
+pub use input::{
+    admissible, input_hash, last_ledger, runnable, signer, Signer, Stamper, UserInput,
+};
 pub use output_tree::{leaf, output_text, OutputTree, B3};
 pub use signed_input::{Container, SignedInput, SignedInputError};
 

@@ -197,7 +197,12 @@ impl Voter {
         let chain = v.chain;
         let (inputs, time) = match slot.stage {
             0 => (
-                v.pool.proposable(v.cfg, lcl.seq + 1, |h| chain.includes(h)),
+                v.pool.proposable(
+                    v.cfg,
+                    lcl.seq + 1,
+                    |h| chain.includes(h),
+                    |s| chain.fresh(s) || crate::consensus::planted!(v.cfg, NoNonceOrder),
+                ),
                 v.timing.round_start(slot.round),
             ),
             _ => tally::follow(
