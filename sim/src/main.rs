@@ -449,6 +449,7 @@ fn json_report(r: &Report) -> serde_json::Value {
         "inputs_taken": r.inputs_taken,
         "inputs_answered": r.inputs_answered,
         "outputs_signed": r.outputs_signed,
+        "statuses": r.statuses,
         "rolled_back": r.rolled_back,
         "byzantine_users": r.byzantine_users,
     })
@@ -512,6 +513,12 @@ fn print_report(r: &Report) {
         r.outputs_signed[0],
         r.outputs_signed[1]
     );
+    if r.statuses != [0, 0] {
+        println!(
+            "  statuses of signed inputs: {} accepted (each naming the ledger that holds it), {} rejected",
+            r.statuses[0], r.statuses[1]
+        );
+    }
     if !r.byzantine_users.attacks.is_empty() {
         println!("  {}", r.byzantine_users.line());
     }

@@ -16,9 +16,11 @@ use crate::world::nodes::Boot;
 use crate::world::{unl_of, Setup, World};
 use hotpocket_multisig_contract::DEFAULT_TIMEOUT_MS;
 use hotpocket_node::consensus::{ConsensusConfig, SentProposals};
-use hotpocket_node::crypto::{Keypair, PubKey, Verified};
+use hotpocket_node::crypto::{Hash, Keypair, PubKey, Verified};
 use hotpocket_node::driver::{self, Env};
+use hotpocket_node::ledger::LedgerId;
 use hotpocket_node::npl::NplLimits;
+use hotpocket_node::users::hp::{HpNode, View};
 use hotpocket_node::users::{Intake, SessionLimits};
 use madsim::runtime::{Handle, NodeHandle, Runtime};
 use rand_chacha::ChaCha8Rng;
@@ -80,6 +82,7 @@ fn consensus_config(s: &Scenario, unl: Vec<PubKey>) -> ConsensusConfig {
         stage_thresholds_pct: c.stage_thresholds_pct,
         close_threshold_pct: c.close_threshold_pct,
         planted_bug: c.planted_bug,
+        vouched_inputs: c.prototype_users,
         npl: NplLimits {
             max_hops: c.npl_max_hops,
             ..NplLimits::default()
@@ -238,8 +241,29 @@ async fn node_main(
     };
     let limits = SessionLimits {
         roundtime_ms: cfg.roundtime_ms,
+        prototype_sessions: cfg.vouched_inputs,
         ..SessionLimits::default()
     };
+    let mut intake = Intake::new(limits.clone(), SimEntropy::for_boot(seed, i, boots));
+    // Signed inputs only: users speak hpcore's protocol.
+    if !cfg.vouched_inputs {
+        let node = HpNode {
+            key: key.clone(),
+            contract_id: "sim-contract".into(),
+            contract_version: "1.0".into(),
+            unl: unl.clone(),
+        };
+        let view = View {
+            lcl: LedgerId {
+                seq: 0,
+                hash: Hash::ZERO,
+            },
+            vote_status: "unknown",
+            roundtime_ms: cfg.roundtime_ms,
+            read_requests: false,
+        };
+        intake = intake.serving_hp(node, view);
+    }
     let users = SimUsers {
         world: world.clone(),
         node: i,
@@ -249,10 +273,11 @@ async fn node_main(
             max_messages_per_minute: 1_000_000,
             ..limits.clone()
         },
-        intake: Intake::new(limits, SimEntropy::for_boot(seed, i, boots)),
+        intake,
         pending: Default::default(),
         refusing: false,
         signed: SignedCheck::new(&cfg, key.verified()),
+        hp: Default::default(),
     };
     let roundtime = cfg.roundtime_ms;
     // The contract's state survived the crash, maybe ahead of the store

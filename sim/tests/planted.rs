@@ -97,6 +97,35 @@ fn history_skipper_makes_a_node_that_skips_link_checks_break_its_chain() {
 }
 
 #[test]
+fn input_forger_gets_inputs_in_users_names_into_ledgers_of_nodes_that_pool_them_unchecked() {
+    // Signed inputs only: with the check in place no forged input lands;
+    // without it, the honest nodes pool the forger's bodies, propose them,
+    // and close ledgers holding inputs no user's session gave.
+    for seed in 1..=3 {
+        let v = with_and_without("input-forger", PlantedBug::UncheckedInputs, seed);
+        assert!(
+            v.iter().any(|v| v.kind == Kind::Outputs
+                && v.detail.contains("which no node took from any user")),
+            "seed {seed}: expected a forged input in a ledger, got {v:?}"
+        );
+    }
+}
+
+#[test]
+fn input_forger_reorders_a_users_inputs_at_nodes_that_ignore_nonces() {
+    // It holds back some of its own users' inputs until later ones ran:
+    // without the nonce rule they run after them.
+    for seed in 1..=3 {
+        let v = with_and_without("input-forger", PlantedBug::NoNonceOrder, seed);
+        assert!(
+            v.iter()
+                .any(|v| v.kind == Kind::Outputs && v.detail.contains("after its input of nonce")),
+            "seed {seed}: expected inputs out of their nonce order, got {v:?}"
+        );
+    }
+}
+
+#[test]
 fn twins_with_partitions_fork_nodes_that_close_on_a_majority_of_what_they_received() {
     // Schedules 3, 5 and 6 put two honest nodes with one copy and the
     // third with the other: each side's received votes agree. With the

@@ -5,6 +5,7 @@
 mod beacon;
 mod collude;
 mod history;
+mod inputs;
 mod mutate;
 mod relay;
 mod votes;
@@ -42,6 +43,7 @@ pub struct Byzantine {
     /// (colluding withholders choose together).
     coalition: Vec<Keypair>,
     victim: votes::Victim,
+    overheard: inputs::Overheard,
 }
 
 const SEEN_CAP: usize = 512;
@@ -69,6 +71,7 @@ impl Byzantine {
             peers: vec![],
             coalition: vec![],
             victim: Default::default(),
+            overheard: Default::default(),
         })
     }
 
@@ -94,6 +97,7 @@ impl Byzantine {
             }
             Role::BeaconWithholder => return self.beacon_observe(frame),
             Role::VoteForger | Role::Sybil => self.watch_victim(frame),
+            Role::InputForger => self.overhear_inputs(frame),
             _ => {}
         }
         vec![]
@@ -121,6 +125,7 @@ impl Byzantine {
                 None => vec![(to, bytes)],
             },
             Role::Colluder => vec![(to, self.collude(to, bytes))],
+            Role::InputForger => self.forge_inputs(to, bytes),
             Role::VoteForger | Role::Sybil => self.forge_votes(to, bytes),
             Role::HistoryForger => vec![(to, self.forge_history(bytes))],
             Role::BodySwapper => vec![(to, self.swap_bodies(bytes))],

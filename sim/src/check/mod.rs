@@ -85,7 +85,9 @@ impl Checker {
             ..Checker::default()
         };
         c.outputs.kind = s.contract.kind;
-        c.outputs.unsourced_ok = s.honest().len() < s.nodes;
+        // Without vouched inputs no node can get one agreed that no user
+        // signed: then every input in a ledger must come from a session.
+        c.outputs.unsourced_ok = s.honest().len() < s.nodes && s.consensus.prototype_users;
         let honest = (0..s.nodes).map(|i| s.honest().contains(&i)).collect();
         let close = cfg.needed(cfg.close_threshold_pct);
         let b = &mut c.beacon;

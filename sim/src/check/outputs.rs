@@ -64,7 +64,19 @@ pub struct OutputChecker {
     /// Byzantine nodes may get inputs nobody sent agreed on: then an input
     /// of unknown origin is no violation.
     pub unsourced_ok: bool,
+    /// Signed inputs their node answered `rejected`: they will not run,
+    /// and their user knows.
+    rejected: std::collections::BTreeSet<Hash>,
+    /// Statuses sent: (accepted, rejected).
+    pub statuses: (u64, u64),
+    /// The nonce of each signed input taken.
+    pub nonces: BTreeMap<Hash, u64>,
 }
+
+/// How many ledgers back a signed input's nonce is compared with its
+/// user's others: as far as a replay of an honest user's input can reach
+/// (its last ledger is at most 10 past the lcl it was signed at).
+const NONCE_WINDOW: u64 = hotpocket_node::users::hp::MAX_LEDGER_OFFSET;
 
 /// Checks a multisig output for ledger `seq`: returns how many valid
 /// signatures, by distinct nodes, it carries.
@@ -104,6 +116,9 @@ pub fn multisig_signatures(seq: u64, bytes: &[u8]) -> Result<usize, String> {
 
 impl OutputChecker {
     pub fn on_closed(&mut self, node: usize, ledger: &Ledger, out: &mut Vec<String>) {
+        for h in &ledger.inputs {
+            self.check_nonce(node, ledger.seq, h, out);
+        }
         let chain = self.chains.entry(node).or_default();
         for h in &ledger.inputs {
             match self.inputs.get(h).map(|i| (i.user, &i.source)) {
@@ -143,6 +158,30 @@ impl OutputChecker {
         );
     }
 
+    /// A user's signed inputs run in the order it signed them: none lands
+    /// after one of the same user's with a nonce as high, within
+    /// `NONCE_WINDOW` ledgers of this node's chain.
+    fn check_nonce(&self, node: usize, seq: u64, h: &Hash, out: &mut Vec<String>) {
+        let (Some(&nonce), Some(user)) = (self.nonces.get(h), self.inputs.get(h).map(|i| i.user))
+        else {
+            return;
+        };
+        let Some(chain) = self.chains.get(&node) else {
+            return;
+        };
+        for (s, c) in chain.range(seq.saturating_sub(NONCE_WINDOW)..seq) {
+            for other in &c.inputs {
+                let same_user = self.inputs.get(other).is_some_and(|i| i.user == user);
+                match self.nonces.get(other) {
+                    Some(&n) if same_user && n >= nonce => out.push(format!(
+                        "node {node} closed ledger {seq} with user {user}'s input of nonce {nonce}, after its input of nonce {n} in ledger {s}"
+                    )),
+                    _ => {}
+                }
+            }
+        }
+    }
+
     /// A node took input `h` from user `info.user`'s session, whose key is
     /// `owner`; the input's body names `claimed` as its sender.
     pub fn taken(
@@ -160,6 +199,31 @@ impl OutputChecker {
             ));
         }
         self.inputs.insert(h, info);
+    }
+
+    /// Node `node` told user `u` `status` for its signed input `h`: an
+    /// accepted one must name the ledger that holds the input there; a
+    /// rejected one answers the input.
+    pub fn on_status(
+        &mut self,
+        node: usize,
+        u: usize,
+        h: Hash,
+        status: &str,
+        out: &mut Vec<String>,
+    ) {
+        let v: serde_json::Value = serde_json::from_str(status).unwrap_or_default();
+        let landed = self.landed.get(&(node, h)).copied();
+        match (v["status"].as_str(), v["ledger_seq_no"].as_u64()) {
+            (Some("accepted"), Some(seq)) if landed == Some(seq) => self.statuses.0 += 1,
+            (Some("rejected"), None) => {
+                self.statuses.1 += 1;
+                self.rejected.insert(h);
+            }
+            _ => out.push(format!(
+                "user {u} was told {status} for input {h:?}, which landed in {landed:?} at node {node}"
+            )),
+        }
     }
 
     /// The node's chain now ends at `lcl` (a rollback or a restart).
@@ -243,12 +307,13 @@ impl OutputChecker {
     }
 
     fn answered(&self, h: &Hash, i: &InputInfo) -> bool {
-        self.landed.get(&(i.node, *h)).is_some_and(|seq| {
-            self.delivered.get(&(i.user, *seq)).is_some_and(|b| {
-                self.kind == ContractKind::Multisig
-                    || String::from_utf8_lossy(b).contains(&format!("ok {}\n", i.key))
+        self.rejected.contains(h)
+            || self.landed.get(&(i.node, *h)).is_some_and(|seq| {
+                self.delivered.get(&(i.user, *seq)).is_some_and(|b| {
+                    self.kind == ContractKind::Multisig
+                        || String::from_utf8_lossy(b).contains(&format!("ok {}\n", i.key))
+                })
             })
-        })
     }
 
     /// Every input taken by one of `nodes` in `sent` (ms) was answered,

@@ -77,6 +77,15 @@ pub struct ConsensusSettings {
     /// A check switched off to show an adversary exploits it (tests only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub planted_bug: Option<hotpocket_node::consensus::PlantedBug>,
+    /// Whether the network takes the prototype's vouched inputs (hp.cfg's
+    /// `prototype_users`). Off, users speak hpcore's protocol and sign
+    /// their inputs, and no node can put an input in a user's name.
+    #[serde(skip_serializing_if = "is_true")]
+    pub prototype_users: bool,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl Default for ConsensusSettings {
@@ -88,6 +97,7 @@ impl Default for ConsensusSettings {
             close_threshold_pct: 80,
             npl_max_hops: hotpocket_node::npl::NplLimits::default().max_hops,
             planted_bug: None,
+            prototype_users: true,
         }
     }
 }
@@ -385,6 +395,12 @@ impl Scenario {
         }
         if self.duration_ms == 0 {
             return bad("duration_ms must be positive".into());
+        }
+        if !self.consensus.prototype_users && !self.byzantine_users.is_empty() {
+            return bad(
+                "byzantine users speak the prototype's protocol, which prototype_users = false turns off"
+                    .into(),
+            );
         }
         let node_ok = |i: usize, what: &str| -> Result<(), ScenarioError> {
             if i >= self.nodes {

@@ -66,6 +66,11 @@ pub enum Role {
     /// Honest on its own links; beside them it splices, claims and
     /// replays peer handshakes between honest nodes.
     Relay,
+    /// Names inputs in users' names in its proposals and sends their
+    /// bodies: vouched ones, ones with its own signature or a changed
+    /// container, and replays of signed ones it saw (`adversary/inputs.rs`).
+    /// Meant for networks that take signed inputs only.
+    InputForger,
     /// Runs as two honest copies under one key (`[twins]`), each with its
     /// own state, the other nodes split between them round by round: the
     /// equivocation and forgetting a real fault produces, from correct code.

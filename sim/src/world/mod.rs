@@ -16,7 +16,7 @@ use crate::world::mutate::MutationFault;
 use crate::world::trace::Trace;
 use hotpocket_node::consensus::input_hash;
 use hotpocket_node::consensus::{ConsensusConfig, Event, Stats, VoteStatus};
-use hotpocket_node::contract::{RunResult, UserInput};
+use hotpocket_node::contract::{RunResult, SignedInput, UserInput};
 use hotpocket_node::crypto::{Hash, Keypair, PubKey, Verified};
 use hotpocket_node::ledger::LedgerRecord;
 use madsim::runtime::NodeHandle;
@@ -388,7 +388,14 @@ impl World {
         let mut g = self.lock();
         self.record(&mut g, i, &h.0);
         let owner = g.users[u].key.public();
-        let claimed = UserInput::decode(body).map(|b| b.user);
+        let signed = SignedInput::decode(body);
+        let claimed = match &signed {
+            Some(signed) => Some(signed.user),
+            None => UserInput::decode(body).map(|b| b.user),
+        };
+        if let Some(c) = signed.and_then(|s| s.open().ok()) {
+            g.checker.outputs.nonces.insert(h, c.nonce);
+        }
         let info = InputInfo {
             user: u,
             node: i,
@@ -402,6 +409,15 @@ impl World {
             .into_iter()
             .map(|v| format!("node {i}: {v}"))
             .collect();
+        g.checker.violate_all(at_ms, Kind::Outputs, i, found);
+    }
+
+    /// Node `i` sent user `u` an hpcore `status` for its input `h`.
+    pub fn input_status(&self, i: usize, u: usize, h: Hash, status: &str) {
+        let at_ms = self.now();
+        let mut g = self.lock();
+        let mut found = Vec::new();
+        g.checker.outputs.on_status(i, u, h, status, &mut found);
         g.checker.violate_all(at_ms, Kind::Outputs, i, found);
     }
 

@@ -45,6 +45,9 @@ pub struct Report {
     /// Runs handed out with as many UNL signatures over their outputs as
     /// hpcore's client asks, and with fewer.
     pub outputs_signed: [u64; 2],
+    /// Statuses hpcore users got for their signed inputs: accepted (each
+    /// naming the ledger that holds the input), rejected.
+    pub statuses: [u64; 2],
     /// Closes that a node later rolled back (never final ones).
     pub rolled_back: u64,
     pub beacon: BeaconSummary,
@@ -145,6 +148,7 @@ impl World {
             inputs_taken,
             inputs_answered,
             outputs_signed: g.checker.outputs.signed_runs,
+            statuses: g.checker.outputs.statuses.into(),
             rolled_back: g.checker.rolled_back,
             byzantine_users: g.byz_users.clone(),
             log: g.log.take(),

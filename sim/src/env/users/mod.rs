@@ -6,6 +6,7 @@
 
 pub mod attack;
 pub mod byzantine;
+pub mod hp;
 pub mod signed;
 
 use crate::check::outputs::Source;
@@ -46,6 +47,8 @@ pub struct SimUsers {
     pub refusing: bool,
     /// The UNL signatures the node hands with each run's outputs.
     pub signed: signed::SignedCheck,
+    /// hpcore's sessions, when the intake serves them (signed inputs only).
+    pub hp: hp::HpUsers,
 }
 
 impl SimUsers {
@@ -92,6 +95,9 @@ impl SimUsers {
     /// Feeds one message through the user's session; returns the body to
     /// submit, if the session made it an input.
     fn take(&mut self, u: usize, key: String, payload: Vec<u8>) -> Option<Vec<u8>> {
+        if self.intake.offers_hp() {
+            return self.take_signed(u, key, payload);
+        }
         let now = self.now_ms();
         if !self.sessions.contains_key(&u) {
             let s = self.connect(u, now)?;
@@ -182,6 +188,12 @@ impl Users for SimUsers {
 
     fn intake(&mut self, open: bool, _behind: u64) {
         self.refusing = !open;
+    }
+
+    fn notify(&mut self, event: &hotpocket_node::consensus::Event) {
+        if self.intake.offers_hp() {
+            self.statuses(event);
+        }
     }
 }
 
