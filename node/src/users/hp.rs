@@ -135,6 +135,7 @@ pub enum Reason {
     BadSig,
     MaxLedgerExpired,
     MaxLedgerOffsetExceeded,
+    NonceExpired,
     AlreadySubmitted,
     RoundInputsOverflow,
 }
@@ -147,6 +148,7 @@ impl Reason {
             Reason::BadSig => "bad_sig",
             Reason::MaxLedgerExpired => "max_ledger_expired",
             Reason::MaxLedgerOffsetExceeded => "max_ledger_offset_exceeded",
+            Reason::NonceExpired => "nonce_expired",
             Reason::AlreadySubmitted => "already_submitted",
             Reason::RoundInputsOverflow => "round_inputs_overflow",
         }

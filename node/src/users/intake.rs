@@ -9,6 +9,7 @@ use super::{Reply, Session, SessionLimits};
 use crate::contract::{RunResult, Stamper};
 use crate::crypto::PubKey;
 use crate::env::Entropy;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// What a connection must do for one session reply, in order.
@@ -54,7 +55,22 @@ pub struct Intake<E> {
     /// Who the node is in hpcore's protocol, and its view of the chain,
     /// when it serves that protocol.
     hp: Option<(Arc<HpNode>, View)>,
+    /// Each hpcore user's latest input taken here, as hpcore's nonce map:
+    /// the next must have a higher nonce while this one's last ledger is
+    /// ahead (consensus holds the same rule over the chain).
+    nonces: BTreeMap<PubKey, Taken>,
 }
+
+#[derive(Debug)]
+struct Taken {
+    nonce: u64,
+    max_ledger: u64,
+    name: String,
+}
+
+/// Users whose latest input is remembered at once; past it, new users'
+/// inputs are refused as `round_inputs_overflow` until some expire.
+pub const MAX_NONCE_USERS: usize = 1 << 16;
 
 impl<E: Entropy> Intake<E> {
     pub fn new(limits: SessionLimits, entropy: E) -> Self {
@@ -63,6 +79,7 @@ impl<E: Entropy> Intake<E> {
             entropy,
             stamper: Stamper::default(),
             hp: None,
+            nonces: BTreeMap::new(),
         }
     }
 
@@ -128,10 +145,13 @@ impl<E: Entropy> Intake<E> {
                 Reply::Signed {
                     input,
                     name,
+                    nonce,
                     max_ledger,
                 } => {
                     let lcl = self.hp.as_ref().map_or(0, |(_, v)| v.lcl.seq);
-                    Some(match hp::check_max_ledger(max_ledger, lcl) {
+                    let checked = hp::check_max_ledger(max_ledger, lcl)
+                        .and_then(|()| self.take_nonce(input.user, nonce, max_ledger, &name, lcl));
+                    Some(match checked {
                         Ok(()) => ConnAction::SubmitSigned {
                             body: input.encode(),
                             name,
@@ -150,6 +170,53 @@ impl<E: Entropy> Intake<E> {
             out.extend(action);
         }
         out
+    }
+}
+
+impl<E> Intake<E> {
+    /// Takes `user`'s input `name` of `nonce` if its nonce is above the
+    /// last one taken from it whose last ledger is ahead of `lcl`.
+    fn take_nonce(
+        &mut self,
+        user: PubKey,
+        nonce: u64,
+        max_ledger: u64,
+        name: &str,
+        lcl: u64,
+    ) -> Result<(), hp::Reason> {
+        match self.nonces.get(&user) {
+            Some(t) if t.max_ledger > lcl && nonce == t.nonce && name == t.name => {
+                return Err(hp::Reason::AlreadySubmitted)
+            }
+            Some(t) if t.max_ledger > lcl && nonce <= t.nonce => {
+                return Err(hp::Reason::NonceExpired)
+            }
+            Some(_) => {}
+            None if self.nonces.len() >= MAX_NONCE_USERS => {
+                self.nonces.retain(|_, t| t.max_ledger > lcl);
+                if self.nonces.len() >= MAX_NONCE_USERS {
+                    return Err(hp::Reason::RoundInputsOverflow);
+                }
+            }
+            None => {}
+        }
+        let name = name.to_string();
+        let taken = Taken {
+            nonce,
+            max_ledger,
+            name,
+        };
+        self.nonces.insert(user, taken);
+        Ok(())
+    }
+
+    /// The node refused `user`'s input `name` after all (too busy): it was
+    /// not taken, and the same input again must not be refused as already
+    /// submitted.
+    pub fn untake(&mut self, user: &PubKey, name: &str) {
+        if self.nonces.get(user).is_some_and(|t| t.name == name) {
+            self.nonces.remove(user);
+        }
     }
 }
 

@@ -119,3 +119,72 @@ fn a_session_opened_with_other_limits_keeps_them_and_draws_the_same_entropy() {
     assert_eq!(v["challenge"], hex::encode((16..32).collect::<Vec<u8>>()));
     assert_eq!(intake.limits(), &SessionLimits::default());
 }
+
+#[test]
+fn an_hpcore_users_nonces_must_grow_while_its_last_input_is_alive() {
+    use crate::crypto::Hash;
+    use crate::ledger::LedgerId;
+    use crate::users::hp::{HpNode, View};
+    use crate::users::hp_client;
+    let key = Keypair::from_seed([1; 32]);
+    let node = HpNode {
+        key: Keypair::from_seed([9; 32]),
+        contract_id: "c".into(),
+        contract_version: "1".into(),
+        unl: vec![Keypair::from_seed([9; 32]).public()],
+    };
+    let view = |seq| View {
+        lcl: LedgerId {
+            seq,
+            hash: Hash([5; 32]),
+        },
+        vote_status: "synced",
+        roundtime_ms: 1000,
+        read_requests: false,
+    };
+    let mut intake = Intake::new(SessionLimits::default(), Counting(0)).serving_hp(node, view(5));
+    let session_with = |intake: &mut Intake<Counting>, limits: SessionLimits| {
+        let (mut s, msg) = intake.open_with(limits);
+        let c = hp_client::read_challenge(msg.as_bytes(), None).unwrap();
+        let answer = hp_client::challenge_response(&key, &c, "0123456789abcdef0123456789abcdef");
+        let r = s.on_message(NOW, answer.as_bytes(), false);
+        assert!(matches!(&intake.act(NOW, r)[..], [ConnAction::SendHp(_)]));
+        s
+    };
+    let session = |intake: &mut Intake<Counting>| session_with(intake, SessionLimits::default());
+    let send = |intake: &mut Intake<Counting>, s: &mut Session, nonce, max| {
+        let (m, name) = hp_client::input_message(&key, "x", nonce, max);
+        let r = s.on_message(NOW, m.as_bytes(), false);
+        let action = intake.act(NOW, r);
+        match &action[..] {
+            [ConnAction::SubmitSigned { .. }] => ("taken".to_string(), name),
+            [ConnAction::SendHp(m)] => {
+                let v: Value = serde_json::from_str(m).unwrap();
+                (v["reason"].as_str().unwrap().to_string(), name)
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    let (mut s, mut t) = (session(&mut intake), session(&mut intake));
+    assert_eq!(send(&mut intake, &mut s, 10, 12).0, "taken");
+    assert_eq!(send(&mut intake, &mut s, 9, 12).0, "nonce_expired");
+    // The same input on another connection (a session drops its own
+    // repeats silently: the first copy's status answers them).
+    assert_eq!(send(&mut intake, &mut t, 10, 12).0, "already_submitted");
+    let (status, name) = send(&mut intake, &mut s, 11, 13);
+    assert_eq!(status, "taken");
+    // Refused by the node after all (busy): the same input is new again.
+    intake.untake(&key.public(), &name);
+    assert_eq!(send(&mut intake, &mut t, 11, 13).0, "taken");
+    // Once the lcl passes the last one's last ledger, its nonce is free.
+    *intake.view_mut().unwrap() = view(13);
+    assert_eq!(send(&mut intake, &mut s, 3, 20).0, "taken");
+    // Past the round's input limit, at once.
+    let one = SessionLimits {
+        max_inputs_per_round: 1,
+        ..SessionLimits::default()
+    };
+    let mut u = session_with(&mut intake, one);
+    assert_eq!(send(&mut intake, &mut u, 30, 20).0, "taken");
+    assert_eq!(send(&mut intake, &mut u, 31, 20).0, "round_inputs_overflow");
+}

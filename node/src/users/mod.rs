@@ -82,6 +82,7 @@ pub enum Reply {
     Signed {
         input: SignedInput,
         name: String,
+        nonce: u64,
         max_ledger: u64,
     },
     /// An hpcore user asks for the node's status, or its lcl, or a ledger.
@@ -358,6 +359,7 @@ impl Session {
                     Ok(()) => Reply::Signed {
                         input: signed,
                         name: hash,
+                        nonce: container.nonce,
                         max_ledger: container.max_ledger_seq_no,
                     },
                     // A repeat: its first copy's status answers it.

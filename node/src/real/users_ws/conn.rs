@@ -320,6 +320,7 @@ pub(super) async fn serve<S: Io>(
                         shared.owed.lock().expect("not poisoned").forget(&ours);
                     }
                     session.unsubmit(ours);
+                    (shared.intake.lock().expect("not poisoned")).untake(&user, &name);
                     let refused = Refused {
                         reason: Reason::RoundInputsOverflow,
                         hash: name,

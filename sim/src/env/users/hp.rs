@@ -98,6 +98,7 @@ impl SimUsers {
                     let ours = input_hash(&body);
                     if self.refusing {
                         session.unsubmit(ours);
+                        self.intake.untake(&user_key.public(), &name);
                         return None;
                     }
                     self.hp.owed.submitted(ours, (u, ours), name, max_ledger);
