@@ -160,6 +160,10 @@ enum Command {
         peerport: u16,
         #[arg(long, default_value_t = 10080)]
         pubport: u16,
+        /// The users' protocol: hpcore's signs every input and is told its
+        /// status (`round_inputs_overflow` when the node is busy).
+        #[arg(long, value_enum, default_value_t = Protocol::Prototype)]
+        protocol: Protocol,
     },
     /// Measure a node's memory (RSS) under two attacks, and check it against a bound (build with --release).
     ///
@@ -334,8 +338,13 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             contract,
             peerport,
             pubport,
+            protocol,
         } => {
             let contract = contract_or_default(contract)?;
+            let hpcore = matches!(protocol, Protocol::Hpcore);
+            if hpcore && reads {
+                bail!("--reads is for the prototype's protocol: hpcore's bench sends `set`s");
+            }
             let o = bench::Options {
                 nodes,
                 roundtime,
@@ -349,6 +358,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 contract,
                 peerport,
                 pubport,
+                hpcore,
             };
             bench::run(&o).await
         }

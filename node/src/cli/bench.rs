@@ -35,6 +35,9 @@ pub struct Options {
     pub contract: PathBuf,
     pub peerport: u16,
     pub pubport: u16,
+    /// Users speak hpcore's protocol (signed inputs, statuses) rather
+    /// than the prototype's (`bench_hp`).
+    pub hpcore: bool,
 }
 
 fn rss_kb(pid: u32) -> u64 {
@@ -54,14 +57,18 @@ pub(crate) fn head(dir: &Path) -> u64 {
 
 /// What became of the inputs the clients sent, by send time (ms).
 #[derive(Default)]
-struct Tally {
+pub(crate) struct Tally {
     /// (send time, latency) of each input whose output came back.
-    answered: Vec<(u64, u64)>,
+    pub answered: Vec<(u64, u64)>,
     /// Send times of inputs a node refused (it was busy): told at once.
-    refused: Vec<u64>,
+    pub refused: Vec<u64>,
     /// Send times of inputs still unanswered when the client gave up on
-    /// them (10 s, or the end of the drain): lost, unless a notice said why.
-    unanswered: Vec<u64>,
+    /// them (10 s, or the end of the drain): lost, unless a notice said
+    /// why (an hpcore status among `rejected`).
+    pub unanswered: Vec<u64>,
+    /// hpcore statuses rejecting an input for another reason than the
+    /// node being busy, by reason, in the whole run.
+    pub rejected: BTreeMap<String, u64>,
     /// `uncertified` notices received (each covers a user's outputs of one
     /// ledger, so it names no single input).
     uncertified: u64,
@@ -71,7 +78,7 @@ struct Tally {
 
 /// How long a client keeps reading after it stops sending, for the answers
 /// of inputs still in flight.
-const DRAIN: Duration = Duration::from_secs(10);
+pub(crate) const DRAIN: Duration = Duration::from_secs(10);
 
 /// One user: sends `rate` inputs a second (at most `window` unanswered)
 /// until `stop`, then waits up to `DRAIN` for what is in flight, and
@@ -252,7 +259,12 @@ pub async fn run(o: &Options) -> anyhow::Result<()> {
         let port = o.pubport + (id % o.nodes) as u16;
         let t = tally.clone();
         let w = o.write;
-        tasks.push(tokio::spawn(client(port, id, o.rate, o.window, w, stop, t)));
+        tasks.push(if o.hpcore {
+            let load = (o.rate, o.window);
+            tokio::spawn(super::bench_hp::client(port, id, load, stop, t))
+        } else {
+            tokio::spawn(client(port, id, o.rate, o.window, w, stop, t))
+        });
     }
     tokio::time::sleep(warmup).await;
     let (measure_from, seq_start) = (now_ms(), head(&dirs[0]));
@@ -282,8 +294,13 @@ pub async fn run(o: &Options) -> anyhow::Result<()> {
     let unanswered = t.unanswered.iter().filter(|s| measured(s)).count();
     let rounds = |ms: u64| ms as f64 / o.roundtime as f64;
     let (p50, p99) = (percentile(&l, 50), percentile(&l, 99));
+    let protocol = if o.hpcore {
+        "hpcore's protocol, signed"
+    } else {
+        "the prototype's protocol"
+    };
     println!(
-        "{} nodes, roundtime {} ms, stage slice {}%, {} clients sending {}/s of `{}` each (at most {} unanswered), {:.1} s measured after {} s warm-up; {failed} clients failed",
+        "{} nodes, roundtime {} ms, stage slice {}%, {} clients sending {}/s of `{}` each ({protocol}; at most {} unanswered), {:.1} s measured after {} s warm-up; {failed} clients failed",
         o.nodes, o.roundtime, o.stage_slice, o.clients, o.rate, if o.write { "set" } else { "get" }, o.window, elapsed, o.warmup
     );
     println!(
@@ -293,6 +310,9 @@ pub async fn run(o: &Options) -> anyhow::Result<()> {
         t.uncertified,
         t.failed
     );
+    if !t.rejected.is_empty() {
+        println!("inputs rejected otherwise, whole run: {:?}", t.rejected);
+    }
     println!(
         "ledgers closed: {} ({:.1}/s)",
         seq_end - seq_start,

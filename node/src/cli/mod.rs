@@ -6,6 +6,7 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 pub mod bench;
+mod bench_hp;
 pub mod bench_memory;
 pub mod client;
 pub mod client_hp;

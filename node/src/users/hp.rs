@@ -107,12 +107,18 @@ pub fn accept_user(
 /// Whether a message is hpcore's `user_challenge_response` (what a
 /// prototype client never sends).
 pub fn is_response(bytes: &[u8]) -> bool {
+    is_kind(bytes, "user_challenge_response")
+}
+
+/// Whether a message is a JSON object of `"type": kind`, read without
+/// taking its other fields apart.
+pub fn is_kind(bytes: &[u8], kind: &str) -> bool {
     #[derive(serde::Deserialize)]
     struct Typed<'a> {
         #[serde(borrow, rename = "type")]
         kind: Option<&'a str>,
     }
-    serde_json::from_slice::<Typed>(bytes).is_ok_and(|t| t.kind == Some("user_challenge_response"))
+    serde_json::from_slice::<Typed>(bytes).is_ok_and(|t| t.kind == Some(kind))
 }
 
 /// The name of the input a message carries, if it carries a signature

@@ -16,10 +16,19 @@ use std::collections::BTreeMap;
 /// past it is refused with `round_inputs_overflow`.
 pub const MAX_OWED: usize = 1 << 16;
 
+/// Ledgers an input may take from its submission to the ledger that holds
+/// it (or to its last, if it never lands) before the node counts itself
+/// overloaded: while the inputs answered last took this long (the
+/// median), new ones are refused at once with `round_inputs_overflow`, so
+/// a flood gets told at once rather than expire.
+pub const OVERLOAD_LEDGERS: u64 = 5;
+
 struct Pending<C> {
     conn: C,
     name: String,
     max_ledger: u64,
+    /// The lcl when it was submitted.
+    at: u64,
 }
 
 /// Owed statuses, for connections named `C`.
@@ -28,6 +37,11 @@ pub struct Statuses<C> {
     pending: BTreeMap<Hash, Pending<C>>,
     /// The newest ledger closed, not yet final, and the inputs it holds.
     newest: Option<(LedgerId, Vec<Hash>)>,
+    /// The lcl, as the events tell it.
+    lcl: u64,
+    /// Ledgers the inputs answered at the latest final ledger that
+    /// answered some took from their submission (the median).
+    delay: u64,
 }
 
 impl<C> Default for Statuses<C> {
@@ -35,6 +49,8 @@ impl<C> Default for Statuses<C> {
         Statuses {
             pending: BTreeMap::new(),
             newest: None,
+            lcl: 0,
+            delay: 0,
         }
     }
 }
@@ -42,21 +58,29 @@ impl<C> Default for Statuses<C> {
 impl<C: Clone> Statuses<C> {
     /// Input `ours` (the hash ledgers name it by) goes to the node from
     /// connection `conn`, whose user calls it `name`. False, and nothing
-    /// kept, when `MAX_OWED` are owed already: while no ledger closes,
-    /// nothing is answered, and users must not make the node keep more.
+    /// kept, when `MAX_OWED` are owed already (while no ledger closes,
+    /// nothing is answered, and users must not make the node keep more),
+    /// or while the node is overloaded (`OVERLOAD_LEDGERS`).
     pub fn submitted(&mut self, ours: Hash, conn: C, name: String, max_ledger: u64) -> bool {
-        if self.pending.len() >= MAX_OWED {
+        if self.pending.len() >= MAX_OWED || self.overloaded() {
             return false;
         }
+        let at = self.lcl;
         self.pending.insert(
             ours,
             Pending {
                 conn,
                 name,
                 max_ledger,
+                at,
             },
         );
         true
+    }
+
+    /// Whether the latest inputs to land waited `OVERLOAD_LEDGERS` or more.
+    pub fn overloaded(&self) -> bool {
+        self.delay >= OVERLOAD_LEDGERS
     }
 
     /// Input `ours` never reached the node after all: nothing is owed.
@@ -75,6 +99,7 @@ impl<C: Clone> Statuses<C> {
         let mut due = Vec::new();
         match event {
             Event::Started { lcl } => {
+                self.lcl = lcl.seq;
                 set_lcl(view, *lcl);
                 self.newest = None;
             }
@@ -89,12 +114,14 @@ impl<C: Clone> Statuses<C> {
                     }
                 }
                 self.newest = Some((id, ledger.inputs.clone()));
+                self.lcl = id.seq;
                 set_lcl(view, id);
             }
             Event::RolledBack { to, .. } => {
                 // `to` was final already: its inputs were answered when the
                 // dropped ledger closed on it.
                 self.newest = None;
+                self.lcl = to.seq;
                 set_lcl(view, *to);
             }
             Event::Status(status) => {
@@ -114,10 +141,12 @@ impl<C: Clone> Statuses<C> {
     /// Ledger `id`, holding `inputs`, is final: its inputs are answered,
     /// and so is every input whose last ledger it reached.
     fn final_ledger(&mut self, id: LedgerId, inputs: &[Hash], due: &mut Vec<(C, String)>) {
+        let mut waits = Vec::new();
         for h in inputs {
             let Some(p) = self.pending.remove(h) else {
                 continue;
             };
+            waits.push(id.seq.saturating_sub(p.at));
             let status = if id.seq <= p.max_ledger {
                 hp::accepted(&p.name, id)
             } else {
@@ -131,7 +160,18 @@ impl<C: Clone> Statuses<C> {
             .collect();
         for h in late {
             let p = self.pending.remove(&h).expect("listed");
+            waits.push(id.seq.saturating_sub(p.at));
             due.push((p.conn, expired(p.name)));
+        }
+        // The median of the waits that ended here, expiries included: a
+        // user whose inputs can never land cannot close the node to the
+        // rest alone. A ledger that ends none says nothing of the wait;
+        // nothing left waiting at all says it is over.
+        if !waits.is_empty() {
+            waits.sort_unstable();
+            self.delay = waits[waits.len() / 2];
+        } else if self.pending.is_empty() {
+            self.delay = 0;
         }
     }
 }
@@ -226,6 +266,32 @@ mod tests {
         let (e5, _) = closed(5, h4, &[]);
         let due = status(&s.on_event(&e5, None));
         assert_eq!(due, [(1, "A".into(), "max_ledger_expired".into())]);
+    }
+
+    #[test]
+    fn inputs_are_refused_while_the_latest_to_land_waited_too_long() {
+        let h = |i: u8| Hash([i; 32]);
+        let mut s: Statuses<u8> = Statuses::default();
+        let (mut prev, mut seq) = (Hash([0; 32]), 1);
+        let mut close = |s: &mut Statuses<u8>, inputs: &[Hash]| {
+            let (e, hash) = closed(seq, prev, inputs);
+            (prev, seq) = (hash, seq + 1);
+            s.on_event(&e, None)
+        };
+        assert!(s.submitted(h(1), 1, "A".into(), 50));
+        for _ in 0..OVERLOAD_LEDGERS {
+            close(&mut s, &[]);
+        }
+        // A lands 5 ledgers after it was submitted; final a ledger later.
+        close(&mut s, &[h(1)]);
+        assert!(s.submitted(h(2), 1, "B".into(), 50), "not known yet");
+        assert_eq!(close(&mut s, &[h(2)]).len(), 1);
+        assert!(s.overloaded());
+        assert!(!s.submitted(h(3), 1, "C".into(), 50));
+        // B landed at once: once its ledger is final, the node takes more.
+        close(&mut s, &[]);
+        assert!(!s.overloaded());
+        assert!(s.submitted(h(3), 1, "C".into(), 50));
     }
 
     #[test]

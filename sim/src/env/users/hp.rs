@@ -96,12 +96,15 @@ impl SimUsers {
                     max_ledger,
                 } => {
                     let ours = input_hash(&body);
-                    if self.refusing {
+                    // Refused as the websocket server refuses: the node is
+                    // behind, or overloaded (`Statuses::submitted`).
+                    if self.refusing
+                        || !(self.hp.owed).submitted(ours, (u, ours), name.clone(), max_ledger)
+                    {
                         session.unsubmit(ours);
                         self.intake.untake(&user_key.public(), &name);
                         return None;
                     }
-                    self.hp.owed.submitted(ours, (u, ours), name, max_ledger);
                     (self.world).input_taken(self.node, u, key, &body, Source::Honest);
                     return Some(body);
                 }
