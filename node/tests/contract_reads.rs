@@ -10,7 +10,9 @@ use hotpocket_node::env::{ContractHost, RunLink};
 use hotpocket_node::ledger::LedgerRecord;
 use hotpocket_node::real::contract_host::ProcessHost;
 use hotpocket_node::real::process::ProcessRunner;
-use hotpocket_node::real::reads::{ContractReads, ReadError, ReadView, READS_AT_ONCE};
+use hotpocket_node::real::reads::{
+    ContractReads, ReadError, ReadView, READS_AT_ONCE, READS_PER_USER,
+};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -95,9 +97,16 @@ async fn a_read_sees_the_latest_state_and_writes_nothing_back() {
     assert_eq!(host.state_hash().unwrap(), state);
     host.execute(&ledger(2), RunLink::default()).await;
     assert!(read(&reads, "q").await.contains("seq 2 count 3"));
-    // A rollback takes the reads back with the state.
+    // After a rollback, reads wait for the next run's copy.
     host.rollback(1).unwrap();
-    assert!(read(&reads, "q").await.contains("seq 1 count 2"));
+    let reads = std::sync::Arc::new(reads);
+    let r = reads.clone();
+    let waiting = tokio::spawn(async move { read(&r, "q").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "it read the rolled-back state");
+    host.execute(&ledger(2), RunLink::default()).await;
+    let out = waiting.await.unwrap();
+    assert!(out.contains("seq 2 count 3"), "{out}");
     // Each read's copy is removed once it is over.
     let scratch = host.reads_scratch();
     let mut left = usize::MAX;
@@ -138,10 +147,15 @@ async fn reads_past_the_node_bound_wait_then_are_refused() {
     let (_host, reads, _dir) = host("busy", 20_000);
     let reads = std::sync::Arc::new(reads);
     let mut hanging = tokio::task::JoinSet::new();
-    for _ in 0..READS_AT_ONCE {
+    // Each user two at most: a third of one user's is refused at once.
+    for i in 0..READS_AT_ONCE {
         let reads = reads.clone();
-        hanging.spawn(async move { reads.read(user(2), b"hang".to_vec()).await });
+        let who = user(10 + (i / READS_PER_USER) as u8);
+        hanging.spawn(async move { reads.read(who, b"hang".to_vec()).await });
     }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let third = reads.read(user(10), b"q".to_vec()).await;
+    assert!(matches!(third, Err(ReadError::UserBusy)), "{third:?}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let out = reads.read(user(3), b"q".to_vec()).await;
     assert!(matches!(out, Err(ReadError::Busy)), "{out:?}");

@@ -59,7 +59,7 @@ pub(super) async fn client(
     tally: Arc<Mutex<Tally>>,
 ) -> anyhow::Result<()> {
     let key = random_key(&mut OsEntropy);
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}")).await?;
+    let mut ws = super::client::connect(&format!("ws://127.0.0.1:{port}")).await?;
     let Some(Ok(first)) = ws.next().await else {
         bail!("no challenge");
     };
@@ -96,7 +96,7 @@ pub(super) async fn client(
                 let kv = format!("c{id}-{}", k % 16);
                 k += 1;
                 let now = now_ms();
-                nonce = now.saturating_mul(1024).max(nonce + 1);
+                nonce = hp_client::next_nonce(nonce, now);
                 let cmd = format!("set {kv} {k}\n");
                 let (m, name) = hp_client::input_message(&key, &cmd, nonce, lcl + MAX_LEDGER_OFFSET);
                 flight.by_name.insert(name, (kv.clone(), now));

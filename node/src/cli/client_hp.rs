@@ -177,7 +177,7 @@ pub async fn run(url: &str, key: &Keypair, linger: Duration, opts: Options) -> a
                         asked_lcl = false;
                         while let Some(input) = waiting.pop_front() {
                             // Strictly growing, as hpcore requires.
-                            nonce = now_ms().max(nonce + 1);
+                            nonce = hp::next_nonce(nonce, now_ms());
                             let max = seq + MAX_LEDGER_OFFSET;
                             let (m, name) = hp::input_message(key, &input, nonce, max);
                             eprintln!("input {}: sent", &name[..12]);

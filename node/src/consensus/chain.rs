@@ -224,6 +224,7 @@ impl Chain {
         self.final_seq = self.final_seq.max(seq - 1);
         self.verdicts.take(&record.ledger.verdicts);
         self.nonces.add(&record);
+        self.nonces.prune(self.final_seq + 1);
         self.records.push(Arc::new(record));
         self.records.last().expect("just pushed")
     }

@@ -41,7 +41,6 @@ impl Nonces {
                     .push((seq, nonce, last));
             }
         }
-        self.prune(seq + 1);
     }
 
     /// Ledger `seq` left the chain.
@@ -52,8 +51,10 @@ impl Nonces {
         self.by_user.retain(|_, v| !v.is_empty());
     }
 
-    /// Forgets what cannot refuse an input of ledger `next` any more.
-    fn prune(&mut self, next: u64) {
+    /// Forgets what cannot refuse an input of ledger `next` or later any
+    /// more: `next` is one past the last final ledger, the lowest a
+    /// rollback can take the chain back to.
+    pub fn prune(&mut self, next: u64) {
         for v in self.by_user.values_mut() {
             v.retain(|&(s, _, last)| last >= next && s + NONCE_WINDOW > next);
         }
@@ -110,6 +111,14 @@ mod tests {
         // A rollback of its ledger takes it back.
         n.remove(5);
         assert!(n.fresh(&u.public(), 19, 6));
+        // Kept as long as a rollback can bring back a ledger it refuses:
+        // ledger 12 closed (11 final), then rolled back.
+        n.add(&ledger(5, &[signed(&u, 20, 12)]));
+        n.add(&ledger(12, &[]));
+        n.prune(12);
+        n.remove(12);
+        assert!(!n.fresh(&u.public(), 19, 12));
+        n.remove(5);
         // One past its last ledger when it landed never ran: not counted;
         // nor is a forged one.
         let mut forged = signed(&u, 50, 12);

@@ -200,17 +200,9 @@ impl ProcessHost {
         self.sibling("reads")
     }
 
-    /// Brings the reads' copy up to what the state directory holds now.
-    /// A failure only refuses reads until the next change.
-    fn refresh_reads_blocking(&self) {
-        if let Some(view) = &self.reads {
-            if let Err(e) = view.changed(&self.host.state_dir, &self.tree, self.ran.seq) {
-                tracing::warn!(error = %e, "could not copy the contract state for reads; reads refused until the next ledger");
-            }
-        }
-    }
-
-    /// As [`Self::refresh_reads_blocking`], off the async thread.
+    /// Brings the reads' copy up to what the state directory holds now,
+    /// off the async thread. A failure only refuses reads until the next
+    /// change.
     async fn refresh_reads(&self) {
         let Some(view) = self.reads.clone() else {
             return;
@@ -333,6 +325,10 @@ impl ContractHost for ProcessHost {
         };
         let (snap, old) = (self.sibling("prev"), self.sibling("rolledback"));
         let dir = self.host.state_dir.clone();
+        // Rare: reads wait for the next run's copy rather than hold this.
+        if let Some(view) = &self.reads {
+            view.mark_stale();
+        }
         if old.exists() {
             std::fs::remove_dir_all(&old)?;
         }
@@ -354,8 +350,6 @@ impl ContractHost for ProcessHost {
         };
         self.index = None;
         self.snap_index = None;
-        // Rare, and the host has just renamed directories in place too.
-        self.refresh_reads_blocking();
         // The state is rolled back; if its record cannot say so, a restart
         // would not know which run it holds. Reported as a failure, so the
         // node installs the certified state, which writes the record anew.

@@ -183,7 +183,7 @@ impl ProcessRunner {
             Ok(r) => r,
             Err(e) => {
                 let outcome = RunOutcome::SpawnFailed(format!("{}: {e}", self.binary.display()));
-                log_outcome(req.seq, &outcome, &[], &[]);
+                log_outcome(req, &outcome, &[], &[]);
                 RunResult {
                     outcome,
                     outputs: BTreeMap::new(),
@@ -322,14 +322,20 @@ impl ProcessRunner {
         }
         let out = stdout.await.unwrap_or_default();
         let err = stderr.await.unwrap_or_default();
-        log_outcome(req.seq, &outcome, &out, &err);
+        log_outcome(req, &outcome, &out, &err);
         Ok(RunResult { outcome, outputs })
     }
 }
 
 /// A failed run at warn (one that could not start at error), rate-limited
-/// (see `run_log`); every run at debug.
-fn log_outcome(seq: u64, outcome: &RunOutcome, out: &[u8], err: &[u8]) {
+/// (see `run_log`); every run at debug. A user's read only at debug: its
+/// failures are the user's to see, and must not crowd out the ledgers'.
+fn log_outcome(req: &RunRequest, outcome: &RunOutcome, out: &[u8], err: &[u8]) {
+    let seq = req.seq;
+    if req.readonly {
+        tracing::debug!(seq, ?outcome, stderr = %String::from_utf8_lossy(err), "read request run finished");
+        return;
+    }
     let failure = match outcome {
         RunOutcome::Exited(Some(0)) => None,
         other => Some(format!("{other:?}")),

@@ -16,16 +16,21 @@ use crate::crypto::{Hash, PubKey};
 use crate::real::process::ProcessRunner;
 use crate::real::state_dir::{copy_tree, refresh_snapshot, remove_any};
 use crate::real::users_ws::now_ms;
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// Reads running at once on one node (hpcore's `concurrent_read_requests`
 /// default). Each holds a copy of the state and a contract process.
 pub const READS_AT_ONCE: usize = 4;
+
+/// Reads one user may have running at once, however many connections it
+/// opens: one user cannot take every place.
+pub const READS_PER_USER: usize = 2;
 
 /// Longest a read waits for one of those places before it is refused.
 pub const READ_WAIT: Duration = Duration::from_secs(5);
@@ -38,8 +43,10 @@ pub const READ_WAIT: Duration = Duration::from_secs(5);
 pub const KEEP_FRESH: Duration = Duration::from_secs(60);
 
 /// The copy of the state reads start from. Shared by the process host,
-/// which refreshes it, and the reads, which copy it; the lock keeps a
-/// read from copying it half refreshed.
+/// which refreshes it, and the reads, which copy it. The lock keeps a read
+/// from copying it half refreshed; the host only ever tries it, so a
+/// ledger's run never waits on a read's copy: while a copy holds it, the
+/// view stays stale until the host's next change.
 #[derive(Clone)]
 pub struct ReadView {
     inner: Arc<Shared>,
@@ -47,6 +54,11 @@ pub struct ReadView {
 
 struct Shared {
     view: Mutex<View>,
+    /// Whether the view holds the state the host holds now. Written by
+    /// the host alone; cleared without the lock.
+    fresh: AtomicBool,
+    /// The view's tree is not to be trusted: the next refresh copies all.
+    invalid: AtomicBool,
     /// Woken after every refresh, for reads waiting on a stale copy.
     refreshed: Notify,
     /// When a read was last asked for, unix ms.
@@ -60,8 +72,6 @@ struct View {
     tree: Option<StateNode>,
     /// The ledger whose run left that state.
     seq: u64,
-    /// Whether that is the state the host holds now.
-    fresh: bool,
 }
 
 impl ReadView {
@@ -72,17 +82,13 @@ impl ReadView {
                     dir,
                     tree: None,
                     seq: 0,
-                    fresh: false,
                 }),
+                fresh: AtomicBool::new(false),
+                invalid: AtomicBool::new(false),
                 refreshed: Notify::new(),
                 asked_ms: AtomicU64::new(0),
             }),
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, View> {
-        // The guarded data is made consistent by `tree` alone.
-        self.inner.view.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether a read was asked for within [`KEEP_FRESH`].
@@ -92,14 +98,21 @@ impl ReadView {
     }
 
     /// Makes the view hold what `state_dir` holds now, `cur` (its tree as
-    /// last scanned), left by ledger `seq`. Blocking; the caller keeps
-    /// `state_dir` still meanwhile.
+    /// last scanned), left by ledger `seq`, unless a read is copying it
+    /// (then it stays stale). Blocking; the caller keeps `state_dir` still
+    /// meanwhile.
     pub fn refresh(&self, state_dir: &Path, cur: &StateNode, seq: u64) -> io::Result<()> {
-        let mut v = self.lock();
-        v.fresh = false;
+        self.mark_stale();
+        let mut v = match self.inner.view.try_lock() {
+            Ok(v) => v,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
+        };
         let old = v.tree.take();
+        let old = old.filter(|_| !self.inner.invalid.swap(false, Ordering::Relaxed));
         refresh_snapshot(state_dir, &v.dir, old, cur)?;
-        (v.tree, v.seq, v.fresh) = (Some(cur.clone()), seq, true);
+        (v.tree, v.seq) = (Some(cur.clone()), seq);
+        self.inner.fresh.store(true, Ordering::Release);
         drop(v);
         self.inner.refreshed.notify_waiters();
         Ok(())
@@ -115,44 +128,55 @@ impl ReadView {
         Ok(())
     }
 
-    /// The host changed the state and the view does not follow yet.
+    /// The host is changing the state and the view does not follow yet.
     pub fn mark_stale(&self) {
-        self.lock().fresh = false;
+        self.inner.fresh.store(false, Ordering::Release);
     }
 
-    /// Refuses reads until the next refresh: the state it would copy from
-    /// is not known.
+    /// As [`Self::mark_stale`], and the next refresh copies everything: the
+    /// state the view was made from is not known.
     pub fn invalidate(&self) {
-        let mut v = self.lock();
-        (v.tree, v.fresh) = (None, false);
+        self.inner.invalid.store(true, Ordering::Relaxed);
+        self.mark_stale();
     }
 
     /// Copies the view to `to` (which must not exist) if it is fresh;
     /// returns the ledger whose run left it. Blocking.
     fn copy_to(&self, to: &Path) -> io::Result<Option<u64>> {
-        let v = self.lock();
-        if !v.fresh {
+        let v = self.inner.view.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.inner.fresh.load(Ordering::Acquire) || v.tree.is_none() {
             return Ok(None);
         }
         copy_tree(&v.dir, to)?;
         Ok(Some(v.seq))
     }
 
-    /// Copies the view to `to` once it is fresh, waiting for the host's
-    /// next change until `deadline` if it is not.
-    async fn copy_fresh(&self, to: PathBuf, deadline: Instant) -> Result<u64, ReadError> {
+    /// Copies the view into `scratch` once it is fresh, waiting for the
+    /// host's next change until `deadline` if it is not. The scratch
+    /// directory and the read's place go into each copy and come back
+    /// from it: a read abandoned mid-copy frees both once the copy ends,
+    /// never under it.
+    async fn copy_fresh(
+        &self,
+        mut held: (Scratch, OwnedSemaphorePermit),
+        deadline: Instant,
+    ) -> Result<(u64, (Scratch, OwnedSemaphorePermit)), ReadError> {
         self.inner.asked_ms.store(now_ms(), Ordering::Relaxed);
         loop {
             // Registered before the check: a refresh in between wakes it.
             let refreshed = self.inner.refreshed.notified();
             tokio::pin!(refreshed);
             refreshed.as_mut().enable();
-            let (view, dir) = (self.clone(), to.clone());
-            let copied = tokio::task::spawn_blocking(move || view.copy_to(&dir))
-                .await
-                .map_err(io::Error::other)??;
-            if let Some(seq) = copied {
-                return Ok(seq);
+            let view = self.clone();
+            let (copied, back) = tokio::task::spawn_blocking(move || {
+                let copied = view.copy_to(&held.0 .0);
+                (copied, held)
+            })
+            .await
+            .map_err(io::Error::other)?;
+            held = back;
+            if let Some(seq) = copied? {
+                return Ok((seq, held));
             }
             (tokio::time::timeout_at(deadline.into(), refreshed).await)
                 .map_err(|_| ReadError::NotReady)?;
@@ -164,6 +188,8 @@ impl ReadView {
 pub enum ReadError {
     #[error("node busy: {READS_AT_ONCE} reads running for over {READ_WAIT:?}; send the read again later")]
     Busy,
+    #[error("at most {READS_PER_USER} reads of one user at once")]
+    UserBusy,
     #[error("no copy of the latest contract state to read within {READ_WAIT:?}; try again after the next ledger")]
     NotReady,
     #[error("the contract took over its {0} ms limit")]
@@ -187,6 +213,41 @@ pub struct ContractReads {
     unl: Vec<PubKey>,
     slots: Arc<Semaphore>,
     next: AtomicU64,
+    /// Reads running per user.
+    users: Arc<Mutex<BTreeMap<PubKey, usize>>>,
+}
+
+/// One of a user's reads, counted while it lives.
+struct UserRead {
+    users: Arc<Mutex<BTreeMap<PubKey, usize>>>,
+    user: PubKey,
+}
+
+impl UserRead {
+    fn start(users: &Arc<Mutex<BTreeMap<PubKey, usize>>>, user: PubKey) -> Option<UserRead> {
+        let mut m = users.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(user).or_default();
+        if *n >= READS_PER_USER {
+            return None;
+        }
+        *n += 1;
+        Some(UserRead {
+            users: users.clone(),
+            user,
+        })
+    }
+}
+
+impl Drop for UserRead {
+    fn drop(&mut self) {
+        let mut m = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.user);
+            }
+        }
+    }
 }
 
 /// Removes a read's scratch directory however the read ends, a dropped
@@ -229,21 +290,23 @@ impl ContractReads {
             unl,
             slots: Arc::new(Semaphore::new(READS_AT_ONCE)),
             next: AtomicU64::new(0),
+            users: Default::default(),
         })
     }
 
     /// Runs the contract on `content` as `user`'s read request and returns
     /// what it wrote to that user.
     pub async fn read(&self, user: PubKey, content: Vec<u8>) -> Result<Vec<u8>, ReadError> {
+        let _mine = UserRead::start(&self.users, user).ok_or(ReadError::UserBusy)?;
         let slot = self.slots.clone().acquire_owned();
         let deadline = Instant::now() + READ_WAIT;
-        let _slot = tokio::time::timeout_at(deadline.into(), slot)
+        let slot = tokio::time::timeout_at(deadline.into(), slot)
             .await
             .map_err(|_| ReadError::Busy)?
             .expect("the semaphore is never closed");
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let scratch = Scratch(self.scratch.join(n.to_string()));
-        let seq = self.view.copy_fresh(scratch.0.clone(), deadline).await?;
+        let (seq, (scratch, _slot)) = self.view.copy_fresh((scratch, slot), deadline).await?;
         let runner = ProcessRunner {
             state_dir: scratch.0.clone(),
             ..self.runner.clone()

@@ -123,6 +123,12 @@ pub fn check_server(
     Ok(Server { node, unl })
 }
 
+/// The nonce after `prev` at `now_ms`: the clock, scaled so that many in
+/// one ms stay apart, and always above the last.
+pub fn next_nonce(prev: u64, now_ms: u64) -> u64 {
+    now_ms.saturating_mul(1024).max(prev + 1)
+}
+
 /// A `contract_input` of `input`, and the name its statuses will carry.
 pub fn input_message(key: &Keypair, input: &str, nonce: u64, max_ledger: u64) -> (String, String) {
     let container =

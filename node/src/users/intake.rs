@@ -66,6 +66,8 @@ struct Taken {
     nonce: u64,
     max_ledger: u64,
     name: String,
+    /// The (nonce, last ledger) it replaced, put back if it is untaken.
+    before: Option<(u64, u64)>,
 }
 
 /// Users whose latest input is remembered at once; past it, new users'
@@ -200,11 +202,12 @@ impl<E> Intake<E> {
             }
             None => {}
         }
-        let name = name.to_string();
+        let before = (self.nonces.get(&user)).map(|t| (t.nonce, t.max_ledger));
         let taken = Taken {
             nonce,
             max_ledger,
-            name,
+            name: name.to_string(),
+            before,
         };
         self.nonces.insert(user, taken);
         Ok(())
@@ -214,8 +217,21 @@ impl<E> Intake<E> {
     /// not taken, and the same input again must not be refused as already
     /// submitted.
     pub fn untake(&mut self, user: &PubKey, name: &str) {
-        if self.nonces.get(user).is_some_and(|t| t.name == name) {
-            self.nonces.remove(user);
+        let Some(t) = self.nonces.get_mut(user).filter(|t| t.name == name) else {
+            return;
+        };
+        match t.before {
+            Some((nonce, max_ledger)) => {
+                *t = Taken {
+                    nonce,
+                    max_ledger,
+                    name: String::new(),
+                    before: None,
+                }
+            }
+            None => {
+                self.nonces.remove(user);
+            }
         }
     }
 }

@@ -173,8 +173,10 @@ fn an_hpcore_users_nonces_must_grow_while_its_last_input_is_alive() {
     assert_eq!(send(&mut intake, &mut t, 10, 12).0, "already_submitted");
     let (status, name) = send(&mut intake, &mut s, 11, 13);
     assert_eq!(status, "taken");
-    // Refused by the node after all (busy): the same input is new again.
+    // Refused by the node after all (busy): the same input is new again,
+    // and the one before it still counts.
     intake.untake(&key.public(), &name);
+    assert_eq!(send(&mut intake, &mut t, 10, 13).0, "nonce_expired");
     assert_eq!(send(&mut intake, &mut t, 11, 13).0, "taken");
     // Once the lcl passes the last one's last ledger, its nonce is free.
     *intake.view_mut().unwrap() = view(13);

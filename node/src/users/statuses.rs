@@ -17,10 +17,10 @@ use std::collections::BTreeMap;
 pub const MAX_OWED: usize = 1 << 16;
 
 /// Ledgers an input may take from its submission to the ledger that holds
-/// it (or to its last, if it never lands) before the node counts itself
-/// overloaded: while the inputs answered last took this long (the
-/// median), new ones are refused at once with `round_inputs_overflow`, so
-/// a flood gets told at once rather than expire.
+/// it before the node counts itself overloaded: while the inputs that
+/// landed last took this long (the median), new ones are refused at once
+/// with `round_inputs_overflow`, so much of a flood is told at once rather
+/// than left to expire.
 pub const OVERLOAD_LEDGERS: u64 = 5;
 
 struct Pending<C> {
@@ -39,8 +39,8 @@ pub struct Statuses<C> {
     newest: Option<(LedgerId, Vec<Hash>)>,
     /// The lcl, as the events tell it.
     lcl: u64,
-    /// Ledgers the inputs answered at the latest final ledger that
-    /// answered some took from their submission (the median).
+    /// Ledgers the inputs in the latest final ledger holding some of ours
+    /// took from their submission (the median).
     delay: u64,
 }
 
@@ -160,13 +160,13 @@ impl<C: Clone> Statuses<C> {
             .collect();
         for h in late {
             let p = self.pending.remove(&h).expect("listed");
-            waits.push(id.seq.saturating_sub(p.at));
             due.push((p.conn, expired(p.name)));
         }
-        // The median of the waits that ended here, expiries included: a
-        // user whose inputs can never land cannot close the node to the
-        // rest alone. A ledger that ends none says nothing of the wait;
-        // nothing left waiting at all says it is over.
+        // The median wait of the inputs that landed here. Expiries do not
+        // count: a user can send inputs that never land (a nonce another
+        // node already saw), and must not close the node to the rest. A
+        // ledger that lands none of ours says nothing of the wait; nothing
+        // left waiting at all says it is over.
         if !waits.is_empty() {
             waits.sort_unstable();
             self.delay = waits[waits.len() / 2];
@@ -292,6 +292,15 @@ mod tests {
         close(&mut s, &[]);
         assert!(!s.overloaded());
         assert!(s.submitted(h(3), 1, "C".into(), 50));
+        // An input that never lands expires without closing the node.
+        // (submitted at lcl 8, it expires 7 ledgers later, alone)
+        assert!(s.submitted(h(4), 1, "D".into(), 15));
+        let mut answered = 0;
+        for _ in 0..8 {
+            answered += close(&mut s, &[]).len();
+        }
+        assert_eq!(answered, 1);
+        assert!(!s.overloaded(), "an expiry is no sign of load");
     }
 
     #[test]

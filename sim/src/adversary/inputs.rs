@@ -1,7 +1,7 @@
 //! The input forger: a UNL member that tries to get inputs into ledgers in
 //! users' names. On a network that takes signed inputs only, every one
 //! must fail: honest nodes pool and vote for an input only once its user's
-//! signature holds (`contract::last_ledger`), and a ledger never holds a
+//! signature holds (`contract::admissible`), and a ledger never holds a
 //! body twice. With that check off (`planted_bug = "unchecked_inputs"`)
 //! forged inputs land, and the check that every input in a ledger came
 //! from a user's session says so.

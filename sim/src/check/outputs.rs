@@ -160,7 +160,10 @@ impl OutputChecker {
 
     /// A user's signed inputs run in the order it signed them: none lands
     /// after one of the same user's with a nonce as high, within
-    /// `NONCE_WINDOW` ledgers of this node's chain.
+    /// `NONCE_WINDOW` ledgers of this node's chain. Stricter than the
+    /// node's rule, which lets a nonce go once its input's last ledger
+    /// passed: simulated users' clocks never step back, so they never
+    /// need that.
     fn check_nonce(&self, node: usize, seq: u64, h: &Hash, out: &mut Vec<String>) {
         let (Some(&nonce), Some(user)) = (self.nonces.get(h), self.inputs.get(h).map(|i| i.user))
         else {

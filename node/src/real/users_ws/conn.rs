@@ -259,20 +259,6 @@ pub(super) async fn serve<S: Io>(
         let now = now_ms();
         // The session forgets its user when it closes: keep it for the log.
         let user = session.user();
-        // Overloaded: an input is refused before its signature is checked,
-        // so a flood costs the node little more than reading it.
-        if session.is_hp()
-            && hp::is_kind(&bytes, "contract_input")
-            && shared.owed.lock().expect("not poisoned").overloaded()
-        {
-            let refused = Refused {
-                reason: Reason::RoundInputsOverflow,
-                hash: hp::name_of(&bytes),
-            };
-            let m = Message::Binary(hp::rejected(&refused).into_bytes());
-            send(&mut ws, m, timeout).await?;
-            continue;
-        }
         // The session runs outside the lock: it verifies signatures and
         // hashes inputs, which other connections need not wait for.
         let replies = session.on_message(now, &bytes, text);

@@ -81,7 +81,7 @@ impl SimUsers {
         }
         let lcl = self.intake.view_mut().map_or(0, |v| v.lcl.seq);
         let hp = &mut self.hp;
-        hp.last_nonce = now.saturating_mul(1024).max(hp.last_nonce + 1);
+        hp.last_nonce = hp_client::next_nonce(hp.last_nonce, now);
         let input = String::from_utf8_lossy(&payload);
         let user_key = self.world.user_key(u);
         let (msg, _) =
