@@ -107,7 +107,7 @@ async fn serve(listener: TcpListener, unl: Vec<Keypair>, signers: usize) -> Seen
                 let none = Err(hotpocket_node::users::hp_ledger::QueryError::NotSupported);
                 hotpocket_node::users::hp_ledger::result(&q, &who, none)
             }
-            Ok(Request::Subscription) => continue,
+            Ok(Request::Subscribe { .. }) => continue,
             Ok(Request::Read { id, content }) => {
                 hp::read_response(&id, Ok(format!("read: {content}").as_bytes()))
             }
@@ -335,6 +335,14 @@ async fn the_official_client_gets_a_status_and_a_proved_output_from_a_real_node(
         inputs[0]["blob"],
         hex::encode("hello from js\n"),
         "{ledger}"
+    );
+    // Ledgers as they closed, from the subscription made on connecting.
+    let created = line(&lines, "ledgerEvents");
+    assert!(created["created"].as_u64() > Some(0), "{created}");
+    assert_eq!(created["first"]["event"], "ledger_created", "{created}");
+    assert!(
+        created["first"]["ledger"]["seqNo"].as_u64() > Some(0),
+        "{created}"
     );
     // The read ran the contract on the node's state after that ledger.
     use sha2::Digest;

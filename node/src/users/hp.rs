@@ -180,8 +180,11 @@ pub enum Request {
         content: String,
     },
     LedgerQuery(super::hp_ledger::Query),
-    /// `subscription`: taken, and nothing is sent for it.
-    Subscription,
+    /// `subscription` to `ledger_event` (on or off). One to `unl_change`
+    /// is taken and needs nothing: this UNL never changes.
+    Subscribe {
+        ledger_events: Option<bool>,
+    },
 }
 
 /// A refused request: the reason and the input it names (empty when the
@@ -238,7 +241,20 @@ pub fn request(user: PubKey, bytes: &[u8]) -> Result<Request, Refused> {
             _ => Err(refused(Reason::BadMsgFormat, "")),
         },
         Some("ledger_query") => Ok(Request::LedgerQuery(super::hp_ledger::query_of(&v))),
-        Some("subscription") => Ok(Request::Subscription),
+        // hpcore takes `health_event` only with its health statistics on,
+        // which its config file cannot turn on: a bad message there too.
+        Some("subscription") => {
+            let enabled = v.get("enabled").and_then(Value::as_bool);
+            match (field("channel"), enabled) {
+                (Some("unl_change"), Some(_)) => Ok(Request::Subscribe {
+                    ledger_events: None,
+                }),
+                (Some("ledger_event"), Some(on)) => Ok(Request::Subscribe {
+                    ledger_events: Some(on),
+                }),
+                _ => Err(refused(Reason::BadMsgFormat, "")),
+            }
+        }
         _ => Err(refused(Reason::InvalidMsgType, "")),
     }
 }
@@ -289,6 +305,16 @@ pub struct View {
     pub roundtime_ms: u64,
     /// Whether the node runs users' read requests.
     pub read_requests: bool,
+}
+
+/// A vote status in hpcore's words.
+pub fn vote_status_name(status: crate::consensus::VoteStatus) -> &'static str {
+    use crate::consensus::VoteStatus;
+    match status {
+        VoteStatus::Synced => "synced",
+        VoteStatus::Desync => "desync",
+        VoteStatus::Unreliable => "unreliable",
+    }
 }
 
 pub fn stat_response(node: &HpNode, view: &View) -> String {

@@ -1,6 +1,8 @@
 //! hpcore's `ledger_query`: one ledger by its seq, with the caller's own
 //! inputs in it if asked. The node answers from its stored chain; this
 //! file reads the query and writes the answer, the store is the caller's.
+//! And its `ledger_event` notifications: each ledger as it closes, and
+//! the node's vote status as it changes, to users who subscribed.
 //!
 //! hpcore's ledgers carry fields this chain has no counterpart for
 //! (`config_hash`, `user_hash`, `input_hash`): they are sent as zeros. Its
@@ -9,9 +11,10 @@
 //! kept after delivery, so `outputs` is always empty.
 
 use super::hp::{ed_hex, input_name};
+use crate::consensus::VoteStatus;
 use crate::contract::{runnable, SignedInput, UserInput};
-use crate::crypto::PubKey;
-use crate::ledger::{ExecResult, LedgerRecord};
+use crate::crypto::{Hash, PubKey};
+use crate::ledger::{ExecResult, Ledger, LedgerRecord};
 use serde_json::{json, Value};
 
 /// A `ledger_query`; `seq` is `None` when the query is not one by a seq
@@ -79,22 +82,38 @@ pub fn result(q: &Query, caller: &PubKey, found: Result<Option<&Found>, QueryErr
         .to_string()
 }
 
-fn ledger(q: &Query, caller: &PubKey, f: &Found) -> Value {
-    let r = &f.record;
+/// The nine fields hpcore's client reads of a ledger.
+fn fields(ledger: &Ledger, hash: &Hash, certified: Option<&ExecResult>) -> Value {
     let zeros = hex::encode([0u8; 32]);
-    let certified =
-        |pick: fn(&ExecResult) -> String| f.certified.as_ref().map_or(String::new(), pick);
-    let mut out = json!({
-        "seq_no": r.ledger.seq,
-        "timestamp": r.ledger.time,
-        "hash": hex::encode(r.hash.0),
-        "prev_hash": hex::encode(r.ledger.prev.0),
+    let certified = |pick: fn(&ExecResult) -> String| certified.map_or(String::new(), pick);
+    json!({
+        "seq_no": ledger.seq,
+        "timestamp": ledger.time,
+        "hash": hex::encode(hash.0),
+        "prev_hash": hex::encode(ledger.prev.0),
         "state_hash": certified(|c| hex::encode(c.state.0)),
         "config_hash": zeros,
         "user_hash": zeros,
         "input_hash": zeros,
         "output_hash": certified(|c| hex::encode(c.output.0)),
-    });
+    })
+}
+
+/// `ledger_created`: ledger `hash` closed (its run not yet certified).
+pub fn ledger_created(ledger: &Ledger, hash: &Hash) -> String {
+    json!({"type": "ledger_event", "event": "ledger_created", "ledger": fields(ledger, hash, None)})
+        .to_string()
+}
+
+/// `vote_status`: the node's view of its place in consensus changed.
+pub fn vote_status_event(status: VoteStatus) -> String {
+    let status = super::hp::vote_status_name(status);
+    json!({"type": "ledger_event", "event": "vote_status", "vote_status": status}).to_string()
+}
+
+fn ledger(q: &Query, caller: &PubKey, f: &Found) -> Value {
+    let r = &f.record;
+    let mut out = fields(&r.ledger, &r.hash, f.certified.as_ref());
     if q.inputs {
         out["inputs"] = Value::Array(inputs_of(r, caller));
     }

@@ -129,8 +129,23 @@ fn other_requests_are_recognised() {
     );
     assert_eq!(
         ask(json!({"type": "subscription", "channel": "unl_change", "enabled": true})),
-        Request::Subscription
+        Request::Subscribe {
+            ledger_events: None
+        }
     );
+    assert_eq!(
+        ask(json!({"type": "subscription", "channel": "ledger_event", "enabled": false})),
+        Request::Subscribe {
+            ledger_events: Some(false)
+        }
+    );
+    for bad in [
+        json!({"type": "subscription", "channel": "health_event", "enabled": true}),
+        json!({"type": "subscription", "channel": "ledger_event"}),
+    ] {
+        let refused = request(u, bad.to_string().as_bytes()).unwrap_err();
+        assert_eq!(refused.reason, Reason::BadMsgFormat, "{bad}");
+    }
 }
 
 #[test]

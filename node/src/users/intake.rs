@@ -36,6 +36,8 @@ pub enum ConnAction {
         user: PubKey,
         query: hp_ledger::Query,
     },
+    /// Send this connection `ledger_event` notifications, or stop.
+    LedgerEvents(bool),
     /// Run `user`'s read request and answer it (`hp::read_response`).
     Read {
         user: PubKey,
@@ -168,6 +170,7 @@ impl<E: Entropy> Intake<E> {
                 Reply::Lcl => hp_answer(&self.hp, &|_, v| hp::lcl_response(v)),
                 Reply::LedgerQuery { user, query } => Some(ConnAction::QueryLedger { user, query }),
                 Reply::Read { user, id, content } => Some(ConnAction::Read { user, id, content }),
+                Reply::LedgerEvents(on) => Some(ConnAction::LedgerEvents(on)),
             };
             out.extend(action);
         }

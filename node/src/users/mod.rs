@@ -92,6 +92,8 @@ pub enum Reply {
         user: PubKey,
         query: hp_ledger::Query,
     },
+    /// An hpcore user turns `ledger_event` notifications on or off.
+    LedgerEvents(bool),
     /// An hpcore user's read request.
     Read {
         user: PubKey,
@@ -371,7 +373,12 @@ impl Session {
             Ok(Request::Lcl) => Reply::Lcl,
             Ok(Request::LedgerQuery(query)) => Reply::LedgerQuery { user, query },
             Ok(Request::Read { id, content }) => Reply::Read { user, id, content },
-            Ok(Request::Subscription) => return vec![],
+            Ok(Request::Subscribe {
+                ledger_events: Some(on),
+            }) => Reply::LedgerEvents(on),
+            Ok(Request::Subscribe {
+                ledger_events: None,
+            }) => return vec![],
             Err(refused) => Reply::SendHp(hp::rejected(&refused)),
         };
         vec![reply]

@@ -7,7 +7,7 @@
 //! the other, as long as the chain goes on.
 
 use super::hp::{self, Reason, Refused, View};
-use crate::consensus::{Event, VoteStatus};
+use crate::consensus::Event;
 use crate::crypto::Hash;
 use crate::ledger::LedgerId;
 use std::collections::BTreeMap;
@@ -126,11 +126,7 @@ impl<C: Clone> Statuses<C> {
             }
             Event::Status(status) => {
                 if let Some(v) = view {
-                    v.vote_status = match status {
-                        VoteStatus::Synced => "synced",
-                        VoteStatus::Desync => "desync",
-                        VoteStatus::Unreliable => "unreliable",
-                    };
+                    v.vote_status = hp::vote_status_name(*status);
                 }
             }
             _ => {}

@@ -10,7 +10,7 @@ use crate::users::hp::{self, Reason, Refused};
 use crate::users::hp_ledger::{self, Query, QueryError};
 use crate::users::{busy_reason, error_message, refused_message, ConnAction};
 use futures_util::{SinkExt, StreamExt};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -165,6 +165,7 @@ pub(super) async fn serve<S: Io>(
         mine: out_bytes.clone(),
         total: shared.out_total.clone(),
     };
+    let ledger_events = Arc::new(AtomicBool::new(false));
     let mut registered: Option<Registration> = None;
     let mut slot = Some(slot);
     // Dropped with the connection: a read whose user left is abandoned.
@@ -284,6 +285,7 @@ pub(super) async fn serve<S: Io>(
                     let answer = query_ledger(&shared, user, query).await;
                     send(&mut ws, Message::Binary(answer.into_bytes()), timeout).await?
                 }
+                ConnAction::LedgerEvents(on) => ledger_events.store(on, Ordering::Relaxed),
                 ConnAction::Read { user, id, content } => {
                     if let Some(m) = start_read(&shared, &mut reads, (user, id, content)) {
                         send(&mut ws, Message::Binary(m.into_bytes()), timeout).await?
@@ -344,6 +346,7 @@ pub(super) async fn serve<S: Io>(
                     tx,
                     bytes: out_bytes.clone(),
                     hp: session.is_hp(),
+                    ledger_events: ledger_events.clone(),
                 };
                 shared
                     .conns

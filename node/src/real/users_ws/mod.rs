@@ -19,6 +19,7 @@ use crate::real::store::LedgerReader;
 use crate::real::tls::{is_tls, TlsAcceptor};
 use crate::real::OsEntropy;
 use crate::users::hp::{HpNode, View};
+use crate::users::hp_ledger;
 use crate::users::hp_outputs::contract_output;
 use crate::users::statuses::Statuses;
 use crate::users::{failed_message, outputs_for, withheld_message, Intake, SessionLimits};
@@ -264,6 +265,29 @@ impl WsUsers {
         self.out_total.load(Ordering::Relaxed)
     }
 
+    /// hpcore's `ledger_event` for `event`, if it makes one, to every
+    /// connection that asked for them; one too slow to take it misses it.
+    fn ledger_event(&mut self, event: &Event) {
+        let m = match event {
+            Event::LedgerClosed { ledger, hash, .. } => hp_ledger::ledger_created(ledger, hash),
+            Event::Status(status) => hp_ledger::vote_status_event(*status),
+            _ => return,
+        };
+        let conns = self.conns.lock().expect("not poisoned");
+        let asked = conns.values().flat_map(|m| m.values());
+        for outbox in asked.filter(|o| o.hp && o.ledger_events.load(Ordering::Relaxed)) {
+            let m = Message::Binary(m.clone().into_bytes());
+            if !outbox.offer(m, &self.out_total, |_, _| true) {
+                if let Some(n) = self.too_slow.event(now_ms()) {
+                    tracing::warn!(
+                        count = n,
+                        "user connection too slow to take a ledger event: dropped"
+                    );
+                }
+            }
+        }
+    }
+
     /// Connections of authenticated users open now.
     pub fn connections(&self) -> usize {
         let conns = self.conns.lock().expect("not poisoned");
@@ -332,6 +356,7 @@ impl Users for WsUsers {
             let mut owed = self.owed.lock().expect("not poisoned");
             owed.on_event(event, intake.view_mut())
         };
+        self.ledger_event(event);
         if due.is_empty() {
             return;
         }

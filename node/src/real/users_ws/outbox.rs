@@ -3,7 +3,7 @@
 
 use super::Conns;
 use crate::crypto::PubKey;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -14,6 +14,9 @@ pub(super) struct Outbox {
     pub bytes: Arc<AtomicUsize>,
     /// Whether the connection speaks hpcore's protocol.
     pub hp: bool,
+    /// Whether its user asked for `ledger_event` notifications; the
+    /// connection's task sets it.
+    pub ledger_events: Arc<AtomicBool>,
 }
 
 impl Outbox {

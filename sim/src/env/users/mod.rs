@@ -126,7 +126,9 @@ impl SimUsers {
                     let what = format!("node {} took user {u}'s input {name} as signed", self.node);
                     self.world.violation(Kind::Users, self.node, what);
                 }
-                ConnAction::QueryLedger { .. } | ConnAction::Read { .. } => {
+                ConnAction::QueryLedger { .. }
+                | ConnAction::Read { .. }
+                | ConnAction::LedgerEvents(_) => {
                     let what = format!("node {} took user {u}'s input as a query", self.node);
                     self.world.violation(Kind::Users, self.node, what);
                 }
