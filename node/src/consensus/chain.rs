@@ -97,7 +97,7 @@ impl Chain {
         let mut nonces = Nonces::default();
         let recent = records.len().saturating_sub(NONCE_WINDOW as usize);
         for r in &records[recent.max(1)..] {
-            nonces.add(r);
+            nonces.add(r, &BTreeMap::new());
         }
         Ok(Chain {
             verdicts: Verdicts::of(&records),
@@ -200,9 +200,13 @@ impl Chain {
     /// the last ones. The ledger below it is final from now on.
     pub fn append(&mut self, mut record: LedgerRecord, pool: &mut InputPool) -> &Arc<LedgerRecord> {
         let seq = record.ledger.seq;
+        let mut checked = BTreeMap::new();
         for h in &record.ledger.inputs {
-            if let Some(b) = pool.take(h) {
+            if let Some((b, signer)) = pool.take_signed(h) {
+                // The pool's check holds for the record's body only if
+                // it is the same body (a hash names one).
                 record.bodies.entry(*h).or_insert(b);
+                checked.insert(*h, signer);
             }
             self.included.insert(*h, seq);
         }
@@ -223,7 +227,7 @@ impl Chain {
         }
         self.final_seq = self.final_seq.max(seq - 1);
         self.verdicts.take(&record.ledger.verdicts);
-        self.nonces.add(&record);
+        self.nonces.add(&record, &checked);
         self.nonces.prune(self.final_seq + 1);
         self.records.push(Arc::new(record));
         self.records.last().expect("just pushed")

@@ -10,7 +10,7 @@
 //! an input no honest node proposes never reaches the stage-1 threshold.
 
 use crate::contract::{signer, Signer};
-use crate::crypto::PubKey;
+use crate::crypto::{Hash, PubKey};
 use crate::ledger::LedgerRecord;
 use std::collections::BTreeMap;
 
@@ -25,12 +25,16 @@ pub struct Nonces {
 }
 
 impl Nonces {
-    /// Ledger `record` joined the chain.
-    pub fn add(&mut self, record: &LedgerRecord) {
+    /// Ledger `record` joined the chain; `checked` holds the signers of
+    /// bodies already checked (pooled here), the rest are checked now.
+    pub fn add(&mut self, record: &LedgerRecord, checked: &BTreeMap<Hash, Option<Signer>>) {
         let seq = record.ledger.seq;
         for h in &record.ledger.inputs {
-            let Some(Signer { user, nonce, last }) = record.bodies.get(h).and_then(|b| signer(b))
-            else {
+            let found = match checked.get(h) {
+                Some(s) => *s,
+                None => record.bodies.get(h).and_then(|b| signer(b)),
+            };
+            let Some(Signer { user, nonce, last }) = found else {
                 continue;
             };
             // Too late for its ledger: every node skipped it.
@@ -101,7 +105,7 @@ mod tests {
         let u = Keypair::from_seed([1; 32]);
         let other = Keypair::from_seed([2; 32]).public();
         let mut n = Nonces::default();
-        n.add(&ledger(5, &[signed(&u, 20, 12)]));
+        n.add(&ledger(5, &[signed(&u, 20, 12)]), &BTreeMap::new());
         assert!(!n.fresh(&u.public(), 19, 6), "older than one that ran");
         assert!(!n.fresh(&u.public(), 20, 6), "the same nonce again");
         assert!(n.fresh(&u.public(), 21, 6));
@@ -113,8 +117,8 @@ mod tests {
         assert!(n.fresh(&u.public(), 19, 6));
         // Kept as long as a rollback can bring back a ledger it refuses:
         // ledger 12 closed (11 final), then rolled back.
-        n.add(&ledger(5, &[signed(&u, 20, 12)]));
-        n.add(&ledger(12, &[]));
+        n.add(&ledger(5, &[signed(&u, 20, 12)]), &BTreeMap::new());
+        n.add(&ledger(12, &[]), &BTreeMap::new());
         n.prune(12);
         n.remove(12);
         assert!(!n.fresh(&u.public(), 19, 12));
@@ -124,7 +128,7 @@ mod tests {
         let mut forged = signed(&u, 50, 12);
         let at = forged.len() - 10;
         forged[at] ^= 1;
-        n.add(&ledger(13, &[signed(&u, 40, 12), forged]));
+        n.add(&ledger(13, &[signed(&u, 40, 12), forged]), &BTreeMap::new());
         assert!(n.fresh(&u.public(), 30, 14));
     }
 }

@@ -152,11 +152,12 @@ impl InputPool {
         Some(Action::Broadcast { bytes })
     }
 
-    /// Moves a body out: its ledger closed.
-    pub fn take(&mut self, h: &Hash) -> Option<Vec<u8>> {
+    /// Moves a body out, its ledger closed, with who signed it as checked
+    /// when it was pooled: the chain's nonce index need not check again.
+    pub fn take_signed(&mut self, h: &Hash) -> Option<(Vec<u8>, Option<Signer>)> {
         let p = self.bodies.remove(h)?;
         self.bytes -= p.body.len();
-        Some(p.body)
+        Some((p.body, p.signer))
     }
 
     /// Puts back the body of an input whose ledger was rolled back.
@@ -272,7 +273,10 @@ mod tests {
             Admission::Refused
         );
         let big = vec![0; cfg.max_input_bytes + 1];
-        assert_eq!(pool.take(&input_hash(b"a")), Some(b"a".to_vec()));
+        assert_eq!(
+            pool.take_signed(&input_hash(b"a")),
+            Some((b"a".to_vec(), None))
+        );
         assert_eq!(pool.admit(&cfg, big, 0, false, none), Admission::Refused);
         assert_eq!(pool.len(), 1);
     }
@@ -287,7 +291,7 @@ mod tests {
             pool.admit(&cfg, vec![2; 6], 0, false, none),
             Admission::Refused
         );
-        pool.take(&input_hash(&[1; 6]));
+        pool.take_signed(&input_hash(&[1; 6]));
         assert_eq!(pool.admit(&cfg, vec![2; 6], 0, false, none), Admission::New);
         // Expiry recounts: the bytes of dropped bodies free up.
         assert!(pool.expire(INPUT_TTL_ROUNDS, 1).is_empty());
