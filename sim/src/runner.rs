@@ -16,9 +16,8 @@ use crate::world::nodes::Boot;
 use crate::world::{unl_of, Setup, World};
 use hotpocket_multisig_contract::DEFAULT_TIMEOUT_MS;
 use hotpocket_node::consensus::{ConsensusConfig, SentProposals};
-use hotpocket_node::crypto::{Hash, Keypair, PubKey, Verified};
+use hotpocket_node::crypto::{Keypair, PubKey, Verified};
 use hotpocket_node::driver::{self, Env};
-use hotpocket_node::ledger::LedgerId;
 use hotpocket_node::npl::NplLimits;
 use hotpocket_node::users::hp::{HpNode, View};
 use hotpocket_node::users::{Intake, SessionLimits};
@@ -253,16 +252,7 @@ async fn node_main(
             contract_version: "1.0".into(),
             unl: unl.clone(),
         };
-        let view = View {
-            lcl: LedgerId {
-                seq: 0,
-                hash: Hash::ZERO,
-            },
-            vote_status: "unknown",
-            roundtime_ms: cfg.roundtime_ms,
-            read_requests: false,
-        };
-        intake = intake.serving_hp(node, view);
+        intake = intake.serving_hp(node, View::starting(cfg.roundtime_ms, false));
     }
     let users = SimUsers {
         world: world.clone(),

@@ -211,7 +211,7 @@ impl ProcessHost {
             return view.mark_stale();
         }
         let (dir, tree, seq) = (self.host.state_dir.clone(), self.tree.clone(), self.ran.seq);
-        let done = tokio::task::spawn_blocking(move || view.changed(&dir, &tree, seq)).await;
+        let done = tokio::task::spawn_blocking(move || view.refresh(&dir, &tree, seq)).await;
         if let Err(e) = done.map_err(io::Error::other).and_then(|r| r) {
             tracing::warn!(error = %e, "could not copy the contract state for reads; reads refused until the next ledger");
         }

@@ -118,16 +118,6 @@ impl ReadView {
         Ok(())
     }
 
-    /// The host changed the state to `cur`, left by ledger `seq`: refreshes
-    /// the view if reads are being asked for, else only marks it stale.
-    pub fn changed(&self, state_dir: &Path, cur: &StateNode, seq: u64) -> io::Result<()> {
-        if self.wanted() {
-            return self.refresh(state_dir, cur, seq);
-        }
-        self.mark_stale();
-        Ok(())
-    }
-
     /// The host is changing the state and the view does not follow yet.
     pub fn mark_stale(&self) {
         self.inner.fresh.store(false, Ordering::Release);
@@ -144,7 +134,8 @@ impl ReadView {
     /// returns the ledger whose run left it. Blocking.
     fn copy_to(&self, to: &Path) -> io::Result<Option<u64>> {
         let v = self.inner.view.lock().unwrap_or_else(|e| e.into_inner());
-        if !self.inner.fresh.load(Ordering::Acquire) || v.tree.is_none() {
+        // Fresh only once a refresh left a tree: none is ever copied.
+        if !self.inner.fresh.load(Ordering::Acquire) {
             return Ok(None);
         }
         copy_tree(&v.dir, to)?;

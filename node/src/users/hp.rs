@@ -307,6 +307,21 @@ pub struct View {
     pub read_requests: bool,
 }
 
+impl View {
+    /// The view of a node that has closed nothing yet.
+    pub fn starting(roundtime_ms: u64, read_requests: bool) -> View {
+        View {
+            lcl: LedgerId {
+                seq: 0,
+                hash: crate::crypto::Hash::ZERO,
+            },
+            vote_status: "unknown",
+            roundtime_ms,
+            read_requests,
+        }
+    }
+}
+
 /// A vote status in hpcore's words.
 pub fn vote_status_name(status: crate::consensus::VoteStatus) -> &'static str {
     use crate::consensus::VoteStatus;

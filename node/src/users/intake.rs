@@ -216,10 +216,22 @@ impl<E> Intake<E> {
         Ok(())
     }
 
-    /// The node refused `user`'s input `name` after all (too busy): it was
-    /// not taken, and the same input again must not be refused as already
-    /// submitted.
-    pub fn untake(&mut self, user: &PubKey, name: &str) {
+    /// The node refused the signed input `name` (hash `ours`) that
+    /// `session` gave after all (too busy): the same input again is a new
+    /// try, neither a repeat to the session nor already submitted here.
+    pub fn unsubmit(
+        &mut self,
+        session: &mut super::Session,
+        ours: crate::crypto::Hash,
+        name: &str,
+    ) {
+        session.unsubmit(ours);
+        if let Some(user) = session.user() {
+            self.untake(&user, name);
+        }
+    }
+
+    fn untake(&mut self, user: &PubKey, name: &str) {
         let Some(t) = self.nonces.get_mut(user).filter(|t| t.name == name) else {
             return;
         };

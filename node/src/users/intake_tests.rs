@@ -157,10 +157,12 @@ fn an_hpcore_users_nonces_must_grow_while_its_last_input_is_alive() {
         let r = s.on_message(NOW, m.as_bytes(), false);
         let action = intake.act(NOW, r);
         match &action[..] {
-            [ConnAction::SubmitSigned { .. }] => ("taken".to_string(), name),
+            [ConnAction::SubmitSigned { body, .. }] => {
+                ("taken".to_string(), name, Some(input_hash(body)))
+            }
             [ConnAction::SendHp(m)] => {
                 let v: Value = serde_json::from_str(m).unwrap();
-                (v["reason"].as_str().unwrap().to_string(), name)
+                (v["reason"].as_str().unwrap().to_string(), name, None)
             }
             other => panic!("{other:?}"),
         }
@@ -171,13 +173,13 @@ fn an_hpcore_users_nonces_must_grow_while_its_last_input_is_alive() {
     // The same input on another connection (a session drops its own
     // repeats silently: the first copy's status answers them).
     assert_eq!(send(&mut intake, &mut t, 10, 12).0, "already_submitted");
-    let (status, name) = send(&mut intake, &mut s, 11, 13);
+    let (status, name, ours) = send(&mut intake, &mut s, 11, 13);
     assert_eq!(status, "taken");
     // Refused by the node after all (busy): the same input is new again,
-    // and the one before it still counts.
-    intake.untake(&key.public(), &name);
+    // on the same connection too, and the one before it still counts.
+    intake.unsubmit(&mut s, ours.unwrap(), &name);
     assert_eq!(send(&mut intake, &mut t, 10, 13).0, "nonce_expired");
-    assert_eq!(send(&mut intake, &mut t, 11, 13).0, "taken");
+    assert_eq!(send(&mut intake, &mut s, 11, 13).0, "taken");
     // Once the lcl passes the last one's last ledger, its nonce is free.
     *intake.view_mut().unwrap() = view(13);
     assert_eq!(send(&mut intake, &mut s, 3, 20).0, "taken");

@@ -321,8 +321,11 @@ pub(super) async fn serve<S: Io>(
                     if owed {
                         shared.owed.lock().expect("not poisoned").forget(&ours);
                     }
-                    session.unsubmit(ours);
-                    (shared.intake.lock().expect("not poisoned")).untake(&user, &name);
+                    (shared.intake.lock().expect("not poisoned")).unsubmit(
+                        &mut session,
+                        ours,
+                        &name,
+                    );
                     let refused = Refused {
                         reason: Reason::RoundInputsOverflow,
                         hash: name,

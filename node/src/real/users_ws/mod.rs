@@ -192,15 +192,7 @@ impl WsUsers {
             ledgers,
             reads,
         } = serving;
-        let view = View {
-            lcl: crate::ledger::LedgerId {
-                seq: 0,
-                hash: Hash([0; 32]),
-            },
-            vote_status: "unknown",
-            roundtime_ms: limits.roundtime_ms,
-            read_requests: reads.is_some(),
-        };
+        let view = View::starting(limits.roundtime_ms, reads.is_some());
         let hp = Arc::new(node.clone());
         let intake = Intake::new(limits, OsEntropy).serving_hp(node, view);
         let limits = ConnLimits::default();

@@ -101,8 +101,7 @@ impl SimUsers {
                     if self.refusing
                         || !(self.hp.owed).submitted(ours, (u, ours), name.clone(), max_ledger)
                     {
-                        session.unsubmit(ours);
-                        self.intake.untake(&user_key.public(), &name);
+                        self.intake.unsubmit(session, ours, &name);
                         return None;
                     }
                     (self.world).input_taken(self.node, u, key, &body, Source::Honest);
