@@ -4,13 +4,13 @@
 #![cfg(feature = "runtime")]
 
 use hotpocket_node::consensus::input_hash;
-use hotpocket_node::contract::{FdlistFormat, RunLimits, RunOutcome, RunRequest, Stamper};
+use hotpocket_node::contract::{FdlistFormat, RunLimits, RunOutcome, RunRequest, Stamper, UserIo};
 use hotpocket_node::crypto::{Hash, Keypair, PubKey};
 use hotpocket_node::env::{ContractHost, RollbackError, RunEvent, RunLink, RunSession};
 use hotpocket_node::ledger::LedgerRecord;
 use hotpocket_node::npl::frame;
 use hotpocket_node::real::contract_host::ProcessHost;
-use hotpocket_node::real::process::ProcessRunner;
+use hotpocket_node::real::process::{ProcessRunner, Workdir};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -39,7 +39,9 @@ fn host(
         binary: binary.into(),
         args: args.iter().map(|s| s.to_string()).collect(),
         state_dir: dir,
+        workdir: Workdir::State,
         format,
+        io: UserIo::Raw,
         limits,
     }
 }

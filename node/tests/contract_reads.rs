@@ -4,12 +4,12 @@
 #![cfg(feature = "runtime")]
 
 use hotpocket_node::consensus::input_hash;
-use hotpocket_node::contract::{FdlistFormat, RunLimits, Stamper};
+use hotpocket_node::contract::{FdlistFormat, RunLimits, Stamper, UserIo};
 use hotpocket_node::crypto::{Keypair, PubKey};
 use hotpocket_node::env::{ContractHost, RunLink};
 use hotpocket_node::ledger::LedgerRecord;
 use hotpocket_node::real::contract_host::ProcessHost;
-use hotpocket_node::real::process::ProcessRunner;
+use hotpocket_node::real::process::{ProcessRunner, Workdir};
 use hotpocket_node::real::reads::{
     ContractReads, ReadError, ReadView, READS_AT_ONCE, READS_PER_USER,
 };
@@ -17,6 +17,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 fn echo(dir: PathBuf, time_limit_ms: u64) -> ProcessRunner {
+    echo_io(dir, time_limit_ms, UserIo::Raw)
+}
+
+fn echo_io(dir: PathBuf, time_limit_ms: u64, io: UserIo) -> ProcessRunner {
     ProcessRunner {
         binary: format!(
             "{}/../fixtures/contracts/echo.py",
@@ -26,6 +30,8 @@ fn echo(dir: PathBuf, time_limit_ms: u64) -> ProcessRunner {
         args: vec![],
         state_dir: dir,
         format: FdlistFormat::Json,
+        workdir: Workdir::State,
+        io,
         limits: RunLimits {
             time_limit_ms,
             ..RunLimits::default()
@@ -59,8 +65,12 @@ fn ledger(seq: u64) -> LedgerRecord {
 /// A host running echo.py (it counts the users it answered in the file
 /// `count`), with reads served from it.
 fn host(tag: &str, time_limit_ms: u64) -> (ProcessHost, ContractReads, PathBuf) {
+    host_io(tag, time_limit_ms, UserIo::Raw)
+}
+
+fn host_io(tag: &str, time_limit_ms: u64, io: UserIo) -> (ProcessHost, ContractReads, PathBuf) {
     let dir = state_dir(tag);
-    let runner = echo(dir.clone(), time_limit_ms);
+    let runner = echo_io(dir.clone(), time_limit_ms, io);
     let mut host = ProcessHost::open(runner.clone(), user(100), vec![user(100)]).unwrap();
     let view = host.serve_reads().unwrap();
     let reads = ContractReads::new(
@@ -76,7 +86,9 @@ fn host(tag: &str, time_limit_ms: u64) -> (ProcessHost, ContractReads, PathBuf) 
 
 async fn read(reads: &ContractReads, content: &str) -> String {
     let out = reads.read(user(2), content.as_bytes().to_vec()).await;
-    String::from_utf8(out.expect("the read runs")).unwrap()
+    let msgs = out.expect("the read runs");
+    assert_eq!(msgs.len(), 1, "a raw contract's answer is one message");
+    String::from_utf8(msgs.concat()).unwrap()
 }
 
 #[tokio::test]
@@ -179,4 +191,19 @@ async fn before_the_state_is_copied_reads_are_refused() {
     .unwrap();
     let out = reads.read(user(2), b"q".to_vec()).await;
     assert!(matches!(out, Err(ReadError::NotReady)), "{out:?}");
+}
+
+/// Framed, a read's input is one message and each message the contract
+/// writes is one answer.
+#[tokio::test]
+async fn a_framed_read_answers_one_message() {
+    let (_host, reads, _dir) = host_io("framed", 5_000, UserIo::Framed);
+    let msgs = reads
+        .read(user(2), b"q?".to_vec())
+        .await
+        .expect("the read runs");
+    let texts: Vec<String> = (msgs.iter())
+        .map(|m| String::from_utf8_lossy(m).into_owned())
+        .collect();
+    assert_eq!(texts, ["message 0 of 2 bytes seq 0 count 1"]);
 }

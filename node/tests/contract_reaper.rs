@@ -9,9 +9,9 @@
 // Real processes on real time.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
-use hotpocket_node::contract::{FdlistFormat, RunLimits, RunOutcome, RunRequest};
+use hotpocket_node::contract::{FdlistFormat, RunLimits, RunOutcome, RunRequest, UserIo};
 use hotpocket_node::crypto::{Hash, Keypair, PubKey};
-use hotpocket_node::real::process::ProcessRunner;
+use hotpocket_node::real::process::{ProcessRunner, Workdir};
 use hotpocket_node::real::reaper;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -43,6 +43,8 @@ fn host(tag: &str, mode: &str, limits: RunLimits) -> (ProcessRunner, PathBuf) {
         args: vec![mode.to_string(), pids.display().to_string()],
         state_dir: root.join("state"),
         format: FdlistFormat::Text,
+        workdir: Workdir::State,
+        io: UserIo::Raw,
         limits,
     };
     (host, pids)

@@ -16,7 +16,7 @@
 
 use futures_util::{SinkExt, StreamExt};
 use hotpocket_node::contract::{leaf, output_text, OutputTree};
-use hotpocket_node::contract::{runnable, RunOutcome, RunResult};
+use hotpocket_node::contract::{runnable, RunOutcome, RunResult, UserIo};
 use hotpocket_node::crypto::{Hash, Keypair, PubKey};
 use hotpocket_node::ledger::LedgerId;
 use hotpocket_node::users::hp::{self, HpNode, Request, View};
@@ -156,6 +156,7 @@ fn output(unl: &[Keypair], signers: usize, user: PubKey, out: Vec<u8>, ledger: L
     let run = RunResult {
         outcome: RunOutcome::Exited(Some(0)),
         outputs,
+        io: UserIo::Raw,
     };
     let tree = OutputTree::of(&run, ledger.seq, &ledger.hash);
     let text = vec![output_text(&out)];

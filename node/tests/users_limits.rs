@@ -8,7 +8,7 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use futures_util::{SinkExt, StreamExt};
-use hotpocket_node::contract::{RunOutcome, RunResult};
+use hotpocket_node::contract::{RunOutcome, RunResult, UserIo};
 use hotpocket_node::crypto::{Hash, Keypair};
 use hotpocket_node::env::Users;
 use hotpocket_node::real::users_ws::{now_ms, ConnLimits, WsUsers};
@@ -124,6 +124,7 @@ async fn a_user_that_never_reads_cannot_grow_the_nodes_memory() {
     let run = RunResult {
         outcome: RunOutcome::Exited(Some(0)),
         outputs: BTreeMap::from([(key.public(), vec![b'x'; 512 << 10])]),
+        io: UserIo::Raw,
     };
     // 32 MiB for each connection if nothing bounded it.
     for seq in 1..=64 {
@@ -167,6 +168,7 @@ async fn outputs_being_written_count_against_the_total() {
     let run = RunResult {
         outcome: RunOutcome::Exited(Some(0)),
         outputs: BTreeMap::from([(key.public(), vec![b'x'; OUT])]),
+        io: UserIo::Raw,
     };
     // Four fit in the total; the others are closed.
     users.deliver(1, &Hash([0; 32]), &run);

@@ -29,6 +29,11 @@ pub struct Description {
     /// A user's read request, not a ledger's run: what the contract writes
     /// to its state is thrown away, so it should answer without writing.
     pub readonly: bool,
+    /// Users' fds carry messages, each a 4-byte big-endian length then its
+    /// bytes (the node's `user_io: framed`), rather than one raw stream.
+    /// [`crate::Run::messages`] and [`crate::Run::send`] read and write
+    /// either way.
+    pub framed: bool,
 }
 
 fn bad(m: &str) -> SdkError {
@@ -104,6 +109,12 @@ pub fn parse_description(text: &str) -> Result<Description, SdkError> {
                 .to_string(),
         ),
     };
+    // A framing this SDK does not know would be read as garbage.
+    let framed = match v.get("user_io").and_then(|x| x.as_str()) {
+        None | Some("raw") => false,
+        Some("framed") => true,
+        Some(other) => return Err(bad(&format!("unknown user_io {other:?}"))),
+    };
     Ok(Description {
         lcl: s("lcl"),
         seq: v.get("seq").and_then(|x| x.as_u64()).unwrap_or_default(),
@@ -123,6 +134,7 @@ pub fn parse_description(text: &str) -> Result<Description, SdkError> {
         npl,
         contract_seed,
         readonly: v.get("readonly").and_then(|x| x.as_bool()).unwrap_or(false),
+        framed,
     })
 }
 
@@ -140,7 +152,10 @@ mod tests {
         assert_eq!((d.npl, d.contract_seed), (Some((29, 28)), None));
         assert!(!d.readonly);
         let d = parse_description(r#"{"seq":3,"readonly":true,"user":{"ee":[33,32]}}"#).unwrap();
-        assert!(d.readonly);
+        assert!(d.readonly && !d.framed);
+        let d = parse_description(r#"{"seq":3,"user_io":"framed","user":{}}"#).unwrap();
+        assert!(d.framed);
+        assert!(parse_description(r#"{"seq":3,"user_io":"cbor"}"#).is_err());
         let d = parse_description("HOTPOCKET 0.1\nee=30:29\nff=34:33\n").unwrap();
         assert_eq!(d.users.len(), 2);
         assert_eq!(d.users["ff"], (34, 33));

@@ -8,6 +8,9 @@ pub enum SdkError {
     Io(io::Error),
     Description(String),
     Npl(NplError),
+    /// A user's framed input that does not split into whole messages (a
+    /// broken node), or an output message too long to frame.
+    Framing(String),
 }
 
 /// What went wrong on the node party line.
@@ -50,6 +53,7 @@ impl std::fmt::Display for SdkError {
             SdkError::Io(e) => write!(f, "I/O: {e}"),
             SdkError::Description(m) => write!(f, "bad run description: {m}"),
             SdkError::Npl(e) => write!(f, "{e}"),
+            SdkError::Framing(m) => write!(f, "user message framing: {m}"),
         }
     }
 }

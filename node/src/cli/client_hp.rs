@@ -96,7 +96,7 @@ fn show(msg: &[u8], user: &PubKey, unl: &[PubKey]) -> (Option<String>, Option<St
     let short = |h: String| h.chars().take(12).collect::<String>();
     match s("type").as_str() {
         "contract_output" => match hp::verify_output(&v, user, unl) {
-            Ok(out) => (Some(out.outputs.concat()), None),
+            Ok(out) => (Some(as_lines(&out.outputs)), None),
             Err(e) => {
                 let seq = v.get("ledger_seq_no").and_then(Value::as_u64);
                 (None, Some(format!("output of ledger {seq:?} refused: {e}")))
@@ -116,7 +116,7 @@ fn show(msg: &[u8], user: &PubKey, unl: &[PubKey]) -> (Option<String>, Option<St
             (None, Some(line))
         }
         "contract_read_response" => match v.get("content") {
-            Some(Value::String(c)) => (Some(c.clone()), None),
+            Some(Value::String(c)) => (Some(as_lines(std::slice::from_ref(c))), None),
             _ => (
                 None,
                 Some(format!("read {} failed: {}", s("reply_for"), s("error"))),
@@ -124,6 +124,17 @@ fn show(msg: &[u8], user: &PubKey, unl: &[PubKey]) -> (Option<String>, Option<St
         },
         _ => (None, Some(v.to_string())),
     }
+}
+
+/// Messages as stdout shows them: each ends a line, so a framed
+/// contract's messages do not run together.
+fn as_lines(msgs: &[String]) -> String {
+    (msgs.iter())
+        .map(|m| match m.ends_with('\n') {
+            true => m.clone(),
+            false => format!("{m}\n"),
+        })
+        .collect()
 }
 
 pub async fn run(url: &str, key: &Keypair, linger: Duration, opts: Options) -> anyhow::Result<()> {

@@ -242,7 +242,7 @@ fn mismatch(seq: u64, ours: &ExecResult, verdict: Option<ExecResult>) -> Option<
 mod tests {
     use super::*;
     use crate::consensus::pool::InputPool;
-    use crate::contract::RunOutcome;
+    use crate::contract::{RunOutcome, UserIo};
     use crate::crypto::PubKey;
     use crate::ledger::{LedgerId, LedgerRecord};
 
@@ -252,6 +252,7 @@ mod tests {
             run: RunResult {
                 outcome: RunOutcome::Exited(Some(0)),
                 outputs: BTreeMap::from([(PubKey([2; 32]), out.to_vec())]),
+                io: UserIo::Raw,
             },
         }
     }
@@ -332,6 +333,7 @@ mod tests {
             run: RunResult {
                 outcome: RunOutcome::TimedOut,
                 outputs: BTreeMap::new(),
+                io: UserIo::Raw,
             },
         };
         let result = ExecResult {

@@ -181,7 +181,7 @@ fn signed(seq: u64, ours: &Ours) -> Action {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::contract::RunOutcome;
+    use crate::contract::{RunOutcome, UserIo};
 
     /// One node's `OutputSigs` in a UNL of `n`, the run every node
     /// delivers, and what the node did.
@@ -201,6 +201,7 @@ mod tests {
             let run = RunResult {
                 outcome: RunOutcome::Exited(Some(0)),
                 outputs: BTreeMap::from([(PubKey([7; 32]), b"out".to_vec())]),
+                io: UserIo::Raw,
             };
             Net {
                 ring: KeyRing::new(&cfg.unl),

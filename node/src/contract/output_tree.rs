@@ -27,11 +27,17 @@ pub fn leaf(user: &PubKey, outputs: &[String]) -> B3 {
     *h.finalize().as_bytes()
 }
 
-/// A user's output of one run, as the one string hpcore's client hashes:
-/// the client hashes strings as UTF-8, so bytes that are not are made so
-/// (every node the same way).
+/// One output message as the string hpcore's client hashes: the client
+/// hashes strings as UTF-8, so bytes that are not are made so (every node
+/// the same way).
 pub fn output_text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `user`'s outputs of `run` as its client gets them: one string a
+/// message (`RunResult::messages`), none when it has nothing.
+pub fn output_texts(run: &RunResult, user: &PubKey) -> Vec<String> {
+    run.messages(user).into_iter().map(output_text).collect()
 }
 
 enum Node {
@@ -71,9 +77,10 @@ pub struct OutputTree {
 impl OutputTree {
     /// The tree of `run`, ledger `seq` with hash `ledger`.
     pub fn of(run: &RunResult, seq: u64, ledger: &Hash) -> OutputTree {
-        let mut leaves: Vec<B3> = (run.outputs.iter())
-            .filter(|(_, out)| !out.is_empty())
-            .map(|(user, out)| leaf(user, &[output_text(out)]))
+        let mut leaves: Vec<B3> = (run.outputs.keys())
+            .map(|user| (user, output_texts(run, user)))
+            .filter(|(_, texts)| !texts.is_empty())
+            .map(|(user, texts)| leaf(user, &texts))
             .collect();
         let bind = Hash::of(
             "hotpocket/hp-outputs/v1",
@@ -129,7 +136,7 @@ impl OutputTree {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::contract::RunOutcome;
+    use crate::contract::{RunOutcome, UserIo};
     use std::collections::BTreeMap;
 
     /// The client's fold: an array is BLAKE3 of its folded children laid
@@ -160,6 +167,7 @@ mod tests {
         RunResult {
             outcome: RunOutcome::Exited(Some(0)),
             outputs,
+            io: UserIo::Raw,
         }
     }
 
@@ -182,6 +190,30 @@ mod tests {
             let silent = leaf(&PubKey([250; 32]), &[String::new()]);
             assert!(tree.for_user(&silent).is_none(), "no output, no leaf");
         }
+    }
+
+    #[test]
+    fn framed_outputs_are_one_leaf_over_every_message() {
+        let mut out = Vec::new();
+        for m in [&b"ok a"[..], b"ok b"] {
+            UserIo::Framed.put(m, &mut out);
+        }
+        let mut run = run_of(3);
+        run.io = UserIo::Framed;
+        run.outputs.insert(PubKey([1; 32]), out.clone());
+        // Bytes that hold no whole frame are no output.
+        run.outputs.insert(PubKey([2; 32]), vec![0, 0, 0, 9]);
+        let tree = OutputTree::of(&run, 9, &Hash([9; 32]));
+        let texts = output_texts(&run, &PubKey([1; 32]));
+        assert_eq!(texts, ["ok a", "ok b"]);
+        let mine = leaf(&PubKey([1; 32]), &texts);
+        let view = tree.for_user(&mine).expect("has a leaf");
+        assert_eq!(fold(&view, &mine, &mut 0), tree.root().to_vec());
+        assert!(output_texts(&run, &PubKey([2; 32])).is_empty());
+        // Read raw, the same bytes are one message, another leaf.
+        run.io = UserIo::Raw;
+        let raw = leaf(&PubKey([1; 32]), &output_texts(&run, &PubKey([1; 32])));
+        assert_ne!(raw, mine);
     }
 
     #[test]

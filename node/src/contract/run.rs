@@ -1,6 +1,7 @@
 //! One contract run: what goes in, what comes out, and how the outcome is
 //! named by a hash every node can compare.
 
+use super::UserIo;
 use crate::crypto::{Hash, Hasher, PubKey};
 use crate::npl::NplLimits;
 use serde_json::json;
@@ -100,6 +101,8 @@ pub struct RunResult {
     pub outcome: RunOutcome,
     /// What the contract wrote to each user's output fd (cut at the limit).
     pub outputs: BTreeMap<PubKey, Vec<u8>>,
+    /// How those bytes are read as messages (`messages`).
+    pub io: UserIo,
 }
 
 impl RunResult {
@@ -114,11 +117,20 @@ impl RunResult {
             RunOutcome::OutputLimit => h.bytes(b"output-limit"),
             RunOutcome::SpawnFailed(_) => h.bytes(b"spawn-failed"),
         };
+        // Only when framed: raw runs hash as they always have.
+        if self.io == UserIo::Framed {
+            h.bytes(b"framed");
+        }
         h.u64(self.outputs.len() as u64);
         for (user, out) in &self.outputs {
             h.bytes(&user.0).bytes(out);
         }
         h.finish()
+    }
+
+    /// The messages the run has for `user`, in the order written.
+    pub fn messages(&self, user: &PubKey) -> Vec<&[u8]> {
+        (self.outputs.get(user)).map_or(vec![], |out| self.io.messages(out))
     }
 }
 
@@ -130,9 +142,11 @@ pub struct RunReport {
     pub run: RunResult,
 }
 
-/// The description written to stdin, given the fd numbers the contract gets.
+/// The description written to stdin, given the fd numbers the contract
+/// gets and what its users' fds carry (the text format cannot say, so
+/// framed users need the JSON one: the config refuses the pair).
 pub fn describe(
-    format: FdlistFormat,
+    (format, io): (FdlistFormat, UserIo),
     req: &RunRequest,
     npl: (i32, i32),
     users: &BTreeMap<PubKey, (i32, i32)>,
@@ -175,6 +189,9 @@ pub fn describe(
             if req.readonly {
                 v["readonly"] = json!(true);
             }
+            if io == UserIo::Framed {
+                v["user_io"] = json!(io);
+            }
             v.to_string()
         }
     }
@@ -201,8 +218,13 @@ mod tests {
     #[test]
     fn json_matches_the_prototype_shape() {
         let users = BTreeMap::from([(PubKey([4; 32]), (33, 32))]);
-        let v: serde_json::Value =
-            serde_json::from_str(&describe(FdlistFormat::Json, &req(), (29, 28), &users)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&describe(
+            (FdlistFormat::Json, UserIo::Raw),
+            &req(),
+            (29, 28),
+            &users,
+        ))
+        .unwrap();
         assert_eq!(v["hotpocket"], 0.1);
         assert_eq!(v["type"], "binexec");
         assert_eq!(v["time"], "1568193881");
@@ -212,13 +234,20 @@ mod tests {
         assert_eq!(v["unl"].as_array().unwrap().len(), 2);
         assert!(v.get("rand").is_none());
         assert!(v.get("readonly").is_none());
+        assert!(v.get("user_io").is_none());
         let read = RunRequest {
             readonly: true,
             ..req()
         };
-        let v: serde_json::Value =
-            serde_json::from_str(&describe(FdlistFormat::Json, &read, (29, 28), &users)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&describe(
+            (FdlistFormat::Json, UserIo::Framed),
+            &read,
+            (29, 28),
+            &users,
+        ))
+        .unwrap();
         assert_eq!(v["readonly"], true);
+        assert_eq!(v["user_io"], "framed");
     }
 
     /// The whole description a contract reads, both formats, with users,
@@ -231,9 +260,9 @@ mod tests {
             contract_seed: Some([7; 32]),
             ..req()
         };
-        let json = describe(FdlistFormat::Json, &full, (27, 26), &users);
+        let json = describe((FdlistFormat::Json, UserIo::Raw), &full, (27, 26), &users);
         let pretty: serde_json::Value = serde_json::from_str(&json).unwrap();
-        let text = describe(FdlistFormat::Text, &full, (0, 0), &users);
+        let text = describe((FdlistFormat::Text, UserIo::Raw), &full, (0, 0), &users);
         insta::assert_snapshot!(format!(
             "{}\n---\n{text}",
             serde_json::to_string_pretty(&pretty).unwrap()
@@ -243,7 +272,7 @@ mod tests {
     #[test]
     fn text_matches_the_first_prototype_format() {
         let users = BTreeMap::from([(PubKey([4; 32]), (30, 29)), (PubKey([5; 32]), (34, 33))]);
-        let text = describe(FdlistFormat::Text, &req(), (0, 0), &users);
+        let text = describe((FdlistFormat::Text, UserIo::Raw), &req(), (0, 0), &users);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "HOTPOCKET 0.1");
         assert_eq!(lines[1], format!("{}=30:29", PubKey([4; 32]).to_hex()));
@@ -255,6 +284,7 @@ mod tests {
         let base = RunResult {
             outcome: RunOutcome::Exited(Some(0)),
             outputs: BTreeMap::from([(PubKey([4; 32]), b"hi".to_vec())]),
+            io: UserIo::Raw,
         };
         let mut other = base.clone();
         other.outcome = RunOutcome::TimedOut;
@@ -263,5 +293,9 @@ mod tests {
         other.outputs.insert(PubKey([4; 32]), b"ho".to_vec());
         assert_ne!(base.output_hash(), other.output_hash());
         assert_eq!(base.output_hash(), base.clone().output_hash());
+        // The same bytes read as frames are another result.
+        let mut other = base.clone();
+        other.io = UserIo::Framed;
+        assert_ne!(base.output_hash(), other.output_hash());
     }
 }

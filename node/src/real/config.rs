@@ -2,8 +2,9 @@
 //! and ours. Every field is checked at start and a bad one is named.
 
 use crate::consensus::ConsensusConfig;
-use crate::contract::{FdlistFormat, RunLimits};
+use crate::contract::{FdlistFormat, RunLimits, UserIo};
 use crate::crypto::{Keypair, PubKey};
+use crate::real::process::Workdir;
 use crate::users::SessionLimits;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -81,6 +82,17 @@ pub struct Config {
     /// its user (hpcore's protocol). A network setting: every node the same.
     #[serde(default = "default_true")]
     pub prototype_users: bool,
+    /// What a user's fds carry: `raw` (the default), one stream each way,
+    /// or `framed`, messages each with a 4-byte big-endian length, whose
+    /// boundaries reach the user (docs/contracts.md). A network setting:
+    /// every node the same.
+    #[serde(default)]
+    pub user_io: UserIo,
+    /// Where the contract starts: `state` (the default), its state
+    /// directory, or `contract`, this node directory, the prototype's
+    /// layout: `binargs` relative to it and the state under `state/`.
+    #[serde(default)]
+    pub workdir: Workdir,
 }
 
 const MAX_PUBMAXSIZE: usize = 2 << 20;
@@ -255,6 +267,12 @@ impl Config {
                 "must be at least 1 ledger; to never fetch state when behind, set it large (e.g. 1000000)".into(),
             ));
         }
+        if self.user_io == UserIo::Framed && self.fdlist == FdlistFormat::Text {
+            return Err((
+                "user_io",
+                "framed needs `fdlist: json`: the text format cannot tell the contract".into(),
+            ));
+        }
         if self.binary.trim().is_empty() {
             return Err(("binary", "is empty".into()));
         }
@@ -377,6 +395,8 @@ impl Config {
             contract_id: None,
             contract_version: default_contract_version(),
             prototype_users: true,
+            user_io: UserIo::Raw,
+            workdir: Workdir::State,
         }
     }
 }

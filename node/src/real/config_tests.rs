@@ -60,7 +60,7 @@ fn a_saved_config_loads_and_a_bad_field_is_named() {
 fn settings_that_would_stall_or_kill_every_run_are_named() {
     let (d, cfg) = node("limits");
     type Spoil = fn(&mut Config);
-    let cases: [(&str, Spoil); 5] = [
+    let cases: [(&str, Spoil); 6] = [
         ("stage_thresholds", |c| c.stage_thresholds = [90, 65, 10]),
         ("stage_thresholds", |c| c.stage_thresholds = [0, 65, 80]),
         ("close_threshold", |c| c.close_threshold = 50),
@@ -68,6 +68,10 @@ fn settings_that_would_stall_or_kill_every_run_are_named() {
             c.contract_max_output_bytes = 0
         }),
         ("state_sync_gap", |c| c.state_sync_gap = 0),
+        ("user_io", |c| {
+            c.user_io = UserIo::Framed;
+            c.fdlist = FdlistFormat::Text;
+        }),
     ];
     for (field, spoil) in cases {
         let mut bad = cfg.clone();
@@ -80,6 +84,19 @@ fn settings_that_would_stall_or_kill_every_run_are_named() {
     flat.stage_thresholds = [80, 80, 80];
     flat.save(&d).unwrap();
     assert!(Config::load(&d).is_ok());
+    // Framed user I/O and the contract directory, as hp.cfg spells them.
+    let mut text = serde_json::to_value(&cfg).unwrap();
+    text["user_io"] = "framed".into();
+    text["workdir"] = "contract".into();
+    std::fs::write(Config::path(&d), text.to_string()).unwrap();
+    let c = Config::load(&d).unwrap();
+    assert_eq!(
+        (c.cfg.user_io, c.cfg.workdir),
+        (UserIo::Framed, Workdir::Contract)
+    );
+    text["user_io"] = "cbor".into();
+    std::fs::write(Config::path(&d), text.to_string()).unwrap();
+    assert!(Config::load(&d).is_err());
     let _ = std::fs::remove_dir_all(&d);
 }
 

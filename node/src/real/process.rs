@@ -17,7 +17,7 @@
 //! two nodes would agree on, while "timed out" is.
 
 use crate::contract::{
-    describe, FdlistFormat, RunLimits, RunOutcome, RunRequest, RunResult, StateNode,
+    describe, FdlistFormat, RunLimits, RunOutcome, RunRequest, RunResult, StateNode, UserIo,
 };
 use crate::crypto::PubKey;
 use crate::env::RunLink;
@@ -51,17 +51,35 @@ const PIPE_GRACE: Duration = Duration::from_millis(150);
 /// holds, so a writer that never stops cannot keep the read going.
 const FINAL_READ_BYTES: usize = 2 << 20;
 
+/// Where the contract starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Workdir {
+    /// In its state directory: what it writes to `.` is its state
+    /// (hpcore's layout, and the default).
+    #[default]
+    State,
+    /// In the directory holding the state directory, the node directory:
+    /// the prototype's layout, with `binargs` relative to it and the
+    /// contract writing its state under `state/`.
+    Contract,
+}
+
 #[derive(Clone, Debug)]
 pub struct ProcessRunner {
     pub binary: PathBuf,
     pub args: Vec<String>,
     pub state_dir: PathBuf,
+    pub workdir: Workdir,
     pub format: FdlistFormat,
+    /// What each user's fds carry.
+    pub io: UserIo,
     pub limits: RunLimits,
 }
 
-/// A read-only fd over a sealed in-memory file holding `chunks`.
-fn input_fd(chunks: &[Vec<u8>]) -> io::Result<OwnedFd> {
+/// A read-only fd over a sealed in-memory file holding `chunks`, each as
+/// `io` puts it.
+fn input_fd(chunks: &[Vec<u8>], io: UserIo) -> io::Result<OwnedFd> {
     // SAFETY: memfd_create takes a NUL-terminated name and flags; it returns
     // a new fd we own, or -1.
     let fd = unsafe { libc::memfd_create(c"hotpocket-input".as_ptr(), libc::MFD_CLOEXEC) };
@@ -70,9 +88,11 @@ fn input_fd(chunks: &[Vec<u8>]) -> io::Result<OwnedFd> {
     }
     // SAFETY: fd is a fresh descriptor nobody else owns.
     let mut file = unsafe { File::from_raw_fd(fd) };
+    let mut bytes = Vec::new();
     for c in chunks {
-        file.write_all(c)?;
+        io.put(c, &mut bytes);
     }
+    file.write_all(&bytes)?;
     // A second, read-only open starts at offset 0 and cannot be written by
     // the contract. std opens it close-on-exec; the child clears that.
     let ro = File::open(format!("/proc/self/fd/{fd}"))?;
@@ -187,6 +207,7 @@ impl ProcessRunner {
                 RunResult {
                     outcome,
                     outputs: BTreeMap::new(),
+                    io: self.io,
                 }
             }
         }
@@ -199,7 +220,7 @@ impl ProcessRunner {
         let mut readers = Vec::new();
         let mut fds: BTreeMap<PubKey, (RawFd, RawFd)> = BTreeMap::new();
         for (user, inputs) in &req.inputs {
-            let input = input_fd(inputs)?;
+            let input = input_fd(inputs, self.io)?;
             let (r, w) = io::pipe()?;
             let w: OwnedFd = w.into();
             fds.insert(*user, (input.as_raw_fd(), w.as_raw_fd()));
@@ -214,12 +235,16 @@ impl ProcessRunner {
         let npl = (npl_child.input.as_raw_fd(), npl_child.output.as_raw_fd());
         child_side.push(npl_child.input);
         child_side.push(npl_child.output);
-        let description = describe(self.format, req, npl, &fds);
+        let description = describe((self.format, self.io), req, npl, &fds);
 
         let inherit: Vec<RawFd> = child_side.iter().map(|f| f.as_raw_fd()).collect();
         let mut cmd = tokio::process::Command::new(&self.binary);
+        let cwd = match self.workdir {
+            Workdir::State => self.state_dir.as_path(),
+            Workdir::Contract => (self.state_dir.parent()).unwrap_or(&self.state_dir),
+        };
         cmd.args(&self.args)
-            .current_dir(&self.state_dir)
+            .current_dir(cwd)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -323,7 +348,19 @@ impl ProcessRunner {
         let out = stdout.await.unwrap_or_default();
         let err = stderr.await.unwrap_or_default();
         log_outcome(req, &outcome, &out, &err);
-        Ok(RunResult { outcome, outputs })
+        let torn: usize = outputs.values().map(|o| self.io.torn_tail(o)).sum();
+        if torn > 0 && !req.readonly {
+            tracing::warn!(
+                seq = req.seq,
+                bytes = torn,
+                "the contract left a message cut short on a user's output: it is not sent"
+            );
+        }
+        Ok(RunResult {
+            outcome,
+            outputs,
+            io: self.io,
+        })
     }
 }
 

@@ -11,7 +11,7 @@
 //! a scratch directory (`S.reads/N`), so a read costs a copy of the state:
 //! fine for small states, and the reason reads are few at once.
 
-use crate::contract::{RunOutcome, RunRequest, StateNode};
+use crate::contract::{RunOutcome, RunRequest, StateNode, UserIo};
 use crate::crypto::{Hash, PubKey};
 use crate::real::process::ProcessRunner;
 use crate::real::state_dir::{copy_tree, refresh_snapshot, remove_any};
@@ -189,6 +189,8 @@ pub enum ReadError {
     OutputLimit(usize),
     #[error("the contract could not be started")]
     NotStarted,
+    #[error("the contract wrote no whole message")]
+    NoAnswer,
     #[error("could not copy the contract state: {0}")]
     Io(#[from] io::Error),
 }
@@ -286,8 +288,9 @@ impl ContractReads {
     }
 
     /// Runs the contract on `content` as `user`'s read request and returns
-    /// what it wrote to that user.
-    pub async fn read(&self, user: PubKey, content: Vec<u8>) -> Result<Vec<u8>, ReadError> {
+    /// what it wrote to that user: all of it as one answer, or, when the
+    /// contract's user I/O is framed, each message (none is an error).
+    pub async fn read(&self, user: PubKey, content: Vec<u8>) -> Result<Vec<Vec<u8>>, ReadError> {
         let _mine = UserRead::start(&self.users, user).ok_or(ReadError::UserBusy)?;
         let slot = self.slots.clone().acquire_owned();
         let deadline = Instant::now() + READ_WAIT;
@@ -317,7 +320,16 @@ impl ContractReads {
         };
         let mut run = runner.run(&req).await;
         match run.outcome {
-            RunOutcome::Exited(_) => Ok(run.outputs.remove(&user).unwrap_or_default()),
+            RunOutcome::Exited(_) => {
+                let out = run.outputs.remove(&user).unwrap_or_default();
+                match run.io {
+                    UserIo::Raw => Ok(vec![out]),
+                    UserIo::Framed => match run.io.messages(&out) {
+                        msgs if msgs.is_empty() => Err(ReadError::NoAnswer),
+                        msgs => Ok(msgs.into_iter().map(<[u8]>::to_vec).collect()),
+                    },
+                }
+            }
             RunOutcome::TimedOut => Err(ReadError::TimedOut(self.runner.limits.time_limit_ms)),
             RunOutcome::OutputLimit => {
                 Err(ReadError::OutputLimit(self.runner.limits.max_output_bytes))

@@ -8,7 +8,7 @@ use crate::env::{Clock, Observer};
 use crate::real::config::Config;
 use crate::real::contract_host::ProcessHost;
 use crate::real::peers::TcpPeers;
-use crate::real::process::ProcessRunner;
+use crate::real::process::{ProcessRunner, Workdir};
 use crate::real::reads::ContractReads;
 use crate::real::reaper;
 use crate::real::store::{LedgerReader, SqliteStore};
@@ -142,21 +142,33 @@ async fn run_until_shutdown(dir: &Path, shutdown: watch::Receiver<bool>) -> anyh
         binary: checked.binary.clone(),
         args: cfg.binargs.split_whitespace().map(String::from).collect(),
         state_dir: dir.join("state"),
+        workdir: cfg.workdir,
         format: cfg.fdlist,
+        io: cfg.user_io,
         limits: checked.limits.clone(),
     };
     let read_runner = host.clone();
     let mut contract =
         ProcessHost::open(host, key.public(), unl.clone()).context("opening the contract state")?;
-    let view = (contract.serve_reads()).context("copying the contract state for read requests")?;
-    let reads = ContractReads::new(
-        read_runner,
-        view,
-        contract.reads_scratch(),
-        key.public(),
-        unl.clone(),
-    )
-    .context("making room for read requests")?;
+    // A read's copy of the state has no contract directory around it.
+    let reads = match cfg.workdir {
+        Workdir::State => Some(
+            ContractReads::new(
+                read_runner,
+                (contract.serve_reads()).context("copying the contract state for read requests")?,
+                contract.reads_scratch(),
+                key.public(),
+                unl.clone(),
+            )
+            .context("making room for read requests")?,
+        ),
+        Workdir::Contract => {
+            tracing::info!(
+                "read requests are off: the contract starts in its contract directory (`workdir`)"
+            );
+            None
+        }
+    };
     // Contracts that sign over the party line (the multisig example) sign
     // with this, never with the node key.
     contract.contract_seed = Some(key.contract_seed());
@@ -218,7 +230,7 @@ async fn run_until_shutdown(dir: &Path, shutdown: watch::Receiver<bool>) -> anyh
         node: hp,
         tls,
         ledgers: Some(ledgers),
-        reads: Some(reads),
+        reads,
     };
     let users = WsUsers::start_hp(user_listener, checked.session.clone(), serving, shutdown);
     let mut env = Env {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::contract::{output_text, OutputTree, RunOutcome, RunResult};
+use crate::contract::{output_text, OutputTree, RunOutcome, RunResult, UserIo};
 use crate::crypto::Hash;
 use crate::users::hp::{self, HpNode, Request};
 use crate::users::hp_outputs::contract_output;
@@ -83,6 +83,7 @@ fn output(unl: &[Keypair], signers: usize, user: PubKey) -> Value {
     let run = RunResult {
         outcome: RunOutcome::Exited(Some(0)),
         outputs,
+        io: UserIo::Raw,
     };
     let tree = OutputTree::of(&run, 4, &Hash([4; 32]));
     let text = vec![output_text(b"k=v\n")];

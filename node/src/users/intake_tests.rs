@@ -1,5 +1,5 @@
 use super::*;
-use crate::contract::{RunOutcome, RunResult, UserInput};
+use crate::contract::{RunOutcome, RunResult, UserInput, UserIo};
 use crate::env::Entropy;
 use crate::users::*;
 use std::collections::BTreeMap;
@@ -87,6 +87,7 @@ fn outputs_go_to_every_connection_of_their_user_except_empty_ones() {
             (b, Vec::new()),
             (PubKey([9; 32]), b"not here".to_vec()),
         ]),
+        io: UserIo::Raw,
     };
     let connected = [("a1", a), ("b", b), ("c", c), ("a2", a)];
     assert_eq!(

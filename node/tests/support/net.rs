@@ -5,7 +5,7 @@
 use hotpocket_node::consensus::{
     Action, ConsensusConfig, Event, ExecResult, Input, Job, Node, PeerMessage, Proposal,
 };
-use hotpocket_node::contract::{RunOutcome, RunReport, RunRequest, RunResult, StateNode};
+use hotpocket_node::contract::{RunOutcome, RunReport, RunRequest, RunResult, StateNode, UserIo};
 use hotpocket_node::crypto::{Hash, Keypair, PubKey};
 use hotpocket_node::ledger::LedgerRecord;
 use std::collections::VecDeque;
@@ -50,6 +50,7 @@ pub fn run_of(r: &LedgerRecord, node: PubKey, vouched: bool) -> RunReport {
         run: RunResult {
             outcome: RunOutcome::Exited(Some(0)),
             outputs,
+            io: UserIo::Raw,
         },
     }
 }

@@ -2,11 +2,11 @@
 //! tests and bench.
 
 use hotpocket_node::contract::ExecResult;
-use hotpocket_node::contract::{FdlistFormat, RunLimits};
+use hotpocket_node::contract::{FdlistFormat, RunLimits, UserIo};
 use hotpocket_node::crypto::{Hash, Keypair};
 use hotpocket_node::env::ContractHost;
 use hotpocket_node::real::contract_host::ProcessHost;
-use hotpocket_node::real::process::ProcessRunner;
+use hotpocket_node::real::process::{ProcessRunner, Workdir};
 use hotpocket_node::sync::state_transfer::{FetchStats, StateFetch, StatePatch, Step};
 use std::path::{Path, PathBuf};
 
@@ -37,6 +37,8 @@ pub fn open(d: &Path) -> ProcessHost {
         args: vec![],
         state_dir: d.to_path_buf(),
         format: FdlistFormat::Json,
+        workdir: Workdir::State,
+        io: UserIo::Raw,
         limits: RunLimits::default(),
     };
     let me = Keypair::from_seed([1; 32]).public();

@@ -354,7 +354,7 @@ impl OutputChecker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hotpocket_node::contract::{ExecResult, RunOutcome};
+    use hotpocket_node::contract::{ExecResult, RunOutcome, UserIo};
     use hotpocket_node::crypto::PubKey;
     use hotpocket_node::ledger::Verdict;
 
@@ -365,6 +365,7 @@ mod tests {
                 .iter()
                 .map(|(k, o)| (PubKey([*k; 32]), o.as_bytes().to_vec()))
                 .collect(),
+            io: UserIo::Raw,
         }
     }
 

@@ -15,7 +15,7 @@ use crate::world::World;
 use hotpocket_contract::{parse_description, Changes, Contract, MemState, Overlay, Run, State};
 use hotpocket_kv_contract::Kv;
 use hotpocket_node::contract::{describe, ExecResult, FdlistFormat};
-use hotpocket_node::contract::{RunOutcome, RunReport, RunRequest, RunResult, StateNode};
+use hotpocket_node::contract::{RunOutcome, RunReport, RunRequest, RunResult, StateNode, UserIo};
 use hotpocket_node::crypto::PubKey;
 use hotpocket_node::env::{ContractHost, InstallError, RollbackError, RunLink};
 use hotpocket_node::ledger::LedgerRecord;
@@ -88,7 +88,12 @@ const NO_FD: i32 = -1;
 /// SDK parses it. `None` if it does not parse.
 pub(crate) fn sdk_run<'a>(req: &RunRequest, state: &'a mut dyn State) -> Option<Run<'a>> {
     let fds = req.inputs.keys().map(|k| (*k, (NO_FD, NO_FD))).collect();
-    let text = describe(FdlistFormat::default(), req, (NO_FD, NO_FD), &fds);
+    let text = describe(
+        (FdlistFormat::default(), UserIo::Raw),
+        req,
+        (NO_FD, NO_FD),
+        &fds,
+    );
     let description = parse_description(&text).ok()?;
     let inputs = req
         .inputs
@@ -110,6 +115,7 @@ pub(crate) fn sdk_result(keys: &mut KeyMemo, run: Option<Run<'_>>) -> RunResult 
         return RunResult {
             outcome: RunOutcome::Exited(Some(1)),
             outputs: BTreeMap::new(),
+            io: UserIo::Raw,
         };
     };
     let outputs = run
@@ -125,6 +131,7 @@ pub(crate) fn sdk_result(keys: &mut KeyMemo, run: Option<Run<'_>>) -> RunResult 
     RunResult {
         outcome: RunOutcome::Exited(Some(0)),
         outputs,
+        io: UserIo::Raw,
     }
 }
 

@@ -89,7 +89,7 @@ async fn query_ledger(shared: &Shared, user: PubKey, q: Query) -> String {
 const READS_PER_CONNECTION: usize = 2;
 
 /// A read request's answer, for the connection's `reads` to send on.
-type ReadAnswer = (String, Result<Vec<u8>, String>);
+type ReadAnswer = (String, Result<Vec<Vec<u8>>, String>);
 
 /// Starts `user`'s read request `id` on `reads`, or answers it at once
 /// when the node runs no reads or this connection has enough running.
@@ -176,10 +176,17 @@ pub(super) async fn serve<S: Io>(
             Some(done) = reads.join_next(), if !reads.is_empty() => {
                 // A read that panicked has no id to answer; its user's
                 // client gives up after its own timeout.
+                // One response a message, as hpcore answers a framed
+                // contract's read.
                 if let Ok((id, answer)) = done {
-                    let answer = answer.as_deref().map_err(Clone::clone);
-                    let m = hp::read_response(&id, answer);
-                    send(&mut ws, Message::Binary(m.into_bytes()), timeout).await?;
+                    let answers: Vec<Result<&[u8], String>> = match &answer {
+                        Ok(msgs) => msgs.iter().map(|m| Ok(m.as_slice())).collect(),
+                        Err(why) => vec![Err(why.clone())],
+                    };
+                    for a in answers {
+                        let m = hp::read_response(&id, a);
+                        send(&mut ws, Message::Binary(m.into_bytes()), timeout).await?;
+                    }
                 }
                 continue;
             }

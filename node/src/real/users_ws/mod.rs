@@ -10,7 +10,7 @@ mod conn;
 mod outbox;
 
 use crate::consensus::{Event, Withheld};
-use crate::contract::{leaf, output_text, OutputTree, RunOutcome, RunResult, B3};
+use crate::contract::{leaf, output_texts, OutputTree, RunOutcome, RunResult, B3};
 use crate::crypto::{Hash, PubKey, Sig};
 use crate::env::Users;
 use crate::gate::{Gate, GateConfig, LogThrottle, Slot};
@@ -296,8 +296,12 @@ impl Users for WsUsers {
 
     fn deliver(&mut self, seq: u64, ledger: &Hash, run: &RunResult) {
         // hpcore's users wait for the UNL's signatures (`outputs_signed`).
-        self.send_to_output_owners(seq, run, "output", |_, out, hp_conn| {
-            (!hp_conn).then(|| Message::Binary(out.to_vec()))
+        // A framed run's messages go one frame each.
+        self.send_to_output_owners(seq, run, "output", |_, out, hp_conn| match hp_conn {
+            true => vec![],
+            false => (run.io.messages(out).into_iter())
+                .map(|m| Message::Binary(m.to_vec()))
+                .collect(),
         });
         if self.hp.is_some() && self.hp_owner_here(run) {
             self.signing.insert(seq, (*ledger, run.clone()));
@@ -321,15 +325,17 @@ impl Users for WsUsers {
             );
             return;
         }
-        self.send_to_output_owners(seq, &run, "output", |user, out, hp_conn| {
+        self.send_to_output_owners(seq, &run, "output", |user, _, hp_conn| {
             if !hp_conn {
-                return None;
+                return vec![];
             }
-            let text = vec![output_text(out)];
-            let mine = leaf(&user, &text);
-            let view = tree.for_user(&mine)?;
-            let m = contract_output(seq, &ledger, &text, &mine, view, sigs);
-            Some(Message::Binary(m.into_bytes()))
+            let texts = output_texts(&run, &user);
+            let mine = leaf(&user, &texts);
+            let Some(view) = tree.for_user(&mine) else {
+                return vec![];
+            };
+            let m = contract_output(seq, &ledger, &texts, &mine, view, sigs);
+            vec![Message::Binary(m.into_bytes())]
         });
     }
 
@@ -338,7 +344,10 @@ impl Users for WsUsers {
         // fails on a text frame: only prototype sessions hear it.
         let notice = withheld_message(seq, why);
         self.send_to_output_owners(seq, run, "notice", |_, _, hp_conn| {
-            (!hp_conn).then(|| Message::Text(notice.clone()))
+            (!hp_conn)
+                .then(|| Message::Text(notice.clone()))
+                .into_iter()
+                .collect()
         });
     }
 
@@ -410,7 +419,7 @@ impl WsUsers {
         seq: u64,
         run: &RunResult,
         what: &str,
-        msg: impl Fn(PubKey, &[u8], bool) -> Option<Message>,
+        msg: impl Fn(PubKey, &[u8], bool) -> Vec<Message>,
     ) {
         let mut conns = self.conns.lock().expect("not poisoned");
         let here: Vec<((PubKey, u64), PubKey)> = conns
@@ -422,17 +431,19 @@ impl WsUsers {
             let Some(outbox) = conns.get(&user).and_then(|m| m.get(&id)) else {
                 continue;
             };
-            let Some(m) = msg(user, out, outbox.hp) else {
-                continue;
-            };
-            let len = m.len();
-            // An output bigger than the per-connection bound (the contract
-            // may write up to its own output limit) goes to an empty queue.
-            let (per, all) = (self.limits.out_queue_bytes, self.limits.out_total_bytes);
-            let fits =
-                |mine: usize, total: usize| (mine == 0 || mine + len <= per) && total + len <= all;
-            if !outbox.offer(m, &self.out_total, fits) {
-                slow.push((user, id));
+            for m in msg(user, out, outbox.hp) {
+                let len = m.len();
+                // An output bigger than the per-connection bound (the
+                // contract may write up to its own output limit) goes to an
+                // empty queue.
+                let (per, all) = (self.limits.out_queue_bytes, self.limits.out_total_bytes);
+                let fits = |mine: usize, total: usize| {
+                    (mine == 0 || mine + len <= per) && total + len <= all
+                };
+                if !outbox.offer(m, &self.out_total, fits) {
+                    slow.push((user, id));
+                    break;
+                }
             }
         }
         for (user, id) in slow {

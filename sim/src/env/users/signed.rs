@@ -69,7 +69,7 @@ impl SignedCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hotpocket_node::contract::RunOutcome;
+    use hotpocket_node::contract::{RunOutcome, UserIo};
     use hotpocket_node::crypto::Keypair;
 
     #[test]
@@ -80,6 +80,7 @@ mod tests {
         let run = RunResult {
             outcome: RunOutcome::Exited(Some(0)),
             outputs: BTreeMap::from([(PubKey([5; 32]), b"out".to_vec())]),
+            io: UserIo::Raw,
         };
         let tree = OutputTree::of(&run, 2, &Hash([2; 32]));
         let root = tree.root();
