@@ -23,6 +23,20 @@ pub const MAX_OWED: usize = 1 << 16;
 /// than left to expire.
 pub const OVERLOAD_LEDGERS: u64 = 5;
 
+/// Ledgers' worth of inputs the node holds unlanded: past what the
+/// latest final ledgers landed of ours (the mean of `LANDING_WINDOW`)
+/// times this, a new input would wait longer than the ones before it, so
+/// it is refused at once, before the wait shows in `OVERLOAD_LEDGERS`.
+/// Below that, so that a backlog held at the bound does not trip it.
+pub const BACKLOG_LEDGERS: usize = 4;
+
+/// Final ledgers whose landings say how many of ours a ledger takes.
+const LANDING_WINDOW: usize = 8;
+
+/// What a ledger is taken to land of ours at least: before any landed
+/// (or while few come), the backlog may grow to `BACKLOG_LEDGERS` times it.
+pub const LANDING_FLOOR: usize = 64;
+
 struct Pending<C> {
     conn: C,
     name: String,
@@ -42,6 +56,8 @@ pub struct Statuses<C> {
     /// Ledgers the inputs in the latest final ledger holding some of ours
     /// took from their submission (the median).
     delay: u64,
+    /// How many of ours each of the latest final ledgers landed.
+    landed: std::collections::VecDeque<usize>,
 }
 
 impl<C> Default for Statuses<C> {
@@ -51,6 +67,7 @@ impl<C> Default for Statuses<C> {
             newest: None,
             lcl: 0,
             delay: 0,
+            landed: Default::default(),
         }
     }
 }
@@ -78,9 +95,19 @@ impl<C: Clone> Statuses<C> {
         true
     }
 
-    /// Whether the latest inputs to land waited `OVERLOAD_LEDGERS` or more.
+    /// Whether the latest inputs to land waited `OVERLOAD_LEDGERS` or
+    /// more, or the inputs waiting are more than `BACKLOG_LEDGERS` ledgers
+    /// land.
     pub fn overloaded(&self) -> bool {
-        self.delay >= OVERLOAD_LEDGERS
+        self.delay >= OVERLOAD_LEDGERS || self.pending.len() >= self.backlog_bound()
+    }
+
+    /// Most inputs owed before new ones are refused (`BACKLOG_LEDGERS`).
+    pub fn backlog_bound(&self) -> usize {
+        // The mean, empty ledgers included: what ledgers land, not what
+        // one big ledger after a stall did.
+        let per_ledger = self.landed.iter().sum::<usize>() / self.landed.len().max(1);
+        per_ledger.max(LANDING_FLOOR) * BACKLOG_LEDGERS
     }
 
     /// Input `ours` never reached the node after all: nothing is owed.
@@ -163,6 +190,10 @@ impl<C: Clone> Statuses<C> {
         // node already saw), and must not close the node to the rest. A
         // ledger that lands none of ours says nothing of the wait; nothing
         // left waiting at all says it is over.
+        if self.landed.len() == LANDING_WINDOW {
+            self.landed.pop_front();
+        }
+        self.landed.push_back(waits.len());
         if !waits.is_empty() {
             waits.sort_unstable();
             self.delay = waits[waits.len() / 2];
@@ -300,8 +331,50 @@ mod tests {
     }
 
     #[test]
+    fn a_backlog_past_what_ledgers_land_is_refused_at_once() {
+        let h = |i: usize| {
+            let mut h = [0u8; 32];
+            h[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            Hash(h)
+        };
+        let mut s: Statuses<u8> = Statuses::default();
+        let (mut prev, mut seq) = (Hash([0xee; 32]), 1);
+        let mut close = |s: &mut Statuses<u8>, inputs: &[Hash]| {
+            let (e, hash) = closed(seq, prev, inputs);
+            (prev, seq) = (hash, seq + 1);
+            s.on_event(&e, None)
+        };
+        // From a standing start, the floor's worth.
+        let bound = LANDING_FLOOR * BACKLOG_LEDGERS;
+        assert_eq!(s.backlog_bound(), bound);
+        for i in 0..bound {
+            assert!(s.submitted(h(i), 1, format!("{i}"), 1_000), "{i}");
+        }
+        assert!(!s.submitted(h(bound), 1, "over".into(), 1_000));
+        assert!(
+            s.overloaded(),
+            "no ledger has waited yet: the backlog alone"
+        );
+        // Two ledgers landing half of them each: room for three such.
+        close(&mut s, &(0..96).map(h).collect::<Vec<_>>());
+        close(&mut s, &(96..192).map(h).collect::<Vec<_>>());
+        close(&mut s, &[]);
+        assert_eq!((s.owed(), s.backlog_bound()), (0, 96 * 3));
+        for i in 0..96 * 3 {
+            assert!(s.submitted(h(1_000 + i), 1, String::new(), 1_000));
+        }
+        assert!(!s.submitted(h(2_000), 1, String::new(), 1_000));
+        // Ledgers that land nothing count: the rate is what ledgers land.
+        close(&mut s, &[]);
+        close(&mut s, &[]);
+        assert_eq!(s.backlog_bound(), LANDING_FLOOR * BACKLOG_LEDGERS);
+    }
+
+    #[test]
     fn no_more_than_max_owed_are_kept() {
         let mut s: Statuses<u8> = Statuses::default();
+        // Ledgers that landed more than the node may owe.
+        s.landed.push_back(MAX_OWED);
         for i in 0..MAX_OWED as u64 {
             let mut h = [0u8; 32];
             h[..8].copy_from_slice(&i.to_le_bytes());
