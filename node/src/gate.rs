@@ -142,7 +142,7 @@ pub struct LogThrottle {
 }
 
 impl LogThrottle {
-    pub fn new(interval_ms: u64) -> LogThrottle {
+    pub const fn new(interval_ms: u64) -> LogThrottle {
         LogThrottle {
             interval_ms,
             last_line_ms: None,

@@ -110,10 +110,11 @@ pub fn parse_description(text: &str) -> Result<Description, SdkError> {
         ),
     };
     // A framing this SDK does not know would be read as garbage.
-    let framed = match v.get("user_io").and_then(|x| x.as_str()) {
-        None | Some("raw") => false,
-        Some("framed") => true,
-        Some(other) => return Err(bad(&format!("unknown user_io {other:?}"))),
+    let framed = match v.get("user_io") {
+        None => false,
+        Some(x) if x == "raw" => false,
+        Some(x) if x == "framed" => true,
+        Some(other) => return Err(bad(&format!("unknown user_io {other}"))),
     };
     Ok(Description {
         lcl: s("lcl"),
@@ -156,6 +157,7 @@ mod tests {
         let d = parse_description(r#"{"seq":3,"user_io":"framed","user":{}}"#).unwrap();
         assert!(d.framed);
         assert!(parse_description(r#"{"seq":3,"user_io":"cbor"}"#).is_err());
+        assert!(parse_description(r#"{"seq":3,"user_io":1}"#).is_err());
         let d = parse_description("HOTPOCKET 0.1\nee=30:29\nff=34:33\n").unwrap();
         assert_eq!(d.users.len(), 2);
         assert_eq!(d.users["ff"], (34, 33));

@@ -3,6 +3,13 @@
 //! 4-byte big-endian length then its bytes, so a message's boundaries
 //! survive the fd (hpcore's contracts write outputs so).
 
+/// Most messages one user may get from one framed run: past it the run
+/// is over its output limit (the same on every node, as the bytes are).
+/// A bound in messages as well as bytes, as each message costs a
+/// websocket frame, a string in the output tree and a queue slot: 16 MiB
+/// of empty frames would be four million of them.
+pub const MAX_MESSAGES: usize = 512;
+
 /// What a user's fds carry. A network setting: a run's outputs are read
 /// by it, so two nodes set otherwise disagree on the run's output hash.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -17,13 +24,17 @@ pub enum UserIo {
 }
 
 impl UserIo {
+    /// What goes before a message of `len` bytes on a user's input fd.
+    pub fn header(self, len: usize) -> Option<[u8; 4]> {
+        // An input is bounded far below 4 GiB (`pubmaxsize`, 2 MiB at
+        // most), so its length always fits.
+        (self == UserIo::Framed).then(|| u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes())
+    }
+
     /// `msg` as it goes on a user's input fd.
     pub fn put(self, msg: &[u8], out: &mut Vec<u8>) {
-        if self == UserIo::Framed {
-            // An input is bounded far below 4 GiB (`pubmaxsize`, 2 MiB at
-            // most), so its length always fits.
-            let len = u32::try_from(msg.len()).unwrap_or(u32::MAX);
-            out.extend_from_slice(&len.to_be_bytes());
+        if let Some(h) = self.header(msg.len()) {
+            out.extend_from_slice(&h);
         }
         out.extend_from_slice(msg);
     }
@@ -51,6 +62,11 @@ impl UserIo {
                 msgs
             }
         }
+    }
+
+    /// Whether `bytes` holds more messages than one user may get.
+    pub fn too_many(self, bytes: &[u8]) -> bool {
+        self == UserIo::Framed && self.messages(bytes).len() > MAX_MESSAGES
     }
 
     /// Bytes at the end of `bytes` that are not part of a whole frame.
@@ -90,6 +106,18 @@ mod tests {
         assert_eq!(UserIo::Framed.torn_tail(&[0, 0]), 2);
         // A length far past the end reads nothing beyond it.
         assert!(UserIo::Framed.messages(&[255, 255, 255, 255, 1]).is_empty());
+    }
+
+    #[test]
+    fn more_messages_than_a_user_may_get_are_too_many() {
+        let mut fd = Vec::new();
+        for _ in 0..MAX_MESSAGES {
+            UserIo::Framed.put(b"", &mut fd);
+        }
+        assert!(!UserIo::Framed.too_many(&fd));
+        UserIo::Framed.put(b"", &mut fd);
+        assert!(UserIo::Framed.too_many(&fd));
+        assert!(!UserIo::Raw.too_many(&fd), "raw is one message");
     }
 
     #[test]

@@ -8,7 +8,7 @@ mod run;
 mod signed_input;
 mod state_tree;
 
-pub use framing::UserIo;
+pub use framing::{UserIo, MAX_MESSAGES};
 pub use input::{
     admissible, input_hash, last_ledger, runnable, signer, Signer, Stamper, UserInput,
 };

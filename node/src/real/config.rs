@@ -322,7 +322,10 @@ impl Config {
             prototype_sessions: self.prototype_users,
             ..SessionLimits::default()
         };
-        let binary = dir.join(&self.binary);
+        // Absolute: the contract starts in another directory, where a
+        // relative path (a node directory given as one) names nothing.
+        let binary = std::path::absolute(dir.join(&self.binary))
+            .map_err(|e| ("binary", format!("{}: {e}", self.binary)))?;
         check_binary(&binary).map_err(|why| ("binary", why))?;
         let mut warnings = Vec::new();
         if !consensus.in_unl(&key.public()) {

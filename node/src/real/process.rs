@@ -21,14 +21,16 @@ use crate::contract::{
 };
 use crate::crypto::PubKey;
 use crate::env::RunLink;
+use crate::gate::LogThrottle;
 use crate::real::npl_pipes;
 use crate::real::reaper::ContractProcess;
 use crate::real::run_log::{excerpt, FailureLog, Say};
+use crate::real::users_ws::now_ms;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -88,11 +90,12 @@ fn input_fd(chunks: &[Vec<u8>], io: UserIo) -> io::Result<OwnedFd> {
     }
     // SAFETY: fd is a fresh descriptor nobody else owns.
     let mut file = unsafe { File::from_raw_fd(fd) };
-    let mut bytes = Vec::new();
     for c in chunks {
-        io.put(c, &mut bytes);
+        if let Some(h) = io.header(c.len()) {
+            file.write_all(&h)?;
+        }
+        file.write_all(c)?;
     }
-    file.write_all(&bytes)?;
     // A second, read-only open starts at offset 0 and cannot be written by
     // the contract. std opens it close-on-exec; the child clears that.
     let ro = File::open(format!("/proc/self/fd/{fd}"))?;
@@ -183,6 +186,10 @@ fn log_reader(
 /// runs one contract, and its log is what is being spared.
 static FAILURES: Mutex<FailureLog> = Mutex::new(FailureLog::new());
 
+/// Runs that left a framed message cut short, logged once a minute: a
+/// contract that always does would otherwise log every ledger.
+static TORN: Mutex<LogThrottle> = Mutex::new(LogThrottle::new(60_000));
+
 impl ProcessRunner {
     /// Hash of the state directory as it is now.
     pub fn state(&self) -> io::Result<StateNode> {
@@ -241,7 +248,11 @@ impl ProcessRunner {
         let mut cmd = tokio::process::Command::new(&self.binary);
         let cwd = match self.workdir {
             Workdir::State => self.state_dir.as_path(),
-            Workdir::Contract => (self.state_dir.parent()).unwrap_or(&self.state_dir),
+            // A bare `state` has the empty path as its parent.
+            Workdir::Contract => match self.state_dir.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            },
         };
         cmd.args(&self.args)
             .current_dir(cwd)
@@ -339,7 +350,7 @@ impl ProcessRunner {
                 outputs.insert(user, out);
             }
         }
-        if total.load(Ordering::Relaxed) > limit {
+        if total.load(Ordering::Relaxed) > limit || outputs.values().any(|o| self.io.too_many(o)) {
             outcome = RunOutcome::OutputLimit;
         }
         if !matches!(outcome, RunOutcome::Exited(_)) {
@@ -350,11 +361,15 @@ impl ProcessRunner {
         log_outcome(req, &outcome, &out, &err);
         let torn: usize = outputs.values().map(|o| self.io.torn_tail(o)).sum();
         if torn > 0 && !req.readonly {
-            tracing::warn!(
-                seq = req.seq,
-                bytes = torn,
-                "the contract left a message cut short on a user's output: it is not sent"
-            );
+            let mut throttle = TORN.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(count) = throttle.event(now_ms()) {
+                tracing::warn!(
+                    seq = req.seq,
+                    bytes = torn,
+                    count,
+                    "the contract left a message cut short on a user's output: it is not sent"
+                );
+            }
         }
         Ok(RunResult {
             outcome,

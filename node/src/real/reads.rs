@@ -11,7 +11,7 @@
 //! a scratch directory (`S.reads/N`), so a read costs a copy of the state:
 //! fine for small states, and the reason reads are few at once.
 
-use crate::contract::{RunOutcome, RunRequest, StateNode, UserIo};
+use crate::contract::{RunOutcome, RunRequest, StateNode, UserIo, MAX_MESSAGES};
 use crate::crypto::{Hash, PubKey};
 use crate::real::process::ProcessRunner;
 use crate::real::state_dir::{copy_tree, refresh_snapshot, remove_any};
@@ -185,7 +185,7 @@ pub enum ReadError {
     NotReady,
     #[error("the contract took over its {0} ms limit")]
     TimedOut(u64),
-    #[error("the contract wrote over its {0}-byte output limit")]
+    #[error("the contract wrote over its output limit ({0} bytes, or {MAX_MESSAGES} messages when framed)")]
     OutputLimit(usize),
     #[error("the contract could not be started")]
     NotStarted,

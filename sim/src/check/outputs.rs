@@ -361,8 +361,7 @@ mod tests {
     fn run(outputs: &[(u8, &str)]) -> RunResult {
         RunResult {
             outcome: RunOutcome::Exited(Some(0)),
-            outputs: outputs
-                .iter()
+            outputs: (outputs.iter())
                 .map(|(k, o)| (PubKey([*k; 32]), o.as_bytes().to_vec()))
                 .collect(),
             io: UserIo::Raw,

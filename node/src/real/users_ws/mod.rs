@@ -343,8 +343,9 @@ impl Users for WsUsers {
         // hpcore's protocol has no such notice, and its client in a browser
         // fails on a text frame: only prototype sessions hear it.
         let notice = withheld_message(seq, why);
-        self.send_to_output_owners(seq, run, "notice", |_, _, hp_conn| {
-            (!hp_conn)
+        // Framed, bytes with no whole message are no output to withhold.
+        self.send_to_output_owners(seq, run, "notice", |user, _, hp_conn| {
+            (!hp_conn && !run.messages(&user).is_empty())
                 .then(|| Message::Text(notice.clone()))
                 .into_iter()
                 .collect()
