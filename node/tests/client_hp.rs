@@ -84,17 +84,16 @@ fn the_hpcore_client_signs_inputs_checks_outputs_and_reads_over_wss() {
 /// `user_io: framed`: each input reaches the contract as one message and
 /// each message it writes reaches the user as one output, through the
 /// UNL's signatures; a read is one message each way too.
-#[test]
-fn framed_user_io_keeps_message_boundaries() {
-    let base = base_port() + 2_000;
-    let echo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/contracts/echo.py");
-    let _net = cluster::start_with("client-hp-framed", 1, base, &echo, |cfg| {
-        cfg["user_io"] = "framed".into();
-    });
+/// Waits for a one-node cluster's user port: its wss URL.
+fn user_port(base: u16) -> String {
     cluster::wait_for("the user port", Duration::from_secs(20), || {
         std::net::TcpStream::connect(("127.0.0.1", base + 5)).is_ok()
     });
-    let url = format!("wss://127.0.0.1:{}", base + 5);
+    format!("wss://127.0.0.1:{}", base + 5)
+}
+
+/// The hpcore client on `url`, trusting node 0, lingering for outputs.
+fn trusting_node_0(url: &str, stdin: &str) -> (i32, String, String) {
     let node = ed_hex(&cluster::node_key(0).public());
     let args = [
         "--protocol",
@@ -103,9 +102,20 @@ fn framed_user_io_keeps_message_boundaries() {
         &node,
         "--linger",
         "6",
-        &url,
+        url,
     ];
-    let (code, out, err) = client(&args, "hello\nworld!\n/read q\n");
+    client(&args, stdin)
+}
+
+#[test]
+fn framed_user_io_keeps_message_boundaries() {
+    let base = base_port() + 2_000;
+    let echo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/contracts/echo.py");
+    let _net = cluster::start_with("client-hp-framed", 1, base, &echo, |cfg| {
+        cfg["user_io"] = "framed".into();
+    });
+    let url = user_port(base);
+    let (code, out, err) = trusting_node_0(&url, "hello\nworld!\n/read q\n");
     assert_eq!(code, 0, "{err}");
     // echo.py answers each message "message <n> of <len> bytes ...": one
     // answer an input (both may share a ledger), and one for the read.
@@ -140,21 +150,8 @@ fn the_contract_can_start_in_its_contract_directory() {
         cfg["workdir"] = "contract".into();
         cfg["binargs"] = format!("python3 {relative}").into();
     });
-    cluster::wait_for("the user port", Duration::from_secs(20), || {
-        std::net::TcpStream::connect(("127.0.0.1", base + 5)).is_ok()
-    });
-    let url = format!("wss://127.0.0.1:{}", base + 5);
-    let node = ed_hex(&cluster::node_key(0).public());
-    let args = [
-        "--protocol",
-        "hpcore",
-        "--trust",
-        &node,
-        "--linger",
-        "6",
-        &url,
-    ];
-    let (code, out, err) = client(&args, "hello\n/read q\n");
+    let url = user_port(base);
+    let (code, out, err) = trusting_node_0(&url, "hello\n/read q\n");
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("6 bytes sha256"), "{out}\n{err}");
     assert!(
