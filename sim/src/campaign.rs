@@ -110,6 +110,10 @@ pub struct CampaignReport {
     pub faults: BTreeMap<String, u64>,
     /// How many nodes played each byzantine role, over all runs.
     pub roles: BTreeMap<String, u64>,
+    /// How many runs took each rare path (`RarePath::name`) on an honest
+    /// node.
+    #[serde(default)]
+    pub reached: BTreeMap<String, u64>,
 }
 
 impl CampaignReport {
@@ -123,9 +127,18 @@ impl CampaignReport {
         add(&mut self.by_kind, other.by_kind);
         add(&mut self.faults, other.faults);
         add(&mut self.roles, other.roles);
+        add(&mut self.reached, other.reached);
         self.failures.extend(other.failures);
         self.failures
             .sort_by(|a, b| (&a.scenario, a.seed).cmp(&(&b.scenario, b.seed)));
+    }
+
+    /// Of the rare paths `required`, those no run reached.
+    pub fn unreached<'a>(&self, required: &'a [String]) -> Vec<&'a str> {
+        (required.iter())
+            .filter(|p| self.reached.get(*p).is_none_or(|n| *n == 0))
+            .map(String::as_str)
+            .collect()
     }
 
     /// The gravest class among the failures, which the exit code says.
@@ -199,6 +212,9 @@ pub fn run(plan: &Plan) -> Result<CampaignReport> {
             r.count_drawn(&s);
             let report = crate::runner::run(&s, seed);
             r.runs += 1;
+            for p in &report.reached {
+                *r.reached.entry(p.clone()).or_default() += 1;
+            }
             r.simulated_ms += report.simulated_ms;
             if !report.passed {
                 let k = report.violations[0].kind;
@@ -450,5 +466,29 @@ mod tests {
             "{json}"
         );
         assert_eq!(r.faults["crash"], 20);
+    }
+
+    /// A path counts as reached once any shard's run reached it.
+    #[test]
+    fn required_paths_are_checked_over_merged_shards() {
+        let shard = |paths: &[(&str, u64)]| CampaignReport {
+            reached: (paths.iter()).map(|(p, n)| (p.to_string(), *n)).collect(),
+            ..CampaignReport::default()
+        };
+        let required: Vec<String> = ["rollback-proven", "lone-close", "history-adopted"]
+            .map(String::from)
+            .to_vec();
+        let mut r = shard(&[("history-adopted", 3)]);
+        assert_eq!(r.unreached(&required), ["rollback-proven", "lone-close"]);
+        r.merge(shard(&[("rollback-proven", 1), ("history-adopted", 2)]));
+        assert_eq!(r.unreached(&required), ["lone-close"]);
+        assert_eq!(r.reached["history-adopted"], 5);
+        // Shards written before the field existed read as reaching nothing.
+        let old: CampaignReport = serde_json::from_str(
+            r#"{"runs":1,"failed":0,"passed":true,"simulated_ms":0,"wall_ms":0,
+                "spans":[],"by_kind":{},"failures":[],"faults":{},"roles":{}}"#,
+        )
+        .unwrap();
+        assert!(old.reached.is_empty());
     }
 }

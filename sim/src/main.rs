@@ -91,6 +91,11 @@ enum Command {
         /// beside the failing file as NAME-seed-N-min.toml.
         #[arg(long, default_value_t = 200)]
         shrink_runs: u64,
+        /// Rare paths (comma-separated names, as the report lists them:
+        /// rollback-proven, rollback-refused-voted, ...) that some run must
+        /// reach; the campaign fails (exit 1) when one was never reached.
+        #[arg(long, value_delimiter = ',')]
+        require: Vec<String>,
     },
     /// Fold the JSON reports of a campaign's shards into one.
     Merge {
@@ -100,6 +105,11 @@ enum Command {
         /// Write the merged report here (default: stdout, as JSON).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Rare paths some run of the shards together must reach, as for
+        /// `fuzz --require`: shards split the seeds, so this is where a
+        /// sharded campaign checks them.
+        #[arg(long, value_delimiter = ',')]
+        require: Vec<String>,
     },
     /// Shrink a failing run to a smaller scenario that fails the same way
     /// with the same seed: fewer timeline events, byzantine nodes, nodes and
@@ -229,6 +239,7 @@ fn real_main() -> Result<()> {
             out,
             json,
             shrink_runs,
+            require,
         } => {
             let budget = budget
                 .map(|b| campaign::parse_budget(&b))
@@ -262,9 +273,14 @@ fn real_main() -> Result<()> {
             if let Some(class) = report.class() {
                 std::process::exit(class.exit_code());
             }
+            require_reached(&report, &require);
             Ok(())
         }
-        Command::Merge { reports, out } => {
+        Command::Merge {
+            reports,
+            out,
+            require,
+        } => {
             let report = campaign::merge(&reports)?;
             let text = serde_json::to_string_pretty(&report)?;
             match out {
@@ -275,6 +291,7 @@ fn real_main() -> Result<()> {
                 }
                 None => println!("{text}"),
             }
+            require_reached(&report, &require);
             Ok(())
         }
         Command::Shrink {
@@ -411,6 +428,18 @@ fn randomness(files: &[PathBuf], seeds: &str, check: bool) -> Result<()> {
     Ok(())
 }
 
+/// Exits 1 when a required rare path was reached by no run.
+fn require_reached(r: &campaign::CampaignReport, required: &[String]) {
+    let missing = r.unreached(required);
+    if !missing.is_empty() {
+        eprintln!(
+            "no run reached {}: the campaign did not exercise what it must",
+            missing.join(", ")
+        );
+        std::process::exit(1);
+    }
+}
+
 /// The text summary of a campaign report.
 fn print_campaign(r: &campaign::CampaignReport) {
     println!(
@@ -430,6 +459,12 @@ fn print_campaign(r: &campaign::CampaignReport) {
     }
     for (kind, n) in &r.by_kind {
         println!("  {n} x {kind}");
+    }
+    if !r.reached.is_empty() {
+        let paths: Vec<String> = (r.reached.iter())
+            .map(|(p, n)| format!("{p} {n}"))
+            .collect();
+        println!("  rare paths reached (runs): {}", paths.join(", "));
     }
 }
 
@@ -451,6 +486,7 @@ fn json_report(r: &Report) -> serde_json::Value {
         "outputs_signed": r.outputs_signed,
         "statuses": r.statuses,
         "rolled_back": r.rolled_back,
+        "reached": r.reached,
         "byzantine_users": r.byzantine_users,
     })
 }

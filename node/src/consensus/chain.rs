@@ -4,6 +4,7 @@
 
 use super::nonces::{Nonces, NONCE_WINDOW};
 use super::pool::InputPool;
+use super::Kept;
 use crate::contract::{ExecResult, Signer};
 use crate::crypto::Hash;
 use crate::ledger::{check_link, ChainError, LedgerId, LedgerRecord, Verdict};
@@ -243,13 +244,16 @@ impl Chain {
     /// threshold of votes on another ledger at this seq) a voted lcl may go
     /// too: that other ledger is final, so this one can never be, and
     /// honest nodes only ever switch towards a proven ledger.
-    pub fn roll_back(&mut self, proven_elsewhere: bool) -> Option<LedgerRecord> {
+    pub fn roll_back(&mut self, proven_elsewhere: bool) -> Result<LedgerRecord, Kept> {
         let from = self.lcl();
         if from.seq == 0 || from.seq <= self.final_seq {
-            return None;
+            return Err(Kept::Final);
         }
-        if !proven_elsewhere && (from.seq <= self.restored_seq || self.voted_on == Some(from)) {
-            return None;
+        if !proven_elsewhere && from.seq <= self.restored_seq {
+            return Err(Kept::Restored);
+        }
+        if !proven_elsewhere && self.voted_on == Some(from) {
+            return Err(Kept::Voted);
         }
         let dropped = Arc::unwrap_or_clone(self.records.pop().expect("seq > 0 so above genesis"));
         for h in &dropped.ledger.inputs {
@@ -259,7 +263,7 @@ impl Chain {
         if !dropped.ledger.verdicts.is_empty() {
             self.verdicts = Verdicts::of(&self.records);
         }
-        Some(dropped)
+        Ok(dropped)
     }
 }
 
@@ -317,7 +321,11 @@ mod tests {
     fn the_rollback_rule() {
         let mut pool = InputPool::default();
         let mut chain = Chain::restore(vec![]).unwrap();
-        assert!(chain.roll_back(true).is_none(), "never genesis");
+        assert_eq!(
+            chain.roll_back(true).err(),
+            Some(Kept::Final),
+            "never genesis"
+        );
         let h = Hash([7; 32]);
         let a = next(&chain.lcl(), vec![h], 1);
         chain.append(a.clone(), &mut pool);
@@ -328,15 +336,19 @@ mod tests {
         // Voted on: only with a proof of another ledger.
         chain.append(a.clone(), &mut pool);
         chain.vote(a.id());
-        assert!(chain.roll_back(false).is_none());
-        assert!(chain.roll_back(true).is_some());
+        assert_eq!(chain.roll_back(false).err(), Some(Kept::Voted));
+        assert!(chain.roll_back(true).is_ok());
         // Final (a ledger was appended on top): never, even with a proof.
         chain.append(a.clone(), &mut pool);
         chain.append(next(&a.id(), vec![], 2), &mut pool);
-        assert!(chain.roll_back(true).is_some(), "the new lcl is not final");
-        assert!(chain.roll_back(true).is_none(), "ledger 1 is final");
+        assert!(chain.roll_back(true).is_ok(), "the new lcl is not final");
+        assert_eq!(
+            chain.roll_back(true).err(),
+            Some(Kept::Final),
+            "ledger 1 is final"
+        );
         // Restored lcl: treated as voted on.
         let mut restored = Chain::restore(vec![a]).unwrap();
-        assert!(restored.roll_back(false).is_none());
+        assert_eq!(restored.roll_back(false).err(), Some(Kept::Restored));
     }
 }

@@ -1,7 +1,7 @@
 //! What the node takes in ([`Input`]) and gives out ([`Action`], with the
 //! typed [`Event`]s and [`Stats`] its observers see).
 
-use super::{ConfigError, Job, VoteStatus};
+use super::{ConfigError, Job, RarePath, VoteStatus};
 use crate::contract::{RunOutcome, RunReport, RunResult, StateNode};
 use crate::crypto::{Hash, PubKey, Sig};
 use crate::ledger::{ChainError, Ledger, LedgerId, LedgerRecord};
@@ -203,6 +203,8 @@ pub enum Event {
         peer: PubKey,
         reason: String,
     },
+    /// The node took one of the protocol's rare paths.
+    Reached(RarePath),
 }
 
 /// Counters of what the node dropped and why.

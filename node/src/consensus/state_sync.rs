@@ -13,7 +13,7 @@
 use super::book::ProposalBook;
 use super::chain::Chain;
 use super::message::PeerMessage;
-use super::{Action, ConsensusConfig, Event, Job, Stats};
+use super::{Action, ConsensusConfig, Event, Job, RarePath, Stats};
 use crate::contract::{ExecResult, StateNode};
 use crate::crypto::PubKey;
 use crate::sync::state_transfer::{
@@ -179,6 +179,11 @@ impl StateSync {
             return;
         }
         tracing::debug!(from, seq, "skipping runs for a state sync");
+        if self.forced == Some(Forced::Mismatch) {
+            fx.push(Effect::Do(Action::Notify(Event::Reached(
+                RarePath::MismatchSync,
+            ))));
+        }
         fx.push(Effect::SkipRuns(seq));
         self.phase = Phase::Reading { from, seq, result };
         self.reads += 1;

@@ -107,6 +107,8 @@ impl Observer for LogObserver {
             Event::Intake { open: true, behind } => {
                 tracing::info!(behind, "contract runs caught up: taking user inputs again")
             }
+            // The events around it say what happened; this names the path.
+            Event::Reached(path) => tracing::debug!(path = path.name(), "rare path reached"),
         }
     }
 }

@@ -36,6 +36,28 @@ pub enum SyncError {
     BeaconEvidence { seq: u64 },
 }
 
+impl SyncError {
+    /// What failed, without the seqs and keys: a name campaigns count by.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SyncError::Chain(ChainError::Seq { .. }) => "seq",
+            SyncError::Chain(ChainError::Prev { .. }) => "prev",
+            SyncError::Chain(ChainError::Hash { .. }) => "hash",
+            SyncError::Chain(ChainError::Inputs { .. }) => "inputs",
+            SyncError::Chain(ChainError::Verdicts { .. }) => "verdicts",
+            SyncError::Chain(ChainError::Beacon { .. }) => "beacon",
+            SyncError::ProofTooSmall { .. } => "proof-too-small",
+            SyncError::ProofNotUnl { .. } => "proof-not-unl",
+            SyncError::ProofDuplicate { .. } => "proof-duplicate",
+            SyncError::ProofStage { .. } => "proof-stage",
+            SyncError::ProofMismatch { .. } => "proof-mismatch",
+            SyncError::ProofSignature { .. } => "proof-signature",
+            SyncError::StrayBody { .. } => "stray-body",
+            SyncError::BeaconEvidence { .. } => "beacon-evidence",
+        }
+    }
+}
+
 /// Checks that `rec` may follow `lcl`. Signatures are checked last: they are
 /// the expensive part and a malformed record fails earlier.
 pub fn verify_record(

@@ -279,6 +279,7 @@ impl Checker {
                 self.diverged.remove(&node);
             }
             Event::Status(_)
+            | Event::Reached(_)
             | Event::HistoryRejected { .. }
             | Event::StateSyncStarted { .. }
             | Event::StateSyncAbandoned { .. } => {}

@@ -15,7 +15,7 @@ use crate::world::log::Log;
 use crate::world::mutate::MutationFault;
 use crate::world::trace::Trace;
 use hotpocket_node::consensus::input_hash;
-use hotpocket_node::consensus::{ConsensusConfig, Event, Stats, VoteStatus};
+use hotpocket_node::consensus::{ConsensusConfig, Event, RarePath, Stats, VoteStatus};
 use hotpocket_node::contract::{RunResult, SignedInput, UserInput};
 use hotpocket_node::crypto::{Hash, Keypair, PubKey, Verified};
 use hotpocket_node::ledger::LedgerRecord;
@@ -116,6 +116,8 @@ struct Inner {
     /// Every connection opened, with its two ends.
     conns: Conns,
     handshake: HandshakeKind,
+    /// Rare paths an honest node took (`Event::Reached`).
+    reached: BTreeSet<RarePath>,
 }
 
 pub struct World {
@@ -215,6 +217,7 @@ impl World {
                     .map(|t| (t, scenario.nodes, scenario.consensus.roundtime_ms.max(1))),
                 conns: Conns::default(),
                 handshake: scenario.handshake,
+                reached: BTreeSet::new(),
             }),
             start: sim_now(),
             wire: Mutex::new(Some(wire)),
@@ -271,6 +274,13 @@ impl World {
     /// A node's event: traced always, checked only for honest nodes.
     pub fn notify(&self, node: usize, ev: &Event) {
         let mut g = self.lock();
+        // Counted, not traced: marking a path must not change the trace.
+        if let Event::Reached(path) = ev {
+            if g.nodes[node].role == Role::Honest {
+                g.reached.insert(*path);
+            }
+            return;
+        }
         let encoded = g.trace.event_json(ev);
         self.record(&mut g, node, &encoded);
         match ev {

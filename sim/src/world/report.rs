@@ -50,6 +50,8 @@ pub struct Report {
     pub statuses: [u64; 2],
     /// Closes that a node later rolled back (never final ones).
     pub rolled_back: u64,
+    /// The rare paths an honest node took (`RarePath::name`), sorted.
+    pub reached: Vec<String>,
     pub beacon: BeaconSummary,
     pub byzantine_users: ByzUserStats,
     /// Every message and mark of the run, when it was asked for.
@@ -150,6 +152,7 @@ impl World {
             outputs_signed: g.checker.outputs.signed_runs,
             statuses: g.checker.outputs.statuses.into(),
             rolled_back: g.checker.rolled_back,
+            reached: g.reached.iter().map(|p| p.name()).collect(),
             byzantine_users: g.byz_users.clone(),
             log: g.log.take(),
             verified: VerifiedStats::default(),

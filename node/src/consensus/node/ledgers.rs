@@ -6,7 +6,7 @@
 use super::{beacon, Node};
 use crate::consensus::catchup::{check_answer, Answer};
 use crate::consensus::state_sync::Forced;
-use crate::consensus::{Action, CloseVia, Event, Job};
+use crate::consensus::{Action, CloseVia, Event, Job, RarePath};
 use crate::crypto::PubKey;
 use crate::ledger::LedgerRecord;
 use crate::sync::SyncError;
@@ -20,6 +20,7 @@ impl Node {
         };
         let record = self.append(record).clone();
         let (seq, hash) = (record.ledger.seq, record.hash);
+        self.rare.closed_here = Some(record.id());
         tracing::debug!(
             seq,
             inputs = record.ledger.inputs.len(),
@@ -75,6 +76,7 @@ impl Node {
     }
 
     fn refuse_history(&mut self, from: PubKey, e: SyncError) {
+        self.reached(RarePath::HistoryRefused(e.kind()));
         self.stats.history_rejected += 1;
         self.catchup.failed();
         tracing::warn!(peer = ?from, error = %e, "rejecting history");
@@ -87,6 +89,18 @@ impl Node {
     /// Ledgers verified and appended from history: made durable, announced,
     /// and queued to run.
     fn adopted(&mut self, records: Vec<Arc<LedgerRecord>>) {
+        self.reached(RarePath::HistoryAdopted);
+        for r in &records {
+            let dropped = self.rare.switching_from;
+            if dropped.is_some_and(|d| d.seq == r.ledger.seq && d.hash != r.hash) {
+                self.rare.switching_from = None;
+                self.reached(RarePath::SwitchedToProven);
+            }
+            let outcome = r.ledger.beacon.outcome.as_ref();
+            if outcome.is_some_and(|o| !o.fraud.is_empty()) {
+                self.reached(RarePath::HistoryAcrossFraud);
+            }
+        }
         self.stats.history_adopted += records.len() as u64;
         for r in &records {
             self.out.push(Action::Persist(r.clone()));
@@ -132,10 +146,29 @@ impl Node {
     /// whether it did. Its inputs go back to the pool, its run and
     /// outputs are forgotten, and the contract state steps back too.
     pub(super) fn rollback(&mut self, proven_elsewhere: bool) -> bool {
-        let Some(mut dropped) = self.chain.roll_back(proven_elsewhere) else {
-            return false;
+        let lcl = self.chain.lcl();
+        if self.rare.closed_here == Some(lcl) {
+            self.rare.closed_here = None;
+            self.reached(RarePath::LoneClose);
+        }
+        let mut dropped = match self.chain.roll_back(proven_elsewhere) {
+            Ok(d) => d,
+            Err(kept) => {
+                // Asked again at every stage while the fork lasts: told once.
+                if self.rare.kept.replace((lcl, kept)) != Some((lcl, kept)) {
+                    self.reached(RarePath::RollbackRefused(kept));
+                }
+                return false;
+            }
         };
         let from = dropped.id();
+        self.reached(match proven_elsewhere {
+            true => RarePath::RollbackProven,
+            false => RarePath::RollbackUnproven,
+        });
+        if proven_elsewhere {
+            self.rare.switching_from = Some(from);
+        }
         let round = self.round();
         for h in &dropped.ledger.inputs {
             if let Some(body) = dropped.bodies.remove(h) {
@@ -165,4 +198,21 @@ impl Node {
             .push(Action::Notify(Event::RolledBack { from, to }));
         true
     }
+
+    /// Reports a rare path taken (`RarePath`).
+    pub(super) fn reached(&mut self, path: RarePath) {
+        self.out.push(Action::Notify(Event::Reached(path)));
+    }
+}
+
+/// What the rare-path reports remember between steps.
+#[derive(Default)]
+pub(super) struct RareMarks {
+    /// The last ledger this node closed by the UNL's votes.
+    pub closed_here: Option<crate::ledger::LedgerId>,
+    /// The lcl dropped for a proof of another ledger at its seq.
+    pub switching_from: Option<crate::ledger::LedgerId>,
+    /// The last refusal reported, so a fork asked about at every stage is
+    /// told once.
+    pub kept: Option<(crate::ledger::LedgerId, crate::consensus::Kept)>,
 }

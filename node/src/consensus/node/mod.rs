@@ -24,7 +24,7 @@ use crate::consensus::pool::{Admission, InputPool};
 use crate::consensus::served::Served;
 use crate::consensus::state_sync::{Effect, Forced, StateSync, View};
 use crate::consensus::timing::{Slot, Timing};
-use crate::consensus::{Action, ConsensusConfig, Event, Input, NodeError, Stats};
+use crate::consensus::{Action, ConsensusConfig, Event, Input, NodeError, RarePath, Stats};
 use crate::consensus::{SignedProposal, VoteStatus};
 use crate::contract::{input_hash, ExecResult};
 use crate::crypto::{KeyRing, Keypair, PubKey};
@@ -65,6 +65,8 @@ pub struct Node {
     /// The UNL's signatures over delivered runs' outputs, for hpcore users.
     output_sigs: OutputSigs,
     stats: Stats,
+    /// What the rare-path reports remember (`ledgers::RareMarks`).
+    rare: ledgers::RareMarks,
     out: Vec<Action>,
 }
 
@@ -122,6 +124,7 @@ impl Node {
             backlog: Backlog::default(),
             output_sigs: OutputSigs::default(),
             stats: Stats::default(),
+            rare: Default::default(),
             out: vec![Action::Notify(Event::Started { lcl })],
         })
     }
@@ -215,6 +218,7 @@ impl Node {
                 // now says: no run goes until the certified state is fetched
                 // and installed. The runs queued for the host were dropped.
                 tracing::error!(seq, error, "contract state not rolled back; will fetch it");
+                self.reached(RarePath::ContractRollbackFailed);
                 self.restore_runs(seq + 1, self.chain.lcl().seq);
                 self.state.force(Forced::Rollback);
             }

@@ -1,0 +1,59 @@
+//! Coverage marks: a scenario written to take a rare path must take it.
+//! Without these, a change that stops a rule from ever running (the
+//! rollback guard in `Chain::roll_back` made to let a voted lcl go, say)
+//! would pass every safety check of every scenario that never reaches
+//! it; with the guard so changed, `lone-close` reaches
+//! `rollback-unproven` instead and this fails.
+
+use hotpocket_sim::{run, Scenario};
+use std::path::PathBuf;
+
+fn load(name: &str) -> Scenario {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    Scenario::load(&dir.join(format!("{name}.toml"))).unwrap()
+}
+
+#[test]
+fn a_lone_close_is_refused_rollback_then_proven_and_switched() {
+    let s = load("lone-close");
+    for seed in 1..=3 {
+        let r = run(&s, seed);
+        assert!(r.passed, "seed {seed}: {:?}", r.violations);
+        for path in [
+            "lone-close",
+            "rollback-refused-voted",
+            "rollback-proven",
+            "switched-to-proven",
+        ] {
+            assert!(
+                r.reached.iter().any(|p| p == path),
+                "seed {seed}: {path} not reached; reached {:?}",
+                r.reached
+            );
+        }
+        assert!(
+            !r.reached.iter().any(|p| p == "rollback-unproven"),
+            "seed {seed}: node 0 dropped the ledger it voted on without a proof"
+        );
+    }
+}
+
+/// History that fails verification is refused, and by the check that
+/// caught it: a forger's proofs hold too few valid signatures once its
+/// forged ones are dropped; a liar's carry a signature that does not hold.
+#[test]
+fn bad_history_is_refused_by_the_check_that_caught_it() {
+    let reached = |name: &str, seed| run(&load(name), seed).reached;
+    for seed in 1..=3 {
+        let r = reached("history-forger", seed);
+        assert!(
+            r.iter().any(|p| p == "history-refused-proof-too-small"),
+            "{r:?}"
+        );
+    }
+    let r = reached("history-liar", 1);
+    assert!(
+        r.iter().any(|p| p == "history-refused-proof-signature"),
+        "{r:?}"
+    );
+}
