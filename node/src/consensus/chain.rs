@@ -234,7 +234,8 @@ impl Chain {
         self.records.last().expect("just pushed")
     }
 
-    /// Drops the lcl if that is safe, and returns it.
+    /// Drops the lcl if that is safe, and returns it; or names the guard
+    /// that kept it.
     ///
     /// Never a final ledger: ledgers below the lcl are final (the lcl's proof
     /// is a threshold of votes on them), and so is any lcl that once had a

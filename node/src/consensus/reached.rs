@@ -18,6 +18,7 @@ pub enum Kept {
     Voted,
 }
 
+/// A rare path, as `Event::Reached` names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub enum RarePath {
     /// A ledger this node closed by the UNL's votes turned out not to be
@@ -31,8 +32,8 @@ pub enum RarePath {
     RollbackUnproven,
     /// The lcl was kept although the UNL did not build on it.
     RollbackRefused(Kept),
-    /// After a proven rollback, the ledger the proof named was adopted at
-    /// the seq that was dropped.
+    /// After a proven rollback, another ledger was adopted from history
+    /// at the seq that was dropped.
     SwitchedToProven,
     /// Ledgers were adopted from a peer's history.
     HistoryAdopted,
@@ -40,8 +41,8 @@ pub enum RarePath {
     HistoryRefused(&'static str),
     /// Ledgers adopted from history hold a beacon fraud conviction.
     HistoryAcrossFraud,
-    /// A state sync started because our run's state differed from the
-    /// certified one.
+    /// A state sync started while one was forced by our run's state
+    /// differing from the certified one.
     MismatchSync,
     /// The contract state could not be rolled back with the chain.
     ContractRollbackFailed,

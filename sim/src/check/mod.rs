@@ -278,6 +278,7 @@ impl Checker {
                 // afresh.
                 self.diverged.remove(&node);
             }
+            // `World::notify` counts `Reached` and never passes it here.
             Event::Status(_)
             | Event::Reached(_)
             | Event::HistoryRejected { .. }

@@ -199,7 +199,8 @@ impl Node {
         true
     }
 
-    /// Reports a rare path taken (`RarePath`).
+    /// Reports a rare path taken (`RarePath`): campaigns count them to
+    /// show the rules that run least were exercised.
     pub(super) fn reached(&mut self, path: RarePath) {
         self.out.push(Action::Notify(Event::Reached(path)));
     }
