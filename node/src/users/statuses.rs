@@ -264,6 +264,24 @@ mod tests {
         (e, hash)
     }
 
+    /// Closes ledgers one on another from seq 1, `genesis` below the
+    /// first, and hands each to `s`: the statuses due.
+    fn closer(genesis: Hash) -> impl FnMut(&mut Statuses<u8>, &[Hash]) -> Vec<(u8, String)> {
+        let (mut prev, mut seq) = (genesis, 1);
+        move |s, inputs| {
+            let (e, hash) = closed(seq, prev, inputs);
+            (prev, seq) = (hash, seq + 1);
+            s.on_event(&e, None)
+        }
+    }
+
+    /// A distinct input hash for each `i`.
+    fn nth(i: u64) -> Hash {
+        let mut h = [0u8; 32];
+        h[..8].copy_from_slice(&i.to_le_bytes());
+        Hash(h)
+    }
+
     /// (connection, input name, status or reason, and for an accepted
     /// one the seq of the ledger it names).
     fn status(due: &[(u8, String)]) -> Vec<(u8, String, String)> {
@@ -327,12 +345,7 @@ mod tests {
     fn inputs_are_refused_while_the_latest_to_land_waited_too_long() {
         let h = |i: u8| Hash([i; 32]);
         let mut s: Statuses<u8> = Statuses::default();
-        let (mut prev, mut seq) = (Hash([0; 32]), 1);
-        let mut close = |s: &mut Statuses<u8>, inputs: &[Hash]| {
-            let (e, hash) = closed(seq, prev, inputs);
-            (prev, seq) = (hash, seq + 1);
-            s.on_event(&e, None)
-        };
+        let mut close = closer(Hash([0; 32]));
         assert!(s.submitted(h(1), 1, "A".into(), 50));
         for _ in 0..OVERLOAD_LEDGERS {
             close(&mut s, &[]);
@@ -360,18 +373,9 @@ mod tests {
 
     #[test]
     fn a_backlog_past_what_ledgers_land_is_refused_at_once() {
-        let h = |i: usize| {
-            let mut h = [0u8; 32];
-            h[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            Hash(h)
-        };
+        let h = |i: usize| nth(i as u64);
         let mut s: Statuses<u8> = Statuses::default();
-        let (mut prev, mut seq) = (Hash([0xee; 32]), 1);
-        let mut close = |s: &mut Statuses<u8>, inputs: &[Hash]| {
-            let (e, hash) = closed(seq, prev, inputs);
-            (prev, seq) = (hash, seq + 1);
-            s.on_event(&e, None)
-        };
+        let mut close = closer(Hash([0xee; 32]));
         // From a standing start, the floor's worth.
         let bound = LANDING_FLOOR * BACKLOG_LEDGERS;
         assert_eq!(s.backlog_bound(), bound);
@@ -415,9 +419,7 @@ mod tests {
         // Ledgers that landed more than the node may owe.
         s.landed.push_back(MAX_OWED);
         for i in 0..MAX_OWED as u64 {
-            let mut h = [0u8; 32];
-            h[..8].copy_from_slice(&i.to_le_bytes());
-            assert!(s.submitted(Hash(h), 0, String::new(), 5));
+            assert!(s.submitted(nth(i), 0, String::new(), 5));
         }
         assert!(!s.submitted(Hash([0xff; 32]), 0, String::new(), 5));
         assert_eq!(s.owed(), MAX_OWED);
