@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A bounded swarm campaign for CI: two shards, one per core, each
-# for a wall-clock budget over seeds 0..5000 (every one of them passed the
-# full campaign recorded in docs/performance.md, so a failure here is the change's).
+# for a wall-clock budget over seeds 0..5000 (every one of them but 4711, a
+# known limitation far past this budget, passed the full campaign recorded
+# in docs/performance.md, so a failure here is the change's).
 # Fails on any violation and prints the shrunk scenario.
 #
 # Usage: ci/fuzz.sh            (FUZZ_BUDGET=150s FUZZ_SHARDS=2 by default)
@@ -24,9 +25,11 @@ done
 for p in "${pids[@]}"; do wait "$p" || true; done
 # Rare paths this budget reaches in every campaign so far (history
 # adopted in ~90% of runs, across a beacon conviction ~13%, refused for a
-# bad signature ~2% or too few signers ~4%, of 876 runs); rollbacks are
-# too rare in the swarm to require (scenarios/lone-close.toml takes them).
+# bad signature ~2% or too few signers ~4%, of 876 runs; with the swarm's
+# lone-close cuts a node closes alone, rolls back with a proof and switches
+# in ~17%, and keeps a voted lcl against a fork in ~9%, of 300 runs).
 required=history-adopted,history-across-fraud,history-refused-proof-signature,history-refused-proof-too-small
+required+=,lone-close,rollback-proven,switched-to-proven,rollback-refused-voted
 "$bin" merge "$out"/shard-*.json --out "$out/report.json"
 if ! python3 -c 'import json,sys; sys.exit(0 if json.load(open(sys.argv[1]))["passed"] else 1)' "$out/report.json"; then
   echo "ci/fuzz.sh: the swarm campaign found violations:"

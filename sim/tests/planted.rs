@@ -26,14 +26,21 @@ fn with_and_without(name: &str, bug: PlantedBug, seed: u64) -> Vec<Violation> {
     run(&s, seed).violations
 }
 
-fn assert_fork(name: &str, bug: PlantedBug) {
+/// `name` with `bug` planted has a violation of `kind` whose detail holds
+/// `detail`, at seeds 1-3 (and passes without it).
+fn assert_caught(name: &str, bug: PlantedBug, kind: Kind, detail: &str) {
     for seed in 1..=3 {
         let v = with_and_without(name, bug, seed);
         assert!(
-            v.iter().any(|v| v.kind == Kind::Fork),
-            "{name} with {bug:?}, seed {seed}: expected a fork, got {v:?}"
+            v.iter()
+                .any(|v| v.kind == kind && v.detail.contains(detail)),
+            "{name} with {bug:?}, seed {seed}: expected {kind} ({detail}), got {v:?}"
         );
     }
+}
+
+fn assert_fork(name: &str, bug: PlantedBug) {
+    assert_caught(name, bug, Kind::Fork, "");
 }
 
 #[test]
@@ -54,6 +61,15 @@ fn a_partition_forks_nodes_that_close_on_a_majority_of_what_they_received() {
 }
 
 #[test]
+fn a_lone_close_catches_a_node_that_drops_its_voted_lcl_without_proof() {
+    // The vote checker saw node 0's stage-3 vote on top of the ledger it
+    // closed alone; with the guard off it drops that ledger when the UNL
+    // moves on, before any proof of the other one reaches it.
+    let bug = PlantedBug::RollBackVoted;
+    assert_caught("lone-close", bug, Kind::Rollback, "voted at stage 3");
+}
+
+#[test]
 fn a_planted_bug_is_not_caught_by_an_adversary_that_does_not_probe_it() {
     // The sybil's votes are all validly signed: switching off the
     // signature check changes nothing for it. Teeth per check, not luck.
@@ -67,17 +83,26 @@ fn history_forger_forks_a_node_that_takes_a_weak_history_proof() {
 }
 
 #[test]
+fn proof_forgers_fork_a_node_that_skips_history_signature_checks() {
+    assert_fork("proof-forger", PlantedBug::NoProofSignatureCheck);
+    assert_fork("proof-forgers", PlantedBug::NoProofSignatureCheck);
+    // The forged proofs hold a threshold of UNL members: the proof
+    // forger does not probe the threshold check.
+    let v = with_and_without("proof-forger", PlantedBug::WeakHistoryProof, 1);
+    assert!(v.is_empty(), "{v:?}");
+}
+
+#[test]
 fn body_swapper_makes_a_node_that_skips_body_checks_run_other_inputs() {
     // No fork here: the ledgers are the real ones. The node that took the
     // swapped bodies runs inputs the ledgers do not name, so its state
     // leaves the certified one: the checker's execution-safety violation.
-    for seed in 1..=3 {
-        let v = with_and_without("body-swapper", PlantedBug::UncheckedBodies, seed);
-        assert!(
-            v.iter().any(|v| v.kind == Kind::Divergence),
-            "seed {seed}: expected a divergence, got {v:?}"
-        );
-    }
+    assert_caught(
+        "body-swapper",
+        PlantedBug::UncheckedBodies,
+        Kind::Divergence,
+        "",
+    );
 }
 
 #[test]
@@ -86,14 +111,12 @@ fn history_skipper_makes_a_node_that_skips_link_checks_break_its_chain() {
     // without the link check, the next one lands two seqs above the node's
     // lcl and the node's own chain (indexed by seq) breaks under it. The
     // simulator reports the panic as a violation.
-    for seed in 1..=3 {
-        let v = with_and_without("history-skipper", PlantedBug::NoLinkCheck, seed);
-        assert!(
-            v.iter()
-                .any(|v| v.kind == Kind::Panic && v.detail.contains("just appended")),
-            "seed {seed}: expected the chain to break, got {v:?}"
-        );
-    }
+    assert_caught(
+        "history-skipper",
+        PlantedBug::NoLinkCheck,
+        Kind::Panic,
+        "just appended",
+    );
 }
 
 #[test]
@@ -101,28 +124,19 @@ fn input_forger_gets_inputs_in_users_names_into_ledgers_of_nodes_that_pool_them_
     // Signed inputs only: with the check in place no forged input lands;
     // without it, the honest nodes pool the forger's bodies, propose them,
     // and close ledgers holding inputs no user's session gave.
-    for seed in 1..=3 {
-        let v = with_and_without("input-forger", PlantedBug::UncheckedInputs, seed);
-        assert!(
-            v.iter().any(|v| v.kind == Kind::Outputs
-                && v.detail.contains("which no node took from any user")),
-            "seed {seed}: expected a forged input in a ledger, got {v:?}"
-        );
-    }
+    let (bug, why) = (
+        PlantedBug::UncheckedInputs,
+        "which no node took from any user",
+    );
+    assert_caught("input-forger", bug, Kind::Outputs, why);
 }
 
 #[test]
 fn input_forger_reorders_a_users_inputs_at_nodes_that_ignore_nonces() {
     // It holds back some of its own users' inputs until later ones ran:
     // without the nonce rule they run after them.
-    for seed in 1..=3 {
-        let v = with_and_without("input-forger", PlantedBug::NoNonceOrder, seed);
-        assert!(
-            v.iter()
-                .any(|v| v.kind == Kind::Outputs && v.detail.contains("after its input of nonce")),
-            "seed {seed}: expected inputs out of their nonce order, got {v:?}"
-        );
-    }
+    let (bug, why) = (PlantedBug::NoNonceOrder, "after its input of nonce");
+    assert_caught("input-forger", bug, Kind::Outputs, why);
 }
 
 #[test]

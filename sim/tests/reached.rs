@@ -56,4 +56,14 @@ fn bad_history_is_refused_by_the_check_that_caught_it() {
         r.iter().any(|p| p == "history-refused-proof-signature"),
         "{r:?}"
     );
+    // Proofs in the real voters' names, only the signatures wrong.
+    for name in ["proof-forger", "proof-forgers"] {
+        for seed in 1..=3 {
+            let r = reached(name, seed);
+            assert!(
+                r.iter().any(|p| p == "history-refused-proof-signature"),
+                "{name} seed {seed}: {r:?}"
+            );
+        }
+    }
 }

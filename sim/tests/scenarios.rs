@@ -194,23 +194,48 @@ fn byzantine_users_attack_with_every_kind_and_are_refused() {
     );
 }
 
-#[test]
-fn byzantine_users_tables_are_checked() {
-    let dir = std::env::temp_dir().join(format!("hps-byz-users-{}", std::process::id()));
+/// Each of `cases` (TOML after `base`, and what the error says) is
+/// refused; returns the file they were written to.
+fn assert_refused(tag: &str, base: &str, cases: &[(&str, &str)]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("hps-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let base = "name = \"x\"\nduration_ms = 1000\nnodes = 3\n[[byzantine_users]]\nevery_ms = 100\nstop_ms = 900\n";
-    for (extra, why) in [
-        ("nodes = [3]\n", "byzantine_users names node 3"),
-        ("users = 0\n", "byzantine_users users must be positive"),
-        ("attacks = [\"bribery\"]\n", "unknown variant `bribery`"),
-        ("behaviour = \"evil\"\n", "unknown field `behaviour`"),
-    ] {
-        let f = dir.join("bad.toml");
+    let f = dir.join("bad.toml");
+    for (extra, why) in cases {
         std::fs::write(&f, format!("{base}{extra}")).unwrap();
         let err = Scenario::load(&f).unwrap_err().to_string();
         assert!(err.contains(why), "{extra}: {err}");
     }
-    let f = dir.join("good.toml");
+    f
+}
+
+#[test]
+fn cuts_scoped_to_rounds_are_checked() {
+    let base = "name = \"x\"\nduration_ms = 10000\nnodes = 3\n[[timeline]]\nat_ms = 0\naction = \"block\"\nfrom = [0]\nto = [1, 2]\n";
+    let cases = [
+        ("rounds = [4, 3]\n", "the first is after the last"),
+        ("rounds = [4, 12]\n", "the run has 11 rounds"),
+        ("stages = [3]\n", "stages need rounds"),
+        ("rounds = [1, 1]\nstages = [4]\n", "stage 4 does not exist"),
+        (
+            "rounds = [1, 1]\nnpl_only = true\n",
+            "npl_only cannot be scoped",
+        ),
+    ];
+    let f = assert_refused("scoped", base, &cases);
+    std::fs::write(&f, format!("{base}rounds = [2, 3]\nstages = [0, 3]\n")).unwrap();
+    assert!(Scenario::load(&f).is_ok());
+}
+
+#[test]
+fn byzantine_users_tables_are_checked() {
+    let base = "name = \"x\"\nduration_ms = 1000\nnodes = 3\n[[byzantine_users]]\nevery_ms = 100\nstop_ms = 900\n";
+    let cases = [
+        ("nodes = [3]\n", "byzantine_users names node 3"),
+        ("users = 0\n", "byzantine_users users must be positive"),
+        ("attacks = [\"bribery\"]\n", "unknown variant `bribery`"),
+        ("behaviour = \"evil\"\n", "unknown field `behaviour`"),
+    ];
+    let f = assert_refused("byz-users", base, &cases);
     std::fs::write(
         &f,
         format!("{base}attacks = [\"oversize\", \"malformed\"]\n"),
@@ -343,6 +368,7 @@ fn fuzz_check_probers() {
     sweep("vote-forger", 0..5);
     sweep("sybil", 0..5);
     sweep("history-forger", 0..5);
+    sweep("proof-forger", 0..5);
     sweep("body-swapper", 0..5);
 }
 

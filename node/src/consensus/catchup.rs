@@ -9,7 +9,8 @@ use super::message::PeerMessage;
 use super::{Action, ConsensusConfig};
 use crate::crypto::{KeyRing, PubKey};
 use crate::ledger::{ChainError, LedgerId, LedgerRecord};
-use crate::sync::{verify_record, SyncError};
+use crate::sync::history::verify_record_signed;
+use crate::sync::SyncError;
 use crate::wire::MAX_FRAME_BYTES;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -42,6 +43,8 @@ pub enum Answer {
     /// A ledger proven on top of another parent at our lcl's seq: the UNL
     /// finalised that parent, not our lcl. `signers` checked the proof.
     OtherParent {
+        /// The parent the proof names: a ledger at our lcl's seq.
+        parent: LedgerId,
         signers: usize,
         /// Why the answer is refused if our lcl cannot be rolled back.
         refused: SyncError,
@@ -129,6 +132,7 @@ pub fn check_answer(
     }
     let unchecked_bodies = super::planted!(cfg, UncheckedBodies);
     let no_link_check = super::planted!(cfg, NoLinkCheck);
+    let ring = (!super::planted!(cfg, NoProofSignatureCheck)).then_some(ring);
     let verify = |lcl: &LedgerId, rec: &LedgerRecord| {
         if no_link_check {
             // Checked against the parent it names, the link always holds.
@@ -136,16 +140,16 @@ pub fn check_answer(
                 seq: rec.ledger.seq - 1,
                 hash: rec.ledger.prev,
             };
-            return verify_record(&cfg.unl, needed, ring, &named, rec);
+            return verify_record_signed(&cfg.unl, needed, ring, &named, rec);
         }
         if unchecked_bodies {
             let bare = LedgerRecord {
                 bodies: Default::default(),
                 ..rec.clone()
             };
-            return verify_record(&cfg.unl, needed, ring, lcl, &bare);
+            return verify_record_signed(&cfg.unl, needed, ring, lcl, &bare);
         }
-        verify_record(&cfg.unl, needed, ring, lcl, rec)
+        verify_record_signed(&cfg.unl, needed, ring, lcl, rec)
     };
     let mut tip = lcl;
     let mut ledgers: Vec<LedgerRecord> = Vec::new();
@@ -172,6 +176,7 @@ pub fn check_answer(
                     && verify(&parent, &rec).is_ok()
                 {
                     return Answer::OtherParent {
+                        parent,
                         signers: rec.proof.len(),
                         refused: e,
                     };

@@ -84,6 +84,12 @@ pub enum PlantedBug {
     /// A signed input is proposed whatever its nonce: a user's inputs can
     /// run out of the order it signed them.
     NoNonceOrder,
+    /// The lcl is rolled back without a proof of another ledger at its
+    /// seq even when this node voted on top of it (or restarted with it).
+    RollBackVoted,
+    /// A ledger fetched from history is adopted without checking its
+    /// proof's signatures (authors, threshold and candidate still are).
+    NoProofSignatureCheck,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

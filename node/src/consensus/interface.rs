@@ -155,10 +155,14 @@ pub enum Event {
         theirs: Hash,
     },
     /// The node dropped its unfinal lcl `from`, which the UNL did not build
-    /// on, and is back on `to`.
+    /// on, and is back on `to`; `proven` is the other ledger at `from`'s
+    /// seq, when a verified proof of its child (so: it is final) was the
+    /// reason.
     RolledBack {
         from: LedgerId,
         to: LedgerId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        proven: Option<LedgerId>,
     },
     /// Our run of ledger `seq` disagrees with what the next ledger
     /// certified: the node fetches the certified state.

@@ -1,7 +1,8 @@
 //! Messages between nodes and their wire encoding.
 
 use super::output_sigs::OutputSig;
-use crate::crypto::{Hash, Sig};
+use crate::crypto::{Hash, PubKey, Sig};
+use crate::ledger::LedgerId;
 use crate::ledger::LedgerRecord;
 use crate::ledger::SignedProposal;
 use crate::npl::NplEnvelope;
@@ -36,6 +37,14 @@ pub enum PeerMessage {
     OutputSig(OutputSig),
 }
 
+/// What `PeerMessage::proposal_head` reads of a proposal frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProposalHead {
+    pub round: u64,
+    pub stage: u8,
+    pub lcl: LedgerId,
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WireError {
     #[error("frame of {0} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")]
@@ -65,6 +74,18 @@ impl PeerMessage {
         out.extend_from_slice(signed);
         postcard::to_io(sig, &mut out).expect("encoding into a Vec cannot fail");
         out
+    }
+
+    /// A proposal frame's round, stage and lcl, read from its head without
+    /// decoding the rest: for watchers of traffic that only route by them
+    /// (the simulator's round- and stage-scoped cuts, its vote tracking).
+    /// `None` for any other message or a head that does not parse.
+    pub fn proposal_head(frame: &[u8]) -> Option<ProposalHead> {
+        let body = frame.strip_prefix(&[WIRE_VERSION, PROPOSAL_VARIANT])?;
+        // A proposal's fields in order, as far as the lcl (`Proposal`).
+        let ((_author, round, stage, _time, lcl), _rest): ((PubKey, u64, u8, u64, LedgerId), _) =
+            postcard::take_from_bytes(body).ok()?;
+        Some(ProposalHead { round, stage, lcl })
     }
 
     /// Where the signed bytes and the signature would lie if `frame` were a
@@ -148,6 +169,14 @@ mod tests {
         assert_eq!(PeerMessage::proposal_parts(&whole[..whole.len() - 1]), None);
         let other = PeerMessage::Inputs(vec![vec![0; 70]]).encode();
         assert_eq!(PeerMessage::proposal_parts(&other), None);
+        let head = ProposalHead {
+            round: 1 << 20,
+            stage: 2,
+            lcl,
+        };
+        assert_eq!(PeerMessage::proposal_head(&whole), Some(head));
+        assert_eq!(PeerMessage::proposal_head(&other), None);
+        assert_eq!(PeerMessage::proposal_head(&whole[..40]), None);
         assert_eq!(
             PeerMessage::decode(&whole),
             Ok(PeerMessage::Proposal(Box::new(sp)))

@@ -39,7 +39,7 @@ pub use config::{threshold, ConfigError, ConsensusConfig};
 pub use frames::{FrameStats, SentProposals};
 pub use interface::{Action, BeaconStats, CloseVia, Event, Input, NodeError, Stats, Withheld};
 pub use jobs::Job;
-pub use message::{PeerMessage, WireError};
+pub use message::{PeerMessage, ProposalHead, WireError};
 pub use node::Node;
 pub use output_sigs::{signers_needed, OutputSig};
 pub use pool::INPUT_TTL_ROUNDS;

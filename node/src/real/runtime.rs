@@ -58,10 +58,11 @@ impl Observer for LogObserver {
                 theirs = %theirs.short(),
                 "the UNL closed another ledger at our seq"
             ),
-            Event::RolledBack { from, to } => {
+            Event::RolledBack { from, to, proven } => {
                 tracing::warn!(
                     from = from.seq,
                     to = to.seq,
+                    proven_elsewhere = proven.is_some(),
                     "rolled back an unfinal ledger"
                 )
             }

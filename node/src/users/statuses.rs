@@ -440,6 +440,7 @@ mod tests {
                 hash: Hash([105; 32]),
             },
             to: LedgerId { seq: 4, hash: h4 },
+            proven: None,
         };
         let mut view = View {
             lcl: LedgerId {

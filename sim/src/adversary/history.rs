@@ -1,16 +1,23 @@
-//! A check-prober on history: every history answer is a chain of its own,
-//! linked to the asker's lcl and right in every respect but one: each
-//! ledger's close proof is its own stage-3 vote alone, validly signed. It
-//! fails the proof's threshold check and nothing else. With that check
-//! switched off (`planted_bug = "weak_history_proof"`), a node catching up
-//! adopts the forged chain and finalises ledgers nobody else has: a fork.
+//! Check-probers on history: every history answer is a chain of its own,
+//! linked to the asker's lcl and right in every respect but one. The
+//! history forger proves each ledger by its own stage-3 vote alone,
+//! validly signed: it fails the proof's threshold check and nothing else
+//! (with that check off, `planted_bug = "weak_history_proof"`, a node
+//! catching up adopts the forged chain and finalises ledgers nobody else
+//! has: a fork). The proof forger proves each by as many votes as the real
+//! proof, in the real voters' names, each carrying the real vote's
+//! signature, now over other bytes: it fails the signature check and
+//! nothing else (`planted_bug = "no_proof_signature_check"`).
 
 use super::Byzantine;
 use hotpocket_node::consensus::PeerMessage;
-use hotpocket_node::ledger::{Beacon, LedgerId};
+use hotpocket_node::ledger::{Beacon, LedgerId, SignedProposal};
+use std::sync::Arc;
 
 impl Byzantine {
-    pub(super) fn forge_history(&mut self, bytes: Vec<u8>) -> Vec<u8> {
+    /// `in_their_names`: the proof forger's proofs, else the history
+    /// forger's.
+    pub(super) fn forge_history(&mut self, bytes: Vec<u8>, in_their_names: bool) -> Vec<u8> {
         let Ok(PeerMessage::HistoryResponse(mut records)) = PeerMessage::decode(&bytes) else {
             return bytes;
         };
@@ -26,19 +33,41 @@ impl Byzantine {
             r.ledger.beacon = Beacon::default();
             r.bodies.clear();
             r.hash = r.ledger.hash();
-            let Some(vote) = r.proof.first() else {
-                continue;
-            };
-            let mut p = vote.proposal.clone();
-            p.author = self.key.public();
-            p.lcl = LedgerId {
+            let lcl = LedgerId {
                 seq: r.ledger.seq - 1,
                 hash: prev,
             };
-            p.inputs.clear();
-            p.beacon = Beacon::default();
-            debug_assert_eq!(p.candidate().hash(), r.hash);
-            r.proof = vec![std::sync::Arc::new(p.sign(&self.key))];
+            // The same vote on the forged ledger: every real voter agreed
+            // on one candidate, so each changed alike names the forged one.
+            let forged = |vote: &SignedProposal| {
+                let mut p = vote.proposal.clone();
+                p.lcl = lcl;
+                p.inputs.clear();
+                p.beacon = Beacon::default();
+                p
+            };
+            r.proof = match in_their_names {
+                true => (r.proof.iter())
+                    .map(|vote| {
+                        Arc::new(SignedProposal {
+                            proposal: forged(vote),
+                            sig: vote.sig,
+                        })
+                    })
+                    .collect(),
+                false => match r.proof.first() {
+                    Some(vote) => {
+                        let mut p = forged(vote);
+                        p.author = self.key.public();
+                        vec![Arc::new(p.sign(&self.key))]
+                    }
+                    None => continue,
+                },
+            };
+            debug_assert!(r
+                .proof
+                .iter()
+                .all(|v| v.proposal.candidate().hash() == r.hash));
             prev = r.hash;
         }
         PeerMessage::HistoryResponse(records).encode()

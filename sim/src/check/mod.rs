@@ -12,14 +12,16 @@ pub mod npl;
 pub mod outputs;
 pub mod verdicts;
 pub mod violation;
+pub mod votes;
 
 use crate::check::beacon::BeaconChecker;
 use crate::check::npl::NplChecker;
 use crate::check::outputs::OutputChecker;
 use crate::check::verdicts::VerdictChecker;
 use crate::check::violation::{Kind, Violation};
+use crate::check::votes::VoteChecker;
 use crate::scenario::{ContractKind, Scenario};
-use hotpocket_node::consensus::{CloseVia, ConsensusConfig, Event};
+use hotpocket_node::consensus::{CloseVia, ConsensusConfig, Event, ProposalHead};
 use hotpocket_node::contract::RunResult;
 use hotpocket_node::crypto::{Hash, PubKey, Verified};
 use hotpocket_node::ledger::LedgerId;
@@ -63,6 +65,8 @@ pub struct Checker {
     pub withheld: BTreeMap<usize, u64>,
     /// The random beacon's outcomes.
     pub beacon: BeaconChecker,
+    /// Honest stage-3 votes across rounds.
+    votes: VoteChecker,
 }
 
 /// Ledgers a node with a diverged run may close by consensus (rounds it
@@ -88,8 +92,10 @@ impl Checker {
         // Without vouched inputs no node can get one agreed that no user
         // signed: then every input in a ledger must come from a session.
         c.outputs.unsourced_ok = s.honest().len() < s.nodes && s.consensus.prototype_users;
-        let honest = (0..s.nodes).map(|i| s.honest().contains(&i)).collect();
+        let honest: Vec<bool> = (0..s.nodes).map(|i| s.honest().contains(&i)).collect();
         let close = cfg.needed(cfg.close_threshold_pct);
+        let honest_key = |k: &PubKey| (keys.iter().zip(&honest)).any(|(h, &ok)| ok && h == k);
+        c.votes = VoteChecker::new(close, unl.iter().filter(|k| !honest_key(k)).count());
         let b = &mut c.beacon;
         b.init(
             unl,
@@ -207,32 +213,28 @@ impl Checker {
                 }
                 self.final_seq.insert(node, fin);
             }
-            Event::RolledBack { from, to } => {
+            Event::RolledBack { from, to, proven } => {
                 self.rolled_back += 1;
-                if from.seq <= self.final_seq.get(&node).copied().unwrap_or(0)
-                    || to.seq + 1 != from.seq
-                {
-                    self.violate(
-                        Violation::at(
-                            t,
-                            Kind::Rollback,
-                            format!(
-                                "node {node} rolled back {from:?} to {to:?}, past a final ledger"
-                            ),
-                        )
-                        .by(node),
-                    );
+                let mut found = Vec::new();
+                found.extend(self.votes.rolled_back(node, *from, *proven));
+                // Final here (it closed on top of it), or anywhere.
+                let final_here = from.seq <= self.final_seq.get(&node).copied().unwrap_or(0);
+                let agreed = self.agreed.get(&from.seq);
+                if let Some((_, first)) = agreed.filter(|(h, _)| *h == from.hash) {
+                    found.push(format!(
+                        "node {node} rolled back {from:?}, which node {first} had finalised"
+                    ));
+                } else if final_here || to.seq + 1 != from.seq {
+                    found.push(format!(
+                        "node {node} rolled back {from:?} to {to:?}, past a final ledger"
+                    ));
                 }
                 if self.lcl.get(&node) != Some(from) {
-                    self.violate(
-                        Violation::at(
-                            t,
-                            Kind::Rollback,
-                            format!("node {node} rolled back {from:?}, which was not its lcl"),
-                        )
-                        .by(node),
-                    );
+                    found.push(format!(
+                        "node {node} rolled back {from:?}, which was not its lcl"
+                    ));
                 }
+                self.violate_all(t, Kind::Rollback, node, found);
             }
             Event::ForkSeen { .. } | Event::Intake { .. } => {}
             Event::StateMismatch { seq } | Event::OutputMismatch { seq } => {
@@ -284,6 +286,13 @@ impl Checker {
             | Event::HistoryRejected { .. }
             | Event::StateSyncStarted { .. }
             | Event::StateSyncAbandoned { .. } => {}
+        }
+    }
+
+    /// Honest `node` signed and sent a stage-3 proposal.
+    pub fn on_vote(&mut self, t: u64, node: usize, head: &ProposalHead) {
+        if let Some(v) = self.votes.voted(node, head) {
+            self.violate(Violation::at(t, Kind::Vote, v).by(node));
         }
     }
 
@@ -460,6 +469,7 @@ mod tests {
             &Event::RolledBack {
                 from: id(&l1),
                 to: g,
+                proven: None,
             },
             true,
         );
@@ -475,6 +485,7 @@ mod tests {
             &Event::RolledBack {
                 from: id(&l2),
                 to: id(&l1),
+                proven: None,
             },
             true,
         );
@@ -485,6 +496,7 @@ mod tests {
             &Event::RolledBack {
                 from: id(&l1),
                 to: g,
+                proven: None,
             },
             true,
         );

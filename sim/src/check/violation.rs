@@ -28,6 +28,9 @@ pub enum Kind {
     Rollback,
     /// An honest node signed one stage twice.
     Equivocation,
+    /// Honest stage-3 votes on top of two ledgers at one seq, each within
+    /// reach of a close threshold.
+    Vote,
     /// Something was acted on before it was on disk, or lost from it.
     Durability,
     /// Inputs and outputs: taken in a wrong name, lost, misdelivered.
@@ -81,6 +84,7 @@ impl Kind {
             Kind::Chain => "chain",
             Kind::Rollback => "rollback",
             Kind::Equivocation => "equivocation",
+            Kind::Vote => "vote",
             Kind::Durability => "durability",
             Kind::Outputs => "outputs",
             Kind::Verdict => "verdict",

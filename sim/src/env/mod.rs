@@ -107,6 +107,9 @@ impl PeerNetwork for SimNet {
     }
 
     fn broadcast(&mut self, bytes: Vec<u8>) {
+        if self.byzantine.is_none() {
+            self.world.broadcast_sent(self.node, &bytes);
+        }
         let peers = self.peers();
         // A copy per peer but the last, which takes the frame itself.
         if let Some((last, rest)) = peers.split_last() {

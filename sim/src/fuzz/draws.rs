@@ -129,8 +129,21 @@ pub(crate) fn jitter(rng: &mut ChaCha8Rng, r: &Ranges, s: &mut Scenario) {
     };
     let mut floor = 0;
     for ev in s.timeline.iter_mut() {
+        // A cut scoped to rounds is armed before them; moved, it could
+        // miss its first round.
+        if matches!(
+            ev.fault,
+            Fault::Block {
+                rounds: Some(_),
+                ..
+            }
+        ) {
+            continue;
+        }
         let delta = pick_i(rng, [-(j as i64), j as i64]);
         ev.at_ms = (ev.at_ms as i64 + delta).max(floor as i64) as u64;
         floor = ev.at_ms;
     }
+    // Stable: only the unmoved scoped cuts change places.
+    s.timeline.sort_by_key(|e| e.at_ms);
 }

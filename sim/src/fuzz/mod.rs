@@ -3,6 +3,7 @@
 //! its world and faults. The concrete scenario a seed produced can be
 //! written out and re-run with `run`.
 
+mod cuts;
 mod draws;
 pub mod swarm;
 
@@ -24,6 +25,7 @@ pub(crate) enum Stream {
     Twins,
     Mutations,
     Jitter,
+    Cuts,
 }
 
 /// Subsystem `stream`'s randomness for `seed`: ChaCha's own stream

@@ -91,7 +91,9 @@ pub fn html(
         let long = ["partition", "block", "crash", "pause"]
             .iter()
             .any(|k| m.text.starts_with(k));
-        let end = if long {
+        let end = if let Some(until) = m.until {
+            until
+        } else if long {
             log.marks[i + 1..].iter().find(ends).map_or(b, |e| e.t)
         } else {
             m.t

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 mod attacks;
+pub mod clock;
 pub mod latency;
 mod ranges;
 mod role;
@@ -232,11 +233,18 @@ pub enum Fault {
     },
     /// One-way partition: messages from `from` to `to` are lost (with
     /// `npl_only`, only node party line chunks: consensus still flows).
+    /// With `rounds` (first and last, inclusive), only proposals of those
+    /// rounds are lost, and only of `stages` when given: a cut aimed at
+    /// consensus steps whatever the clocks say, over once those rounds are.
     Block {
         from: Vec<usize>,
         to: Vec<usize>,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         npl_only: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rounds: Option<[u64; 2]>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        stages: Vec<u8>,
     },
     /// Removes every partition and block.
     Heal,
@@ -449,9 +457,35 @@ impl Scenario {
                         node_ok(i, "partition")?;
                     }
                 }
-                Fault::Block { from, to, .. } => {
+                Fault::Block {
+                    from,
+                    to,
+                    npl_only,
+                    rounds,
+                    stages,
+                } => {
                     for &i in from.iter().chain(to) {
                         node_ok(i, "block")?;
+                    }
+                    let run_rounds = self.duration_ms / self.consensus.roundtime_ms.max(1) + 1;
+                    if rounds.is_some_and(|[_, b]| b > run_rounds) {
+                        return bad(format!(
+                            "block rounds {rounds:?}: the run has {run_rounds} rounds"
+                        ));
+                    }
+                    if rounds.is_some_and(|[a, b]| a > b) {
+                        return bad(format!(
+                            "block rounds {rounds:?}: the first is after the last"
+                        ));
+                    }
+                    if (rounds.is_some() || !stages.is_empty()) && *npl_only {
+                        return bad("block: npl_only cannot be scoped to rounds or stages".into());
+                    }
+                    if !stages.is_empty() && rounds.is_none() {
+                        return bad("block: stages need rounds".into());
+                    }
+                    if let Some(s) = stages.iter().find(|&&s| s > 3) {
+                        return bad(format!("block: stage {s} does not exist (0-3)"));
                     }
                 }
                 Fault::Crash { node }

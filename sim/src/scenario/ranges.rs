@@ -44,6 +44,13 @@ pub struct Ranges {
     /// (default 25).
     pub mutations: Option<[u64; 2]>,
     pub any_scope_pct: Option<u64>,
+    /// Lone closes set up by cuts scoped to rounds (default 0 to 1): one
+    /// round's stage-3 votes reach one honest node only, which is then
+    /// mostly cut off for a round or two (`fuzz/cuts.rs`).
+    pub lone_closes: Option<[u64; 2]>,
+    /// Random cuts of some stages' proposals over a round or two between
+    /// random sets of nodes (default 0 to 2).
+    pub stage_cuts: Option<[u64; 2]>,
 
     // The network, clocks and faults, drawn under either table.
     /// Percent, in hundredths (swarm default 0 to 3).
@@ -88,6 +95,8 @@ impl Ranges {
             ("partition_rounds", self.partition_rounds.is_some()),
             ("mutations", self.mutations.is_some()),
             ("any_scope_pct", self.any_scope_pct.is_some()),
+            ("lone_closes", self.lone_closes.is_some()),
+            ("stage_cuts", self.stage_cuts.is_some()),
         ];
         set.into_iter().filter(|x| x.1).map(|x| x.0).collect()
     }
@@ -114,6 +123,8 @@ impl Ranges {
         ordered("latency_min_ms", self.latency_min_ms)?;
         ordered("latency_max_ms", self.latency_max_ms)?;
         ordered("crashes", self.crashes)?;
+        ordered("lone_closes", self.lone_closes)?;
+        ordered("stage_cuts", self.stage_cuts)?;
         for (name, r) in [
             ("clock_offset_ms", self.clock_offset_ms),
             ("clock_drift_ppm", self.clock_drift_ppm),

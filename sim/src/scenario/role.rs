@@ -56,6 +56,11 @@ pub enum Role {
     /// Answers every history request with a chain of its own, each ledger
     /// proven by its own vote alone: fails the proof threshold only.
     HistoryForger,
+    /// Answers every history request with a chain of its own, each ledger
+    /// proven by as many votes as the real one, in the real voters' names,
+    /// each carrying the real vote's signature over other bytes: fails
+    /// the signature check only.
+    ProofForger,
     /// Answers history with the real ledgers and proofs, every input's
     /// body swapped for another real one: fails the body hash check only.
     BodySwapper,

@@ -5,7 +5,7 @@
 use super::{Inner, World};
 use crate::check::violation::{Kind, Violation};
 use crate::scenario::latency::ppm;
-use crate::scenario::{NetworkSettings, Role};
+use crate::scenario::{clock, NetworkSettings, Role};
 use crate::world::links::Wire;
 use crate::world::log::{self, Fate};
 use hotpocket_node::consensus::PeerMessage;
@@ -13,7 +13,32 @@ use hotpocket_node::crypto::PubKey;
 use hotpocket_node::handshake::PeerSession;
 use madsim::time::Duration;
 use rand_core::RngCore;
+use std::collections::BTreeSet;
 use std::sync::Arc;
+
+/// A cut of chosen rounds' proposals: a `block` with `rounds`.
+pub struct ScopedCut {
+    pairs: BTreeSet<(usize, usize)>,
+    rounds: [u64; 2],
+    /// Bit `s` set: stage `s` is cut; none set: every stage.
+    stages: u8,
+}
+
+impl ScopedCut {
+    /// Whether this cut loses `frame` on its way from `from` to `to`.
+    fn cuts(&self, from: usize, to: usize, frame: &[u8]) -> bool {
+        if !self.pairs.contains(&(from, to)) {
+            return false;
+        }
+        let Some(h) = PeerMessage::proposal_head(frame) else {
+            return false;
+        };
+        let [first, last] = self.rounds;
+        // A byzantine frame may name any stage.
+        let bit = 1u8.checked_shl(u32::from(h.stage)).unwrap_or(0);
+        (first..=last).contains(&h.round) && (self.stages == 0 || self.stages & bit != 0)
+    }
+}
 
 impl World {
     /// The machine node `from` reaches when it dials `key` now: the
@@ -57,6 +82,7 @@ impl World {
             || (g.npl_blocked.contains(&(from, to))
                 && data
                 && matches!(PeerMessage::decode(bytes), Ok(PeerMessage::Npl(_))))
+            || (data && g.scoped.iter().any(|c| c.cuts(from, to, bytes)))
         {
             g.net.blocked += 1;
             log::record(&mut g.log, now, from, to, bytes, Some(Fate::Blocked(now)));
@@ -194,10 +220,44 @@ impl World {
         }
     }
 
+    /// Cuts proposals of `rounds` (of `stages` only, when given; counted
+    /// from the round the run starts in) from `from` to `to`.
+    pub fn block_rounds(&self, from: &[usize], to: &[usize], rounds: [u64; 2], stages: &[u8]) {
+        let pairs = (from.iter())
+            .flat_map(|&x| to.iter().filter(move |&&y| x != y).map(move |&y| (x, y)))
+            .collect();
+        let bit = |s: &u8| 1u8.checked_shl(u32::from(*s)).unwrap_or(0);
+        let stages = stages.iter().fold(0u8, |m, s| m | bit(s));
+        let mut g = self.lock();
+        let zero = clock::round_zero(g.roundtime_ms);
+        g.scoped.push(ScopedCut {
+            pairs,
+            rounds: rounds.map(|r| zero.saturating_add(r)),
+            stages,
+        });
+    }
+
+    /// Ends every partition and block but the cuts scoped to rounds,
+    /// which end with their rounds.
     pub fn heal(&self) {
         let mut g = self.lock();
         g.blocked.clear();
         g.npl_blocked.clear();
+    }
+
+    /// Honest `node` broadcast `bytes`: a stage-3 proposal is a vote the
+    /// checkers track across rounds.
+    pub fn broadcast_sent(&self, node: usize, bytes: &[u8]) {
+        let Some(mut head) = PeerMessage::proposal_head(bytes).filter(|h| h.stage == 3) else {
+            return;
+        };
+        let t = self.now();
+        let mut g = self.lock();
+        if g.nodes[node].role == Role::Honest {
+            // Rounds as scenarios count them.
+            head.round = head.round.saturating_sub(clock::round_zero(g.roundtime_ms));
+            g.checker.on_vote(t, node, &head);
+        }
     }
 
     /// Opens a connection from `dialer` to `acceptor`; its number.
@@ -208,5 +268,52 @@ impl World {
     /// The dialer and the acceptor of `conn`.
     pub fn conn_ends(&self, conn: u64) -> Option<(usize, usize)> {
         self.lock().conns.ends(conn)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ScopedCut;
+    use hotpocket_node::consensus::PeerMessage;
+    use hotpocket_node::crypto::{Hash, Keypair};
+    use hotpocket_node::ledger::{LedgerId, Proposal};
+
+    fn frame(round: u64, stage: u8) -> Vec<u8> {
+        let k = Keypair::from_seed([1; 32]);
+        let p = Proposal {
+            author: k.public(),
+            round,
+            stage,
+            time: 0,
+            lcl: LedgerId {
+                seq: 3,
+                hash: Hash::ZERO,
+            },
+            inputs: vec![],
+            results: vec![],
+            beacon: Default::default(),
+        };
+        let (sp, _) = p.sign_keeping_bytes(&k);
+        PeerMessage::Proposal(Box::new(sp)).encode()
+    }
+
+    #[test]
+    fn a_scoped_cut_loses_only_its_rounds_stages_and_links() {
+        let cut = ScopedCut {
+            pairs: [(0, 1)].into(),
+            rounds: [10, 11],
+            stages: 1 << 3,
+        };
+        assert!(cut.cuts(0, 1, &frame(10, 3)));
+        assert!(cut.cuts(0, 1, &frame(11, 3)));
+        assert!(!cut.cuts(0, 1, &frame(12, 3)));
+        assert!(!cut.cuts(0, 1, &frame(10, 2)));
+        assert!(!cut.cuts(1, 0, &frame(10, 3)));
+        // A byzantine stage number, and other messages, pass.
+        assert!(!cut.cuts(0, 1, &frame(10, 200)));
+        let inputs = PeerMessage::Inputs(vec![vec![0; 90]]).encode();
+        assert!(!cut.cuts(0, 1, &inputs));
+        let every_stage = ScopedCut { stages: 0, ..cut };
+        assert!(every_stage.cuts(0, 1, &frame(11, 0)));
     }
 }

@@ -48,6 +48,8 @@ pub struct Mark {
     pub node: Option<usize>,
     pub kind: MarkKind,
     pub text: String,
+    /// When a fault with a known end ends (a cut scoped to rounds).
+    pub until: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -94,7 +96,7 @@ impl Log {
                     }
                 ),
             ),
-            Event::RolledBack { from, to } => (
+            Event::RolledBack { from, to, .. } => (
                 MarkKind::Rollback,
                 format!("rolled back seq {} to {}", from.seq, to.seq),
             ),
@@ -111,12 +113,13 @@ impl Log {
             node: Some(node),
             kind,
             text,
+            until: None,
         });
     }
 
     /// A timeline fault, marked on its node's lane (or across all), its
     /// text led by its action ("partition", "heal", "crash" ...).
-    pub fn fault(&mut self, t: u64, fault: &Fault) {
+    pub fn fault(&mut self, t: u64, fault: &Fault, until: Option<u64>) {
         let node = match fault {
             Fault::Crash { node }
             | Fault::CrashMidWrite { node }
@@ -134,6 +137,7 @@ impl Log {
             node,
             kind: MarkKind::Fault,
             text: format!("{action} {v}"),
+            until,
         });
     }
 }

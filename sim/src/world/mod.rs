@@ -40,8 +40,7 @@ mod tree;
 pub mod users;
 use tokio::sync::mpsc::UnboundedSender;
 
-/// Unix time the simulation starts at, so node clocks look like real ones.
-pub const EPOCH_MS: u64 = 1_700_000_000_000;
+pub use crate::scenario::clock::EPOCH_MS;
 
 /// What reaches a node's inbox: the machine it came from, and the wire
 /// frame (whose sender the node learns only from its connection).
@@ -94,6 +93,11 @@ struct Inner {
     blocked: BTreeSet<(usize, usize)>,
     /// Links that lose node party line chunks only.
     npl_blocked: BTreeSet<(usize, usize)>,
+    /// Cuts of chosen rounds' (and stages') proposals only.
+    scoped: Vec<link::ScopedCut>,
+    /// The protocol's round length: a scenario counts rounds from the run's
+    /// first (`scenario::clock`).
+    roundtime_ms: u64,
     rng: ChaCha8Rng,
     checker: Checker,
     trace: Trace,
@@ -202,6 +206,8 @@ impl World {
                 links,
                 blocked: BTreeSet::new(),
                 npl_blocked: BTreeSet::new(),
+                scoped: Vec::new(),
+                roundtime_ms: scenario.consensus.roundtime_ms,
                 rng: ChaCha8Rng::seed_from_u64(seed ^ 0x6e65_7477_6f72_6b21),
                 checker,
                 trace: Trace::new(seed),

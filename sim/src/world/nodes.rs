@@ -8,7 +8,7 @@ use super::mutate::MutationFault;
 use super::users::UserMsg;
 use super::{PeerFrame, World};
 use crate::check::violation::{Kind, Violation};
-use crate::scenario::{Fault, HandshakeKind, Role};
+use crate::scenario::{clock, Fault, HandshakeKind, Role};
 use hotpocket_node::consensus::Stats;
 use hotpocket_node::crypto::{Keypair, PubKey};
 use hotpocket_node::ledger::LedgerRecord;
@@ -153,13 +153,28 @@ impl World {
     pub fn apply(&self, fault: &Fault) {
         let t = self.now();
         let mut g = self.lock();
+        let roundtime = g.roundtime_ms;
         if let Some(log) = g.log.as_mut() {
-            log.fault(t, fault);
+            let until = match fault {
+                Fault::Block {
+                    rounds: Some([_, last]),
+                    ..
+                } => Some(clock::round_start_ms(last.saturating_add(1), roundtime)),
+                _ => None,
+            };
+            log.fault(t, fault, until);
         }
         let b = &mut g.checker.beacon;
         match fault {
             Fault::Partition { groups } => b.partition(groups, t),
             Fault::Block { npl_only: true, .. } => {}
+            // Away only for its rounds, whether or not a heal comes.
+            Fault::Block {
+                from,
+                to,
+                rounds: Some([_, last]),
+                ..
+            } => (from.iter().chain(to)).for_each(|&n| b.away_through_round(n, t, *last)),
             Fault::Block { from, to, .. } => from.iter().chain(to).for_each(|&n| b.away(n, t)),
             Fault::Heal => b.all_back(t),
             Fault::Crash { node } | Fault::CrashMidWrite { node } | Fault::Pause { node } => {
@@ -188,7 +203,16 @@ impl World {
         drop(g);
         match fault {
             Fault::Partition { groups } => self.partition(groups),
-            Fault::Block { from, to, npl_only } => self.block(from, to, *npl_only),
+            Fault::Block {
+                from,
+                to,
+                rounds: Some(rounds),
+                stages,
+                ..
+            } => self.block_rounds(from, to, *rounds, stages),
+            Fault::Block {
+                from, to, npl_only, ..
+            } => self.block(from, to, *npl_only),
             Fault::Heal => self.heal(),
             Fault::Crash { node } | Fault::Restart { node } => self.crash(*node),
             Fault::Network(n) => self.set_network(n.clone()),

@@ -8,7 +8,7 @@ use crate::consensus::catchup::{check_answer, Answer};
 use crate::consensus::state_sync::Forced;
 use crate::consensus::{Action, CloseVia, Event, Job, RarePath};
 use crate::crypto::PubKey;
-use crate::ledger::LedgerRecord;
+use crate::ledger::{LedgerId, LedgerRecord};
 use crate::sync::SyncError;
 use std::sync::Arc;
 
@@ -47,8 +47,12 @@ impl Node {
             return;
         }
         match check_answer(&self.cfg, &self.ring, self.chain.lcl(), records) {
-            Answer::OtherParent { signers, refused } => {
-                if self.rollback(true) {
+            Answer::OtherParent {
+                parent,
+                signers,
+                refused,
+            } => {
+                if self.rollback(Some(parent)) {
                     // Ask again from the seq we now lack.
                     self.stats.signature_checks += signers as u64;
                 } else {
@@ -143,9 +147,13 @@ impl Node {
     }
 
     /// Drops the lcl if the chain's rollback rule allows it; returns
-    /// whether it did. Its inputs go back to the pool, its run and
-    /// outputs are forgotten, and the contract state steps back too.
-    pub(super) fn rollback(&mut self, proven_elsewhere: bool) -> bool {
+    /// whether it did. `proven` is another ledger at the lcl's seq whose
+    /// proof was verified, if there is one. The lcl's inputs go back to the
+    /// pool, its run and outputs are forgotten, and the contract state
+    /// steps back too.
+    pub(super) fn rollback(&mut self, proven: Option<LedgerId>) -> bool {
+        let proven_elsewhere =
+            proven.is_some() || crate::consensus::planted!(self.cfg, RollBackVoted);
         let lcl = self.chain.lcl();
         if self.rare.closed_here == Some(lcl) {
             self.rare.closed_here = None;
@@ -162,11 +170,11 @@ impl Node {
             }
         };
         let from = dropped.id();
-        self.reached(match proven_elsewhere {
+        self.reached(match proven.is_some() {
             true => RarePath::RollbackProven,
             false => RarePath::RollbackUnproven,
         });
-        if proven_elsewhere {
+        if proven.is_some() {
             self.rare.switching_from = Some(from);
         }
         let round = self.round();
@@ -195,7 +203,7 @@ impl Node {
         self.out.push(Action::Contract(Job::Rollback { to }));
         self.out.push(Action::Sync);
         self.out
-            .push(Action::Notify(Event::RolledBack { from, to }));
+            .push(Action::Notify(Event::RolledBack { from, to, proven }));
         true
     }
 
@@ -210,9 +218,9 @@ impl Node {
 #[derive(Default)]
 pub(super) struct RareMarks {
     /// The last ledger this node closed by the UNL's votes.
-    pub closed_here: Option<crate::ledger::LedgerId>,
+    pub closed_here: Option<LedgerId>,
     /// The lcl dropped for a proof of another ledger at its seq.
-    pub switching_from: Option<crate::ledger::LedgerId>,
+    pub switching_from: Option<LedgerId>,
     /// The last refusal reported, so a fork asked about at every stage is
     /// told once.
     pub kept: Option<(crate::ledger::LedgerId, crate::consensus::Kept)>,

@@ -333,7 +333,7 @@ impl Node {
                 match e {
                     voter::Effect::Notify(e) => self.out.push(Action::Notify(*e)),
                     voter::Effect::RollBack => {
-                        self.rollback(false);
+                        self.rollback(None);
                     }
                 }
             }
