@@ -27,7 +27,7 @@ for p in "${pids[@]}"; do wait "$p" || true; done
 # adopted in ~90% of runs, across a beacon conviction ~13%, refused for a
 # bad signature ~2% or too few signers ~4%, of 876 runs; with the swarm's
 # lone-close cuts a node closes alone, rolls back with a proof and switches
-# in ~17%, and keeps a voted lcl against a fork in ~9%, of 300 runs).
+# in ~11%, and keeps a voted lcl against a fork in ~6%, of 5000 runs).
 required=history-adopted,history-across-fraud,history-refused-proof-signature,history-refused-proof-too-small
 required+=,lone-close,rollback-proven,switched-to-proven,rollback-refused-voted
 "$bin" merge "$out"/shard-*.json --out "$out/report.json"
