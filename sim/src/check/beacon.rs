@@ -99,11 +99,10 @@ impl BeaconChecker {
         }
     }
 
-    /// `node` stops taking part normally from `t` until the end of round
-    /// `last` (a cut scoped to rounds lapses by itself).
-    pub fn away_through_round(&mut self, node: usize, t: u64, last: u64) {
-        let end = crate::scenario::clock::round_start_ms(last.saturating_add(1), self.roundtime_ms);
-        let until = end.max(t);
+    /// `node` stops taking part normally from `t` until `until` (a cut
+    /// scoped to rounds lapses by itself).
+    pub fn away_until(&mut self, node: usize, t: u64, until: u64) {
+        let until = until.max(t);
         let spans = self.away.entry(node).or_default();
         // Before an open span, which `back` closes: it must stay last.
         let open = spans.last().is_some_and(|(_, until)| until.is_none());

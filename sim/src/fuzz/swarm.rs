@@ -10,7 +10,7 @@
 
 use super::draws::{self, Window};
 use super::{pick_u, stream, Stream};
-use crate::scenario::clock::round_start_ms;
+use crate::scenario::clock::scoped_end_ms;
 use crate::scenario::twins::Twins;
 use crate::scenario::{
     ByzantineUsers, ConsensusSettings, Expectation, Fault, NodeSettings, Ranges, Role, Scenario,
@@ -418,13 +418,7 @@ fn twins_end(s: &Scenario) -> u64 {
 fn end_of(e: &TimelineEvent, roundtime: u64) -> u64 {
     match e.fault {
         Fault::Mutate { for_ms, .. } => e.at_ms + for_ms,
-        Fault::Block {
-            rounds: Some([_, last]),
-            ..
-        } => e
-            .at_ms
-            .max(round_start_ms(last.saturating_add(1), roundtime)),
-        _ => e.at_ms,
+        ref f => (scoped_end_ms(f, roundtime)).map_or(e.at_ms, |end| end.max(e.at_ms)),
     }
 }
 

@@ -2,6 +2,8 @@
 //! rounds fall. The protocol numbers rounds from the unix epoch; scenario
 //! files count them from the run's first one.
 
+use super::Fault;
+
 /// Unix time the simulation starts at, so node clocks look like real ones.
 pub const EPOCH_MS: u64 = 1_700_000_000_000;
 
@@ -18,6 +20,18 @@ pub fn round_start_ms(round: u64, roundtime_ms: u64) -> u64 {
     (round_zero(rt).saturating_add(round))
         .saturating_mul(rt)
         .saturating_sub(EPOCH_MS)
+}
+
+/// When `fault` ends by itself, if it is a cut scoped to rounds: at the
+/// start of the round after its last.
+pub fn scoped_end_ms(fault: &Fault, roundtime_ms: u64) -> Option<u64> {
+    match fault {
+        Fault::Block {
+            rounds: Some([_, last]),
+            ..
+        } => Some(round_start_ms(last.saturating_add(1), roundtime_ms)),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

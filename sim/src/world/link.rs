@@ -8,7 +8,7 @@ use crate::scenario::latency::ppm;
 use crate::scenario::{clock, NetworkSettings, Role};
 use crate::world::links::Wire;
 use crate::world::log::{self, Fate};
-use hotpocket_node::consensus::PeerMessage;
+use hotpocket_node::consensus::{PeerMessage, ProposalHead};
 use hotpocket_node::crypto::PubKey;
 use hotpocket_node::handshake::PeerSession;
 use madsim::time::Duration;
@@ -24,20 +24,28 @@ pub struct ScopedCut {
     stages: u8,
 }
 
+/// Stage `s`'s bit in `ScopedCut::stages`; none for a stage past 7 (a
+/// byzantine frame may name any).
+fn stage_bit(s: u8) -> u8 {
+    1u8.checked_shl(u32::from(s)).unwrap_or(0)
+}
+
 impl ScopedCut {
-    /// Whether this cut loses `frame` on its way from `from` to `to`.
-    fn cuts(&self, from: usize, to: usize, frame: &[u8]) -> bool {
-        if !self.pairs.contains(&(from, to)) {
-            return false;
-        }
-        let Some(h) = PeerMessage::proposal_head(frame) else {
-            return false;
-        };
+    /// Whether this cut loses a proposal with head `h` from `from` to `to`.
+    fn cuts(&self, from: usize, to: usize, h: &ProposalHead) -> bool {
         let [first, last] = self.rounds;
-        // A byzantine frame may name any stage.
-        let bit = 1u8.checked_shl(u32::from(h.stage)).unwrap_or(0);
-        (first..=last).contains(&h.round) && (self.stages == 0 || self.stages & bit != 0)
+        self.pairs.contains(&(from, to))
+            && (first..=last).contains(&h.round)
+            && (self.stages == 0 || self.stages & stage_bit(h.stage) != 0)
     }
+}
+
+/// Whether one of `cuts` loses `frame` from `from` to `to`: the frame's
+/// head is read once, and only when a cut holds that link.
+fn scoped_cut(cuts: &[ScopedCut], from: usize, to: usize, frame: &[u8]) -> bool {
+    cuts.iter().any(|c| c.pairs.contains(&(from, to)))
+        && PeerMessage::proposal_head(frame)
+            .is_some_and(|h| cuts.iter().any(|c| c.cuts(from, to, &h)))
 }
 
 impl World {
@@ -82,7 +90,7 @@ impl World {
             || (g.npl_blocked.contains(&(from, to))
                 && data
                 && matches!(PeerMessage::decode(bytes), Ok(PeerMessage::Npl(_))))
-            || (data && g.scoped.iter().any(|c| c.cuts(from, to, bytes)))
+            || (data && scoped_cut(&g.scoped, from, to, bytes))
         {
             g.net.blocked += 1;
             log::record(&mut g.log, now, from, to, bytes, Some(Fate::Blocked(now)));
@@ -226,8 +234,7 @@ impl World {
         let pairs = (from.iter())
             .flat_map(|&x| to.iter().filter(move |&&y| x != y).map(move |&y| (x, y)))
             .collect();
-        let bit = |s: &u8| 1u8.checked_shl(u32::from(*s)).unwrap_or(0);
-        let stages = stages.iter().fold(0u8, |m, s| m | bit(s));
+        let stages = stages.iter().fold(0u8, |m, &s| m | stage_bit(s));
         let mut g = self.lock();
         let zero = clock::round_zero(g.roundtime_ms);
         g.scoped.push(ScopedCut {
@@ -273,7 +280,7 @@ impl World {
 
 #[cfg(test)]
 mod tests {
-    use super::ScopedCut;
+    use super::{scoped_cut, ScopedCut};
     use hotpocket_node::consensus::PeerMessage;
     use hotpocket_node::crypto::{Hash, Keypair};
     use hotpocket_node::ledger::{LedgerId, Proposal};
@@ -299,21 +306,23 @@ mod tests {
 
     #[test]
     fn a_scoped_cut_loses_only_its_rounds_stages_and_links() {
-        let cut = ScopedCut {
-            pairs: [(0, 1)].into(),
-            rounds: [10, 11],
-            stages: 1 << 3,
+        let cut = |stages| {
+            vec![ScopedCut {
+                pairs: [(0, 1)].into(),
+                rounds: [10, 11],
+                stages,
+            }]
         };
-        assert!(cut.cuts(0, 1, &frame(10, 3)));
-        assert!(cut.cuts(0, 1, &frame(11, 3)));
-        assert!(!cut.cuts(0, 1, &frame(12, 3)));
-        assert!(!cut.cuts(0, 1, &frame(10, 2)));
-        assert!(!cut.cuts(1, 0, &frame(10, 3)));
+        let stage_3 = cut(1 << 3);
+        assert!(scoped_cut(&stage_3, 0, 1, &frame(10, 3)));
+        assert!(scoped_cut(&stage_3, 0, 1, &frame(11, 3)));
+        assert!(!scoped_cut(&stage_3, 0, 1, &frame(12, 3)));
+        assert!(!scoped_cut(&stage_3, 0, 1, &frame(10, 2)));
+        assert!(!scoped_cut(&stage_3, 1, 0, &frame(10, 3)));
         // A byzantine stage number, and other messages, pass.
-        assert!(!cut.cuts(0, 1, &frame(10, 200)));
+        assert!(!scoped_cut(&stage_3, 0, 1, &frame(10, 200)));
         let inputs = PeerMessage::Inputs(vec![vec![0; 90]]).encode();
-        assert!(!cut.cuts(0, 1, &inputs));
-        let every_stage = ScopedCut { stages: 0, ..cut };
-        assert!(every_stage.cuts(0, 1, &frame(11, 0)));
+        assert!(!scoped_cut(&stage_3, 0, 1, &inputs));
+        assert!(scoped_cut(&cut(0), 0, 1, &frame(11, 0)));
     }
 }

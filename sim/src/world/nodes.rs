@@ -154,14 +154,8 @@ impl World {
         let t = self.now();
         let mut g = self.lock();
         let roundtime = g.roundtime_ms;
+        let until = clock::scoped_end_ms(fault, roundtime);
         if let Some(log) = g.log.as_mut() {
-            let until = match fault {
-                Fault::Block {
-                    rounds: Some([_, last]),
-                    ..
-                } => Some(clock::round_start_ms(last.saturating_add(1), roundtime)),
-                _ => None,
-            };
             log.fault(t, fault, until);
         }
         let b = &mut g.checker.beacon;
@@ -172,9 +166,12 @@ impl World {
             Fault::Block {
                 from,
                 to,
-                rounds: Some([_, last]),
+                rounds: Some(_),
                 ..
-            } => (from.iter().chain(to)).for_each(|&n| b.away_through_round(n, t, *last)),
+            } => {
+                let until = until.unwrap_or(t);
+                (from.iter().chain(to)).for_each(|&n| b.away_until(n, t, until))
+            }
             Fault::Block { from, to, .. } => from.iter().chain(to).for_each(|&n| b.away(n, t)),
             Fault::Heal => b.all_back(t),
             Fault::Crash { node } | Fault::CrashMidWrite { node } | Fault::Pause { node } => {

@@ -223,5 +223,5 @@ pub(super) struct RareMarks {
     pub switching_from: Option<LedgerId>,
     /// The last refusal reported, so a fork asked about at every stage is
     /// told once.
-    pub kept: Option<(crate::ledger::LedgerId, crate::consensus::Kept)>,
+    pub kept: Option<(LedgerId, crate::consensus::Kept)>,
 }
