@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A bounded swarm campaign for CI: two shards, one per core, each
-# for a wall-clock budget over seeds 0..5000 (every one of them but 4711, a
-# known limitation far past this budget, passed the full campaign recorded
-# in docs/performance.md, so a failure here is the change's).
+# for a wall-clock budget over seeds 0..5000 (every one of them passed the
+# full campaign recorded in docs/performance.md, so a failure here is the
+# change's).
 # Fails on any violation and prints the shrunk scenario.
 #
 # Usage: ci/fuzz.sh            (FUZZ_BUDGET=150s FUZZ_SHARDS=2 by default)

@@ -29,7 +29,12 @@ fn with_and_without(name: &str, bug: PlantedBug, seed: u64) -> Vec<Violation> {
 /// `name` with `bug` planted has a violation of `kind` whose detail holds
 /// `detail`, at seeds 1-3 (and passes without it).
 fn assert_caught(name: &str, bug: PlantedBug, kind: Kind, detail: &str) {
-    for seed in 1..=3 {
+    assert_caught_at(name, bug, kind, detail, &[1, 2, 3]);
+}
+
+/// As `assert_caught`, at the seeds given.
+fn assert_caught_at(name: &str, bug: PlantedBug, kind: Kind, detail: &str, seeds: &[u64]) {
+    for &seed in seeds {
         let v = with_and_without(name, bug, seed);
         assert!(
             v.iter()
@@ -67,6 +72,29 @@ fn a_lone_close_catches_a_node_that_drops_its_voted_lcl_without_proof() {
     // moves on, before any proof of the other one reaches it.
     let bug = PlantedBug::RollBackVoted;
     assert_caught("lone-close", bug, Kind::Rollback, "voted at stage 3");
+}
+
+#[test]
+fn a_crash_after_a_lone_close_catches_a_node_that_adopts_an_outvoted_tip() {
+    // The restarted node's catch-up reaches the lone closer first: taking
+    // its tip, which fewer peers are on, splits the honest nodes 2/2 and
+    // nothing closes again. Liveness, never safety: both ledgers are
+    // proven.
+    let name = "regressions/lone-close-crash-split";
+    let bug = PlantedBug::AdoptOutvotedTip;
+    assert_caught_at(name, bug, Kind::Liveness, "", &[1, 3, 4711]);
+}
+
+#[test]
+fn lcl_liars_catch_a_node_that_takes_a_proven_sibling_as_proof_it_lost() {
+    // The liars hand a victim the lone closer's ledger with its real
+    // proof: taken as a proof of finality, the victim drops the lcl it
+    // voted on for a ledger nobody built on (seeds 1 and 4; at seed 2 a
+    // node drops one that another had already finalised).
+    let bug = PlantedBug::SiblingAsProof;
+    let detail = "so no proof of its finality can exist";
+    assert_caught_at("lcl-liars", bug, Kind::Rollback, detail, &[1, 4]);
+    assert_caught_at("lcl-liars", bug, Kind::Rollback, "had finalised", &[2]);
 }
 
 #[test]

@@ -370,6 +370,7 @@ fn fuzz_check_probers() {
     sweep("history-forger", 0..5);
     sweep("proof-forger", 0..5);
     sweep("body-swapper", 0..5);
+    sweep("lcl-liars", 0..5);
 }
 
 /// Every file in `scenarios/regressions/` runs with the seed its header

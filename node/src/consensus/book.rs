@@ -161,6 +161,31 @@ impl ProposalBook {
             .collect()
     }
 
+    /// Whether more peers lately proposed on another ledger at `tip`'s seq
+    /// than on `tip` or past its seq. Catch-up then leaves an unfinal tip
+    /// alone: a node adopting the minority's ledger and voting on top of
+    /// it splits the honest nodes for good, since none may drop a voted
+    /// lcl without a proof. Byzantine peers can make a tip look outvoted
+    /// by outnumbering its holders: that costs a lagging node time, never
+    /// safety, as it still takes the answer's final part, and once a child
+    /// closes on the tip, the tip comes final with it.
+    pub fn outvoted(&self, me: &PubKey, tip: LedgerId, round: u64, skew: u64) -> bool {
+        let mut for_tip = 0;
+        let mut others: BTreeMap<LedgerId, usize> = BTreeMap::new();
+        let recent = self
+            .peer_lcl
+            .iter()
+            .filter(|(k, (_, r))| *k != me && r + skew >= round);
+        for (_, (id, _)) in recent {
+            if *id == tip || id.seq > tip.seq {
+                for_tip += 1;
+            } else if id.seq == tip.seq {
+                *others.entry(*id).or_default() += 1;
+            }
+        }
+        others.values().any(|&n| n > for_tip)
+    }
+
     /// Whether `peer` was last seen on a ledger past `seq`.
     pub fn seen_past(&self, peer: &PubKey, seq: u64) -> bool {
         self.peer_lcl.get(peer).is_some_and(|(id, _)| id.seq > seq)
@@ -260,6 +285,34 @@ mod tests {
         assert!(book.seen_past(&keys[1].public(), 6));
         book.prune(11);
         assert!(book.slot(10, 0).is_empty());
+    }
+
+    #[test]
+    fn a_tip_is_outvoted_only_by_more_recent_peers_on_another_ledger() {
+        let (cfg, ring, keys) = setup();
+        let mut book = ProposalBook::default();
+        let on = |book: &mut ProposalBook, k: &Keypair, lcl: LedgerId, round| {
+            let mut p = proposal(k, round, 0, 5).proposal;
+            p.lcl = lcl;
+            book.arrive(&cfg, &ring, round, Arc::new(p.sign(k)), None);
+        };
+        let at = |seq, byte| LedgerId {
+            seq,
+            hash: crate::crypto::Hash([byte; 32]),
+        };
+        let (a, b) = (at(10, 1), at(10, 2));
+        let me = keys[0].public();
+        on(&mut book, &keys[3], a, 10);
+        on(&mut book, &keys[1], b, 10);
+        assert!(!book.outvoted(&me, a, 10, 3), "one each: a tie");
+        on(&mut book, &keys[2], b, 10);
+        assert!(book.outvoted(&me, a, 10, 3));
+        assert!(!book.outvoted(&me, b, 10, 3));
+        assert!(!book.outvoted(&me, a, 14, 3), "b's votes are too old");
+        assert!(!book.outvoted(&keys[1].public(), a, 10, 3), "our own vote");
+        // A peer past the tip's seq may be on the tip's child.
+        on(&mut book, &keys[2], at(11, 3), 11);
+        assert!(!book.outvoted(&me, a, 11, 3), "a and past it: two, b one");
     }
 
     #[test]

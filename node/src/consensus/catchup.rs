@@ -132,6 +132,7 @@ pub fn check_answer(
     }
     let unchecked_bodies = super::planted!(cfg, UncheckedBodies);
     let no_link_check = super::planted!(cfg, NoLinkCheck);
+    let sibling_as_proof = super::planted!(cfg, SiblingAsProof);
     let ring = (!super::planted!(cfg, NoProofSignatureCheck)).then_some(ring);
     let verify = |lcl: &LedgerId, rec: &LedgerRecord| {
         if no_link_check {
@@ -154,6 +155,11 @@ pub fn check_answer(
     let mut tip = lcl;
     let mut ledgers: Vec<LedgerRecord> = Vec::new();
     for rec in records {
+        if sibling_as_proof && ledgers.is_empty() {
+            if let Some(wrong) = sibling_as_proof_of_loss(lcl, &rec, &verify) {
+                return wrong;
+            }
+        }
         if rec.ledger.seq <= tip.seq {
             continue;
         }
@@ -192,6 +198,33 @@ pub fn check_answer(
         ledgers,
         refused: None,
     }
+}
+
+/// The planted bug `SiblingAsProof`: another ledger at our lcl's seq, with
+/// its own close proof, taken for a proof that our lcl lost. Only a proof
+/// of a ledger on top of it shows that (`Answer::OtherParent`).
+fn sibling_as_proof_of_loss(
+    lcl: LedgerId,
+    rec: &LedgerRecord,
+    verify: &dyn Fn(&LedgerId, &LedgerRecord) -> Result<(), SyncError>,
+) -> Option<Answer> {
+    let parent = LedgerId {
+        seq: lcl.seq.checked_sub(1)?,
+        hash: rec.ledger.prev,
+    };
+    if rec.ledger.seq != lcl.seq || rec.id() == lcl || verify(&parent, rec).is_err() {
+        return None;
+    }
+    let refused = SyncError::Chain(ChainError::Prev {
+        seq: rec.ledger.seq,
+        named: rec.hash,
+        actual: lcl.hash,
+    });
+    Some(Answer::OtherParent {
+        parent: rec.id(),
+        signers: rec.proof.len(),
+        refused,
+    })
 }
 
 /// Answers a history request from our chain: at most `history_batch`

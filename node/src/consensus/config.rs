@@ -90,6 +90,13 @@ pub enum PlantedBug {
     /// A ledger fetched from history is adopted without checking its
     /// proof's signatures (authors, threshold and candidate still are).
     NoProofSignatureCheck,
+    /// Catch-up adopts a history answer's unfinal tip even when more
+    /// peers are on another ledger at its seq.
+    AdoptOutvotedTip,
+    /// A ledger at the lcl's seq, proven by its own close proof, is taken
+    /// as proof that the lcl lost, as a proof of its child is: a node drops
+    /// an lcl it voted on for a ledger nobody built on.
+    SiblingAsProof,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

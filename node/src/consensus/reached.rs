@@ -37,6 +37,9 @@ pub enum RarePath {
     SwitchedToProven,
     /// Ledgers were adopted from a peer's history.
     HistoryAdopted,
+    /// A history answer's last ledger was left out: more peers are on
+    /// another ledger at its seq.
+    HistoryTipOutvoted,
     /// A peer's history failed verification (`SyncError::kind`).
     HistoryRefused(&'static str),
     /// Ledgers adopted from history hold a beacon fraud conviction.
@@ -60,6 +63,7 @@ impl RarePath {
             RarePath::RollbackRefused(Kept::Voted) => "rollback-refused-voted".into(),
             RarePath::SwitchedToProven => "switched-to-proven".into(),
             RarePath::HistoryAdopted => "history-adopted".into(),
+            RarePath::HistoryTipOutvoted => "history-tip-outvoted".into(),
             RarePath::HistoryRefused(kind) => format!("history-refused-{kind}"),
             RarePath::HistoryAcrossFraud => "history-across-fraud".into(),
             RarePath::MismatchSync => "mismatch-sync".into(),
@@ -81,6 +85,7 @@ mod tests {
             RarePath::RollbackRefused(Kept::Final),
             RarePath::RollbackRefused(Kept::Restored),
             RarePath::RollbackRefused(Kept::Voted),
+            RarePath::HistoryTipOutvoted,
             RarePath::SwitchedToProven,
             RarePath::HistoryAdopted,
             RarePath::HistoryRefused("proof-signature"),

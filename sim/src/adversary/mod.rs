@@ -6,6 +6,7 @@ mod beacon;
 mod collude;
 mod history;
 mod inputs;
+mod lcl;
 mod mutate;
 mod relay;
 mod votes;
@@ -44,6 +45,7 @@ pub struct Byzantine {
     coalition: Vec<Keypair>,
     victim: votes::Victim,
     overheard: inputs::Overheard,
+    lie: lcl::Lie,
 }
 
 const SEEN_CAP: usize = 512;
@@ -72,6 +74,7 @@ impl Byzantine {
             coalition: vec![],
             victim: Default::default(),
             overheard: Default::default(),
+            lie: Default::default(),
         })
     }
 
@@ -86,9 +89,10 @@ impl Byzantine {
         self.rng.next_u64() % 100 < percent
     }
 
-    /// Sees a frame that arrived; returns frames it now sends.
-    pub fn observe(&mut self, frame: &[u8]) -> Vec<(usize, Vec<u8>)> {
+    /// Sees a frame that arrived from `from`; returns frames it now sends.
+    pub fn observe(&mut self, from: &PubKey, frame: &[u8]) -> Vec<(usize, Vec<u8>)> {
         match self.role {
+            Role::LclLiar => return self.lcl_observe(from, frame),
             Role::Replayer => self.remember(frame.to_vec()),
             Role::Mutator => {
                 if let Ok(PeerMessage::Proposal(sp)) = PeerMessage::decode(frame) {
@@ -131,6 +135,7 @@ impl Byzantine {
             Role::ProofForger => vec![(to, self.forge_history(bytes, true))],
             Role::BodySwapper => vec![(to, self.swap_bodies(bytes))],
             Role::HistorySkipper => vec![(to, self.skip_history(bytes))],
+            Role::LclLiar => vec![(to, self.lie_about_lcl(to, bytes))],
             Role::Silent => vec![],
             Role::Equivocator => vec![(to, self.equivocate(bytes))],
             Role::Forger => vec![(to, self.forge(bytes))],

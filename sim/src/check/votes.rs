@@ -73,9 +73,15 @@ impl VoteChecker {
         from: LedgerId,
         proven: Option<LedgerId>,
     ) -> Option<String> {
-        let round = (self.on_top.get(&from.seq))
-            .and_then(|at| at.get(&from.hash))
-            .and_then(|v| v.get(&node));
+        let voters = |l: LedgerId| {
+            let at = self.on_top.get(&l.seq);
+            at.and_then(|at| at.get(&l.hash))
+        };
+        let round = voters(from).and_then(|v| v.get(&node));
+        // The proof of a final ledger is its child's close proof: a
+        // threshold of stage-3 votes on top of it, honest ones among them
+        // unless every byzantine node signed.
+        let on_top_of = |p: LedgerId| voters(p).map_or(0, |v| v.len());
         match (round, proven) {
             (Some(r), None) => Some(format!(
                 "node {node} rolled back {from:?}, on top of which it voted at stage 3 in round {r}, without a proof of another final ledger at seq {}",
@@ -83,6 +89,12 @@ impl VoteChecker {
             )),
             (_, Some(p)) if p.seq != from.seq || p.hash == from.hash => Some(format!(
                 "node {node} rolled back {from:?} for a proof of {p:?}, which is not another ledger at its seq"
+            )),
+            (Some(r), Some(p)) if on_top_of(p) + self.byzantine < self.close => Some(format!(
+                "node {node} rolled back {from:?}, on top of which it voted at stage 3 in round {r}, for {p:?}, on top of which {} honest nodes voted: with the {} byzantine, short of the close threshold of {}, so no proof of its finality can exist",
+                on_top_of(p),
+                self.byzantine,
+                self.close
             )),
             _ => None,
         }
@@ -116,6 +128,12 @@ mod tests {
         assert_eq!(c.rolled_back(1, at(10, 1), None), None);
         let v = c.rolled_back(0, at(10, 1), None).unwrap();
         assert!(v.contains("voted at stage 3 in round 11"), "{v}");
+        // A proof of a ledger nobody voted on top of proves nothing.
+        let v = c.rolled_back(0, at(10, 1), Some(at(10, 2))).unwrap();
+        assert!(v.contains("on top of which 0 honest nodes voted"), "{v}");
+        for n in 1..=4 {
+            c.voted(n, &vote(12, at(10, 2)));
+        }
         assert_eq!(c.rolled_back(0, at(10, 1), Some(at(10, 2))), None);
         assert!(c.rolled_back(0, at(10, 1), Some(at(10, 1))).is_some());
         assert!(c.rolled_back(0, at(10, 1), Some(at(9, 2))).is_some());

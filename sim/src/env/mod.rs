@@ -132,7 +132,7 @@ impl PeerNetwork for SimNet {
                 continue;
             };
             let sends = match &mut self.byzantine {
-                Some(b) => b.observe(&frame.1),
+                Some(b) => b.observe(&frame.0, &frame.1),
                 None => vec![],
             };
             for (to, bytes) in sends {

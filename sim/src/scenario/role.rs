@@ -68,6 +68,11 @@ pub enum Role {
     /// left out: the next does not follow the first, and fails the link
     /// check only.
     HistorySkipper,
+    /// After an honest node closed a ledger alone, tells half the other
+    /// nodes it is past that ledger and answers their history requests
+    /// with it and its real proof: a genuine ledger that nobody built on,
+    /// so no proof that their lcl lost (`adversary/lcl.rs`).
+    LclLiar,
     /// Honest on its own links; beside them it splices, claims and
     /// replays peer handshakes between honest nodes.
     Relay,

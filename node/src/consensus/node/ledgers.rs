@@ -60,7 +60,23 @@ impl Node {
                     self.catchup.failed();
                 }
             }
-            Answer::Extends { ledgers, refused } => {
+            Answer::Extends {
+                mut ledgers,
+                refused,
+            } => {
+                let outvoted = ledgers.last().is_some_and(|tip| {
+                    let (me, round) = (self.key.public(), self.round());
+                    let skew = self.cfg.max_round_skew;
+                    self.book.outvoted(&me, tip.id(), round, skew)
+                        && !crate::consensus::planted!(self.cfg, AdoptOutvotedTip)
+                });
+                if outvoted {
+                    // Its final part is still ours; the tip we ask another
+                    // peer for.
+                    ledgers.pop();
+                    self.reached(RarePath::HistoryTipOutvoted);
+                    self.catchup.failed();
+                }
                 let mut adopted = Vec::new();
                 for rec in ledgers {
                     self.stats.signature_checks += rec.proof.len() as u64;
@@ -70,7 +86,9 @@ impl Node {
                     self.refuse_history(from, e);
                 }
                 if adopted.is_empty() {
-                    self.catchup.failed();
+                    if !outvoted {
+                        self.catchup.failed();
+                    }
                 } else {
                     self.adopted(adopted);
                 }
