@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Mutation testing of the protocol (node/src/consensus, node/src/sync)
+# Mutation testing of the protocol (node/src/{consensus,beacon,npl,sync,users})
 # against the simulator's bounded fuzz campaign (the fuzzer work), not the
 # unit tests: each mutant of hotpocket-node is built and then judged by the
 # hotpocket-sim integration tests scenarios.rs (fuzz_swarm, fuzz_byzzfuzz,
-# fuzz_coalition, fuzz_check_probers) and planted.rs (every test: the
-# filters "forks" and "planted_bug" match all five and nothing in
-# scenarios.rs).
+# fuzz_coalition, fuzz_check_probers, and the regressions) and planted.rs
+# (every test: the filters after them match all of its tests and nothing
+# else in scenarios.rs).
 #
 # Usage: ci/mutants.sh [extra cargo-mutants args], e.g.
 #   ci/mutants.sh --list                      # 963 mutants at 6463275
@@ -31,9 +31,11 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR
 exec cargo mutants \
   -p hotpocket-node --test-package hotpocket-sim \
-  -f 'node/src/consensus/**' -f 'node/src/sync/**' \
+  -f 'node/src/consensus/**' -f 'node/src/beacon/**' -f 'node/src/npl/**' \
+  -f 'node/src/sync/**' -f 'node/src/users/**' \
   --in-place \
   --timeout "${MUTANTS_TEST_TIMEOUT:-240}" --build-timeout "${MUTANTS_BUILD_TIMEOUT:-900}" \
   -C --test=scenarios -C --test=planted \
   "$@" \
-  -- -- fuzz_swarm fuzz_byzzfuzz fuzz_coalition fuzz_check_probers forks planted_bug
+  -- -- fuzz_swarm fuzz_byzzfuzz fuzz_coalition fuzz_check_probers regressions_stay_fixed \
+  fork a_node_that planted_bug input_forger relay
