@@ -23,6 +23,10 @@
 # - Do not pass --cap-lints=true: cargo-mutants then sets
 #   CARGO_ENCODED_RUSTFLAGS, which overrides build.rustflags in
 #   .cargo/config.toml and silently drops `--cfg madsim`.
+# - --baseline=skip: cargo-mutants 27.1.0 builds its baseline for the
+#   mutated package alone, ignoring --test-package, and fails on
+#   --test=scenarios ("no test target named `scenarios` in
+#   hotpocket-node"); the timeouts below stand in for the baseline's.
 # - A mutant that hangs the simulator is reported as "timeout" (counted as
 #   caught, but listed separately in mutants.out/timeout.txt).
 set -euo pipefail
@@ -33,7 +37,7 @@ exec cargo mutants \
   -p hotpocket-node --test-package hotpocket-sim \
   -f 'node/src/consensus/**' -f 'node/src/beacon/**' -f 'node/src/npl/**' \
   -f 'node/src/sync/**' -f 'node/src/users/**' \
-  --in-place \
+  --in-place --baseline=skip \
   --timeout "${MUTANTS_TEST_TIMEOUT:-240}" --build-timeout "${MUTANTS_BUILD_TIMEOUT:-900}" \
   -C --test=scenarios -C --test=planted \
   "$@" \
