@@ -3,9 +3,9 @@
 # against the simulator's bounded fuzz campaign (the fuzzer work), not the
 # unit tests: each mutant of hotpocket-node is built and then judged by the
 # hotpocket-sim integration tests scenarios.rs (fuzz_swarm, fuzz_byzzfuzz,
-# fuzz_coalition, fuzz_check_probers, and the regressions) and planted.rs
-# (every test: the filters after them match all of its tests and nothing
-# else in scenarios.rs).
+# fuzz_coalition, fuzz_check_probers, and the regressions), planted.rs and
+# reached.rs (every test: the filters after those match all of theirs and
+# nothing else in scenarios.rs).
 #
 # Usage: ci/mutants.sh [extra cargo-mutants args], e.g.
 #   ci/mutants.sh --list                      # 963 mutants at 6463275
@@ -39,7 +39,7 @@ exec cargo mutants \
   -f 'node/src/sync/**' -f 'node/src/users/**' \
   --in-place --baseline=skip \
   --timeout "${MUTANTS_TEST_TIMEOUT:-240}" --build-timeout "${MUTANTS_BUILD_TIMEOUT:-900}" \
-  -C --test=scenarios -C --test=planted \
+  -C --test=scenarios -C --test=planted -C --test=reached \
   "$@" \
   -- -- fuzz_swarm fuzz_byzzfuzz fuzz_coalition fuzz_check_probers regressions_stay_fixed \
-  fork a_node_that planted_bug input_forger relay
+  fork a_node_that planted_bug input_forger relay refused_rollback is_refused_by

@@ -38,6 +38,34 @@ fn a_lone_close_is_refused_rollback_then_proven_and_switched() {
     }
 }
 
+/// The restored-lcl guard: node 0 restarts after voting on top of the
+/// ledger it closed alone, so only that guard keeps the ledger until a
+/// proof shows the other final. With the guard gone it drops the ledger
+/// unproven, which the vote checker (it saw the vote) reports.
+#[test]
+fn a_restarted_lone_closer_is_refused_rollback_then_proven_and_switched() {
+    let s = load("lone-close-restart");
+    for seed in 1..=3 {
+        let r = run(&s, seed);
+        assert!(r.passed, "seed {seed}: {:?}", r.violations);
+        for path in [
+            "rollback-refused-restored",
+            "rollback-proven",
+            "switched-to-proven",
+        ] {
+            assert!(
+                r.reached.iter().any(|p| p == path),
+                "seed {seed}: {path} not reached; reached {:?}",
+                r.reached
+            );
+        }
+        assert!(
+            !r.reached.iter().any(|p| p == "rollback-unproven"),
+            "seed {seed}: node 0 dropped its restored lcl without a proof"
+        );
+    }
+}
+
 /// History that fails verification is refused, and by the check that
 /// caught it: a forger's proofs hold too few valid signatures once its
 /// forged ones are dropped; a liar's carry a signature that does not hold.
