@@ -8,7 +8,7 @@
 # nothing else in scenarios.rs).
 #
 # Usage: ci/mutants.sh [extra cargo-mutants args], e.g.
-#   ci/mutants.sh --list                      # 963 mutants at 6463275
+#   ci/mutants.sh --list                      # 1826 mutants at 9960b57
 #   ci/mutants.sh --shard 3/40                # one slice
 #   ci/mutants.sh --re 'tally.rs:170:18'      # one mutant
 #

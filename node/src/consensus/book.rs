@@ -156,7 +156,7 @@ impl ProposalBook {
     pub fn peers_ahead(&self, me: &PubKey, seq: u64, round: u64, skew: u64) -> Vec<PubKey> {
         self.peer_lcl
             .iter()
-            .filter(|(k, (id, r))| *k != me && id.seq > seq && r + skew >= round)
+            .filter(|(k, (id, r))| *k != me && id.seq > seq && r.saturating_add(skew) >= round)
             .map(|(k, _)| *k)
             .collect()
     }
@@ -165,17 +165,20 @@ impl ProposalBook {
     /// than on `tip` or past its seq. Catch-up then leaves an unfinal tip
     /// alone: a node adopting the minority's ledger and voting on top of
     /// it splits the honest nodes for good, since none may drop a voted
-    /// lcl without a proof. Byzantine peers can make a tip look outvoted
+    /// lcl without a proof. Peers past the tip's seq count for it (they
+    /// may be on its child). Byzantine peers can make a tip look outvoted
     /// by outnumbering its holders: that costs a lagging node time, never
     /// safety, as it still takes the answer's final part, and once a child
-    /// closes on the tip, the tip comes final with it.
+    /// closes on the tip, the tip comes final with it. Their claims can
+    /// also cancel as many of the other ledger's holders
+    /// (docs/limitations.md).
     pub fn outvoted(&self, me: &PubKey, tip: LedgerId, round: u64, skew: u64) -> bool {
         let mut for_tip = 0;
         let mut others: BTreeMap<LedgerId, usize> = BTreeMap::new();
         let recent = self
             .peer_lcl
             .iter()
-            .filter(|(k, (_, r))| *k != me && r + skew >= round);
+            .filter(|(k, (_, r))| *k != me && r.saturating_add(skew) >= round);
         for (_, (id, _)) in recent {
             if *id == tip || id.seq > tip.seq {
                 for_tip += 1;
@@ -313,6 +316,22 @@ mod tests {
         // A peer past the tip's seq may be on the tip's child.
         on(&mut book, &keys[2], at(11, 3), 11);
         assert!(!book.outvoted(&me, a, 11, 3), "a and past it: two, b one");
+        // Past the seq counts for the tip, behind it for nothing: a has
+        // one holder and one past it, b two, so a is not outvoted.
+        let keys: Vec<Keypair> = (1..=6).map(|i| Keypair::from_seed([i; 32])).collect();
+        let cfg = ConsensusConfig::new(keys.iter().map(|k| k.public()).collect());
+        let ring = KeyRing::new(&cfg.unl);
+        let mut book = ProposalBook::default();
+        let me = keys[0].public();
+        for (k, lcl) in [(1, a), (2, b), (3, b), (4, at(11, 3)), (5, at(9, 4))] {
+            let mut p = proposal(&keys[k], 10, 0, 5).proposal;
+            p.lcl = lcl;
+            let sp = Arc::new(p.sign(&keys[k]));
+            assert_eq!(book.arrive(&cfg, &ring, 10, sp, None), Arrival::Accepted);
+            let outvoted = book.outvoted(&me, a, 10, 3);
+            assert_eq!(outvoted, k == 3, "after peer {k}");
+        }
+        assert!(!book.outvoted(&me, a, u64::MAX, u64::MAX), "no overflow");
     }
 
     #[test]

@@ -7,7 +7,11 @@
 //! voted on (with that check off, `planted_bug = "sibling_as_proof"`, a
 //! victim drops its voted lcl for the liars' ledger, and the vote checker
 //! reports the rollback). Honest code skips a ledger at or below its lcl,
-//! so the lie costs a victim one wasted request.
+//! so the lie costs a victim at the sibling's seq one wasted request. A
+//! victim still below it is handed the real chain ending in the sibling,
+//! with the liars' claims past it counting for it, and may adopt it and
+//! vote on it: a lone closer's partner until a proof of the other
+//! ledger's child comes (`rollback-proven`).
 //!
 //! The liars learn the ledger from the lone closer itself: a proposal on
 //! another ledger at their own lcl's seq makes them ask its author for it.
