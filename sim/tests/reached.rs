@@ -13,29 +13,37 @@ fn load(name: &str) -> Scenario {
     Scenario::load(&dir.join(format!("{name}.toml"))).unwrap()
 }
 
-#[test]
-fn a_lone_close_is_refused_rollback_then_proven_and_switched() {
-    let s = load("lone-close");
+/// `name` passes at seeds 1-3, taking every one of `paths` and never
+/// `rollback-unproven` (`unproven` says what that would mean).
+fn takes(name: &str, paths: &[&str], unproven: &str) {
+    let s = load(name);
     for seed in 1..=3 {
         let r = run(&s, seed);
-        assert!(r.passed, "seed {seed}: {:?}", r.violations);
-        for path in [
-            "lone-close",
-            "rollback-refused-voted",
-            "rollback-proven",
-            "switched-to-proven",
-        ] {
+        assert!(r.passed, "{name} seed {seed}: {:?}", r.violations);
+        for path in paths {
             assert!(
                 r.reached.iter().any(|p| p == path),
-                "seed {seed}: {path} not reached; reached {:?}",
+                "{name} seed {seed}: {path} not reached; reached {:?}",
                 r.reached
             );
         }
         assert!(
             !r.reached.iter().any(|p| p == "rollback-unproven"),
-            "seed {seed}: node 0 dropped the ledger it voted on without a proof"
+            "{name} seed {seed}: {unproven}"
         );
     }
+}
+
+#[test]
+fn a_lone_close_is_refused_rollback_then_proven_and_switched() {
+    let paths = [
+        "lone-close",
+        "rollback-refused-voted",
+        "rollback-proven",
+        "switched-to-proven",
+    ];
+    let unproven = "node 0 dropped the ledger it voted on without a proof";
+    takes("lone-close", &paths, unproven);
 }
 
 /// The restored-lcl guard: node 0 restarts after voting on top of the
@@ -44,26 +52,13 @@ fn a_lone_close_is_refused_rollback_then_proven_and_switched() {
 /// unproven, which the vote checker (it saw the vote) reports.
 #[test]
 fn a_restarted_lone_closer_is_refused_rollback_then_proven_and_switched() {
-    let s = load("lone-close-restart");
-    for seed in 1..=3 {
-        let r = run(&s, seed);
-        assert!(r.passed, "seed {seed}: {:?}", r.violations);
-        for path in [
-            "rollback-refused-restored",
-            "rollback-proven",
-            "switched-to-proven",
-        ] {
-            assert!(
-                r.reached.iter().any(|p| p == path),
-                "seed {seed}: {path} not reached; reached {:?}",
-                r.reached
-            );
-        }
-        assert!(
-            !r.reached.iter().any(|p| p == "rollback-unproven"),
-            "seed {seed}: node 0 dropped its restored lcl without a proof"
-        );
-    }
+    let paths = [
+        "rollback-refused-restored",
+        "rollback-proven",
+        "switched-to-proven",
+    ];
+    let unproven = "node 0 dropped its restored lcl without a proof";
+    takes("lone-close-restart", &paths, unproven);
 }
 
 /// History that fails verification is refused, and by the check that

@@ -154,11 +154,23 @@ impl ProposalBook {
     /// Peers other than `me` that proposed on a ledger past `seq` in the
     /// last `skew` rounds before `round`: they have history to give.
     pub fn peers_ahead(&self, me: &PubKey, seq: u64, round: u64, skew: u64) -> Vec<PubKey> {
-        self.peer_lcl
-            .iter()
-            .filter(|(k, (id, r))| *k != me && id.seq > seq && r.saturating_add(skew) >= round)
+        (self.recent(me, round, skew))
+            .filter(|(_, id)| id.seq > seq)
             .map(|(k, _)| *k)
             .collect()
+    }
+
+    /// Peers other than `me` and the lcl each proposed on, if that was in
+    /// the last `skew` rounds before `round`.
+    fn recent<'a>(
+        &'a self,
+        me: &'a PubKey,
+        round: u64,
+        skew: u64,
+    ) -> impl Iterator<Item = (&'a PubKey, &'a LedgerId)> {
+        (self.peer_lcl.iter())
+            .filter(move |(k, (_, r))| *k != me && r.saturating_add(skew) >= round)
+            .map(|(k, (id, _))| (k, id))
     }
 
     /// Whether more peers lately proposed on another ledger at `tip`'s seq
@@ -175,11 +187,7 @@ impl ProposalBook {
     pub fn outvoted(&self, me: &PubKey, tip: LedgerId, round: u64, skew: u64) -> bool {
         let mut for_tip = 0;
         let mut others: BTreeMap<LedgerId, usize> = BTreeMap::new();
-        let recent = self
-            .peer_lcl
-            .iter()
-            .filter(|(k, (_, r))| *k != me && r.saturating_add(skew) >= round);
-        for (_, (id, _)) in recent {
+        for (_, id) in self.recent(me, round, skew) {
             if *id == tip || id.seq > tip.seq {
                 for_tip += 1;
             } else if id.seq == tip.seq {

@@ -75,7 +75,6 @@ impl Node {
                     // peer for.
                     ledgers.pop();
                     self.reached(RarePath::HistoryTipOutvoted);
-                    self.catchup.failed();
                 }
                 let mut adopted = Vec::new();
                 for rec in ledgers {
@@ -85,11 +84,10 @@ impl Node {
                 if let Some(e) = refused {
                     self.refuse_history(from, e);
                 }
-                if adopted.is_empty() {
-                    if !outvoted {
-                        self.catchup.failed();
-                    }
-                } else {
+                if outvoted || adopted.is_empty() {
+                    self.catchup.failed();
+                }
+                if !adopted.is_empty() {
                     self.adopted(adopted);
                 }
             }
