@@ -4,7 +4,7 @@
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use hotpocket_node::cli::signals::{Stop, StopSignals};
-use hotpocket_node::cli::{bench, bench_memory, client, client_hp, cluster};
+use hotpocket_node::cli::{bench, bench_memory, client, client_hp, cluster, status};
 use hotpocket_node::real::config::{check_binary, Config};
 use hotpocket_node::real::{random_key, runtime, OsEntropy};
 use std::io::IsTerminal;
@@ -21,8 +21,18 @@ round by round, on its inputs, state and outputs. Logs go to stderr; set RUST_LO
 RUST_LOG=debug) to change how much."
 )]
 struct Cli {
+    /// How log lines (stderr) are written: `text` for people, `json` (one
+    /// object per line) for log collectors.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -51,6 +61,10 @@ enum Command {
         /// Websocket port for users.
         #[arg(long, default_value_t = cluster::DEFAULT_PUBPORT)]
         pubport: u16,
+        /// Serve Prometheus metrics (GET /metrics) at this address, e.g.
+        /// 127.0.0.1:9460; `hotpocket status` reads them [default: none].
+        #[arg(long, value_name = "HOST:PORT")]
+        metrics: Option<String>,
         /// Arguments for the contract, after a literal `--`, so they are
         /// never taken for this command's flags: `hotpocket new DIR
         /// --contract c.py -- --verbose`. None may hold whitespace (hp.cfg's
@@ -61,6 +75,13 @@ enum Command {
     /// Run the node in DIR until Ctrl-C (or SIGTERM or SIGHUP), then shut down cleanly.
     Run {
         /// A directory made by `hotpocket new` or `hotpocket cluster`.
+        dir: PathBuf,
+    },
+    /// Show a node at a glance: its key, UNL, chain on disk and, when its hp.cfg sets a
+    /// `metrics` address, what the running node is doing (round, sync, peers, users, closes,
+    /// rollbacks, contract runs).
+    Status {
+        /// The node directory.
         dir: PathBuf,
     },
     /// Print a new ed25519 key pair as JSON ({"pubkey", "seckey"}).
@@ -123,6 +144,15 @@ enum Command {
         /// User port of node 0; node i uses this plus i [default: 8080].
         #[arg(long)]
         pubport: Option<u16>,
+        /// Serve Prometheus metrics: node 0 on 127.0.0.1 at this port, node i at
+        /// this plus i (`hotpocket status` reads them) [default: none].
+        #[arg(long)]
+        metricsport: Option<u16>,
+        /// Seconds a node gets to shut down cleanly when the cluster stops;
+        /// one still running then is killed (SIGKILL).
+        #[arg(long, value_name = "SECS", default_value_t = cluster::STOP_GRACE.as_secs(),
+              value_parser = clap::value_parser!(u64).range(1..=3600))]
+        stop_timeout: u64,
     },
     /// Measure a local cluster under load from concurrent users (build with --release).
     Bench {
@@ -203,15 +233,17 @@ enum Command {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-    let cli = Cli::parse();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -230,6 +262,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             contract,
             peerport,
             pubport,
+            metrics,
             contract_args,
         } => {
             let binary = contract_or_default(contract)?;
@@ -245,6 +278,15 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 Config::new_node(&key, binary.display().to_string(), contract_args.join(" "));
             cfg.peerport = peerport;
             cfg.pubport = pubport;
+            if let Some(m) = &metrics {
+                let addr = (m.parse::<std::net::SocketAddr>()).with_context(|| {
+                    format!("--metrics {m:?}: not an address like 127.0.0.1:9460")
+                })?;
+                if [peerport, pubport].contains(&addr.port()) {
+                    bail!("--metrics {m}: the peer or user port");
+                }
+            }
+            cfg.metrics = metrics;
             cluster::create_node(&dir, &cfg)?;
             println!(
                 "created node {} in {}",
@@ -265,6 +307,15 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 let _ = tx.send(true);
             });
             runtime::run_node(&dir, rx).await
+        }
+        Command::Status { dir } => {
+            let now = hotpocket_node::real::users_ws::now_ms();
+            let dir2 = dir.clone();
+            let text = tokio::task::spawn_blocking(move || status::render(&dir2, now))
+                .await?
+                .with_context(|| format!("{} is not a node directory", dir.display()))?;
+            print!("{text}");
+            Ok(())
         }
         Command::Keygen => {
             let key = random_key(&mut entropy);
@@ -314,6 +365,8 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             roundtime,
             peerport,
             pubport,
+            metricsport,
+            stop_timeout,
         } => {
             let given = cluster::Given {
                 nodes,
@@ -321,9 +374,11 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 roundtime,
                 peerport,
                 pubport,
+                metrics: metricsport,
             };
             let plan = cluster::plan(dir, &given, default_contract)?;
-            cluster::run(&plan, || random_key(&mut entropy)).await
+            let grace = std::time::Duration::from_secs(stop_timeout);
+            cluster::run(&plan, grace, || random_key(&mut entropy)).await
         }
         Command::Bench {
             nodes,

@@ -4,20 +4,17 @@
 //! no node process or directory behind. A behaviour test, not a
 //! measurement: the numbers of a debug build mean nothing.
 #![cfg(feature = "runtime")]
+// Real processes on real time (the support module waits on the clock).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
-use std::net::TcpListener;
 use std::process::Command;
+
+#[path = "support/cluster.rs"]
+mod cluster;
 
 /// A base port with 6 free ports from it: 3 nodes' peer, then user, ports.
 fn free_base() -> u16 {
-    let pid = std::process::id() as usize;
-    for attempt in 0..200 {
-        let base = 61_000 + ((pid + attempt * 7) % 400) as u16 * 10;
-        if (base..base + 6).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
-            return base;
-        }
-    }
-    panic!("no block of 6 free loopback ports found");
+    cluster::free_block(61_000, 6)
 }
 
 /// The numbers of the table row starting with `name`.

@@ -180,6 +180,7 @@ fn cluster_refuses_flags_that_an_existing_cluster_would_ignore() {
         roundtime: 1000,
         peerport: 22860,
         pubport: 8080,
+        metrics: None,
     };
     let mut seed = 0u8;
     prepare(&plan, || {
@@ -237,4 +238,65 @@ fn run_without_a_node_says_which_file_is_missing() {
     let (code, _, err) = hotpocket(&["run", "/no/such/node"]);
     assert_eq!(code, 1);
     assert!(err.contains("/no/such/node/cfg/hp.cfg"), "{err}");
+}
+
+#[test]
+fn json_logs_are_one_object_a_line() {
+    use std::io::{BufRead, BufReader};
+    let dir = scratch("json");
+    let d = dir.to_str().unwrap();
+    let port = 6_000 + (std::process::id() % 500) as u16 * 4;
+    let (peer, user) = (port.to_string(), (port + 1).to_string());
+    let args = [
+        "new",
+        d,
+        "--contract",
+        &echo_contract(),
+        "--peerport",
+        &peer,
+        "--pubport",
+        &user,
+    ];
+    let (code, _, err) = hotpocket(&args);
+    assert_eq!(code, 0, "{err}");
+    let mut node = Command::new(env!("CARGO_BIN_EXE_hotpocket"))
+        .args(["run", d, "--log-format", "json"])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = node.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    while let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(30)) {
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "{line}"
+        );
+        let listening = v["fields"]["message"] == "node listening";
+        seen.push(line);
+        if listening {
+            break;
+        }
+    }
+    let _ = node.kill();
+    let _ = node.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let last: serde_json::Value =
+        serde_json::from_str(seen.last().map_or("{}", String::as_str)).unwrap();
+    assert_eq!(last["fields"]["message"], "node listening", "{seen:#?}");
+    // Fields stay fields: the node's key is one, not text in the message.
+    assert_eq!(
+        last["fields"]["key"].as_str().map(str::len),
+        Some(64),
+        "{last}"
+    );
 }

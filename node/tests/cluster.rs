@@ -2,7 +2,8 @@
 //! the cluster process alone (not its process group, as Ctrl-C would), it
 //! takes its nodes with it: SIGTERM stops them cleanly, and SIGKILL, which
 //! the cluster cannot catch, still stops them through their parent-death
-//! signal.
+//! signal. A node that does not stop (here: stopped by SIGSTOP) is killed
+//! after the grace period, so the cluster still ends.
 #![cfg(feature = "runtime")]
 // Real processes on real time.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
@@ -108,7 +109,7 @@ fn poll<T>(limit: Duration, mut step: impl FnMut() -> Result<T, String>) -> T {
 fn free_base(salt: usize) -> u16 {
     let pid = std::process::id() as usize;
     for attempt in 0..200 {
-        let block = (pid * 2 + salt + attempt * 2) % 1000;
+        let block = (pid * 3 + salt + attempt * 3) % 1000;
         let base = 40_000 + block as u16 * 20;
         let free =
             (base..base + 2 * NODES as u16).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok());
@@ -165,7 +166,7 @@ fn children_running(parent: u32, dir: &Path) -> Vec<u32> {
 
 /// Starts `hotpocket cluster` and waits until every node has said it is
 /// listening, which it does after it has installed its stop-signal handlers.
-fn start(name: &str, salt: usize) -> Cluster {
+fn start(name: &str, salt: usize, extra: &[&str]) -> Cluster {
     let root = std::env::temp_dir().join(format!("hp-cluster-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).unwrap();
@@ -181,6 +182,7 @@ fn start(name: &str, salt: usize) -> Cluster {
         .arg(&contract)
         .args(["--peerport", &base.to_string()])
         .args(["--pubport", &(base + NODES as u16).to_string()])
+        .args(extra)
         // The readiness line below is logged at info.
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
@@ -225,7 +227,7 @@ fn start(name: &str, salt: usize) -> Cluster {
 
 #[test]
 fn sigterm_to_the_cluster_alone_stops_its_nodes_cleanly() {
-    let mut cluster = start("term", 0);
+    let mut cluster = start("term", 0, &[]);
     cluster.signal(libc::SIGTERM);
     let status = cluster.wait_exit();
     let out = cluster.output();
@@ -244,7 +246,7 @@ fn sigterm_to_the_cluster_alone_stops_its_nodes_cleanly() {
 
 #[test]
 fn sigkill_to_the_cluster_alone_still_stops_its_nodes() {
-    let mut cluster = start("kill", 1);
+    let mut cluster = start("kill", 1, &[]);
     cluster.signal(libc::SIGKILL);
     cluster.wait_exit();
     cluster.wait_nodes_gone();
@@ -256,4 +258,31 @@ fn sigkill_to_the_cluster_alone_still_stops_its_nodes() {
             "node {i} did not shut down cleanly:\n{log}"
         );
     }
+}
+
+#[test]
+fn a_node_that_will_not_stop_is_killed_after_the_grace_period() {
+    let mut cluster = start("stuck", 2, &["--stop-timeout", "5"]);
+    let stuck = cluster.nodes[1];
+    // SAFETY: signalling a node of this cluster, checked to be running.
+    assert!(running_node(stuck, &node_dir(&cluster.root, 1)));
+    assert_eq!(unsafe { libc::kill(stuck as i32, libc::SIGSTOP) }, 0);
+    cluster.signal(libc::SIGTERM);
+    let status = cluster.wait_exit();
+    let out = cluster.output();
+    assert!(status.success(), "cluster exited with {status}:\n{out}");
+    assert!(
+        out.contains("node 1 did not stop within 5s: killed"),
+        "{out}"
+    );
+    assert!(out.contains("cluster stopped"), "{out}");
+    cluster.wait_nodes_gone();
+    for i in [0, 2] {
+        let log = cluster.node_log(i);
+        assert!(
+            log.contains("node shut down cleanly"),
+            "node {i} did not shut down cleanly:\n{log}"
+        );
+    }
+    assert!(!cluster.node_log(1).contains("node shut down cleanly"));
 }

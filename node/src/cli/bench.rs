@@ -3,8 +3,9 @@
 //! second and node memory. A measurement, not a test: run it `--release`.
 
 use crate::cli::bench_memory::status_kib;
-use crate::cli::cluster::{node_dir, prepare, spawn_nodes, stop_nodes, Plan};
+use crate::cli::cluster::{node_dir, prepare, spawn_nodes, stop_nodes, Plan, STOP_GRACE};
 use crate::real::config::Config;
+use crate::real::store::LedgerReader;
 use crate::real::users_ws::now_ms;
 use crate::real::{random_key, OsEntropy};
 use crate::users::answer_challenge;
@@ -46,13 +47,9 @@ fn rss_kb(pid: u32) -> u64 {
 
 /// The highest ledger seq in a node's SQLite file (0 before any).
 pub(crate) fn head(dir: &Path) -> u64 {
-    rusqlite::Connection::open(dir.join("ledger.sqlite"))
-        .and_then(|db| {
-            db.query_row("SELECT COALESCE(MAX(seq), 0) FROM ledgers", [], |r| {
-                r.get::<_, i64>(0)
-            })
-        })
-        .map_or(0, |s| s as u64)
+    LedgerReader::open(&dir.join("ledger.sqlite"))
+        .and_then(|r| r.tip())
+        .map_or(0, |t| t.map_or(0, |(seq, _, _)| seq))
 }
 
 /// What became of the inputs the clients sent, by send time (ms).
@@ -224,6 +221,7 @@ pub async fn run(o: &Options) -> anyhow::Result<()> {
         roundtime: o.roundtime,
         peerport: o.peerport,
         pubport: o.pubport,
+        metrics: None,
     };
     prepare(&plan, || random_key(&mut OsEntropy))?;
     for i in 0..o.nodes {
@@ -279,7 +277,9 @@ pub async fn run(o: &Options) -> anyhow::Result<()> {
             eprintln!("{e:#}");
         }
     }
-    stop_nodes(&mut children).await;
+    for i in stop_nodes(&mut children, STOP_GRACE).await {
+        eprintln!("node {i} did not stop within {STOP_GRACE:?} of SIGTERM: killed");
+    }
 
     let t = tally.lock().expect("not poisoned");
     let measured = |at: &u64| (measure_from..measure_to).contains(at);

@@ -12,7 +12,7 @@
 mod attacks;
 
 use crate::cli::bench::head;
-use crate::cli::cluster::{node_dir, prepare, spawn_nodes, stop_nodes, Plan};
+use crate::cli::cluster::{node_dir, prepare, spawn_nodes, stop_nodes, Plan, STOP_GRACE};
 use crate::cli::signals::{Stop, StopSignals};
 use crate::real::config::Config;
 use crate::real::{random_key, OsEntropy};
@@ -239,6 +239,7 @@ fn make_cluster(o: &Options, root: &Path) -> anyhow::Result<()> {
         roundtime: o.roundtime,
         peerport: o.peerport,
         pubport: o.pubport,
+        metrics: None,
     };
     prepare(&plan, || random_key(&mut OsEntropy))?;
     for i in 0..o.nodes {
@@ -288,7 +289,9 @@ pub async fn run(o: &Options) -> anyhow::Result<()> {
     let exited = children
         .first_mut()
         .and_then(|c| c.try_wait().ok().flatten());
-    stop_nodes(&mut children).await;
+    for i in stop_nodes(&mut children, STOP_GRACE).await {
+        eprintln!("node {i} did not stop within {STOP_GRACE:?} of SIGTERM: killed");
+    }
     let log = node_dir(&root, 0).join("node.log");
     let tail = std::fs::read_to_string(&log).unwrap_or_default();
     if std::env::var_os("HP_BENCH_KEEP").is_some() {

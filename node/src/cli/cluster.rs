@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Duration;
 
 pub struct Plan {
     pub nodes: usize,
@@ -16,6 +17,9 @@ pub struct Plan {
     pub roundtime: u64,
     pub peerport: u16,
     pub pubport: u16,
+    /// Metrics port of node 0 (node i: this plus i), on loopback; none
+    /// serves metrics without.
+    pub metrics: Option<u16>,
 }
 
 /// Writes a new node directory: config, a self-signed TLS certificate for
@@ -45,6 +49,7 @@ pub struct Given {
     pub roundtime: Option<u64>,
     pub peerport: Option<u16>,
     pub pubport: Option<u16>,
+    pub metrics: Option<u16>,
 }
 
 pub const DEFAULT_NODES: usize = 5;
@@ -79,6 +84,7 @@ pub fn plan(
             roundtime: given.roundtime.unwrap_or(DEFAULT_ROUNDTIME),
             peerport: given.peerport.unwrap_or(DEFAULT_PEERPORT),
             pubport: given.pubport.unwrap_or(DEFAULT_PUBPORT),
+            metrics: given.metrics,
             dir,
         });
     }
@@ -108,6 +114,13 @@ pub fn plan(
     if let Some(p) = given.pubport.filter(|p| *p != cfg.pubport) {
         clashes.push(format!("--pubport {p} (node 0 uses {})", cfg.pubport));
     }
+    let metrics = (cfg.metrics.as_deref())
+        .and_then(|m| m.parse::<std::net::SocketAddr>().ok())
+        .map(|a| a.port());
+    if let Some(p) = given.metrics.filter(|p| Some(*p) != metrics) {
+        let has = metrics.map_or("none".into(), |m| m.to_string());
+        clashes.push(format!("--metricsport {p} (node 0 uses {has})"));
+    }
     if !clashes.is_empty() {
         bail!(
             "{} already holds a cluster, which keeps its own settings; not applied: {}. Run `hotpocket cluster --dir {}` \
@@ -123,6 +136,7 @@ pub fn plan(
         roundtime: cfg.roundtime,
         peerport: cfg.peerport,
         pubport: cfg.pubport,
+        metrics,
         dir,
     })
 }
@@ -166,6 +180,9 @@ pub fn prepare(plan: &Plan, mut new_key: impl FnMut() -> Keypair) -> anyhow::Res
         cfg.peerport = port(plan.peerport, i)?;
         cfg.pubport = port(plan.pubport, i)?;
         cfg.roundtime = plan.roundtime;
+        cfg.metrics = (plan.metrics)
+            .map(|base| Ok::<_, anyhow::Error>(format!("127.0.0.1:{}", port(base, i)?)))
+            .transpose()?;
         cfg.peers = (0..plan.nodes)
             .filter(|j| *j != i)
             .map(|j| Ok(format!("{}@127.0.0.1:{}", unl[j], port(plan.peerport, j)?)))
@@ -248,8 +265,15 @@ fn die_with_parent(parent: libc::pid_t) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Asks every node to stop (SIGTERM: a clean shutdown) and waits for it.
-pub async fn stop_nodes(children: &mut [tokio::process::Child]) {
+/// How long `stop_nodes` gives the nodes to shut down cleanly before it
+/// kills what is left.
+pub const STOP_GRACE: Duration = Duration::from_secs(15);
+
+/// Asks every node to stop (SIGTERM: a clean shutdown) and waits up to
+/// `grace` for all of them; a node still running then (stuck, or stopped
+/// by SIGSTOP) is killed with SIGKILL, so a cluster always ends. Returns
+/// the indexes of the nodes it had to kill.
+pub async fn stop_nodes(children: &mut [tokio::process::Child], grace: Duration) -> Vec<usize> {
     for c in children.iter() {
         if let Some(pid) = c.id() {
             // SAFETY: signalling a child process we started.
@@ -258,14 +282,28 @@ pub async fn stop_nodes(children: &mut [tokio::process::Child]) {
             }
         }
     }
-    for c in children.iter_mut() {
-        let _ = c.wait().await;
+    let deadline = tokio::time::Instant::now() + grace;
+    let mut killed = Vec::new();
+    for (i, c) in children.iter_mut().enumerate() {
+        if tokio::time::timeout_at(deadline, c.wait()).await.is_err() {
+            // A stopped process takes SIGKILL too; its ledger is as safe as
+            // after any crash.
+            let _ = c.start_kill();
+            let _ = c.wait().await;
+            killed.push(i);
+        }
     }
+    killed
 }
 
 /// Runs the cluster until SIGINT, SIGTERM or SIGHUP, or until a node exits,
-/// then stops every node cleanly.
-pub async fn run(plan: &Plan, new_key: impl FnMut() -> Keypair) -> anyhow::Result<()> {
+/// then stops every node: cleanly, or killed when it is not gone `grace`
+/// after it was asked.
+pub async fn run(
+    plan: &Plan,
+    grace: Duration,
+    new_key: impl FnMut() -> Keypair,
+) -> anyhow::Result<()> {
     prepare(plan, new_key)?;
     // Every node checked before any starts: a bad config (a contract that
     // cannot run, say) stops the command here, not one node a moment later.
@@ -295,6 +333,12 @@ pub async fn run(plan: &Plan, new_key: impl FnMut() -> Keypair) -> anyhow::Resul
         first.key.public().to_hex(),
         first.cfg.pubport
     );
+    if let Some(m) = &first.cfg.metrics {
+        println!(
+            "metrics:  curl http://{m}/metrics   or at a glance:  hotpocket status {}",
+            node_dir(&plan.dir, 0).display()
+        );
+    }
     println!(
         "{}; Ctrl-C stops the cluster",
         typing_hint(&first.cfg.binary)
@@ -315,14 +359,66 @@ pub async fn run(plan: &Plan, new_key: impl FnMut() -> Keypair) -> anyhow::Resul
     };
     let _ = writeln!(std::io::stderr(), "{why}");
     drop(exited);
-    stop_nodes(&mut children).await;
+    for i in stop_nodes(&mut children, grace).await {
+        let _ = writeln!(
+            std::io::stderr(),
+            "node {i} did not stop within {grace:?}: killed (SIGKILL); its ledger restarts as after a crash"
+        );
+    }
     let _ = writeln!(std::io::stdout(), "cluster stopped");
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::typing_hint;
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("hp-plan-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn made(dir: &Path, nodes: usize) -> Plan {
+        let given = Given {
+            nodes: Some(nodes),
+            contract: Some(PathBuf::from("/bin/true")),
+            ..Given::default()
+        };
+        let plan = plan(dir.to_path_buf(), &given, || bail!("not asked")).unwrap();
+        let mut seed = 0u8;
+        prepare(&plan, || {
+            seed += 1;
+            Keypair::from_seed([seed; 32])
+        })
+        .unwrap();
+        plan
+    }
+
+    #[test]
+    fn a_new_cluster_takes_the_default_contract() {
+        let dir = scratch("new");
+        let p = plan(dir, &Given::default(), || Ok(PathBuf::from("/x/kv"))).unwrap();
+        assert_eq!(
+            (p.nodes, p.contract),
+            (DEFAULT_NODES, PathBuf::from("/x/kv"))
+        );
+        let e = plan(scratch("none"), &Given::default(), || bail!("kv not built"));
+        assert!(e.is_err());
+    }
+
+    #[test]
+    fn an_existing_cluster_resumes_without_flags_and_never_asks_for_the_default() {
+        let dir = scratch("resume");
+        made(&dir, 3);
+        let p = plan(dir.clone(), &Given::default(), || {
+            bail!("the default kv-contract is not built")
+        })
+        .unwrap();
+        assert_eq!(p.nodes, 3);
+        assert_eq!(p.contract, PathBuf::from("/bin/true"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn the_hint_fits_the_contract_in_use() {

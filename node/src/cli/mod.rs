@@ -1,6 +1,6 @@
 //! The `hotpocket` command's tools beyond running one node: a local
-//! cluster, a websocket client, a load bench and a memory bench under
-//! attack. They drive real node processes from outside, so they live apart
+//! cluster, a websocket client, a node's status, a load bench and a memory
+//! bench under attack. They drive real node processes from outside, so they live apart
 //! from the runtime in `real/`.
 // Tools that time and drive real processes from outside.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
@@ -12,6 +12,7 @@ pub mod client;
 pub mod client_hp;
 pub mod cluster;
 pub mod signals;
+pub mod status;
 
 /// An error and its causes as one line, `outer: cause: root`, leaving out
 /// a cause whose text the message before already holds. Many errors embed

@@ -211,7 +211,7 @@ pub enum Event {
     Reached(RarePath),
 }
 
-/// Counters of what the node dropped and why.
+/// Counters of what the node did and dropped and why, and a few levels.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
     pub proposals_accepted: u64,
@@ -239,6 +239,10 @@ pub struct Stats {
     pub state_rejected: u64,
     /// State requests passed to the contract host to answer.
     pub state_served: u64,
+    /// The round the node is in: a level, not a count.
+    pub round: u64,
+    /// Input bodies in the pool, waiting for a ledger: a level.
+    pub pooled: u64,
     /// The node party line's counters.
     pub npl: NplStats,
     pub beacon: BeaconStats,

@@ -93,6 +93,10 @@ pub struct Config {
     /// layout: `binargs` relative to it and the state under `state/`.
     #[serde(default)]
     pub workdir: Workdir,
+    /// Where to serve Prometheus metrics (`GET /metrics`), `host:port`,
+    /// e.g. `127.0.0.1:9460`; absent, there is no metrics endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
 }
 
 const MAX_PUBMAXSIZE: usize = 2 << 20;
@@ -231,6 +235,17 @@ impl Config {
                 p.parse().map_err(|e| ("peers", format!("{p:?}: {e}")))?;
             if peer.key.is_some_and(|k| !unl.contains(&k)) {
                 return Err(("peers", format!("{p:?} names a key that is not in the unl")));
+            }
+        }
+        if let Some(m) = &self.metrics {
+            let addr: std::net::SocketAddr = m.parse().map_err(|_| {
+                (
+                    "metrics",
+                    format!("{m:?} is not an address like 127.0.0.1:9460"),
+                )
+            })?;
+            if addr.port() == self.peerport || addr.port() == self.pubport {
+                return Err(("metrics", "must not use the peer or user port".into()));
             }
         }
         if self.ip.parse::<std::net::IpAddr>().is_err() {
@@ -400,6 +415,7 @@ impl Config {
             prototype_users: true,
             user_io: UserIo::Raw,
             workdir: Workdir::State,
+            metrics: None,
         }
     }
 }

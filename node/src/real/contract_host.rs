@@ -14,6 +14,7 @@ use crate::contract::{RunReport, RunRequest, StateNode};
 use crate::crypto::{Hash, PubKey};
 use crate::env::{ContractHost, InstallError, RollbackError, RunLink};
 use crate::ledger::LedgerRecord;
+use crate::real::metrics::RunSeconds;
 use crate::real::process::ProcessRunner;
 use crate::real::reads::ReadView;
 use crate::real::state_dir::{self, refresh_snapshot, remove_any};
@@ -66,6 +67,8 @@ pub struct ProcessHost {
     pub contract_seed: Option<[u8; 32]>,
     /// `ConsensusConfig::vouched_inputs`: runs skip vouched inputs without.
     pub vouched_inputs: bool,
+    /// Where each run's phases are timed, when the node serves metrics.
+    pub run_seconds: Option<RunSeconds>,
     ran: Ran,
     /// The run whose state `S.prev` holds, if it is a valid snapshot.
     snapshot: Option<Ran>,
@@ -95,6 +98,7 @@ impl ProcessHost {
             unl,
             contract_seed: None,
             vouched_inputs: true,
+            run_seconds: None,
             ran: Ran {
                 seq: 0,
                 state: Hash::ZERO,
@@ -288,6 +292,16 @@ impl ContractHost for ProcessHost {
                     Hash::ZERO
                 }
             };
+            if let Some(h) = &self.run_seconds {
+                for (phase, secs) in [
+                    ("snapshot", (t1 - t0).as_secs_f64()),
+                    ("run", (t2 - t1).as_secs_f64()),
+                    ("hash", t2.elapsed().as_secs_f64()),
+                ] {
+                    h.get_or_create(&vec![("phase", phase.to_string())])
+                        .observe(secs);
+                }
+            }
             tracing::debug!(
                 seq,
                 snapshot_ms = (t1 - t0).as_secs_f64() * 1e3,

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod contract_host;
+pub mod metrics;
 mod npl_pipes;
 pub mod peers;
 pub mod process;

@@ -7,6 +7,7 @@ use crate::driver::{self, Env};
 use crate::env::{Clock, Observer};
 use crate::real::config::Config;
 use crate::real::contract_host::ProcessHost;
+use crate::real::metrics::{self, Metrics, MetricsObserver};
 use crate::real::peers::TcpPeers;
 use crate::real::process::{ProcessRunner, Workdir};
 use crate::real::reads::ContractReads;
@@ -16,6 +17,7 @@ use crate::real::users_ws::{now_ms, HpServing, WsUsers};
 use crate::users::hp::HpNode;
 use anyhow::Context;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -226,6 +228,14 @@ async fn run_until_shutdown(dir: &Path, shutdown: watch::Receiver<bool>) -> anyh
         contract_version: cfg.contract_version.clone(),
         unl: unl.clone(),
     };
+    let metrics = match &cfg.metrics {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening for metrics scrapes on {addr}"))?,
+        ),
+        None => None,
+    };
     let net = TcpPeers::start(key, unl, peer_listener, cfg.peers.clone(), shutdown.clone());
     let ledgers =
         LedgerReader::open(&ledger_path).context("opening the ledger for users' queries")?;
@@ -235,14 +245,32 @@ async fn run_until_shutdown(dir: &Path, shutdown: watch::Receiver<bool>) -> anyh
         ledgers: Some(ledgers),
         reads,
     };
-    let users = WsUsers::start_hp(user_listener, checked.session.clone(), serving, shutdown);
+    let shared = Arc::new(Mutex::new(Metrics::new()));
+    let users = WsUsers::start_hp(
+        user_listener,
+        checked.session.clone(),
+        serving,
+        shutdown.clone(),
+    );
+    if let Some(listener) = metrics {
+        shared
+            .lock()
+            .expect("not poisoned")
+            .watch(net.watch(), users.watch());
+        contract.run_seconds = Some(shared.lock().expect("not poisoned").run_seconds.clone());
+        tracing::info!(addr = %listener.local_addr()?, "serving metrics at /metrics");
+        tokio::spawn(metrics::serve(listener, shared.clone(), shutdown));
+    }
     let mut env = Env {
         clock: SystemClock,
         net,
         users,
         store,
         contract,
-        observer: LogObserver,
+        observer: MetricsObserver {
+            inner: LogObserver,
+            metrics: shared,
+        },
     };
     driver::run(&mut node, &mut env)
         .await

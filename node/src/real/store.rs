@@ -129,6 +129,24 @@ impl LedgerReader {
         })
     }
 
+    /// The last stored ledger: (seq, hash as stored, close time in ms), or
+    /// `None` before any.
+    pub fn tip(&self) -> Result<Option<(u64, String, u64)>, StoreError> {
+        let conn = self.conn.lock().expect("not poisoned");
+        let row: Option<(i64, String, i64)> = conn
+            .query_row(
+                "SELECT seq, hash, time FROM ledgers ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(io)?;
+        let Some((seq, hash, time)) = row else {
+            return Ok(None);
+        };
+        Ok(Some((seq as u64, hash, time as u64)))
+    }
+
     /// Ledger `seq`, with its run's certified result if a later stored
     /// ledger carries one; `None` if no ledger `seq` is stored.
     pub fn ledger(&self, seq: u64) -> Result<Option<Found>, StoreError> {

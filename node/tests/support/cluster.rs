@@ -63,6 +63,7 @@ pub fn start_with(
         roundtime: 1000,
         peerport: base,
         pubport: base + 5,
+        metrics: None,
     };
     let mut n = 0;
     prepare(&plan, || {
@@ -139,6 +140,20 @@ fn column(dir: &Path, name: &str) -> Vec<(i64, String)> {
 /// The highest ledger seq in a node's SQLite file (0 before any).
 pub fn head(dir: &Path) -> i64 {
     ledger(dir).last().map_or(0, |l| l.0)
+}
+
+/// A base port with `n` free loopback ports from it, at or above `lo`:
+/// the guess is spread by pid (tests in other processes pick other
+/// blocks), then checked by binding.
+pub fn free_block(lo: u16, n: u16) -> u16 {
+    let pid = std::process::id() as usize;
+    for attempt in 0..200 {
+        let base = lo + ((pid + attempt * 7) % 400) as u16 * 10;
+        if (base..base + n).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no block of {n} free loopback ports from {lo}");
 }
 
 pub fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {

@@ -149,6 +149,8 @@ impl Node {
     /// when an observer asks rather than after every event.
     pub fn stats(&self) -> Stats {
         Stats {
+            round: self.round(),
+            pooled: self.pool.len() as u64,
             npl: self.npl.stats().clone(),
             beacon: beacon::stats(&self.absences),
             ..self.stats.clone()

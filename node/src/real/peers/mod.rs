@@ -96,6 +96,29 @@ struct Counters {
     over_capacity: AtomicU64,
 }
 
+/// What `TcpPeers::watch` sees.
+#[derive(Clone)]
+pub struct PeerWatch {
+    outbound: Arc<Mutex<BTreeMap<PubKey, mpsc::Sender<Vec<u8>>>>>,
+    counters: Arc<Counters>,
+}
+
+impl PeerWatch {
+    /// Peers this node has a sending connection to now.
+    pub fn connected(&self) -> usize {
+        self.outbound.lock().expect("not poisoned").len()
+    }
+
+    pub fn stats(&self) -> PeerStats {
+        let c = &self.counters;
+        PeerStats {
+            inbound_sessions: c.inbound_sessions.load(Ordering::Relaxed),
+            refused: c.refused.load(Ordering::Relaxed),
+            over_capacity: c.over_capacity.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// The running transport, as the driver sees it.
 pub struct TcpPeers {
     incoming: mpsc::Receiver<(PubKey, Vec<u8>)>,
@@ -218,11 +241,15 @@ impl TcpPeers {
     }
 
     pub fn stats(&self) -> PeerStats {
-        let c = &self.shared.counters;
-        PeerStats {
-            inbound_sessions: c.inbound_sessions.load(Ordering::Relaxed),
-            refused: c.refused.load(Ordering::Relaxed),
-            over_capacity: c.over_capacity.load(Ordering::Relaxed),
+        self.watch().stats()
+    }
+
+    /// A view of the links that stays with the caller once the transport
+    /// has moved into the driver (the metrics endpoint reads it).
+    pub fn watch(&self) -> PeerWatch {
+        PeerWatch {
+            outbound: self.outbound.clone(),
+            counters: self.shared.counters.clone(),
         }
     }
 

@@ -134,6 +134,49 @@ pub struct WsUsers {
     out_total: Arc<AtomicUsize>,
     limits: ConnLimits,
     too_slow: LogThrottle,
+    counts: Arc<UserCounts>,
+}
+
+/// What the users' side counted, for the metrics endpoint.
+#[derive(Debug, Default)]
+struct UserCounts {
+    /// Input bodies handed to the node.
+    inputs: AtomicU64,
+    /// Output messages queued for users' connections (notices of
+    /// withheld or failed runs not counted).
+    outputs: AtomicU64,
+    /// Connections closed for being too slow to take their outputs.
+    too_slow: AtomicU64,
+}
+
+/// A view of the users' side that stays with the caller once `WsUsers`
+/// has moved into the driver (the metrics endpoint reads it).
+#[derive(Clone)]
+pub struct UsersWatch {
+    conns: Conns,
+    counts: Arc<UserCounts>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl UsersWatch {
+    /// Connections of authenticated users open now.
+    pub fn connections(&self) -> usize {
+        let conns = self.conns.lock().expect("not poisoned");
+        conns.values().map(BTreeMap::len).sum()
+    }
+    pub fn inputs(&self) -> u64 {
+        self.counts.inputs.load(Ordering::Relaxed)
+    }
+    pub fn outputs(&self) -> u64 {
+        self.counts.outputs.load(Ordering::Relaxed)
+    }
+    pub fn too_slow(&self) -> u64 {
+        self.counts.too_slow.load(Ordering::Relaxed)
+    }
+    /// Input bytes taken from users and not yet handed to the node.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
 }
 
 #[derive(Clone)]
@@ -248,6 +291,7 @@ impl WsUsers {
             behind,
             out_total,
             limits: conn_limits,
+            counts: Default::default(),
             too_slow: LogThrottle::new(WARN_EVERY_MS),
         }
     }
@@ -282,8 +326,15 @@ impl WsUsers {
 
     /// Connections of authenticated users open now.
     pub fn connections(&self) -> usize {
-        let conns = self.conns.lock().expect("not poisoned");
-        conns.values().map(BTreeMap::len).sum()
+        self.watch().connections()
+    }
+
+    pub fn watch(&self) -> UsersWatch {
+        UsersWatch {
+            conns: self.conns.clone(),
+            counts: self.counts.clone(),
+            queued: self.queued.clone(),
+        }
     }
 }
 
@@ -291,6 +342,7 @@ impl Users for WsUsers {
     async fn recv(&mut self) -> Option<Vec<u8>> {
         let body = self.inputs.recv().await?;
         self.queued.fetch_sub(body.len(), Ordering::Relaxed);
+        self.counts.inputs.fetch_add(1, Ordering::Relaxed);
         Some(body)
     }
 
@@ -445,9 +497,13 @@ impl WsUsers {
                     slow.push((user, id));
                     break;
                 }
+                if what == "output" {
+                    self.counts.outputs.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
         for (user, id) in slow {
+            self.counts.too_slow.fetch_add(1, Ordering::Relaxed);
             // Dropping its queue's sender ends the connection (`serve`).
             if let Some(m) = conns.get_mut(&user) {
                 m.remove(&id);
