@@ -10,10 +10,11 @@
 use futures_util::{SinkExt, StreamExt};
 
 use hotpocket_node::crypto::Keypair;
-use hotpocket_node::real::peers::handshake;
+use hotpocket_node::real::peers::{connect, handshake, PeerTls};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
+use tokio::io::AsyncReadExt;
 use tokio_tungstenite::tungstenite::Message;
 
 #[path = "support/cluster.rs"]
@@ -171,13 +172,26 @@ fn a_five_node_cluster_serves_users_agrees_and_survives_a_kill() {
 
     // A peer whose key is not in the UNL is refused, and the node says so.
     rt.block_on(async {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", base_port()))
-            .await
-            .unwrap();
         let rogue = Keypair::from_seed([200; 32]);
         let unl: Vec<_> = (1..=NODES as u8)
             .map(|n| Keypair::from_seed([n; 32]).public())
             .collect();
+        // Over TLS as the node speaks it, the rogue's certificate is refused
+        // before any handshake (TLS 1.3 lets the client finish first: the
+        // node then closes the link unread). First, so it is the refusal
+        // the node's throttled warning names.
+        let tls = PeerTls::new(&rogue, &unl).unwrap();
+        let at = format!("127.0.0.1:{}", base_port());
+        if let Ok((mut s, _)) = connect(&at, Some(&tls)).await {
+            let mut b = [0u8; 1];
+            let read = tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await;
+            assert!(
+                matches!(read, Ok(Ok(0) | Err(_))),
+                "a non-UNL certificate was taken"
+            );
+        }
+        // Nor does bare TCP get as far as the handshake.
+        let mut s = tokio::net::TcpStream::connect(&at).await.unwrap();
         assert!(handshake(&mut s, &rogue, &unl, [9; 32]).await.is_err());
     });
     wait_for(

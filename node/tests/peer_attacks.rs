@@ -327,6 +327,7 @@ async fn a_dial_spliced_to_another_node_is_refused_when_the_key_is_pinned() {
             dial,
             stop.clone(),
             GateConfig::default(),
+            None,
         )
     };
     let j_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

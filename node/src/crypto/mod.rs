@@ -205,6 +205,10 @@ impl Keypair {
     pub fn public(&self) -> PubKey {
         self.public
     }
+    /// The 32-byte secret seed (what `from_seed` takes).
+    pub fn seed(&self) -> [u8; 32] {
+        self.signing.to_bytes()
+    }
     pub fn secret_hex(&self) -> String {
         hex::encode(self.signing.to_bytes())
     }

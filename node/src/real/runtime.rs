@@ -8,7 +8,7 @@ use crate::env::{Clock, Observer};
 use crate::real::config::Config;
 use crate::real::contract_host::ProcessHost;
 use crate::real::metrics::{self, Metrics, MetricsObserver};
-use crate::real::peers::TcpPeers;
+use crate::real::peers::{PeerTls, TcpPeers};
 use crate::real::process::{ProcessRunner, Workdir};
 use crate::real::reads::ContractReads;
 use crate::real::reaper;
@@ -236,7 +236,16 @@ async fn run_until_shutdown(dir: &Path, shutdown: watch::Receiver<bool>) -> anyh
         ),
         None => None,
     };
-    let net = TcpPeers::start(key, unl, peer_listener, cfg.peers.clone(), shutdown.clone());
+    let peer_tls = PeerTls::new(&key, &unl).context("setting up TLS for peer links")?;
+    let peers = cfg.peers.clone();
+    let net = TcpPeers::start(
+        key,
+        unl,
+        peer_listener,
+        peers,
+        shutdown.clone(),
+        Some(peer_tls),
+    );
     let ledgers =
         LedgerReader::open(&ledger_path).context("opening the ledger for users' queries")?;
     let serving = HpServing {

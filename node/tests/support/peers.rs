@@ -28,7 +28,8 @@ pub async fn node(
 ) -> (TcpPeers, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let peers = TcpPeers::start_with(key(n), unl(), listener, dial, stop.clone(), gate);
+    // Bare TCP: these tests reach the signed layer TLS wraps in a node.
+    let peers = TcpPeers::start_with(key(n), unl(), listener, dial, stop.clone(), gate, None);
     (peers, addr)
 }
 
@@ -56,7 +57,7 @@ pub async fn open_from(source: Ipv4Addr, to: SocketAddr, n: usize) -> Vec<TcpStr
 }
 
 /// Whether the node has closed `s`; does not wait unless `wait`.
-pub async fn closed(s: &mut TcpStream, wait: Duration) -> bool {
+pub async fn closed<S: tokio::io::AsyncRead + Unpin>(s: &mut S, wait: Duration) -> bool {
     let mut b = [0u8; 1];
     matches!(
         tokio::time::timeout(wait, s.read(&mut b)).await,

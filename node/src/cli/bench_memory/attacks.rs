@@ -4,7 +4,7 @@
 use super::Options;
 use crate::crypto::{Hash, Keypair, PubKey};
 use crate::env::Entropy;
-use crate::real::peers::{handshake, seal};
+use crate::real::peers::{connect, handshake, seal, PeerError, PeerTls};
 use crate::real::users_ws::now_ms;
 use crate::real::{random_key, OsEntropy};
 use crate::users::answer_challenge;
@@ -65,10 +65,23 @@ async fn stall(
     end: tokio::time::Instant,
 ) -> anyhow::Result<Stalled> {
     let mut r = Stalled::default();
+    // The insider's TLS, as node 1 would make it.
+    let tls = PeerTls::new(&key, &unl).context("TLS as the insider")?;
     while tokio::time::Instant::now() < end {
-        let mut s = TcpStream::connect(addr)
-            .await
-            .with_context(|| format!("connecting to the target's peer port {addr}"))?;
+        let mut s = match connect(&addr.to_string(), Some(&tls)).await {
+            Ok((s, _)) => s,
+            Err(PeerError::Io(e)) => {
+                return Err(e)
+                    .with_context(|| format!("connecting to the target's peer port {addr}"))
+            }
+            Err(e) => {
+                r.opened += 1;
+                r.refused += 1;
+                r.last_refusal = Some(e.to_string());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
         r.opened += 1;
         let session = match handshake(&mut s, &key, &unl, OsEntropy.seed32()).await {
             Ok(session) => session,

@@ -3,7 +3,9 @@
 //! sends on.
 
 use super::frame::{read_frame_into, seal, write_frame};
-use super::{challenge, PeerError, Shared, HANDSHAKE_TIMEOUT, SEND_QUEUE, WRITE_TIMEOUT};
+use super::tls::{peer_key, PeerTls};
+use super::WRITE_TIMEOUT;
+use super::{bound, challenge, Link, PeerError, Shared, HANDSHAKE_TIMEOUT, SEND_QUEUE};
 use crate::crypto::{Keypair, PubKey};
 use crate::handshake::{Handshake, PeerSession, Step, MAX_MESSAGE_BYTES};
 use std::collections::BTreeMap;
@@ -42,10 +44,29 @@ impl std::str::FromStr for PeerAddr {
     }
 }
 
+/// Connects to a peer at `addr`: over TLS as `tls` says (bounded by the
+/// handshake timeout), else bare TCP. With TLS, also the key the peer's
+/// certificate proved.
+pub async fn connect(
+    addr: &str,
+    tls: Option<&PeerTls>,
+) -> Result<(Box<dyn Link>, Option<PubKey>), PeerError> {
+    let stream = TcpStream::connect(addr).await?;
+    let _ = stream.set_nodelay(true);
+    let Some(tls) = tls else {
+        return Ok((Box::new(stream), None));
+    };
+    let dial = tls.connector.connect(PeerTls::server_name(), stream);
+    let s =
+        (tokio::time::timeout(HANDSHAKE_TIMEOUT, dial).await).map_err(|_| PeerError::Timeout)??;
+    let key = peer_key(s.get_ref().1);
+    Ok((Box::new(s), key))
+}
+
 /// Dials a handshake on `stream` as `key` (bounded by the handshake
 /// timeout), for tools and tests that speak to a node directly.
-pub async fn handshake(
-    stream: &mut TcpStream,
+pub async fn handshake<S: Link>(
+    stream: &mut S,
     key: &Keypair,
     unl: &[PubKey],
     challenge: [u8; 32],
@@ -54,8 +75,8 @@ pub async fn handshake(
 }
 
 /// As [`handshake`], refusing any key at the other end but `expect`.
-async fn dial_handshake(
-    stream: &mut TcpStream,
+async fn dial_handshake<S: Link>(
+    stream: &mut S,
     key: &Keypair,
     unl: &[PubKey],
     expect: Option<PubKey>,
@@ -71,8 +92,8 @@ async fn dial_handshake(
 }
 
 /// Runs `hs` over `stream` to the end, sending `first` before anything.
-pub(super) async fn run_handshake(
-    stream: &mut TcpStream,
+pub(super) async fn run_handshake<S: Link>(
+    stream: &mut S,
     mut hs: Handshake,
     first: Option<Vec<u8>>,
 ) -> Result<PeerSession, PeerError> {
@@ -142,10 +163,9 @@ async fn dial_once(
     if let Some(peer) = pinned.as_ref().filter(|p| already(p)) {
         return Err(PeerError::Duplicate(peer.short()));
     }
-    let mut stream = TcpStream::connect(addr).await?;
-    let _ = stream.set_nodelay(true);
-    let session =
-        dial_handshake(&mut stream, &shared.key, &shared.unl, *pinned, challenge()).await?;
+    let (mut stream, tls_key) = connect(addr, shared.tls.as_ref()).await?;
+    let session = dial_handshake(&mut stream, &shared.key, &shared.unl, *pinned, challenge()).await;
+    let session = bound(tls_key, session)?;
     *pinned = Some(session.peer);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(SEND_QUEUE);
     // Weak, so a connection whose entry a newer one replaced still sees

@@ -28,11 +28,18 @@ use tokio::sync::{mpsc, watch, Notify};
 
 mod dial;
 mod frame;
+mod tls;
 
+pub use dial::{connect, handshake, PeerAddr};
 use dial::{dial_loop, run_handshake};
-pub use dial::{handshake, PeerAddr};
 use frame::{open, write_frame, FRAME_OVERHEAD};
 pub use frame::{read_frame_into, seal, READ_CHUNK};
+pub use tls::{peer_key, PeerTls, PeerTlsError};
+
+/// A peer connection as the transport reads and writes it: TLS over TCP,
+/// or bare TCP where TLS is off (transport tests of the signed layer).
+pub trait Link: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Link for T {}
 
 /// Bounds the handshake (four messages of at most 65 bytes), and then
 /// again the wait for the dialer's first signed frame, sent right after it.
@@ -70,6 +77,23 @@ pub enum PeerError {
     Replaced,
     #[error("already connected to {0} through another address")]
     Duplicate(String),
+    #[error("TLS certificate of {tls} but handshake of {handshake}")]
+    TlsKeyMismatch { tls: String, handshake: String },
+}
+
+/// `session`, unless TLS proved another key than it did.
+fn bound(
+    tls: Option<PubKey>,
+    session: Result<PeerSession, PeerError>,
+) -> Result<PeerSession, PeerError> {
+    let session = session?;
+    match tls {
+        Some(k) if k != session.peer => Err(PeerError::TlsKeyMismatch {
+            tls: k.short(),
+            handshake: session.peer.short(),
+        }),
+        _ => Ok(session),
+    }
 }
 
 impl PeerError {
@@ -160,6 +184,8 @@ struct Shared {
     gate: Arc<Mutex<Gate>>,
     warnings: Arc<Mutex<Warnings>>,
     counters: Arc<Counters>,
+    /// TLS on every link; none only in transport tests.
+    tls: Option<PeerTls>,
 }
 
 impl Shared {
@@ -181,11 +207,15 @@ impl TcpPeers {
         listener: TcpListener,
         peers: Vec<String>,
         shutdown: watch::Receiver<bool>,
+        tls: Option<PeerTls>,
     ) -> TcpPeers {
-        Self::start_with(key, unl, listener, peers, shutdown, GateConfig::default())
+        let gate = GateConfig::default();
+        Self::start_with(key, unl, listener, peers, shutdown, gate, tls)
     }
 
     /// As [`TcpPeers::start`], with limits on unauthenticated connections.
+    /// Without `tls` the links are bare TCP: only for tests of the signed
+    /// layer beneath it.
     pub fn start_with(
         key: Keypair,
         unl: Vec<PubKey>,
@@ -193,6 +223,7 @@ impl TcpPeers {
         peers: Vec<String>,
         shutdown: watch::Receiver<bool>,
         gate: GateConfig,
+        tls: Option<PeerTls>,
     ) -> TcpPeers {
         let (tx, rx) = mpsc::channel(16 * 1024);
         let outbound = Arc::new(Mutex::new(BTreeMap::new()));
@@ -210,6 +241,7 @@ impl TcpPeers {
                 queue_full: LogThrottle::new(WARN_INTERVAL_MS),
             })),
             counters: Default::default(),
+            tls,
         };
         tokio::spawn(accept_loop(shared.clone(), listener, shutdown.clone()));
         for entry in peers {
@@ -331,16 +363,38 @@ async fn accept_loop(shared: Shared, listener: TcpListener, mut shutdown: watch:
 
 async fn serve_inbound(
     shared: Shared,
-    mut stream: TcpStream,
+    stream: TcpStream,
     addr: SocketAddr,
     slot: Slot,
     shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
     let hs = Handshake::acceptor(shared.key.clone(), shared.unl.to_vec(), challenge());
-    let session = tokio::time::timeout(HANDSHAKE_TIMEOUT, run_handshake(&mut stream, hs, None))
-        .await
-        .unwrap_or(Err(PeerError::Timeout));
+    // TLS and the handshake inside it share one deadline.
+    let session = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        let (mut link, tls_key): (Box<dyn Link>, _) = match &shared.tls {
+            Some(tls) => {
+                let s = tls.acceptor.accept(stream).await?;
+                let key = peer_key(s.get_ref().1);
+                (Box::new(s), key)
+            }
+            None => (Box::new(stream), None),
+        };
+        let session = run_handshake(&mut link, hs, None).await;
+        Ok((link, bound(tls_key, session)))
+    })
+    .await
+    .unwrap_or(Err(PeerError::Timeout));
+    let refused = |e: PeerError| {
+        shared.counters.refused.fetch_add(1, Ordering::Relaxed);
+        if let Some(n) = shared.warn(|w| &mut w.refused) {
+            tracing::warn!(%addr, error = %e, refused = n, "refused peer connections");
+        }
+    };
+    let (mut stream, session) = match session {
+        Ok(s) => s,
+        Err(e) => return refused(e),
+    };
     match session {
         Ok(session) => {
             shared
@@ -375,12 +429,7 @@ async fn serve_inbound(
             };
             let _ = write_frame(&mut stream, &me.encode()).await;
         }
-        Err(e) => {
-            shared.counters.refused.fetch_add(1, Ordering::Relaxed);
-            if let Some(n) = shared.warn(|w| &mut w.refused) {
-                tracing::warn!(%addr, error = %e, refused = n, "refused peer connections");
-            }
-        }
+        Err(e) => refused(e),
     }
 }
 
@@ -389,7 +438,7 @@ async fn serve_inbound(
 /// until its first validly signed frame.
 async fn read_loop(
     shared: &Shared,
-    stream: TcpStream,
+    stream: Box<dyn Link>,
     session: &PeerSession,
     generation: u64,
     slot: Slot,
