@@ -4,7 +4,7 @@
 use super::Options;
 use crate::crypto::{Hash, Keypair, PubKey};
 use crate::env::Entropy;
-use crate::real::peers::{connect, handshake, seal, PeerError, PeerTls};
+use crate::real::peers::{handshake, seal, PeerTls};
 use crate::real::users_ws::now_ms;
 use crate::real::{random_key, OsEntropy};
 use crate::users::answer_challenge;
@@ -68,21 +68,20 @@ async fn stall(
     // The insider's TLS, as node 1 would make it.
     let tls = PeerTls::new(&key, &unl).context("TLS as the insider")?;
     while tokio::time::Instant::now() < end {
-        let mut s = match connect(&addr.to_string(), Some(&tls)).await {
-            Ok((s, _)) => s,
-            Err(PeerError::Io(e)) => {
-                return Err(e)
-                    .with_context(|| format!("connecting to the target's peer port {addr}"))
-            }
+        let tcp = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting to the target's peer port {addr}"))?;
+        r.opened += 1;
+        // Refused at TLS (over capacity, say) is refused like a handshake.
+        let mut s = match tls.connector.connect(PeerTls::server_name(), tcp).await {
+            Ok(s) => s,
             Err(e) => {
-                r.opened += 1;
                 r.refused += 1;
-                r.last_refusal = Some(e.to_string());
+                r.last_refusal = Some(format!("TLS: {e}"));
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
         };
-        r.opened += 1;
         let session = match handshake(&mut s, &key, &unl, OsEntropy.seed32()).await {
             Ok(session) => session,
             Err(e) => {
