@@ -203,6 +203,10 @@ fn an_equal_message_rounds_later_is_a_new_input() {
         s.on_message(NOW + 900, b"get x", false).is_empty(),
         "a retry"
     );
+    assert!(
+        s.on_message(NOW + 1_500, b"get x", false).is_empty(),
+        "a retry the next round"
+    );
     assert_eq!(s.on_message(NOW + 2_500, b"get x", false).len(), 1);
 }
 
@@ -310,4 +314,85 @@ fn an_input_the_node_refused_may_be_sent_again_at_once() {
         !taken(s.on_message(NOW, b"c", false)),
         "the third this round"
     );
+}
+
+/// The notices a user gets about a run say which run and what became of
+/// it (mutation testing found their text unchecked).
+#[test]
+fn notices_name_the_run_and_what_became_of_it() {
+    let v: Value = serde_json::from_str(&withheld_message(7, Withheld::Differs)).unwrap();
+    assert_eq!(
+        (&v["type"], &v["seq"], &v["reason"]),
+        (&json!("uncertified"), &json!(7), &json!("differs"))
+    );
+    let v: Value = serde_json::from_str(&failed_message(3, &RunOutcome::TimedOut)).unwrap();
+    assert_eq!(
+        (&v["type"], &v["seq"]),
+        (&json!("contract_failed"), &json!(3))
+    );
+    assert!(v["error"].as_str().unwrap().contains("time limit"), "{v}");
+    let v: Value = serde_json::from_str(&failed_message(3, &RunOutcome::Exited(Some(2)))).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("code 2"), "{v}");
+    assert!(busy_reason(4).contains("4 ledgers behind"));
+}
+
+/// A message of exactly the size limit is taken, and a new minute starts
+/// its count afresh (mutation testing found both edges unchecked).
+#[test]
+fn the_limits_take_up_to_their_edge_and_a_new_minute_starts_afresh() {
+    let k = Keypair::from_seed([5; 32]);
+    let limits = SessionLimits {
+        max_message_bytes: 400,
+        max_messages_per_minute: 10,
+        ..SessionLimits::default()
+    };
+    let (mut s, c) = open(limits);
+    let helo = helo_message(&k, &c, NOW / 1000);
+    assert!(s.on_message(NOW, helo.as_bytes(), true).is_empty());
+    let r = s.on_message(NOW, &[7u8; 400], false);
+    assert!(matches!(&r[..], [Reply::Input { .. }]), "{r:?}");
+    // NOW is 20 s into its minute: 8 more messages fill it, one a second.
+    for i in 0..8u8 {
+        let r = s.on_message(NOW + 1000 * u64::from(i + 1), &[b'm', i], false);
+        assert!(matches!(&r[..], [Reply::Input { .. }]), "{i}: {r:?}");
+    }
+    let r = s.on_message(NOW + 9000, b"over", false);
+    assert!(
+        matches!(&r[..], [Reply::Send(m)] if m.contains("too many messages")),
+        "{r:?}"
+    );
+    let r = s.on_message(NOW + 40_000, b"next minute", false);
+    assert!(matches!(&r[..], [Reply::Input { .. }]), "{r:?}");
+}
+
+/// A refused input leaves the session's other recent inputs to expire as
+/// they would, and the memory of repeats holds 1 024 inputs (mutation
+/// testing found both unchecked).
+#[test]
+fn the_memory_of_repeats_expires_and_is_bounded() {
+    let k = Keypair::from_seed([5; 32]);
+    let limits = SessionLimits {
+        max_inputs_per_round: 5000,
+        max_messages_per_minute: 5000,
+        ..SessionLimits::default()
+    };
+    let authed = || {
+        let (mut s, c) = open(limits.clone());
+        let helo = helo_message(&k, &c, NOW / 1000);
+        assert!(s.on_message(NOW, helo.as_bytes(), true).is_empty());
+        s
+    };
+    let taken = |r: Vec<Reply>| matches!(&r[..], [Reply::Input { .. }]);
+    let mut s = authed();
+    assert!(taken(s.on_message(NOW, b"x", false)));
+    assert!(taken(s.on_message(NOW, b"y", false)));
+    s.unsubmit(input_hash(b"x"));
+    assert!(taken(s.on_message(NOW + 3_000, b"y", false)), "y expired");
+
+    let mut s = authed();
+    for i in 0..RECENT_INPUTS as u32 {
+        assert!(taken(s.on_message(NOW, &i.to_be_bytes(), false)), "{i}");
+    }
+    // Full: the next input pushes the oldest out, and that one is new again.
+    assert!(taken(s.on_message(NOW, &0u32.to_be_bytes(), false)));
 }
