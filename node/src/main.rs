@@ -256,6 +256,7 @@ fn main() {
 
 async fn real_main(cli: Cli) -> anyhow::Result<()> {
     let mut entropy = OsEntropy;
+    let log_format = cli.log_format;
     match cli.command {
         Command::New {
             dir,
@@ -378,7 +379,8 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             };
             let plan = cluster::plan(dir, &given, default_contract)?;
             let grace = std::time::Duration::from_secs(stop_timeout);
-            cluster::run(&plan, grace, || random_key(&mut entropy)).await
+            let json = matches!(log_format, LogFormat::Json);
+            cluster::run(&plan, grace, json, || random_key(&mut entropy)).await
         }
         Command::Bench {
             nodes,

@@ -232,7 +232,7 @@ pub async fn run(o: &Options) -> anyhow::Result<()> {
         cfg.save(&dir)?;
     }
     let level = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
-    let mut children = spawn_nodes(&root, o.nodes, Some(&level))?;
+    let mut children = spawn_nodes(&root, o.nodes, Some(&level), false)?;
     let dirs: Vec<PathBuf> = (0..o.nodes).map(|i| node_dir(&root, i)).collect();
     let warm = Instant::now();
     while dirs.iter().any(|d| head(d) < 5) {

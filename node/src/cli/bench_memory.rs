@@ -278,7 +278,7 @@ pub async fn run(o: &Options) -> anyhow::Result<()> {
     let result = async {
         make_cluster(o, &root)?;
         let level = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
-        children = spawn_nodes(&root, o.nodes, Some(&level))?;
+        children = spawn_nodes(&root, o.nodes, Some(&level), false)?;
         let pid = children[0].id().context("node 0 has no pid")?;
         tokio::select! {
             r = measure_all(o, &root, pid) => r,

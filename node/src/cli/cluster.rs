@@ -193,8 +193,8 @@ pub fn prepare(plan: &Plan, mut new_key: impl FnMut() -> Keypair) -> anyhow::Res
 }
 
 /// Starts `hotpocket run` (this binary) for nodes `0..nodes` under `root`,
-/// each logging to its `node.log`; `log_level` sets their `RUST_LOG`, else
-/// they inherit ours. Each node gets SIGTERM, its clean shutdown, when this
+/// each logging to its `node.log` (as JSON lines with `json_logs`);
+/// `log_level` sets their `RUST_LOG`, else they inherit ours. Each node gets SIGTERM, its clean shutdown, when this
 /// process dies, however it dies.
 ///
 /// Must run on the main thread: the kernel sends `PR_SET_PDEATHSIG` when the
@@ -206,6 +206,7 @@ pub fn spawn_nodes(
     root: &Path,
     nodes: usize,
     log_level: Option<&str>,
+    json_logs: bool,
 ) -> anyhow::Result<Vec<tokio::process::Child>> {
     // SAFETY: getpid and gettid have no preconditions.
     let (parent, thread) = unsafe { (libc::getpid(), libc::gettid()) };
@@ -219,9 +220,11 @@ pub fn spawn_nodes(
         let log = std::fs::File::create(dir.join("node.log"))
             .with_context(|| format!("creating {}/node.log", dir.display()))?;
         let mut cmd = tokio::process::Command::new(&exe);
-        cmd.arg("run")
-            .arg(&dir)
-            .stdin(Stdio::null())
+        cmd.arg("run").arg(&dir);
+        if json_logs {
+            cmd.args(["--log-format", "json"]);
+        }
+        cmd.stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .kill_on_drop(true);
@@ -302,6 +305,7 @@ pub async fn stop_nodes(children: &mut [tokio::process::Child], grace: Duration)
 pub async fn run(
     plan: &Plan,
     grace: Duration,
+    json_logs: bool,
     new_key: impl FnMut() -> Keypair,
 ) -> anyhow::Result<()> {
     prepare(plan, new_key)?;
@@ -317,7 +321,7 @@ pub async fn run(
     // Before any node exists, so no stop signal can end this process by its
     // default action while nodes are running.
     let mut stop = StopSignals::install(&[Stop::Int, Stop::Term, Stop::Hup])?;
-    let mut children = spawn_nodes(&plan.dir, plan.nodes, None)?;
+    let mut children = spawn_nodes(&plan.dir, plan.nodes, None, json_logs)?;
     println!(
         "{} nodes running in {} (logs: {}/node-*/node.log)",
         plan.nodes,
