@@ -31,7 +31,8 @@ const SESSION_DOMAIN: &str = "hotpocket/peer-session/v2";
 pub const HELLO_BYTES: usize = 65;
 pub const PROOF_BYTES: usize = 64;
 /// No handshake message is longer: a transport reads no more than this
-/// before a peer is authenticated.
+/// of the handshake before a peer is authenticated (TLS beneath it, in
+/// the real node, buffers up to one 64 KiB handshake record of its own).
 pub const MAX_MESSAGE_BYTES: usize = HELLO_BYTES;
 
 /// Which end of the connection a side is. Signed into each proof, so a

@@ -4,8 +4,9 @@
 
 use super::frame::{read_frame_into, seal, write_frame};
 use super::tls::{peer_key, PeerTls};
+use super::SEND_QUEUE;
 use super::WRITE_TIMEOUT;
-use super::{bound, challenge, Link, PeerError, Shared, HANDSHAKE_TIMEOUT, SEND_QUEUE};
+use super::{bound, challenge, tls_error, Link, PeerError, Shared, HANDSHAKE_TIMEOUT};
 use crate::crypto::{Keypair, PubKey};
 use crate::handshake::{Handshake, PeerSession, Step, MAX_MESSAGE_BYTES};
 use std::collections::BTreeMap;
@@ -45,22 +46,23 @@ impl std::str::FromStr for PeerAddr {
 }
 
 /// Connects to a peer at `addr`: over TLS as `tls` says (bounded by the
-/// handshake timeout), else bare TCP. With TLS, also the key the peer's
-/// certificate proved.
+/// handshake timeout), else bare TCP. With TLS, also what key the peer's
+/// certificate proved (`Some(None)`: none, which `bound` refuses).
 pub async fn connect(
     addr: &str,
     tls: Option<&PeerTls>,
-) -> Result<(Box<dyn Link>, Option<PubKey>), PeerError> {
+) -> Result<(Box<dyn Link>, Option<Option<PubKey>>), PeerError> {
     let stream = TcpStream::connect(addr).await?;
     let _ = stream.set_nodelay(true);
     let Some(tls) = tls else {
         return Ok((Box::new(stream), None));
     };
     let dial = tls.connector.connect(PeerTls::server_name(), stream);
-    let s =
-        (tokio::time::timeout(HANDSHAKE_TIMEOUT, dial).await).map_err(|_| PeerError::Timeout)??;
+    let s = (tokio::time::timeout(HANDSHAKE_TIMEOUT, dial).await)
+        .map_err(|_| PeerError::Timeout)?
+        .map_err(tls_error)?;
     let key = peer_key(s.get_ref().1);
-    Ok((Box::new(s), key))
+    Ok((Box::new(s), Some(key)))
 }
 
 /// Dials a handshake on `stream` as `key` (bounded by the handshake

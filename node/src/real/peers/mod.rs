@@ -8,7 +8,9 @@
 //!
 //! Until a connection has proved itself it costs little and displaces
 //! nothing: a bounded number of them at once (in total and per source
-//! address), buffers that grow only as bytes arrive, a deadline on every
+//! address), a TLS handshake (an X25519 exchange and one signature; up to
+//! 64 KiB buffered) and the signed handshake inside it within one 5 s
+//! deadline, buffers that grow only as bytes arrive, a deadline on every
 //! frame body, and an accepted connection replaces an older one from the
 //! same peer only once it delivered a validly signed frame.
 
@@ -41,8 +43,9 @@ pub use tls::{peer_key, PeerTls, PeerTlsError};
 pub trait Link: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Link for T {}
 
-/// Bounds the handshake (four messages of at most 65 bytes), and then
-/// again the wait for the dialer's first signed frame, sent right after it.
+/// Bounds TLS and the handshake inside it (four messages of at most 65
+/// bytes), and then again the wait for the dialer's first signed frame,
+/// sent right after it.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A frame's body must arrive within this once its length did; a peer that
 /// declares a large frame and stalls is cut off.
@@ -79,20 +82,36 @@ pub enum PeerError {
     Duplicate(String),
     #[error("TLS certificate of {tls} but handshake of {handshake}")]
     TlsKeyMismatch { tls: String, handshake: String },
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
-/// `session`, unless TLS proved another key than it did.
+/// A TLS failure as a peer error: rustls's own (a certificate outside
+/// the UNL, an alert) named as such, rather than as I/O.
+fn tls_error(e: std::io::Error) -> PeerError {
+    let rustls = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<tokio_rustls::rustls::Error>());
+    match rustls {
+        Some(r) => PeerError::Tls(r.to_string()),
+        None => PeerError::Io(e),
+    }
+}
+
+/// `session`, unless TLS proved another key than it did: `tls` is what
+/// TLS proved, or `None` for bare TCP (transport tests).
 fn bound(
-    tls: Option<PubKey>,
+    tls: Option<Option<PubKey>>,
     session: Result<PeerSession, PeerError>,
 ) -> Result<PeerSession, PeerError> {
     let session = session?;
     match tls {
-        Some(k) if k != session.peer => Err(PeerError::TlsKeyMismatch {
-            tls: k.short(),
+        None => Ok(session),
+        Some(Some(k)) if k == session.peer => Ok(session),
+        Some(proved) => Err(PeerError::TlsKeyMismatch {
+            tls: proved.map_or_else(|| "no key".into(), |k| k.short()),
             handshake: session.peer.short(),
         }),
-        _ => Ok(session),
     }
 }
 
@@ -374,9 +393,9 @@ async fn serve_inbound(
     let session = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
         let (mut link, tls_key): (Box<dyn Link>, _) = match &shared.tls {
             Some(tls) => {
-                let s = tls.acceptor.accept(stream).await?;
+                let s = tls.acceptor.accept(stream).await.map_err(tls_error)?;
                 let key = peer_key(s.get_ref().1);
-                (Box::new(s), key)
+                (Box::new(s), Some(key))
             }
             None => (Box::new(stream), None),
         };

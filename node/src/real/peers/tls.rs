@@ -14,11 +14,13 @@ use std::sync::Arc;
 use tokio_rustls::rustls::client::danger::{
     HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
 };
+use tokio_rustls::rustls::client::Resumption;
 use tokio_rustls::rustls::crypto::{ring, verify_tls13_signature, CryptoProvider};
 use tokio_rustls::rustls::pki_types::{
     CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime,
 };
 use tokio_rustls::rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use tokio_rustls::rustls::server::NoServerSessionStorage;
 use tokio_rustls::rustls::version::TLS13;
 use tokio_rustls::rustls::{
     ClientConfig, CommonState, DigitallySignedStruct, DistinguishedName, Error as TlsError,
@@ -56,7 +58,9 @@ pub struct PeerTls {
 }
 
 impl PeerTls {
-    /// TLS for the node holding `key`, taking peers whose key is in `unl`.
+    /// TLS for the node holding `key`, taking peers whose key is in `unl`
+    /// (and its own: a node that dials itself is then told so by the
+    /// handshake inside, as without TLS).
     pub fn new(key: &Keypair, unl: &[PubKey]) -> Result<PeerTls, PeerTlsError> {
         let mut der = PKCS8_PREFIX.to_vec();
         der.extend_from_slice(&key.seed());
@@ -67,19 +71,26 @@ impl PeerTls {
             .der()
             .clone();
         let provider = provider();
+        let mut keys = unl.to_vec();
+        keys.push(key.public());
         let verifier = Arc::new(UnlKeys {
-            unl: unl.to_vec(),
+            unl: keys,
             provider: provider.clone(),
         });
-        let server = ServerConfig::builder_with_provider(provider.clone())
+        let mut server = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&TLS13])?
             .with_client_cert_verifier(verifier.clone())
             .with_single_cert(vec![cert.clone()], PrivateKeyDer::Pkcs8(pkcs8.clone_key()))?;
-        let client = ClientConfig::builder_with_provider(provider)
+        let mut client = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&TLS13])?
             .dangerous()
             .with_custom_certificate_verifier(verifier)
             .with_client_auth_cert(vec![cert], PrivateKeyDer::Pkcs8(pkcs8))?;
+        // Links are long-lived and few: resuming sessions would only be
+        // state kept and tickets sent for nothing.
+        server.session_storage = Arc::new(NoServerSessionStorage {});
+        server.send_tls13_tickets = 0;
+        client.resumption = Resumption::disabled();
         Ok(PeerTls {
             connector: TlsConnector::from(Arc::new(client)),
             acceptor: TlsAcceptor::from(Arc::new(server)),
@@ -97,9 +108,16 @@ pub fn peer_key(conn: &CommonState) -> Option<PubKey> {
 }
 
 fn provider() -> Arc<CryptoProvider> {
-    // As for users' wss: ring builds with the Rust toolchain alone.
+    // As for users' wss: ring builds with the Rust toolchain alone. Both
+    // ends are ours, so one key exchange, X25519, the cheapest: a client
+    // with no key cannot make the node do P-384 for it before it proves
+    // anything (the server's key exchange and signature come first).
     #[allow(deprecated)]
-    Arc::new(ring::default_provider())
+    let base = ring::default_provider();
+    Arc::new(CryptoProvider {
+        kx_groups: vec![ring::kx_group::X25519],
+        ..base
+    })
 }
 
 /// The ed25519 key a certificate holds, if it holds one.
