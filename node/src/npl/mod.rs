@@ -11,6 +11,8 @@
 //! clock: the caller tells it when runs start and finish, passes it what
 //! its contract wrote and what peers sent, and carries out what it returns.
 
+#[cfg(test)]
+mod limits_tests;
 mod line;
 mod message;
 mod stream;
