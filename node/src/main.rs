@@ -279,15 +279,9 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 Config::new_node(&key, binary.display().to_string(), contract_args.join(" "));
             cfg.peerport = peerport;
             cfg.pubport = pubport;
-            if let Some(m) = &metrics {
-                let addr = (m.parse::<std::net::SocketAddr>()).with_context(|| {
-                    format!("--metrics {m:?}: not an address like 127.0.0.1:9460")
-                })?;
-                if [peerport, pubport].contains(&addr.port()) {
-                    bail!("--metrics {m}: the peer or user port");
-                }
-            }
             cfg.metrics = metrics;
+            cfg.metrics_addr()
+                .map_err(|why| anyhow::anyhow!("--metrics: {why}"))?;
             cluster::create_node(&dir, &cfg)?;
             println!(
                 "created node {} in {}",

@@ -39,6 +39,21 @@ async fn start(
     (peers, addr)
 }
 
+/// Copies `from` to `to`, keeping a copy of every byte on `tape`.
+async fn copy_recorded(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    tape: Arc<Mutex<Vec<u8>>>,
+) {
+    let mut buf = [0u8; 4096];
+    while let Ok(n @ 1..) = from.read(&mut buf).await {
+        tape.lock().unwrap().extend_from_slice(&buf[..n]);
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+}
+
 /// A TCP relay to `to` that keeps a copy of every byte it forwards.
 async fn recording_relay(to: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<u8>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -48,27 +63,10 @@ async fn recording_relay(to: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<u8>>>) {
     tokio::spawn(async move {
         while let Ok((a, _)) = listener.accept().await {
             let b = TcpStream::connect(to).await.unwrap();
-            let (mut ar, mut aw) = a.into_split();
-            let (mut br, mut bw) = b.into_split();
-            let (t1, t2) = (tape.clone(), tape.clone());
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                while let Ok(n @ 1..) = ar.read(&mut buf).await {
-                    t1.lock().unwrap().extend_from_slice(&buf[..n]);
-                    if bw.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            });
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                while let Ok(n @ 1..) = br.read(&mut buf).await {
-                    t2.lock().unwrap().extend_from_slice(&buf[..n]);
-                    if aw.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            });
+            let (ar, aw) = a.into_split();
+            let (br, bw) = b.into_split();
+            tokio::spawn(copy_recorded(ar, bw, tape.clone()));
+            tokio::spawn(copy_recorded(br, aw, tape.clone()));
         }
     });
     (addr, seen)

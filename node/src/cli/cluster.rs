@@ -114,9 +114,7 @@ pub fn plan(
     if let Some(p) = given.pubport.filter(|p| *p != cfg.pubport) {
         clashes.push(format!("--pubport {p} (node 0 uses {})", cfg.pubport));
     }
-    let metrics = (cfg.metrics.as_deref())
-        .and_then(|m| m.parse::<std::net::SocketAddr>().ok())
-        .map(|a| a.port());
+    let metrics = cfg.metrics_addr().ok().flatten().map(|a| a.port());
     if let Some(p) = given.metrics.filter(|p| Some(*p) != metrics) {
         let has = metrics.map_or("none".into(), |m| m.to_string());
         clashes.push(format!("--metricsport {p} (node 0 uses {has})"));

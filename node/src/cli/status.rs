@@ -129,12 +129,16 @@ fn sum(m: &BTreeMap<String, f64>, name: &str) -> u64 {
     total as u64
 }
 
+fn value(m: &BTreeMap<String, f64>, name: &str) -> f64 {
+    m.get(&format!("hotpocket_{name}")).copied().unwrap_or(0.0)
+}
+
 fn one(m: &BTreeMap<String, f64>, name: &str) -> u64 {
-    m.get(&format!("hotpocket_{name}")).map_or(0, |v| *v as u64)
+    value(m, name) as u64
 }
 
 fn live(addr: &str, m: &BTreeMap<String, f64>) -> String {
-    let get = |k: &str| m.get(&format!("hotpocket_{k}")).copied().unwrap_or(0.0);
+    let get = |k: &str| value(m, k);
     let runs = get("contract_run_seconds_count{phase=\"run\"}");
     let mean_ms = if runs > 0.0 {
         get("contract_run_seconds_sum{phase=\"run\"}") / runs * 1e3

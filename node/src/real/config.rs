@@ -211,6 +211,20 @@ impl Config {
         Ok(checked)
     }
 
+    /// The `metrics` address, checked: an IP address and port, apart from
+    /// the peer and user ports.
+    pub fn metrics_addr(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        let Some(m) = &self.metrics else {
+            return Ok(None);
+        };
+        let addr: std::net::SocketAddr =
+            (m.parse()).map_err(|_| format!("{m:?} is not an address like 127.0.0.1:9460"))?;
+        if addr.port() == self.peerport || addr.port() == self.pubport {
+            return Err("must not use the peer or user port".into());
+        }
+        Ok(Some(addr))
+    }
+
     fn check(self, dir: &Path) -> Result<Checked, (&'static str, String)> {
         if self.keytype != "ed25519" {
             return Err((
@@ -237,17 +251,7 @@ impl Config {
                 return Err(("peers", format!("{p:?} names a key that is not in the unl")));
             }
         }
-        if let Some(m) = &self.metrics {
-            let addr: std::net::SocketAddr = m.parse().map_err(|_| {
-                (
-                    "metrics",
-                    format!("{m:?} is not an address like 127.0.0.1:9460"),
-                )
-            })?;
-            if addr.port() == self.peerport || addr.port() == self.pubport {
-                return Err(("metrics", "must not use the peer or user port".into()));
-            }
-        }
+        self.metrics_addr().map_err(|why| ("metrics", why))?;
         if self.ip.parse::<std::net::IpAddr>().is_err() {
             return Err(("ip", format!("{:?} is not an IP address", self.ip)));
         }

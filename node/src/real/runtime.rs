@@ -228,7 +228,7 @@ async fn run_until_shutdown(dir: &Path, shutdown: watch::Receiver<bool>) -> anyh
         contract_version: cfg.contract_version.clone(),
         unl: unl.clone(),
     };
-    let metrics = match &cfg.metrics {
+    let scrapes = match &cfg.metrics {
         Some(addr) => Some(
             TcpListener::bind(addr)
                 .await
@@ -254,22 +254,24 @@ async fn run_until_shutdown(dir: &Path, shutdown: watch::Receiver<bool>) -> anyh
         ledgers: Some(ledgers),
         reads,
     };
-    let shared = Arc::new(Mutex::new(Metrics::new()));
     let users = WsUsers::start_hp(
         user_listener,
         checked.session.clone(),
         serving,
         shutdown.clone(),
     );
-    if let Some(listener) = metrics {
-        shared
-            .lock()
-            .expect("not poisoned")
-            .watch(net.watch(), users.watch());
-        contract.run_seconds = Some(shared.lock().expect("not poisoned").run_seconds.clone());
-        tracing::info!(addr = %listener.local_addr()?, "serving metrics at /metrics");
-        tokio::spawn(metrics::serve(listener, shared.clone(), shutdown));
-    }
+    let metrics = match scrapes {
+        Some(listener) => {
+            let mut m = Metrics::new();
+            m.watch(net.watch(), users.watch());
+            contract.run_seconds = Some(m.run_seconds.clone());
+            let m = Arc::new(Mutex::new(m));
+            tracing::info!(addr = %listener.local_addr()?, "serving metrics at /metrics");
+            tokio::spawn(metrics::serve(listener, m.clone(), shutdown));
+            Some(m)
+        }
+        None => None,
+    };
     let mut env = Env {
         clock: SystemClock,
         net,
@@ -278,7 +280,7 @@ async fn run_until_shutdown(dir: &Path, shutdown: watch::Receiver<bool>) -> anyh
         contract,
         observer: MetricsObserver {
             inner: LogObserver,
-            metrics: shared,
+            metrics,
         },
     };
     driver::run(&mut node, &mut env)

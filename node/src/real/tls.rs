@@ -94,11 +94,16 @@ pub fn acceptor(dir: &Path) -> anyhow::Result<Option<TlsAcceptor>> {
 }
 
 fn provider() -> Arc<CryptoProvider> {
-    // ring builds with the Rust toolchain alone (aws-lc-rs wants cmake);
-    // rustls deprecates it for lacking post-quantum key exchange, which
-    // hpcore's client does not offer anyway.
+    Arc::new(ring_provider())
+}
+
+/// rustls's ring provider, for users' wss and peer links alike: ring
+/// builds with the Rust toolchain alone (aws-lc-rs wants cmake); rustls
+/// deprecates it for lacking post-quantum key exchange, which hpcore's
+/// client does not offer anyway.
+pub(crate) fn ring_provider() -> CryptoProvider {
     #[allow(deprecated)]
-    Arc::new(ring::default_provider())
+    ring::default_provider()
 }
 
 /// Takes any certificate, checking only that the server holds its key (the

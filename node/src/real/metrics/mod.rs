@@ -240,6 +240,15 @@ fn advance(c: &Counter, last: u64, now: u64) {
     c.inc_by(now.saturating_sub(last));
 }
 
+/// Raises each `what` of `family` to its count in `now`, given the counts
+/// it stood at (`last`, then updated).
+fn mirror(family: &Counters, whats: [&'static str; 3], last: &mut [u64; 3], now: [u64; 3]) {
+    for (i, what) in whats.into_iter().enumerate() {
+        advance(&family.get_or_create(&label("what", what)), last[i], now[i]);
+    }
+    *last = now;
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -412,28 +421,22 @@ impl Metrics {
         if let Some(p) = &self.peers {
             self.peers_connected.set(p.connected() as i64);
             let s = p.stats();
-            let now = [s.inbound_sessions, s.refused, s.over_capacity];
-            for (i, what) in ["proven", "refused", "over_capacity"]
-                .into_iter()
-                .enumerate()
-            {
-                let c = self.peer_sessions.get_or_create(&label("what", what));
-                advance(&c, self.last_peer[i], now[i]);
-            }
-            self.last_peer = now;
+            mirror(
+                &self.peer_sessions,
+                ["proven", "refused", "over_capacity"],
+                &mut self.last_peer,
+                [s.inbound_sessions, s.refused, s.over_capacity],
+            );
         }
         if let Some(u) = &self.users {
             self.users_connected.set(u.connections() as i64);
             self.users_queued_bytes.set(u.queued_bytes() as i64);
-            let now = [u.inputs(), u.outputs(), u.too_slow()];
-            for (i, what) in ["inputs", "outputs", "closed_too_slow"]
-                .into_iter()
-                .enumerate()
-            {
-                let c = self.user_messages.get_or_create(&label("what", what));
-                advance(&c, self.last_user[i], now[i]);
-            }
-            self.last_user = now;
+            mirror(
+                &self.user_messages,
+                ["inputs", "outputs", "closed_too_slow"],
+                &mut self.last_user,
+                [u.inputs(), u.outputs(), u.too_slow()],
+            );
         }
         let mut text = String::new();
         // Writing to a String cannot fail.
@@ -446,22 +449,27 @@ impl Metrics {
 /// to the metrics.
 pub struct MetricsObserver<O> {
     pub inner: O,
-    pub metrics: Arc<Mutex<Metrics>>,
+    /// None when the node serves no metrics: nothing is counted then.
+    pub metrics: Option<Arc<Mutex<Metrics>>>,
 }
 
 impl<O: Observer> Observer for MetricsObserver<O> {
     // A scrape that panicked holding the lock leaves figures, not a
     // broken node: the driver goes on with them.
     fn notify(&mut self, event: &Event) {
-        (self.metrics.lock())
-            .unwrap_or_else(PoisonError::into_inner)
-            .on_event(event);
+        if let Some(m) = &self.metrics {
+            m.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .on_event(event);
+        }
         self.inner.notify(event);
     }
     fn stats(&mut self, stats: &Stats) {
-        (self.metrics.lock())
-            .unwrap_or_else(PoisonError::into_inner)
-            .on_stats(stats);
+        if let Some(m) = &self.metrics {
+            m.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .on_stats(stats);
+        }
         self.inner.stats(stats);
     }
 }

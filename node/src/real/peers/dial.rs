@@ -4,9 +4,8 @@
 
 use super::frame::{read_frame_into, seal, write_frame};
 use super::tls::{peer_key, PeerTls};
-use super::SEND_QUEUE;
-use super::WRITE_TIMEOUT;
-use super::{bound, challenge, tls_error, Link, PeerError, Shared, HANDSHAKE_TIMEOUT};
+use super::{bound, challenge, tls_error, Link, PeerError, Shared};
+use super::{HANDSHAKE_TIMEOUT, SEND_QUEUE, WRITE_TIMEOUT};
 use crate::crypto::{Keypair, PubKey};
 use crate::handshake::{Handshake, PeerSession, Step, MAX_MESSAGE_BYTES};
 use std::collections::BTreeMap;

@@ -62,14 +62,7 @@ impl PeerTls {
     /// (and its own: a node that dials itself is then told so by the
     /// handshake inside, as without TLS).
     pub fn new(key: &Keypair, unl: &[PubKey]) -> Result<PeerTls, PeerTlsError> {
-        let mut der = PKCS8_PREFIX.to_vec();
-        der.extend_from_slice(&key.seed());
-        let pkcs8 = PrivatePkcs8KeyDer::from(der);
-        let signer = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8, &rcgen::PKCS_ED25519)?;
-        let cert = rcgen::CertificateParams::new(vec![SERVER_NAME.to_string()])?
-            .self_signed(&signer)?
-            .der()
-            .clone();
+        let (cert, pkcs8) = node_cert(key)?;
         let provider = provider();
         let mut keys = unl.to_vec();
         keys.push(key.public());
@@ -102,21 +95,34 @@ impl PeerTls {
     }
 }
 
+/// The node's self-signed certificate, whose key is its node key, and that
+/// key as PKCS#8.
+fn node_cert(
+    key: &Keypair,
+) -> Result<(CertificateDer<'static>, PrivatePkcs8KeyDer<'static>), PeerTlsError> {
+    let mut der = PKCS8_PREFIX.to_vec();
+    der.extend_from_slice(&key.seed());
+    let pkcs8 = PrivatePkcs8KeyDer::from(der);
+    let signer = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8, &rcgen::PKCS_ED25519)?;
+    let cert = rcgen::CertificateParams::new(vec![SERVER_NAME.to_string()])?
+        .self_signed(&signer)?
+        .der()
+        .clone();
+    Ok((cert, pkcs8))
+}
+
 /// The node key the other end of a finished TLS handshake proved.
 pub fn peer_key(conn: &CommonState) -> Option<PubKey> {
     key_of(conn.peer_certificates()?.first()?)
 }
 
 fn provider() -> Arc<CryptoProvider> {
-    // As for users' wss: ring builds with the Rust toolchain alone. Both
-    // ends are ours, so one key exchange, X25519, the cheapest: a client
-    // with no key cannot make the node do P-384 for it before it proves
-    // anything (the server's key exchange and signature come first).
-    #[allow(deprecated)]
-    let base = ring::default_provider();
+    // Both ends are ours, so one key exchange, X25519, the cheapest: a
+    // client with no key cannot make the node do P-384 for it before it
+    // proves anything (the server's key exchange and signature come first).
     Arc::new(CryptoProvider {
         kx_groups: vec![ring::kx_group::X25519],
-        ..base
+        ..crate::real::tls::ring_provider()
     })
 }
 
@@ -244,26 +250,18 @@ mod tests {
     #[test]
     fn the_certificate_holds_the_node_key() {
         let key = Keypair::from_seed([3; 32]);
-        let mut der = PKCS8_PREFIX.to_vec();
-        der.extend_from_slice(&key.seed());
-        let pkcs8 = PrivatePkcs8KeyDer::from(der);
-        let signer =
-            rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8, &rcgen::PKCS_ED25519).unwrap();
-        let cert = rcgen::CertificateParams::new(vec![SERVER_NAME.to_string()])
-            .unwrap()
-            .self_signed(&signer)
-            .unwrap();
-        assert_eq!(key_of(cert.der()), Some(key.public()));
+        let (cert, _) = node_cert(&key).unwrap();
+        assert_eq!(key_of(&cert), Some(key.public()));
         let unl = UnlKeys {
             unl: vec![key.public()],
             provider: provider(),
         };
-        assert!(unl.check(cert.der()).is_ok());
+        assert!(unl.check(&cert).is_ok());
         let other = UnlKeys {
             unl: vec![Keypair::from_seed([4; 32]).public()],
             provider: provider(),
         };
-        assert!(other.check(cert.der()).is_err());
+        assert!(other.check(&cert).is_err());
         assert!(PeerTls::new(&key, &[key.public()]).is_ok());
     }
 }
