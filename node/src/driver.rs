@@ -16,6 +16,7 @@ use crate::env::{
     Clock, ContractHost, Observer, PeerNetwork, RollbackError, Store, StoreError, Users,
 };
 use contract_slot::ContractSlot;
+use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::task::Poll;
@@ -68,8 +69,7 @@ pub fn boot(
     store: &mut impl Store,
     contract: &mut impl ContractHost,
 ) -> Result<Node, BootError> {
-    let stored = store.load()?;
-    let lcl = stored.last().map_or(0, |r| r.ledger.seq);
+    let lcl = store.tip()?;
     let (ran, _) = contract.ran();
     if ran > lcl {
         tracing::info!(
@@ -80,6 +80,16 @@ pub fn boot(
         contract
             .rollback(lcl)
             .map_err(|source| BootError::Rollback { ran, lcl, source })?;
+    }
+    // Only the newest part of the chain: memory does not grow with history.
+    let from = Node::needed_from(&cfg, lcl, ran.min(lcl));
+    let stored = store.read(from, (lcl + 1).saturating_sub(from))?;
+    let first = stored.first().map(|r| r.ledger.seq);
+    if stored.len() as u64 != (lcl + 1).saturating_sub(from) || first.is_some_and(|f| f != from) {
+        return Err(BootError::Store(StoreError::Corrupt(format!(
+            "ledgers {from}..={lcl} asked, {} read from {first:?}",
+            stored.len()
+        ))));
     }
     Ok(Node::new(cfg, key, stored, contract.ran())?)
 }
@@ -112,6 +122,9 @@ where
     let mut pending: Vec<Action> = node.handle(clock.now_ms(), Input::Tick);
     let mut streak = 0usize;
     let mut slot = ContractSlot::new(contract);
+    // A peer's request for ledgers older than the node keeps in memory,
+    // read from the store: handed back before anything else comes in.
+    let mut stored: VecDeque<Input> = VecDeque::new();
     loop {
         for action in pending.drain(..) {
             match action {
@@ -119,6 +132,19 @@ where
                 Action::Broadcast { bytes } => net.broadcast(bytes),
                 Action::Persist(record) => store.append(record)?,
                 Action::Sync => store.sync()?,
+                Action::ReadHistory {
+                    to,
+                    from_seq,
+                    count,
+                } => {
+                    // A disk that cannot be read leaves the peer to ask
+                    // another; it does not stop the node (writes would).
+                    let records = store.read(from_seq, count).unwrap_or_else(|e| {
+                        tracing::warn!(from_seq, error = %e, "reading history to serve");
+                        Vec::new()
+                    });
+                    stored.push_back(Input::StoredHistory { to, records });
+                }
                 Action::Truncate { keep_through } => store.truncate(keep_through)?,
                 Action::ToContract { seq, bytes } => slot.deliver(seq, bytes),
                 Action::RunFailed {
@@ -145,7 +171,9 @@ where
         // enters a stage only on a tick), but a flood cannot hold the tick
         // back for ever.
         let overdue = streak >= MAX_STREAK && clock.now_ms() >= deadline;
-        let input = if let Some(fed) = slot.next_fed() {
+        let input = if let Some(read) = stored.pop_front() {
+            Some(read)
+        } else if let Some(fed) = slot.next_fed() {
             Some(fed)
         } else if overdue {
             Some(Input::Tick)

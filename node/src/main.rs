@@ -194,6 +194,10 @@ enum Command {
         /// status (`round_inputs_overflow` when the node is busy).
         #[arg(long, value_enum, default_value_t = Protocol::Prototype)]
         protocol: Protocol,
+        /// Ledgers each node keeps whole in memory (hp.cfg's
+        /// `memory_ledgers`): a large value keeps every ledger, to compare.
+        #[arg(long, default_value_t = 64)]
+        memory_ledgers: u64,
     },
     /// Measure a node's memory (RSS) under two attacks, and check it against a bound (build with --release).
     ///
@@ -390,6 +394,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             peerport,
             pubport,
             protocol,
+            memory_ledgers,
         } => {
             let contract = contract_or_default(contract)?;
             let hpcore = matches!(protocol, Protocol::Hpcore);
@@ -410,6 +415,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 peerport,
                 pubport,
                 hpcore,
+                memory_ledgers,
             };
             bench::run(&o).await
         }

@@ -18,7 +18,6 @@ use hotpocket_multisig_contract::DEFAULT_TIMEOUT_MS;
 use hotpocket_node::consensus::{ConsensusConfig, SentProposals};
 use hotpocket_node::crypto::{Keypair, PubKey, Verified};
 use hotpocket_node::driver::{self, Env};
-use hotpocket_node::npl::NplLimits;
 use hotpocket_node::users::hp::{HpNode, View};
 use hotpocket_node::users::{Intake, SessionLimits};
 use madsim::runtime::{Handle, NodeHandle, Runtime};
@@ -73,23 +72,6 @@ pub fn run_with(scenario: &Scenario, seed: u64, print_events: bool, picture: boo
     })
 }
 
-fn consensus_config(s: &Scenario, unl: Vec<PubKey>) -> ConsensusConfig {
-    let c = &s.consensus;
-    ConsensusConfig {
-        roundtime_ms: c.roundtime_ms,
-        stage_slice_pct: c.stage_slice_pct,
-        stage_thresholds_pct: c.stage_thresholds_pct,
-        close_threshold_pct: c.close_threshold_pct,
-        planted_bug: c.planted_bug,
-        vouched_inputs: c.prototype_users,
-        npl: NplLimits {
-            max_hops: c.npl_max_hops,
-            ..NplLimits::default()
-        },
-        ..ConsensusConfig::new(unl)
-    }
-}
-
 async fn simulate(s: Scenario, seed: u64, print_events: bool, picture: bool) -> Report {
     let handle = Handle::current();
     let wire = handle.create_node().name("wire").build();
@@ -115,7 +97,7 @@ async fn simulate(s: Scenario, seed: u64, print_events: bool, picture: bool) -> 
     }
     let slots = keys.len();
     let public: Vec<PubKey> = keys.iter().map(Keypair::public).collect();
-    let cfg = consensus_config(&s, unl_of(&s, &public));
+    let cfg = s.consensus.config(unl_of(&s, &public));
     let setup = Setup {
         cfg: &cfg,
         verified: &verified,

@@ -39,6 +39,8 @@ pub struct Options {
     /// Users speak hpcore's protocol (signed inputs, statuses) rather
     /// than the prototype's (`bench_hp`).
     pub hpcore: bool,
+    /// hp.cfg's `memory_ledgers` on every node.
+    pub memory_ledgers: u64,
 }
 
 fn rss_kb(pid: u32) -> u64 {
@@ -229,6 +231,7 @@ pub async fn run(o: &Options) -> anyhow::Result<()> {
         let mut cfg = Config::load(&dir)?.cfg;
         cfg.pubmaxcpm = 1_000_000;
         cfg.stage_slice = o.stage_slice;
+        cfg.memory_ledgers = o.memory_ledgers;
         cfg.save(&dir)?;
     }
     let level = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());

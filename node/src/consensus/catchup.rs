@@ -13,7 +13,6 @@ use crate::sync::history::verify_record_signed;
 use crate::sync::SyncError;
 use crate::wire::MAX_FRAME_BYTES;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 #[derive(Debug, Default)]
 pub struct Catchup {
@@ -227,31 +226,27 @@ fn sibling_as_proof_of_loss(
     })
 }
 
-/// Answers a history request from our chain: at most `history_batch`
-/// ledgers from `from_seq`, within one frame: the encoded answer, or
-/// `None` if there are none.
-pub fn serve(
-    cfg: &ConsensusConfig,
-    chain: &[Arc<LedgerRecord>],
-    from_seq: u64,
+/// Answers a history request with `records` (the ledgers from the asked
+/// seq on, from memory or the store): at most `count` of them within one
+/// frame: the encoded answer, or `None` if there are none.
+pub fn serve<'a>(
+    records: impl IntoIterator<Item = &'a LedgerRecord>,
     count: u64,
 ) -> Option<Vec<u8>> {
-    let count = count.min(cfg.history_batch) as usize;
-    let start = from_seq.min(chain.len() as u64) as usize;
     // Measured, not estimated: a proof repeats the ledger's input list
     // once per signer, so sizes vary a lot.
     let mut budget = MAX_FRAME_BYTES - 1024;
-    let mut records: Vec<LedgerRecord> = Vec::new();
-    for r in chain[start..].iter().take(count) {
-        let size = postcard::experimental::serialized_size(&**r).unwrap_or(usize::MAX);
+    let mut out: Vec<LedgerRecord> = Vec::new();
+    for r in records.into_iter().take(count as usize) {
+        let size = postcard::experimental::serialized_size(r).unwrap_or(usize::MAX);
         if size > budget {
             break;
         }
         budget -= size;
-        records.push(LedgerRecord::clone(r));
+        out.push(r.clone());
     }
-    if records.is_empty() {
+    if out.is_empty() {
         return None;
     }
-    Some(PeerMessage::HistoryResponse(records).encode())
+    Some(PeerMessage::HistoryResponse(out).encode())
 }

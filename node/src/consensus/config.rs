@@ -36,6 +36,11 @@ pub struct ConsensusConfig {
     /// fetches the certified state from peers instead of running them all
     /// (0: always run them).
     pub state_sync_gap: u64,
+    /// Recent ledgers the node keeps in memory, whole (proof and bodies);
+    /// older ones live only in the store, which serves them to peers.
+    /// Ledgers not yet run, or whose outputs wait for a verdict, stay
+    /// too, however old. At least `MIN_MEMORY_LEDGERS`.
+    pub memory_ledgers: u64,
     /// Bounds on the node party line; the same on every node.
     pub npl: NplLimits,
     /// Sorted, distinct UNL.
@@ -99,6 +104,10 @@ pub enum PlantedBug {
     SiblingAsProof,
 }
 
+/// The fewest ledgers kept in memory: a rollback needs the lcl and the
+/// ledger below it, and a round's verdicts the few runs before.
+pub const MIN_MEMORY_LEDGERS: u64 = 4;
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error("roundtime_ms must be at least 40, got {0}")]
@@ -111,6 +120,8 @@ pub enum ConfigError {
     CloseThreshold(u64),
     #[error("the UNL is empty")]
     EmptyUnl,
+    #[error("memory_ledgers must be at least {MIN_MEMORY_LEDGERS}, got {0}")]
+    MemoryLedgers(u64),
     #[error("node party line: {0}")]
     Npl(#[from] LimitsError),
 }
@@ -134,6 +145,7 @@ impl ConsensusConfig {
             max_ledger_input_bytes: 4 << 20,
             history_batch: 64,
             state_sync_gap: 32,
+            memory_ledgers: 64,
             npl: NplLimits::default(),
             unl,
             sign_outputs: true,
@@ -165,6 +177,9 @@ impl ConsensusConfig {
         }
         if self.unl.is_empty() {
             return Err(ConfigError::EmptyUnl);
+        }
+        if self.memory_ledgers < MIN_MEMORY_LEDGERS {
+            return Err(ConfigError::MemoryLedgers(self.memory_ledgers));
         }
         self.npl.validate()?;
         Ok(())
@@ -261,6 +276,9 @@ mod tests {
         c.stage_slice_pct = 40;
         assert_eq!(c.validate(), Err(ConfigError::StageSlice(40)));
         c.stage_slice_pct = 25;
+        c.memory_ledgers = 3;
+        assert_eq!(c.validate(), Err(ConfigError::MemoryLedgers(3)));
+        c.memory_ledgers = 4;
         c.unl.clear();
         assert_eq!(c.validate(), Err(ConfigError::EmptyUnl));
     }

@@ -80,6 +80,18 @@ impl Execution {
             .collect()
     }
 
+    /// The oldest ledger this tracker may still read from the chain: the
+    /// first not run yet (waiting, or running now) and the first whose
+    /// outputs wait for a verdict.
+    pub fn oldest_needed(&self) -> u64 {
+        let next_run = self.ran_through().map_or(0, |r| r + 1);
+        let undelivered = self.undelivered.keys().next().copied();
+        [self.first_waiting(), undelivered]
+            .into_iter()
+            .flatten()
+            .fold(next_run, u64::min)
+    }
+
     /// Ledger `seq` (appended) runs once it and every ledger before it
     /// have all their bodies.
     pub fn schedule(&mut self, seq: u64) {
@@ -295,7 +307,7 @@ mod tests {
 
     #[test]
     fn a_certified_run_that_failed_is_news_to_every_user_with_an_input() {
-        let mut chain = Chain::restore(vec![]).unwrap();
+        let mut chain = Chain::restore(vec![], 0).unwrap();
         let mut exec = Execution::restore(
             0,
             ExecResult {
@@ -357,7 +369,7 @@ mod tests {
 
     #[test]
     fn outputs_go_out_once_and_only_when_certified() {
-        let mut chain = Chain::restore(vec![]).unwrap();
+        let mut chain = Chain::restore(vec![], 0).unwrap();
         let mut exec = Execution::restore(
             0,
             ExecResult {
@@ -390,7 +402,7 @@ mod tests {
 
     #[test]
     fn a_run_the_next_ledger_contradicts_is_reported_and_never_delivered() {
-        let mut chain = Chain::restore(vec![]).unwrap();
+        let mut chain = Chain::restore(vec![], 0).unwrap();
         let mut exec = Execution::default();
         let one = append(&mut chain, None, vec![]);
         exec.on_executed(&chain, 1, one.hash, run(b"mine"));
@@ -436,7 +448,7 @@ mod tests {
 
     #[test]
     fn an_uncertified_run_is_withheld_and_a_run_done_again_is_not_delivered_twice() {
-        let mut chain = Chain::restore(vec![]).unwrap();
+        let mut chain = Chain::restore(vec![], 0).unwrap();
         let mut exec = Execution::default();
         let one = append(&mut chain, None, vec![]);
         exec.on_executed(&chain, 1, one.hash, run(b"mine"));
@@ -469,7 +481,7 @@ mod tests {
 
     #[test]
     fn runs_wait_for_bodies_in_order() {
-        let mut chain = Chain::restore(vec![]).unwrap();
+        let mut chain = Chain::restore(vec![], 0).unwrap();
         let mut exec = Execution::default();
         append(&mut chain, None, vec![Hash([5; 32])]);
         append(&mut chain, None, vec![]);

@@ -39,6 +39,12 @@ pub enum Input {
     RunStarted { seq: u64 },
     /// The contract running ledger `seq` wrote this to its node party line.
     FromContract { seq: u64, bytes: Vec<u8> },
+    /// The store's answer to `Action::ReadHistory`, for peer `to`: the
+    /// ledgers from the asked seq on (none if it could not read them).
+    StoredHistory {
+        to: PubKey,
+        records: Vec<LedgerRecord>,
+    },
 }
 
 /// Something the driver must do, in order.
@@ -52,10 +58,19 @@ pub enum Action {
     Broadcast {
         bytes: Vec<u8>,
     },
-    /// Write a ledger; it becomes durable at the next `Sync`.
+    /// Write a ledger, or write again one stored without some input
+    /// bodies; it becomes durable at the next `Sync`.
     Persist(Arc<LedgerRecord>),
     /// Durability point: everything persisted before must be on disk.
     Sync,
+    /// Read up to `count` stored ledgers from `from_seq` on, older than
+    /// those the node keeps in memory, and hand them back as
+    /// `Input::StoredHistory` for peer `to`, before any other input.
+    ReadHistory {
+        to: PubKey,
+        from_seq: u64,
+        count: u64,
+    },
     /// Drop every stored ledger after `keep_through` (the node rolled its
     /// lcl back); durable by the next `Sync` at the latest.
     Truncate {

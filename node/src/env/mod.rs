@@ -76,8 +76,12 @@ pub enum StoreError {
 /// Durable ledger storage. Appends are not durable until `sync` returns: a
 /// crash before then may lose them (never half of one).
 pub trait Store {
-    /// The durable chain, genesis first; empty for a new node.
-    fn load(&mut self) -> Result<Vec<LedgerRecord>, StoreError>;
+    /// The seq of the newest stored ledger; 0 for a new node.
+    fn tip(&mut self) -> Result<u64, StoreError>;
+    /// Up to `count` stored ledgers from seq `from` on, in order (genesis,
+    /// seq 0, is never stored): fewer near the tip. Ledgers appended but
+    /// not yet synced are read too.
+    fn read(&mut self, from: u64, count: u64) -> Result<Vec<LedgerRecord>, StoreError>;
     /// `record` is shared with the node's chain: a store that keeps
     /// records in memory (the simulator's disk) holds that copy, not
     /// another.

@@ -69,6 +69,11 @@ pub struct Config {
     /// meant "never", which read as "always"; a large value is "never".
     #[serde(default = "default_state_sync_gap")]
     pub state_sync_gap: u64,
+    /// Recent ledgers kept whole in memory (at least 4); older ones are
+    /// read from the database when a peer asks for them. A node-local
+    /// setting: memory use, not agreement.
+    #[serde(default = "default_memory_ledgers")]
+    pub memory_ledgers: u64,
     /// The contract's id and version as hpcore's handshake reports them
     /// (its client may check both). Without an id, one is made from the
     /// UNL, so every node of a network reports the same.
@@ -115,6 +120,9 @@ fn default_contract_version() -> String {
 }
 fn default_state_sync_gap() -> u64 {
     32
+}
+fn default_memory_ledgers() -> u64 {
+    64
 }
 fn default_roundtime() -> u64 {
     1000
@@ -302,6 +310,7 @@ impl Config {
             close_threshold_pct: self.close_threshold,
             max_input_bytes: self.pubmaxsize,
             state_sync_gap: self.state_sync_gap,
+            memory_ledgers: self.memory_ledgers,
             vouched_inputs: self.prototype_users,
             ..ConsensusConfig::new(unl)
         };
@@ -312,6 +321,7 @@ impl Config {
                 crate::consensus::ConfigError::Threshold(_) => "stage_thresholds",
                 crate::consensus::ConfigError::CloseThreshold(_) => "close_threshold",
                 crate::consensus::ConfigError::EmptyUnl => "unl",
+                crate::consensus::ConfigError::MemoryLedgers(_) => "memory_ledgers",
                 crate::consensus::ConfigError::Npl(_) => "npl",
             };
             (field, e.to_string())
@@ -414,6 +424,7 @@ impl Config {
             contract_max_output_bytes: default_contract_max_output(),
             fdlist: FdlistFormat::Json,
             state_sync_gap: default_state_sync_gap(),
+            memory_ledgers: default_memory_ledgers(),
             contract_id: None,
             contract_version: default_contract_version(),
             prototype_users: true,

@@ -60,7 +60,7 @@ fn a_saved_config_loads_and_a_bad_field_is_named() {
 fn settings_that_would_stall_or_kill_every_run_are_named() {
     let (d, cfg) = node("limits");
     type Spoil = fn(&mut Config);
-    let cases: [(&str, Spoil); 6] = [
+    let cases: [(&str, Spoil); 7] = [
         ("stage_thresholds", |c| c.stage_thresholds = [90, 65, 10]),
         ("stage_thresholds", |c| c.stage_thresholds = [0, 65, 80]),
         ("close_threshold", |c| c.close_threshold = 50),
@@ -68,6 +68,7 @@ fn settings_that_would_stall_or_kill_every_run_are_named() {
             c.contract_max_output_bytes = 0
         }),
         ("state_sync_gap", |c| c.state_sync_gap = 0),
+        ("memory_ledgers", |c| c.memory_ledgers = 3),
         ("user_io", |c| {
             c.user_io = UserIo::Framed;
             c.fdlist = FdlistFormat::Text;

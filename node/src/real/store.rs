@@ -195,12 +195,22 @@ impl LedgerReader {
 }
 
 impl Store for SqliteStore {
-    fn load(&mut self) -> Result<Vec<LedgerRecord>, StoreError> {
-        let mut q = self
-            .conn
-            .prepare("SELECT seq, hash, record FROM ledgers ORDER BY seq")
+    fn tip(&mut self) -> Result<u64, StoreError> {
+        let tip: Option<i64> = (self.conn)
+            .query_row("SELECT MAX(seq) FROM ledgers", [], |r| r.get(0))
             .map_err(io)?;
-        let mut rows = q.query([]).map_err(io)?;
+        Ok(tip.map_or(0, |t| t as u64))
+    }
+
+    fn read(&mut self, from: u64, count: u64) -> Result<Vec<LedgerRecord>, StoreError> {
+        let mut q = (self.conn)
+            .prepare_cached(
+                "SELECT seq, hash, record FROM ledgers WHERE seq >= ?1 ORDER BY seq LIMIT ?2",
+            )
+            .map_err(io)?;
+        let from = i64::try_from(from).unwrap_or(i64::MAX);
+        let count = i64::try_from(count).unwrap_or(i64::MAX);
+        let mut rows = q.query(params![from, count]).map_err(io)?;
         let mut out = Vec::new();
         while let Some(row) = rows.next().map_err(io)? {
             let seq = row.get::<_, i64>(0).map_err(io)? as u64;
@@ -291,7 +301,8 @@ mod tests {
             // dropped without sync: a crash before the durability point
         }
         let mut s = SqliteStore::open(&path).unwrap();
-        assert_eq!(s.load().unwrap(), vec![a.clone()]);
+        assert_eq!(s.tip().unwrap(), 1);
+        assert_eq!(s.read(1, 10).unwrap(), vec![a.clone()]);
         s.append(Arc::new(b)).unwrap();
         s.sync().unwrap();
         assert_eq!(s.hashes().unwrap().len(), 2);
@@ -299,7 +310,15 @@ mod tests {
         s.sync().unwrap();
         drop(s);
         let mut s = SqliteStore::open(&path).unwrap();
-        assert_eq!(s.load().unwrap(), vec![a]);
+        assert_eq!(s.read(0, u64::MAX).unwrap(), vec![a.clone()]);
+        // Reads from a seq, a count at most.
+        s.append(Arc::new(record(2, a.hash))).unwrap();
+        s.append(Arc::new(record(3, a.hash))).unwrap();
+        let read: Vec<u64> = (s.read(2, 1).unwrap().iter())
+            .map(|r| r.ledger.seq)
+            .collect();
+        assert_eq!(read, vec![2], "unsynced ledgers are read too");
+        assert_eq!(s.tip().unwrap(), 3);
         let _ = std::fs::remove_file(&path);
     }
 

@@ -9,6 +9,7 @@ use hotpocket_node::contract::{RunOutcome, RunReport, RunRequest, RunResult, Sta
 use hotpocket_node::crypto::{Hash, Keypair, PubKey};
 use hotpocket_node::ledger::LedgerRecord;
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 pub const T0: u64 = 1_700_000_000_000;
 
@@ -33,6 +34,8 @@ pub struct Net {
     pub queue: VecDeque<(usize, PubKey, Vec<u8>)>,
     /// Nodes stopped: no ticks, and frames to them are lost.
     pub down: Vec<bool>,
+    /// Per node: the ledgers persisted, from seq 1 (its store).
+    pub disks: Vec<Vec<Arc<LedgerRecord>>>,
 }
 
 /// An echo contract: each user gets back what they sent, joined by `|`.
@@ -94,6 +97,7 @@ impl Net {
             abandoned: vec![vec![]; n],
             queue: VecDeque::new(),
             down: vec![false; n],
+            disks: vec![vec![]; n],
         }
     }
 
@@ -139,6 +143,27 @@ impl Net {
                     self.closed[i].push((ledger.seq, hash))
                 }
                 Action::Notify(Event::StateSyncAbandoned { seq }) => self.abandoned[i].push(seq),
+                Action::Persist(r) => {
+                    let disk = &mut self.disks[i];
+                    match disk.get_mut(r.ledger.seq as usize - 1) {
+                        Some(old) => *old = r, // written again, with bodies
+                        None => disk.push(r),
+                    }
+                }
+                Action::Truncate { keep_through } => self.disks[i].truncate(keep_through as usize),
+                Action::ReadHistory {
+                    to,
+                    from_seq,
+                    count,
+                } => {
+                    let disk = &self.disks[i];
+                    let from = (from_seq.max(1) - 1) as usize;
+                    let records = (disk.iter().skip(from).take(count as usize))
+                        .map(|r| LedgerRecord::clone(r))
+                        .collect();
+                    let fed = Input::StoredHistory { to, records };
+                    pending.extend(self.nodes[i].handle(now, fed));
+                }
                 // No contract host here: the state is an empty directory,
                 // and nobody answers state requests.
                 Action::Contract(Job::ReadState { id }) => {
@@ -211,6 +236,7 @@ impl Net {
         self.nodes[i] = Node::new(cfg, self.keys[i].clone(), vec![], initial()).unwrap();
         self.closed[i].clear();
         self.runs[i].clear();
+        self.disks[i].clear();
     }
 
     pub fn config(&self) -> ConsensusConfig {

@@ -151,8 +151,11 @@ pub struct SimStore {
 }
 
 impl Store for SimStore {
-    fn load(&mut self) -> Result<Vec<LedgerRecord>, StoreError> {
-        Ok(self.world.disk_load(self.node))
+    fn tip(&mut self) -> Result<u64, StoreError> {
+        Ok(self.world.disk_tip(self.node))
+    }
+    fn read(&mut self, from: u64, count: u64) -> Result<Vec<LedgerRecord>, StoreError> {
+        Ok(self.world.disk_read(self.node, from, count))
     }
     fn append(&mut self, record: Arc<LedgerRecord>) -> Result<(), StoreError> {
         if !self.world.disk_append(self.node, record) {

@@ -26,6 +26,7 @@ pub(crate) enum Stream {
     Mutations,
     Jitter,
     Cuts,
+    Memory,
 }
 
 /// Subsystem `stream`'s randomness for `seed`: ChaCha's own stream

@@ -138,6 +138,10 @@ pub fn draw(base: &Scenario, r: &Ranges, seed: u64) -> Scenario {
     let cuts = &mut stream(seed, Stream::Cuts);
     let lone_closes = super::cuts::draw(cuts, r, &mut s, fault_end, spare);
     draws::jitter(&mut stream(seed, Stream::Jitter), r, &mut s);
+    // Windows of ledgers in memory from the least allowed to the default:
+    // catch-up then reads from the peers' disks.
+    let memory = [4, 8, 64][(stream(seed, Stream::Memory).next_u64() % 3) as usize];
+    s.consensus.memory_ledgers = Some(memory);
     let crash_window = fault_end.saturating_sub(4000);
     let crashes = &mut stream(seed, Stream::Crashes);
     draws::crashes(crashes, r, &mut s, Some([0, 2]), crash_window);
@@ -386,7 +390,7 @@ fn describe(s: &mut Scenario, byz: &Byzantine, timing: &Timing, live: bool) {
     s.description = format!(
         "swarm: {n} nodes, {b} byzantine [{}] (safety bound {bound}), roundtime {} ms, \
          stage {}%, thresholds {t1}/{t2}/{t3}, close {}% ({} of {n}), {} faults, \
-         {} byzantine user tables, \
+         {} byzantine user tables, {} ledgers in memory, \
          liveness {}",
         roles.join(", "),
         c.roundtime_ms,
@@ -395,6 +399,7 @@ fn describe(s: &mut Scenario, byz: &Byzantine, timing: &Timing, live: bool) {
         threshold(n, timing.close),
         s.timeline.len(),
         s.byzantine_users.len(),
+        c.memory_ledgers.map_or("default".into(), |m| m.to_string()),
         match (live, timing.window.timely) {
             (true, _) => "expected",
             (false, true) => "not expected (too few honest)",

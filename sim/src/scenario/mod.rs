@@ -5,8 +5,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::Path;
 
+pub use consensus::ConsensusSettings;
+
 mod attacks;
 pub mod clock;
+mod consensus;
 pub mod latency;
 mod ranges;
 mod role;
@@ -64,43 +67,6 @@ pub struct Scenario {
     /// The peer handshake the nodes run; only tests plant an old one.
     #[serde(default, skip_serializing_if = "HandshakeKind::is_default")]
     pub handshake: HandshakeKind,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ConsensusSettings {
-    pub roundtime_ms: u64,
-    pub stage_slice_pct: u64,
-    pub stage_thresholds_pct: [u64; 3],
-    pub close_threshold_pct: u64,
-    /// How often a node party line chunk is relayed (0: direct links only).
-    pub npl_max_hops: u8,
-    /// A check switched off to show an adversary exploits it (tests only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub planted_bug: Option<hotpocket_node::consensus::PlantedBug>,
-    /// Whether the network takes the prototype's vouched inputs (hp.cfg's
-    /// `prototype_users`). Off, users speak hpcore's protocol and sign
-    /// their inputs, and no node can put an input in a user's name.
-    #[serde(skip_serializing_if = "is_true")]
-    pub prototype_users: bool,
-}
-
-fn is_true(b: &bool) -> bool {
-    *b
-}
-
-impl Default for ConsensusSettings {
-    fn default() -> Self {
-        ConsensusSettings {
-            roundtime_ms: 1000,
-            stage_slice_pct: 25,
-            stage_thresholds_pct: [50, 65, 80],
-            close_threshold_pct: 80,
-            npl_max_hops: hotpocket_node::npl::NplLimits::default().max_hops,
-            planted_bug: None,
-            prototype_users: true,
-        }
-    }
 }
 
 /// How the simulated contract behaves.
@@ -538,16 +504,8 @@ impl Scenario {
                 }
             }
         }
-        let c = &self.consensus;
-        let cfg = hotpocket_node::consensus::ConsensusConfig {
-            roundtime_ms: c.roundtime_ms,
-            stage_slice_pct: c.stage_slice_pct,
-            stage_thresholds_pct: c.stage_thresholds_pct,
-            close_threshold_pct: c.close_threshold_pct,
-            ..hotpocket_node::consensus::ConsensusConfig::new(vec![hotpocket_node::crypto::PubKey(
-                [0; 32],
-            )])
-        };
+        let key = hotpocket_node::crypto::PubKey([0; 32]);
+        let cfg = self.consensus.config(vec![key]);
         cfg.validate()
             .map_err(|e| ScenarioError::Invalid(format!("[consensus]: {e}")))?;
         Ok(())

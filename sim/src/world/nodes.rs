@@ -110,10 +110,25 @@ impl World {
     }
 
     /// Node `i`'s synced ledgers, as its store loads them at boot.
-    pub fn disk_load(&self, i: usize) -> Vec<LedgerRecord> {
+    /// The seq of node `i`'s newest ledger on disk, synced or not.
+    pub fn disk_tip(&self, i: usize) -> u64 {
         let g = self.lock();
-        let synced = g.nodes[i].disk.synced.iter();
-        synced.map(|r| LedgerRecord::clone(r)).collect()
+        let disk = &g.nodes[i].disk;
+        let last = disk.unsynced.last().or(disk.synced.last());
+        last.map_or(0, |r| r.ledger.seq)
+    }
+
+    /// Up to `count` of node `i`'s ledgers on disk from seq `from` on,
+    /// synced or not (as a database reads its own open transaction).
+    pub fn disk_read(&self, i: usize, from: u64, count: u64) -> Vec<LedgerRecord> {
+        let g = self.lock();
+        let disk = &g.nodes[i].disk;
+        let start = disk.synced.partition_point(|r| r.ledger.seq < from);
+        let rest = disk.unsynced.iter().filter(|r| r.ledger.seq >= from);
+        (disk.synced[start..].iter().chain(rest))
+            .take(usize::try_from(count).unwrap_or(usize::MAX))
+            .map(|r| LedgerRecord::clone(r))
+            .collect()
     }
 
     /// Appends to node `i`'s disk, unsynced until `disk_sync`; false, and
@@ -124,7 +139,17 @@ impl World {
             self.crash(i);
             return false;
         }
-        self.lock().nodes[i].disk.unsynced.push(record);
+        let disk = &mut self.lock().nodes[i].disk;
+        // A ledger written again (with bodies fetched since) replaces its
+        // first copy, as the database's `INSERT OR REPLACE` does.
+        let seq = record.ledger.seq;
+        let at = disk.synced.partition_point(|r| r.ledger.seq < seq);
+        let old = (disk.unsynced.iter_mut().find(|r| r.ledger.seq == seq))
+            .or_else(|| disk.synced.get_mut(at).filter(|r| r.ledger.seq == seq));
+        match old {
+            Some(old) => *old = record,
+            None => disk.unsynced.push(record),
+        }
         true
     }
 

@@ -9,10 +9,11 @@
 mod beacon;
 mod ledgers;
 mod npl;
+mod serve;
 mod voter;
 
 use crate::consensus::backlog::Backlog;
-use crate::consensus::bodies::{self, BodyFetch, MAX_BODIES_PER_MESSAGE};
+use crate::consensus::bodies::{BodyFetch, MAX_BODIES_PER_MESSAGE};
 use crate::consensus::book::{Arrival, ProposalBook};
 use crate::consensus::catchup::{self, Catchup};
 use crate::consensus::chain::Chain;
@@ -33,10 +34,6 @@ use crate::npl::PartyLine;
 use crate::wire::MAX_FRAME_BYTES;
 use std::sync::Arc;
 use voter::Voter;
-
-/// History or body requests served to one peer per round. An honest node
-/// asks once per stage at most.
-const MAX_REQUESTS_PER_ROUND: u32 = 8;
 
 pub struct Node {
     cfg: ConsensusConfig,
@@ -71,8 +68,9 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts from the ledgers a store kept (those after genesis, in order;
-    /// none for a new node) and where the contract state is: `ran` is the
+    /// Starts from the ledgers a store kept (those after genesis in order,
+    /// or the newest from `Chain::needed_from` on; none for a new node)
+    /// and where the contract state is: `ran` is the
     /// ledger whose run left it (0 for the initial state) with that run's
     /// result. Ledgers after `ran` are run again before the node proposes.
     /// The stored chain is checked link by link: a disk can lie too.
@@ -83,7 +81,9 @@ impl Node {
         ran: (u64, ExecResult),
     ) -> Result<Node, NodeError> {
         cfg.validate()?;
-        let chain = Chain::restore(stored)?;
+        let tip = stored.last().map_or(0, |r| r.ledger.seq);
+        let keep_from = Chain::keep_from(tip, ran.0, cfg.memory_ledgers);
+        let chain = Chain::restore(stored, keep_from)?;
         let lcl = chain.lcl();
         let (ran_seq, result) = ran;
         if ran_seq > lcl.seq {
@@ -136,14 +136,27 @@ impl Node {
         self.frames = Some(frames.clone());
     }
 
+    /// The first stored ledger [`Node::new`] needs, for a store whose
+    /// newest ledger is `tip` and a contract that ran through `ran`: the
+    /// recent ones kept whole, and those whose inputs and nonces a restart
+    /// must know again.
+    pub fn needed_from(cfg: &ConsensusConfig, tip: u64, ran: u64) -> u64 {
+        Chain::needed_from(tip, ran, cfg.memory_ledgers)
+    }
+
     pub fn public_key(&self) -> PubKey {
         self.key.public()
     }
     pub fn lcl(&self) -> LedgerId {
         self.chain.lcl()
     }
+    /// The ledgers kept in memory, from `chain_base()` to the lcl.
     pub fn chain(&self) -> &[Arc<LedgerRecord>] {
         self.chain.records()
+    }
+    /// The seq of the first ledger in `chain()`.
+    pub fn chain_base(&self) -> u64 {
+        self.chain.base()
     }
     /// The node's counters, the party line's included: a snapshot, taken
     /// when an observer asks rather than after every event.
@@ -225,6 +238,7 @@ impl Node {
                 self.state.force(Forced::Rollback);
             }
             Input::RunStarted { seq } => self.out.extend(npl::run_started(&mut self.npl, seq)),
+            Input::StoredHistory { to, records } => self.serve_stored(to, &records),
             Input::FromContract { seq, bytes } => {
                 let sent = npl::from_contract(&mut self.npl, &self.key, seq, &bytes);
                 self.out.extend(sent);
@@ -236,6 +250,8 @@ impl Node {
             .update(self.chain.lcl().seq, self.exec.ran_through());
         self.out.extend(intake);
         self.out.extend(self.pool.flush(now));
+        let window = (self.chain.lcl().seq + 1).saturating_sub(self.cfg.memory_ledgers);
+        self.chain.prune(window.min(self.exec.oldest_needed()));
         std::mem::take(&mut self.out)
     }
 
@@ -452,14 +468,7 @@ impl Node {
                 }
             }
             PeerMessage::HistoryRequest { from_seq, count } => {
-                if !self.may_serve(from) {
-                    return;
-                }
-                let chain = self.chain.records();
-                if let Some(bytes) = catchup::serve(&self.cfg, chain, from_seq, count) {
-                    self.stats.history_served += 1;
-                    self.out.push(Action::Send { to: from, bytes });
-                }
+                self.serve_history(from, from_seq, count)
             }
             // Signed by the peer on this link, or not counted.
             PeerMessage::OutputSig(s) if self.cfg.sign_outputs && s.author == from => {
@@ -468,16 +477,7 @@ impl Node {
                 self.output_sigs.on_sig(cfg, lcl, s, &mut self.out);
             }
             PeerMessage::OutputSig(_) => {}
-            PeerMessage::BodyRequest(hashes) => {
-                if !self.may_serve(from) {
-                    return;
-                }
-                let (pool, chain) = (&self.pool, &self.chain);
-                let found = bodies::serve(&hashes, |h| pool.get(h).or_else(|| chain.body(h)));
-                if let Some(bytes) = found {
-                    self.out.push(Action::Send { to: from, bytes });
-                }
-            }
+            PeerMessage::BodyRequest(hashes) => self.serve_bodies(from, &hashes),
         }
     }
 
@@ -485,16 +485,6 @@ impl Node {
         if admitted == Admission::Refused {
             self.stats.inputs_rejected += 1;
         }
-    }
-
-    /// Whether `peer` may have one more history or body request served this
-    /// round; counts it if so.
-    fn may_serve(&mut self, peer: PubKey) -> bool {
-        let ok = self.served.take(peer, self.round(), MAX_REQUESTS_PER_ROUND);
-        if !ok {
-            self.stats.requests_refused += 1;
-        }
-        ok
     }
 
     /// Starts or retries a history request if a recent proposal showed a
@@ -554,6 +544,12 @@ impl Node {
             if let Some(seq) = self.exec.waiting_for(&self.chain, &h) {
                 if self.chain.add_body(seq, h, body) {
                     self.stats.bodies_fetched += 1;
+                    // Whole now: the store's copy too, as peers that fall
+                    // behind are served from it once it leaves memory.
+                    if self.chain.missing_bodies(seq).is_empty() {
+                        let record = self.chain.shared(seq).expect("waiting ledger");
+                        self.out.push(Action::Persist(record.clone()));
+                    }
                 }
                 useful = true;
             }

@@ -320,7 +320,7 @@ mod tests {
             Parts {
                 ring: KeyRing::new(&cfg.unl),
                 timing: Timing::new(&cfg),
-                chain: Chain::restore(vec![]).unwrap(),
+                chain: Chain::restore(vec![], 0).unwrap(),
                 book: ProposalBook::default(),
                 pool: InputPool::default(),
                 exec: Execution::restore(0, result, 0),
