@@ -15,6 +15,7 @@ use crate::crypto::Keypair;
 use crate::env::{
     Clock, ContractHost, Observer, PeerNetwork, RollbackError, Store, StoreError, Users,
 };
+use crate::wire::MAX_FRAME_BYTES;
 use contract_slot::ContractSlot;
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
@@ -83,7 +84,7 @@ pub fn boot(
     }
     // Only the newest part of the chain: memory does not grow with history.
     let from = Node::needed_from(&cfg, lcl, ran.min(lcl));
-    let stored = store.read(from, (lcl + 1).saturating_sub(from))?;
+    let stored = store.read(from, (lcl + 1).saturating_sub(from), usize::MAX)?;
     let first = stored.first().map(|r| r.ledger.seq);
     if stored.len() as u64 != (lcl + 1).saturating_sub(from) || first.is_some_and(|f| f != from) {
         return Err(BootError::Store(StoreError::Corrupt(format!(
@@ -132,18 +133,21 @@ where
                 Action::Broadcast { bytes } => net.broadcast(bytes),
                 Action::Persist(record) => store.append(record)?,
                 Action::Sync => store.sync()?,
-                Action::ReadHistory {
+                Action::ReadStored {
                     to,
                     from_seq,
                     count,
+                    want,
                 } => {
                     // A disk that cannot be read leaves the peer to ask
                     // another; it does not stop the node (writes would).
-                    let records = store.read(from_seq, count).unwrap_or_else(|e| {
-                        tracing::warn!(from_seq, error = %e, "reading history to serve");
+                    // One frame's worth: the answer holds no more.
+                    let read = store.read(from_seq, count, MAX_FRAME_BYTES);
+                    let records = read.unwrap_or_else(|e| {
+                        tracing::warn!(from_seq, error = %e, "reading ledgers to serve");
                         Vec::new()
                     });
-                    stored.push_back(Input::StoredHistory { to, records });
+                    stored.push_back(Input::Stored { to, records, want });
                 }
                 Action::Truncate { keep_through } => store.truncate(keep_through)?,
                 Action::ToContract { seq, bytes } => slot.deliver(seq, bytes),

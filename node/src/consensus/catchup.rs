@@ -233,12 +233,10 @@ pub fn serve<'a>(
     records: impl IntoIterator<Item = &'a LedgerRecord>,
     count: u64,
 ) -> Option<Vec<u8>> {
-    // Measured, not estimated: a proof repeats the ledger's input list
-    // once per signer, so sizes vary a lot.
     let mut budget = MAX_FRAME_BYTES - 1024;
     let mut out: Vec<LedgerRecord> = Vec::new();
     for r in records.into_iter().take(count as usize) {
-        let size = postcard::experimental::serialized_size(r).unwrap_or(usize::MAX);
+        let size = r.encoded_len();
         if size > budget {
             break;
         }

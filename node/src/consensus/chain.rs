@@ -235,6 +235,11 @@ impl Chain {
         self.nonces.fresh(&s.user, s.nonce, self.lcl().seq + 1)
     }
 
+    /// The ledger in the replay window that holds input `h`.
+    pub fn included_in(&self, h: &Hash) -> Option<u64> {
+        self.included.get(h).copied()
+    }
+
     /// The body of an included input, if this node holds it.
     pub fn body(&self, h: &Hash) -> Option<&Vec<u8>> {
         let seq = self.included.get(h)?;

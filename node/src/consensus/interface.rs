@@ -39,12 +39,23 @@ pub enum Input {
     RunStarted { seq: u64 },
     /// The contract running ledger `seq` wrote this to its node party line.
     FromContract { seq: u64, bytes: Vec<u8> },
-    /// The store's answer to `Action::ReadHistory`, for peer `to`: the
+    /// The store's answer to `Action::ReadStored`, for peer `to`: the
     /// ledgers from the asked seq on (none if it could not read them).
-    StoredHistory {
+    Stored {
         to: PubKey,
         records: Vec<LedgerRecord>,
+        want: Wanted,
     },
+}
+
+/// What a peer asked for that only the store holds: older ledgers than
+/// the node keeps in memory, or input bodies of one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Wanted {
+    /// The ledgers read (a history request).
+    History,
+    /// These input bodies, from the ledger read (a body request).
+    Bodies(Vec<Hash>),
 }
 
 /// Something the driver must do, in order.
@@ -63,13 +74,14 @@ pub enum Action {
     Persist(Arc<LedgerRecord>),
     /// Durability point: everything persisted before must be on disk.
     Sync,
-    /// Read up to `count` stored ledgers from `from_seq` on, older than
-    /// those the node keeps in memory, and hand them back as
-    /// `Input::StoredHistory` for peer `to`, before any other input.
-    ReadHistory {
+    /// Read up to `count` stored ledgers from `from_seq` on (one frame's
+    /// worth at most), older than those the node keeps in memory, and hand
+    /// them back as `Input::Stored` for peer `to`, before any other input.
+    ReadStored {
         to: PubKey,
         from_seq: u64,
         count: u64,
+        want: Wanted,
     },
     /// Drop every stored ledger after `keep_through` (the node rolled its
     /// lcl back); durable by the next `Sync` at the latest.

@@ -37,7 +37,9 @@ pub(crate) use config::planted;
 pub use config::PlantedBug;
 pub use config::{threshold, ConfigError, ConsensusConfig};
 pub use frames::{FrameStats, SentProposals};
-pub use interface::{Action, BeaconStats, CloseVia, Event, Input, NodeError, Stats, Withheld};
+pub use interface::{
+    Action, BeaconStats, CloseVia, Event, Input, NodeError, Stats, Wanted, Withheld,
+};
 pub use jobs::Job;
 pub use message::{PeerMessage, ProposalHead, WireError};
 pub use node::Node;

@@ -139,6 +139,19 @@ impl StateSync {
         !matches!(self.phase, Phase::Idle)
     }
 
+    /// The oldest ledger a sync under way may still read from the chain:
+    /// its target (whose verdict a rollback checks again) and the runs it
+    /// skipped (due again if it gives up).
+    pub fn oldest_needed(&self) -> Option<u64> {
+        match &self.phase {
+            Phase::Idle => None,
+            Phase::Reading { from, seq, .. } | Phase::Installing { from, seq, .. } => {
+                Some((*from).min(*seq))
+            }
+            Phase::Fetching { from, fetch } => Some((*from).min(fetch.seq)),
+        }
+    }
+
     /// Makes the next run wait for a state sync, whatever the gap. A
     /// stronger reason is never weakened by a later one.
     pub fn force(&mut self, why: Forced) {
@@ -171,6 +184,12 @@ impl StateSync {
         let Some((seq, result)) = v.chain.certified_target() else {
             return;
         };
+        // The runs after the target need their ledgers, and the memory
+        // may have let them go (a forced sync takes any certified state):
+        // wait for a newer one.
+        if seq < v.chain.base() {
+            return;
+        }
         // `from - 1` is what the contract holds once queued runs are done.
         // Forced, any certified state will do, even one older than the
         // runs done: the runs after it are done again once it is in.

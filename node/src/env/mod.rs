@@ -79,9 +79,15 @@ pub trait Store {
     /// The seq of the newest stored ledger; 0 for a new node.
     fn tip(&mut self) -> Result<u64, StoreError>;
     /// Up to `count` stored ledgers from seq `from` on, in order (genesis,
-    /// seq 0, is never stored): fewer near the tip. Ledgers appended but
-    /// not yet synced are read too.
-    fn read(&mut self, from: u64, count: u64) -> Result<Vec<LedgerRecord>, StoreError>;
+    /// seq 0, is never stored): fewer near the tip, and no more than fit
+    /// in `max_bytes` as stored (the first is read whatever its size).
+    /// Ledgers appended but not yet synced are read too.
+    fn read(
+        &mut self,
+        from: u64,
+        count: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<LedgerRecord>, StoreError>;
     /// `record` is shared with the node's chain: a store that keeps
     /// records in memory (the simulator's disk) holds that copy, not
     /// another.

@@ -134,6 +134,12 @@ impl LedgerRecord {
             bodies: BTreeMap::new(),
         }
     }
+    /// Bytes it takes encoded, as on the wire and in the store. Measured,
+    /// not estimated: a proof repeats the ledger's input list once per
+    /// signer, so sizes vary a lot.
+    pub fn encoded_len(&self) -> usize {
+        postcard::experimental::serialized_size(self).unwrap_or(usize::MAX)
+    }
     pub fn id(&self) -> LedgerId {
         LedgerId {
             seq: self.ledger.seq,

@@ -202,7 +202,12 @@ impl Store for SqliteStore {
         Ok(tip.map_or(0, |t| t as u64))
     }
 
-    fn read(&mut self, from: u64, count: u64) -> Result<Vec<LedgerRecord>, StoreError> {
+    fn read(
+        &mut self,
+        from: u64,
+        count: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<LedgerRecord>, StoreError> {
         let mut q = (self.conn)
             .prepare_cached(
                 "SELECT seq, hash, record FROM ledgers WHERE seq >= ?1 ORDER BY seq LIMIT ?2",
@@ -212,10 +217,15 @@ impl Store for SqliteStore {
         let count = i64::try_from(count).unwrap_or(i64::MAX);
         let mut rows = q.query(params![from, count]).map_err(io)?;
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         while let Some(row) = rows.next().map_err(io)? {
             let seq = row.get::<_, i64>(0).map_err(io)? as u64;
             let hash: String = row.get(1).map_err(io)?;
             let blob: Vec<u8> = row.get(2).map_err(io)?;
+            bytes = bytes.saturating_add(blob.len());
+            if bytes > max_bytes && !out.is_empty() {
+                break;
+            }
             let rec: LedgerRecord = postcard::from_bytes(&blob)
                 .map_err(|e| StoreError::Corrupt(format!("ledger {seq}: {e}")))?;
             if rec.ledger.seq != seq || rec.hash.to_string() != hash {
@@ -302,7 +312,7 @@ mod tests {
         }
         let mut s = SqliteStore::open(&path).unwrap();
         assert_eq!(s.tip().unwrap(), 1);
-        assert_eq!(s.read(1, 10).unwrap(), vec![a.clone()]);
+        assert_eq!(s.read(1, 10, usize::MAX).unwrap(), vec![a.clone()]);
         s.append(Arc::new(b)).unwrap();
         s.sync().unwrap();
         assert_eq!(s.hashes().unwrap().len(), 2);
@@ -310,14 +320,15 @@ mod tests {
         s.sync().unwrap();
         drop(s);
         let mut s = SqliteStore::open(&path).unwrap();
-        assert_eq!(s.read(0, u64::MAX).unwrap(), vec![a.clone()]);
+        assert_eq!(s.read(0, u64::MAX, usize::MAX).unwrap(), vec![a.clone()]);
         // Reads from a seq, a count at most.
         s.append(Arc::new(record(2, a.hash))).unwrap();
         s.append(Arc::new(record(3, a.hash))).unwrap();
-        let read: Vec<u64> = (s.read(2, 1).unwrap().iter())
-            .map(|r| r.ledger.seq)
-            .collect();
-        assert_eq!(read, vec![2], "unsynced ledgers are read too");
+        let seqs = |v: Vec<LedgerRecord>| v.iter().map(|r| r.ledger.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(s.read(2, 1, usize::MAX).unwrap()), [2], "unsynced too");
+        // A byte budget: the first ledger whatever its size, then what fits.
+        assert_eq!(seqs(s.read(1, 3, 1).unwrap()), [1]);
+        assert_eq!(seqs(s.read(1, 3, usize::MAX).unwrap()), [1, 2, 3]);
         assert_eq!(s.tip().unwrap(), 3);
         let _ = std::fs::remove_file(&path);
     }

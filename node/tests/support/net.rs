@@ -151,17 +151,18 @@ impl Net {
                     }
                 }
                 Action::Truncate { keep_through } => self.disks[i].truncate(keep_through as usize),
-                Action::ReadHistory {
+                Action::ReadStored {
                     to,
                     from_seq,
                     count,
+                    want,
                 } => {
                     let disk = &self.disks[i];
                     let from = (from_seq.max(1) - 1) as usize;
                     let records = (disk.iter().skip(from).take(count as usize))
                         .map(|r| LedgerRecord::clone(r))
                         .collect();
-                    let fed = Input::StoredHistory { to, records };
+                    let fed = Input::Stored { to, records, want };
                     pending.extend(self.nodes[i].handle(now, fed));
                 }
                 // No contract host here: the state is an empty directory,

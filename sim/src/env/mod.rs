@@ -154,8 +154,13 @@ impl Store for SimStore {
     fn tip(&mut self) -> Result<u64, StoreError> {
         Ok(self.world.disk_tip(self.node))
     }
-    fn read(&mut self, from: u64, count: u64) -> Result<Vec<LedgerRecord>, StoreError> {
-        Ok(self.world.disk_read(self.node, from, count))
+    fn read(
+        &mut self,
+        from: u64,
+        count: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<LedgerRecord>, StoreError> {
+        Ok(self.world.disk_read(self.node, from, count, max_bytes))
     }
     fn append(&mut self, record: Arc<LedgerRecord>) -> Result<(), StoreError> {
         if !self.world.disk_append(self.node, record) {

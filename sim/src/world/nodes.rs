@@ -119,16 +119,29 @@ impl World {
     }
 
     /// Up to `count` of node `i`'s ledgers on disk from seq `from` on,
-    /// synced or not (as a database reads its own open transaction).
-    pub fn disk_read(&self, i: usize, from: u64, count: u64) -> Vec<LedgerRecord> {
+    /// synced or not (as a database reads its own open transaction), as
+    /// many as fit in `max_bytes` encoded (the first whatever its size).
+    pub fn disk_read(
+        &self,
+        i: usize,
+        from: u64,
+        count: u64,
+        max_bytes: usize,
+    ) -> Vec<LedgerRecord> {
         let g = self.lock();
         let disk = &g.nodes[i].disk;
         let start = disk.synced.partition_point(|r| r.ledger.seq < from);
         let rest = disk.unsynced.iter().filter(|r| r.ledger.seq >= from);
-        (disk.synced[start..].iter().chain(rest))
-            .take(usize::try_from(count).unwrap_or(usize::MAX))
-            .map(|r| LedgerRecord::clone(r))
-            .collect()
+        let count = usize::try_from(count).unwrap_or(usize::MAX);
+        let (mut bytes, mut out) = (0usize, Vec::new());
+        for r in disk.synced[start..].iter().chain(rest).take(count) {
+            bytes = bytes.saturating_add(r.encoded_len());
+            if bytes > max_bytes && !out.is_empty() {
+                break;
+            }
+            out.push(LedgerRecord::clone(r));
+        }
+        out
     }
 
     /// Appends to node `i`'s disk, unsynced until `disk_sync`; false, and

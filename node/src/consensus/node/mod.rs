@@ -238,7 +238,7 @@ impl Node {
                 self.state.force(Forced::Rollback);
             }
             Input::RunStarted { seq } => self.out.extend(npl::run_started(&mut self.npl, seq)),
-            Input::StoredHistory { to, records } => self.serve_stored(to, &records),
+            Input::Stored { to, records, want } => self.serve_stored(to, &records, want),
             Input::FromContract { seq, bytes } => {
                 let sent = npl::from_contract(&mut self.npl, &self.key, seq, &bytes);
                 self.out.extend(sent);
@@ -251,7 +251,9 @@ impl Node {
         self.out.extend(intake);
         self.out.extend(self.pool.flush(now));
         let window = (self.chain.lcl().seq + 1).saturating_sub(self.cfg.memory_ledgers);
-        self.chain.prune(window.min(self.exec.oldest_needed()));
+        let needed = self.exec.oldest_needed();
+        let syncing = self.state.oldest_needed().unwrap_or(u64::MAX);
+        self.chain.prune(window.min(needed).min(syncing));
         std::mem::take(&mut self.out)
     }
 

@@ -1,9 +1,9 @@
-//! What the node serves its peers: history, from the ledgers in memory or,
-//! older, from the store, and input bodies; each peer a few requests a
-//! round.
+//! What the node serves its peers: history and input bodies, from the
+//! ledgers in memory or, older, from the store; each peer a few requests
+//! a round.
 
 use super::Node;
-use crate::consensus::{bodies, catchup, Action};
+use crate::consensus::{bodies, catchup, Action, Wanted};
 use crate::crypto::{Hash, PubKey};
 use crate::ledger::LedgerRecord;
 
@@ -19,10 +19,11 @@ impl Node {
         let count = count.min(self.cfg.history_batch);
         let Some(start) = from_seq.checked_sub(self.chain.base()) else {
             // Older than the ledgers in memory: the store has them.
-            let read = Action::ReadHistory {
+            let read = Action::ReadStored {
                 to,
                 from_seq,
                 count,
+                want: Wanted::History,
             };
             return self.out.push(read);
         };
@@ -31,10 +32,20 @@ impl Node {
         self.send_history(to, answer);
     }
 
-    /// The store read the ledgers a `ReadHistory` asked for.
-    pub(super) fn serve_stored(&mut self, to: PubKey, records: &[LedgerRecord]) {
-        let answer = catchup::serve(records, self.cfg.history_batch);
-        self.send_history(to, answer);
+    /// The store read the ledgers a `ReadStored` asked for.
+    pub(super) fn serve_stored(&mut self, to: PubKey, records: &[LedgerRecord], want: Wanted) {
+        match want {
+            Wanted::History => {
+                let answer = catchup::serve(records, self.cfg.history_batch);
+                self.send_history(to, answer);
+            }
+            Wanted::Bodies(hashes) => {
+                let lookup = |h: &Hash| records.iter().find_map(|r| r.bodies.get(h));
+                if let Some(bytes) = bodies::serve(&hashes, lookup) {
+                    self.out.push(Action::Send { to, bytes });
+                }
+            }
+        }
     }
 
     fn send_history(&mut self, to: PubKey, answer: Option<Vec<u8>>) {
@@ -51,7 +62,18 @@ impl Node {
         let (pool, chain) = (&self.pool, &self.chain);
         let found = bodies::serve(hashes, |h| pool.get(h).or_else(|| chain.body(h)));
         if let Some(bytes) = found {
-            self.out.push(Action::Send { to, bytes });
+            return self.out.push(Action::Send { to, bytes });
+        }
+        // A peer whose contract lags further behind than our memory asks
+        // for a ledger's bodies (one ledger's a request): the store has it.
+        let seq = hashes.iter().find_map(|h| chain.included_in(h));
+        if let Some(seq) = seq.filter(|s| *s < chain.base()) {
+            self.out.push(Action::ReadStored {
+                to,
+                from_seq: seq,
+                count: 1,
+                want: Wanted::Bodies(hashes.to_vec()),
+            });
         }
     }
 
