@@ -153,6 +153,34 @@ mod tests {
     }
 
     #[test]
+    fn convictions_count_like_absences() {
+        use crate::beacon::{FraudProof, SignedCommit};
+        use crate::crypto::Keypair;
+        use crate::ledger::LedgerId;
+        let k = Keypair::from_seed([7; 32]);
+        let lcl = LedgerId {
+            seq: 4,
+            hash: Hash([4; 32]),
+        };
+        let proof = FraudProof::double_commit(
+            SignedCommit::sign(&k, lcl, Hash([1; 32])),
+            SignedCommit::sign(&k, lcl, Hash([2; 32])),
+        );
+        let mut w = Absences::new(2);
+        let mut convicting = outcome(&[]);
+        convicting.fraud = vec![proof];
+        w.record(1, &convicting).unwrap();
+        w.record(2, &convicting).unwrap();
+        assert_eq!(w.convicted(), vec![(k.public(), 2)]);
+        assert_eq!(w.fraud(&k.public()), 2);
+        // Both leave the window, one at a time.
+        w.record(3, &outcome(&[])).unwrap();
+        assert_eq!(w.convicted(), vec![(k.public(), 1)]);
+        w.record(4, &outcome(&[])).unwrap();
+        assert_eq!(w.convicted(), vec![]);
+    }
+
+    #[test]
     fn seqs_must_rise() {
         let mut w = Absences::new(3);
         w.record(5, &outcome(&[1])).unwrap();

@@ -121,6 +121,16 @@ fn every_bad_helo_is_refused_with_a_reason() {
         &s.on_message(NOW, helo_message(&k, &c, now_s - 3600).as_bytes(), true),
         "timestamp is 3600 s away"
     ));
+    // The tolerance itself is still in time; a second more is not.
+    let tolerance = SessionLimits::default().timestamp_tolerance_s;
+    let (mut s, c) = open(SessionLimits::default());
+    let edge = helo_message(&k, &c, now_s - tolerance);
+    let r = s.on_message(NOW, edge.as_bytes(), true);
+    assert!(r.is_empty() && s.user() == Some(k.public()), "{r:?}");
+    let (mut s, c) = open(SessionLimits::default());
+    let late = helo_message(&k, &c, now_s + tolerance + 1);
+    let r = s.on_message(NOW, late.as_bytes(), true);
+    assert!(closed_with(&r, "s away"));
 }
 
 #[test]
