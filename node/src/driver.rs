@@ -84,9 +84,10 @@ pub fn boot(
     }
     // Only the newest part of the chain: memory does not grow with history.
     let from = Node::needed_from(&cfg, lcl, ran.min(lcl));
-    let stored = store.read(from, (lcl + 1).saturating_sub(from), usize::MAX)?;
+    let count = (lcl + 1).saturating_sub(from);
+    let stored = store.read(from, count, usize::MAX)?;
     let first = stored.first().map(|r| r.ledger.seq);
-    if stored.len() as u64 != (lcl + 1).saturating_sub(from) || first.is_some_and(|f| f != from) {
+    if stored.len() as u64 != count || first.is_some_and(|f| f != from) {
         return Err(BootError::Store(StoreError::Corrupt(format!(
             "ledgers {from}..={lcl} asked, {} read from {first:?}",
             stored.len()

@@ -168,7 +168,7 @@ impl Chain {
     /// The first ledger kept whole at start: the window, and every ledger
     /// the contract has still to run.
     pub fn keep_from(tip: u64, ran: u64, memory_ledgers: u64) -> u64 {
-        (tip + 1).saturating_sub(memory_ledgers).min(ran + 1)
+        window_start(tip, memory_ledgers).min(ran + 1)
     }
 
     fn keep(&mut self, record: Arc<LedgerRecord>) {
@@ -211,10 +211,12 @@ impl Chain {
         self.records.get(usize::try_from(i).ok()?)
     }
 
-    /// Lets the ledgers before seq `floor` go from memory (they are in the
-    /// store), the lcl and the ledger below it excepted.
-    pub fn prune(&mut self, floor: u64) {
-        let floor = floor.min(self.lcl().seq.saturating_sub(1));
+    /// Lets the ledgers older than the newest `memory_ledgers` go from
+    /// memory (they are in the store), but not those from `needed` on,
+    /// nor the lcl and the ledger below it.
+    pub fn prune(&mut self, memory_ledgers: u64, needed: u64) {
+        let lcl = self.lcl().seq;
+        let floor = (window_start(lcl, memory_ledgers).min(needed)).min(lcl.saturating_sub(1));
         let Some(n) = floor.checked_sub(self.base).filter(|n| *n > 0) else {
             return;
         };
@@ -380,6 +382,11 @@ impl Chain {
     }
 }
 
+/// The first of the newest `memory_ledgers` ledgers up to `lcl`.
+fn window_start(lcl: u64, memory_ledgers: u64) -> u64 {
+    (lcl + 1).saturating_sub(memory_ledgers)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -500,7 +507,7 @@ mod tests {
         for r in &all[..9] {
             chain.append(r.clone(), &mut pool);
         }
-        chain.prune(6);
+        chain.prune(4, u64::MAX);
         assert_eq!(chain.base(), 6);
         assert_eq!(chain.records().len(), 4, "ledgers 6..=9");
         assert!(chain.get(5).is_none() && chain.get(6).is_some());
@@ -512,7 +519,7 @@ mod tests {
         assert_eq!(chain.verdict(6), Some(verdict(6, 7).result));
         assert_eq!(chain.verdict(5), None, "verdicts on runs before it go too");
         // Never the lcl or the ledger below it, whatever the floor.
-        chain.prune(100);
+        chain.prune(1, 100);
         assert_eq!((chain.base(), chain.records().len()), (8, 2));
         // A rollback steps the verdicts back without the older ledgers.
         chain.append(all[9].clone(), &mut pool);

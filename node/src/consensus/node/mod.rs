@@ -250,10 +250,9 @@ impl Node {
             .update(self.chain.lcl().seq, self.exec.ran_through());
         self.out.extend(intake);
         self.out.extend(self.pool.flush(now));
-        let window = (self.chain.lcl().seq + 1).saturating_sub(self.cfg.memory_ledgers);
         let needed = self.exec.oldest_needed();
         let syncing = self.state.oldest_needed().unwrap_or(u64::MAX);
-        self.chain.prune(window.min(needed).min(syncing));
+        (self.chain).prune(self.cfg.memory_ledgers, needed.min(syncing));
         std::mem::take(&mut self.out)
     }
 
